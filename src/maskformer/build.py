@@ -1,0 +1,141 @@
+"""The only place that turns a Config into objects: model, criterion, data, optimizer and schedule."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .config import BackboneConfig, Config, ModelConfig
+from .errors import ConfigError
+from .modeling import (
+    FPNPixelDecoder,
+    MaskFormer,
+    PerPixelBaseline,
+    PerPixelBaselinePlus,
+    TransformerEncoderPixelDecoder,
+    TransformerPredictor,
+)
+from .modeling.backbone import DEPTH_BLOCKS, Backbone, ResNet, SwinTransformer, TimmBackbone
+
+
+def _resnet(c: BackboneConfig) -> Backbone:
+    blocks = c.blocks or DEPTH_BLOCKS.get(c.depth)
+    if not blocks:
+        raise ConfigError(f"model.backbone.depth: unsupported ResNet depth {c.depth} (use 50, 101, ... or blocks)")
+    return ResNet(
+        blocks=list(blocks),
+        stem=c.stem,
+        stem_out_channels=c.stem_out_channels,
+        width_per_group=c.width_per_group,
+        res5_multi_grid=c.res5_multi_grid if c.res5_multi_grid and len(c.res5_multi_grid) == blocks[3] else None,
+        norm=c.norm,
+    )
+
+
+def _swin(c: BackboneConfig) -> Backbone:
+    if len(c.depths) != 4 or len(c.num_heads) != 4:
+        raise ConfigError("model.backbone.depths and num_heads must have 4 entries")
+    return SwinTransformer(
+        embed_dim=c.embed_dim,
+        depths=c.depths,
+        num_heads=c.num_heads,
+        window_size=c.window_size,
+        patch_size=c.patch_size,
+        mlp_ratio=c.mlp_ratio,
+        drop_path_rate=c.drop_path_rate,
+    )
+
+
+def _timm(c: BackboneConfig) -> Backbone:
+    if not c.timm_name:
+        raise ConfigError("model.backbone.timm_name must name a timm model when model.backbone.type is timm")
+    return TimmBackbone(name=c.timm_name, pretrained=c.timm_pretrained)
+
+
+BACKBONES = {"resnet": _resnet, "swin": _swin, "timm": _timm}
+
+
+def build_backbone(c: BackboneConfig) -> Backbone:
+    if c.type not in BACKBONES:
+        raise ConfigError(f"model.backbone.type: unknown '{c.type}' (expected one of {sorted(BACKBONES)})")
+    try:
+        return BACKBONES[c.type](c)
+    except ValueError as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"model.backbone: {e}") from None
+
+
+def build_pixel_decoder(m: ModelConfig, backbone: Backbone) -> nn.Module:
+    specs = backbone.output_specs
+    if m.pixel_decoder == "fpn":
+        return FPNPixelDecoder(input_specs=specs, conv_dim=m.convs_dim, mask_dim=m.mask_dim, norm=m.norm)
+    if m.pixel_decoder == "transformer_encoder":
+        return TransformerEncoderPixelDecoder(
+            input_specs=specs,
+            conv_dim=m.convs_dim,
+            mask_dim=m.mask_dim,
+            norm=m.norm,
+            enc_layers=m.pixel_decoder_enc_layers,
+            nheads=m.nheads,
+            dim_feedforward=m.dim_feedforward,
+            dropout=m.dropout,
+            pre_norm=m.pre_norm,
+        )
+    raise ConfigError(f"model.pixel_decoder: unknown '{m.pixel_decoder}' (expected fpn or transformer_encoder)")
+
+
+def build_predictor(m: ModelConfig, in_channels: int, *, mask_classification: bool = True) -> TransformerPredictor:
+    return TransformerPredictor(
+        in_channels=in_channels,
+        num_classes=m.num_classes,
+        num_queries=m.num_queries if mask_classification else m.num_classes,
+        hidden_dim=m.hidden_dim,
+        nheads=m.nheads,
+        dim_feedforward=m.dim_feedforward,
+        dropout=m.dropout,
+        enc_layers=m.enc_layers,
+        dec_layers=m.dec_layers if (m.deep_supervision or not mask_classification) else m.dec_layers,
+        pre_norm=m.pre_norm,
+        mask_dim=m.mask_dim,
+        enforce_input_proj=m.enforce_input_proj,
+        mask_classification=mask_classification,
+    )
+
+
+def build_model(cfg: Config) -> nn.Module:
+    """MaskFormer or one of the per-pixel baselines, randomly initialised (load weights separately)."""
+    m = cfg.model
+    if m.num_classes < 1:
+        raise ConfigError(f"model.num_classes must be >= 1, got {m.num_classes}")
+    if m.transformer_in_feature not in ("res5", "transformer_encoder"):
+        raise ConfigError(f"model.transformer_in_feature: unknown '{m.transformer_in_feature}'")
+    if m.transformer_in_feature == "transformer_encoder" and m.pixel_decoder != "transformer_encoder":
+        raise ConfigError(
+            "model.transformer_in_feature=transformer_encoder needs model.pixel_decoder=transformer_encoder"
+        )
+    if m.hidden_dim % m.nheads:
+        raise ConfigError(f"model.hidden_dim ({m.hidden_dim}) must be divisible by model.nheads ({m.nheads})")
+    backbone = build_backbone(m.backbone)
+    pixel_decoder = build_pixel_decoder(m, backbone)
+    common = {
+        "num_classes": m.num_classes,
+        "size_divisibility": m.size_divisibility,
+        "pixel_mean": tuple(m.pixel_mean),
+        "pixel_std": tuple(m.pixel_std),
+    }
+    res5 = backbone.output_specs["res5"].channels
+    if m.meta_arch == "maskformer":
+        in_ch = m.convs_dim if m.transformer_in_feature == "transformer_encoder" else res5
+        return MaskFormer(
+            backbone=backbone,
+            pixel_decoder=pixel_decoder,
+            predictor=build_predictor(m, in_ch),
+            transformer_in_feature=m.transformer_in_feature,
+            **common,
+        )
+    if m.meta_arch == "per_pixel":
+        return PerPixelBaseline(backbone=backbone, pixel_decoder=pixel_decoder, mask_dim=m.mask_dim, **common)
+    if m.meta_arch == "per_pixel_plus":
+        predictor = build_predictor(m, res5, mask_classification=False)
+        return PerPixelBaselinePlus(backbone=backbone, pixel_decoder=pixel_decoder, predictor=predictor, **common)
+    raise ConfigError(f"model.meta_arch: unknown '{m.meta_arch}' (expected maskformer, per_pixel or per_pixel_plus)")

@@ -1,0 +1,60 @@
+"""``maskformer`` command line: one module per command, each with ``add_parser(subparsers)`` and ``run(args) -> int``.
+
+Errors a user can cause (``maskformer.errors.UserError``, missing files) end in one line on stderr and exit code 2.
+Command modules import heavy dependencies inside ``run`` so that ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import UserError
+
+# command name -> module under maskformer.cli
+COMMANDS: dict[str, str] = {
+    "train": "train",
+    "eval": "evaluate",
+    "predict": "predict",
+    "info": "info",
+    "convert": "convert",
+    "benchmark": "benchmark",
+    "demo": "demo",
+    "export": "export",
+    "eval-predictions": "eval_predictions",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="maskformer",
+        description="MaskFormer: mask classification for semantic and panoptic segmentation.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module_name in COMMANDS.values():
+        try:
+            module = importlib.import_module(f"{__name__}.{module_name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"{__name__}.{module_name}":
+                continue  # command not built yet
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"maskformer {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        name = getattr(e, "filename", None) or ""
+        print(f"maskformer {args.command}: error: {name}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"maskformer {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,58 @@
+"""``maskformer info CONFIG``: parameter counts and FLOPs (fvcore convention) of a config's model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "info",
+        help="parameter count and FLOPs of a config's model",
+        description="Parameters (total and per top-level module) and FLOPs with fvcore's convention (one multiply-add"
+        " = one flop) over the whole semantic inference graph, like the original's tools/analyze_model.py with"
+        " --use-fixed-input-size. 'original' counts what the original computes (all six decoder layers' mask heads);"
+        " 'lean' is this project's inference path (last layer only).",
+    )
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help="input size (default: the training crop)")
+    p.add_argument(
+        "--no-flops", action="store_true", help="parameters only (FLOP tracing takes a while for big models)"
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import maskformer
+    from maskformer.engine.analysis import count_flops, count_parameters
+
+    cfg = maskformer.load_config(args.config, args.overrides)
+    model = maskformer.build_model(cfg).eval()
+    h, w = args.size or cfg.data.crop_size
+    result: dict = {"config": args.config, "parameters": count_parameters(model)}
+    if not args.no_flops:
+        total, by_op = count_flops(model, height=h, width=w)
+        lean, _ = count_flops(model, height=h, width=w, lean=True)
+        result["flops"] = {"size": [h, w], "original": total, "lean": lean, "original_by_operator": by_op}
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    params = result["parameters"]
+    print(f"{args.config}")
+    print(f"  parameters  {params['total']:>14,}")
+    for name, n in params.items():
+        if name != "total":
+            print(f"    {name:<18}{n:>12,}")
+    if "flops" in result:
+        f = result["flops"]
+        print(f"  FLOPs at {h}x{w} (fvcore, 1 multiply-add = 1 flop)")
+        print(
+            f"    original graph  {f['original'] / 1e9:>9.2f} G   (all six decoder layers' mask heads, as the original)"
+        )
+        print(f"    lean graph      {f['lean'] / 1e9:>9.2f} G   (last decoder layer only, this project's inference)")
+        for op, n in sorted(f["original_by_operator"].items(), key=lambda kv: -kv[1]):
+            print(f"      {op:<26}{n / 1e9:>9.3f} G")
+    return 0

@@ -1,0 +1,107 @@
+"""Original MaskFormer (detectron2) checkpoints -> this project's state dict.
+
+Model-zoo files are pickles ``{"model": {name: ndarray}}`` in the *old* key layout (``sem_seg_head.layer_4`` rather than
+``sem_seg_head.pixel_decoder.layer_4``); files written by newer code use the new layout. Both are accepted.
+Backbone-only ImageNet files (torchvision ResNet ``.pth``, detectron2's converted ``R-50.pkl``, official Swin
+``.pth``) load into the backbone only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import CheckpointError
+from .pickle_io import as_numpy_state, load_pkl
+from .rename import DROP, convert_state
+
+# Full MaskFormer / baseline checkpoints (old or new layout) -> ours.
+FULL_MODEL_RULES: list[tuple[str, str | None]] = [
+    (r"criterion\.empty_weight", DROP),
+    (r"pixel_(mean|std)", DROP),
+    (r"sem_seg_head\.predictor\.(.*)", r"predictor.\1"),
+    (r"sem_seg_head\.pixel_decoder\.(.*)", r"pixel_decoder.\1"),
+    (r"sem_seg_head\.(.*)", r"pixel_decoder.\1"),  # old (version-1) layout
+    (r"backbone\.(.*)", r"backbone.\1"),
+]
+
+# torchvision ResNet -> backbone
+TORCHVISION_RESNET_RULES: list[tuple[str, str | None]] = [
+    (r"fc\..*", DROP),
+    (r".*num_batches_tracked", DROP),
+    (r"conv1\.weight", r"backbone.stem.conv1.weight"),
+    (r"bn1\.(.*)", r"backbone.stem.conv1.norm.\1"),
+    (r"layer(\d)\.(\d+)\.conv(\d)\.weight", r"backbone.res\1.\2.conv\3.weight"),
+    (r"layer(\d)\.(\d+)\.bn(\d)\.(.*)", r"backbone.res\1.\2.conv\3.norm.\4"),
+    (r"layer(\d)\.(\d+)\.downsample\.0\.weight", r"backbone.res\1.\2.shortcut.weight"),
+    (r"layer(\d)\.(\d+)\.downsample\.1\.(.*)", r"backbone.res\1.\2.shortcut.norm.\3"),
+]
+
+# detectron2-converted backbone pickles (R-50.pkl, R-103.pkl) and Swin .pth -> backbone
+BACKBONE_RULES: list[tuple[str, str | None]] = [
+    (r"stem\.fc\..*|fc\..*|fc1000\..*|head\..*|norm\.(weight|bias)", DROP),
+    (r".*attn_mask", DROP),
+    (r".*num_batches_tracked", DROP),
+    (r"backbone\.(.*)", r"backbone.\1"),
+    (r"(.*)", r"backbone.\1"),
+]
+
+
+def _fix_torchvision_stage_numbers(state: dict) -> dict:
+    # torchvision counts layer1..4; detectron2 names them res2..5
+    out = {}
+    for k, v in state.items():
+        if k.startswith("layer") and k[5].isdigit():
+            k = f"layer{int(k[5]) + 1}{k[6:]}"
+        out[k] = v
+    return out
+
+
+def read_checkpoint_state(path: str | Path) -> dict[str, np.ndarray | torch.Tensor]:
+    """The weight dict of a ``.pkl`` (restricted unpickler) or ``.pth``/``.pt`` (``torch.load(weights_only=True)``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file not found")
+    if path.suffix == ".pkl":
+        data = load_pkl(path)
+        return as_numpy_state(data.get("model", data), str(path))
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(
+            f"{path}: cannot read checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})"
+        ) from None
+    if isinstance(data, dict):
+        for key in ("model", "state_dict"):
+            if isinstance(data.get(key), dict):
+                data = data[key]
+                break
+    if not isinstance(data, dict) or not data:
+        raise CheckpointError(f"{path}: no weight dict found")
+    return dict(data)
+
+
+def load_detectron2_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a full original MaskFormer checkpoint into ``model``; every key must be consumed and filled."""
+    state = read_checkpoint_state(path)
+    target = model.state_dict()
+    converted = convert_state(state, FULL_MODEL_RULES, target, source_name=str(path))
+    model.load_state_dict(converted, strict=True)
+
+
+def load_backbone_weights(model: nn.Module, path: str | Path) -> None:
+    """Load ImageNet backbone weights (torchvision ResNet, detectron2 R-50/R-103 .pkl, Swin .pth) into
+    ``model.backbone``. Every source key must be used; only the Swin per-stage output norms may stay unfilled."""
+    state = read_checkpoint_state(path)
+    target = {k: v for k, v in model.state_dict().items() if k.startswith("backbone.")}
+    if any(k.startswith("layer1.") for k in state):
+        rules, state = TORCHVISION_RESNET_RULES, _fix_torchvision_stage_numbers(state)
+    else:
+        rules = BACKBONE_RULES
+    converted = convert_state(
+        state, rules, target, source_name=str(path), allow_missing=[r"backbone\.norm\d\.(weight|bias)"]
+    )
+    model.load_state_dict(converted, strict=False)

@@ -1,0 +1,79 @@
+"""The transformer predictor: N learned queries attend to image features and become (class, mask embedding) pairs."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .layers import MLP, c2_xavier_fill
+from .position_encoding import PositionEmbeddingSine
+from .transformer import Transformer
+
+
+class TransformerPredictor(nn.Module):
+    """DETR decoder over the transformer input plus the class and mask heads.
+
+    ``forward(x [B,Cin,h,w], mask_features [B,D,H4,W4], with_aux=True)`` returns
+    ``{"pred_logits": [B,Q,K+1], "pred_masks": [B,Q,H4,W4], "aux_outputs": [{...} for decoder layers 1..L-1]}``.
+    With ``mask_classification=False`` (PerPixelBaseline+) there is no class head and ``pred_logits`` is absent.
+    Every layer's output goes through the decoder's shared final LayerNorm before the heads (as the original).
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        num_classes: int,
+        num_queries: int = 100,
+        hidden_dim: int = 256,
+        nheads: int = 8,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        enc_layers: int = 0,
+        dec_layers: int = 6,
+        pre_norm: bool = False,
+        mask_dim: int = 256,
+        enforce_input_proj: bool = False,
+        mask_classification: bool = True,
+    ) -> None:
+        super().__init__()
+        self.mask_classification = mask_classification
+        self.pe_layer = PositionEmbeddingSine(hidden_dim // 2, normalize=True)
+        self.transformer = Transformer(
+            d_model=hidden_dim,
+            nhead=nheads,
+            enc_layers=enc_layers,
+            dec_layers=dec_layers,
+            dim_feedforward=dim_feedforward,
+            dropout=dropout,
+            pre_norm=pre_norm,
+        )
+        self.query_embed = nn.Embedding(num_queries, hidden_dim)
+        if in_channels != hidden_dim or enforce_input_proj:
+            self.input_proj = nn.Conv2d(in_channels, hidden_dim, 1)
+            c2_xavier_fill(self.input_proj)
+        else:
+            self.input_proj = nn.Sequential()
+        if mask_classification:
+            self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
+        self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
+
+    def forward(
+        self, x: torch.Tensor, mask_features: torch.Tensor, *, with_aux: bool = True
+    ) -> dict[str, torch.Tensor | list]:
+        pos = self.pe_layer(x)
+        hs, _ = self.transformer(self.input_proj(x), self.query_embed.weight, pos, last_only=not with_aux)
+        # hs: [L, B, Q, C]; one einsum for all layers at once
+        masks = torch.einsum("lbqc,bchw->lbqhw", self.mask_embed(hs), mask_features)
+        logits = self.class_embed(hs) if self.mask_classification else None
+        out: dict[str, torch.Tensor | list] = {"pred_masks": masks[-1]}
+        if logits is not None:
+            out["pred_logits"] = logits[-1]
+        aux = []
+        for i in range(hs.shape[0] - 1):
+            layer = {"pred_masks": masks[i]}
+            if logits is not None:
+                layer["pred_logits"] = logits[i]
+            aux.append(layer)
+        out["aux_outputs"] = aux
+        return out

@@ -1,0 +1,72 @@
+"""Small building blocks shared by the backbone and the heads."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ConvNorm(nn.Conv2d):
+    """``Conv2d -> norm -> ReLU`` with the norm stored as ``.norm`` (state-dict keys ``name.weight``,
+    ``name.norm.weight`` as in detectron2's layout). Shapes: ``[B, Cin, H, W] -> [B, Cout, H', W']``."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        *,
+        stride: int = 1,
+        padding: int = 0,
+        dilation: int = 1,
+        bias: bool = False,
+        norm: nn.Module | None = None,
+        relu: bool = False,
+    ) -> None:
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation, bias=bias
+        )
+        self.norm = norm
+        self.relu = relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        if self.norm is not None:
+            x = self.norm(x)
+        return F.relu(x) if self.relu else x
+
+
+def c2_xavier_fill(module: nn.Conv2d | nn.Linear) -> None:
+    """Caffe2 "XavierFill" as detectron2 uses it: kaiming_uniform_(a=1), bias 0."""
+    nn.init.kaiming_uniform_(module.weight, a=1)
+    if module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
+def c2_msra_fill(module: nn.Conv2d | nn.Linear) -> None:
+    """Caffe2 "MSRAFill": kaiming_normal_(fan_out, relu), bias 0."""
+    nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+    if module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
+class MLP(nn.Module):
+    """``num_layers`` Linear layers with ReLU between them (keys ``layers.{i}.weight``).
+
+    ``[..., Cin] -> [..., Cout]``.
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int) -> None:
+        super().__init__()
+        dims = [in_dim] + [hidden_dim] * (num_layers - 1)
+        outs = [hidden_dim] * (num_layers - 1) + [out_dim]
+        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims, outs))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < last:
+                x = F.relu(x)
+        return x

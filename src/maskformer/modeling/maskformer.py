@@ -1,0 +1,52 @@
+"""The MaskFormer meta-architecture: backbone -> pixel decoder -> transformer predictor.
+
+``forward`` takes a normalised, padded batch and returns the same dict in train and eval; it never computes losses
+and never post-processes (``maskformer.losses`` and ``maskformer.inference`` do).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .backbone.base import Backbone
+from .heads import TransformerPredictor
+
+
+class MaskFormer(nn.Module):
+    """``forward(images [B,3,H,W], with_aux=True)`` ->
+    ``{"pred_logits": [B,Q,K+1], "pred_masks": [B,Q,H/4,W/4], "aux_outputs": [5 x {"pred_logits", "pred_masks"}]}``.
+
+    ``with_aux=False`` is the lean inference path: only the last decoder layer goes through the heads (the original
+    computes all six mask einsums at inference too; the final outputs are identical).
+    ``pixel_mean``/``pixel_std`` ([3], 0..255 RGB) and ``size_divisibility`` describe the expected input; they are
+    used by the Predictor and the data loader, not inside ``forward``.
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        pixel_decoder: nn.Module,
+        predictor: TransformerPredictor,
+        num_classes: int,
+        transformer_in_feature: str = "res5",
+        size_divisibility: int = 32,
+        pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53),
+        pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375),
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.pixel_decoder = pixel_decoder
+        self.predictor = predictor
+        self.num_classes = num_classes
+        self.transformer_in_feature = transformer_in_feature
+        self.size_divisibility = size_divisibility
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32), persistent=False)
+
+    def forward(self, images: torch.Tensor, *, with_aux: bool = True) -> dict:
+        features = self.backbone(images)
+        mask_features, encoder_out = self.pixel_decoder(features)
+        x = encoder_out if self.transformer_in_feature == "transformer_encoder" else features["res5"]
+        return self.predictor(x, mask_features, with_aux=with_aux)

@@ -1,0 +1,82 @@
+import subprocess
+import sys
+
+import pytest
+
+import maskformer
+from conftest import CONFIGS
+from maskformer.config import ConfigError, config_to_dict, load_config, save_config
+
+ALL_CONFIGS = sorted(p for p in CONFIGS.rglob("*.yaml") if not p.name.startswith("Base-"))
+
+
+@pytest.mark.parametrize("path", ALL_CONFIGS, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_every_config_loads(path):
+    cfg = load_config(path)
+    assert cfg.model.num_classes >= 1
+    assert cfg.data.dataset
+
+
+def test_ade_r50_values_from_the_spec():
+    cfg = load_config(CONFIGS / "ade20k-150/maskformer_R50_bs16_160k.yaml")
+    assert cfg.model.num_classes == 150 and cfg.model.num_queries == 100
+    assert cfg.data.crop_size == [512, 512]
+    assert (
+        cfg.data.min_size_train[0] == 256 and cfg.data.min_size_train[-1] == 1024 and len(cfg.data.min_size_train) == 16
+    )
+    assert cfg.solver.base_lr == 1e-4 and cfg.solver.backbone_multiplier == 0.1
+    assert cfg.train.batch_size == 16 and cfg.train.max_iters == 160000
+
+
+def test_swin_inherits_and_overrides_solver():
+    cfg = load_config(CONFIGS / "ade20k-150/swin/maskformer_swin_tiny_bs16_160k.yaml")
+    assert cfg.model.backbone.type == "swin"
+    assert cfg.solver.base_lr == 6e-5 and cfg.solver.weight_decay == 0.01 and cfg.solver.warmup_iters == 1500
+    assert cfg.model.num_classes == 150  # from the base
+
+
+def test_overrides_are_type_checked():
+    cfg = load_config(
+        CONFIGS / "demo.yaml", overrides=["model.num_queries=7", "solver.base_lr=1e-3", "data.crop_size=[64,96]"]
+    )
+    assert cfg.model.num_queries == 7 and cfg.solver.base_lr == 1e-3 and cfg.data.crop_size == [64, 96]
+    with pytest.raises(ConfigError, match="model.num_queries"):
+        load_config(CONFIGS / "demo.yaml", overrides=["model.num_queries=abc"])
+    with pytest.raises(ConfigError, match="model.no_such_key"):
+        load_config(CONFIGS / "demo.yaml", overrides=["model.no_such_key=1"])
+    with pytest.raises(ConfigError, match="must look like key=value"):
+        load_config(CONFIGS / "demo.yaml", overrides=["model.num_queries"])
+
+
+def test_unknown_key_in_file_names_it(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("model:\n  backbone:\n    typo_key: 3\n")
+    with pytest.raises(ConfigError, match="model.backbone.typo_key"):
+        load_config(p)
+    p.write_text("train:\n  max_iters: [1, 2]\n")
+    with pytest.raises(ConfigError, match="train.max_iters"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_save_load_roundtrip(tmp_path):
+    cfg = load_config(CONFIGS / "coco-panoptic/maskformer_panoptic_R50_bs64_554k.yaml")
+    save_config(cfg, tmp_path / "c.yaml")
+    assert config_to_dict(load_config(tmp_path / "c.yaml")) == config_to_dict(cfg)
+
+
+def test_bad_config_at_cli_is_one_line(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("model:\n  numm_classes: 3\n")
+    for args in (
+        ["info", str(p)],
+        ["info", str(tmp_path / "missing.yaml")],
+        ["info", str(CONFIGS / "demo.yaml"), "--set", "model.hidden_dim=x"],
+    ):
+        r = subprocess.run([sys.executable, "-m", "maskformer.cli", *args], capture_output=True, text=True)
+        assert r.returncode != 0
+        assert "Traceback" not in r.stderr
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1, r.stderr
+    assert maskformer.__version__
