@@ -1,0 +1,104 @@
+"""``maskformer eval-predictions {panoptic,semantic}``: score prediction files already on disk.
+
+panoptic: COCO-panoptic JSON + RGB PNGs, same numbers as panopticapi's ``pq_compute``.
+semantic: label PNGs paired by file name, detectron2's SemSegEvaluator metrics (mIoU formula selectable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "eval-predictions",
+        help="score prediction files on disk (panoptic PQ or semantic mIoU)",
+        description="Score prediction files already on disk against ground truth: panoptic (COCO-panoptic JSON + "
+        "PNGs, PQ/SQ/RQ as panopticapi) or semantic (label PNGs, mIoU/fwIoU/mACC/pACC as detectron2).",
+    )
+    tasks = p.add_subparsers(dest="task", required=True, metavar="TASK")
+
+    pan = tasks.add_parser(
+        "panoptic",
+        help="PQ/SQ/RQ of COCO-panoptic predictions",
+        description="PQ/SQ/RQ of COCO-panoptic predictions (JSON + RGB PNGs with id = R + 256 G + 256^2 B).",
+    )
+    pan.add_argument("--gt-json", type=Path, required=True, help="ground-truth COCO panoptic JSON (with categories)")
+    pan.add_argument("--gt-dir", type=Path, required=True, help="folder of ground-truth panoptic PNGs")
+    pan.add_argument("--pred-json", type=Path, required=True, help="predictions in COCO panoptic JSON")
+    pan.add_argument("--pred-dir", type=Path, required=True, help="folder of predicted panoptic PNGs")
+
+    sem = tasks.add_parser(
+        "semantic",
+        help="mIoU/fwIoU/mACC/pACC of semantic label PNGs",
+        description="mIoU/fwIoU/mACC/pACC of semantic label PNGs; GT_DIR/NAME.png is paired with PRED_DIR/NAME.png.",
+    )
+    sem.add_argument("--gt-dir", type=Path, required=True, help="folder of ground-truth label PNGs")
+    sem.add_argument("--pred-dir", type=Path, required=True, help="folder of predicted label PNGs (same names)")
+    sem.add_argument("--num-classes", type=int, required=True, help="number of classes K (labels 0..K-1)")
+    sem.add_argument("--ignore-label", type=int, required=True, help="ground-truth value to ignore (e.g. 255)")
+    sem.add_argument(
+        "--miou-formula",
+        choices=("d2_2021", "d2_current"),
+        default="d2_2021",
+        help="d2_2021 (paper; predicted-but-absent classes count as 0) or d2_current (detectron2 >= 2022-07)",
+    )
+
+    for task in (pan, sem):
+        task.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
+        task.add_argument("--output", type=Path, help="also write the metrics to this JSON file (atomically)")
+        task.add_argument("--workers", type=int, default=0, help="worker processes for reading files (default 0)")
+        task.set_defaults(func=run)
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    """Write to a temporary file in the same folder, then rename: readers never see a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import UserError
+    from ..evaluation import (
+        evaluate_panoptic_folder,
+        evaluate_semantic_folder,
+        format_panoptic_table,
+        format_semantic_table,
+    )
+
+    if args.workers < 0:
+        raise UserError(f"--workers must be >= 0, got {args.workers}")
+    if args.task == "panoptic":
+        metrics = evaluate_panoptic_folder(
+            args.gt_json, args.gt_dir, args.pred_json, args.pred_dir, workers=args.workers
+        )
+        table = format_panoptic_table(metrics)
+    else:
+        if args.num_classes < 1:
+            raise UserError(f"--num-classes must be >= 1, got {args.num_classes}")
+        metrics = evaluate_semantic_folder(
+            args.gt_dir,
+            args.pred_dir,
+            num_classes=args.num_classes,
+            ignore_label=args.ignore_label,
+            miou_formula=args.miou_formula,
+            workers=args.workers,
+        )
+        table = format_semantic_table(metrics)
+    if args.output is not None:
+        _write_json_atomic(args.output, metrics)
+    print(json.dumps(metrics, indent=2) if args.json else table)
+    return 0

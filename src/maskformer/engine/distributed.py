@@ -1,0 +1,62 @@
+"""Process-group set-up from torchrun's environment (gloo on CPU, NCCL on GPU) and small helpers."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def init_from_env(device: str = "auto") -> torch.device:
+    """Initialise the default process group when launched by torchrun (``WORLD_SIZE`` > 1); returns the device.
+
+    Multi-node works through torchrun's own rendezvous (``--nnodes``, ``--rdzv-endpoint``); nothing extra here.
+    """
+    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not is_distributed():
+        backend = "nccl" if use_cuda else "gloo"
+        if use_cuda:
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
+    if use_cuda:
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def all_reduce_mean(values: dict[str, float]) -> dict[str, float]:
+    """Average a dict of scalars over processes (for logging)."""
+    if not is_distributed() or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    dist.all_reduce(t)
+    return {k: v / world_size() for k, v in zip(keys, t.tolist())}
+
+
+def cleanup() -> None:
+    if is_distributed():
+        dist.destroy_process_group()

@@ -1,0 +1,246 @@
+"""Scoring prediction folders on disk: COCO-panoptic (JSON + RGB PNGs) and semantic label PNGs.
+
+Images are processed one at a time (optionally by a pool of worker processes, each summing its share), so memory
+does not grow with the dataset. Every problem with the files raises ``DataError`` naming the file and the fault.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import DataError
+from .panoptic import PanopticEvaluator, PQStats, pq_image_stats
+from .semantic import SemanticEvaluator, semantic_metrics
+
+T = TypeVar("T")
+
+
+def rgb2id(rgb: np.ndarray) -> np.ndarray:
+    """COCO panoptic id map from an RGB array: ``id = R + 256 G + 256^2 B``. uint8 ``[H, W, 3]`` -> int64 ``[H, W]``."""
+    c = rgb.astype(np.int64)
+    return c[..., 0] + 256 * c[..., 1] + 65536 * c[..., 2]
+
+
+def id2rgb(ids: np.ndarray) -> np.ndarray:
+    """Inverse of ``rgb2id``: int ``[H, W]`` (ids < 256^3) -> uint8 ``[H, W, 3]``."""
+    ids = np.asarray(ids, dtype=np.int64)
+    return np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)
+
+
+def _open(path: Path) -> Image.Image:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        image = Image.open(path)
+        image.load()
+    except (OSError, UnidentifiedImageError) as e:
+        raise DataError(f"{path}: cannot read image ({e})") from e
+    return image
+
+
+def read_panoptic_png(path: Path) -> np.ndarray:
+    """Panoptic id map ``[H, W]`` (uint32) from an RGB PNG (or a single-channel PNG holding the ids directly)."""
+    image = _open(path)
+    if image.mode == "RGB":
+        # PIL packs RGB as little-endian RGBX words in C; masking the X byte yields rgb2id without int64 temporaries
+        words = np.frombuffer(image.tobytes("raw", "RGBX"), dtype="<u4").reshape(image.height, image.width)
+        return words & np.uint32(0xFFFFFF)
+    if image.mode in ("L", "I", "I;16"):
+        return np.asarray(image).astype(np.uint32)
+    raise DataError(f"{path}: expected an RGB panoptic PNG, got mode {image.mode}")
+
+
+def read_label_png(path: Path) -> np.ndarray:
+    """Semantic label map ``[H, W]`` from a single-channel (L, P, I, I;16) PNG; palette images give their indices."""
+    image = _open(path)
+    if image.mode not in ("L", "P", "I", "I;16"):
+        raise DataError(f"{path}: expected a single-channel label PNG, got mode {image.mode}")
+    return np.asarray(image)
+
+
+def _load_json(path: Path) -> Any:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from e
+
+
+def _annotations(data: Any, path: Path) -> list[dict[str, Any]]:
+    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
+        raise DataError(f"{path}: expected a COCO panoptic JSON object with an 'annotations' list")
+    for ann in data["annotations"]:
+        if not isinstance(ann, dict) or not {"image_id", "file_name", "segments_info"} <= ann.keys():
+            raise DataError(f"{path}: an annotation lacks image_id, file_name or segments_info")
+    return data["annotations"]
+
+
+def _chunks(items: Sequence[T], workers: int) -> list[Sequence[T]]:
+    """Split into about 4 chunks per worker so one slow chunk does not idle the others."""
+    n = max(1, min(len(items), 4 * workers))
+    bounds = np.linspace(0, len(items), n + 1).astype(int)
+    return [items[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def _run(job: Callable[[Sequence[T]], Any], items: Sequence[T], workers: int) -> Iterable[Any]:
+    """``job`` over chunks of ``items``, in this process (``workers <= 1``) or a pool; results in any order."""
+    if not items:
+        return []
+    if workers <= 1 or len(items) <= 1:
+        return [job(items)]
+    with multiprocessing.get_context().Pool(workers) as pool:
+        return list(pool.imap_unordered(job, _chunks(items, workers)))
+
+
+_PanopticItem = tuple[Any, Path, list, Path, list, Mapping[int, int], Path]
+
+
+def _panoptic_chunk(items: Sequence[_PanopticItem]) -> PQStats:
+    stats: PQStats | None = None
+    for image_id, gt_png, gt_segments, pred_png, pred_segments, cat_index, pred_json in items:
+        gt = read_panoptic_png(gt_png)
+        pred = read_panoptic_png(pred_png)
+        if pred.shape != gt.shape:
+            raise DataError(
+                f"{pred_png}: size {pred.shape[1]}x{pred.shape[0]} differs from ground truth {gt_png} "
+                f"({gt.shape[1]}x{gt.shape[0]})"
+            )
+        try:
+            one = pq_image_stats(
+                pred, pred_segments, gt, gt_segments, cat_index=cat_index, use_gt_area_field=True, strict_gt=True
+            )
+        except KeyError as e:
+            raise DataError(f"{gt_png} / {pred_png} (image_id {image_id}): a segment lacks the key {e}") from e
+        except ValueError as e:
+            culprit = gt_png if "ground-truth" in str(e) else f"{pred_png} / {pred_json}"
+            raise DataError(f"{culprit} (image_id {image_id}): {e}") from e
+        if stats is None:
+            stats = one
+        else:
+            stats += one
+    assert stats is not None, "called with an empty chunk"
+    return stats
+
+
+def evaluate_panoptic_folder(
+    gt_json: str | Path,
+    gt_dir: str | Path,
+    pred_json: str | Path,
+    pred_dir: str | Path,
+    *,
+    categories: Sequence[Mapping[str, Any]] | None = None,
+    workers: int = 0,
+) -> dict[str, Any]:
+    """panopticapi's ``pq_compute`` over COCO-panoptic files, with the same result (see ``PanopticEvaluator``).
+
+    Args:
+        gt_json, pred_json: COCO panoptic JSON; annotations are paired by ``image_id``, every ground-truth image needs
+            a prediction (extra predictions are ignored, as panopticapi).
+        gt_dir, pred_dir: folders of the RGB PNGs named by each annotation's ``file_name``.
+        categories: ``[{"id", "isthing", ...}]``; default: the ``categories`` of ``gt_json``.
+        workers: worker processes (0 or 1: none).
+
+    Returns:
+        ``PanopticEvaluator.compute()``'s dict (``All``/``Things``/``Stuff``/``per_class`` + percent keys).
+    """
+    gt_json, gt_dir, pred_json, pred_dir = Path(gt_json), Path(gt_dir), Path(pred_json), Path(pred_dir)
+    gt_data = _load_json(gt_json)
+    gt_anns = _annotations(gt_data, gt_json)
+    pred_anns = _annotations(_load_json(pred_json), pred_json)
+    if categories is None:
+        if not isinstance(gt_data.get("categories"), list):
+            raise DataError(f"{gt_json}: no 'categories' list (pass categories explicitly)")
+        categories = gt_data["categories"]
+    try:
+        evaluator = PanopticEvaluator(categories=categories)
+    except (KeyError, ValueError) as e:
+        raise DataError(f"{gt_json}: bad categories ({e})") from e
+
+    pred_by_image: dict[Any, dict[str, Any]] = {}
+    for ann in pred_anns:
+        if ann["image_id"] in pred_by_image:
+            raise DataError(f"{pred_json}: image_id {ann['image_id']} has two annotations")
+        pred_by_image[ann["image_id"]] = ann
+    items: list[_PanopticItem] = []
+    for gt_ann in gt_anns:
+        pred_ann = pred_by_image.get(gt_ann["image_id"])
+        if pred_ann is None:
+            raise DataError(f"{pred_json}: no prediction for image_id {gt_ann['image_id']}")
+        items.append(
+            (
+                gt_ann["image_id"],
+                gt_dir / gt_ann["file_name"],
+                gt_ann["segments_info"],
+                pred_dir / pred_ann["file_name"],
+                pred_ann["segments_info"],
+                evaluator.cat_index,
+                pred_json,
+            )
+        )
+    for stats in _run(_panoptic_chunk, items, workers):
+        evaluator.add_stats(stats)
+    return evaluator.compute()
+
+
+_SemanticItem = tuple[Path, Path, int, int]
+
+
+def _semantic_chunk(items: Sequence[_SemanticItem]) -> np.ndarray:
+    num_classes, ignore_label = items[0][2], items[0][3]
+    evaluator = SemanticEvaluator(num_classes=num_classes, ignore_label=ignore_label)
+    for gt_png, pred_png, _, _ in items:
+        gt = read_label_png(gt_png)
+        pred = read_label_png(pred_png)
+        if pred.shape != gt.shape:
+            raise DataError(
+                f"{pred_png}: size {pred.shape[1]}x{pred.shape[0]} differs from ground truth {gt_png} "
+                f"({gt.shape[1]}x{gt.shape[0]})"
+            )
+        try:
+            evaluator.update(pred, gt)
+        except ValueError as e:
+            culprit = gt_png if "ground-truth" in str(e) else pred_png
+            raise DataError(f"{culprit}: {e}") from e
+    return evaluator.confusion_matrix
+
+
+def evaluate_semantic_folder(
+    gt_dir: str | Path,
+    pred_dir: str | Path,
+    *,
+    num_classes: int,
+    ignore_label: int,
+    miou_formula: str = "d2_2021",
+    workers: int = 0,
+) -> dict[str, Any]:
+    """mIoU & co. over label PNGs: each ``gt_dir/NAME.png`` is paired with ``pred_dir/NAME.png``.
+
+    Extra prediction files are ignored. Returns ``SemanticEvaluator.compute()``'s dict.
+    """
+    SemanticEvaluator(num_classes=num_classes, ignore_label=ignore_label, miou_formula=miou_formula)  # checks args
+    gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
+    for folder in (gt_dir, pred_dir):
+        if not folder.is_dir():
+            raise DataError(f"{folder}: not a directory")
+    gt_files = sorted(gt_dir.glob("*.png"))
+    if not gt_files:
+        raise DataError(f"{gt_dir}: no .png label files")
+    items: list[_SemanticItem] = []
+    for gt_png in gt_files:
+        pred_png = pred_dir / gt_png.name
+        if not pred_png.is_file():
+            raise DataError(f"{pred_png}: prediction for {gt_png} not found")
+        items.append((gt_png, pred_png, num_classes, ignore_label))
+    total = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
+    for conf in _run(_semantic_chunk, items, workers):
+        total += conf
+    return semantic_metrics(total, miou_formula=miou_formula)

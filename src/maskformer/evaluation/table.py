@@ -1,0 +1,46 @@
+"""Plain-text tables of evaluation results for terminals and logs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Left-aligned first column, right-aligned others; floats with 2 decimals, ``None`` as ``-``."""
+
+    def cell(v: Any) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.2f}"
+        return str(v)
+
+    cells = [[str(h) for h in header]] + [[cell(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+
+    def line(r: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(cells[0]), rule] + [line(r) for r in cells[1:]])
+
+
+def format_panoptic_table(result: Mapping[str, Any]) -> str:
+    """PQ/SQ/RQ (percent) and n for All/Things/Stuff from a ``PanopticEvaluator.compute()`` dict."""
+    rows = [
+        [name, 100.0 * result[name]["pq"], 100.0 * result[name]["sq"], 100.0 * result[name]["rq"], result[name]["n"]]
+        for name in ("All", "Things", "Stuff")
+        if name in result
+    ]
+    return format_table(["", "PQ", "SQ", "RQ", "n"], rows)
+
+
+def format_semantic_table(result: Mapping[str, Any], class_names: Sequence[str] | None = None) -> str:
+    """Summary metrics, then per-class IoU/ACC (percent; ``-`` for classes without ground truth)."""
+    summary = format_table(["metric", "value"], [[k, result[k]] for k in ("mIoU", "fwIoU", "mACC", "pACC")])
+    names = class_names if class_names is not None else [str(i) for i in range(len(result["IoU"]))]
+    per_class = format_table(
+        ["class", "IoU", "ACC"], [[n, i, a] for n, i, a in zip(names, result["IoU"], result["ACC"])]
+    )
+    return f"{summary}\n\n{per_class}"

@@ -1,0 +1,267 @@
+"""Folder evaluators and ``maskformer eval-predictions``: real COCO panoptic samples, hand-computed values,
+bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from maskformer.cli import main
+from maskformer.errors import DataError
+from maskformer.evaluation import evaluate_panoptic_folder, evaluate_semantic_folder
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "coco_panoptic_samples"
+needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"real data not found at {SAMPLES}")
+
+
+def to_rgb(ids: np.ndarray) -> np.ndarray:
+    return np.stack([ids % 256, ids // 256 % 256, ids // 65536], axis=-1).astype(np.uint8)
+
+
+def from_rgb(path: Path) -> np.ndarray:
+    c = np.array(Image.open(path), dtype=np.int64)
+    return c[..., 0] + 256 * c[..., 1] + 65536 * c[..., 2]
+
+
+@pytest.fixture
+def coco(tmp_path: Path) -> dict:
+    """Ground-truth JSON with all three sample images (39769's segments live in a separate file) and a writable
+    copy of the PNGs to serve as predictions."""
+    data = json.loads((SAMPLES / "panoptic_examples.json").read_text())
+    segments = json.loads((SAMPLES / "000000039769_segments.json").read_text())
+    data["annotations"].append({"image_id": 39769, "file_name": "000000039769.png", "segments_info": segments})
+    gt_json = tmp_path / "gt.json"
+    gt_json.write_text(json.dumps(data))
+    pred_dir = tmp_path / "pred"
+    shutil.copytree(SAMPLES / "panoptic", pred_dir)
+    return {"data": data, "gt_json": gt_json, "gt_dir": SAMPLES / "panoptic", "pred_dir": pred_dir}
+
+
+def counted_categories(data: dict) -> tuple[set[int], set[int]]:
+    """Categories with a non-crowd segment (only those get TP/FN in a self-evaluation): (things, stuff)."""
+    isthing = {c["id"]: c["isthing"] for c in data["categories"]}
+    cats = {s["category_id"] for a in data["annotations"] for s in a["segments_info"] if not s["iscrowd"]}
+    return {c for c in cats if isthing[c]}, {c for c in cats if not isthing[c]}
+
+
+def write_pred_json(coco: dict, tmp_path: Path) -> Path:
+    path = tmp_path / "pred.json"
+    path.write_text(json.dumps({"annotations": coco["data"]["annotations"]}))
+    return path
+
+
+@needs_samples
+def test_samples_against_themselves_score_100(coco):
+    r = evaluate_panoptic_folder(coco["gt_json"], coco["gt_dir"], coco["gt_json"], coco["gt_dir"])
+    things, stuff = counted_categories(coco["data"])
+    assert r["All"] == {"pq": 1.0, "sq": 1.0, "rq": 1.0, "n": len(things) + len(stuff)}
+    assert r["Things"]["n"] == len(things) and r["Stuff"]["n"] == len(stuff)
+    assert r["PQ"] == r["SQ"] == r["RQ"] == 100.0
+    # the crowd segments (person, cow) are predicted too, and ignored rather than counted as FP
+    assert all(v["fp"] == 0 for v in r["per_class"].values())
+
+
+@needs_samples
+def test_removing_one_segment(coco, tmp_path):
+    ann = next(a for a in coco["data"]["annotations"] if a["image_id"] == 142238)
+    removed = next(s for s in ann["segments_info"] if s["category_id"] == 1 and not s["iscrowd"])
+    t = sum(
+        1 for a in coco["data"]["annotations"] for s in a["segments_info"] if s["category_id"] == 1 and not s["iscrowd"]
+    )
+    png = coco["pred_dir"] / ann["file_name"]
+    ids = from_rgb(png)
+    ids[ids == removed["id"]] = 0  # its pixels become VOID in the prediction
+    Image.fromarray(to_rgb(ids)).save(png)
+    ann["segments_info"].remove(removed)
+    r = evaluate_panoptic_folder(coco["gt_json"], coco["gt_dir"], write_pred_json(coco, tmp_path), coco["pred_dir"])
+    # person had t true positives with IoU 1; now t-1 TP (IoU 1 each) and 1 FN, nothing else changes:
+    # PQ_person = (t-1) / (t-1 + 0.5*1) = RQ_person, SQ_person = 1; every other category keeps PQ = 1.
+    pq_person = (t - 1) / (t - 0.5)
+    things, stuff = counted_categories(json.loads(coco["gt_json"].read_text()))
+    n, n_th = len(things) + len(stuff), len(things)
+    assert r["per_class"][1] == pytest.approx(
+        {"pq": pq_person, "sq": 1, "rq": pq_person, "tp": t - 1, "fp": 0, "fn": 1}
+    )
+    assert r["All"] == pytest.approx({"pq": (n - 1 + pq_person) / n, "sq": 1.0, "rq": (n - 1 + pq_person) / n, "n": n})
+    assert r["Things"]["pq"] == pytest.approx((n_th - 1 + pq_person) / n_th)
+    assert r["Stuff"]["pq"] == 1.0
+    assert r["PQ"] < 100.0
+
+
+@needs_samples
+def test_splitting_one_segment(coco, tmp_path):
+    ann = next(a for a in coco["data"]["annotations"] if a["image_id"] == 439180)
+    seg = next(s for s in ann["segments_info"] if s["category_id"] == 1 and not s["iscrowd"] and s["area"] > 100)
+    t = sum(
+        1 for a in coco["data"]["annotations"] for s in a["segments_info"] if s["category_id"] == 1 and not s["iscrowd"]
+    )
+    png = coco["pred_dir"] / ann["file_name"]
+    ids = from_rgb(png)
+    flat = ids.reshape(-1)
+    pixels = np.flatnonzero(flat == seg["id"])
+    area = len(pixels)
+    kept = int(np.ceil(0.7 * area))
+    new_id = int(ids.max()) + 1
+    flat[pixels[kept:]] = new_id  # the last 30% (raster order) become a second person segment
+    Image.fromarray(to_rgb(ids)).save(png)
+    ann["segments_info"].append({"id": new_id, "category_id": 1, "iscrowd": 0})
+    r = evaluate_panoptic_folder(coco["gt_json"], coco["gt_dir"], write_pred_json(coco, tmp_path), coco["pred_dir"])
+    # the 70% part still matches: IoU = kept / (kept + area - kept - 0 VOID) = kept/area > 0.5 -> TP;
+    # the 30% part matches nothing and lies on neither VOID nor crowd -> FP. So for person:
+    # TP = t, FP = 1, IoU sum = (t-1) + kept/area; PQ = IoU sum / (t + 0.5), SQ = IoU sum / t, RQ = t / (t + 0.5)
+    iou_sum = t - 1 + kept / area
+    expected = {"pq": iou_sum / (t + 0.5), "sq": iou_sum / t, "rq": t / (t + 0.5), "tp": t, "fp": 1, "fn": 0}
+    assert r["per_class"][1] == pytest.approx(expected)
+    n = r["All"]["n"]
+    assert r["All"]["pq"] == pytest.approx((n - 1 + expected["pq"]) / n)
+
+
+@needs_samples
+def test_workers_give_the_same_result(coco, tmp_path):
+    args = (coco["gt_json"], coco["gt_dir"], coco["gt_json"], coco["pred_dir"])
+    ann = coco["data"]["annotations"][0]
+    ids = from_rgb(coco["pred_dir"] / ann["file_name"])
+    ids[:50] = 0
+    Image.fromarray(to_rgb(ids)).save(coco["pred_dir"] / ann["file_name"])
+    single = evaluate_panoptic_folder(*args)
+    assert single["PQ"] < 100.0
+    pooled = evaluate_panoptic_folder(*args, workers=2)
+    for name in ("All", "Things", "Stuff"):
+        assert pooled[name] == pytest.approx(single[name], abs=1e-12)
+    assert pooled["per_class"].keys() == single["per_class"].keys()
+    for cat, values in single["per_class"].items():
+        assert pooled["per_class"][cat] == pytest.approx(values, abs=1e-12)
+
+
+@needs_samples
+def test_cli_panoptic_json_output_and_table(coco, tmp_path, capsys):
+    out = tmp_path / "metrics" / "metrics.json"
+    argv = ["eval-predictions", "panoptic", "--gt-json", str(coco["gt_json"]), "--gt-dir", str(coco["gt_dir"])]
+    argv += ["--pred-json", str(coco["gt_json"]), "--pred-dir", str(coco["pred_dir"])]
+    assert main(argv + ["--json", "--output", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(out.read_text())
+    assert printed["PQ"] == 100.0 and printed["All"]["pq"] == 1.0
+    assert [p.name for p in out.parent.iterdir()] == ["metrics.json"]  # no temporary file left behind
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert "Things" in table and "100.00" in table
+
+
+@needs_samples
+@pytest.mark.parametrize(
+    "corrupt, message",
+    [
+        (lambda c, a: (c["pred_dir"] / a["file_name"]).unlink(), "file not found"),
+        (lambda c, a: Image.new("RGB", (5, 5)).save(c["pred_dir"] / a["file_name"]), "differs from ground truth"),
+        (lambda c, a: a["segments_info"].append({"id": 7, "category_id": 1}), "absent from the predicted map"),
+        (lambda c, a: a["segments_info"].pop(), "not listed"),
+        (lambda c, a: a["segments_info"][0].update(category_id=999), "unknown category_id 999"),
+    ],
+)
+def test_cli_panoptic_bad_input(coco, tmp_path, capsys, corrupt, message):
+    ann = coco["data"]["annotations"][1]
+    corrupt(coco, ann)
+    pred_json = write_pred_json(coco, tmp_path)
+    argv = ["eval-predictions", "panoptic", "--gt-json", str(coco["gt_json"]), "--gt-dir", str(coco["gt_dir"])]
+    argv += ["--pred-json", str(pred_json), "--pred-dir", str(coco["pred_dir"])]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and ann["file_name"] in err and err.count("\n") == 1
+
+
+def test_missing_prediction_for_an_image(tmp_path):
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({"annotations": [{"image_id": 1, "file_name": "a.png", "segments_info": []}],
+                              "categories": [{"id": 1, "isthing": 1}]}))  # fmt: skip
+    pred = tmp_path / "pred.json"
+    pred.write_text(json.dumps({"annotations": []}))
+    with pytest.raises(DataError, match="no prediction for image_id 1"):
+        evaluate_panoptic_folder(gt, tmp_path, pred, tmp_path)
+
+
+def write_labels(folder: Path, maps: dict[str, list[list[int]]]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, values in maps.items():
+        Image.fromarray(np.array(values, dtype=np.uint8)).save(folder / f"{name}.png")
+    return folder
+
+
+@pytest.fixture
+def semantic_dirs(tmp_path: Path) -> tuple[Path, Path]:
+    gt = write_labels(tmp_path / "gt", {"a": [[0, 0, 1, 1], [2, 2, 255, 255]], "b": [[0]]})
+    pred = write_labels(tmp_path / "pred", {"a": [[0, 1, 1, 1], [2, 0, 2, 1]], "b": [[3]], "extra": [[1]]})
+    return gt, pred
+
+
+def test_semantic_folder_hand_computed(semantic_dirs):
+    gt, pred = semantic_dirs
+    # K = 4. Labelled (gt, pred) pixels: (0,0) (0,1) (1,1) (1,1) (2,2) (2,0) in a, (0,3) in b.
+    # class 0: tp 1, gt 3, pred 2 -> IoU 1/4, ACC 1/3; class 1: tp 2, gt 2, pred 3 -> IoU 2/3, ACC 1;
+    # class 2: tp 1, gt 2, pred 1 -> IoU 1/2, ACC 1/2; class 3: predicted once, absent from GT.
+    r = evaluate_semantic_folder(gt, pred, num_classes=4, ignore_label=255)
+    assert r["mIoU"] == pytest.approx(100 * (1 / 4 + 2 / 3 + 1 / 2) / 4)  # 2021: class 3 counts as 0
+    assert r["fwIoU"] == pytest.approx(100 * (3 / 7 * 1 / 4 + 2 / 7 * 2 / 3 + 2 / 7 * 1 / 2))
+    assert r["mACC"] == pytest.approx(100 * (1 / 3 + 1 + 1 / 2) / 3)
+    assert r["pACC"] == pytest.approx(100 * 4 / 7)
+    assert r["IoU"][:3] == pytest.approx([25.0, 200 / 3, 50.0]) and r["IoU"][3] is None
+    current = evaluate_semantic_folder(gt, pred, num_classes=4, ignore_label=255, miou_formula="d2_current")
+    assert current["mIoU"] == pytest.approx(100 * (1 / 4 + 2 / 3 + 1 / 2) / 3)
+    assert evaluate_semantic_folder(gt, pred, num_classes=4, ignore_label=255, workers=2) == r
+
+
+def test_cli_semantic(semantic_dirs, tmp_path, capsys):
+    gt, pred = semantic_dirs
+    out = tmp_path / "m.json"
+    argv = ["eval-predictions", "semantic", "--gt-dir", str(gt), "--pred-dir", str(pred), "--num-classes", "4"]
+    argv += ["--ignore-label", "255", "--miou-formula", "d2_current"]
+    assert main(argv + ["--json", "--output", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(out.read_text())
+    assert printed["mIoU"] == pytest.approx(100 * (1 / 4 + 2 / 3 + 1 / 2) / 3)
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert "mIoU" in table and "47.22" in table and "66.67" in table
+
+
+@pytest.mark.parametrize(
+    "maps, args, message",
+    [
+        ({"a": [[5]]}, {}, "predicted label 5 outside [0, 4)"),
+        ({}, {}, "not found"),
+        ({"a": [[0, 0]]}, {}, "differs from ground truth"),
+        ({"a": [[0]]}, {"--num-classes": "0"}, "--num-classes"),
+    ],
+)
+def test_cli_semantic_bad_input(tmp_path, capsys, maps, args, message):
+    gt = write_labels(tmp_path / "gt", {"a": [[0]]})
+    pred = write_labels(tmp_path / "pred", maps)
+    argv = ["eval-predictions", "semantic", "--gt-dir", str(gt), "--pred-dir", str(pred)]
+    for key, value in {"--num-classes": "4", "--ignore-label": "255", **args}.items():
+        argv += [key, value]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    if "label" in message or "differs" in message:
+        assert str(pred / "a.png") in err
+
+
+def test_rgb_label_png_is_rejected(tmp_path):
+    gt = write_labels(tmp_path / "gt", {"a": [[0]]})
+    (tmp_path / "pred").mkdir()
+    Image.new("RGB", (1, 1)).save(tmp_path / "pred" / "a.png")
+    with pytest.raises(DataError, match="single-channel"):
+        evaluate_semantic_folder(gt, tmp_path / "pred", num_classes=2, ignore_label=255)
+
+
+def test_help_exits_zero(capsys):
+    for argv in (["eval-predictions", "--help"], ["eval-predictions", "panoptic", "--help"]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 0
+    assert "--gt-json" in capsys.readouterr().out
