@@ -139,3 +139,120 @@ def build_model(cfg: Config) -> nn.Module:
         predictor = build_predictor(m, res5, mask_classification=False)
         return PerPixelBaselinePlus(backbone=backbone, pixel_decoder=pixel_decoder, predictor=predictor, **common)
     raise ConfigError(f"model.meta_arch: unknown '{m.meta_arch}' (expected maskformer, per_pixel or per_pixel_plus)")
+
+
+# ------------------------------------------------------------------------------------------------ training objects
+
+
+def build_criterion(cfg: Config, *, ignore_label: int = 255) -> nn.Module:
+    """SetCriterion for MaskFormer; per-pixel cross-entropy for the two baselines."""
+    from .losses import PerPixelCriterion, SetCriterion
+
+    m, loss = cfg.model, cfg.loss
+    if m.meta_arch == "maskformer":
+        if loss.matching == "fixed" and m.num_queries != m.num_classes:
+            raise ConfigError(
+                f"loss.matching=fixed needs model.num_queries == model.num_classes ({m.num_queries} != {m.num_classes})"
+            )
+        return SetCriterion(
+            num_classes=m.num_classes,
+            class_weight=loss.class_weight,
+            mask_weight=loss.mask_weight,
+            dice_weight=loss.dice_weight,
+            eos_coef=loss.no_object_weight,
+            deep_supervision=m.deep_supervision,
+            matching=loss.matching,
+            point_sample=loss.point_sample,
+            num_points=loss.num_points,
+            oversample_ratio=loss.oversample_ratio,
+            importance_sample_ratio=loss.importance_sample_ratio,
+        )
+    return PerPixelCriterion(ignore_label=ignore_label, deep_supervision=m.meta_arch == "per_pixel_plus")
+
+
+def build_meta(cfg: Config):
+    """The dataset's class table (names, colours, thing/stuff, ignore label)."""
+    from .data import load_meta
+
+    d = cfg.data
+    if d.dataset == "synthetic":
+        return load_meta("synthetic", num_classes=d.synthetic_num_classes)
+    if d.dataset == "folder":
+        return load_meta("folder", root=d.root)
+    return load_meta(d.dataset)
+
+
+def build_mapper(cfg: Config, *, train: bool, ignore_label: int):
+    from .data import DETRPanopticTrainMapper, PanopticTrainMapper, SemanticTrainMapper, TestMapper
+
+    d = cfg.data
+    if not train:
+        return TestMapper(min_size=cfg.test.min_size, max_size=cfg.test.max_size, ignore_label=ignore_label)
+    kwargs = {
+        "min_sizes": d.min_size_train,
+        "max_size": d.max_size_train,
+        "crop_size": tuple(d.crop_size),
+        "single_category_max_area": d.single_category_max_area,
+        "ignore_label": ignore_label,
+        "color_aug_ssd": d.color_aug_ssd,
+        "pad_to_crop": d.pad_to_crop,
+    }
+    if d.mapper == "semantic":
+        return SemanticTrainMapper(**kwargs)
+    if d.mapper == "panoptic":
+        return PanopticTrainMapper(**kwargs)
+    if d.mapper == "detr_panoptic":
+        return DETRPanopticTrainMapper(min_sizes=d.min_size_train, max_size=d.max_size_train, ignore_label=ignore_label)
+    raise ConfigError(f"data.mapper: unknown '{d.mapper}' (expected semantic, panoptic or detr_panoptic)")
+
+
+def build_dataset(cfg: Config, *, split: str, train: bool, root: str | None = None):
+    """A dataset of records: training augmentation when ``train``, else the test-time resize."""
+    from .data import DATASETS
+
+    d = cfg.data
+    if d.dataset not in DATASETS:
+        raise ConfigError(f"data.dataset: unknown '{d.dataset}' (expected one of {sorted(DATASETS)})")
+    meta = build_meta(cfg)
+    mapper = build_mapper(cfg, train=train, ignore_label=meta.ignore_label)
+    kwargs = {"root": root or d.root, "split": split, "mapper": mapper, "skip_bad_samples": d.skip_bad_samples}
+    if d.dataset == "synthetic":
+        kwargs.update(
+            length=d.synthetic_train_size if split == "train" else d.synthetic_val_size,
+            num_classes=d.synthetic_num_classes,
+            image_size=d.synthetic_image_size,
+            seed=d.synthetic_seed,
+            task="panoptic" if cfg.inference.panoptic_on else "semantic",
+        )
+    return DATASETS[d.dataset](**kwargs)
+
+
+def build_optimizer(cfg: Config, model: nn.Module):
+    from .engine.optim import build_optimizer as make
+
+    s = cfg.solver
+    return make(
+        model,
+        name=s.optimizer,
+        base_lr=s.base_lr,
+        weight_decay=s.weight_decay,
+        weight_decay_norm=s.weight_decay_norm,
+        weight_decay_embed=s.weight_decay_embed,
+        backbone_multiplier=s.backbone_multiplier,
+    )
+
+
+def build_scheduler(cfg: Config, optimizer):
+    from .engine.optim import build_scheduler as make
+
+    s = cfg.solver
+    return make(
+        optimizer,
+        max_iters=cfg.train.max_iters,
+        schedule=s.lr_scheduler,
+        power=s.poly_power,
+        warmup_iters=s.warmup_iters,
+        warmup_factor=s.warmup_factor,
+        steps=tuple(s.steps),
+        gamma=s.gamma,
+    )

@@ -21,9 +21,10 @@ def palette(num_classes: int, colors: Sequence[Sequence[int]] | None = None) -> 
     )
 
 
-def overlay(image: np.ndarray, labels: np.ndarray, colors: np.ndarray, *, alpha: float = 0.55,
-            ignore: int | None = None) -> np.ndarray:  # fmt: skip
-    """Blend class colours over ``image`` (uint8 HWC) for ``labels`` ([H, W] ints); ``ignore`` pixels stay as they are."""
+def overlay(
+    image: np.ndarray, labels: np.ndarray, colors: np.ndarray, *, alpha: float = 0.55, ignore: int | None = None
+) -> np.ndarray:
+    """Blend class colours over ``image`` (uint8 HWC) for ``labels`` ([H, W] ints); ``ignore`` pixels stay as is."""
     lab = np.asarray(labels)
     valid = (lab >= 0) & (lab < len(colors))
     if ignore is not None:

@@ -20,8 +20,9 @@ def rename_keys(keys: Iterable[str], rules: list[tuple[str, str | None]]) -> dic
     out: dict[str, str | None] = {}
     for key in keys:
         for pattern, repl in compiled:
-            if pattern.fullmatch(key):
-                out[key] = None if repl is None else pattern.sub(repl, key)
+            match = pattern.fullmatch(key)
+            if match:
+                out[key] = None if repl is None else match.expand(repl)
                 break
         else:
             out[key] = key

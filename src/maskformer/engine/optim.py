@@ -7,9 +7,7 @@ import bisect
 import torch
 from torch import nn
 
-NORM_TYPES = (
-    nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d, nn.LocalResponseNorm,
-)  # fmt: skip
+NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d)
 NO_DECAY_NAMES = ("relative_position_bias_table", "absolute_pos_embed")
 
 

@@ -1,0 +1,78 @@
+"""``maskformer eval CHECKPOINT``: evaluate a checkpoint on its dataset's validation split."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="evaluate a checkpoint (mIoU, PQ^St; PQ for panoptic models)",
+        description="Evaluate CHECKPOINT on the validation split of the dataset in its config. Prints a table and"
+        " writes OUTPUT_DIR/metrics.json (semantic: mIoU, fwIoU, mACC, pACC in percent; panoptic: All/Things/Stuff"
+        " with pq, sq, rq, n as fractions plus PQ, SQ, RQ in percent).",
+    )
+    p.add_argument("checkpoint", help="a checkpoint written by `maskformer train` or `maskformer convert`")
+    p.add_argument("--data-root", help="dataset root (default: the checkpoint config's data.root)")
+    p.add_argument("--split", help="split to evaluate (default: the config's data.val_split)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value of the checkpoint, e.g. --set test.min_size=640",
+    )
+    p.add_argument("--tta", action="store_true", help="multi-scale + flip test-time augmentation (semantic)")
+    p.add_argument("--fast", action="store_true", help="combine masks at 1/4 resolution (see README for tolerance)")
+    p.add_argument("--max-images", type=int, help="evaluate only the first N images")
+    p.add_argument("--output-dir", default=".", help="where metrics.json goes (default: current directory)")
+    p.add_argument("--json", action="store_true", help="print the metrics JSON on stdout instead of a table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from maskformer.config import apply_overrides, config_from_dict, config_to_dict
+    from maskformer.engine import distributed as dist
+    from maskformer.engine.checkpoint import atomic_write_text, load_model_and_config
+    from maskformer.engine.evaluate import evaluate_model
+    from maskformer.errors import ConfigError
+    from maskformer.evaluation import format_panoptic_table, format_semantic_table
+
+    device = dist.init_from_env()
+    model, cfg, meta = load_model_and_config(args.checkpoint)
+    overrides = list(args.overrides)
+    if args.data_root:
+        overrides.append(f"data.root={args.data_root}")
+    if args.split:
+        overrides.append(f"data.val_split={args.split}")
+    cfg = config_from_dict(apply_overrides(config_to_dict(cfg), overrides))
+    if cfg.data.dataset != "synthetic" and not Path(cfg.data.root).exists():
+        raise ConfigError(f"data.root: {cfg.data.root} does not exist (pass --data-root DIR)")
+    metrics = evaluate_model(
+        cfg,
+        model.to(device),
+        device=device,
+        tta=args.tta or None,
+        fast=args.fast or None,
+        max_images=args.max_images,
+        progress=not args.json,
+    )
+    dist.cleanup()
+    if not dist.is_main():
+        return 0
+    text = json.dumps(metrics, indent=1)
+    atomic_write_text(Path(args.output_dir) / "metrics.json", text)
+    if args.json:
+        print(text)
+        return 0
+    names = meta.get("classes") or [str(i) for i in range(cfg.model.num_classes)]
+    if "mIoU" in metrics:
+        print(format_semantic_table(metrics, class_names=names))
+    if "All" in metrics:
+        print(format_panoptic_table(metrics))
+    return 0

@@ -1,0 +1,49 @@
+"""``maskformer train CONFIG``: train on one process, or many under torchrun (DDP)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a model from a config",
+        description="Train from a YAML config. Multi-process: torchrun --nproc_per_node N -m maskformer.cli train CFG."
+        " Writes OUTPUT_DIR/checkpoint_last.pt (resumable), model_final.pt, metrics.jsonl and config.yaml.",
+    )
+    p.add_argument("config", help="YAML config file (see configs/)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.max_iters=1000 (repeatable)",
+    )
+    p.add_argument("--output-dir", default="output", help="where checkpoints and logs go (default: output)")
+    p.add_argument("--data-root", help="shortcut for --set data.root=DIR")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint_last.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress output (metrics.jsonl is still written)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    import maskformer
+    from maskformer.engine import distributed as dist
+    from maskformer.engine.train import train
+
+    overrides = list(args.overrides) + ([f"data.root={args.data_root}"] if args.data_root else [])
+    cfg = maskformer.load_config(args.config, overrides)
+    if cfg.data.dataset not in ("synthetic",) and not Path(cfg.data.root).exists():
+        raise maskformer.ConfigError(f"data.root: {cfg.data.root} does not exist (pass --data-root DIR)")
+    try:
+        metrics = train(cfg, output_dir=args.output_dir, resume=args.resume, progress=not args.quiet)
+    finally:
+        dist.cleanup()
+    if metrics and dist.is_main() and not args.quiet:
+        print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, int | float)}, indent=1))
+    return 0

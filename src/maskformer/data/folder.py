@@ -1,0 +1,152 @@
+"""CamVid (SegNet layout) and the generic folder dataset for custom data.
+
+Both read "image label" pairs. CamVid: ``{split}.txt`` lines ``train/x.png trainannot/x.png`` (relative to the
+root, or SegNet's absolute ``/SegNet/CamVid/...`` paths, re-rooted), 11 classes, ignore 11.
+
+Folder dataset: ``classes.json`` or ``classes.yaml`` in the root::
+
+    {"ignore_label": 255, "classes": [{"name": "road", "color": [128, 64, 128], "id": 0}, ...]}
+
+(``classes`` may be a plain list of names; ``id`` = the value written in the label files, default = position;
+``isthing`` optional; ``ignore_label`` = the files' ignore value, any value that is no class id) and one of these
+layouts: ``{split}.txt`` pair lists; ``images/{split}/`` + ``labels/{split}/`` (labels matched by file stem,
+``.png``); or, for ``split="all"``, flat ``images/`` + ``labels/``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from ..errors import DataError
+from .base import Mapper
+from .meta import DatasetMeta, load_meta, meta_from_dict
+from .semantic import SemanticDataset, pair_by_stem
+
+__all__ = ["read_pair_list", "read_folder_meta", "camvid", "folder"]
+
+
+def _resolve(root: Path, text: str) -> Path:
+    p = Path(text)
+    if not p.is_absolute():
+        return root / p
+    if p.exists():
+        return p
+    # SegNet's lists carry absolute paths of the authors' machine: keep "<folder>/<file>" under our root.
+    return root / p.parent.name / p.name
+
+
+def read_pair_list(root: Path, list_file: Path) -> list[dict[str, Any]]:
+    """Entries from a text file of ``image label`` lines (blank lines and ``#`` comments ignored)."""
+    if not list_file.is_file():
+        raise DataError(f"{list_file}: split list not found")
+    entries: list[dict[str, Any]] = []
+    for n, line in enumerate(list_file.read_text().splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise DataError(f"{list_file}:{n}: expected 'image label', got {line!r}")
+        entries.append({"file_name": str(_resolve(root, parts[0])), "sem_seg_file_name": str(_resolve(root, parts[1]))})
+    if not entries:
+        raise DataError(f"{list_file}: no samples listed")
+    return entries
+
+
+def _read_classes_file(root: Path) -> tuple[DatasetMeta, int]:
+    """``(meta, file_ignore)``: the class table, and the ignore value as written in the label files.
+
+    The files may use any value for "ignore" (0 is common) as long as it is no class's id; in the converted
+    (contiguous) maps the ignore label must not collide with a class id, so it becomes 255 (65535 for >= 255
+    classes) when the file's value lies in 0..K-1.
+    """
+    for name in ("classes.json", "classes.yaml", "classes.yml"):
+        f = root / name
+        if not f.is_file():
+            continue
+        try:
+            data = json.loads(f.read_text()) if f.suffix == ".json" else yaml.safe_load(f.read_text())
+        except (json.JSONDecodeError, yaml.YAMLError) as e:
+            raise DataError(f"{f}: not valid {f.suffix[1:].upper()} ({str(e).splitlines()[0]})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("classes"), list):
+            raise DataError(f"{f}: expected a mapping with a 'classes' list")
+        file_ignore = data.get("ignore_label", 255)
+        ids = [c.get("id", i) if isinstance(c, dict) else i for i, c in enumerate(data["classes"])]
+        if not isinstance(file_ignore, int) or file_ignore in ids:
+            raise DataError(f"{f}: ignore_label {file_ignore!r} must be an integer that is no class's id")
+        k = len(data["classes"])
+        ignore = file_ignore if not 0 <= file_ignore < k else (255 if k < 255 else 65535)
+        return meta_from_dict(dict(data, ignore_label=ignore), name="folder", where=str(f)), file_ignore
+    raise DataError(f"{root}: no classes.json or classes.yaml describing the classes")
+
+
+def read_folder_meta(root: Path) -> DatasetMeta:
+    """The class table of a folder dataset from ``root/classes.json`` or ``root/classes.yaml``."""
+    return _read_classes_file(root)[0]
+
+
+def _value_tables(meta: DatasetMeta, file_ignore: int) -> tuple[int, np.ndarray | None, np.ndarray | None]:
+    """Bit depth, lookup table and valid-value table for label files whose values are the classes' ids."""
+    ids = meta.dataset_id_to_contiguous
+    top = max(max(ids), file_ignore, meta.ignore_label)
+    bits = 8 if top < 256 else 16
+    if all(d == c for d, c in ids.items()) and file_ignore == meta.ignore_label:
+        return bits, None, None
+    size = 256 if bits == 8 else 65536
+    lut = np.full(size, meta.ignore_label, dtype=np.uint8 if bits == 8 else np.uint16)
+    allowed = np.zeros(size, dtype=bool)
+    for d, c in ids.items():
+        if not 0 <= d < size:
+            raise DataError(f"folder dataset: class id {d} is outside 0..{size - 1}")
+        lut[d], allowed[d] = c, True
+    if 0 <= file_ignore < size:
+        lut[file_ignore], allowed[file_ignore] = meta.ignore_label, True
+    return bits, lut, allowed
+
+
+def camvid(*, root: str, split: str, mapper: Mapper | None = None, skip_bad_samples: bool = False) -> SemanticDataset:
+    """CamVid, SegNet 11-class version (ignore 11): ``{train,val,test}.txt`` pair lists under ``root`` or
+    ``root/camvid`` (images may be PNG or WebP)."""
+    base = Path(root)
+    if not (base / f"{split}.txt").is_file() and (base / "camvid" / f"{split}.txt").is_file():
+        base = base / "camvid"
+    return SemanticDataset(
+        entries=read_pair_list(base, base / f"{split}.txt"),
+        meta=load_meta("camvid"),
+        mapper=mapper,
+        skip_bad_samples=skip_bad_samples,
+        where=str(base),
+    )
+
+
+def folder(*, root: str, split: str, mapper: Mapper | None = None, skip_bad_samples: bool = False) -> SemanticDataset:
+    """A custom semantic dataset: ``classes.json``/``classes.yaml`` + one of the layouts in the module docstring."""
+    base = Path(root)
+    meta, file_ignore = _read_classes_file(base)
+    if (base / f"{split}.txt").is_file():
+        entries = read_pair_list(base, base / f"{split}.txt")
+    elif (base / "images" / split).is_dir():
+        entries = pair_by_stem(base / "images" / split, base / "labels" / split, ".png")
+    elif split == "all" and (base / "images").is_dir():
+        entries = pair_by_stem(base / "images", base / "labels", ".png")
+    else:
+        raise DataError(
+            f"{base}: no {split}.txt, no images/{split}/ folder"
+            + (" and no images/ folder" if split == "all" else " (use split 'all' for flat images/ + labels/)")
+        )
+    bits, lut, allowed = _value_tables(meta, file_ignore)
+    return SemanticDataset(
+        entries=entries,
+        meta=meta,
+        mapper=mapper,
+        skip_bad_samples=skip_bad_samples,
+        label_bits=bits,
+        lut=lut,
+        allowed=allowed,
+        where=str(base),
+    )

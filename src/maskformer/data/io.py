@@ -1,0 +1,160 @@
+"""Safe reading of images, label maps and panoptic PNGs: every problem becomes a one-line ``DataError``.
+
+Images are always returned as uint8 RGB ``[H, W, 3]`` (grayscale, palette, RGBA, CMYK and 16-bit images are
+converted, EXIF orientation applied as detectron2's ``read_image`` does). Label maps are returned exactly as
+stored (no conversion): a colour or 16-bit file where an 8-bit index map is expected is an error, because
+silently converting it would train on garbage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from ..errors import DataError
+
+__all__ = ["read_image", "read_label", "read_panoptic_png", "rgb2id", "id2rgb", "check_label_values"]
+
+# Pillow modes of single-channel index maps, by bit depth.
+_LABEL_MODES_8 = ("L", "P")
+_LABEL_MODES_16 = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _open(path: str | Path) -> Image.Image:
+    """Open and fully decode a file (decoding is lazy in Pillow: truncation only shows in ``load``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: file not found")
+    try:
+        img = Image.open(p)
+        img.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        # Pillow raises OSError for truncated data and UnidentifiedImageError (an OSError) for non-images.
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"{p}: unreadable or corrupt image ({reason})") from None
+    return img
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read any image as uint8 RGB ``[H, W, 3]``.
+
+    Grayscale, palette, RGBA/LA (alpha dropped) and CMYK are converted to RGB; 16-bit grayscale is scaled to
+    8 bits (``>> 8``); float images are rejected. EXIF orientation is applied.
+    """
+    img = _open(path)
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # broken EXIF blocks are common; orientation is then left as stored
+        pass
+    if img.mode in _LABEL_MODES_16:
+        arr = np.asarray(img)
+        if arr.dtype != np.uint16 and (arr.min() < 0 or arr.max() > 65535):
+            raise DataError(f"{path}: 32-bit image with values outside 0..65535 is not supported")
+        gray = (arr.astype(np.uint32) >> 8).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
+    if img.mode == "F":
+        raise DataError(f"{path}: floating-point image is not supported (expected 8-bit RGB or grayscale)")
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.asarray(img, dtype=np.uint8).copy()
+
+
+def read_label(path: str | Path, *, bits: int = 8) -> np.ndarray:
+    """Read a single-channel label map exactly as stored (palette PNGs give their indices).
+
+    ``bits=8``: modes L/P only (uint8 result). ``bits=16``: 16-bit (uint16 result, e.g. ADE20K-Full TIFF) or
+    8-bit files. Colour files, and 16-bit files where 8 bits are expected, raise ``DataError``.
+    Returns ``[H, W]`` uint8 or uint16.
+    """
+    img = _open(path)
+    mode = img.mode
+    if mode in ("RGB", "RGBA", "LA", "CMYK", "YCbCr"):
+        raise DataError(f"{path}: colour label file (mode {mode}); expected a single-channel index map")
+    if bits == 8:
+        if mode not in _LABEL_MODES_8:
+            raise DataError(f"{path}: {mode} label file where an 8-bit index map (mode L or P) is expected")
+        return np.asarray(img, dtype=np.uint8).copy()
+    if mode in _LABEL_MODES_8:
+        return np.asarray(img, dtype=np.uint8).astype(np.uint16)
+    if mode not in _LABEL_MODES_16:
+        raise DataError(f"{path}: {mode} label file where a 16-bit index map is expected")
+    arr = np.asarray(img)
+    if arr.dtype != np.uint16:
+        if arr.min() < 0 or arr.max() > 65535:
+            raise DataError(f"{path}: label values outside 0..65535")
+        arr = arr.astype(np.uint16)
+    return arr.copy()
+
+
+def rgb2id(rgb: np.ndarray) -> np.ndarray:
+    """COCO panoptic encoding: ``id = R + 256 G + 256^2 B``. ``[H, W, 3]`` uint8 -> ``[H, W]`` int64."""
+    c = rgb.astype(np.int64)
+    return c[..., 0] + 256 * c[..., 1] + 65536 * c[..., 2]
+
+
+def id2rgb(ids: np.ndarray) -> np.ndarray:
+    """Inverse of ``rgb2id``: ``[H, W]`` ints in 0..2^24-1 -> ``[H, W, 3]`` uint8."""
+    ids = ids.astype(np.int64)
+    return np.stack([ids % 256, (ids // 256) % 256, (ids // 65536) % 256], axis=-1).astype(np.uint8)
+
+
+def read_panoptic_png(path: str | Path) -> np.ndarray:
+    """Read a COCO-format panoptic PNG (RGB-encoded segment ids) as ``[H, W]`` int64 ids (0 = VOID)."""
+    img = _open(path)
+    if img.mode not in ("RGB", "RGBA"):
+        raise DataError(f"{path}: panoptic PNG must be RGB (segment id = R + 256 G + 256^2 B), got mode {img.mode}")
+    return rgb2id(np.asarray(img.convert("RGB"), dtype=np.uint8))
+
+
+def check_label_values(
+    label: np.ndarray,
+    *,
+    num_classes: int,
+    ignore_label: int,
+    path: str | Path,
+    allowed: np.ndarray | None = None,
+) -> None:
+    """Every value must be a class id (0..K-1) or the ignore label, else ``DataError`` naming a bad value.
+
+    ``allowed``: optional bool table over raw values (for files whose values are mapped afterwards, e.g.
+    Cityscapes labelIds or ADE20K's shifted labels); when given it replaces the 0..K-1/ignore rule.
+    """
+    # bincount over small unsigned dtypes is the fastest way to list the values present in a big map.
+    if label.dtype in (np.uint8, np.uint16):
+        values = np.flatnonzero(np.bincount(label.ravel(), minlength=1))
+    else:
+        values = np.unique(label)
+    if allowed is not None:
+        ok = np.zeros(values.shape, dtype=bool)
+        inside = (values >= 0) & (values < len(allowed))
+        ok[inside] = allowed[values[inside]]
+        bad = values[~ok]
+        if bad.size:
+            raise DataError(
+                f"{path}: label value {int(bad[0])} is not one of this dataset's label values "
+                f"(valid: {_ranges(np.flatnonzero(allowed))}; {bad.size} bad value(s))"
+            )
+        return
+    else:
+        bad = values[((values < 0) | (values >= num_classes)) & (values != ignore_label)]
+    if bad.size:
+        raise DataError(
+            f"{path}: label value {int(bad[0])} is not a class id (0..{num_classes - 1}) "
+            f"nor the ignore value {ignore_label} ({bad.size} such value(s))"
+        )
+
+
+def _ranges(values: np.ndarray) -> str:
+    """``[0,1,2,5,255]`` -> ``"0..2, 5, 255"`` for messages."""
+    parts: list[str] = []
+    start = prev = None
+    for v in [int(x) for x in values] + [None]:
+        if start is not None and (v is None or v != prev + 1):
+            parts.append(str(start) if start == prev else f"{start}..{prev}")
+            start = None
+        if v is not None and start is None:
+            start = v
+        prev = v
+    return ", ".join(parts)

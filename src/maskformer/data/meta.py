@@ -1,0 +1,177 @@
+"""Class tables of every dataset: names, colours, thing/stuff flags, ignore label and id maps.
+
+The tables are data, not code: one JSON file per dataset in ``maskformer/data/meta/`` (shipped with the package).
+``load_meta(name)`` turns a file into a ``DatasetMeta``; the synthetic dataset builds its meta from its arguments
+and the folder dataset from the user's ``classes.json`` / ``classes.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataError
+
+__all__ = ["DatasetMeta", "load_meta", "meta_from_dict", "META_NAMES"]
+
+# Names with a JSON table in maskformer/data/meta (plus "synthetic" and "folder", built from arguments).
+META_NAMES = (
+    "ade20k_150",
+    "ade20k_full_847",
+    "coco_stuff_10k",
+    "cityscapes",
+    "mapillary_vistas",
+    "camvid",
+    "coco_panoptic",
+)
+# ADE20K panoptic uses the ADE20K-150 table (its category ids are the contiguous ids 0..149).
+_ALIASES = {"ade20k_panoptic": "ade20k_150"}
+
+
+@dataclass
+class DatasetMeta:
+    """What a model, an evaluator or a visualizer needs to know about a dataset's classes.
+
+    ``classes[i]``, ``colors[i]`` and ``isthing[i]`` describe contiguous class id ``i`` (0..K-1).
+    ``dataset_id_to_contiguous`` maps the ids written in annotation files (COCO category ids, ADE20K object ids)
+    to contiguous ids; it is the identity when a dataset has no separate ids.
+    ``label_id_to_train_id`` is Cityscapes' labelId -> trainId table (255 = ignore), empty elsewhere.
+    """
+
+    name: str
+    classes: list[str]
+    colors: list[list[int]]
+    isthing: list[bool]
+    ignore_label: int = 255
+    dataset_id_to_contiguous: dict[int, int] = field(default_factory=dict)
+    label_id_to_train_id: dict[int, int] = field(default_factory=dict)
+    label_divisor: int = 1000
+
+    def __post_init__(self) -> None:
+        k = len(self.classes)
+        if len(self.colors) != k or len(self.isthing) != k:
+            raise DataError(
+                f"meta '{self.name}': {k} classes but {len(self.colors)} colours, {len(self.isthing)} flags"
+            )
+        if not self.dataset_id_to_contiguous:
+            self.dataset_id_to_contiguous = {i: i for i in range(k)}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def contiguous_to_dataset_id(self) -> dict[int, int]:
+        """Inverse of ``dataset_id_to_contiguous`` (to write predictions with the dataset's own ids)."""
+        return {c: d for d, c in self.dataset_id_to_contiguous.items()}
+
+    @property
+    def thing_ids(self) -> list[int]:
+        """Contiguous ids of the "thing" classes (countable objects)."""
+        return [i for i, t in enumerate(self.isthing) if t]
+
+    @property
+    def stuff_ids(self) -> list[int]:
+        return [i for i, t in enumerate(self.isthing) if not t]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able description (written into checkpoints and metrics files)."""
+        return {
+            "name": self.name,
+            "ignore_label": self.ignore_label,
+            "label_divisor": self.label_divisor,
+            "classes": [
+                {"id": d, "name": n, "color": c, "isthing": t}
+                for d, n, c, t in zip(
+                    [self.contiguous_to_dataset_id[i] for i in range(self.num_classes)],
+                    self.classes,
+                    self.colors,
+                    self.isthing,
+                )
+            ],
+            "label_id_to_train_id": {str(k): v for k, v in self.label_id_to_train_id.items()},
+        }
+
+
+def _color(value: Any, where: str) -> list[int]:
+    if not (isinstance(value, list | tuple) and len(value) == 3 and all(isinstance(v, int) for v in value)):
+        raise DataError(f"{where}: a colour must be a list of three integers, got {value!r}")
+    if not all(0 <= v <= 255 for v in value):
+        raise DataError(f"{where}: colour values must be in 0..255, got {value!r}")
+    return [int(v) for v in value]
+
+
+def meta_from_dict(data: dict[str, Any], *, name: str, where: str) -> DatasetMeta:
+    """Build a ``DatasetMeta`` from the JSON/YAML layout of ``maskformer/data/meta/*.json``.
+
+    ``data``: ``{"ignore_label": int, "classes": [{"name": str, "color": [r,g,b], "isthing": bool, "id": int}, ...]}``
+    (``id``, ``color`` and ``isthing`` optional; ``classes`` may also be a plain list of names).
+    ``where`` names the file in error messages.
+    """
+    if not isinstance(data, dict) or "classes" not in data:
+        raise DataError(f"{where}: expected a mapping with a 'classes' list")
+    raw = data["classes"]
+    if not isinstance(raw, list) or not raw:
+        raise DataError(f"{where}: 'classes' must be a non-empty list")
+    names: list[str] = []
+    colors: list[list[int]] = []
+    isthing: list[bool] = []
+    ids: dict[int, int] = {}
+    for i, c in enumerate(raw):
+        if isinstance(c, str):
+            c = {"name": c}
+        if not isinstance(c, dict) or not isinstance(c.get("name"), str):
+            raise DataError(f"{where}: classes[{i}] needs a 'name' string")
+        names.append(c["name"])
+        # Classes without a colour get a deterministic, well-spread one (golden-ratio hue steps).
+        colors.append(_color(c["color"], f"{where}: classes[{i}]") if "color" in c else _default_color(i))
+        isthing.append(bool(c.get("isthing", False)))
+        dataset_id = c.get("id", i)
+        if not isinstance(dataset_id, int) or dataset_id in ids:
+            raise DataError(f"{where}: classes[{i}] has a missing, non-integer or repeated id {dataset_id!r}")
+        ids[dataset_id] = i
+    ignore = data.get("ignore_label", 255)
+    if not isinstance(ignore, int) or 0 <= ignore < len(names):
+        raise DataError(f"{where}: ignore_label must be an integer outside 0..{len(names) - 1}, got {ignore!r}")
+    table = {int(k): int(v) for k, v in (data.get("label_id_to_train_id") or {}).items()}
+    return DatasetMeta(
+        name=name,
+        classes=names,
+        colors=colors,
+        isthing=isthing,
+        ignore_label=ignore,
+        dataset_id_to_contiguous=ids,
+        label_id_to_train_id=table,
+        label_divisor=int(data.get("label_divisor", 1000)),
+    )
+
+
+def _default_color(i: int) -> list[int]:
+    import colorsys
+
+    r, g, b = colorsys.hsv_to_rgb((i * 0.618033988749895) % 1.0, 0.65, 0.9)
+    return [int(round(r * 255)), int(round(g * 255)), int(round(b * 255))]
+
+
+def load_meta(name: str, **kwargs: Any) -> DatasetMeta:
+    """The class table of a dataset by name.
+
+    ``name``: one of ``META_NAMES``, ``"ade20k_panoptic"``, ``"synthetic"`` (kwargs: ``num_classes``,
+    ``num_stuff``) or ``"folder"`` (kwargs: ``root``, the folder holding ``classes.json``/``classes.yaml``).
+    """
+    if name == "synthetic":
+        from .synthetic import synthetic_meta
+
+        return synthetic_meta(**kwargs)
+    if name == "folder":
+        from .folder import read_folder_meta
+
+        return read_folder_meta(Path(kwargs["root"]))
+    file = _ALIASES.get(name, name)
+    if file not in META_NAMES:
+        raise DataError(f"unknown dataset '{name}' (expected one of {sorted([*META_NAMES, *_ALIASES, 'synthetic'])})")
+    text = resources.files("maskformer.data").joinpath("meta", f"{file}.json").read_text()
+    return meta_from_dict(json.loads(text), name=name, where=f"maskformer/data/meta/{file}.json")

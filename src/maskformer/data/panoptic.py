@@ -1,0 +1,194 @@
+"""Panoptic datasets in COCO panoptic format: COCO panoptic 2017 and ADE20K panoptic (OFFICIAL_SPEC §5.4).
+
+Each sample: an image, an RGB-encoded PNG of segment ids (``id = R + 256 G + 256^2 B``, 0 = VOID) and the JSON
+``segments_info`` (``id``, ``category_id``, ``iscrowd``, ``area``, ``bbox``). Category ids are mapped to contiguous
+ids here and ``isthing`` is added, as detectron2's loaders do; crowd segments stay in ``segments_info`` (the
+evaluator needs them) but are not training targets. ADE20K panoptic also carries the semantic map.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+from .base import Mapper, SegmentationDataset
+from .io import check_label_values, read_image, read_label, read_panoptic_png
+from .meta import DatasetMeta, load_meta
+
+__all__ = ["PanopticDataset", "load_panoptic_json", "coco_panoptic", "ade20k_panoptic"]
+
+
+def load_panoptic_json(
+    json_file: Path, image_dir: Path, panoptic_dir: Path, meta: DatasetMeta, *, semantic_dir: Path | None = None
+) -> list[dict[str, Any]]:
+    """Entries from a COCO-panoptic JSON (``annotations`` with ``file_name`` and ``segments_info``).
+
+    The image file comes from the JSON ``images`` list when it names the image, else ``<png stem>.jpg``
+    (the original's assumption). Unknown category ids raise ``DataError`` naming the JSON file.
+    """
+    if not json_file.is_file():
+        raise DataError(f"{json_file}: panoptic JSON not found")
+    try:
+        data = json.loads(json_file.read_text())
+        annotations = data["annotations"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise DataError(f"{json_file}: not a COCO panoptic JSON ({type(e).__name__}: {e})") from None
+    image_names = {im["id"]: im["file_name"] for im in data.get("images", []) if "id" in im and "file_name" in im}
+    to_contiguous = meta.dataset_id_to_contiguous
+    entries: list[dict[str, Any]] = []
+    for ann in annotations:
+        try:
+            png, image_id, segments = ann["file_name"], ann["image_id"], ann["segments_info"]
+            image_name = image_names.get(image_id, Path(png).stem + ".jpg")
+            infos = []
+            for s in segments:
+                cat = s["category_id"]
+                if cat not in to_contiguous:
+                    raise DataError(f"{json_file}: image {image_id}: unknown category_id {cat}")
+                c = to_contiguous[cat]
+                infos.append(
+                    {
+                        "id": int(s["id"]),
+                        "category_id": c,
+                        "iscrowd": int(s.get("iscrowd", 0)),
+                        "isthing": bool(meta.isthing[c]),
+                        "area": int(s.get("area", 0)),
+                        "bbox": list(s.get("bbox", [])),
+                    }
+                )
+        except (KeyError, TypeError) as e:
+            raise DataError(f"{json_file}: malformed annotation ({type(e).__name__}: {e})") from None
+        entry = {
+            "file_name": str(image_dir / image_name),
+            "image_id": image_id,
+            "pan_seg_file_name": str(panoptic_dir / png),
+            "segments_info": infos,
+        }
+        if semantic_dir is not None:
+            entry["sem_seg_file_name"] = str(semantic_dir / png)
+        entries.append(entry)
+    return entries
+
+
+class PanopticDataset(SegmentationDataset):
+    """COCO-format panoptic samples; optional semantic maps (``sem_seg_file_name``, ADE20K panoptic).
+
+    Checked per sample: readable files, equal sizes, PNG segment ids == JSON segment ids, semantic values.
+    ``sem_lut``/``sem_allowed``: optional conversion of raw semantic values (ADE20K raw ``annotations/``).
+    """
+
+    def __init__(
+        self,
+        *,
+        entries: list[dict[str, Any]],
+        meta: DatasetMeta,
+        mapper: Mapper | None = None,
+        skip_bad_samples: bool = False,
+        sem_lut: np.ndarray | None = None,
+        sem_allowed: np.ndarray | None = None,
+        where: str = "",
+    ) -> None:
+        super().__init__(entries=entries, meta=meta, mapper=mapper, skip_bad_samples=skip_bad_samples, where=where)
+        self.sem_lut = sem_lut
+        self.sem_allowed = sem_allowed
+
+    def load(self, entry: dict[str, Any]) -> dict[str, Any]:
+        image = read_image(entry["file_name"])
+        pan_file = entry["pan_seg_file_name"]
+        pan = read_panoptic_png(pan_file)
+        if pan.shape != image.shape[:2]:
+            raise DataError(
+                f"{pan_file}: panoptic PNG size {pan.shape[1]}x{pan.shape[0]} differs from its image "
+                f"{entry['file_name']} ({image.shape[1]}x{image.shape[0]})"
+            )
+        in_png = set(np.unique(pan).tolist()) - {0}
+        in_json = {s["id"] for s in entry["segments_info"]}
+        if in_png != in_json:
+            extra, missing = sorted(in_png - in_json)[:5], sorted(in_json - in_png)[:5]
+            raise DataError(
+                f"{pan_file}: segment ids do not match the JSON"
+                + (f"; in the PNG but not the JSON: {extra}" if extra else "")
+                + (f"; in the JSON but not the PNG: {missing}" if missing else "")
+            )
+        raw: dict[str, Any] = {
+            "image": image,
+            "sem_seg": None,
+            "pan_seg": pan,
+            "segments_info": [dict(s) for s in entry["segments_info"]],
+            "file_name": str(entry["file_name"]),
+            "pan_seg_file_name": str(pan_file),
+            "image_id": entry["image_id"],
+            "height": image.shape[0],
+            "width": image.shape[1],
+        }
+        sem_file = entry.get("sem_seg_file_name")
+        if sem_file is not None:
+            sem = read_label(sem_file)
+            if sem.shape != image.shape[:2]:
+                raise DataError(f"{sem_file}: label size {sem.shape[1]}x{sem.shape[0]} differs from its image")
+            m = self.meta
+            check_label_values(
+                sem, num_classes=m.num_classes, ignore_label=m.ignore_label, path=sem_file, allowed=self.sem_allowed
+            )
+            raw["sem_seg"] = self.sem_lut[sem] if self.sem_lut is not None else sem
+            raw["sem_seg_file_name"] = str(sem_file)
+        return raw
+
+
+def coco_panoptic(
+    *,
+    root: str,
+    split: str,
+    mapper: Mapper | None = None,
+    skip_bad_samples: bool = False,
+    json_file: str | None = None,
+    image_dir: str | None = None,
+    panoptic_dir: str | None = None,
+) -> PanopticDataset:
+    """COCO panoptic 2017 (133 classes): ``coco/{split}2017/``, ``coco/panoptic_{split}2017/`` and
+    ``coco/annotations/panoptic_{split}2017.json``; each path can be overridden (relative to ``root``)."""
+    base = Path(root)
+    if (base / "coco").is_dir() and json_file is None:
+        base = base / "coco"
+    if split not in ("train", "val"):
+        raise DataError(f"coco_panoptic: unknown split '{split}' (expected train or val)")
+    meta = load_meta("coco_panoptic")
+    jf = base / (json_file or f"annotations/panoptic_{split}2017.json")
+    entries = load_panoptic_json(
+        jf, base / (image_dir or f"{split}2017"), base / (panoptic_dir or f"panoptic_{split}2017"), meta
+    )
+    return PanopticDataset(entries=entries, meta=meta, mapper=mapper, skip_bad_samples=skip_bad_samples, where=str(jf))
+
+
+def ade20k_panoptic(
+    *, root: str, split: str, mapper: Mapper | None = None, skip_bad_samples: bool = False
+) -> PanopticDataset:
+    """ADE20K panoptic (150 classes, 100 things): ``ADEChallengeData2016/ade20k_panoptic_{train,val}.json`` and
+    ``ade20k_panoptic_{train,val}/*.png`` (from ``prepare_ade20k_pan_seg.py``), images in
+    ``images/{training,validation}``, semantic maps from ``annotations_detectron2/`` or raw ``annotations/``."""
+    base = Path(root) / "ADEChallengeData2016" if (Path(root) / "ADEChallengeData2016").is_dir() else Path(root)
+    names = {"train": "training", "val": "validation"}
+    if split not in names:
+        raise DataError(f"ade20k_panoptic: unknown split '{split}' (expected train or val)")
+    meta = load_meta("ade20k_panoptic")
+    sem_dir, lut, allowed = base / "annotations_detectron2" / names[split], None, None
+    if not sem_dir.is_dir() and (base / "annotations" / names[split]).is_dir():
+        sem_dir = base / "annotations" / names[split]
+        lut, allowed = ((np.arange(256) - 1) % 256).astype(np.uint8), np.arange(256) <= 150
+    jf = base / f"ade20k_panoptic_{split}.json"
+    entries = load_panoptic_json(
+        jf, base / "images" / names[split], base / f"ade20k_panoptic_{split}", meta, semantic_dir=sem_dir
+    )
+    return PanopticDataset(
+        entries=entries,
+        meta=meta,
+        mapper=mapper,
+        skip_bad_samples=skip_bad_samples,
+        sem_lut=lut,
+        sem_allowed=allowed,
+        where=str(jf),
+    )

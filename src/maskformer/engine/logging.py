@@ -1,0 +1,102 @@
+"""Training logs: a progress bar with loss and ETA on a terminal, plain lines otherwise, JSONL metrics, and
+TensorBoard scalars when tensorboard is installed."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+
+class MetricLogger:
+    """Writes ``metrics.jsonl`` lines ``{"iteration", "loss", <terms>, "lr", "time"}`` every ``period`` iterations
+    and on evaluation ``{"iteration", "eval": {...}}``. Only the main process logs (``enabled=True``)."""
+
+    def __init__(
+        self,
+        output_dir: Path,
+        *,
+        total: int,
+        start: int = 0,
+        enabled: bool = True,
+        console: bool = True,
+        period: int = 20,
+    ) -> None:
+        self.show = enabled
+        self.console = enabled and console
+        self.period = period
+        self.total = total
+        self.file = open(Path(output_dir) / "metrics.jsonl", "a") if enabled else None
+        self.bar = None
+        if self.console and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=start, desc="train", dynamic_ncols=True, file=sys.stderr)
+        self.tb = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(Path(output_dir) / "tb"))
+            except Exception:  # tensorboard not installed: JSONL only
+                self.tb = None
+        self.t0 = time.monotonic()
+        self.start = start
+        self._acc: dict[str, float] = {}
+        self._n = 0
+
+    def note(self, text: str) -> None:
+        if self.console:
+            (self.bar.write if self.bar else lambda s: print(s, file=sys.stderr, flush=True))(f"[maskformer] {text}")
+
+    def step(self, iteration: int, terms: dict[str, float], *, lr: float, seconds: float) -> None:
+        for k, v in terms.items():
+            self._acc[k] = self._acc.get(k, 0.0) + v
+        self._n += 1
+        if self.bar:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{terms['loss']:.3f}", lr=f"{lr:.2e}")
+        if iteration % self.period and iteration != self.total:
+            return
+        avg = {k: v / self._n for k, v in self._acc.items()}
+        self._acc, self._n = {}, 0
+        record = {
+            "iteration": iteration,
+            **{k: round(v, 6) for k, v in avg.items()},
+            "lr": lr,
+            "time": round(seconds, 4),
+        }
+        if self.show and self.file:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+        if self.tb:
+            for k, v in avg.items():
+                self.tb.add_scalar(f"train/{k}", v, iteration)
+            self.tb.add_scalar("train/lr", lr, iteration)
+        if self.console and not self.bar:
+            done = iteration - self.start
+            eta = (time.monotonic() - self.t0) / max(done, 1) * (self.total - iteration)
+            print(f"[maskformer] iter {iteration}/{self.total} loss {avg['loss']:.4f} lr {lr:.2e} "
+                  f"eta {eta / 60:.1f} min", file=sys.stderr, flush=True)  # fmt: skip
+
+    def log_eval(self, iteration: int, metrics: dict) -> None:
+        if not self.show:
+            return
+        if self.file:
+            self.file.write(json.dumps({"iteration": iteration, "eval": metrics}) + "\n")
+            self.file.flush()
+        flat = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+        if self.tb:
+            for k, v in flat.items():
+                self.tb.add_scalar(f"eval/{k}", v, iteration)
+        self.note(f"eval at {iteration}: " + ", ".join(f"{k} {v:.2f}" for k, v in flat.items()))
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.close()
+        if self.file:
+            self.file.close()
+            self.file = None
+        if self.tb:
+            self.tb.close()

@@ -1,0 +1,224 @@
+"""The training loop: iteration-based, one process or many (torchrun / DDP), resumable exactly.
+
+Per iteration: ``grad_accum`` micro-batches (forward, criterion, backward), a non-finite check, full-model gradient
+clipping, an optimizer step and a per-iteration LR step. Every ``checkpoint_period`` iterations rank 0 writes
+``checkpoint_last.pt`` (weights, optimizer, scheduler, iteration, RNG states, data-stream position) atomically; at the
+end ``model_final.pt``. Metrics go to ``metrics.jsonl`` (and TensorBoard when installed).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..build import build_criterion, build_dataset, build_meta, build_model, build_optimizer, build_scheduler
+from ..config import Config, save_config
+from ..errors import CheckpointError, ConfigError, UserError
+from . import distributed as dist
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, unwrap
+from .logging import MetricLogger
+
+
+class TrainingError(UserError):
+    """Training cannot go on (e.g. a non-finite loss); the message says where the last good checkpoint is."""
+
+
+def load_initial_weights(cfg: Config, model: nn.Module) -> str:
+    """Full-model weights (``model.weights``) or backbone-only ImageNet weights (``model.backbone.weights``)."""
+    from ..convert.detectron2 import load_backbone_weights, load_detectron2_weights
+
+    if cfg.model.weights:
+        path = Path(cfg.model.weights)
+        if not path.is_file():
+            raise ConfigError(f"model.weights: {path} not found")
+        if path.suffix == ".pkl":
+            load_detectron2_weights(model, path)
+        else:
+            unwrap(model).load_state_dict(load_checkpoint(path)["model"], strict=True)
+        return f"model weights from {path}"
+    if cfg.model.backbone.weights:
+        path = Path(cfg.model.backbone.weights)
+        if not path.is_file():
+            raise ConfigError(
+                f"model.backbone.weights: {path} not found (download the ImageNet weights the config names, or pass "
+                "--set model.backbone.weights='' to train from scratch)"
+            )
+        load_backbone_weights(model, path)
+        return f"backbone weights from {path}"
+    return "random initialisation"
+
+
+def _targets_to(targets: list[dict], records: list[dict], size: tuple[int, int], ignore: int, device) -> list[dict]:
+    out = []
+    for t, r in zip(targets, records):
+        t = {k: v.to(device, non_blocking=True) for k, v in t.items()}
+        if "sem_seg" in r:  # per-pixel baselines: labels padded with the ignore value to the batch size
+            sem = r["sem_seg"]
+            sem = F.pad(sem, (0, size[1] - sem.shape[-1], 0, size[0] - sem.shape[-2]), value=ignore)
+            t["sem_seg"] = sem.to(device)
+        out.append(t)
+    return out
+
+
+def _autocast(amp: str, device: torch.device):
+    if amp == "none":
+        return nullcontext()
+    if amp == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if amp == "fp16":
+        if device.type != "cuda":
+            raise ConfigError("train.amp=fp16 needs a GPU; use bf16 on CPU")
+        return torch.autocast("cuda", dtype=torch.float16)
+    raise ConfigError(f"train.amp: unknown '{amp}' (expected none, bf16 or fp16)")
+
+
+def train(
+    cfg: Config, *, output_dir: str | Path, resume: bool = False, progress: bool = True, stop_at: int | None = None
+) -> dict:
+    """Train ``cfg`` and return the final metrics (``{}`` when ``train.eval_period`` < 0). Writes into ``output_dir``.
+
+    ``stop_at``: leave after this iteration as if interrupted (checkpoint written, no final model); for tests.
+    """
+    from ..data import InfiniteSampler, build_train_loader, collate, seed_everything
+
+    device = dist.init_from_env()
+    rank, world = dist.rank(), dist.world_size()
+    out = Path(output_dir)
+    t = cfg.train
+    if t.batch_size % (world * t.grad_accum):
+        raise ConfigError(
+            f"train.batch_size ({t.batch_size}) must be divisible by processes x grad_accum ({world} x {t.grad_accum})"
+        )
+    per_step = t.batch_size // (world * t.grad_accum)
+    if dist.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    seed_everything(t.seed + rank)
+
+    meta = build_meta(cfg)
+    model = build_model(cfg)
+    init_note = load_initial_weights(cfg, model)
+    model.to(device).train()
+    criterion = build_criterion(cfg, ignore_label=meta.ignore_label).to(device)
+    dataset = build_dataset(cfg, split=cfg.data.train_split, train=True)
+    sampler = InfiniteSampler(len(dataset), seed=t.seed, rank=rank, world_size=world, tag_with_seed=True)
+    collate_fn = functools.partial(
+        collate,
+        size_divisibility=cfg.model.size_divisibility,
+        pixel_mean=cfg.model.pixel_mean,
+        pixel_std=cfg.model.pixel_std,
+    )
+    loader = build_train_loader(
+        dataset, batch_size_per_process=per_step, sampler=sampler, num_workers=cfg.data.num_workers,
+        collate_fn=collate_fn, seed=t.seed,
+    )  # fmt: skip
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_scheduler(cfg, optimizer)
+
+    start = 0
+    last = out / "checkpoint_last.pt"
+    if resume:
+        if not last.is_file():
+            raise CheckpointError(f"{last}: nothing to resume from (run without --resume to start)")
+        state = load_checkpoint(last)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        loader.load_state_dict(state["data"])
+        set_rng_state(state["rng"])
+        start = int(state["iteration"])
+    ddp = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+
+    def save_last(iteration: int) -> None:
+        if dist.is_main():
+            save_checkpoint(
+                last, cfg=cfg, model=model, meta=meta.to_dict(), optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict(), iteration=iteration, rng=rng_state(), data=loader.state_dict(),
+            )  # fmt: skip
+
+    logger = MetricLogger(
+        out, total=t.max_iters, start=start, enabled=dist.is_main(), console=progress, period=t.log_period
+    )
+    logger.note(f"{init_note}; {sum(p.numel() for p in model.parameters()):,} parameters; {world} process(es); "
+                f"batch {t.batch_size} = {world} x {t.grad_accum} x {per_step}")  # fmt: skip
+    deadline = time.monotonic() + 60 * t.max_minutes if t.max_minutes > 0 else math.inf
+    batches = iter(loader)
+    iteration = start
+    while iteration < t.max_iters:
+        tic = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        terms: dict[str, float] = {}
+        for _ in range(t.grad_accum):
+            images, targets, records = next(batches)
+            images = images.to(device, non_blocking=True)
+            targets = _targets_to(targets, records, images.shape[-2:], meta.ignore_label, device)
+            with _autocast(t.amp, device):
+                outputs = ddp(images)
+            losses = criterion(_to_float(outputs), targets)
+            (losses["loss"] / t.grad_accum).backward()
+            for k, v in losses.items():
+                terms[k] = terms.get(k, 0.0) + v.item() / t.grad_accum
+        if not math.isfinite(terms["loss"]):
+            logger.close()
+            raise TrainingError(
+                f"non-finite loss at iteration {iteration + 1} ({terms['loss']}); the last good checkpoint is {last}"
+                " (lower solver.base_lr or check the data)"
+            )
+        if cfg.solver.clip_grad_norm > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.solver.clip_grad_norm)
+        optimizer.step()
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        iteration += 1
+        logger.step(iteration, terms, lr=lr, seconds=time.perf_counter() - tic)
+        if t.checkpoint_period and iteration % t.checkpoint_period == 0:
+            save_last(iteration)
+        if t.eval_period and iteration % t.eval_period == 0 and iteration < t.max_iters:
+            logger.log_eval(iteration, _evaluate(cfg, model, device))
+            model.train()
+        if stop_at is not None and iteration >= stop_at:
+            save_last(iteration)
+            logger.close()
+            return {}
+        if time.monotonic() > deadline:
+            logger.note(f"time limit train.max_minutes={t.max_minutes} reached at iteration {iteration}")
+            break
+    save_last(iteration)
+    if dist.is_main():
+        save_checkpoint(out / "model_final.pt", cfg=cfg, model=model, meta=meta.to_dict(), iteration=iteration)
+    bad = getattr(loader, "bad_samples", [])
+    if bad:
+        logger.note(f"skipped {len(bad)} bad samples, e.g. {bad[0][0]}: {bad[0][1]}")
+    metrics = _evaluate(cfg, model, device) if t.eval_period >= 0 else {}
+    if metrics:
+        logger.log_eval(iteration, metrics)
+    logger.close()
+    return metrics
+
+
+def _to_float(outputs: dict) -> dict:
+    """Losses are computed in fp32 even under autocast."""
+
+    def cast(x):
+        if isinstance(x, torch.Tensor):
+            return x.float()
+        if isinstance(x, list):
+            return [cast(v) for v in x]
+        if isinstance(x, dict):
+            return {k: cast(v) for k, v in x.items()}
+        return x
+
+    return cast(outputs)
+
+
+def _evaluate(cfg: Config, model: nn.Module, device: torch.device) -> dict:
+    from .evaluate import evaluate_model
+
+    return evaluate_model(cfg, unwrap(model), device=device)

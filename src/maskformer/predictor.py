@@ -1,0 +1,189 @@
+"""Predictor: images in (numpy or paths), semantic label maps or panoptic maps out, at the original image size.
+
+Owns the test-time preprocessing of the original (OFFICIAL_SPEC §4.7): shortest-edge resize with PIL bilinear
+(antialiased), normalisation with the model's pixel mean/std, zero padding after normalisation to the model's size
+divisibility; then post-processing back to the original size (maskformer.inference).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Collection, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor, nn
+
+from maskformer.errors import DataError
+from maskformer.inference import (
+    Size,
+    _resize_image,
+    _shortest_edge_size,
+    panoptic_from_outputs,
+    semantic_from_outputs,
+    semantic_tta,
+)
+
+__all__ = ["Predictor"]
+
+ImageInput = np.ndarray | str | Path
+_TASKS = ("semantic", "panoptic")
+
+
+def _load_image(image: ImageInput) -> np.ndarray:
+    """uint8 HWC RGB array from an array or a path (any PIL-readable file, converted to RGB)."""
+    if isinstance(image, (str, Path)):
+        try:
+            with Image.open(image) as pil:
+                return np.asarray(pil.convert("RGB"))
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            raise DataError(f"{image}: cannot read image ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        what = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise DataError(f"image: expected a uint8 HxWx3 RGB array or a path, got {what}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise DataError(f"image: empty array of shape {image.shape}")
+    return image
+
+
+class Predictor:
+    """Run a MaskFormer (or per-pixel baseline) model on images.
+
+    Args:
+        model: returns the outputs dict from `model(images)` for normalised, padded images [B, 3, H, W]; has
+            `pixel_mean`, `pixel_std` (tensors [3], 0-255 RGB scale) and `size_divisibility` (int, 0 = none).
+            Put in eval mode; if its forward accepts `with_aux`, it is called with with_aux=False.
+        min_size, max_size: test resize (short side, cap on the long side), e.g. 512 / 2048 for ADE20K.
+        task_default: task used when __call__ gets none.
+        thing_ids: contiguous ids of thing classes (panoptic); all other classes are stuff.
+        object_mask_threshold, overlap_threshold: panoptic thresholds (COCO configs: 0.8 / 0.8).
+        fast: semantic scores combined at 1/4 resolution (see inference.semantic_from_outputs).
+        device: where the model and images go.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        min_size: int,
+        max_size: int,
+        task_default: str = "semantic",
+        thing_ids: Collection[int] = (),
+        object_mask_threshold: float = 0.8,
+        overlap_threshold: float = 0.8,
+        fast: bool = False,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if task_default not in _TASKS:
+            raise ValueError(f"task_default must be one of {_TASKS}, got {task_default!r}")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.min_size = min_size
+        self.max_size = max_size
+        self.task_default = task_default
+        self.thing_ids = frozenset(int(i) for i in thing_ids)
+        self.object_mask_threshold = object_mask_threshold
+        self.overlap_threshold = overlap_threshold
+        self.fast = fast
+        self.pixel_mean = torch.as_tensor(model.pixel_mean).detach().float().to(self.device).view(3, 1, 1)
+        self.pixel_std = torch.as_tensor(model.pixel_std).detach().float().to(self.device).view(3, 1, 1)
+        self.size_divisibility = int(getattr(model, "size_divisibility", 0) or 0)
+        try:
+            self._lean = "with_aux" in inspect.signature(model.forward).parameters
+        except (TypeError, ValueError):  # pragma: no cover - builtins / scripted modules without a signature
+            self._lean = False
+
+    @torch.inference_mode()
+    def __call__(
+        self,
+        image: ImageInput | Sequence[ImageInput],
+        task: str | None = None,
+        return_scores: bool = False,
+    ) -> object:
+        """Predict one image or a list of images.
+
+        Args:
+            image: uint8 HWC RGB array, a path, or a list of those (one batch).
+            task: "semantic" or "panoptic" (default: task_default).
+            return_scores: semantic only - also return the [K, H, W] float scores.
+
+        Returns:
+            Per image, semantic: label map int64 [H, W] (or (labels, scores) with return_scores); panoptic:
+            (panoptic map int32 [H, W], segments_info list of {"id", "isthing", "category_id"}). CPU tensors at the
+            original image size. A list in, a list out.
+        """
+        task = task or self.task_default
+        if task not in _TASKS:
+            raise ValueError(f"task must be one of {_TASKS}, got {task!r}")
+        if return_scores and task != "semantic":
+            raise ValueError("return_scores is only available for task='semantic'")
+        batched = isinstance(image, (list, tuple))
+        arrays = [_load_image(i) for i in (image if batched else [image])]  # type: ignore[union-attr]
+        outputs, image_sizes, padded = self._forward([self._resize(a) for a in arrays])
+        output_sizes: list[Size] = [(int(a.shape[0]), int(a.shape[1])) for a in arrays]
+        if task == "panoptic":
+            if "pred_masks" not in outputs:
+                raise ValueError("panoptic inference needs a mask-classification model (pred_logits/pred_masks)")
+            pan = panoptic_from_outputs(
+                outputs,
+                image_sizes,
+                output_sizes,
+                thing_ids=self.thing_ids,
+                object_mask_threshold=self.object_mask_threshold,
+                overlap_threshold=self.overlap_threshold,
+                input_size=padded,
+            )
+            results: list[object] = [(seg.cpu(), info) for seg, info in pan]
+        else:
+            scores = semantic_from_outputs(outputs, image_sizes, output_sizes, input_size=padded, fast=self.fast)
+            results = [(s.argmax(0).cpu(), s.cpu()) if return_scores else s.argmax(0).cpu() for s in scores]
+        return results if batched else results[0]
+
+    @torch.inference_mode()
+    def semantic_scores(self, image: ImageInput, output_size: Size | None = None, *, resize: bool = True) -> Tensor:
+        """Un-normalised semantic scores [K, H, W] of one uint8 HWC RGB image at `output_size` (default its size).
+
+        With resize=False the image is used at its own size (test-time augmentation passes views it resized).
+        """
+        array = _load_image(image)
+        view = self._resize(array) if resize else array
+        outputs, image_sizes, padded = self._forward([view])
+        size: Size = (int(output_size[0]), int(output_size[1])) if output_size else (array.shape[0], array.shape[1])
+        return semantic_from_outputs(outputs, image_sizes, [size], input_size=padded, fast=self.fast)[0].cpu()
+
+    def tta_scores(self, image: ImageInput, *, min_sizes: Sequence[int], max_size: int, flip: bool = True) -> Tensor:
+        """Multi-scale + flip TTA scores [K, H, W] at the original size, as the original evaluates it: the
+        test-resized image is re-resized to every min size (inference.semantic_tta)."""
+        array = _load_image(image)
+
+        def run(view: np.ndarray, size: Size) -> Tensor:
+            return self.semantic_scores(view, size, resize=False)
+
+        size = (array.shape[0], array.shape[1])
+        return semantic_tta(
+            run, self._resize(array), min_sizes=min_sizes, max_size=max_size, flip=flip, output_size=size
+        )
+
+    def _resize(self, image: np.ndarray) -> np.ndarray:
+        # TODO: use maskformer.data.transforms.resize_shortest_edge_size once the data package provides it.
+        return _resize_image(image, _shortest_edge_size(image.shape[0], image.shape[1], self.min_size, self.max_size))
+
+    @torch.inference_mode()
+    def _forward(self, images: Sequence[np.ndarray]) -> tuple[dict[str, Tensor], list[Size], Size]:
+        """Normalise, pad (zeros after normalisation, to the batch max rounded up to size_divisibility), run the model.
+
+        Returns (outputs, per-image valid (h, w), padded (H, W)).
+        """
+        sizes: list[Size] = [(int(i.shape[0]), int(i.shape[1])) for i in images]
+        height, width = max(s[0] for s in sizes), max(s[1] for s in sizes)
+        if self.size_divisibility > 1:
+            d = self.size_divisibility
+            height, width = -(-height // d) * d, -(-width // d) * d
+        batch = torch.zeros(len(images), 3, height, width, device=self.device)
+        for b, image in enumerate(images):
+            tensor = torch.from_numpy(image.astype(np.float32)).to(self.device).permute(2, 0, 1)
+            batch[b, :, : sizes[b][0], : sizes[b][1]] = (tensor - self.pixel_mean) / self.pixel_std
+        outputs = self.model(batch, with_aux=False) if self._lean else self.model(batch)
+        return outputs, sizes, (height, width)

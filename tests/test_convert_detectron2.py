@@ -1,0 +1,301 @@
+"""Original (detectron2) checkpoints: the 16 official key lists, the old/new layouts, safe unpickling, the CLI, and
+backbone-only ImageNet files (torchvision ResNet-50 checked against torchvision itself)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import maskformer
+from maskformer.cli import main
+from maskformer.cli.convert import convert_detectron2
+from maskformer.config import save_config
+from maskformer.convert.detectron2 import (
+    FULL_MODEL_RULES,
+    MODEL_ZOO,
+    convert_detectron2_state,
+    load_backbone_weights,
+    load_detectron2_weights,
+)
+from maskformer.convert.pickle_io import save_pkl
+from maskformer.convert.rename import convert_state
+from maskformer.engine.checkpoint import load_model_and_config
+from maskformer.errors import CheckpointError, UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+KEYS = ROOT.parent / "shared" / "reference" / "official_keys"
+
+# official key list -> the config of the model it belongs to (written from OFFICIAL_SPEC §2.5 / §7)
+VARIANTS = {
+    "R50_ade150": "ade20k-150/maskformer_R50_bs16_160k.yaml",
+    "R101_ade150": "ade20k-150/maskformer_R101_bs16_160k.yaml",
+    "R101c_ade150": "ade20k-150/maskformer_R101c_bs16_160k.yaml",
+    "swinT_ade150": "ade20k-150/swin/maskformer_swin_tiny_bs16_160k.yaml",
+    "swinS_ade150": "ade20k-150/swin/maskformer_swin_small_bs16_160k.yaml",
+    "swinB_ade150": "ade20k-150/swin/maskformer_swin_base_IN21k_384_bs16_160k_res640.yaml",
+    "swinL_ade150": "ade20k-150/swin/maskformer_swin_large_IN21k_384_bs16_160k_res640.yaml",
+    "R50_cocopan133_6enc": "coco-panoptic/maskformer_panoptic_R50_bs64_554k.yaml",
+    "R101_cocopan133_6enc": "coco-panoptic/maskformer_panoptic_R101_bs64_554k.yaml",
+    "swinT_cocopan133": "coco-panoptic/swin/maskformer_panoptic_swin_tiny_bs64_554k.yaml",
+    "swinB_cocopan133": "coco-panoptic/swin/maskformer_panoptic_swin_base_IN21k_384_bs64_554k.yaml",
+    "swinL_cocopan133": "coco-panoptic/swin/maskformer_panoptic_swin_large_IN21k_384_bs64_554k.yaml",
+    "R50_ade847": "ade20k-full-847/maskformer_R50_bs16_200k.yaml",
+    "R50_cocostuff171": "coco-stuff-10k-171/maskformer_R50_bs32_60k.yaml",
+    "R50_mapillary65": "mapillary-vistas/maskformer_R50_bs16_300k.yaml",
+    "R101_city19": "cityscapes/maskformer_R101_bs16_90k.yaml",
+}
+
+
+def _key_list(variant: str) -> list[tuple[str, tuple[int, ...]]]:
+    if not KEYS.is_dir():
+        pytest.skip(f"{KEYS} is absent: the official key lists live in ../shared")
+    from parity_recipe import read_key_list
+
+    return read_key_list(variant)
+
+
+def _old_layout(key: str) -> str:
+    prefix = "sem_seg_head.pixel_decoder."
+    return "sem_seg_head." + key[len(prefix) :] if key.startswith(prefix) else key
+
+
+def _meta_target(config: str) -> dict[str, torch.Tensor]:
+    cfg = maskformer.load_config(CONFIGS / config)
+    with torch.device("meta"):
+        return maskformer.build_model(cfg).state_dict()
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_every_official_key_loads_into_its_config(variant):
+    """A model-zoo file holds the official keys in the old layout without criterion.empty_weight (OFFICIAL_SPEC
+    §2.5). Names and shapes only: zero-stride tensors against a meta-device model."""
+    keys = _key_list(variant)
+    source = {
+        _old_layout(k): torch.zeros(()).expand(shape) for k, shape in keys if k != "criterion.empty_weight"
+    }  # fmt: skip
+    assert any(k.startswith("sem_seg_head.layer_") for k in source)  # really the old layout
+    target = _meta_target(VARIANTS[variant])
+    converted = convert_state(source, FULL_MODEL_RULES, target, source_name=variant)
+    assert converted.keys() == target.keys()
+    assert len(converted) == len(source)  # every file key lands on exactly one model key
+
+
+def test_variants_configs_are_the_model_zoo_ones():
+    assert set(VARIANTS.values()) <= set(MODEL_ZOO.values())
+    assert all((CONFIGS / c).is_file() for c in MODEL_ZOO.values())
+
+
+def _tiny_cfg(**extra: str) -> maskformer.Config:
+    overrides = ["model.backbone.blocks=[1,1,1,1]", "model.backbone.width_per_group=8", "model.num_classes=3",
+                 "model.num_queries=4", "model.hidden_dim=32", "model.nheads=2", "model.dim_feedforward=32",
+                 "model.dec_layers=2", "model.convs_dim=32", "model.mask_dim=32"]  # fmt: skip
+    return maskformer.load_config(None, overrides + [f"{k}={v}" for k, v in extra.items()])
+
+
+def _tiny_zoo_state(cfg: maskformer.Config, *, old_layout: bool = True) -> dict[str, np.ndarray]:
+    """What a released .pkl of this model would hold: numpy arrays under the original's names."""
+    torch.manual_seed(0)
+    state = maskformer.build_model(cfg).state_dict()
+    out = {}
+    g = np.random.default_rng(0)
+    for k, v in state.items():
+        name = "sem_seg_head." + k if k.startswith(("pixel_decoder.", "predictor.")) else k
+        if old_layout:
+            name = _old_layout(name)
+        out[name] = v.numpy() if v.dtype == torch.int64 else g.standard_normal(v.shape).astype(np.float32)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_zoo(tmp_path_factory) -> tuple[maskformer.Config, dict[str, np.ndarray], Path]:
+    cfg = _tiny_cfg()
+    state = _tiny_zoo_state(cfg)
+    path = tmp_path_factory.mktemp("zoo") / "model_final_tiny.pkl"
+    save_pkl({"model": state, "__author__": "test"}, path)
+    return cfg, state, path
+
+
+def test_old_and_new_layouts_load_identically(tiny_zoo, tmp_path):
+    cfg, old, path = tiny_zoo
+    new = {
+        ("sem_seg_head.pixel_decoder." + k[len("sem_seg_head.") :])
+        if k.startswith("sem_seg_head.") and not k.startswith("sem_seg_head.predictor.")
+        else k: v
+        for k, v in old.items()
+    }
+    assert new.keys() != old.keys()
+    new_path = tmp_path / "new.pkl"
+    save_pkl({"model": new}, new_path)
+    target = maskformer.build_model(cfg).state_dict()
+    a, b = convert_detectron2_state(path, target), convert_detectron2_state(new_path, target)
+    assert a.keys() == b.keys() == target.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    np.testing.assert_array_equal(a["pixel_decoder.layer_4.weight"].numpy(), old["sem_seg_head.layer_4.weight"])
+    np.testing.assert_array_equal(
+        a["predictor.class_embed.bias"].numpy(), old["sem_seg_head.predictor.class_embed.bias"]
+    )
+
+
+@pytest.mark.parametrize("problem", ["missing", "extra", "shape"])
+def test_key_problems_name_the_key(problem, tiny_zoo, tmp_path):
+    cfg, state, _ = tiny_zoo
+    state = dict(state)
+    key = "sem_seg_head.adapter_2.norm.weight"
+    if problem == "missing":
+        del state[key]
+        needle = "not filled: pixel_decoder.adapter_2.norm.weight"
+    elif problem == "extra":
+        state["sem_seg_head.predictor.extra_head.weight"] = np.zeros(3, np.float32)
+        needle = "not consumed: sem_seg_head.predictor.extra_head.weight"
+    else:
+        state[key] = np.zeros(7, np.float32)
+        needle = f"shape mismatches: {key} (7,)"
+    path = tmp_path / "bad.pkl"
+    save_pkl({"model": state}, path)
+    model = maskformer.build_model(cfg)
+    with pytest.raises(CheckpointError) as e:
+        load_detectron2_weights(model, path)
+    assert needle in str(e.value) and str(path) in str(e.value)
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/pwned_xyz",))
+
+
+def test_pickle_that_would_run_code_is_refused(tmp_path, capsys):
+    marker = Path("/tmp/pwned_xyz")
+    marker.unlink(missing_ok=True)
+    path = tmp_path / "model_final_evil.pkl"
+    path.write_bytes(pickle.dumps({"model": {"x": _RunsCode()}}, protocol=2))
+    with pytest.raises(CheckpointError, match="unsafe") as e:
+        convert_detectron2(path, tmp_path / "out.pt", config=CONFIGS / "ade20k-150/maskformer_R50_bs16_160k.yaml")
+    assert str(path) in str(e.value) and "system" in str(e.value)
+    argv = ["convert", "detectron2", str(path), str(tmp_path / "o.pt"), "--config", str(CONFIGS / "demo.yaml")]
+    assert main(argv) == 2
+    assert str(path) in capsys.readouterr().err
+    assert not marker.exists() and not (tmp_path / "out.pt").exists()
+
+
+def test_cli_converts_a_zoo_file_and_the_checkpoint_loads(tiny_zoo, tmp_path, capsys):
+    cfg, state, path = tiny_zoo
+    config = tmp_path / "tiny.yaml"
+    save_config(cfg, config)
+    out = tmp_path / "tiny.pt"
+    assert main(["convert", "detectron2", str(path), str(out), "--config", str(config)]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == 1 and str(out) in printed[0]
+    model, loaded_cfg, _ = load_model_and_config(out)
+    assert loaded_cfg == cfg
+    got = model.state_dict()
+    key = "backbone.res3.0.conv2.norm.running_var"
+    np.testing.assert_array_equal(got[key].numpy(), state[key])
+    np.testing.assert_array_equal(
+        got["pixel_decoder.mask_features.bias"].numpy(), state["sem_seg_head.mask_features.bias"]
+    )
+
+
+def test_missing_config_names_the_zoo_config(tmp_path, capsys):
+    with pytest.raises(UserError, match="configs/ade20k-150/maskformer_R50_bs16_160k.yaml"):
+        convert_detectron2(tmp_path / "model_final_d8dbeb.pkl", tmp_path / "o.pt", config=None)
+    assert main(["convert", "detectron2", str(tmp_path / "unknown.pkl"), str(tmp_path / "o.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "--config is required" in err and len(err.strip().splitlines()) == 1
+
+
+def test_torchvision_resnet50_backbone_matches_torchvision(tmp_path):
+    """load_backbone_weights on a torchvision state dict: our backbone's res2..res5 equal torchvision's layer1..4
+    in eval mode (FrozenBN = BatchNorm in eval)."""
+    import torchvision
+
+    tv = torchvision.models.resnet50().eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, t in tv.state_dict().items():
+            if name.endswith("running_var"):
+                t.copy_(torch.exp(0.2 * torch.randn(t.shape, generator=g)))
+            elif name.endswith(("running_mean", "bias")):
+                t.copy_(0.1 * torch.randn(t.shape, generator=g))
+            elif t.ndim == 1 and t.is_floating_point():
+                t.copy_(1 + 0.1 * torch.randn(t.shape, generator=g))
+    path = tmp_path / "resnet50.pth"
+    torch.save(tv.state_dict(), path)
+    model = maskformer.build_model(_tiny_cfg(**{"model.backbone.blocks": "[]", "model.backbone.width_per_group": "64"}))
+    load_backbone_weights(model, path)
+    x = torch.randn(1, 3, 96, 128, generator=g)
+    with torch.no_grad():
+        ours = model.eval().backbone(x)
+        y = tv.maxpool(tv.relu(tv.bn1(tv.conv1(x))))
+        for i, name in enumerate(("res2", "res3", "res4", "res5")):
+            y = getattr(tv, f"layer{i + 1}")(y)
+            assert ours[name].shape == y.shape
+            torch.testing.assert_close(ours[name], y, rtol=1e-4, atol=1e-4 * y.abs().max().item())
+    # the same weights as detectron2's converted R-50.pkl (tools/convert-torchvision-to-d2.py naming, OFFICIAL_SPEC
+    # §7: "stem." before non-layer keys, layerN -> res(N+1), bnK -> convK.norm, downsample.0/1 -> shortcut(.norm))
+    d2 = {}
+    for k, v in tv.state_dict().items():
+        k = k if k.startswith("layer") else "stem." + k
+        for a, b in (("layer1", "res2"), ("layer2", "res3"), ("layer3", "res4"), ("layer4", "res5"),
+                     ("downsample.0", "shortcut"), ("downsample.1", "shortcut.norm")):  # fmt: skip
+            k = k.replace(a, b)
+        for i in (1, 2, 3):
+            k = k.replace(f"bn{i}", f"conv{i}.norm")
+        d2[k] = v.numpy()
+    save_pkl({"model": d2, "__author__": "torchvision", "matching_heuristics": True}, tmp_path / "R-50.pkl")
+    other = maskformer.build_model(_tiny_cfg(**{"model.backbone.blocks": "[]", "model.backbone.width_per_group": "64"}))
+    load_backbone_weights(other, tmp_path / "R-50.pkl")
+    a, b = model.state_dict(), other.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("backbone."))
+
+
+def test_swin_imagenet_pth_loads_into_the_backbone(tmp_path):
+    cfg = _tiny_cfg(**{"model.backbone.type": "swin", "model.backbone.embed_dim": "32",
+                       "model.backbone.depths": "[2,2,2,2]", "model.backbone.num_heads": "[1,2,4,8]"})  # fmt: skip
+    model = maskformer.build_model(cfg)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    g = torch.Generator().manual_seed(0)
+    # an official Swin ImageNet file: backbone keys without prefix, no per-stage norms, plus the classifier's final
+    # norm and head and the attention-mask buffers, all of which MaskFormer does not use
+    swin = {k[len("backbone.") :]: torch.randn(v.shape, generator=g) if v.is_floating_point() else v
+            for k, v in before.items() if k.startswith("backbone.") and not k.startswith("backbone.norm")}  # fmt: skip
+    swin.update({"norm.weight": torch.ones(256), "norm.bias": torch.zeros(256), "head.weight": torch.ones(1000, 256),
+                 "head.bias": torch.zeros(1000), "layers.0.blocks.1.attn_mask": torch.zeros(64, 49, 49)})  # fmt: skip
+    path = tmp_path / "swin_tiny.pth"
+    torch.save({"model": swin}, path)
+    load_backbone_weights(model, path)
+    after = model.state_dict()
+    for k, v in swin.items():
+        if f"backbone.{k}" in after:
+            assert torch.equal(after[f"backbone.{k}"], v), k
+    assert torch.equal(after["backbone.norm0.weight"], before["backbone.norm0.weight"])
+    assert torch.equal(after["predictor.class_embed.weight"], before["predictor.class_embed.weight"])
+    swin["layers.0.unknown.weight"] = torch.ones(3)
+    torch.save({"model": swin}, path)
+    with pytest.raises(CheckpointError, match=r"not consumed: layers\.0\.unknown\.weight"):
+        load_backbone_weights(model, path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_full_zoo_pkl_through_the_cli(variant, tmp_path):
+    """End to end with real-sized arrays: recipe .pkl (old layout) -> `maskformer convert detectron2` -> load."""
+    from parity_recipe import recipe_state
+
+    _key_list(variant)
+    state = recipe_state(variant)
+    path = tmp_path / "model_final.pkl"
+    save_pkl({"model": state, "__author__": "recipe"}, path)
+    out = tmp_path / "model.pt"
+    assert main(["convert", "detectron2", str(path), str(out), "--config", str(CONFIGS / VARIANTS[variant])]) == 0
+    model, _, meta = load_model_and_config(out)
+    got = model.state_dict()
+    assert len(got) == len(state)
+    key = next(k for k in state if k.startswith("sem_seg_head.layer_"))
+    np.testing.assert_array_equal(got["pixel_decoder." + key[len("sem_seg_head.") :]].numpy(), state[key])
+    assert len(meta["classes"]) == model.num_classes

@@ -1,0 +1,188 @@
+"""Every kind of bad input gives a one-line DataError naming the file; skip_bad_samples replaces and counts."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from maskformer.data import DATASETS
+from maskformer.data.io import read_image, read_label
+from maskformer.errors import DataError
+
+
+def _write_rgb(path: Path, h: int = 12, w: int = 16, seed: int = 0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3)).astype(np.uint8)).save(path)
+
+
+def _write_label(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+def _camvid_tree(root: Path, n: int = 4) -> None:
+    """A tiny CamVid tree: n good samples listed in train.txt."""
+    lines = []
+    for i in range(n):
+        _write_rgb(root / "train" / f"{i}.png", seed=i)
+        _write_label(root / "trainannot" / f"{i}.png", np.full((12, 16), i % 11, dtype=np.uint8))
+        lines.append(f"train/{i}.png trainannot/{i}.png")
+    (root / "train.txt").write_text("\n".join(lines) + "\n")
+
+
+def _expect_error(root: Path, index: int, bad_file: Path, words: str) -> None:
+    ds = DATASETS["camvid"](root=str(root), split="train")
+    with pytest.raises(DataError) as e:
+        ds[index]
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert str(bad_file) in msg, msg
+    assert words in msg, msg
+
+
+def test_corrupt_image(tmp_path: Path) -> None:
+    _camvid_tree(tmp_path)
+    bad = tmp_path / "train" / "1.png"
+    bad.write_bytes(b"this is not a png")
+    _expect_error(tmp_path, 1, bad, "corrupt")
+
+
+def test_truncated_image(tmp_path: Path) -> None:
+    _camvid_tree(tmp_path)
+    bad = tmp_path / "train" / "2.png"
+    _write_rgb(bad, 64, 64)
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    _expect_error(tmp_path, 2, bad, "corrupt")
+
+
+def test_label_size_differs_from_image(tmp_path: Path) -> None:
+    _camvid_tree(tmp_path)
+    bad = tmp_path / "trainannot" / "0.png"
+    _write_label(bad, np.zeros((10, 16), dtype=np.uint8))
+    _expect_error(tmp_path, 0, bad, "differs")
+
+
+def test_label_value_out_of_range(tmp_path: Path) -> None:
+    _camvid_tree(tmp_path)
+    bad = tmp_path / "trainannot" / "3.png"
+    arr = np.zeros((12, 16), dtype=np.uint8)
+    arr[5, 5] = 12  # CamVid: 0..10 classes, 11 ignore
+    _write_label(bad, arr)
+    _expect_error(tmp_path, 3, bad, "label value 12")
+    arr[5, 5] = 11  # the ignore value is fine
+    _write_label(bad, arr)
+    assert DATASETS["camvid"](root=str(tmp_path), split="train")[3]["labels"].tolist() == [0]
+
+
+def test_missing_file_listed_in_index(tmp_path: Path) -> None:
+    _camvid_tree(tmp_path)
+    (tmp_path / "train.txt").write_text((tmp_path / "train.txt").read_text() + "train/9.png trainannot/9.png\n")
+    _expect_error(tmp_path, 4, tmp_path / "train" / "9.png", "not found")
+
+
+def test_16bit_label_where_8bit_expected(tmp_path: Path) -> None:
+    _camvid_tree(tmp_path)
+    bad = tmp_path / "trainannot" / "1.png"
+    _write_label(bad, np.full((12, 16), 3, dtype=np.uint16))
+    assert Image.open(bad).mode.startswith("I;16")
+    _expect_error(tmp_path, 1, bad, "8-bit")
+
+
+def test_colour_label_file(tmp_path: Path) -> None:
+    _camvid_tree(tmp_path)
+    bad = tmp_path / "trainannot" / "2.png"
+    _write_rgb(bad)
+    _expect_error(tmp_path, 2, bad, "colour label")
+
+
+def test_grayscale_rgba_and_16bit_images_become_rgb(tmp_path: Path) -> None:
+    gray = np.arange(12 * 16, dtype=np.uint8).reshape(12, 16)
+    Image.fromarray(gray).save(tmp_path / "g.png")
+    out = read_image(tmp_path / "g.png")
+    assert out.shape == (12, 16, 3) and (out == gray[..., None]).all()
+    rgba = np.random.default_rng(0).integers(0, 256, (12, 16, 4)).astype(np.uint8)
+    Image.fromarray(rgba).save(tmp_path / "a.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "a.png"), rgba[..., :3])
+    g16 = (np.arange(12 * 16, dtype=np.uint16).reshape(12, 16) * 300).astype(np.uint16)
+    Image.fromarray(g16).save(tmp_path / "g16.png")
+    out = read_image(tmp_path / "g16.png")
+    assert out.dtype == np.uint8 and (out[..., 0] == (g16 >> 8)).all()
+    # palette images are converted through their palette
+    Image.fromarray(np.zeros((4, 4), dtype=np.uint8)).convert("P").save(tmp_path / "p.png")
+    assert read_image(tmp_path / "p.png").shape == (4, 4, 3)
+
+
+def test_grayscale_image_in_a_dataset_reads(tmp_path: Path) -> None:
+    _camvid_tree(tmp_path)
+    Image.fromarray(np.zeros((12, 16), dtype=np.uint8)).save(tmp_path / "train" / "0.png")
+    rec = DATASETS["camvid"](root=str(tmp_path), split="train")[0]
+    assert tuple(rec["image"].shape) == (3, 12, 16)
+
+
+def test_read_label_16bit_and_palette(tmp_path: Path) -> None:
+    arr = np.array([[0, 846, 65535]], dtype=np.uint16)
+    Image.fromarray(arr).save(tmp_path / "l.tif")
+    out = read_label(tmp_path / "l.tif", bits=16)
+    assert out.dtype == np.uint16 and out.tolist() == [[0, 846, 65535]]
+    p = Image.fromarray(np.array([[3, 65]], dtype=np.uint8), mode="L").convert("P")
+    p.putpalette([i % 256 for i in range(768)])
+    p.save(tmp_path / "p.png")
+    assert read_label(tmp_path / "p.png").tolist() == [[3, 65]]
+
+
+def _coco_tree(root: Path, png_ids: list[int], json_ids: list[int]) -> None:
+    (root / "images").mkdir(parents=True)
+    (root / "panoptic").mkdir()
+    _write_rgb(root / "images" / "1.jpg")
+    ids = np.zeros((12, 16), dtype=np.int64)
+    for k, i in enumerate(png_ids):
+        ids[:, k * 4 : k * 4 + 4] = i
+    rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], -1).astype(np.uint8)
+    Image.fromarray(rgb).save(root / "panoptic" / "1.png")
+    seg = [{"id": i, "category_id": 1, "iscrowd": 0, "area": 48} for i in json_ids]
+    data = {
+        "images": [{"id": 1, "file_name": "1.jpg"}],
+        "annotations": [{"image_id": 1, "file_name": "1.png", "segments_info": seg}],
+    }
+    (root / "pan.json").write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("png_ids, json_ids, words", [([5, 70000], [5], "70000"), ([5], [5, 9], "[9]")])
+def test_panoptic_png_ids_must_match_json(tmp_path: Path, png_ids: list, json_ids: list, words: str) -> None:
+    _coco_tree(tmp_path, png_ids, json_ids)
+    ds = DATASETS["coco_panoptic"](
+        root=str(tmp_path), split="val", json_file="pan.json", image_dir="images", panoptic_dir="panoptic"
+    )
+    with pytest.raises(DataError) as e:
+        ds[0]
+    assert str(tmp_path / "panoptic" / "1.png") in str(e.value) and words in str(e.value)
+
+
+def test_panoptic_unknown_category_names_the_json(tmp_path: Path) -> None:
+    _coco_tree(tmp_path, [5], [5])
+    data = json.loads((tmp_path / "pan.json").read_text())
+    data["annotations"][0]["segments_info"][0]["category_id"] = 12  # not a COCO panoptic category
+    (tmp_path / "pan.json").write_text(json.dumps(data))
+    with pytest.raises(DataError, match="unknown category_id 12") as e:
+        DATASETS["coco_panoptic"](
+            root=str(tmp_path), split="val", json_file="pan.json", image_dir="images", panoptic_dir="panoptic"
+        )
+    assert str(tmp_path / "pan.json") in str(e.value)
+
+
+def test_skip_bad_samples_replaces_deterministically_and_counts(tmp_path: Path) -> None:
+    _camvid_tree(tmp_path, n=5)
+    (tmp_path / "train" / "1.png").write_bytes(b"junk")
+    (tmp_path / "train" / "2.png").write_bytes(b"junk")
+    ds = DATASETS["camvid"](root=str(tmp_path), split="train", skip_bad_samples=True)
+    rec = ds[1]
+    assert rec["index"] == 3  # 1 and 2 are bad: the next good index
+    assert [f for f, _ in rec["skipped"]] == [str(tmp_path / "train" / "1.png"), str(tmp_path / "train" / "2.png")]
+    assert ds.num_bad_samples == 2 and all("corrupt" in reason for _, reason in ds.bad_samples)
+    assert ds[1]["index"] == 3 and ds[0]["index"] == 0
+    assert len(ds.check_all()) == 2
+    with pytest.raises(DataError):
+        DATASETS["camvid"](root=str(tmp_path), split="train")[1]

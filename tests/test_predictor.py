@@ -1,0 +1,173 @@
+"""Predictor: preprocessing (PIL resize, normalise, pad), post-processing to the original size, inputs and errors,
+checked against an independent transcription of the pipeline on a tiny stand-in model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from maskformer.errors import DataError
+from maskformer.predictor import Predictor
+
+MEAN = torch.tensor([123.675, 116.28, 103.53])
+STD = torch.tensor([58.395, 57.12, 57.375])
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a shared, busy 2-core machine every parallel region
+    can wait a scheduler slice for its second thread (100x slower tests); results do not depend on it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class _Stub(nn.Module):
+    """Mask logits = 1x1 conv of the 4x4-average-pooled image: per-pixel local, so padding cannot leak into the valid
+    region and batched results must equal single-image ones."""
+
+    def __init__(self, queries=4, classes=3, lean=True, size_divisibility=32):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.register_buffer("pixel_mean", MEAN.clone())
+        self.register_buffer("pixel_std", STD.clone())
+        self.size_divisibility = size_divisibility
+        self.proj = nn.Conv2d(3, queries, 1)
+        with torch.no_grad():
+            self.proj.weight.copy_(torch.randn(queries, 3, 1, 1, generator=g) * 3)
+            self.proj.bias.copy_(torch.randn(queries, generator=g))
+        self.cls = nn.Parameter(torch.randn(queries, classes + 1, generator=g) * 3)
+        self.calls: list[tuple[torch.Tensor, object]] = []
+        self.lean = lean
+
+    def _out(self, images):
+        masks = self.proj(F.avg_pool2d(images, 4))
+        return {"pred_logits": self.cls.expand(images.shape[0], -1, -1), "pred_masks": masks}
+
+    def forward(self, images, with_aux=True):
+        self.calls.append((images.clone(), with_aux))
+        return self._out(images)
+
+
+class _StubNoAux(_Stub):
+    def forward(self, images):  # no with_aux parameter
+        self.calls.append((images.clone(), None))
+        return self._out(images)
+
+
+class _Baseline(_Stub):
+    def forward(self, images, with_aux=True):
+        return {"sem_logits": self.proj(F.avg_pool2d(images, 4))[:, :3], "aux_outputs": []}
+
+
+def _image(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _transcribed_semantic(model, image, min_size, max_size):
+    """The original test path, written out: PIL resize, normalise, pad to 32, upsample, einsum, crop, resize."""
+    h, w = image.shape[:2]
+    scale = min_size / min(h, w)
+    nh, nw = (min_size, scale * w) if h < w else (scale * h, min_size)
+    if max(nh, nw) > max_size:
+        nh, nw = nh * max_size / max(nh, nw), nw * max_size / max(nh, nw)
+    nh, nw = int(nh + 0.5), int(nw + 0.5)
+    resized = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR))
+    x = (torch.from_numpy(resized.copy()).permute(2, 0, 1).float() - MEAN[:, None, None]) / STD[:, None, None]
+    ph, pw = -(-nh // 32) * 32, -(-nw // 32) * 32
+    x = F.pad(x, (0, pw - nw, 0, ph - nh))[None]
+    with torch.no_grad():
+        out = model._out(x)
+        up = F.interpolate(out["pred_masks"], size=(ph, pw), mode="bilinear", align_corners=False)[0]
+        probs = out["pred_logits"][0].softmax(-1)[:, :-1]
+        scores = torch.einsum("qc,qhw->chw", probs, up.sigmoid())[:, :nh, :nw]
+        scores = F.interpolate(scores[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+    return scores, resized
+
+
+def test_semantic_matches_transcription_and_preprocessing():
+    model = _Stub()
+    image = _image(45, 70)
+    labels, scores = Predictor(model, min_size=50, max_size=1000)(image, return_scores=True)
+    ref_scores, resized = _transcribed_semantic(model, image, 50, 1000)
+    assert labels.dtype == torch.int64 and labels.shape == (45, 70) and scores.shape == (3, 45, 70)
+    torch.testing.assert_close(scores, ref_scores, atol=1e-5, rtol=1e-5)
+    assert torch.equal(labels, scores.argmax(0))
+    batch, with_aux = model.calls[-1]
+    assert with_aux is False and batch.shape == (1, 3, 64, 96)  # 50 x 78 padded up to multiples of 32
+    expected = (torch.from_numpy(resized.copy()).permute(2, 0, 1).float() - MEAN[:, None, None]) / STD[:, None, None]
+    torch.testing.assert_close(batch[0, :, :50, :78], expected)
+    assert batch[0, :, 50:].abs().sum() == 0 and batch[0, :, :, 78:].abs().sum() == 0  # zeros after normalising
+
+
+def test_default_task_and_label_map_only():
+    labels = Predictor(_Stub(), min_size=32, max_size=64)(_image(20, 30))
+    assert isinstance(labels, torch.Tensor) and labels.shape == (20, 30) and labels.dtype == torch.int64
+
+
+def test_batch_equals_single_images():
+    model = _Stub()
+    predictor = Predictor(model, min_size=40, max_size=1000)
+    images = [_image(40, 40, 1), _image(50, 90, 2), _image(70, 30, 3)]
+    batched = predictor(images, return_scores=True)
+    assert model.calls[-1][0].shape == (3, 3, 96, 96)  # batch max (40 x 72 / 40 x 40 / 93 x 40) rounded to 32
+    for image, (labels, scores) in zip(images, batched):
+        single_labels, single_scores = predictor(image, return_scores=True)
+        assert labels.shape == image.shape[:2]
+        torch.testing.assert_close(scores, single_scores, atol=1e-5, rtol=1e-5)
+
+
+def test_path_input_and_unreadable_files(tmp_path):
+    image = _image(33, 47)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    Image.fromarray(image).convert("L").save(tmp_path / "gray.png")
+    predictor = Predictor(_Stub(), min_size=33, max_size=1000)
+    assert torch.equal(predictor(str(tmp_path / "a.png")), predictor(image))
+    assert predictor(tmp_path / "gray.png").shape == (33, 47)  # converted to RGB
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    with pytest.raises(DataError, match="bad.jpg"):
+        predictor(tmp_path / "bad.jpg")
+    with pytest.raises(DataError, match="missing.png"):
+        predictor(str(tmp_path / "missing.png"))
+    with pytest.raises(DataError, match="uint8"):
+        predictor(image.astype(np.float32))
+    with pytest.raises(DataError, match="uint8"):
+        predictor(image[:, :, 0])
+
+
+def test_panoptic_output():
+    predictor = Predictor(_Stub(), min_size=40, max_size=1000, task_default="panoptic", thing_ids=[0, 1],
+                          object_mask_threshold=0.0, overlap_threshold=0.0)  # fmt: skip
+    pan, segments = predictor(_image(40, 56))
+    assert pan.dtype == torch.int32 and pan.shape == (40, 56)
+    ids = sorted(int(i) for i in pan.unique() if i != 0)
+    assert ids == [s["id"] for s in segments] == list(range(1, len(segments) + 1)) and segments
+    for s in segments:
+        assert s["isthing"] == (s["category_id"] in (0, 1))
+    with pytest.raises(ValueError):
+        predictor(_image(40, 56), return_scores=True)
+    with pytest.raises(ValueError):
+        predictor(_image(40, 56), task="instance")
+
+
+def test_model_without_with_aux_and_baseline():
+    model = _StubNoAux(size_divisibility=0)
+    Predictor(model, min_size=30, max_size=1000)(_image(30, 41))
+    assert model.calls[-1][1] is None and model.calls[-1][0].shape == (1, 3, 30, 41)  # no padding at divisibility 0
+    baseline = Predictor(_Baseline(), min_size=32, max_size=1000)
+    assert baseline(_image(32, 48)).shape == (32, 48)
+    with pytest.raises(ValueError):
+        baseline(_image(32, 48), task="panoptic")
+
+
+def test_tta_single_view_equals_plain_scores():
+    predictor = Predictor(_Stub(), min_size=40, max_size=1000)
+    image = _image(50, 60)
+    _, scores = predictor(image, return_scores=True)
+    torch.testing.assert_close(predictor.tta_scores(image, min_sizes=[40], max_size=1000, flip=False), scores)
+    assert predictor.tta_scores(image, min_sizes=[32, 48], max_size=1000).shape == (3, 50, 60)

@@ -1,0 +1,139 @@
+"""Training engine: exact resume, atomic checkpoints, schedules, parameter groups, bad input at the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import maskformer
+from conftest import CONFIGS
+from maskformer.engine.checkpoint import load_checkpoint, load_model
+from maskformer.engine.optim import lr_factor, param_groups
+from maskformer.engine.train import train
+
+TINY = [
+    "train.batch_size=2",
+    "train.log_period=1",
+    "train.checkpoint_period=2",
+    "train.eval_period=-1",
+    "data.num_workers=0",
+    "data.synthetic_image_size=64",
+    "data.crop_size=[64,64]",
+    "data.min_size_train=[48,64,80]",
+    "data.color_aug_ssd=true",
+    "model.dropout=0.1",
+    "test.min_size=64",
+]
+
+
+def _losses(path) -> list[float]:
+    return [json.loads(line)["loss"] for line in open(path) if '"loss"' in line]
+
+
+def test_resume_is_exact(tmp_path):
+    cfg = maskformer.load_config(CONFIGS / "demo.yaml", [*TINY, "train.max_iters=4"])
+    train(cfg, output_dir=tmp_path / "a", progress=False)
+    train(cfg, output_dir=tmp_path / "b", progress=False, stop_at=2)
+    assert not (tmp_path / "b" / "model_final.pt").exists()
+    assert load_checkpoint(tmp_path / "b" / "checkpoint_last.pt")["iteration"] == 2
+    train(cfg, output_dir=tmp_path / "b", progress=False, resume=True)
+    a, b = load_model(tmp_path / "a" / "model_final.pt"), load_model(tmp_path / "b" / "model_final.pt")
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    assert _losses(tmp_path / "a" / "metrics.jsonl") == _losses(tmp_path / "b" / "metrics.jsonl")
+    assert len(_losses(tmp_path / "a" / "metrics.jsonl")) == 4
+
+
+def test_killed_during_checkpoint_write_leaves_previous_loadable(tmp_path):
+    from maskformer.engine.checkpoint import save_checkpoint
+
+    cfg = maskformer.load_config(CONFIGS / "demo.yaml")
+    model = maskformer.build_model(cfg)
+    path = tmp_path / "checkpoint_last.pt"
+    save_checkpoint(path, cfg=cfg, model=model, iteration=1)
+    script = (
+        "import torch, maskformer, sys\n"
+        "from maskformer.engine.checkpoint import save_checkpoint\n"
+        f"cfg = maskformer.load_config({str(CONFIGS / 'demo.yaml')!r})\n"
+        "m = maskformer.build_model(cfg)\n"
+        "print('ready', flush=True)\n"
+        "for i in range(1000):\n"
+        f"    save_checkpoint({str(path)!r}, cfg=cfg, model=m, iteration=2, blob=torch.randn(30_000_000))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(1.5)  # well inside one of the ~120 MB writes
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = load_checkpoint(path)  # the previous or a complete new one, never a torn file
+    assert state["iteration"] in (1, 2)
+    load_model(path)
+
+
+def test_poly_and_warmup_schedule_values():
+    assert lr_factor(0, max_iters=100) == 1.0
+    assert lr_factor(50, max_iters=100) == pytest.approx(0.5**0.9)
+    assert lr_factor(0, max_iters=100, warmup_iters=10, warmup_factor=1e-6) == pytest.approx(1e-6)
+    w = 1e-6 * (1 - 0.5) + 0.5
+    assert lr_factor(5, max_iters=100, warmup_iters=10, warmup_factor=1e-6) == pytest.approx(w * (1 - 0.05) ** 0.9)
+    steps = {"schedule": "multistep", "steps": (30, 60), "gamma": 0.1}
+    assert [lr_factor(i, max_iters=100, **steps) for i in (29, 30, 60)] == pytest.approx([1.0, 0.1, 0.01])
+
+
+def test_parameter_groups_follow_the_original():
+    swin = ["type=swin", "embed_dim=16", "depths=[1,1,1,1]", "num_heads=[1,1,1,1]"]
+    cfg = maskformer.load_config(CONFIGS / "demo.yaml", [f"model.backbone.{s}" for s in swin])
+    model = maskformer.build_model(cfg)
+    groups = {g["name"]: g for g in param_groups(model, base_lr=1.0, weight_decay=0.5, backbone_multiplier=0.1)}
+    assert groups["backbone.patch_embed.proj.weight"]["lr"] == 0.1
+    assert groups["predictor.class_embed.weight"]["lr"] == 1.0
+    assert groups["backbone.layers.0.blocks.0.attn.relative_position_bias_table"]["weight_decay"] == 0.0
+    assert groups["backbone.norm0.weight"]["weight_decay"] == 0.0  # LayerNorm
+    assert groups["pixel_decoder.layer_1.norm.weight"]["weight_decay"] == 0.0  # GroupNorm
+    assert groups["predictor.query_embed.weight"]["weight_decay"] == 0.0  # embedding
+    assert groups["predictor.class_embed.bias"]["weight_decay"] == 0.5  # biases keep weight decay
+    assert len(groups) == sum(1 for _ in model.parameters())
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "maskformer.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_cli_bad_inputs_are_one_line(tmp_path):
+    bad_ckpt = tmp_path / "bad.pt"
+    bad_ckpt.write_bytes(b"not a checkpoint")
+    not_image = tmp_path / "x.png"
+    not_image.write_text("hello")
+    cfg = maskformer.load_config(CONFIGS / "demo.yaml", ["train.max_iters=1"])
+    good = tmp_path / "good.pt"
+    from maskformer.engine.checkpoint import save_checkpoint
+
+    save_checkpoint(good, cfg=cfg, model=maskformer.build_model(cfg))
+    cases = [
+        ["train", str(CONFIGS / "ade20k-150/maskformer_R50_bs16_160k.yaml"), "--data-root", str(tmp_path / "nope")],
+        ["train", str(CONFIGS / "demo.yaml"), "--set", "train.nope=1"],
+        ["eval", str(bad_ckpt)],
+        ["eval", str(tmp_path / "missing.pt")],
+        ["predict", str(good), str(not_image), "--output-dir", str(tmp_path / "o")],
+        ["predict", str(bad_ckpt), str(not_image), "--output-dir", str(tmp_path / "o")],
+    ]
+    for args in cases:
+        r = _cli(*args, cwd=tmp_path)
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert r.returncode != 0, args
+        assert "Traceback" not in r.stderr, (args, r.stderr)
+        assert len(lines) == 1 and "error" in lines[0], (args, r.stderr)
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+@pytest.mark.parametrize("cmd", ["train", "eval", "predict", "info", "convert", "demo", "eval-predictions"])
+def test_every_command_has_help(cmd):
+    r = _cli(cmd, "--help")
+    assert r.returncode == 0 and "usage:" in r.stdout
