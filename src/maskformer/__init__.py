@@ -7,15 +7,20 @@ Public API::
     out = model(images)   # {"pred_logits": [B,Q,K+1], "pred_masks": [B,Q,H/4,W/4], "aux_outputs": [...]}
 """
 
-from .build import build_model
+from .build import build_criterion, build_model
 from .config import Config, load_config, save_config
+from .engine.checkpoint import load_model
 from .errors import CheckpointError, ConfigError, DataError, UserError
+from .predictor import Predictor
 
 __all__ = [
     "Config",
     "load_config",
     "save_config",
     "build_model",
+    "build_criterion",
+    "load_model",
+    "Predictor",
     "UserError",
     "ConfigError",
     "DataError",

@@ -146,7 +146,7 @@ class TrainConfig:
     batch_size: int = 16  # total over all processes
     grad_accum: int = 1
     checkpoint_period: int = 5000
-    eval_period: int = 0  # 0 = only at the end
+    eval_period: int = 0  # evaluate every N iterations; 0 = only at the end; < 0 = never
     log_period: int = 20
     seed: int = 0
     amp: str = "none"  # none | bf16 | fp16

@@ -46,11 +46,11 @@ def legacy_nearest_resize(masks: Tensor, size: tuple[int, int]) -> Tensor:
     return resized.to(masks.dtype)
 
 
-def _focal_terms_(x: Tensor, out_a: Tensor, out_p: Tensor) -> Tensor:
+def _focal_terms_(x: Tensor, out_a: Tensor, out_p: Tensor) -> tuple[Tensor, Tensor]:
     """Per-pixel focal-cost terms for a chunk of query rows, written into `out_a` and `out_p`.
 
     With p = sigmoid(x): pos = (1-p)^2 * BCE(x, 1), neg = p^2 * BCE(x, 0) (alpha is applied by the caller).
-    Writes out_a = -(pos - 3*neg) and out_p = p; returns sum(neg) per row. x, out_a, out_p: [R, P].
+    Writes out_a = -(pos - 3*neg) and out_p = p; returns (sum(neg), sum(p)) per row. x, out_a, out_p: [R, P].
     """
     p = torch.sigmoid(x, out=out_p)
     q = torch.rsub(p, 1.0)
@@ -61,7 +61,7 @@ def _focal_terms_(x: Tensor, out_a: Tensor, out_p: Tensor) -> Tensor:
     minus_pos = q.square_().mul_(minus_bce_pos)
     neg = p.square().mul_(torch.sub(x, minus_bce_pos))  # BCE(x, 0) = BCE(x, 1) + x
     torch.add(minus_pos, neg, alpha=3.0, out=out_a)
-    return neg.sum(-1)
+    return neg.sum(-1), p.sum(-1)  # summed here while the chunk is in cache
 
 
 def batch_mask_costs(pred_masks: Tensor, tgt_masks: Tensor) -> tuple[Tensor, Tensor]:
@@ -80,16 +80,16 @@ def batch_mask_costs(pred_masks: Tensor, tgt_masks: Tensor) -> tuple[Tensor, Ten
     # One buffer holds the focal rows (-(pos - 3 neg)) and the sigmoid rows of each image: both products in one bmm.
     buf = pred_masks.new_empty(batch, 2 * queries, pixels)
     neg_sum = pred_masks.new_empty(batch, queries)
+    p_sum = pred_masks.new_empty(batch, queries)
     step = max(1, _CHUNK_ELEMENTS // max(pixels, 1))
     for b in range(batch):
         for start in range(0, queries, step):
             end = min(start + step, queries)
             rows_a, rows_p = buf[b, start:end], buf[b, queries + start : queries + end]
-            neg_sum[b, start:end] = _focal_terms_(pred_masks[b, start:end], rows_a, rows_p)
+            neg_sum[b, start:end], p_sum[b, start:end] = _focal_terms_(pred_masks[b, start:end], rows_a, rows_p)
     # [B, N, 2Q] then viewed as [B, 2Q, N]: with targets as the left operand MKL is ~25% faster here.
     products = torch.bmm(tgt_masks, buf.transpose(1, 2)).transpose(1, 2)
     focal = (0.75 * neg_sum[:, :, None] - 0.25 * products[:, :queries]) / pixels
-    p_sum = buf[:, queries:].sum(-1)
     dice = 1.0 - (2.0 * products[:, queries:] + 1.0) / (p_sum[:, :, None] + tgt_masks.sum(-1)[:, None, :] + 1.0)
     return focal, dice
 

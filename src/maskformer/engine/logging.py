@@ -45,6 +45,7 @@ class MetricLogger:
         self.start = start
         self._acc: dict[str, float] = {}
         self._n = 0
+        self.train_seconds = 0.0  # summed step times of this run (evaluation excluded)
 
     def note(self, text: str) -> None:
         if self.console:
@@ -54,6 +55,7 @@ class MetricLogger:
         for k, v in terms.items():
             self._acc[k] = self._acc.get(k, 0.0) + v
         self._n += 1
+        self.train_seconds += seconds
         if self.bar:
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{terms['loss']:.3f}", lr=f"{lr:.2e}")
@@ -84,7 +86,8 @@ class MetricLogger:
         if not self.show:
             return
         if self.file:
-            self.file.write(json.dumps({"iteration": iteration, "eval": metrics}) + "\n")
+            record = {"iteration": iteration, "train_seconds": round(self.train_seconds, 2), "eval": metrics}
+            self.file.write(json.dumps(record) + "\n")
             self.file.flush()
         flat = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
         if self.tb:

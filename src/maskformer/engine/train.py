@@ -180,7 +180,7 @@ def train(
         logger.step(iteration, terms, lr=lr, seconds=time.perf_counter() - tic)
         if t.checkpoint_period and iteration % t.checkpoint_period == 0:
             save_last(iteration)
-        if t.eval_period and iteration % t.eval_period == 0 and iteration < t.max_iters:
+        if t.eval_period > 0 and iteration % t.eval_period == 0 and iteration < t.max_iters:
             logger.log_eval(iteration, _evaluate(cfg, model, device))
             model.train()
         if stop_at is not None and iteration >= stop_at:
