@@ -74,3 +74,31 @@ def test_key_lists_match_official_counts(parity_dir):
     for variant in VARIANTS:
         meta = json.loads((parity_dir / f"{variant}_meta.json").read_text())
         assert meta["key_report"]["n_model_keys"] == meta["key_report"]["n_keys_file"]
+
+
+@pytest.mark.parametrize("variant", ["R50_ade150", "swinT_ade150"])
+def test_all_18_loss_terms_and_matchings_match_original(variant, parity_dir, tmp_path):
+    """The criterion on the model's own eval-mode outputs (aux included) against the original's loss fixture."""
+    from conftest import CONFIGS
+    from maskformer.build import build_criterion
+
+    fixture = json.loads((parity_dir / f"{variant}_loss.json").read_text())
+    model = _model_from_recipe(variant, tmp_path)
+    with torch.no_grad():
+        out = model(torch.from_numpy(recipe_input()))
+    masks = torch.zeros(len(fixture["labels"]), 160, 224, dtype=torch.bool)
+    for i, (y0, y1, x0, x1) in enumerate(fixture["rects_y0y1x0x1"]):
+        masks[i, y0:y1, x0:x1] = True
+    targets = [{"labels": torch.tensor(fixture["labels"], dtype=torch.int64), "masks": masks}]
+    criterion = build_criterion(maskformer.load_config(CONFIGS / VARIANTS[variant]))
+    with torch.no_grad():
+        terms, matches = criterion.compute(out, targets)
+        weighted = criterion(out, targets)
+    assert set(terms) == set(fixture["unweighted"])
+    for name, value in fixture["unweighted"].items():
+        assert terms[name].item() == pytest.approx(value, rel=1e-5), name
+    assert weighted["loss"].item() == pytest.approx(fixture["weighted_total"], rel=1e-5)
+    expected = [fixture["matched_final"]] + sorted(fixture["matched_aux"], key=lambda m: m["layer"])
+    for layer, (got, want) in enumerate(zip(matches, expected)):
+        ((q, t),) = got
+        assert q.tolist() == want["query"] and t.tolist() == want["target"], f"layer {layer}"

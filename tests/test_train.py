@@ -137,3 +137,21 @@ def test_cli_bad_inputs_are_one_line(tmp_path):
 def test_every_command_has_help(cmd):
     r = _cli(cmd, "--help")
     assert r.returncode == 0 and "usage:" in r.stdout
+
+
+def test_predictor_from_checkpoint_uses_the_checkpoint_config(tmp_path):
+    import numpy as np
+
+    from maskformer.engine.checkpoint import save_checkpoint
+
+    cfg = maskformer.load_config(CONFIGS / "demo.yaml", ["test.min_size=96", "inference.object_mask_threshold=0.3"])
+    model = maskformer.build_model(cfg)
+    meta = {"classes": [f"c{i}" for i in range(8)], "isthing": [False] * 4 + [True] * 4}
+    save_checkpoint(tmp_path / "m.pt", cfg=cfg, model=model, meta=meta)
+    pred = maskformer.Predictor.from_checkpoint(tmp_path / "m.pt")
+    assert pred.min_size == 96 and pred.object_mask_threshold == 0.3 and pred.thing_ids == {4, 5, 6, 7}
+    image = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    labels = pred(image, task="semantic")
+    assert labels.shape == (50, 70) and int(labels.max()) < 8
+    pan, segments = pred(image, task="panoptic")
+    assert pan.shape == (50, 70) and all(s["id"] > 0 for s in segments)

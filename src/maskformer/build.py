@@ -107,8 +107,10 @@ def build_model(cfg: Config) -> nn.Module:
     m = cfg.model
     if m.num_classes < 1:
         raise ConfigError(f"model.num_classes must be >= 1, got {m.num_classes}")
-    if m.transformer_in_feature not in ("res5", "transformer_encoder"):
-        raise ConfigError(f"model.transformer_in_feature: unknown '{m.transformer_in_feature}'")
+    if m.transformer_in_feature not in ("res2", "res3", "res4", "res5", "transformer_encoder"):
+        raise ConfigError(
+            f"model.transformer_in_feature: unknown '{m.transformer_in_feature}' (res2..res5 or transformer_encoder)"
+        )
     if m.transformer_in_feature == "transformer_encoder" and m.pixel_decoder != "transformer_encoder":
         raise ConfigError(
             "model.transformer_in_feature=transformer_encoder needs model.pixel_decoder=transformer_encoder"
@@ -125,7 +127,8 @@ def build_model(cfg: Config) -> nn.Module:
     }
     res5 = backbone.output_specs["res5"].channels
     if m.meta_arch == "maskformer":
-        in_ch = m.convs_dim if m.transformer_in_feature == "transformer_encoder" else res5
+        feature = m.transformer_in_feature
+        in_ch = m.convs_dim if feature == "transformer_encoder" else backbone.output_specs[feature].channels
         return MaskFormer(
             backbone=backbone,
             pixel_decoder=pixel_decoder,

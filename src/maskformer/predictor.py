@@ -141,6 +141,30 @@ class Predictor:
             results = [(s.argmax(0).cpu(), s.cpu()) if return_scores else s.argmax(0).cpu() for s in scores]
         return results if batched else results[0]
 
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "cpu", **overrides: object) -> Predictor:
+        """A Predictor for a checkpoint written by ``maskformer train`` or ``maskformer convert``: the test sizes,
+        thresholds and thing classes come from the checkpoint's own config and metadata; keyword arguments
+        override them (e.g. ``fast=True``)."""
+        from maskformer.engine.checkpoint import load_model_and_config
+
+        model, cfg, meta = load_model_and_config(path, device)
+        isthing = meta.get("isthing") or []
+        kwargs: dict = {
+            "min_size": cfg.test.min_size,
+            "max_size": cfg.test.max_size,
+            "task_default": "panoptic"
+            if cfg.inference.panoptic_on and cfg.model.meta_arch == "maskformer"
+            else "semantic",
+            "thing_ids": [i for i, t in enumerate(isthing) if t],
+            "object_mask_threshold": cfg.inference.object_mask_threshold,
+            "overlap_threshold": cfg.inference.overlap_threshold,
+            "fast": cfg.test.fast,
+            "device": device,
+        }
+        kwargs.update(overrides)
+        return cls(model, **kwargs)  # type: ignore[arg-type]
+
     @torch.inference_mode()
     def semantic_scores(self, image: ImageInput, output_size: Size | None = None, *, resize: bool = True) -> Tensor:
         """Un-normalised semantic scores [K, H, W] of one uint8 HWC RGB image at `output_size` (default its size).

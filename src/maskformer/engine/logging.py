@@ -47,6 +47,12 @@ class MetricLogger:
         self._n = 0
         self.train_seconds = 0.0  # summed step times of this run (evaluation excluded)
 
+    def set_total(self, total: int) -> None:
+        self.total = total
+        if self.bar:
+            self.bar.total = total
+            self.bar.refresh()
+
     def note(self, text: str) -> None:
         if self.console:
             (self.bar.write if self.bar else lambda s: print(s, file=sys.stderr, flush=True))(f"[maskformer] {text}")

@@ -74,6 +74,17 @@ def lr_factor(
     raise ValueError(f"unknown lr schedule '{schedule}' (expected poly or multistep)")
 
 
+class LRSchedule:
+    """``lr_factor`` with fixed keyword arguments; ``max_iters`` may be shortened once training has started (the
+    time-budgeted demo fits the poly decay into the time it has)."""
+
+    def __init__(self, **factor_kwargs) -> None:
+        self.kwargs = factor_kwargs
+
+    def __call__(self, it: int) -> float:
+        return lr_factor(it, **self.kwargs)
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, **factor_kwargs) -> torch.optim.lr_scheduler.LambdaLR:
     """Stepped once per iteration; each group keeps its own base LR (backbone multiplier)."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, **factor_kwargs))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, LRSchedule(**factor_kwargs))

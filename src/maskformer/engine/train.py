@@ -149,9 +149,12 @@ def train(
     logger.note(f"{init_note}; {sum(p.numel() for p in model.parameters()):,} parameters; {world} process(es); "
                 f"batch {t.batch_size} = {world} x {t.grad_accum} x {per_step}")  # fmt: skip
     deadline = time.monotonic() + 60 * t.max_minutes if t.max_minutes > 0 else math.inf
+    max_iters = t.max_iters
+    fit_at = start + max(5, min(30, t.max_iters // 20))  # when a time budget is set, size the schedule after this
+    run_start = time.monotonic()
     batches = iter(loader)
     iteration = start
-    while iteration < t.max_iters:
+    while iteration < max_iters:
         tic = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         terms: dict[str, float] = {}
@@ -180,13 +183,25 @@ def train(
         logger.step(iteration, terms, lr=lr, seconds=time.perf_counter() - tic)
         if t.checkpoint_period and iteration % t.checkpoint_period == 0:
             save_last(iteration)
-        if t.eval_period > 0 and iteration % t.eval_period == 0 and iteration < t.max_iters:
+        if t.eval_period > 0 and iteration % t.eval_period == 0 and iteration < max_iters:
             logger.log_eval(iteration, _evaluate(cfg, model, device))
             model.train()
         if stop_at is not None and iteration >= stop_at:
             save_last(iteration)
             logger.close()
             return {}
+        if iteration == fit_at and deadline < math.inf:
+            per_iter = (time.monotonic() - run_start) / (iteration - start)
+            fitted = iteration + int(0.97 * (deadline - time.monotonic()) / per_iter)
+            if fitted < max_iters:
+                max_iters = max(fitted, iteration + 1)
+                for fn in scheduler.lr_lambdas:
+                    fn.kwargs["max_iters"] = max_iters
+                logger.set_total(max_iters)
+                logger.note(
+                    f"{per_iter:.2f} s/iteration: the schedule is fitted to {max_iters} iterations "
+                    f"(train.max_minutes={t.max_minutes})"
+                )
         if time.monotonic() > deadline:
             logger.note(f"time limit train.max_minutes={t.max_minutes} reached at iteration {iteration}")
             break

@@ -34,7 +34,8 @@ class ConvNorm(nn.Conv2d):
         x = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
         if self.norm is not None:
             x = self.norm(x)
-        return F.relu(x) if self.relu else x
+        # in place: x is a fresh tensor here, and ReLU's backward needs only its output
+        return F.relu_(x) if self.relu else x
 
 
 def c2_xavier_fill(module: nn.Conv2d | nn.Linear) -> None:

@@ -48,5 +48,9 @@ class MaskFormer(nn.Module):
     def forward(self, images: torch.Tensor, *, with_aux: bool = True) -> dict:
         features = self.backbone(images)
         mask_features, encoder_out = self.pixel_decoder(features)
-        x = encoder_out if self.transformer_in_feature == "transformer_encoder" else features["res5"]
+        x = (
+            encoder_out
+            if self.transformer_in_feature == "transformer_encoder"
+            else features[self.transformer_in_feature]
+        )
         return self.predictor(x, mask_features, with_aux=with_aux)

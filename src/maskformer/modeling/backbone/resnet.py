@@ -41,7 +41,9 @@ class Bottleneck(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.shortcut is None else self.shortcut(x)
-        return F.relu_(self.conv3(self.conv2(self.conv1(x))) + identity)
+        # accumulate into conv3's fresh output instead of allocating a third activation-sized tensor
+        out = self.conv3(self.conv2(self.conv1(x)))
+        return F.relu_(out.add_(identity))
 
 
 class Stem(nn.Module):
