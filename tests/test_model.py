@@ -95,8 +95,9 @@ def test_train_and_eval_return_the_same_keys_and_lean_path_matches():
         full, lean = model(x), model(x, with_aux=False)
     assert train_keys == set(full) == {"pred_logits", "pred_masks", "aux_outputs"}
     assert lean["aux_outputs"] == []
-    torch.testing.assert_close(lean["pred_logits"], full["pred_logits"], rtol=0, atol=0)
-    torch.testing.assert_close(lean["pred_masks"], full["pred_masks"], rtol=0, atol=0)
+    # the same computation; only the einsum's batching (1 vs 6 layers) may change float summation order
+    torch.testing.assert_close(lean["pred_logits"], full["pred_logits"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(lean["pred_masks"], full["pred_masks"], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", list(TINY_BACKBONES))
@@ -104,7 +105,9 @@ def test_gradients_reach_every_trainable_parameter(name):
     # At initialisation the first decoder layer's self-attention sees tgt = 0, so its weights get no gradient until
     # the biases have moved (true of the original too); after one optimizer step every parameter must get one.
     torch.manual_seed(0)
-    model = maskformer.build_model(tiny_cfg([*TINY_BACKBONES[name], "model.dropout=0.0"])).train()
+    # no dropout / stochastic depth: a dropped residual branch legitimately gets no gradient in that step
+    overrides = [*TINY_BACKBONES[name], "model.dropout=0.0", "model.backbone.drop_path_rate=0.0"]
+    model = maskformer.build_model(tiny_cfg(overrides)).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     x = torch.randn(2, 3, 64, 96)
     for _ in range(2):

@@ -91,7 +91,9 @@ def test_parameter_groups_follow_the_original():
     swin = ["type=swin", "embed_dim=16", "depths=[1,1,1,1]", "num_heads=[1,1,1,1]"]
     cfg = maskformer.load_config(CONFIGS / "demo.yaml", [f"model.backbone.{s}" for s in swin])
     model = maskformer.build_model(cfg)
-    groups = {g["name"]: g for g in param_groups(model, base_lr=1.0, weight_decay=0.5, backbone_multiplier=0.1)}
+    merged = param_groups(model, base_lr=1.0, weight_decay=0.5, backbone_multiplier=0.1)
+    groups = {name: g for g in merged for name in g["names"]}
+    assert len({(g["lr"], g["weight_decay"]) for g in merged}) == len(merged) == 4
     assert groups["backbone.patch_embed.proj.weight"]["lr"] == 0.1
     assert groups["predictor.class_embed.weight"]["lr"] == 1.0
     assert groups["backbone.layers.0.blocks.0.attn.relative_position_bias_table"]["weight_decay"] == 0.0

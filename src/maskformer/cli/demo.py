@@ -14,7 +14,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         " for at most --minutes, evaluates on the synthetic validation split, and writes OUTPUT_DIR/metrics.json,"
         " OUTPUT_DIR/pictures/*.png (image | ground truth | prediction) and the checkpoint.",
     )
-    p.add_argument("--minutes", type=float, default=8.0, help="training time budget in minutes (default: 8)")
+    p.add_argument("--minutes", type=float, default=9.0, help="training time budget in minutes (default: 9)")
     p.add_argument("--output-dir", default="demo_output", help="where results go (default: demo_output)")
     p.add_argument(
         "--set",
@@ -64,11 +64,14 @@ def draw_pictures(cfg, model, meta, out_dir, count: int) -> list:
             [image, gap, overlay(image, gt, colors, ignore=meta.ignore_label), gap, overlay(image, pred, colors)],
             axis=1,
         )
+        row = row.repeat(2, axis=0).repeat(2, axis=1)  # 128-pixel scenes are small to look at: draw them 2x
         entries = [(meta.classes[c], colors[c]) for c in range(meta.num_classes)]
         canvas = with_legend(row, entries, title="image | truth | prediction")
         if cfg.inference.panoptic_on:
             pan, segments = predictor(image, task="panoptic")
-            pan_img = panoptic_picture(image, pan.numpy(), segments, meta.classes, colors, title="panoptic")
+            big = image.repeat(2, axis=0).repeat(2, axis=1)
+            pan_big = pan.numpy().repeat(2, axis=0).repeat(2, axis=1)
+            pan_img = panoptic_picture(big, pan_big, segments, meta.classes, colors, title="panoptic")
             both = Image.new("RGB", (max(canvas.width, pan_img.width), canvas.height + pan_img.height + 4), "white")
             both.paste(canvas, (0, 0))
             both.paste(pan_img, (0, canvas.height + 4))

@@ -20,9 +20,14 @@ def param_groups(
     weight_decay_embed: float = 0.0,
     backbone_multiplier: float = 1.0,
 ) -> list[dict]:
-    """One group per parameter (as the original): backbone LR x multiplier; norm layers, embeddings and Swin's
-    relative-position tables get their own weight decay (0 by default); biases keep the normal decay."""
-    groups, seen = [], set()
+    """The original's per-parameter rules: backbone LR x multiplier; norm layers, embeddings and Swin's
+    relative-position tables get their own weight decay (0 by default); biases keep the normal decay.
+
+    Parameters with equal (lr, weight decay) share one group (``"names"`` lists them): the update is the same as
+    one group per parameter, and the optimizer can use its multi-tensor path.
+    """
+    groups: dict[tuple[float, float], dict] = {}
+    seen = set()
     for module_name, module in model.named_modules():
         for name, p in module.named_parameters(recurse=False):
             if not p.requires_grad or id(p) in seen:
@@ -38,16 +43,18 @@ def param_groups(
                 wd = weight_decay_embed
             elif name in NO_DECAY_NAMES:
                 wd = 0.0
-            groups.append({"params": [p], "lr": lr, "weight_decay": wd, "name": full})
-    return groups
+            group = groups.setdefault((lr, wd), {"params": [], "lr": lr, "weight_decay": wd, "names": []})
+            group["params"].append(p)
+            group["names"].append(full)
+    return list(groups.values())
 
 
 def build_optimizer(model: nn.Module, *, name: str, base_lr: float, **group_kwargs: float) -> torch.optim.Optimizer:
     groups = param_groups(model, base_lr=base_lr, **group_kwargs)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=base_lr)
+        return torch.optim.AdamW(groups, lr=base_lr, foreach=True)
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=base_lr, momentum=0.9)
+        return torch.optim.SGD(groups, lr=base_lr, momentum=0.9, foreach=True)
     raise ValueError(f"unknown optimizer '{name}' (expected adamw or sgd)")
 
 

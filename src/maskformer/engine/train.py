@@ -177,7 +177,7 @@ def train(
         if cfg.solver.clip_grad_norm > 0:
             nn.utils.clip_grad_norm_(model.parameters(), cfg.solver.clip_grad_norm)
         optimizer.step()
-        lr = optimizer.param_groups[0]["lr"]
+        lr = max(g["lr"] for g in optimizer.param_groups)
         scheduler.step()
         iteration += 1
         logger.step(iteration, terms, lr=lr, seconds=time.perf_counter() - tic)

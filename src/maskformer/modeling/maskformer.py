@@ -18,7 +18,7 @@ class MaskFormer(nn.Module):
     ``{"pred_logits": [B,Q,K+1], "pred_masks": [B,Q,H/4,W/4], "aux_outputs": [5 x {"pred_logits", "pred_masks"}]}``.
 
     ``with_aux=False`` is the lean inference path: only the last decoder layer goes through the heads (the original
-    computes all six mask einsums at inference too; the final outputs are identical).
+    computes all six mask einsums at inference too; the final outputs agree up to float rounding).
     ``pixel_mean``/``pixel_std`` ([3], 0..255 RGB) and ``size_divisibility`` describe the expected input; they are
     used by the Predictor and the data loader, not inside ``forward``.
     """
