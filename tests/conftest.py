@@ -1,4 +1,3 @@
-import os
 from pathlib import Path
 
 import pytest
@@ -8,7 +7,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 CONFIGS = ROOT / "configs"
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One intra-op thread: tests are small, and on a busy 2-core machine two OpenMP threads per process spin-wait
+# each other into multi-x slowdowns.
+torch.set_num_threads(1)
 
 
 @pytest.fixture

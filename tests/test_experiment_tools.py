@@ -102,15 +102,18 @@ def test_report_writer_on_fake_metrics(tmp_path):
     # MaskFormer minus PerPixelBaseline+ = 41.5 - 42.0 = -0.5 mIoU, 34.5 - 31.0 = +3.5 PQ^St (hand computed).
     assert "MaskFormer vs PerPixelBaseline+: mIoU -0.5, PQ^St +3.5" in text
     verdict = camvid_experiment.camvid_verdict(results)
-    assert "mIoU -0.5" in verdict and "PQ^St +3.5" in verdict
-    assert "prediction held" in verdict and "'PQ^St still improves' part held" in verdict
+    assert "mIoU -0.5, PQ^St +3.5" in verdict
+    assert "+0.0): held" in verdict and "+2.9): held (+3.5)" in verdict
+    # Fixed minus PerPixelBaseline+: 41.0 - 42.0, 33.0 - 31.0; bipartite minus fixed: 41.5 - 41.0, 34.5 - 33.0.
+    assert "-1.0 mIoU, +2.0 PQ^St" in verdict and "+0.5 mIoU, +1.5 PQ^St" in verdict
 
 
 def test_verdict_reports_departures():
     results = [_fake("per_pixel", 50.0, 40.0), _fake("per_pixel_plus", 49.0, 41.0),
                _fake("maskformer_fixed", 30.0, 20.0), _fake("maskformer", 31.0, 22.0)]  # fmt: skip
     verdict = camvid_experiment.camvid_verdict(results)
-    assert "'PQ^St still improves' part did not hold" in verdict
+    # MaskFormer minus PerPixelBaseline+: 31 - 49 = -18 mIoU, 22 - 41 = -19 PQ^St.
+    assert "did not hold — this run shows a loss in mIoU" in verdict and "+2.9): did not hold (-19.0)" in verdict
     assert "not all four" in camvid_experiment.camvid_verdict(results[:2])
 
 

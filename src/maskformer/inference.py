@@ -53,24 +53,33 @@ def _input_size(outputs_hw: Size, input_size: Size | None) -> Size:
     return input_size if input_size is not None else (4 * outputs_hw[0], 4 * outputs_hw[1])
 
 
-def _resample_valid_region(
-    low: Tensor, image_size: Size, input_size: Size, low_size: Size, output_size: Size
+def _resample_grid(
+    image_size: Size, input_size: Size, low_size: Size, output_size: Size, have: Size, like: Tensor
 ) -> Tensor:
-    """Bilinearly read a stride-s map [C, rows, cols] (the first rows/cols of a [C, hl, wl] map) at output pixels.
+    """grid_sample grid [1, H, W, (x, y)] reading a stride-s map with `have` = (rows, cols) at output pixels.
 
     Output pixel y lies at input row (y + 0.5) * h / H - 0.5, i.e. at low-resolution row
     (y + 0.5) * (h / H) * (hl / Hpad) - 0.5: where the exact path's upsample -> crop -> resize chain reads it.
-    Coordinates outside the map are clamped to its border, as F.interpolate does. Returns [C, H, W].
     """
-    rows, cols = low.shape[-2:]
 
-    def axis(out_len: int, valid: int, low_len: int, padded: int, have: int) -> Tensor:
+    def axis(out_len: int, valid: int, low_len: int, padded: int, n: int) -> Tensor:
         pos = (torch.arange(out_len, dtype=torch.float64) + 0.5) * (valid / out_len) * (low_len / padded) - 0.5
-        return ((2.0 * pos + 1.0) / have - 1.0).to(low.dtype)  # grid_sample's align_corners=False convention
+        return ((2.0 * pos + 1.0) / n - 1.0).to(like.dtype)  # grid_sample's align_corners=False convention
 
-    gy = axis(output_size[0], image_size[0], low_size[0], input_size[0], rows).to(low.device)
-    gx = axis(output_size[1], image_size[1], low_size[1], input_size[1], cols).to(low.device)
-    grid = torch.stack(torch.broadcast_tensors(gx[None, :], gy[:, None]), dim=-1)[None]  # [1, H, W, (x, y)]
+    gy = axis(output_size[0], image_size[0], low_size[0], input_size[0], have[0]).to(like.device)
+    gx = axis(output_size[1], image_size[1], low_size[1], input_size[1], have[1]).to(like.device)
+    return torch.stack(torch.broadcast_tensors(gx[None, :], gy[:, None]), dim=-1)[None]
+
+
+def _resample_valid_region(
+    low: Tensor, image_size: Size, input_size: Size, low_size: Size, output_size: Size
+) -> Tensor:
+    """Bilinearly read a stride-s map [C, rows, cols] (the first rows/cols of a [C, hl, wl] map) at output pixels
+    (see `_resample_grid`). Coordinates outside the map are clamped to its border, as F.interpolate does.
+    Returns [C, H, W].
+    """
+    have = (int(low.shape[-2]), int(low.shape[-1]))
+    grid = _resample_grid(image_size, input_size, low_size, output_size, have, low)
     return F.grid_sample(low[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
 
 

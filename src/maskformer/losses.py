@@ -17,6 +17,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from maskformer.fused_loss import focal_dice_loss
 from maskformer.matcher import HungarianMatcher, fixed_matching
 from maskformer.point_sampling import sample_mask_points
 
@@ -71,7 +72,7 @@ def average_num_masks(targets: Sequence[Mapping[str, Tensor]], device: torch.dev
 def _stack_matched_targets(
     targets: Sequence[Mapping[str, Tensor]], matches: Sequence[Match], dtype: torch.dtype
 ) -> Tensor:
-    """Matched target masks of all images, zero-padded at bottom/right to the largest size: [M, H, W] float."""
+    """Matched target masks of all images, zero-padded at bottom/right to the largest size: [M, H, W] of `dtype`."""
     height = max(int(t["masks"].shape[-2]) for t in targets)
     width = max(int(t["masks"].shape[-1]) for t in targets)
     device = targets[0]["masks"].device
@@ -216,7 +217,9 @@ class SetCriterion(nn.Module):
             zero = pred_masks.sum() * 0.0  # keeps the graph connected (DDP) when no image has a target
             return zero, zero
         src_masks = pred_masks[batch_idx.to(pred_masks.device), query_idx.to(pred_masks.device)]  # [M, h, w]
-        tgt_masks = _stack_matched_targets(targets, matches, src_masks.dtype).to(src_masks.device)  # [M, H, W]
+        # bool for the fused full-resolution loss (a quarter of the memory), float for point sampling
+        dtype = src_masks.dtype if self.point_sample else torch.bool
+        tgt_masks = _stack_matched_targets(targets, matches, dtype).to(src_masks.device)  # [M, H, W]
         if self.point_sample:
             logits, labels = sample_mask_points(
                 src_masks,
@@ -228,7 +231,8 @@ class SetCriterion(nn.Module):
         else:
             # Predictions are UPsampled to the targets' (padded input) size, as in the original.
             up = F.interpolate(src_masks[:, None], size=tgt_masks.shape[-2:], mode="bilinear", align_corners=False)
-            logits, labels = up[:, 0].flatten(1), tgt_masks.flatten(1)
+            # binary targets: the fused focal + dice (same values, closed-form gradient, ~1/4 of the saved memory)
+            return focal_dice_loss(up[:, 0].flatten(1), tgt_masks.flatten(1), num_masks)
         return sigmoid_focal_loss(logits, labels, num_masks), dice_loss(logits, labels, num_masks)
 
 

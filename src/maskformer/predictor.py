@@ -17,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor, nn
 
 from maskformer.errors import DataError
+from maskformer.fused_inference import semantic_labels_from_outputs
 from maskformer.inference import (
     Size,
     _resize_image,
@@ -137,8 +138,14 @@ class Predictor:
             )
             results: list[object] = [(seg.cpu(), info) for seg, info in pan]
         else:
-            scores = semantic_from_outputs(outputs, image_sizes, output_sizes, input_size=padded, fast=self.fast)
-            results = [(s.argmax(0).cpu(), s.cpu()) if return_scores else s.argmax(0).cpu() for s in scores]
+            if return_scores:
+                scores = semantic_from_outputs(outputs, image_sizes, output_sizes, input_size=padded, fast=self.fast)
+                results = [(s.argmax(0).cpu(), s.cpu()) for s in scores]
+            else:  # same labels without full-resolution score maps (maskformer.fused_inference)
+                labels = semantic_labels_from_outputs(
+                    outputs, image_sizes, output_sizes, input_size=padded, fast=self.fast
+                )
+                results = [lab.cpu() for lab in labels]
         return results if batched else results[0]
 
     @classmethod

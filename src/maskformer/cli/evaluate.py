@@ -26,6 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--tta", action="store_true", help="multi-scale + flip test-time augmentation (semantic)")
     p.add_argument("--fast", action="store_true", help="combine masks at 1/4 resolution (see README for tolerance)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast forward (>= 99.5%% of labels as fp32)")
     p.add_argument("--max-images", type=int, help="evaluate only the first N images")
     p.add_argument("--output-dir", default=".", help="where metrics.json goes (default: current directory)")
     p.add_argument("--json", action="store_true", help="print the metrics JSON on stdout instead of a table")
@@ -53,6 +54,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_dict(apply_overrides(config_to_dict(cfg), overrides))
     if cfg.data.dataset != "synthetic" and not Path(cfg.data.root).exists():
         raise ConfigError(f"data.root: {cfg.data.root} does not exist (pass --data-root DIR)")
+    if args.fast or args.bf16:  # folded FrozenBN + channels-last copy (maskformer.fast)
+        from maskformer.fast import prepare_for_inference
+
+        model = prepare_for_inference(model.to(device), bf16=args.bf16)
     metrics = evaluate_model(
         cfg,
         model.to(device),

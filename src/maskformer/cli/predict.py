@@ -21,6 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--task", choices=["semantic", "panoptic"], help="default: panoptic if the config turns it on")
     p.add_argument("--tta", action="store_true", help="multi-scale + flip test-time augmentation (semantic)")
     p.add_argument("--fast", action="store_true", help="combine masks at 1/4 resolution (faster, approximate)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast forward (>= 99.5%% of labels as fp32)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.set_defaults(func=run)
 
@@ -65,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
     task = args.task or (
         "panoptic" if cfg.inference.panoptic_on and cfg.model.meta_arch == "maskformer" else "semantic"
     )
+    if args.fast or args.bf16:  # folded FrozenBN + channels-last copy (maskformer.fast)
+        from maskformer.fast import prepare_for_inference
+
+        model = prepare_for_inference(model.to(args.device), bf16=args.bf16)
     predictor = Predictor(
         model,
         min_size=cfg.test.min_size,

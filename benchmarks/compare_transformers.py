@@ -1,0 +1,400 @@
+"""This project vs transformers' MaskFormer on the same CPU, same weights (converted), same run.
+
+R50 MaskFormer (ADE20K-150 config: 150 classes, 100 queries, FrozenBN), random weights (spread out for inference,
+see _spread_weights), fp32 unless stated, 512x512, batch 1 for inference. Sides alternate inside every repetition
+(load from other processes hits both alike); the figures are ratios of medians (ours / transformers, < 1 = we are
+faster) after one warm-up call each.
+
+Parts:
+- forward: transformers ``model(pixel_values)`` vs ours: reference ``model(x, with_aux=False)``, optimized
+  ``prepare_for_inference`` fp32, and bf16 autocast;
+- post: transformers ``post_process_semantic_segmentation(target_sizes=[(H, W)])`` + nothing else (it returns labels) vs
+  our exact unfused ``semantic_from_outputs(...).argmax`` and the fused ``semantic_labels_from_outputs``;
+- predict: uint8 image -> label map. transformers: image processor (resize disabled, rescale + normalize) + forward +
+  post-processing; ours: ``Predictor`` with the optimized fp32 / bf16 model. Label agreement with our exact path.
+- train: one training step at batch 2, 512x512, 10 masks per image (forward + loss + backward, no optimizer), deep
+  supervision on both sides, each side in a fresh process (peak RSS = VmHWM, reset after model building; both sides
+  build both models, then drop one). transformers needs ``use_auxiliary_loss=True`` together with
+  ``output_hidden_states=True`` (HF_NOTES §8.2) and then computes 6 auxiliary losses (all 6 decoder layers again)
+  on top of the final one; ours computes 1 + 5. Ours: exact loss, point_sample, and exact loss with channels-last.
+  transformers' ResNet trains its BatchNorm layers (batch statistics, 154 more parameter tensors); ours keeps FrozenBN
+  as the original.
+- matcher: benchmarks/bench_matcher.py (its own alternating timing).
+- onnx: `maskformer.export.export_onnx` of the R50 lean model, onnxruntime vs PyTorch max |diff|.
+
+Run: .venv/bin/python benchmarks/compare_transformers.py [--reps 10] [--train-steps 3] [--parts forward,post,...]
+     [--output benchmarks/RESULTS.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs/ade20k-150/maskformer_R50_bs16_160k.yaml"
+PARTS = ("forward", "post", "predict", "train", "matcher", "onnx")
+
+
+def _spread_weights(model: torch.nn.Module, seed: int) -> None:
+    """Trained-like spread of values: freshly initialised models predict nearly one class everywhere, which would make
+    label agreement trivially 100 %. FrozenBN statistics and affines, biases and the query embeddings move away from
+    their defaults; matrices are rescaled to unit-variance outputs."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if not t.is_floating_point():
+                continue
+            z = torch.randn(t.shape, generator=g)
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf == "running_var":
+                t.copy_(torch.exp(0.2 * z))
+            elif leaf == "running_mean" or leaf == "bias":
+                t.copy_(0.1 * z)
+            elif t.ndim == 1:
+                t.copy_(1 + 0.1 * z)
+            elif "query_embed" in name:  # large, so cross-attention is peaked and queries do not collapse
+                t.copy_(8 * z)
+            elif "class_embed" in name:  # amplifies the (small) differences between queries
+                t.copy_(10 * z / t[0].numel() ** 0.5)
+            elif "relative_position_bias_table" in name:
+                t.copy_(0.02 * z)
+            else:
+                t.copy_(z / t[0].numel() ** 0.5)
+
+
+def _models(*, aux_loss: bool = False, point_sample: bool = False, spread: bool = False):
+    """(our cfg, our model, transformers model) with identical weights (seed 0; `spread`: see _spread_weights)."""
+    from transformers import MaskFormerConfig, MaskFormerForInstanceSegmentation
+
+    import maskformer
+    from maskformer.convert.hf_config import hf_config_from_ours
+    from maskformer.convert.huggingface import ours_state_to_hf
+
+    overrides = ["loss.point_sample=true"] if point_sample else []
+    cfg = maskformer.load_config(CONFIG, overrides)
+    torch.manual_seed(0)
+    ours = maskformer.build_model(cfg)
+    if spread:
+        _spread_weights(ours, seed=0)
+    kwargs = hf_config_from_ours(cfg, [f"class{i}" for i in range(cfg.model.num_classes)])
+    if aux_loss:
+        kwargs["use_auxiliary_loss"] = True
+    hf = MaskFormerForInstanceSegmentation(MaskFormerConfig(**kwargs))
+    state = ours_state_to_hf(ours.state_dict(), hf.state_dict(), source_name="ours")
+    hf.load_state_dict(state, strict=False)
+    return cfg, ours, hf
+
+
+def _interleaved(fns: dict, reps: int) -> dict[str, float]:
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for fn in fns.values():
+        fn()
+    for _ in range(reps):
+        for k, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+@torch.inference_mode()
+def bench_inference(reps: int, size: int, parts: set[str]) -> dict:
+    from transformers import MaskFormerImageProcessor
+
+    from maskformer.fast import prepare_for_inference
+    from maskformer.fused_inference import semantic_labels_from_outputs
+    from maskformer.inference import semantic_from_outputs
+    from maskformer.predictor import Predictor
+
+    cfg, ours, hf = _models(spread=True)
+    ours.eval()
+    hf.eval()
+    fast32, fast16 = prepare_for_inference(ours), prepare_for_inference(ours, bf16=True)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 3, size, size, generator=g)
+    result: dict = {}
+    if "forward" in parts:
+        med = _interleaved(
+            {
+                "transformers": lambda: hf(pixel_values=x),
+                "ours_reference": lambda: ours(x, with_aux=False),
+                "ours_fp32": lambda: fast32(x),
+                "ours_bf16": lambda: fast16(x),
+            },
+            reps,
+        )
+        result["forward"] = med
+    processor = MaskFormerImageProcessor(
+        do_resize=False,
+        do_pad=False,
+        image_mean=[v / 255 for v in cfg.model.pixel_mean],
+        image_std=[v / 255 for v in cfg.model.pixel_std],
+    )
+    sizes = [(size, size)]
+    if "post" in parts:
+        hf_out = hf(pixel_values=x)
+        our_out = ours(x, with_aux=False)
+        med = _interleaved(
+            {
+                "transformers": lambda: processor.post_process_semantic_segmentation(hf_out, target_sizes=sizes),
+                "ours_exact_unfused": lambda: semantic_from_outputs(our_out, sizes, sizes)[0].argmax(0),
+                "ours_exact_fused": lambda: semantic_labels_from_outputs(our_out, sizes, sizes),
+                "ours_fast_fused": lambda: semantic_labels_from_outputs(our_out, sizes, sizes, fast=True),
+            },
+            reps,
+        )
+        result["post"] = med
+    if "predict" in parts:
+        # a picture of smooth regions (not pixel noise, which gives the network nothing to segment)
+        coarse = torch.rand(1, 3, 6, 6, generator=g) * 255
+        image = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic").clamp(0, 255)
+        image = image[0].permute(1, 2, 0).to(torch.uint8).numpy()
+        kw = {"min_size": size, "max_size": 4 * size}
+        exact, p32, p16 = Predictor(ours, **kw), Predictor(fast32, **kw), Predictor(fast16, **kw)
+
+        def hf_predict() -> torch.Tensor:
+            inputs = processor(images=[image], return_tensors="pt")
+            return processor.post_process_semantic_segmentation(hf(**inputs), target_sizes=sizes)[0]
+
+        med = _interleaved(
+            {"transformers": hf_predict, "ours_exact": lambda: exact(image), "ours_fp32": lambda: p32(image),
+             "ours_bf16": lambda: p16(image)},
+            reps,
+        )  # fmt: skip
+        ref = exact(image)
+        result["predict"] = med
+        result["predict_distinct_labels"] = len(torch.unique(ref))
+        # Random weights give near-constant semantic maps (one class wins everywhere), so label agreement says little;
+        # the per-pixel winning query (argmax over 100 mask logits) is a much harder, varied decision to agree on.
+        owners = {k: m(x)["pred_masks"][0].argmax(0) for k, m in (("fp32", fast32), ("bf16", fast16), ("ref", ours))}
+        result["mask_owner_agreement_with_exact"] = {
+            f"ours_{k}": float((owners[k] == owners["ref"]).double().mean()) for k in ("fp32", "bf16")
+        }
+        result["mask_owner_distinct"] = len(torch.unique(owners["ref"]))
+        result["predict_agreement_with_exact"] = {
+            "ours_fp32": float((p32(image) == ref).double().mean()),
+            "ours_bf16": float((p16(image) == ref).double().mean()),
+            "transformers": float((hf_predict() == ref).double().mean()),
+        }
+    return result
+
+
+def _train_targets(cfg, batch: int, size: int, g: torch.Generator) -> list[dict]:
+    targets = []
+    for _ in range(batch):
+        # 10 non-overlapping masks: label each pixel with one of 10 random classes via a coarse random layout
+        layout = torch.nn.functional.interpolate(torch.rand(1, 10, size // 32, size // 32, generator=g), size=size)
+        owner = layout[0].argmax(0)
+        ids = torch.unique(owner)
+        labels = torch.randperm(cfg.model.num_classes, generator=g)[: len(ids)]
+        targets.append({"labels": labels, "masks": owner[None] == ids[:, None, None]})
+    return targets
+
+
+def train_worker(side: str, steps: int, size: int) -> dict:
+    """One process, one side: warm-up step + `steps` timed steps. Returns seconds per step and peak RSS (MB)."""
+    from maskformer.build import build_criterion
+
+    point = side == "ours_point_sample"
+    cfg, ours, hf = _models(aux_loss=True, point_sample=point)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 3, size, size, generator=g)
+    targets = _train_targets(cfg, 2, size, g)
+    if side == "transformers":
+        del ours
+        model = hf.train()
+        mask_labels = [t["masks"].float() for t in targets]
+        class_labels = [t["labels"] for t in targets]
+
+        def step() -> None:
+            out = model(pixel_values=x, mask_labels=mask_labels, class_labels=class_labels, output_hidden_states=True)
+            out.loss.backward()
+    else:
+        del hf
+        model = ours.train()
+        criterion = build_criterion(cfg)
+        if side == "ours_exact_channels_last":  # NHWC weights and input: oneDNN's faster conv backward kernels
+            model = model.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+
+        def step() -> None:
+            criterion(model(x), targets)["loss"].backward()
+
+    import gc
+
+    gc.collect()
+    reset = _reset_peak_rss()  # so the peak is the training step's, not model building's (both models existed)
+    rss_before = _status_mb("VmRSS") if reset else 0.0
+    times = []
+    for i in range(steps + 1):
+        model.zero_grad(set_to_none=True)
+        start = time.perf_counter()
+        step()
+        if i:
+            times.append(time.perf_counter() - start)
+    peak_mb = _status_mb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"side": side, "seconds": times, "peak_rss_mb": peak_mb, "rss_before_mb": rss_before, "peak_reset": reset}
+
+
+def _reset_peak_rss() -> bool:
+    """Reset this process's VmHWM (Linux >= 4.0: write 5 to /proc/self/clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def bench_onnx(size: int) -> dict:
+    """Export our R50 lean model to ONNX and compare onnxruntime with PyTorch (max |diff| per output)."""
+    import tempfile
+
+    from maskformer.export import export_onnx
+
+    _, ours, _ = _models()
+    with tempfile.TemporaryDirectory() as tmp:
+        report = export_onnx(ours.eval(), Path(tmp) / "r50.onnx", height=size, width=size)
+        mb = report.path.stat().st_size / 2**20
+    return {"dynamic": report.dynamic, "opset": report.opset, "max_abs_diff": report.max_abs_diff, "size_mb": mb}
+
+
+def bench_train(steps: int, size: int, rounds: int) -> dict:
+    sides = ["ours_exact", "transformers", "ours_point_sample", "ours_exact_channels_last"]
+    runs: dict[str, list[dict]] = {s: [] for s in sides}
+    for r in range(rounds):
+        for side in sides if r % 2 == 0 else sides[::-1]:  # alternate the order between rounds
+            cmd = [sys.executable, __file__, "--train-worker", side, "--train-steps", str(steps), "--size", str(size)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
+            runs[side].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return {
+        s: {
+            "median_seconds": statistics.median([t for run in runs[s] for t in run["seconds"]]),
+            "peak_rss_mb": max(run["peak_rss_mb"] for run in runs[s]),
+            "rss_before_mb": max(run["rss_before_mb"] for run in runs[s]),
+        }
+        for s in sides
+    }
+
+
+def bench_matcher(reps: int) -> str:
+    cmd = [sys.executable, str(ROOT / "benchmarks/bench_matcher.py"), "--reps", str(reps)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    return next((line for line in out.splitlines() if "Speed-up" in line), out.strip())
+
+
+def _report(results: dict, args: argparse.Namespace, load_before: float) -> str:
+    import transformers
+
+    cmd = " ".join([".venv/bin/python", "benchmarks/compare_transformers.py", *sys.argv[1:]])
+    lines = [
+        f"## Run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        "",
+        f"- Command: `{cmd}`",
+        f"- Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} "
+        f"torch threads; load average before {load_before:.2f}, after {os.getloadavg()[0]:.2f} (shared machine)",
+        f"- Versions: torch {torch.__version__}, transformers {transformers.__version__}",
+        f"- R50 MaskFormer, ADE20K-150 shape, random weights (same in both), {args.size}x{args.size}, "
+        f"median of {args.reps} interleaved repetitions after 1 warm-up; ratio = ours / transformers",
+        "",
+        "| part | variant | median s | ratio to transformers |",
+        "|---|---|---|---|",
+    ]
+    for part in ("forward", "post", "predict"):
+        if part not in results:
+            continue
+        med = results[part]
+        for k, v in med.items():
+            lines.append(f"| {part} | {k} | {v:.3f} | {v / med['transformers']:.2f} |")
+    if "predict_agreement_with_exact" in results:
+        agree = results["predict_agreement_with_exact"]
+        lines += ["", "Label agreement with our exact path (predict): "
+                  + ", ".join(f"{k} {100 * v:.3f} %" for k, v in agree.items())]  # fmt: skip
+    if "mask_owner_agreement_with_exact" in results:
+        agree = results["mask_owner_agreement_with_exact"]
+        lines += ["", f"Distinct labels in the exact label map: {results['predict_distinct_labels']} (random weights); "
+                  f"per-pixel winning query (argmax over queries of the mask logits, {results['mask_owner_distinct']} "
+                  "distinct) agreement with the exact model: "
+                  + ", ".join(f"{k} {100 * v:.3f} %" for k, v in agree.items())]  # fmt: skip
+    if "train" in results:
+        tr = results["train"]
+        base = tr["transformers"]
+        lines += [
+            "",
+            f"Training step (batch 2, {args.size}x{args.size}, ~10 masks/image, forward + loss + backward, deep "
+            f"supervision on both sides; median of {args.train_steps} steps x {args.train_rounds} fresh processes "
+            "per side):",
+            "",
+            "| side | median s / step | time ratio | peak RSS MB | memory ratio | RSS before the steps MB |",
+            "|---|---|---|---|---|---|",
+        ]
+        for side, r in tr.items():
+            lines.append(
+                f"| {side} | {r['median_seconds']:.2f} | {r['median_seconds'] / base['median_seconds']:.2f} | "
+                f"{r['peak_rss_mb']:.0f} | {r['peak_rss_mb'] / base['peak_rss_mb']:.2f} | {r['rss_before_mb']:.0f} |"
+            )
+    if "matcher" in results:
+        lines += ["", f"Matcher (benchmarks/bench_matcher.py, 2 x 100 queries, 20 targets): {results['matcher']}"]
+    if "onnx" in results:
+        o = results["onnx"]
+        shapes = "dynamic H/W" if o["dynamic"] else "static H/W"
+        lines += ["", f"ONNX export (opset {o['opset']}, {shapes}, {o['size_mb']:.0f} MB): onnxruntime vs PyTorch max "
+                  "|diff| " + ", ".join(f"{k} {v:.1e}" for k, v in o["max_abs_diff"].items())]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {PARTS}")
+    parser.add_argument("--train-steps", type=int, default=3, help="timed training steps per process")
+    parser.add_argument("--train-rounds", type=int, default=2, help="fresh processes per side")
+    parser.add_argument("--output", default="", help="append the markdown report to this file")
+    parser.add_argument("--train-worker", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.train_worker:
+        print(json.dumps(train_worker(args.train_worker, args.train_steps, args.size)))
+        return 0
+    parts = set(args.parts.split(","))
+    load_before = os.getloadavg()[0]
+    results: dict = {}
+    if parts & {"forward", "post", "predict"}:
+        results.update(bench_inference(args.reps, args.size, parts))
+        print(json.dumps(results, indent=1), flush=True)
+    if "train" in parts:
+        results["train"] = bench_train(args.train_steps, args.size, args.train_rounds)
+        print(json.dumps(results["train"], indent=1), flush=True)
+    if "matcher" in parts:
+        results["matcher"] = bench_matcher(args.reps)
+    if "onnx" in parts:
+        results["onnx"] = bench_onnx(args.size)
+    report = _report(results, args, load_before)
+    print(report)
+    if args.output:
+        with open(args.output, "a") as f:
+            f.write("\n" + report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

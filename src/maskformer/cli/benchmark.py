@@ -1,0 +1,196 @@
+"""``maskformer benchmark CONFIG|CHECKPOINT``: inference speed of this project's model alone, on this machine.
+
+Times, interleaved per repetition (so load from other processes hits every variant alike), medians reported:
+- ``reference``: the model as built (``forward(with_aux=False)``) + the unfused exact semantic post-processing;
+- ``optimized``: ``maskformer.fast.prepare_for_inference`` (FrozenBN folded, channels-last, optional bf16 /
+  torch.compile) + the fused label post-processing (``--fast``: the approximate 1/4-resolution combine);
+- ``predict``: end-to-end ``Predictor`` on a uint8 image of the benchmark size (resize is a no-op), both variants;
+- a 3x3 convolution micro-benchmark (256 -> 256 channels, stride 1, 128x128, channels-last) giving the machine's
+  convolution ceiling in the same run, in real FLOP/s (2 per multiply-add), fp32 and, with --bf16, bf16.
+The forward's achieved FLOP/s uses ``engine.analysis.count_flops`` (fvcore: 1 per multiply-add) x 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "benchmark",
+        help="time forward, post-processing and predict; compare with the machine's conv ceiling",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("source", metavar="CONFIG|CHECKPOINT", help="a YAML config (random weights) or a checkpoint (.pt)")
+    p.add_argument("--size", nargs=2, type=int, default=[512, 512], metavar=("H", "W"), help="input size")
+    p.add_argument("--reps", type=int, default=10, help="timed repetitions after one warm-up (default 10)")
+    p.add_argument("--fast", action="store_true", help="approximate 1/4-resolution combine in post-processing")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast forward in the optimized variant")
+    p.add_argument("--compile", action="store_true", help="torch.compile the optimized model (slow first call)")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=run)
+
+
+def _load(source: str):
+    from pathlib import Path
+
+    import maskformer
+    from maskformer.engine.checkpoint import load_model_and_config
+    from maskformer.errors import UserError
+
+    path = Path(source)
+    if not path.exists():
+        raise UserError(f"{source}: no such file")
+    if path.suffix in (".yaml", ".yml"):
+        cfg = maskformer.load_config(path)
+        return maskformer.build_model(cfg), cfg
+    model, cfg, _ = load_model_and_config(path)
+    return model, cfg
+
+
+def conv_ceiling(*, bf16: bool = False, reps: int = 5) -> float:
+    """Median real FLOP/s of a 3x3 conv 256->256 on [1,256,128,128] channels-last (fp32, or bf16)."""
+    import statistics
+    import time
+
+    import torch
+
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    x = torch.randn(1, 256, 128, 128, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    conv = torch.nn.Conv2d(256, 256, 3, padding=1, bias=False).to(dtype).to(memory_format=torch.channels_last)
+    flops = 2 * 256 * 256 * 9 * 128 * 128
+    times = []
+    with torch.inference_mode():
+        conv(x)
+        for _ in range(reps):
+            start = time.perf_counter()
+            conv(x)
+            times.append(time.perf_counter() - start)
+    return flops / statistics.median(times)
+
+
+def run_benchmark(
+    model, *, height: int, width: int, reps: int = 10, fast: bool = False, bf16: bool = False, compile: bool = False
+) -> dict:
+    """The measurements described in the module docstring, as a JSON-able dict (seconds, FLOP/s, ratios)."""
+    import os
+    import statistics
+    import time
+
+    import torch
+
+    from maskformer.engine.analysis import count_flops
+    from maskformer.fast import prepare_for_inference
+    from maskformer.fused_inference import semantic_labels_from_outputs
+    from maskformer.inference import semantic_from_outputs
+    from maskformer.predictor import Predictor
+
+    model = model.eval()
+    opt = prepare_for_inference(model, bf16=bf16, compile=compile)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 3, height, width, generator=g)
+    image = torch.randint(0, 256, (height, width, 3), generator=g, dtype=torch.uint8).numpy()
+    size = [(height, width)]
+    kw = {"min_size": min(height, width), "max_size": 10 * max(height, width)}
+    pred_ref, pred_opt = Predictor(model, **kw), Predictor(opt, fast=fast, **kw)
+    with torch.inference_mode():
+        out_ref = model(x, with_aux=False)
+        out_opt = opt(x)
+
+    def post_ref() -> None:
+        semantic_from_outputs(out_ref, size, size)[0].argmax(0)
+
+    def post_opt() -> None:
+        semantic_labels_from_outputs(out_opt, size, size, fast=fast)
+
+    variants = {
+        "forward_reference": lambda: model(x, with_aux=False),
+        "forward_optimized": lambda: opt(x),
+        "post_reference": post_ref,
+        "post_optimized": post_opt,
+        "predict_reference": lambda: pred_ref(image),
+        "predict_optimized": lambda: pred_opt(image),
+    }
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    with torch.inference_mode():
+        for fn in variants.values():  # warm-up (and compilation)
+            fn()
+        for _ in range(reps):
+            for k, fn in variants.items():
+                start = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - start)
+        labels_ref = pred_ref(image)
+        labels_opt = pred_opt(image)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    macs, _ = count_flops(model, height=height, width=width, lean=True)
+    real_flops = 2 * macs
+    ceiling32 = conv_ceiling()
+    result = {
+        "size": [height, width],
+        "reps": reps,
+        "threads": torch.get_num_threads(),
+        "load_average": list(os.getloadavg()),
+        "options": {"fast": fast, "bf16": bf16, "compile": compile},
+        "median_seconds": med,
+        "optimized_over_reference": {
+            part: med[f"{part}_optimized"] / med[f"{part}_reference"] for part in ("forward", "post", "predict")
+        },
+        "predict_label_agreement": float((labels_ref == labels_opt).float().mean()),
+        "semantic_inference_gflop_fvcore": macs / 1e9,
+        "forward_real_gflop": real_flops / 1e9,
+        "conv_ceiling_gflops_fp32": ceiling32 / 1e9,
+        "forward_reference_gflops": real_flops / med["forward_reference"] / 1e9,
+        "forward_optimized_gflops": real_flops / med["forward_optimized"] / 1e9,
+    }
+    ceiling = ceiling32
+    if bf16:  # a bf16 forward is compared with the bf16 convolution ceiling
+        ceiling = conv_ceiling(bf16=True)
+        result["conv_ceiling_gflops_bf16"] = ceiling / 1e9
+    result["ceiling_dtype"] = "bf16" if bf16 else "fp32"
+    result["forward_optimized_fraction_of_ceiling"] = result["forward_optimized_gflops"] * 1e9 / ceiling
+    return result
+
+
+def _table(r: dict) -> str:
+    med, ratio = r["median_seconds"], r["optimized_over_reference"]
+    lines = [
+        f"size {r['size'][0]}x{r['size'][1]}, {r['reps']} reps, {r['threads']} threads, "
+        f"load average {r['load_average'][0]:.2f}, options {r['options']}",
+        f"{'':10s} {'reference s':>12s} {'optimized s':>12s} {'ratio':>7s}",
+    ]
+    for part in ("forward", "post", "predict"):
+        lines.append(f"{part:10s} {med[part + '_reference']:12.3f} {med[part + '_optimized']:12.3f} {ratio[part]:7.3f}")
+    lines.append(f"label agreement optimized vs reference (predict): {100 * r['predict_label_agreement']:.3f} %")
+    lines.append(
+        f"forward {r['forward_real_gflop']:.1f} GFLOP (2 x fvcore {r['semantic_inference_gflop_fvcore']:.1f}); "
+        f"reference {r['forward_reference_gflops']:.0f} GFLOP/s, optimized {r['forward_optimized_gflops']:.0f} "
+        f"GFLOP/s; 3x3-conv ceiling fp32 {r['conv_ceiling_gflops_fp32']:.0f} GFLOP/s"
+        + (f", bf16 {r['conv_ceiling_gflops_bf16']:.0f} GFLOP/s" if "conv_ceiling_gflops_bf16" in r else "")
+        + f"; optimized = {100 * r['forward_optimized_fraction_of_ceiling']:.0f} % of the {r['ceiling_dtype']} ceiling"
+    )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from maskformer.errors import UserError
+
+    if args.reps < 1:
+        raise UserError(f"--reps must be >= 1, got {args.reps}")
+    h, w = args.size
+    if h < 32 or w < 32:
+        raise UserError(f"--size must be at least 32x32, got {h}x{w}")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    model, _ = _load(args.source)
+    result = run_benchmark(
+        model, height=h, width=w, reps=args.reps, fast=args.fast, bf16=args.bf16, compile=args.compile
+    )
+    print(json.dumps(result, indent=1) if args.json else _table(result))
+    return 0

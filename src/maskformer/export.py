@@ -1,0 +1,132 @@
+"""ONNX export of the lean inference model and its verification with onnxruntime.
+
+The exported graph is ``images [1, 3, H, W]`` (normalised, padded to the model's size divisibility) ->
+``pred_logits [1, Q, K+1]``, ``pred_masks [1, Q, H/4, W/4]``: the ``with_aux=False`` forward with FrozenBN folded
+into the convolutions (maskformer.fast). Normalisation, padding and post-processing stay outside, as in ``Predictor``.
+
+Shapes: H and W are exported as dynamic axes (multiples of 32) through torch.export. If a backbone's Python-side
+control flow on sizes (Swin's window padding) prevents a dynamic export, the graph is exported for the given size
+only and ``ExportReport.dynamic`` says so.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from maskformer.fast import fold_frozen_batchnorm
+
+__all__ = ["ExportReport", "LeanInference", "export_onnx", "verify_onnx"]
+
+
+class LeanInference(nn.Module):
+    """``forward(images [B,3,H,W]) -> (pred_logits [B,Q,K+1], pred_masks [B,Q,H/4,W/4])`` (no auxiliary heads)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(images, with_aux=False)
+        return out["pred_logits"], out["pred_masks"]
+
+
+@dataclass
+class ExportReport:
+    """What ``export_onnx`` wrote: the file, the opset, whether H/W are dynamic, and the verification result
+    (max |onnxruntime - PyTorch| per output at the export size, float32)."""
+
+    path: Path
+    opset: int
+    dynamic: bool
+    max_abs_diff: dict[str, float]
+
+
+def _lean_copy(model: nn.Module) -> LeanInference:
+    import copy
+
+    lean = copy.deepcopy(model).eval().float()
+    for p in lean.parameters():
+        p.requires_grad_(False)
+    fold_frozen_batchnorm(lean)
+    return LeanInference(lean).eval()
+
+
+def _export(lean: LeanInference, example: torch.Tensor, path: Path, opset: int, dynamic: bool) -> None:
+    shapes = None
+    if dynamic:
+        # multiples of 32: the stride-32 features and the 4x mask resolution stay integral
+        h, w = torch.export.Dim("h32", min=1, max=128), torch.export.Dim("w32", min=1, max=128)
+        shapes = {"images": {2: 32 * h, 3: 32 * w}}
+    program = torch.onnx.export(
+        lean,
+        (example,),
+        input_names=["images"],
+        output_names=["pred_logits", "pred_masks"],
+        opset_version=opset,
+        dynamo=True,
+        dynamic_shapes=shapes,
+        external_data=False,
+    )
+    program.save(str(path))
+
+
+def export_onnx(
+    model: nn.Module,
+    output: str | os.PathLike,
+    *,
+    height: int = 512,
+    width: int = 512,
+    opset: int = 18,
+    dynamic: bool = True,
+    verify: bool = True,
+    seed: int = 0,
+) -> ExportReport:
+    """Export ``model`` (a MaskFormer) to ``output`` atomically (temporary file in the same folder, then rename).
+
+    Falls back to a static-shape export when the dynamic one fails. With ``verify`` the file is run with
+    onnxruntime on a seeded random input of (height, width) and compared with the PyTorch lean forward.
+    """
+    if height % 32 or width % 32:
+        raise ValueError(f"export size must be a multiple of 32, got {height}x{width}")
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    lean = _lean_copy(model)
+    example = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(seed))
+    fd, tmp_name = tempfile.mkstemp(prefix=output.name + ".", suffix=".tmp", dir=output.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        try:
+            _export(lean, example, tmp, opset, dynamic)
+        except Exception:  # noqa: BLE001 - any tracing failure means: shapes must be static
+            if not dynamic:
+                raise
+            dynamic = False
+            _export(lean, example, tmp, opset, dynamic)
+        diffs = verify_onnx(tmp, model, example) if verify else {}
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return ExportReport(path=output, opset=opset, dynamic=dynamic, max_abs_diff=diffs)
+
+
+def verify_onnx(path: str | os.PathLike, model: nn.Module, images: torch.Tensor) -> dict[str, float]:
+    """Max |onnxruntime - PyTorch| of ``pred_logits`` and ``pred_masks`` for ``images [1,3,H,W]`` (the PyTorch side is
+    ``model(images, with_aux=False)`` in eval mode, unfolded)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(["pred_logits", "pred_masks"], {"images": images.numpy().astype(np.float32)})
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        ref = model(images, with_aux=False)
+    model.train(was_training)
+    return {name: float(np.abs(g - ref[name].numpy()).max()) for name, g in zip(("pred_logits", "pred_masks"), got)}

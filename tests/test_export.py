@@ -1,0 +1,74 @@
+"""ONNX export of the lean inference model (maskformer.export, `maskformer export onnx`), checked with onnxruntime.
+
+The reference is PyTorch's own forward(with_aux=False) of the unfolded model; onnxruntime is an independent runtime.
+One export (the slow part, ~10 s) is shared by the tests of this file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import maskformer
+from maskformer.cli import main
+from maskformer.engine.checkpoint import save_checkpoint
+
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+DEMO_YAML = Path(maskformer.__file__).parent / "resources" / "demo.yaml"
+TOLERANCE = 1e-4  # float32 through a different runtime: summation order only
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> tuple[torch.nn.Module, Path, Path]:
+    folder = tmp_path_factory.mktemp("export")
+    cfg = maskformer.load_config(
+        DEMO_YAML, ["model.backbone.norm=FrozenBN", "model.num_queries=8", "model.dec_layers=2"]
+    )
+    torch.manual_seed(0)
+    model = maskformer.build_model(cfg).eval()
+    with torch.no_grad():  # frozen statistics far from identity, so folding them matters
+        for name, t in model.state_dict().items():
+            if "running_var" in name:
+                t.copy_(torch.rand(t.shape) + 0.5)
+            elif "running_mean" in name:
+                t.copy_(0.2 * torch.randn(t.shape))
+    ckpt = folder / "model.pt"
+    save_checkpoint(ckpt, cfg=cfg, model=model)
+    out = folder / "sub" / "model.onnx"
+    assert main(["export", "onnx", str(ckpt), str(out), "--size", "64", "96"]) == 0
+    return model, ckpt, out
+
+
+@pytest.mark.parametrize("size", [(64, 96), (96, 64), (128, 160)])
+def test_onnxruntime_matches_pytorch_at_export_and_other_sizes(exported, size):
+    model, _, out = exported
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["images"]
+    assert [o.name for o in session.get_outputs()] == ["pred_logits", "pred_masks"]
+    x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(size[0]))
+    logits, masks = session.run(None, {"images": x.numpy()})
+    with torch.no_grad():
+        ref = model(x, with_aux=False)
+    assert masks.shape == (1, 8, size[0] // 4, size[1] // 4) and logits.shape == (1, 8, 9)
+    assert ref["pred_masks"].std() > 0.1
+    np.testing.assert_allclose(masks, ref["pred_masks"].numpy(), atol=TOLERANCE, rtol=0)
+    np.testing.assert_allclose(logits, ref["pred_logits"].numpy(), atol=TOLERANCE, rtol=0)
+
+
+def test_export_leaves_no_temporary_files(exported):
+    _, _, out = exported
+    assert sorted(p.name for p in out.parent.iterdir()) == ["model.onnx"]
+
+
+def test_export_cli_errors_are_one_line(exported, tmp_path, capsys):
+    _, ckpt, _ = exported
+    assert main(["export", "onnx", str(tmp_path / "missing.pt"), str(tmp_path / "x.onnx")]) == 2
+    assert "missing.pt" in capsys.readouterr().err
+    assert main(["export", "onnx", str(ckpt), str(tmp_path / "x.onnx"), "--size", "50", "64"]) == 2
+    assert "multiples of 32" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()

@@ -1,0 +1,176 @@
+"""maskformer.fast (folded FrozenBN, channels-last, bf16) and maskformer.fused_inference (labels in strips).
+
+References are the unoptimised model and the unfused post-processing (tests/test_inference.py checks those against
+independent transcriptions), plus a hand-computed fold of one layer.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import maskformer
+import maskformer.fused_inference as fused
+from maskformer.fast import FastModel, fold_frozen_batchnorm, prepare_for_inference
+from maskformer.inference import semantic_from_outputs
+from maskformer.modeling.backbone.norm import FrozenBatchNorm2d
+from maskformer.modeling.layers import ConvNorm
+
+DEMO_YAML = Path(maskformer.__file__).parent / "resources" / "demo.yaml"
+DEMO = ["model.backbone.norm=FrozenBN", "model.num_queries=8", "model.dec_layers=2"]
+
+
+def _randomize_frozen_bn(model: torch.nn.Module, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, FrozenBatchNorm2d):
+            n = m.num_features
+            m.weight.copy_(1 + 0.2 * torch.randn(n, generator=g))
+            m.bias.copy_(0.1 * torch.randn(n, generator=g))
+            m.running_mean.copy_(0.1 * torch.randn(n, generator=g))
+            m.running_var.copy_(torch.exp(0.3 * torch.randn(n, generator=g)))
+
+
+@pytest.fixture(scope="module")
+def demo_model() -> torch.nn.Module:
+    cfg = maskformer.load_config(DEMO_YAML, DEMO)
+    torch.manual_seed(0)
+    model = maskformer.build_model(cfg).eval()
+    with torch.no_grad():
+        _randomize_frozen_bn(model, 1)
+    return model
+
+
+def test_fold_one_layer_matches_hand_computed_affine():
+    conv = ConvNorm(3, 4, 3, padding=1, norm=FrozenBatchNorm2d(4), relu=True)
+    with torch.no_grad():
+        conv.norm.weight.copy_(torch.tensor([2.0, -1.0, 0.5, 1.0]))
+        conv.norm.bias.copy_(torch.tensor([0.1, 0.2, -0.3, 0.0]))
+        conv.norm.running_mean.copy_(torch.tensor([1.0, 0.0, -2.0, 0.5]))
+        conv.norm.running_var.copy_(torch.tensor([4.0, 1.0, 0.25, 9.0]) - conv.norm.eps)
+    x = torch.randn(2, 3, 9, 7)
+    # hand: y = relu((conv(x) - mean) / sqrt(var) * weight + bias) with var + eps = 4, 1, 0.25, 9
+    raw = F.conv2d(x, conv.weight, None, padding=1)
+    scale = torch.tensor([2.0 / 2, -1.0 / 1, 0.5 / 0.5, 1.0 / 3]).view(1, 4, 1, 1)
+    mean, bias = (
+        torch.tensor([1.0, 0.0, -2.0, 0.5]).view(1, 4, 1, 1),
+        torch.tensor([0.1, 0.2, -0.3, 0.0]).view(1, 4, 1, 1),
+    )
+    expected = torch.relu((raw - mean) * scale + bias)
+    folded = copy.deepcopy(conv)
+    assert fold_frozen_batchnorm(folded) == 1
+    assert folded.norm is None and folded.bias is not None
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(conv(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_training_batchnorm_and_groupnorm_are_not_folded():
+    bn = ConvNorm(3, 4, 1, norm=torch.nn.BatchNorm2d(4))  # train mode: batch statistics, not an affine
+    gn = ConvNorm(3, 32, 1, norm=torch.nn.GroupNorm(8, 32))
+    assert fold_frozen_batchnorm(torch.nn.Sequential(bn, gn)) == 0
+    assert isinstance(bn.norm, torch.nn.BatchNorm2d) and isinstance(gn.norm, torch.nn.GroupNorm)
+    bn.eval()
+    assert fold_frozen_batchnorm(bn) == 1
+
+
+def test_prepared_model_matches_and_leaves_the_original_untouched(demo_model):
+    before = {k: v.clone() for k, v in demo_model.state_dict().items()}
+    n_frozen = sum(isinstance(m, FrozenBatchNorm2d) for m in demo_model.modules())
+    fast = prepare_for_inference(demo_model)
+    assert isinstance(fast, FastModel) and not fast.training
+    assert sum(isinstance(m, FrozenBatchNorm2d) for m in fast.modules()) == 0 < n_frozen
+    after = demo_model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    assert sum(isinstance(m, FrozenBatchNorm2d) for m in demo_model.modules()) == n_frozen
+    x = torch.randn(2, 3, 96, 128, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref, got = demo_model(x, with_aux=False), fast(x)
+    assert ref["pred_masks"].std() > 0.1  # the comparison means something
+    for key in ("pred_logits", "pred_masks"):
+        assert got[key].dtype == torch.float32 and got[key].is_contiguous()
+        torch.testing.assert_close(got[key], ref[key], atol=1e-4, rtol=1e-4)
+    assert fast.size_divisibility == demo_model.size_divisibility
+    assert torch.equal(fast.pixel_mean, demo_model.pixel_mean)
+
+
+def test_bf16_outputs_are_float32_and_close(demo_model):
+    fast = prepare_for_inference(demo_model, bf16=True)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ref, got = demo_model(x, with_aux=False), fast(x)
+    assert got["pred_masks"].dtype == torch.float32
+    err = (got["pred_masks"] - ref["pred_masks"]).abs().max()
+    # bf16 keeps 8 mantissa bits: a few percent of the output range after a dozen layers, but not exact
+    assert 0 < err < 0.1 * ref["pred_masks"].abs().max()
+
+
+def _outputs(q: int, k: int, low: tuple[int, int], seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(1, q, max(1, low[0] // 4), max(1, low[1] // 4), generator=g) * 4
+    masks = F.interpolate(coarse, size=low, mode="bilinear") + torch.randn(1, q, *low, generator=g)
+    return {"pred_logits": torch.randn(1, q, k + 1, generator=g) * 3, "pred_masks": masks}
+
+
+@pytest.mark.parametrize(
+    ("low", "image_size", "output_size", "fast"),
+    [
+        ((16, 16), (64, 64), (64, 64), False),  # no padding, no resize: the fused exact path
+        ((16, 24), (61, 83), (61, 83), False),  # padding cropped, sizes not multiples of 4 or of the strip
+        ((16, 24), (61, 83), (40, 50), False),  # a resize: the unfused fallback
+        ((16, 24), (61, 83), (70, 90), True),  # the approximate 1/4-resolution path, resampled in strips
+    ],
+)
+def test_fused_labels_equal_argmax_of_unfused_scores(monkeypatch, low, image_size, output_size, fast):
+    monkeypatch.setattr(fused, "_STRIP_FLOATS", 7 * 83)  # force many strips (a handful of rows each)
+    outputs = _outputs(12, 7, low, seed=sum(image_size))
+    padded = (4 * low[0], 4 * low[1])
+    expected = semantic_from_outputs(outputs, [image_size], [output_size], input_size=padded, fast=fast)[0].argmax(0)
+    got = fused.semantic_labels_from_outputs(outputs, [image_size], [output_size], input_size=padded, fast=fast)[0]
+    assert got.shape == output_size and got.dtype == torch.int64
+    assert len(torch.unique(expected)) > 3  # labels vary, so equality is informative
+    assert torch.equal(got, expected)
+
+
+def test_strip_rows_are_multiples_of_four_for_the_exact_path():
+    rows = fused._strip_rows(150, 512, 4)
+    assert rows % 4 == 0 and rows * 150 * 512 <= fused._STRIP_FLOATS and rows >= 4
+    assert fused._strip_rows(10_000, 10_000, 4) == 4  # never zero rows
+
+
+def test_predictor_with_prepared_model_gives_the_same_labels(demo_model):
+    g = np.random.default_rng(0)
+    image = g.integers(0, 256, (100, 140, 3), dtype=np.uint8)
+    kw = {"min_size": 100, "max_size": 1000}
+    ref = maskformer.Predictor(demo_model, **kw)(image)
+    got = maskformer.Predictor(prepare_for_inference(demo_model), **kw)(image)
+    assert ref.shape == got.shape == (100, 140)
+    # fp32 rounding (~1e-6) can only flip exact near-ties
+    assert (ref == got).float().mean() > 0.999
+    assert math.isfinite(float(got.float().mean()))
+
+
+@pytest.mark.parametrize("alpha", [0.25, 0.6])
+def test_fused_focal_dice_values_and_gradients_match_unfused(alpha):
+    from maskformer.fused_loss import focal_dice_loss
+    from maskformer.losses import dice_loss, sigmoid_focal_loss
+
+    g = torch.Generator().manual_seed(5)
+    x = (torch.randn(4, 257, generator=g, dtype=torch.float64) * 5).requires_grad_()
+    t = torch.rand(4, 257, generator=g) > 0.7
+    t[1] = False  # a mask with no positive pixel
+    focal_ref = sigmoid_focal_loss(x, t.double(), 2.5, alpha=alpha)
+    dice_ref = dice_loss(x, t.double(), 2.5)
+    (grad_ref,) = torch.autograd.grad(20 * focal_ref + 0.5 * dice_ref, x)
+    focal, dice = focal_dice_loss(x, t, 2.5, alpha=alpha)
+    (grad,) = torch.autograd.grad(20 * focal + 0.5 * dice, x)
+    torch.testing.assert_close(focal, focal_ref, atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(dice, dice_ref, atol=1e-12, rtol=1e-10)
+    assert grad_ref.abs().max() > 1e-3
+    torch.testing.assert_close(grad, grad_ref, atol=1e-12, rtol=1e-9)

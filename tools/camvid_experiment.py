@@ -1,0 +1,502 @@
+"""The paper's central comparison (Tables 2 and 4a/4b) at CPU scale on CamVid: four formulations, one backbone.
+
+One command trains PerPixelBaseline, PerPixelBaseline+, MaskFormer-fixed and MaskFormer sequentially from scratch
+(configs/camvid/*.yaml, identical except the formulation), evaluates each *final* model on CamVid val (no
+best-checkpoint picking), and writes docs/RESULTS.md plus docs/camvid_miou_vs_time.png after every variant, so
+partial results survive an interrupted run::
+
+    .venv/bin/python tools/camvid_experiment.py --output-dir runs/camvid
+    .venv/bin/python tools/camvid_experiment.py --quick --output-dir runs/camvid-quick   # smoke run, few iterations
+
+Training and evaluation run as ``maskformer`` subprocesses with one intra-op thread (``--threads``): on this shared
+2-core machine two OpenMP threads stall badly whenever another process holds a core (measured: a forward pass went
+from 0.02 s to 1.9 s), while one thread plus the data-loader worker process uses both cores steadily.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+MASKFORMER = [sys.executable, "-m", "maskformer.cli"]
+
+
+@dataclass
+class Variant:
+    """One formulation: ``key`` (directory name), the paper's ``name``, and its config file."""
+
+    key: str
+    name: str
+    config: Path
+    what: str
+
+
+CAMVID_VARIANTS = [
+    Variant("per_pixel", "PerPixelBaseline", REPO / "configs/camvid/per_pixel.yaml", "per-pixel softmax, no decoder"),
+    Variant("per_pixel_plus", "PerPixelBaseline+", REPO / "configs/camvid/per_pixel_plus.yaml",
+            "per-pixel softmax + transformer decoder, Q = K"),
+    Variant("maskformer_fixed", "MaskFormer-fixed", REPO / "configs/camvid/maskformer_fixed.yaml",
+            "mask classification, N = K, fixed matching"),
+    Variant("maskformer", "MaskFormer", REPO / "configs/camvid/maskformer.yaml",
+            "mask classification, N = 32, bipartite matching"),
+]  # fmt: skip
+
+
+@dataclass
+class RunResult:
+    """What the report needs from one trained variant (``curve``: (train seconds, val mIoU) pairs)."""
+
+    variant: Variant
+    final: dict[str, Any]
+    iterations: int
+    wall_seconds: float
+    train_seconds: float
+    parameters: int
+    flops: int
+    curve: list[tuple[float, float]] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------------- running
+
+
+def run_cmd(cmd: list[str], *, threads: int, log: Path | None = None) -> str:
+    """Run a ``maskformer`` subprocess with ``threads`` intra-op threads; return stdout, raise on failure."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    if log is not None:
+        with log.open("a") as f:
+            f.write(f"$ {' '.join(cmd)}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}\n")
+    if proc.returncode != 0:
+        raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-2000:]}")
+    return proc.stdout
+
+
+def read_metrics(path: Path) -> tuple[list[dict], list[dict]]:
+    """``(loss records, eval records)`` of a metrics.jsonl file."""
+    losses, evals = [], []
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        if "eval" in rec:
+            evals.append(rec)
+        elif "iteration" in rec:
+            losses.append(rec)
+    return losses, evals
+
+
+def model_info(config: Path, size: tuple[int, int], overrides: list[str], threads: int) -> tuple[int, int]:
+    """``(parameters, FLOPs)`` of the model at input ``size`` (``maskformer info``; FLOPs as the paper counts them)."""
+    cmd = [*MASKFORMER, "info", str(config), "--size", str(size[0]), str(size[1]), "--json"]
+    for o in overrides:
+        cmd += ["--set", o]
+    info = json.loads(run_cmd(cmd, threads=threads))
+    return int(info["parameters"]["total"]), int(info["flops"]["original"])
+
+
+def train_and_evaluate(
+    variant: Variant,
+    *,
+    out: Path,
+    data_root: str | None,
+    overrides: list[str],
+    threads: int,
+    size: tuple[int, int],
+    reuse: bool,
+    report_only: bool = False,
+) -> RunResult:
+    """Train one variant (unless ``reuse`` and a final model exists), then evaluate the final model on val.
+
+    ``report_only``: neither train nor evaluate; read the saved evaluation of the final model (``metrics.json``).
+    """
+    run_dir = out / variant.key
+    log = out / "commands.log"
+    sets: list[str] = []
+    for o in overrides:
+        sets += ["--set", o]
+    root = ["--data-root", data_root] if data_root else []
+    final_model = run_dir / "model_final.pt"
+    timing = run_dir / "wall_seconds.txt"
+    if report_only and not (run_dir / "metrics.json").is_file():
+        raise FileNotFoundError(f"{run_dir / 'metrics.json'}: no saved evaluation (run without --report-only)")
+    if not report_only and not (reuse and final_model.is_file() and timing.is_file()):
+        if run_dir.exists():
+            for f in ("metrics.jsonl", "checkpoint_last.pt", "model_final.pt"):
+                (run_dir / f).unlink(missing_ok=True)
+        tic = time.perf_counter()
+        run_cmd([*MASKFORMER, "train", str(variant.config), "--output-dir", str(run_dir), "--quiet", *root, *sets],
+                threads=threads, log=log)  # fmt: skip
+        timing.write_text(f"{time.perf_counter() - tic:.1f}\n")
+    wall = float(timing.read_text())
+    # The final model, evaluated by the same command anyone can run on it (and on the held-out test split).
+    if report_only:
+        final = json.loads((run_dir / "metrics.json").read_text())
+    else:
+        text = run_cmd([*MASKFORMER, "eval", str(final_model), *root, "--split", "val", "--json",
+                        "--output-dir", str(run_dir)], threads=threads, log=log)  # fmt: skip
+        final = json.loads(text)
+    losses, evals = read_metrics(run_dir / "metrics.jsonl")
+    curve = [(float(e["train_seconds"]), float(e["eval"]["mIoU"])) for e in evals]
+    params, flops = model_info(variant.config, size, overrides, threads)
+    iterations = max((int(r["iteration"]) for r in losses + evals), default=0)
+    train_seconds = float(evals[-1]["train_seconds"]) if evals else 0.0
+    return RunResult(variant=variant, final=final, iterations=iterations, wall_seconds=wall,
+                     train_seconds=train_seconds, parameters=params, flops=flops, curve=curve,
+                     overrides=list(overrides))  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------------- report
+
+
+def _f(x: float | None, digits: int = 1) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def results_table(results: list[RunResult]) -> str:
+    """Markdown table: mIoU, PQ^St/SQ^St/RQ^St, fwIoU, pixel accuracy, params, FLOPs, iterations, time."""
+    rows = [
+        "| variant | formulation | mIoU | PQ^St | SQ^St | RQ^St | pACC | params | GFLOPs | iters | train s | wall s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        st = r.final.get("PQ_St", {})
+        rows.append(
+            f"| {r.variant.name} | {r.variant.what} | {_f(r.final.get('mIoU'))} | {_f(st.get('PQ'))} | "
+            f"{_f(st.get('SQ'))} | {_f(st.get('RQ'))} | {_f(r.final.get('pACC'))} | {r.parameters / 1e6:.2f} M | "
+            f"{r.flops / 1e9:.2f} | {r.iterations} | {r.train_seconds:.0f} | {r.wall_seconds:.0f} |"
+        )
+    return "\n".join(rows)
+
+
+def per_class_table(results: list[RunResult], class_names: list[str]) -> str:
+    """Markdown table of per-class IoU (rows: classes, columns: variants)."""
+    head = "| class | " + " | ".join(r.variant.name for r in results) + " |"
+    sep = "|---|" + "---:|" * len(results)
+    rows = [head, sep]
+    for i, name in enumerate(class_names):
+        cells = []
+        for r in results:
+            iou = r.final.get("IoU", [])
+            cells.append(_f(iou[i]) if i < len(iou) and iou[i] is not None else "–")
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def plot_curves(results: list[RunResult], path: Path, *, title: str) -> None:
+    """Validation mIoU against training seconds, one line per variant (PNG, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    for r in results:
+        if r.curve:
+            xs, ys = zip(*r.curve)
+            ax.plot([x / 60 for x in xs], ys, marker="o", markersize=3, label=r.variant.name)
+    ax.set_xlabel("training time (minutes, evaluation excluded)")
+    ax.set_ylabel("val mIoU (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def ordering_verdict(results: list[RunResult]) -> str:
+    """Plain-language comparison against the paper's predictions for a few-class dataset (K = 11)."""
+    by = {r.variant.key: r for r in results}
+    lines = []
+
+    def miou(k: str) -> float:
+        return float(by[k].final["mIoU"])
+
+    def pq(k: str) -> float:
+        return float(by[k].final["PQ_St"]["PQ"])
+
+    def cmp(a: str, b: str) -> str:
+        da, dp = miou(a) - miou(b), pq(a) - pq(b)
+        word_m = "higher" if da > 0 else "not higher"
+        word_p = "higher" if dp > 0 else "not higher"
+        head = f"{by[a].variant.name} vs {by[b].variant.name}"
+        return f"{head}: mIoU {da:+.1f}, PQ^St {dp:+.1f} ({word_m} mIoU, {word_p} PQ^St)"
+
+    pairs = [("maskformer", "per_pixel"), ("maskformer", "per_pixel_plus"), ("maskformer", "maskformer_fixed"),
+             ("maskformer_fixed", "per_pixel_plus"), ("per_pixel_plus", "per_pixel")]  # fmt: skip
+    for a, b in pairs:
+        if a in by and b in by:
+            lines.append(f"- {cmp(a, b)}")
+    return "\n".join(lines) if lines else "- (not enough variants finished to compare)"
+
+
+def write_report(
+    results: list[RunResult],
+    *,
+    path: Path,
+    plot_name: str,
+    class_names: list[str],
+    command: str,
+    setup: str,
+    discussion: str,
+    pending: list[str],
+    extra_sections: str = "",
+) -> None:
+    """Write the whole RESULTS.md (called after every variant, so it is always consistent with what ran)."""
+    parts = [
+        "# MaskFormer vs per-pixel classification at CPU scale (CamVid, from scratch)",
+        "",
+        f"Reproduce every number on this page with one command (from the repository root):\n\n```\n{command}\n```",
+        "",
+        "## Setup",
+        "",
+        setup,
+        "",
+        "## CamVid val (101 images, 11 classes), final models",
+        "",
+        results_table(results) if results else "(no variant finished yet)",
+        "",
+    ]
+    if pending:
+        parts += [f"Not finished yet (or not run): {', '.join(pending)}.", ""]
+    parts += [
+        "mIoU, pACC, PQ^St, SQ^St, RQ^St in percent, from `maskformer eval <run>/model_final.pt --split val`. "
+        "`train s` = summed optimisation-step time (evaluation excluded); `wall s` = wall clock of the whole "
+        "`maskformer train` process including the periodic evaluations. GFLOPs at the test input size, counted "
+        "as the paper does (`maskformer info`).",
+        "",
+        f"![val mIoU against training time]({plot_name})",
+        "",
+        "### Per-class IoU (val)",
+        "",
+        per_class_table(results, class_names) if results else "(none yet)",
+        "",
+        "### Pairwise differences (val, this run)",
+        "",
+        ordering_verdict(results),
+        "",
+        discussion,
+        "",
+    ]
+    if extra_sections:
+        parts += [extra_sections, ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts))
+
+
+SETUP = """\
+- Data: CamVid, SegNet 11-class version (`../shared/datasets/camvid`: 367 train, 101 val; ignore label 11).
+  Training: shortest side resized to one of 144-216 (scale 0.8-1.2 of half resolution), random 160x224 crop,
+  SSD colour jitter, horizontal flip. Test: shortest side 180 (240x180, half resolution), predictions upsampled
+  to the full 480x360 label map.
+- Model (identical for all four except the formulation): ResNet with blocks [2,2,2,2], stem 32, bottleneck width 16,
+  **BatchNorm, random initialisation — no pretrained weights exist on this machine, everything is trained from
+  scratch**; FPN pixel decoder with 96 channels (GN), mask embedding 96; transformer decoder 6 layers, hidden 128,
+  4 heads, FFN 512, no dropout, deep supervision (per-pixel baseline: none — it has no decoder).
+- Variants (paper Table 2 / 4a-4b): PerPixelBaseline (`per_pixel`), PerPixelBaseline+ (`per_pixel_plus`, Q = K = 11
+  queries, one per class, no class head, per-pixel cross-entropy), MaskFormer-fixed (`maskformer`, N = K = 11,
+  `loss.matching=fixed`), MaskFormer (`maskformer`, N = 32 queries, Hungarian matching). Loss weights as the paper
+  (class 1, focal 20, dice 1, no-object 0.1).
+- Optimisation (identical): AdamW lr 1e-3 (backbone multiplier 1.0 because the backbone is not pretrained), weight
+  decay 1e-4, 100 warm-up iterations then poly 0.9, batch 8, {iters} iterations (~{epochs:.0f} epochs), full-model
+  gradient clipping at 1.0 (the original's 0.01 is too strict from scratch; changed for all four alike), fp32
+  (bf16 autocast measured 3-20x *slower* per iteration on this CPU), seed 0, **one run per variant**.
+- Machine: 2 CPU cores shared with other engineers' jobs; each run uses one intra-op thread + one data worker.
+  Times are therefore noisy; iteration counts (not time limits) fix the amount of training so the numbers are
+  reproducible up to floating-point non-determinism."""
+
+
+CAMVID_DISCUSSION = """\
+### What the paper predicts for 11 classes, and what happened
+
+The paper (Table 2, Table 4; ResNet-50/101, ImageNet-pretrained, GPU schedules) finds that with everything else equal
+(i) mask classification beats per-pixel classification, more so with more classes: MaskFormer minus PerPixelBaseline+
+is +2.6 mIoU / +5.1 PQ^St on ADE20K (150 classes), +2.9 / +4.3 on COCO-Stuff (171), +3.5 / +2.9 on ADE20K-Full (847),
+but **+0.0 mIoU / +2.9 PQ^St on Cityscapes (19)**; (ii) on ADE20K, MaskFormer-fixed (N = K) beats PerPixelBaseline+
+by +1.8 mIoU / +2.0 PQ^St (Table 4a) and bipartite matching adds +0.5 mIoU / +3.1 PQ^St (Table 4b). CamVid has 11
+classes, fewer than Cityscapes, so the paper's prediction here is: **no mIoU gain for MaskFormer over
+PerPixelBaseline+, but a PQ^St gain (better recognition, RQ^St)**; the paper gives no few-class number for fixed vs
+bipartite matching.
+
+{verdict}
+
+Caveats that may explain departures from the paper: all models are trained from scratch for minutes on one CPU
+core (the paper fine-tunes ImageNet-pretrained backbones for 160k iterations with batch 16 on GPUs); the transformer
+decoder and the set-prediction loss converge more slowly from scratch than a per-pixel softmax, so short schedules
+favour the simpler formulations; one seed per variant, and differences of 1-2 points are within the seed-to-seed
+spread one expects on a 101-image val set; half resolution hurts thin classes (Pole, SignSymbol, Pedestrian,
+Bicyclist) for every variant; the decoder's memory is the stride-32 res5 map, only 5x7 tokens for a 160x224 training
+crop, which makes recognising each mask's class (needed by bipartite matching, not by fixed matching or per-pixel
+classification) harder than at the paper's 512x512 crops (in the synthetic study at 64x64, bipartite MaskFormer lagged
+far behind for this kind of reason).
+None of the curves has flattened at the end of the schedule, so the ordering at 1200 iterations need not be the
+ordering at convergence.
+
+### Val and the held-out test split
+
+The reported numbers are those of the final model of each run (no checkpoint selection on val). The SegNet test
+split (233 images) is not on this machine; evaluate it with
+`maskformer eval runs/camvid/<variant>/model_final.pt --data-root <CamVid root with test.txt> --split test`.
+Expect test to be *lower* than val: all 101 val images come from the drive 0016E5, from which 204 of the 367
+training images also come (neighbouring frames), while the test images are from other drives (0001TP, Seq05VD).
+
+### How the runs were executed
+
+Each `maskformer train`/`eval` subprocess runs with `OMP_NUM_THREADS=1`: on this shared 2-core machine, two OpenMP
+threads stalled whenever another process held a core (one forward pass measured 1.9 s with 2 threads vs 0.02 s with
+1 thread while another job ran). Other engineers' jobs (tests, benchmarks, demos; load average 5-11) and, for part
+of the time, this repository's synthetic study ran at the same time, so `train s` differs between variants partly
+for reasons unrelated to the model: per iteration, PerPixelBaseline measured 0.34 s and MaskFormer 0.72 s on an
+otherwise quiet core (~7 and ~15 minutes for 1200 iterations); under the load of the recorded run the two
+decoder-based MaskFormer variants took 21-24 minutes of wall clock each, above the 20-minute target. The four runs
+were sequential, one seed (0) each; there was no time for repeats."""
+
+
+def _class_names(meta_name: str) -> list[str]:
+    from maskformer.data import load_meta
+
+    return list(load_meta(meta_name).classes)
+
+
+def _parity(gap: float, tol: float = 1.0) -> str:
+    if abs(gap) <= tol:
+        return "parity (within 1 point)"
+    return "a gain" if gap > 0 else "a loss"
+
+
+def camvid_verdict(results: list[RunResult]) -> str:
+    """Whether the paper's few-class predictions held in this run (PerPixelBaseline+ is the paper's reference)."""
+    by = {r.variant.key: r for r in results}
+    if not all(k in by for k in ("per_pixel", "per_pixel_plus", "maskformer_fixed", "maskformer")):
+        return "**Verdict:** not all four variants have finished, so no verdict yet."
+    m = {k: float(r.final["mIoU"]) for k, r in by.items()}
+    p = {k: float(r.final["PQ_St"]["PQ"]) for k, r in by.items()}
+    gap_m, gap_p = m["maskformer"] - m["per_pixel_plus"], p["maskformer"] - p["per_pixel_plus"]
+    fix_m, fix_p = m["maskformer_fixed"] - m["per_pixel_plus"], p["maskformer_fixed"] - p["per_pixel_plus"]
+    bip_m, bip_p = m["maskformer"] - m["maskformer_fixed"], p["maskformer"] - p["maskformer_fixed"]
+    held_m = abs(gap_m) <= 1.0
+    return (
+        f"**Verdict (this run).** MaskFormer minus PerPixelBaseline+: mIoU {gap_m:+.1f}, PQ^St {gap_p:+.1f}. "
+        f"Prediction 'no mIoU gain with few classes' (paper, Cityscapes: +0.0): "
+        f"{'held' if held_m else 'did not hold'} — this run shows {_parity(gap_m)} in mIoU. "
+        f"Prediction 'PQ^St still improves' (paper: +2.9): {'held' if gap_p > 0 else 'did not hold'} "
+        f"({gap_p:+.1f}). "
+        f"MaskFormer-fixed minus PerPixelBaseline+ (Table 4a, ADE20K: +1.8 / +2.0): {fix_m:+.1f} mIoU, "
+        f"{fix_p:+.1f} PQ^St. MaskFormer (bipartite) minus MaskFormer-fixed (Table 4b, ADE20K: +0.5 / +3.1): "
+        f"{bip_m:+.1f} mIoU, {bip_p:+.1f} PQ^St." + _ranking(m, p, {k: r.variant.name for k, r in by.items()})
+    )
+
+
+def _ranking(m: dict[str, float], p: dict[str, float], names: dict[str, str]) -> str:
+    """Ranking sentence, and the departure the paper would not predict: the plain per-pixel baseline on top."""
+    order_m = sorted(m, key=m.get, reverse=True)
+    order_p = sorted(p, key=p.get, reverse=True)
+    text = (
+        f"\n\nRanking by mIoU: {' > '.join(names[k] for k in order_m)}; by PQ^St: "
+        f"{' > '.join(names[k] for k in order_p)}. In the paper PerPixelBaseline is the weakest of all (Table 2; "
+        "Cityscapes: 1.1 mIoU and 1.3 PQ^St below PerPixelBaseline+)."
+    )
+    if order_m[0] == "per_pixel" or order_p[0] == "per_pixel":
+        text += (
+            " **That part of the paper's ordering did not hold here:** the plainest model, with no transformer "
+            "decoder and half the parameters, is the best of the four in this run. Plausible reasons (not tested "
+            "here): trained from scratch for only ~26 epochs, the extra 1.7 M decoder parameters of the other "
+            "three have had too few updates to pay off (most curves in the plot were still rising at the end), "
+            "whereas in the paper all variants start from the same ImageNet-pretrained backbone and train for "
+            "127 epochs (ADE20K, 160k x 16 images); and one seed per variant cannot separate differences of a "
+            "few points from run-to-run noise."
+        )
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--output-dir", default="runs/camvid", help="run directories go here (default: runs/camvid)")
+    ap.add_argument("--data-root", default=None, help="CamVid root (default: ../shared/datasets/camvid)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 6 iterations per variant; report and plot go into the output dir",
+    )
+    ap.add_argument("--variants", nargs="*", default=None, help="subset of variant keys (default: all four)")
+    ap.add_argument("--threads", type=int, default=1, help="intra-op threads per process (default 1)")
+    ap.add_argument("--reuse", action="store_true", help="skip training variants whose final model exists")
+    ap.add_argument("--report", default="docs/RESULTS.md", help="report path (relative to the repo root)")
+    ap.add_argument("--plot", default="docs/camvid_miou_vs_time.png", help="plot path (relative to the repo root)")
+    ap.add_argument("--report-only", action="store_true", help="rewrite the report from finished runs' saved metrics")
+    ap.add_argument("--synthetic", action="store_true", help="afterwards also run the many-class synthetic study")
+    args = ap.parse_args(argv)
+
+    data_root = args.data_root or str((REPO.parent / "shared" / "datasets" / "camvid").resolve())
+    if not Path(data_root).is_dir():
+        print(f"error: CamVid not found at {data_root} (pass --data-root DIR)", file=sys.stderr)
+        return 2
+    out = (REPO / args.output_dir).resolve() if not Path(args.output_dir).is_absolute() else Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = out / "RESULTS.md" if args.quick else REPO / args.report
+    plot = out / "camvid_miou_vs_time.png" if args.quick else REPO / args.plot
+    variants = [v for v in CAMVID_VARIANTS if args.variants is None or v.key in args.variants]
+    overrides: list[str] = []
+    if args.quick:
+        overrides = ["train.max_iters=6", "train.eval_period=3", "solver.warmup_iters=2", "train.log_period=1",
+                     "train.checkpoint_period=0"]  # fmt: skip
+    from maskformer import load_config
+
+    cfg = load_config(variants[0].config, overrides)
+    iters, batch = cfg.train.max_iters, cfg.train.batch_size
+    size = (cfg.test.min_size, round(cfg.test.min_size * 480 / 360))
+    command = "\n".join(filter(None, [
+        f".venv/bin/python tools/camvid_experiment.py --output-dir {args.output_dir}"
+        + (" --quick" if args.quick else "") + (" --synthetic" if args.synthetic else ""),
+    ]))  # fmt: skip
+    setup = SETUP.format(iters=iters, epochs=iters * batch / 367)
+    names = _class_names("camvid")
+    results: list[RunResult] = []
+
+    def extra() -> str:
+        syn = REPO / "docs" / "RESULTS_synthetic.md"
+        if syn.is_file():
+            return ("## Many classes (synthetic)\n\nThe same four formulations on a generated many-class data set: "
+                    "see [RESULTS_synthetic.md](RESULTS_synthetic.md).")  # fmt: skip
+        return ("## Many classes (synthetic)\n\nNot run yet: `.venv/bin/python tools/synthetic_classes_experiment.py` "
+                "writes docs/RESULTS_synthetic.md.")  # fmt: skip
+
+    def write(pending: list[str]) -> None:
+        plot_curves(results, plot, title=f"CamVid val mIoU, from scratch, {iters} iterations")
+        discussion = CAMVID_DISCUSSION.format(verdict=camvid_verdict(results))
+        rel_plot = os.path.relpath(plot, report.parent)
+        write_report(results, path=report, plot_name=rel_plot, class_names=names, command=command, setup=setup,
+                     discussion=discussion, pending=pending, extra_sections=extra())  # fmt: skip
+
+    for v in variants:
+        if args.report_only and not (out / v.key / "metrics.json").is_file():
+            continue  # not finished: listed as pending
+        verb = "collecting" if args.report_only else "training"
+        print(f"[{time.strftime('%H:%M:%S')}] {verb} {v.name} ({v.config.name})", flush=True)
+        r = train_and_evaluate(v, out=out, data_root=data_root, overrides=overrides, threads=args.threads,
+                               size=size, reuse=args.reuse, report_only=args.report_only)  # fmt: skip
+        results.append(r)
+        print(f"[{time.strftime('%H:%M:%S')}] {v.name}: mIoU {r.final['mIoU']:.2f} PQ^St {r.final['PQ_St']['PQ']:.2f} "
+              f"train {r.train_seconds:.0f}s wall {r.wall_seconds:.0f}s", flush=True)  # fmt: skip
+        done = {r.variant.key for r in results}
+        write([w.name for w in variants if w.key not in done])
+    if args.synthetic:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import synthetic_classes_experiment
+
+        synthetic_classes_experiment.main(["--output-dir", str(out.parent / (out.name + "-synthetic"))]
+                                          + (["--quick"] if args.quick else []))  # fmt: skip
+        write([])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
