@@ -186,17 +186,20 @@ def write_report(path: Path, sections: dict[int, list[RunResult]], *, command: s
         parts += ["| K | MaskFormer - PerPixelBaseline+ (mIoU) | MaskFormer - MaskFormer-fixed (mIoU) |",
                   "|---:|---:|---:|"] + [f"| {k} | {g:+.1f} | {f:+.1f} |" for k, g, f in gaps]  # fmt: skip
         grew = gaps[-1][1] > gaps[0][1]
-        weak = [k for k, rs in sections.items() if max(float(r.final["mIoU"]) for r in rs) < 20.0]
+        weak = [k for k, rs in sections.items()
+                if max(float(r.final["mIoU"]) for r in rs if r.variant.key != "per_pixel") < 20.0]  # fmt: skip
         parts += ["", f"The paper predicts the MaskFormer - per-pixel gap grows with K. In this run it "
-                  f"{'grew' if grew else 'did not grow'} ({gaps[0][1]:+.1f} at K = {gaps[0][0]} vs "
+                  f"{'grew numerically' if grew else 'did not grow'} ({gaps[0][1]:+.1f} at K = {gaps[0][0]} vs "
                   f"{gaps[-1][1]:+.1f} at K = {gaps[-1][0]}). One seed, minutes of training from scratch: read "
                   "differences of a few points as noise."]  # fmt: skip
         if weak:
             parts += [
                 "",
-                f"**Caveat:** at K = {', '.join(map(str, weak))} no variant exceeded 20 % mIoU after "
-                f"{iters} iterations from scratch: the models have barely begun to learn these classes, so the "
-                "gap there says little about the formulations and this experiment cannot confirm or refute "
+                f"**Caveat:** at K = {', '.join(map(str, weak))} no variant with a transformer decoder exceeded 20 % "
+                f"mIoU after {iters} iterations from scratch (PerPixelBaseline, without one, did): they have barely "
+                "begun to learn these classes, so the "
+                "numerical change of the gap is an artefact of every decoder variant failing; it says little about the "
+                "formulations, and this experiment cannot confirm or refute "
                 "the paper's trend. A longer schedule is needed (not affordable in this session).",
             ]
     else:
