@@ -13,6 +13,7 @@ from torch import nn
 from .backbone.base import Backbone
 from .heads import TransformerPredictor
 from .layers import c2_msra_fill
+from .maskformer import set_input_spec
 
 
 class PerPixelBaseline(nn.Module):
@@ -35,9 +36,7 @@ class PerPixelBaseline(nn.Module):
         self.predictor = nn.Conv2d(mask_dim, num_classes, 1)
         c2_msra_fill(self.predictor)
         self.num_classes = num_classes
-        self.size_divisibility = size_divisibility
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32), persistent=False)
+        set_input_spec(self, size_divisibility=size_divisibility, pixel_mean=pixel_mean, pixel_std=pixel_std)
 
     def forward(self, images: torch.Tensor, *, with_aux: bool = True) -> dict:
         mask_features, _ = self.pixel_decoder(self.backbone(images))
@@ -63,9 +62,7 @@ class PerPixelBaselinePlus(PerPixelBaseline):
         self.pixel_decoder = pixel_decoder
         self.predictor = predictor
         self.num_classes = num_classes
-        self.size_divisibility = size_divisibility
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32), persistent=False)
+        set_input_spec(self, size_divisibility=size_divisibility, pixel_mean=pixel_mean, pixel_std=pixel_std)
 
     def forward(self, images: torch.Tensor, *, with_aux: bool = True) -> dict:
         features = self.backbone(images)

@@ -13,6 +13,15 @@ from .backbone.base import Backbone
 from .heads import TransformerPredictor
 
 
+def set_input_spec(
+    module: nn.Module, *, size_divisibility: int, pixel_mean: tuple[float, ...], pixel_std: tuple[float, ...]
+) -> None:
+    """The input a segmentation model expects: 0..255 RGB statistics ([3], not saved) and the padding multiple."""
+    module.size_divisibility = size_divisibility
+    module.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32), persistent=False)
+    module.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32), persistent=False)
+
+
 class MaskFormer(nn.Module):
     """``forward(images [B,3,H,W], with_aux=True)`` ->
     ``{"pred_logits": [B,Q,K+1], "pred_masks": [B,Q,H/4,W/4], "aux_outputs": [5 x {"pred_logits", "pred_masks"}]}``.
@@ -41,9 +50,7 @@ class MaskFormer(nn.Module):
         self.predictor = predictor
         self.num_classes = num_classes
         self.transformer_in_feature = transformer_in_feature
-        self.size_divisibility = size_divisibility
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32), persistent=False)
+        set_input_spec(self, size_divisibility=size_divisibility, pixel_mean=pixel_mean, pixel_std=pixel_std)
 
     def forward(self, images: torch.Tensor, *, with_aux: bool = True) -> dict:
         features = self.backbone(images)
