@@ -18,7 +18,9 @@ Parts:
   ``output_hidden_states=True`` (HF_NOTES §8.2) and then computes 6 auxiliary losses (all 6 decoder layers again)
   on top of the final one; ours computes 1 + 5. Ours: exact loss, point_sample, and exact loss with channels-last.
   transformers' ResNet trains its BatchNorm layers (batch statistics, 154 more parameter tensors); ours keeps FrozenBN
-  as the original.
+  as the original. Sides: ours_exact (channels-last, as ``maskformer train`` does by default), ours_exact_contiguous
+  (NCHW), ours_point_sample (``loss.point_sample=true``), and bf16 autocast (``train.amp=bf16``; losses in fp32) for
+  both implementations (ours_bf16, transformers_bf16).
 - matcher: benchmarks/bench_matcher.py (its own alternating timing).
 - onnx: `maskformer.export.export_onnx` of the R50 lean model, onnxruntime vs PyTorch max |diff|.
 
@@ -162,6 +164,7 @@ def bench_inference(reps: int, size: int, parts: set[str]) -> dict:
         image = image[0].permute(1, 2, 0).to(torch.uint8).numpy()
         kw = {"min_size": size, "max_size": 4 * size}
         exact, p32, p16 = Predictor(ours, **kw), Predictor(fast32, **kw), Predictor(fast16, **kw)
+        p16_fast = Predictor(fast16, fast=True, **kw)  # + masks combined at 1/4 resolution (approximate)
 
         def hf_predict() -> torch.Tensor:
             inputs = processor(images=[image], return_tensors="pt")
@@ -169,7 +172,7 @@ def bench_inference(reps: int, size: int, parts: set[str]) -> dict:
 
         med = _interleaved(
             {"transformers": hf_predict, "ours_exact": lambda: exact(image), "ours_fp32": lambda: p32(image),
-             "ours_bf16": lambda: p16(image)},
+             "ours_bf16": lambda: p16(image), "ours_bf16_fast_post": lambda: p16_fast(image)},
             reps,
         )  # fmt: skip
         ref = exact(image)
@@ -185,6 +188,7 @@ def bench_inference(reps: int, size: int, parts: set[str]) -> dict:
         result["predict_agreement_with_exact"] = {
             "ours_fp32": float((p32(image) == ref).double().mean()),
             "ours_bf16": float((p16(image) == ref).double().mean()),
+            "ours_bf16_fast_post": float((p16_fast(image) == ref).double().mean()),
             "transformers": float((hf_predict() == ref).double().mean()),
         }
     return result
@@ -211,25 +215,32 @@ def train_worker(side: str, steps: int, size: int) -> dict:
     g = torch.Generator().manual_seed(2)
     x = torch.randn(2, 3, size, size, generator=g)
     targets = _train_targets(cfg, 2, size, g)
-    if side == "transformers":
+    bf16 = side.endswith("_bf16")
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+    if side.startswith("transformers"):
         del ours
         model = hf.train()
         mask_labels = [t["masks"].float() for t in targets]
         class_labels = [t["labels"] for t in targets]
 
         def step() -> None:
-            out = model(pixel_values=x, mask_labels=mask_labels, class_labels=class_labels, output_hidden_states=True)
+            with autocast:
+                out = model(
+                    pixel_values=x, mask_labels=mask_labels, class_labels=class_labels, output_hidden_states=True
+                )
             out.loss.backward()
     else:
         del hf
         model = ours.train()
         criterion = build_criterion(cfg)
-        if side == "ours_exact_channels_last":  # NHWC weights and input: oneDNN's faster conv backward kernels
+        if side != "ours_exact_contiguous":  # NHWC weights and input, as `maskformer train` does by default
             model = model.to(memory_format=torch.channels_last)
             x = x.contiguous(memory_format=torch.channels_last)
 
         def step() -> None:
-            criterion(model(x), targets)["loss"].backward()
+            with autocast:
+                outputs = model(x)
+            criterion(_float_outputs(outputs), targets)["loss"].backward()
 
     import gc
 
@@ -245,6 +256,17 @@ def train_worker(side: str, steps: int, size: int) -> dict:
             times.append(time.perf_counter() - start)
     peak_mb = _status_mb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"side": side, "seconds": times, "peak_rss_mb": peak_mb, "rss_before_mb": rss_before, "peak_reset": reset}
+
+
+def _float_outputs(out: object) -> object:
+    """Losses in fp32 under autocast, as engine/train.py does."""
+    if isinstance(out, torch.Tensor):
+        return out.float()
+    if isinstance(out, dict):
+        return {k: _float_outputs(v) for k, v in out.items()}
+    if isinstance(out, list):
+        return [_float_outputs(v) for v in out]
+    return out
 
 
 def _reset_peak_rss() -> bool:
@@ -279,7 +301,14 @@ def bench_onnx(size: int) -> dict:
 
 
 def bench_train(steps: int, size: int, rounds: int) -> dict:
-    sides = ["ours_exact", "transformers", "ours_point_sample", "ours_exact_channels_last"]
+    sides = [
+        "ours_exact",
+        "transformers",
+        "ours_point_sample",
+        "ours_exact_contiguous",
+        "ours_bf16",
+        "transformers_bf16",
+    ]
     runs: dict[str, list[dict]] = {s: [] for s in sides}
     for r in range(rounds):
         for side in sides if r % 2 == 0 else sides[::-1]:  # alternate the order between rounds
@@ -313,12 +342,16 @@ def _report(results: dict, args: argparse.Namespace, load_before: float) -> str:
         f"- Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} "
         f"torch threads; load average before {load_before:.2f}, after {os.getloadavg()[0]:.2f} (shared machine)",
         f"- Versions: torch {torch.__version__}, transformers {transformers.__version__}",
-        f"- R50 MaskFormer, ADE20K-150 shape, random weights (same in both), {args.size}x{args.size}, "
-        f"median of {args.reps} interleaved repetitions after 1 warm-up; ratio = ours / transformers",
-        "",
-        "| part | variant | median s | ratio to transformers |",
-        "|---|---|---|---|",
+        f"- R50 MaskFormer, ADE20K-150 shape, random weights (same in both), {args.size}x{args.size}; "
+        + (
+            f"inference: median of {args.reps} interleaved repetitions after 1 warm-up; "
+            if "forward" in results or "post" in results or "predict" in results
+            else ""
+        )
+        + "ratio = ours / transformers",
     ]
+    if any(part in results for part in ("forward", "post", "predict")):
+        lines += ["", "| part | variant | median s | ratio to transformers |", "|---|---|---|---|"]
     for part in ("forward", "post", "predict"):
         if part not in results:
             continue

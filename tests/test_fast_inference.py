@@ -174,3 +174,91 @@ def test_fused_focal_dice_values_and_gradients_match_unfused(alpha):
     torch.testing.assert_close(dice, dice_ref, atol=1e-12, rtol=1e-10)
     assert grad_ref.abs().max() > 1e-3
     torch.testing.assert_close(grad, grad_ref, atol=1e-12, rtol=1e-9)
+
+
+def _confident_outputs(q: int, k: int, low: tuple[int, int], seed: int, ties: bool) -> dict[str, torch.Tensor]:
+    """Trained-like outputs: a few queries own smooth regions with peaked class probabilities, the rest say
+    no-object. ``ties``: two queries share one class and two classes share one query's probability exactly, so some
+    pixels have exactly tied scores (argmax must then pick the first class, as the unfused path does)."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(1, q, max(2, low[0] // 8), max(2, low[1] // 8), generator=g) * 12
+    masks = F.interpolate(coarse, size=low, mode="bilinear") + 0.2 * torch.randn(1, q, *low, generator=g)
+    logits = torch.full((1, q, k + 1), -4.0)
+    logits[0, :, k] = 4.0  # no-object by default
+    owners = torch.randperm(q, generator=g)[: max(2, q // 3)]
+    logits[0, owners, torch.randint(0, k, (len(owners),), generator=g)] = 6.0
+    if ties:
+        logits[0, owners[1], :k] = -4.0
+        logits[0, owners[1], 0] = logits[0, owners[1], 1] = 6.0  # one query, two classes with equal probability
+        masks[0, owners[1]] = 30.0  # that query is certain everywhere: classes 0 and 1 tie wherever it dominates
+    return {"pred_logits": logits, "pred_masks": masks}
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(
+    ("low", "image_size"),
+    [((32, 32), (128, 128)), ((24, 40), (93, 150)), ((16, 48), (64, 192)), ((2, 9), (7, 33))],
+)
+def test_certified_labels_equal_the_unfused_argmax(monkeypatch, low, image_size, threads):
+    """The certified path (score bounds per 2x2 cell, exact pieces elsewhere) gives the unfused label map exactly, for
+    confident outputs (most cells certified), exact ties, padding crops and tiny maps; and it certifies most cells."""
+    monkeypatch.setattr(fused, "_MAX_UNCERTAIN", 1.0)  # never fall back to strips (small maps are mostly boundary)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        padded = (4 * low[0], 4 * low[1])
+        for seed in range(6):
+            outputs = _confident_outputs(16, 9, low, seed, ties=seed % 2 == 1)
+            expected = semantic_from_outputs(outputs, [image_size], [image_size], input_size=padded)[0].argmax(0)
+            got = fused._certified_labels(outputs["pred_logits"][0], outputs["pred_masks"][0], image_size)
+            assert got is not None and torch.equal(got, expected), (seed, low, image_size)
+            assert len(torch.unique(expected)) >= 2 or low[0] < 4  # (a 2 x 9 map may hold one region)
+        probs = F.softmax(outputs["pred_logits"][0], -1)[:, :-1].contiguous()
+        _, certain = fused._certain_cells(probs, outputs["pred_masks"][0])
+        if low[0] >= 16:  # the certificate does work, and boundaries are left to the exact path
+            assert 0.5 < certain.float().mean() < 1.0
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_certified_labels_decline_when_they_cannot_be_bit_exact():
+    outputs = _confident_outputs(8, 5, (16, 17), 0, ties=False)
+    # a full-width row of 68 pixels (not a multiple of the alignment) is vectorised differently by the unfused path
+    assert fused._certified_labels(outputs["pred_logits"][0], outputs["pred_masks"][0], (64, 68)) is None
+    bad = outputs["pred_masks"][0].clone()
+    bad[0, 3, 3] = float("nan")
+    assert fused._certified_labels(outputs["pred_logits"][0], bad, (64, 60)) is None
+    # ... and the public function still returns the unfused labels there
+    padded = (64, 68)
+    expected = semantic_from_outputs(outputs, [(64, 68)], [(64, 68)], input_size=padded)[0].argmax(0)
+    assert torch.equal(fused.semantic_labels_from_outputs(outputs, [(64, 68)], [(64, 68)])[0], expected)
+
+
+@pytest.mark.parametrize("encoder", [False, True])
+def test_folded_mask_features_equal_the_model_outputs(encoder):
+    """mask_features conv folded into the mask embeddings: same lean outputs for a batch of 2 (FPN and +Enc decoders),
+    channels-last or not; per-pixel baselines are left unfolded."""
+    from maskformer.fast import can_fold_mask_features, folded_mask_forward
+
+    overrides = DEMO + (["model.pixel_decoder=transformer_encoder", "model.transformer_in_feature=transformer_encoder",
+                         "model.enc_layers=1"] if encoder else [])  # fmt: skip
+    cfg = maskformer.load_config(DEMO_YAML, overrides)
+    torch.manual_seed(1)
+    model = maskformer.build_model(cfg).eval()
+    assert can_fold_mask_features(model)
+    x = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = model(x, with_aux=False)
+        got = folded_mask_forward(model, x)
+        cl = folded_mask_forward(
+            model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+        )
+    assert got["pred_masks"].shape == ref["pred_masks"].shape == (2, 8, 16, 24)
+    scale = ref["pred_masks"].abs().max()
+    assert scale > 0.1
+    torch.testing.assert_close(got["pred_logits"], ref["pred_logits"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got["pred_masks"], ref["pred_masks"], atol=1e-5 * scale, rtol=1e-4)
+    torch.testing.assert_close(cl["pred_masks"], ref["pred_masks"], atol=1e-5 * scale, rtol=1e-4)
+    baseline = maskformer.build_model(maskformer.load_config(DEMO_YAML, [*DEMO, "model.meta_arch=per_pixel"]))
+    assert not can_fold_mask_features(baseline)
+    assert not prepare_for_inference(baseline).fold_mask_features

@@ -157,3 +157,27 @@ def test_predictor_from_checkpoint_uses_the_checkpoint_config(tmp_path):
     assert labels.shape == (50, 70) and int(labels.max()) < 8
     pan, segments = pred(image, task="panoptic")
     assert pan.shape == (50, 70) and all(s["id"] > 0 for s in segments)
+
+
+def test_channels_last_and_bf16_training_follow_the_plain_run(tmp_path):
+    """train.channels_last (default) is the same arithmetic as NCHW up to kernel rounding; train.amp=bf16 follows the
+    fp32 losses to bf16 precision. Checkpoints of a channels-last run load into a plain model."""
+    base = [*TINY, "train.max_iters=3", "model.dropout=0.0"]
+    runs = {
+        "nchw": ["train.channels_last=false"],
+        "nhwc": ["train.channels_last=true"],
+        "bf16": ["train.channels_last=true", "train.amp=bf16"],
+    }
+    losses = {}
+    for name, extra in runs.items():
+        cfg = maskformer.load_config(CONFIGS / "demo.yaml", [*base, *extra])
+        train(cfg, output_dir=tmp_path / name, progress=False)
+        losses[name] = _losses(tmp_path / name / "metrics.jsonl")
+    assert len(losses["nchw"]) == 3 and losses["nchw"][0] > 0
+    assert losses["nhwc"] == pytest.approx(losses["nchw"], rel=1e-3)
+    assert losses["bf16"] == pytest.approx(losses["nchw"], rel=0.05)
+    assert losses["bf16"] != losses["nchw"]  # bf16 really ran in reduced precision
+    a, b = load_model(tmp_path / "nchw" / "model_final.pt"), load_model(tmp_path / "nhwc" / "model_final.pt")
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(a.eval()(x)["pred_masks"], b.eval()(x)["pred_masks"], atol=1e-2, rtol=1e-2)

@@ -151,6 +151,7 @@ class TrainConfig:
     seed: int = 0
     amp: str = "none"  # none | bf16 | fp16
     max_minutes: float = 0.0  # stop early after this wall time (0 = no limit); used by the demo
+    channels_last: bool = True  # NHWC weights and batches: oneDNN's faster convolution kernels (same arithmetic)
 
 
 @dataclass

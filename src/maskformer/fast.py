@@ -8,6 +8,11 @@ returns a deep copy in eval mode with
   full read+write of every backbone activation;
 - channels-last (NHWC) weights, so oneDNN's fastest CPU convolution kernels run without layout reorders (inputs are
   converted by ``FastModel``, outputs are returned contiguous);
+- the pixel decoder's last conv folded into the mask embeddings (lean outputs of a MaskFormer only): the masks are
+  ``einsum(E, conv(y, W) + b)`` for the Q mask embeddings E [Q, D] of an image, which is the single convolution
+  ``conv(y, E W) + E b`` with Q instead of D output channels. At ADE20K size (D = 256, Q = 100, 3x3 over
+  256 x 128 x 128) that removes 5.9 of the 48.5 GMAC of an R50 forward; the mask_features map itself is never needed
+  (the transformer reads the backbone or the encoder). Exact up to float rounding (~1e-6 relative);
 - optionally ``torch.compile``.
 
 ``autocast_context(device, bf16=True)`` is bfloat16 autocast on CPU or CUDA; outputs are cast back to float32 by
@@ -21,12 +26,20 @@ import copy
 from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from maskformer.modeling.backbone.norm import FrozenBatchNorm2d
 from maskformer.modeling.layers import ConvNorm
 
-__all__ = ["FastModel", "autocast_context", "fold_frozen_batchnorm", "prepare_for_inference"]
+__all__ = [
+    "FastModel",
+    "autocast_context",
+    "can_fold_mask_features",
+    "fold_frozen_batchnorm",
+    "folded_mask_forward",
+    "prepare_for_inference",
+]
 
 
 def _affine_of(norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -67,6 +80,37 @@ def fold_frozen_batchnorm(model: nn.Module) -> int:
     return folded
 
 
+def can_fold_mask_features(model: nn.Module) -> bool:
+    """True for mask-classification models with an FPN-style pixel decoder (not the per-pixel baselines)."""
+    decoder = getattr(model, "pixel_decoder", None)
+    predictor = getattr(model, "predictor", None)
+    return (
+        hasattr(decoder, "forward_until_mask_features")
+        and isinstance(getattr(decoder, "mask_features", None), nn.Conv2d)
+        and hasattr(predictor, "last_layer_embeddings")
+        and bool(getattr(predictor, "mask_classification", False))
+    )
+
+
+def folded_mask_forward(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Lean outputs {"pred_logits" [B, Q, K+1], "pred_masks" [B, Q, H/4, W/4]} of a MaskFormer with the mask_features
+    conv folded into the mask embeddings (module docstring). ``images`` [B, 3, H, W] as for ``model(images)``."""
+    features = model.backbone(images)
+    y, encoder_out = model.pixel_decoder.forward_until_mask_features(features)
+    feature = model.transformer_in_feature
+    x = encoder_out if feature == "transformer_encoder" else features[feature]
+    embed, logits = model.predictor.last_layer_embeddings(x)  # [B, Q, D], [B, Q, K+1]
+    conv = model.pixel_decoder.mask_features
+    masks = []
+    for i in range(embed.shape[0]):  # per image: its own Q x C x 3 x 3 kernel
+        weight = torch.einsum("qd,dckl->qckl", embed[i], conv.weight.to(embed.dtype))
+        if y.is_contiguous(memory_format=torch.channels_last):
+            weight = weight.contiguous(memory_format=torch.channels_last)
+        bias = embed[i] @ conv.bias.to(embed.dtype) if conv.bias is not None else None
+        masks.append(F.conv2d(y[i : i + 1], weight, bias, stride=conv.stride, padding=conv.padding))
+    return {"pred_logits": logits, "pred_masks": torch.cat(masks)}
+
+
 class FastModel(nn.Module):
     """Wraps an inference model: converts the input to channels-last, runs it (optionally under bf16 autocast) and
     returns float32 contiguous ``pred_logits`` / ``pred_masks`` (and ``sem_logits`` for per-pixel baselines).
@@ -75,11 +119,14 @@ class FastModel(nn.Module):
     ``forward(images [B,3,H,W], with_aux=False)`` -> the wrapped model's dict (aux outputs only if asked).
     """
 
-    def __init__(self, model: nn.Module, *, channels_last: bool = True, bf16: bool = False) -> None:
+    def __init__(
+        self, model: nn.Module, *, channels_last: bool = True, bf16: bool = False, fold_mask_features: bool = True
+    ) -> None:
         super().__init__()
         self.model = model
         self.channels_last = channels_last
         self.bf16 = bf16
+        self.fold_mask_features = fold_mask_features and can_fold_mask_features(model)
         self.size_divisibility = int(getattr(model, "size_divisibility", 0) or 0)
         self.register_buffer("pixel_mean", model.pixel_mean.detach().clone(), persistent=False)
         self.register_buffer("pixel_std", model.pixel_std.detach().clone(), persistent=False)
@@ -87,15 +134,20 @@ class FastModel(nn.Module):
 
     def enable_compile(self, **kwargs: object) -> FastModel:
         """Use ``torch.compile`` on the wrapped model (first call pays the compilation)."""
-        self._compiled = torch.compile(self.model, **kwargs)  # type: ignore[assignment]
+        self._compiled = torch.compile(self._lean, **kwargs)  # type: ignore[assignment]
         return self
+
+    def _lean(self, images: torch.Tensor, with_aux: bool = False) -> dict:
+        if self.fold_mask_features and not with_aux:
+            return folded_mask_forward(self.model, images)
+        return self.model(images, with_aux=with_aux)
 
     def forward(self, images: torch.Tensor, *, with_aux: bool = False) -> dict:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        run = self._compiled if self._compiled is not None else self.model
+        run = self._compiled if self._compiled is not None else self._lean
         with autocast_context(images.device, bf16=self.bf16):
-            out = run(images, with_aux=with_aux)
+            out = run(images, with_aux)
         return _to_float(out)
 
 
@@ -126,6 +178,7 @@ def prepare_for_inference(
     fold_frozen_bn: bool = True,
     bf16: bool = False,
     compile: bool = False,
+    fold_mask_features: bool = True,
 ) -> FastModel:
     """An optimised eval-mode copy of ``model`` (the argument is not modified). See the module docstring.
 
@@ -139,7 +192,11 @@ def prepare_for_inference(
         fold_frozen_batchnorm(fast)
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)
-    wrapped = FastModel(fast, channels_last=channels_last, bf16=bf16).eval()
+    if bf16:  # store conv/linear weights in bf16 once, instead of autocast converting them on every call
+        for module in fast.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                module.to(torch.bfloat16)
+    wrapped = FastModel(fast, channels_last=channels_last, bf16=bf16, fold_mask_features=fold_mask_features).eval()
     if compile:
         wrapped.enable_compile()
     return wrapped

@@ -106,6 +106,8 @@ def train(
     model = build_model(cfg)
     init_note = load_initial_weights(cfg, model)
     model.to(device).train()
+    if t.channels_last:
+        model.to(memory_format=torch.channels_last)
     criterion = build_criterion(cfg, ignore_label=meta.ignore_label).to(device)
     dataset = build_dataset(cfg, split=cfg.data.train_split, train=True)
     sampler = InfiniteSampler(len(dataset), seed=t.seed, rank=rank, world_size=world, tag_with_seed=True)
@@ -161,6 +163,8 @@ def train(
         for _ in range(t.grad_accum):
             images, targets, records = next(batches)
             images = images.to(device, non_blocking=True)
+            if t.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
             targets = _targets_to(targets, records, images.shape[-2:], meta.ignore_label, device)
             with _autocast(t.amp, device):
                 outputs = ddp(images)

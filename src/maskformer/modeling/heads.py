@@ -58,6 +58,12 @@ class TransformerPredictor(nn.Module):
             self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
         self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
 
+    def last_layer_embeddings(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(mask embeddings [B, Q, mask_dim], class logits [B, Q, K+1] or None) of the last decoder layer."""
+        pos = self.pe_layer(x)
+        hs, _ = self.transformer(self.input_proj(x), self.query_embed.weight, pos, last_only=True)
+        return self.mask_embed(hs[-1]), (self.class_embed(hs[-1]) if self.mask_classification else None)
+
     def forward(
         self, x: torch.Tensor, mask_features: torch.Tensor, *, with_aux: bool = True
     ) -> dict[str, torch.Tensor | list]:

@@ -60,12 +60,19 @@ class FPNPixelDecoder(nn.Module):
         return self.layer_4(features[self.in_features[-1]]), None
 
     def forward(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        y, transformer_input = self.forward_until_mask_features(features)
+        return self.mask_features(y), transformer_input
+
+    def forward_until_mask_features(
+        self, features: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The FPN output [B, conv_dim, H/4, W/4] before the ``mask_features`` conv, and the transformer input."""
         y, transformer_input = self._top(features)
         for idx in (2, 1, 0):
             lateral = getattr(self, f"adapter_{idx + 1}")(features[self.in_features[idx]])
             y = lateral + F.interpolate(y, size=lateral.shape[-2:], mode="nearest")
             y = getattr(self, f"layer_{idx + 1}")(y)
-        return self.mask_features(y), transformer_input
+        return y, transformer_input
 
 
 class TransformerEncoderPixelDecoder(FPNPixelDecoder):
