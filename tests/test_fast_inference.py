@@ -203,6 +203,7 @@ def test_certified_labels_equal_the_unfused_argmax(monkeypatch, low, image_size,
     """The certified path (score bounds per 2x2 cell, exact pieces elsewhere) gives the unfused label map exactly, for
     confident outputs (most cells certified), exact ties, padding crops and tiny maps; and it certifies most cells."""
     monkeypatch.setattr(fused, "_MAX_UNCERTAIN", 1.0)  # never fall back to strips (small maps are mostly boundary)
+    monkeypatch.setattr(fused, "_MIN_CLASS_QUERY_PAIRS", 0)  # small K x Q too
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -221,7 +222,8 @@ def test_certified_labels_equal_the_unfused_argmax(monkeypatch, low, image_size,
         torch.set_num_threads(previous)
 
 
-def test_certified_labels_decline_when_they_cannot_be_bit_exact():
+def test_certified_labels_decline_when_they_cannot_be_bit_exact(monkeypatch):
+    monkeypatch.setattr(fused, "_MIN_CLASS_QUERY_PAIRS", 0)
     outputs = _confident_outputs(8, 5, (16, 17), 0, ties=False)
     # a full-width row of 68 pixels (not a multiple of the alignment) is vectorised differently by the unfused path
     assert fused._certified_labels(outputs["pred_logits"][0], outputs["pred_masks"][0], (64, 68)) is None

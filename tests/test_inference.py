@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from maskformer.data.transforms import resize_shortest_edge_size
 from maskformer.inference import (
-    _shortest_edge_size,
     panoptic_from_outputs,
     panoptic_inference,
     sem_seg_postprocess,
@@ -261,10 +261,10 @@ def test_panoptic_from_outputs_resizes_logits_first():
 
 # ---------------------------------------------------------------- TTA and resizing
 def test_shortest_edge_size_hand_computed():
-    assert _shortest_edge_size(480, 640, 512, 2048) == (512, 683)  # 640 * 512/480 = 682.67
-    assert _shortest_edge_size(640, 480, 512, 2048) == (683, 512)
-    assert _shortest_edge_size(100, 1000, 512, 2048) == (205, 2048)  # 512 x 5120 capped: x0.4 -> 204.8
-    assert _shortest_edge_size(512, 512, 512, 2048) == (512, 512)
+    assert resize_shortest_edge_size(480, 640, 512, 2048) == (512, 683)  # 640 * 512/480 = 682.67
+    assert resize_shortest_edge_size(640, 480, 512, 2048) == (683, 512)
+    assert resize_shortest_edge_size(100, 1000, 512, 2048) == (205, 2048)  # 512 x 5120 capped: x0.4 -> 204.8
+    assert resize_shortest_edge_size(512, 512, 512, 2048) == (512, 512)
 
 
 def test_semantic_tta_scales_flip_and_mean():

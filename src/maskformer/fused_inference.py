@@ -14,16 +14,17 @@ crops); other cases fall back to the unfused computation and take the argmax of 
 checks label maps against ``semantic_from_outputs``.
 
 Certified cells (``_certified_labels``, tried first): every output pixel between low-resolution rows i, i + 1 and
-columns j, j + 1 is a convex combination of those four mask logits, so its sigmoid lies between the sigmoids of their
-minimum and maximum, and (class probabilities being >= 0) each class score lies between
-lower_k = sum_q p_qk sigmoid(min_q) and upper_k = sum_q p_qk sigmoid(max_q). When the best lower bound beats every
-other class's upper bound by a margin far above fp32 rounding, the whole 4 x 4 block of pixels has that label. Only
-the remaining (boundary) blocks are computed exactly, in pieces whose upsample, sigmoid and matmul reproduce the
-unfused path bit for bit: full-width row bands for the upsample (as above), column ranges aligned to 64 for the
-sigmoid (PyTorch vectorises in runs of 2 x vector width and finishes each run with scalar code, which can round
-differently, so the runs must end where the unfused path's runs end), and >= 2 columns per matmul (one column would
-switch to a matrix-vector kernel). On trained models almost all blocks are certified, so the post-processing costs
-one [K, Q] x [Q, cells] matmul pair plus the boundary pixels.
+columns j, j + 1 is a convex combination of those four mask logits, so the sigmoid of query q lies between the
+sigmoids of their minimum and maximum. For a candidate label u and any other class k, with d_q = p_qu - p_qk, the
+score difference at every pixel of the cell is then at least sum_q max(d_q, 0) sigmoid(min_q) + min(d_q, 0)
+sigmoid(max_q) (probabilities are fixed per image). When that bound beats every k by a margin far above fp32
+rounding, the whole 4 x 4 block of pixels has label u. Only the pixels of uncertain cells go through the exact
+computation: their row band is upsampled and passed through the sigmoid exactly as the strips do (PyTorch vectorises
+elementwise ops in runs and finishes each run with scalar code that can round differently, so the runs must be the
+same), then only their columns enter the [K, Q] x [Q, n] matmul, whose dot products do not depend on n (for n >= 2;
+one column would switch to a matrix-vector kernel). Confident models certify almost every cell, so the matmul work
+shrinks to the boundary pixels; when most pixels are uncertain (e.g. untrained weights with nearly uniform class
+probabilities) the plain strips are used.
 """
 
 from __future__ import annotations
@@ -92,9 +93,10 @@ def _first_argmax(scores: Tensor) -> Tensor:
     return num - found.long()
 
 
-_ALIGN = 64  # column alignment of the exact pieces: a multiple of every CPU vector loop's run (2 x 16 floats)
+_ALIGN = 32  # every CPU vector loop's run (2 x 16 floats) divides this
 _BAND = 16  # output rows per band of exact pieces (4 low-resolution rows)
-_MAX_UNCERTAIN = 0.75  # above this fraction of uncertain (band, column chunk) blocks, plain strips are cheaper
+_MAX_UNCERTAIN = 0.6  # above this fraction of uncertain pixels, plain strips are cheaper
+_MIN_CLASS_QUERY_PAIRS = 2048  # below this K x Q the per-pixel matmul is cheap and the bounds do not pay for themselves
 
 
 def _cell_index(n: int, low: int, device: torch.device) -> Tensor:
@@ -141,6 +143,8 @@ def _certified_labels(mask_cls: Tensor, mask_pred: Tensor, image_size: Size) -> 
     """
     h, w = image_size
     num_queries, low_h, low_w = mask_pred.shape
+    if mask_cls.shape[-1] * num_queries < _MIN_CLASS_QUERY_PAIRS:
+        return None
     if low_h < 2 or low_w < 2 or (w % _ALIGN and w == 4 * low_w) or not bool(torch.isfinite(mask_pred).all()):
         return None  # (a full-width row whose length is not aligned is vectorised differently by the unfused path)
     probs = F.softmax(mask_cls, dim=-1)[:, :-1].contiguous()  # [Q, K]
@@ -148,32 +152,21 @@ def _certified_labels(mask_cls: Tensor, mask_pred: Tensor, image_size: Size) -> 
     cells, certain = _certain_cells(probs, mask_pred)
     rows, cols = _cell_index(h, low_h, mask_pred.device), _cell_index(w, low_w, mask_pred.device)
     labels = cells[rows][:, cols]
-    chunks = math.ceil(w / _ALIGN)
-    uncertain = F.pad(~certain[rows][:, cols], (0, chunks * _ALIGN - w))  # [h, chunks * ALIGN]
-    bands = math.ceil(h / _BAND)
-    flagged = F.pad(uncertain, (0, 0, 0, bands * _BAND - h)).view(bands, _BAND, chunks, _ALIGN).any(3).any(1)
-    if flagged.float().mean() > _MAX_UNCERTAIN:  # mostly uncertain: the plain strips are cheaper than many small pieces
+    uncertain = ~certain[rows][:, cols]  # [h, w]
+    if uncertain.float().mean() > _MAX_UNCERTAIN:  # mostly uncertain: the plain strips are cheaper
         return None
-    for band, y0 in enumerate(range(0, h, _BAND)):
+    flat = labels.view(-1)
+    for y0 in range(0, h, _BAND):
         y1 = min(h, y0 + _BAND)
-        flags = flagged[band].tolist()
-        if not any(flags):
+        where = uncertain[y0:y1].reshape(-1).nonzero()[:, 0]
+        if where.numel() == 0:
             continue
+        # the band exactly as _exact_labels computes it (same upsample rows, same sigmoid runs), then only the
+        # uncertain pixels' columns through the matmul
         lo, hi = max(0, y0 // 4 - 1), min(low_h, math.ceil(y1 / 4) + 1)
         up = F.interpolate(mask_pred[None, :, lo:hi], size=(4 * (hi - lo), 4 * low_w), mode="bilinear")[0]
-        up = up[:, y0 - 4 * lo : y1 - 4 * lo]
-        c = 0
-        while c < chunks:  # one piece per run of consecutive chunks with uncertain pixels
-            if not flags[c]:
-                c += 1
-                continue
-            c_end = c
-            while c_end < chunks and flags[c_end]:
-                c_end += 1
-            x0, x1 = c * _ALIGN, min(w, c_end * _ALIGN)
-            piece = up[:, :, x0:x1].sigmoid().reshape(num_queries, -1)  # [Q, rows * cols]
-            labels[y0:y1, x0:x1] = _argmax_scores(piece, probs_t).view(y1 - y0, x1 - x0)
-            c = c_end
+        band = up[:, y0 - 4 * lo : y1 - 4 * lo, :w].sigmoid().reshape(num_queries, -1)  # [Q, rows * w]
+        flat[y0 * w + where] = _argmax_scores(band[:, where], probs_t)
     return labels
 
 

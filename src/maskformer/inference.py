@@ -15,8 +15,9 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
+
+from maskformer.data.transforms import resize_image, resize_shortest_edge_size
 
 __all__ = [
     "panoptic_from_outputs",
@@ -240,25 +241,6 @@ def panoptic_from_outputs(
     return results
 
 
-def _shortest_edge_size(height: int, width: int, short: int, max_size: int) -> Size:
-    """(new_h, new_w) of detectron2's ResizeShortestEdge: short side -> `short`, long side capped at `max_size`,
-    rounded with int(x + 0.5)."""
-    # TODO: use maskformer.data.transforms.resize_shortest_edge_size once the data package provides it.
-    scale = short / min(height, width)
-    new_h, new_w = (short, scale * width) if height < width else (scale * height, short)
-    if max(new_h, new_w) > max_size:
-        rescale = max_size / max(new_h, new_w)
-        new_h, new_w = new_h * rescale, new_w * rescale
-    return int(new_h + 0.5), int(new_w + 0.5)
-
-
-def _resize_image(image: np.ndarray, size: Size) -> np.ndarray:
-    """Resize a uint8 HWC RGB image to (h, w) with PIL bilinear (antialiased when shrinking), as the test mapper."""
-    if tuple(image.shape[:2]) == tuple(size):
-        return image
-    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.Resampling.BILINEAR))
-
-
 def semantic_tta(
     run_fn: Callable[[np.ndarray, Size], Tensor],
     image: np.ndarray,
@@ -286,7 +268,7 @@ def semantic_tta(
     total: Tensor | None = None
     count = 0
     for min_size in min_sizes:
-        view = _resize_image(image, _shortest_edge_size(height, width, min_size, max_size))
+        view = resize_image(image, resize_shortest_edge_size(height, width, min_size, max_size))
         for mirrored in (False, True) if flip else (False,):
             scores = run_fn(np.ascontiguousarray(view[:, ::-1]) if mirrored else view, out)  # type: ignore[arg-type]
             scores = scores.flip(-1) if mirrored else scores

@@ -16,12 +16,11 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor, nn
 
+from maskformer.data.transforms import resize_image, resize_shortest_edge_size
 from maskformer.errors import DataError
 from maskformer.fused_inference import semantic_labels_from_outputs
 from maskformer.inference import (
     Size,
-    _resize_image,
-    _shortest_edge_size,
     panoptic_from_outputs,
     semantic_from_outputs,
     semantic_tta,
@@ -198,8 +197,9 @@ class Predictor:
         )
 
     def _resize(self, image: np.ndarray) -> np.ndarray:
-        # TODO: use maskformer.data.transforms.resize_shortest_edge_size once the data package provides it.
-        return _resize_image(image, _shortest_edge_size(image.shape[0], image.shape[1], self.min_size, self.max_size))
+        return resize_image(
+            image, resize_shortest_edge_size(image.shape[0], image.shape[1], self.min_size, self.max_size)
+        )
 
     @torch.inference_mode()
     def _forward(self, images: Sequence[np.ndarray]) -> tuple[dict[str, Tensor], list[Size], Size]:
