@@ -7,7 +7,7 @@ faster) after one warm-up call each.
 
 Parts:
 - forward: transformers ``model(pixel_values)`` vs ours: reference ``model(x, with_aux=False)``, optimized
-  ``prepare_for_inference`` fp32, and bf16 autocast;
+  ``prepare_for_inference`` fp32, bf16 autocast, and both under ``torch.compile`` (inductor, freezing);
 - post: transformers ``post_process_semantic_segmentation(target_sizes=[(H, W)])`` + nothing else (it returns labels) vs
   our exact unfused ``semantic_from_outputs(...).argmax`` and the fused ``semantic_labels_from_outputs``;
 - predict: uint8 image -> label map. transformers: image processor (resize disabled, rescale + normalize) + forward +
@@ -123,6 +123,8 @@ def bench_inference(reps: int, size: int, parts: set[str]) -> dict:
     ours.eval()
     hf.eval()
     fast32, fast16 = prepare_for_inference(ours), prepare_for_inference(ours, bf16=True)
+    comp32 = prepare_for_inference(ours, compile=True)  # inductor with freezing; compiles in the warm-up call
+    comp16 = prepare_for_inference(ours, bf16=True, compile=True)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(1, 3, size, size, generator=g)
     result: dict = {}
@@ -133,6 +135,8 @@ def bench_inference(reps: int, size: int, parts: set[str]) -> dict:
                 "ours_reference": lambda: ours(x, with_aux=False),
                 "ours_fp32": lambda: fast32(x),
                 "ours_bf16": lambda: fast16(x),
+                "ours_fp32_compiled": lambda: comp32(x),
+                "ours_bf16_compiled": lambda: comp16(x),
             },
             reps,
         )
@@ -165,6 +169,7 @@ def bench_inference(reps: int, size: int, parts: set[str]) -> dict:
         kw = {"min_size": size, "max_size": 4 * size}
         exact, p32, p16 = Predictor(ours, **kw), Predictor(fast32, **kw), Predictor(fast16, **kw)
         p16_fast = Predictor(fast16, fast=True, **kw)  # + masks combined at 1/4 resolution (approximate)
+        c32, c16 = Predictor(comp32, **kw), Predictor(comp16, **kw)
 
         def hf_predict() -> torch.Tensor:
             inputs = processor(images=[image], return_tensors="pt")
@@ -172,7 +177,8 @@ def bench_inference(reps: int, size: int, parts: set[str]) -> dict:
 
         med = _interleaved(
             {"transformers": hf_predict, "ours_exact": lambda: exact(image), "ours_fp32": lambda: p32(image),
-             "ours_bf16": lambda: p16(image), "ours_bf16_fast_post": lambda: p16_fast(image)},
+             "ours_bf16": lambda: p16(image), "ours_bf16_fast_post": lambda: p16_fast(image),
+             "ours_fp32_compiled": lambda: c32(image), "ours_bf16_compiled": lambda: c16(image)},
             reps,
         )  # fmt: skip
         ref = exact(image)
@@ -189,6 +195,8 @@ def bench_inference(reps: int, size: int, parts: set[str]) -> dict:
             "ours_fp32": float((p32(image) == ref).double().mean()),
             "ours_bf16": float((p16(image) == ref).double().mean()),
             "ours_bf16_fast_post": float((p16_fast(image) == ref).double().mean()),
+            "ours_fp32_compiled": float((c32(image) == ref).double().mean()),
+            "ours_bf16_compiled": float((c16(image) == ref).double().mean()),
             "transformers": float((hf_predict() == ref).double().mean()),
         }
     return result

@@ -264,3 +264,15 @@ def test_folded_mask_features_equal_the_model_outputs(encoder):
     baseline = maskformer.build_model(maskformer.load_config(DEMO_YAML, [*DEMO, "model.meta_arch=per_pixel"]))
     assert not can_fold_mask_features(baseline)
     assert not prepare_for_inference(baseline).fold_mask_features
+
+
+@pytest.mark.slow
+def test_compiled_model_with_freezing_matches_eager(demo_model):
+    """torch.compile (inductor, freezing) of the lean forward: same outputs as the eager optimised copy."""
+    eager, compiled = prepare_for_inference(demo_model), prepare_for_inference(demo_model, compile=True)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(9))
+    with torch.inference_mode():
+        ref, got = eager(x), compiled(x)
+    scale = ref["pred_masks"].abs().max()
+    torch.testing.assert_close(got["pred_masks"], ref["pred_masks"], atol=1e-4 * scale, rtol=1e-4)
+    torch.testing.assert_close(got["pred_logits"], ref["pred_logits"], atol=1e-4, rtol=1e-4)

@@ -86,3 +86,29 @@ def count_flops(model: nn.Module, *, height: int, width: int, lean: bool = False
         total = int(analysis.total())
         by_op = Counter({k: int(v) for k, v in analysis.by_operator().items()})
     return total, dict(by_op)
+
+
+class _Call(nn.Module):
+    def __init__(self, model: nn.Module, fn) -> None:
+        super().__init__()
+        self.model = model  # registered, so tracing sees its parameters as parameters
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.fn(self.model, x)
+        return out["pred_masks"] if isinstance(out, dict) else out
+
+
+def count_forward_flops(model: nn.Module, fn, images: torch.Tensor) -> int:
+    """fvcore FLOPs (1 per multiply-add, detectron2's ignore list) of ``fn(model, images)`` alone: a network forward
+    without normalisation, padding or post-processing, e.g. ``lambda m, x: m(x, with_aux=False)``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fvcore.nn import FlopCountAnalysis
+
+        with torch.no_grad():
+            analysis = FlopCountAnalysis(_Call(model, fn).eval(), (images,))
+            analysis.set_op_handle(**{op: None for op in D2_IGNORED_OPS})
+            analysis.set_op_handle("aten::scaled_dot_product_attention", _sdpa_flops)
+            analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+            return int(analysis.total())
