@@ -81,14 +81,19 @@ def fold_frozen_batchnorm(model: nn.Module) -> int:
 
 
 def can_fold_mask_features(model: nn.Module) -> bool:
-    """True for mask-classification models with an FPN-style pixel decoder (not the per-pixel baselines)."""
+    """True for mask-classification models with an FPN-style pixel decoder (not the per-pixel baselines) and fewer
+    queries than mask channels (otherwise the folded convolution would be the larger one)."""
     decoder = getattr(model, "pixel_decoder", None)
     predictor = getattr(model, "predictor", None)
+    conv = getattr(decoder, "mask_features", None)
+    queries = getattr(getattr(predictor, "query_embed", None), "num_embeddings", None)
     return (
         hasattr(decoder, "forward_until_mask_features")
-        and isinstance(getattr(decoder, "mask_features", None), nn.Conv2d)
+        and isinstance(conv, nn.Conv2d)
         and hasattr(predictor, "last_layer_embeddings")
         and bool(getattr(predictor, "mask_classification", False))
+        and queries is not None
+        and queries < conv.out_channels
     )
 
 
