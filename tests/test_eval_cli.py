@@ -265,3 +265,20 @@ def test_help_exits_zero(capsys):
             main(argv)
         assert e.value.code == 0
     assert "--gt-json" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["eval", "predict"])
+def test_reference_with_bf16_is_refused_in_one_line(tmp_path, capsys, command):
+    import maskformer
+    from maskformer.engine.checkpoint import save_checkpoint
+
+    cfg = maskformer.load_config(Path(maskformer.__file__).parent / "resources" / "demo.yaml")
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint(ckpt, cfg=cfg, model=maskformer.build_model(cfg))
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
+    extra = [str(image), "--output-dir", str(tmp_path / "out")] if command == "predict" else []
+    assert main([command, str(ckpt), *extra, "--reference", "--bf16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--reference" in err[0]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

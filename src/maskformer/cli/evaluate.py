@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from maskformer.cli.inference_options import add_inference_options, inference_model
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -24,18 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override a config value of the checkpoint, e.g. --set test.min_size=640",
     )
-    p.add_argument("--tta", action="store_true", help="multi-scale + flip test-time augmentation (semantic)")
-    p.add_argument("--fast", action="store_true", help="combine masks at 1/4 resolution (see README for tolerance)")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast forward (>= 99.5%% of labels as fp32)")
-    p.add_argument(
-        "--compile", action="store_true", help="torch.compile the model (~15 s per new input size; ~15%% faster)"
-    )
-    p.add_argument(
-        "--reference",
-        action="store_true",
-        help="run the model exactly as trained (no FrozenBN/mask_features folding, NCHW); default: the optimised "
-        "copy, equal to float rounding",
-    )
+    add_inference_options(p)
     p.add_argument("--max-images", type=int, help="evaluate only the first N images")
     p.add_argument("--output-dir", default=".", help="where metrics.json goes (default: current directory)")
     p.add_argument("--json", action="store_true", help="print the metrics JSON on stdout instead of a table")
@@ -63,12 +54,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_dict(apply_overrides(config_to_dict(cfg), overrides))
     if cfg.data.dataset != "synthetic" and not Path(cfg.data.root).exists():
         raise ConfigError(f"data.root: {cfg.data.root} does not exist (pass --data-root DIR)")
-    if not args.reference:  # folded FrozenBN and mask_features, channels-last copy (maskformer.fast)
-        from maskformer.fast import prepare_for_inference
-
-        model = prepare_for_inference(model.to(device), bf16=args.bf16, compile=args.compile)
-    elif args.bf16 or args.compile:
-        raise ConfigError("--reference runs the unmodified fp32 model: drop --bf16/--compile")
+    model = inference_model(model, args, device)
     metrics = evaluate_model(
         cfg,
         model.to(device),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from maskformer.cli.inference_options import add_inference_options, inference_model
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 
 
@@ -19,18 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or folders of images")
     p.add_argument("--output-dir", required=True, help="where results go")
     p.add_argument("--task", choices=["semantic", "panoptic"], help="default: panoptic if the config turns it on")
-    p.add_argument("--tta", action="store_true", help="multi-scale + flip test-time augmentation (semantic)")
-    p.add_argument("--fast", action="store_true", help="combine masks at 1/4 resolution (faster, approximate)")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast forward (>= 99.5%% of labels as fp32)")
-    p.add_argument(
-        "--compile", action="store_true", help="torch.compile the model (~15 s per new input size; ~15%% faster)"
-    )
-    p.add_argument(
-        "--reference",
-        action="store_true",
-        help="run the model exactly as trained (no FrozenBN/mask_features folding, NCHW); default: the optimised "
-        "copy, equal to float rounding",
-    )
+    add_inference_options(p)
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.set_defaults(func=run)
 
@@ -63,7 +54,6 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from maskformer.engine.checkpoint import atomic_write_text, load_model_and_config
-    from maskformer.errors import ConfigError
     from maskformer.predictor import Predictor, _load_image
     from maskformer.visualize import id2rgb, palette, panoptic_picture, save_png, semantic_picture
 
@@ -76,12 +66,7 @@ def run(args: argparse.Namespace) -> int:
     task = args.task or (
         "panoptic" if cfg.inference.panoptic_on and cfg.model.meta_arch == "maskformer" else "semantic"
     )
-    if not args.reference:  # folded FrozenBN and mask_features, channels-last copy (maskformer.fast)
-        from maskformer.fast import prepare_for_inference
-
-        model = prepare_for_inference(model.to(args.device), bf16=args.bf16, compile=args.compile)
-    elif args.bf16 or args.compile:
-        raise ConfigError("--reference runs the unmodified fp32 model: drop --bf16/--compile")
+    model = inference_model(model, args, args.device)
     predictor = Predictor(
         model,
         min_size=cfg.test.min_size,

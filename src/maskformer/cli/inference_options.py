@@ -1,0 +1,36 @@
+"""The inference switches shared by ``maskformer eval`` and ``maskformer predict``."""
+
+from __future__ import annotations
+
+import argparse
+
+from torch import nn
+
+
+def add_inference_options(p: argparse.ArgumentParser) -> None:
+    """--tta, --fast, --bf16, --compile, --reference."""
+    p.add_argument("--tta", action="store_true", help="multi-scale + flip test-time augmentation (semantic)")
+    p.add_argument("--fast", action="store_true", help="combine masks at 1/4 resolution (faster, approximate)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast forward (>= 99.5%% of labels as fp32)")
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile the model (~15 s per new input size; ~15%% faster)"
+    )
+    p.add_argument(
+        "--reference",
+        action="store_true",
+        help="run the model exactly as trained (no FrozenBN/mask_features folding, NCHW); default: the optimised "
+        "copy, equal to float rounding",
+    )
+
+
+def inference_model(model: nn.Module, args: argparse.Namespace, device: str) -> nn.Module:
+    """The model to run: the optimised copy (maskformer.fast) unless --reference."""
+    from maskformer.errors import ConfigError
+
+    if args.reference:
+        if args.bf16 or args.compile:
+            raise ConfigError("--reference runs the unmodified fp32 model: drop --bf16/--compile")
+        return model.to(device)
+    from maskformer.fast import prepare_for_inference
+
+    return prepare_for_inference(model.to(device), bf16=args.bf16, compile=args.compile)
