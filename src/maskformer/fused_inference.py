@@ -40,8 +40,8 @@ from maskformer.inference import Size, _input_size, _resample_grid, semantic_fro
 
 __all__ = ["semantic_labels_from_outputs"]
 
-# Size of one strip's [K, rows, W] score block in floats (32 MB): measured fastest on 2 cores; smaller strips lose
-# more to per-op threading overhead than they gain in cache reuse.
+# Size of one strip's [K, rows, W] score block in floats (4 MB): with the contiguous-axis argmax, strips of a few
+# thousand pixels were as fast as larger ones on 2 cores and keep the score block in cache.
 _STRIP_FLOATS = 1 << 20
 
 
@@ -50,23 +50,29 @@ def _strip_rows(num_classes: int, width: int, multiple: int) -> int:
     return max(multiple, rows // multiple * multiple)
 
 
-def _exact_labels(mask_cls: Tensor, mask_pred: Tensor, image_size: Size, padded: Size) -> Tensor:
+def _exact_labels(mask_cls: Tensor, mask_pred: Tensor, image_size: Size) -> Tensor:
     """Labels [h, w] of the exact path for one image whose output size equals its valid size.
 
-    mask_cls [Q, K+1], mask_pred [Q, hl, wl] with padded == 4 * (hl, wl).
+    mask_cls [Q, K+1], mask_pred [Q, hl, wl] for an input of (4 hl, 4 wl).
     """
     h, w = image_size
-    low_h = mask_pred.shape[-2]
     probs_t = F.softmax(mask_cls, dim=-1)[:, :-1].t().contiguous()  # [K, Q]
     labels = torch.empty(h, w, dtype=torch.int64, device=mask_pred.device)
     step = _strip_rows(probs_t.shape[0], w, 4)
     for y0 in range(0, h, step):
         y1 = min(h, y0 + step)
-        lo, hi = max(0, y0 // 4 - 1), min(low_h, math.ceil(y1 / 4) + 1)
-        up = F.interpolate(mask_pred[None, :, lo:hi], size=(4 * (hi - lo), padded[1]), mode="bilinear")[0]
-        strip = up[:, y0 - 4 * lo : y1 - 4 * lo, :w].sigmoid()  # [Q, rows, w]
-        labels[y0:y1] = _argmax_scores(strip.reshape(strip.shape[0], -1), probs_t).view(y1 - y0, w)
+        strip = _sigmoid_rows(mask_pred, y0, y1, w)  # [Q, rows * w]
+        labels[y0:y1] = _argmax_scores(strip, probs_t).view(y1 - y0, w)
     return labels
+
+
+def _sigmoid_rows(mask_pred: Tensor, y0: int, y1: int, w: int) -> Tensor:
+    """sigmoid of output rows y0..y1 (first w columns) of the 4x bilinear upsample of mask_pred [Q, hl, wl], bit for
+    bit as the full upsample gives them (one low-resolution row of margin on each side). Returns [Q, (y1 - y0) * w]."""
+    low_h, low_w = mask_pred.shape[-2:]
+    lo, hi = max(0, y0 // 4 - 1), min(low_h, math.ceil(y1 / 4) + 1)
+    up = F.interpolate(mask_pred[None, :, lo:hi], size=(4 * (hi - lo), 4 * low_w), mode="bilinear")[0]
+    return up[:, y0 - 4 * lo : y1 - 4 * lo, :w].sigmoid().reshape(mask_pred.shape[0], -1)
 
 
 def _argmax_scores(sig: Tensor, probs_t: Tensor) -> Tensor:
@@ -161,11 +167,8 @@ def _certified_labels(mask_cls: Tensor, mask_pred: Tensor, image_size: Size) -> 
         where = uncertain[y0:y1].reshape(-1).nonzero()[:, 0]
         if where.numel() == 0:
             continue
-        # the band exactly as _exact_labels computes it (same upsample rows, same sigmoid runs), then only the
-        # uncertain pixels' columns through the matmul
-        lo, hi = max(0, y0 // 4 - 1), min(low_h, math.ceil(y1 / 4) + 1)
-        up = F.interpolate(mask_pred[None, :, lo:hi], size=(4 * (hi - lo), 4 * low_w), mode="bilinear")[0]
-        band = up[:, y0 - 4 * lo : y1 - 4 * lo, :w].sigmoid().reshape(num_queries, -1)  # [Q, rows * w]
+        # the band exactly as _exact_labels computes it, then only the uncertain pixels' columns through the matmul
+        band = _sigmoid_rows(mask_pred, y0, y1, w)  # [Q, rows * w]
         flat[y0 * w + where] = _argmax_scores(band[:, where], probs_t)
     return labels
 
@@ -217,9 +220,7 @@ def semantic_labels_from_outputs(
             labels.append(_fast_labels(mask_cls[i], mask_pred[i], image_size, padded, output_size))
         elif image_size == output_size and padded == (4 * low[0], 4 * low[1]):
             certified = _certified_labels(mask_cls[i], mask_pred[i], image_size) if certify else None
-            labels.append(
-                certified if certified is not None else _exact_labels(mask_cls[i], mask_pred[i], image_size, padded)
-            )
+            labels.append(certified if certified is not None else _exact_labels(mask_cls[i], mask_pred[i], image_size))
         else:
             one = {"pred_logits": mask_cls[i : i + 1], "pred_masks": mask_pred[i : i + 1]}
             scores = semantic_from_outputs(one, [image_size], [output_size], input_size=padded)[0]
