@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 import maskformer
 import maskformer.fused_inference as fused
+from maskformer import cell_bounds
 from maskformer.fast import FastModel, fold_frozen_batchnorm, prepare_for_inference
 from maskformer.inference import semantic_from_outputs
 from maskformer.modeling.backbone.norm import FrozenBatchNorm2d
@@ -215,18 +216,29 @@ def test_certified_labels_equal_the_unfused_argmax(monkeypatch, low, image_size,
             assert got is not None and torch.equal(got, expected), (seed, low, image_size)
             assert len(torch.unique(expected)) >= 2 or low[0] < 4  # (a 2 x 9 map may hold one region)
         probs = F.softmax(outputs["pred_logits"][0], -1)[:, :-1].contiguous()
-        _, certain = fused._certain_cells(probs, outputs["pred_masks"][0])
-        if low[0] >= 16:  # the certificate does work, and boundaries are left to the exact path
-            assert 0.5 < certain.float().mean() < 1.0
+        candidate, groups = cell_bounds.certain_cells(
+            probs, cell_bounds.padded_cell_major(outputs["pred_masks"][0]), cell_bounds.margin_for(probs)
+        )
+        uncertain = sum(len(cells) for cells, _ in groups) / len(candidate)
+        if low[0] >= 16:  # the certificate does work, and boundaries are left to the block scores
+            assert 0.0 < uncertain < 0.5
     finally:
         torch.set_num_threads(previous)
 
 
 def test_certified_labels_decline_when_they_cannot_be_bit_exact(monkeypatch):
     monkeypatch.setattr(fused, "_MIN_CLASS_QUERY_PAIRS", 0)
-    outputs = _confident_outputs(8, 5, (16, 17), 0, ties=False)
-    # a full-width row of 68 pixels (not a multiple of the alignment) is vectorised differently by the unfused path
+    outputs = _confident_outputs(8, 5, (16, 17), 1, ties=True)
+    # exact ties need the exact bands, and a full-width row of 68 pixels (not a multiple of the alignment) is
+    # vectorised differently by the unfused path
     assert fused._certified_labels(outputs["pred_logits"][0], outputs["pred_masks"][0], (64, 68)) is None
+    # without near-ties no exact band is needed, so the width does not matter
+    calm = _confident_outputs(8, 5, (16, 17), 0, ties=False)
+    owner = int(calm["pred_logits"][0, :, :-1].amax(1).argmax())
+    calm["pred_masks"][0] = -30.0
+    calm["pred_masks"][0, owner] = 30.0  # one query owns every pixel: one class, far from any tie
+    expected = semantic_from_outputs(calm, [(64, 68)], [(64, 68)], input_size=(64, 68))[0].argmax(0)
+    assert torch.equal(fused._certified_labels(calm["pred_logits"][0], calm["pred_masks"][0], (64, 68)), expected)
     bad = outputs["pred_masks"][0].clone()
     bad[0, 3, 3] = float("nan")
     assert fused._certified_labels(outputs["pred_logits"][0], bad, (64, 60)) is None
@@ -234,6 +246,60 @@ def test_certified_labels_decline_when_they_cannot_be_bit_exact(monkeypatch):
     padded = (64, 68)
     expected = semantic_from_outputs(outputs, [(64, 68)], [(64, 68)], input_size=padded)[0].argmax(0)
     assert torch.equal(fused.semantic_labels_from_outputs(outputs, [(64, 68)], [(64, 68)])[0], expected)
+
+
+def test_cell_blocks_reproduce_the_bilinear_upsample():
+    """The block geometry of cell_bounds (replicate pad, 4 x 4 blocks with weights 1/8 .. 7/8, offset 2) is the 4x
+    bilinear upsample of the exact path, edges included."""
+    g = torch.Generator().manual_seed(3)
+    masks = torch.randn(5, 6, 7, generator=g) * 3
+    cm = cell_bounds.padded_cell_major(masks)
+    cells = torch.arange(7 * 8)
+    weights = cell_bounds._block_weights(masks.device)
+    wide = cm.shape[1]
+    base = cells // (wide - 1) * wide + cells % (wide - 1)
+    corners = cm.view(-1, 5)[torch.stack([base, base + 1, base + wide, base + wide + 1]).view(-1)]
+    logits = (weights @ corners.view(4, -1)).view(16, -1, 5)  # [16, cells, Q]
+    for q in range(5):
+        image = cell_bounds.blocks_to_image(logits[:, :, q].t().contiguous(), (6, 7), (24, 28))
+        expected = F.interpolate(masks[None, q : q + 1], size=(24, 28), mode="bilinear")[0, 0]
+        torch.testing.assert_close(image, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_bounds_hold_and_block_leads_match_exact_scores():
+    """Certified blocks really have their candidate at every pixel of the exact scores, and block_top2's labels and
+    leads agree with the exact scores of the pixels it covers."""
+    outputs = _confident_outputs(16, 9, (20, 20), 4, ties=False)
+    masks, probs = outputs["pred_masks"][0], F.softmax(outputs["pred_logits"][0], -1)[:, :-1].contiguous()
+    scores = semantic_from_outputs(outputs, [(80, 80)], [(80, 80)], input_size=(80, 80))[0]  # [K, 80, 80]
+    cm, margin = cell_bounds.padded_cell_major(masks), cell_bounds.margin_for(probs)
+    candidate, groups = cell_bounds.certain_cells(probs, cm, margin)
+    listed = torch.zeros(len(candidate), dtype=torch.bool)
+    rel = cell_bounds.relative_tolerance(masks)
+    settled = 0
+    for cells, classes in groups:
+        listed[cells] = True
+        best, top, lead = cell_bounds.block_top2(cm, cells, probs[:, classes])
+        blocks = torch.full((len(candidate), 16), -1)
+        blocks[cells] = torch.where(lead > rel * top, classes[best], -2)  # -2: a near-tie, left to the exact path
+        image = cell_bounds.blocks_to_image(blocks, (20, 20), (80, 80))
+        inside, clear = image != -1, image >= 0
+        settled += int(clear.sum())  # (regions owned by no query have exactly tied classes: those stay near-ties)
+        assert torch.equal(image[clear], scores.argmax(0)[clear])
+        exact_top = scores.topk(2, dim=0).values
+        for got, want in ((top, exact_top[0]), (lead, exact_top[0] - exact_top[1])):
+            image = torch.full((len(candidate), 16), float("nan"))
+            image[cells] = got
+            image = cell_bounds.blocks_to_image(image, (20, 20), (80, 80))[inside]
+            if got is top:  # the best class is always among the contenders
+                torch.testing.assert_close(image, want[inside], atol=1e-5, rtol=0)
+            else:  # the lead over the contenders: at least the lead over all classes (the others are beaten anyway)
+                assert bool((image >= want[inside] - 1e-5).all())
+    assert settled > 100
+    certain = cell_bounds.blocks_to_image(candidate[:, None].expand(-1, 16).contiguous(), (20, 20), (80, 80))
+    mask = ~cell_bounds.blocks_to_image(listed[:, None].expand(-1, 16).contiguous(), (20, 20), (80, 80))
+    assert mask.float().mean() > 0.5
+    assert torch.equal(certain[mask], scores.argmax(0)[mask])
 
 
 @pytest.mark.parametrize("encoder", [False, True])

@@ -13,18 +13,18 @@ returns the same values), which is the case for images that need no test resize 
 crops); other cases fall back to the unfused computation and take the argmax of its scores. tests/test_fast_inference.py
 checks label maps against ``semantic_from_outputs``.
 
-Certified cells (``_certified_labels``, tried first): every output pixel between low-resolution rows i, i + 1 and
-columns j, j + 1 is a convex combination of those four mask logits, so the sigmoid of query q lies between the
-sigmoids of their minimum and maximum. For a candidate label u and any other class k, with d_q = p_qu - p_qk, the
-score difference at every pixel of the cell is then at least sum_q max(d_q, 0) sigmoid(min_q) + min(d_q, 0)
-sigmoid(max_q) (probabilities are fixed per image). When that bound beats every k by a margin far above fp32
-rounding, the whole 4 x 4 block of pixels has label u. Only the pixels of uncertain cells go through the exact
-computation: their row band is upsampled and passed through the sigmoid exactly as the strips do (PyTorch vectorises
-elementwise ops in runs and finishes each run with scalar code that can round differently, so the runs must be the
-same), then only their columns enter the [K, Q] x [Q, n] matmul, whose dot products do not depend on n (for n >= 2;
-one column would switch to a matrix-vector kernel). Confident models certify almost every cell, so the matmul work
-shrinks to the boundary pixels; when most pixels are uncertain (e.g. untrained weights with nearly uniform class
-probabilities) the plain strips are used.
+Certified labels (``_certified_labels``, tried first; geometry and bounds in ``maskformer.cell_bounds``): the output
+splits into 4 x 4 pixel blocks, one per cell of 2 x 2 (replicate-padded) mask logits. (1) A lower bound on (score of
+the cell's candidate class - score of every other class) over its whole block settles most blocks of a confident model
+at once. (2) The other blocks get approximate scores (their 16 pixels' logits from the four corners, sigmoid, a matmul
+restricted to the classes the bound could not rule out), which agree with the exact ones to fp32 rounding; a pixel
+whose best class leads by more than a generous rounding tolerance has that label in the exact path too. (3) Only the
+remaining near-ties (exact ties, boundaries within ~1e-4 of a tie) are computed exactly: their row band is upsampled
+and passed through the sigmoid exactly as the strips do (PyTorch vectorises elementwise ops in runs and finishes each
+run with scalar code that can round differently, so the runs must be the same), then only their columns enter the
+[K, Q] x [Q, n] matmul, whose dot products do not depend on n (for n >= 2; one column would switch to a
+matrix-vector kernel). The result is the exact label map; when most pixels are near-ties (e.g. untrained weights whose
+classes tie everywhere) the plain strips are used.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from maskformer import cell_bounds
 from maskformer.inference import Size, _input_size, _resample_grid, semantic_from_outputs
 
 __all__ = ["semantic_labels_from_outputs"]
@@ -105,69 +106,45 @@ _MAX_UNCERTAIN = 0.6  # above this fraction of uncertain pixels, plain strips ar
 _MIN_CLASS_QUERY_PAIRS = 2048  # below this K x Q the per-pixel matmul is cheap and the bounds do not pay for themselves
 
 
-def _cell_index(n: int, low: int, device: torch.device) -> Tensor:
-    """For output positions 0..n-1 of a 4x upsample: the cell c such that the position reads low rows c and c + 1."""
-    return torch.div(torch.arange(n, device=device) - 2, 4, rounding_mode="floor").clamp_(0, low - 2)
-
-
-def _certain_cells(probs: Tensor, mask_pred: Tensor) -> tuple[Tensor, Tensor]:
-    """(label, certain) per 2x2 cell of low-resolution pixels, each [hl-1, wl-1].
-
-    For the candidate label u of a cell and any other class k, with d_q = p_qu - p_qk, the score difference over every
-    pixel of the cell is at least sum_q max(d_q, 0) sigmoid(min_q) + min(d_q, 0) sigmoid(max_q) (min/max of the
-    query's four logits). Cells are grouped by candidate, so each group costs two [K, Q] x [Q, n] matmuls.
-    """
-    num_queries, low_h, low_w = mask_pred.shape
-    cell_major = mask_pred.permute(1, 2, 0).contiguous()  # [hl, wl, Q]
-    rows_max = torch.maximum(cell_major[:-1], cell_major[1:])
-    rows_min = torch.minimum(cell_major[:-1], cell_major[1:])
-    s_max = torch.maximum(rows_max[:, :-1], rows_max[:, 1:]).view(-1, num_queries).sigmoid()  # [cells, Q]
-    s_min = torch.minimum(rows_min[:, :-1], rows_min[:, 1:]).view(-1, num_queries).sigmoid()
-    candidate = ((0.5 * (s_min + s_max)) @ probs).argmax(1)  # [cells]
-    # fp32 rounding of a Q-term sum of terms <= 1 is ~Q * 6e-8 of the largest possible score; the margin is ~100x that
-    margin = 1e-4 * (1.0 + float(probs.sum(0).max()))
-    order = torch.argsort(candidate)
-    s_min, s_max = s_min[order], s_max[order]  # cells grouped by candidate: contiguous row blocks
-    values, counts = torch.unique_consecutive(candidate[order], return_counts=True)
-    certain_sorted = torch.empty_like(candidate, dtype=torch.bool)
-    start = 0
-    for u, n in zip(values.tolist(), counts.tolist()):
-        d = probs[:, u : u + 1] - probs  # [Q, K]
-        gap = s_min[start : start + n] @ d.clamp(min=0) + s_max[start : start + n] @ d.clamp(max=0)  # [n, K]
-        gap[:, u] = math.inf
-        certain_sorted[start : start + n] = gap.amin(1) > margin
-        start += n
-    certain = torch.empty_like(certain_sorted)
-    certain[order] = certain_sorted
-    return candidate.view(low_h - 1, low_w - 1), certain.view(low_h - 1, low_w - 1)
-
-
 def _certified_labels(mask_cls: Tensor, mask_pred: Tensor, image_size: Size) -> Tensor | None:
     """Labels [h, w] identical to ``_exact_labels`` (same arguments), or None when the certificate does not apply.
 
-    mask_cls [Q, K+1], mask_pred [Q, hl, wl] for an input of (4 hl, 4 wl).
+    mask_cls [Q, K+1], mask_pred [Q, hl, wl] for an input of (4 hl, 4 wl). Blocks of certain cells take their
+    candidate; the other blocks take the best class of approximate scores where it leads by the margin; the
+    remaining near-ties are computed exactly in bands (module docstring).
     """
     h, w = image_size
     num_queries, low_h, low_w = mask_pred.shape
-    if mask_cls.shape[-1] * num_queries < _MIN_CLASS_QUERY_PAIRS:
+    num_classes = mask_cls.shape[-1] - 1
+    if num_classes * num_queries < _MIN_CLASS_QUERY_PAIRS or num_classes < 2:
         return None
-    if low_h < 2 or low_w < 2 or (w % _ALIGN and w == 4 * low_w) or not bool(torch.isfinite(mask_pred).all()):
-        return None  # (a full-width row whose length is not aligned is vectorised differently by the unfused path)
+    if not bool(torch.isfinite(mask_pred).all()):
+        return None
     probs = F.softmax(mask_cls, dim=-1)[:, :-1].contiguous()  # [Q, K]
+    margin = cell_bounds.margin_for(probs)
+    cm = cell_bounds.padded_cell_major(mask_pred)
+    candidate, groups = cell_bounds.certain_cells(probs, cm, margin)
+    blocks = candidate[:, None].expand(-1, 16).contiguous()  # [C, 16]
+    near_tie = torch.zeros(blocks.shape, dtype=torch.bool, device=blocks.device)
+    rel = cell_bounds.relative_tolerance(mask_pred)
+    for cells, classes in groups:
+        best, top, lead = cell_bounds.block_top2(cm, cells, probs[:, classes])
+        blocks[cells] = classes[best]
+        near_tie[cells] = lead <= rel * top + cell_bounds.ABSOLUTE_TOLERANCE
+    labels = cell_bounds.blocks_to_image(blocks, (low_h, low_w), (h, w))
+    uncertain = cell_bounds.blocks_to_image(near_tie, (low_h, low_w), (h, w))
+    if not bool(uncertain.any()):
+        return labels
+    if uncertain.float().mean() > _MAX_UNCERTAIN or (w % _ALIGN and w == 4 * low_w):
+        return None  # (a full-width row whose length is not aligned is vectorised differently by the unfused path)
     probs_t = probs.t().contiguous()
-    cells, certain = _certain_cells(probs, mask_pred)
-    rows, cols = _cell_index(h, low_h, mask_pred.device), _cell_index(w, low_w, mask_pred.device)
-    labels = cells[rows][:, cols]
-    uncertain = ~certain[rows][:, cols]  # [h, w]
-    if uncertain.float().mean() > _MAX_UNCERTAIN:  # mostly uncertain: the plain strips are cheaper
-        return None
     flat = labels.view(-1)
     for y0 in range(0, h, _BAND):
         y1 = min(h, y0 + _BAND)
         where = uncertain[y0:y1].reshape(-1).nonzero()[:, 0]
         if where.numel() == 0:
             continue
-        # the band exactly as _exact_labels computes it, then only the uncertain pixels' columns through the matmul
+        # the band exactly as _exact_labels computes it, then only the near-tie pixels' columns through the matmul
         band = _sigmoid_rows(mask_pred, y0, y1, w)  # [Q, rows * w]
         flat[y0 * w + where] = _argmax_scores(band[:, where], probs_t)
     return labels

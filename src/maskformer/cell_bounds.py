@@ -1,0 +1,139 @@
+"""Per-cell score bounds and approximate scores for the semantic labels of a 4x bilinear mask upsample.
+
+Geometry. Replicate-pad the mask logits [Q, hl, wl] by one on every side ([Q, hl + 2, wl + 2]). Output row y of a 4x
+bilinear upsample (align_corners=False; source coordinates below 0 clamp to 0, above hl - 1 to hl - 1) then reads
+padded rows c = floor((y + 2) / 4) and c + 1 with weight ((y + 2) mod 4 + 0.5) / 4 on row c + 1 (the clamped edge rows
+read two copies of the same row). So the output splits into blocks of 4 x 4 pixels, one per *cell* of 2 x 2 padded
+logits, (hl + 1) x (wl + 1) cells, block (c, d) covering output rows 4c - 2 .. 4c + 1 and columns 4d - 2 .. 4d + 1,
+and inside every block the bilinear weights are the same: 1/8, 3/8, 5/8, 7/8 along each axis (exact in binary).
+
+Bounds (``certain_cells``). Every pixel of a block is a convex combination of its cell's four logits, so the sigmoid
+of query q there lies between the sigmoids of their minimum and maximum. For the candidate label u and any other
+class k, with d_q = p_qu - p_qk (class probabilities are fixed per image), the score difference at every pixel of
+the block is at least sum_q max(d_q, 0) sigmoid(min_q) + min(d_q, 0) sigmoid(max_q). When that beats every k by
+``margin`` the whole block has label u.
+
+Approximate scores (``block_top2``). For the other cells the 16 pixels' logits are one [16, 4] x [4, n Q] product
+with the fixed weights, then sigmoid and [16 n, Q] x [Q, K]: the same arithmetic as the exact path in another order,
+so within fp32 rounding (~1e-6 of the scores) of it. A pixel whose best class beats the second by more than
+``relative_tolerance`` of its score has that label in the exact path too; the caller computes the remaining near-ties
+exactly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "ABSOLUTE_TOLERANCE",
+    "block_top2",
+    "blocks_to_image",
+    "certain_cells",
+    "margin_for",
+    "padded_cell_major",
+    "relative_tolerance",
+]
+
+_CHUNK_CELLS = 512  # cells per chunk of block_top2: 8192 pixels, their [pixels, Q] and [pixels, K] blocks stay in cache
+
+
+def _block_weights(device: torch.device) -> Tensor:
+    """[16, 4]: row a * 4 + b (pixel offset a down, b right inside a block) weighs corners (00, 01, 10, 11)."""
+    lam = torch.tensor([0.125, 0.375, 0.625, 0.875], dtype=torch.float32, device=device)
+    rows = torch.stack([1 - lam, lam], 1)  # [4, 2]
+    return torch.einsum("ai,bj->abij", rows, rows).reshape(16, 4)
+
+
+def padded_cell_major(mask_pred: Tensor) -> Tensor:
+    """Replicate-padded, pixel-major logits [hl + 2, wl + 2, Q] of mask_pred [Q, hl, wl]."""
+    return F.pad(mask_pred[None], (1, 1, 1, 1), mode="replicate")[0].permute(1, 2, 0).contiguous()
+
+
+def margin_for(probs: Tensor) -> float:
+    """Absolute score margin that fp32 rounding of either computation cannot cross (for the bounds): a Q-term sum of
+    terms <= the class's probability mass; rounding is ~Q * 6e-8 of that, the margin ~100 times more. probs [Q, K]."""
+    return 1e-4 * (1.0 + float(probs.sum(0).max()))
+
+
+def relative_tolerance(mask_pred: Tensor) -> float:
+    """Bound on |approximate - exact| / score for the block scores: both interpolations are within a few ulps of the
+    logit m, which moves sigmoid(m) by a relative (1 - sigmoid) |m| 2^-21 at most; sigmoid itself and the Q-term sums
+    of positive terms add a few ulps more. Generous by ~10x: 1e-5 (max |m| + 10)."""
+    return 1e-5 * (float(mask_pred.abs().max()) + 10.0)
+
+
+# below this an fp32 sigmoid is subnormal and its relative error unbounded: leads under it are near-ties anyway
+ABSOLUTE_TOLERANCE = 1e-30
+
+
+def _best_guess(x: Tensor, probs: Tensor) -> Tensor:
+    """argmax over classes of x [n, Q] @ probs [Q, K]; only a guess (the bounds check it), so in bf16 where CPUs
+    multiply bf16 natively (~5x faster than fp32 at these shapes on AVX512-BF16)."""
+    if x.device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return (x.bfloat16() @ probs.bfloat16()).float().argmax(1)  # (argmax over bf16 is slow)
+    return (x @ probs).argmax(1)
+
+
+def certain_cells(probs: Tensor, cm: Tensor, margin: float) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+    """Bounds for every cell (module docstring): (candidate int64 [C], groups) with C = (hl + 1) * (wl + 1) cells in
+    row-major order. A cell's block certainly has the candidate label unless the cell is listed in ``groups``: pairs
+    (cells int64 [n], classes int64 [m >= 2]) of uncertain cells sharing a candidate and the only classes that can
+    win anywhere in their blocks (the candidate and every class its bound does not beat). probs [Q, K], cm from
+    ``padded_cell_major``. One [n, 2Q] x [2Q, K] product per candidate."""
+    num_queries = cm.shape[-1]
+    rows_max = torch.maximum(cm[:-1], cm[1:])
+    rows_min = torch.minimum(cm[:-1], cm[1:])
+    cells = (rows_max.shape[0], rows_max.shape[1] - 1, num_queries)
+    bounds = torch.empty(cells[0], cells[1], 2 * num_queries, dtype=cm.dtype, device=cm.device)  # [.., s_min | s_max]
+    torch.minimum(rows_min[:, :-1], rows_min[:, 1:], out=bounds[..., :num_queries])
+    torch.maximum(rows_max[:, :-1], rows_max[:, 1:], out=bounds[..., num_queries:])
+    bounds = bounds.view(-1, 2 * num_queries).sigmoid_()  # [C, 2Q]
+    candidate = _best_guess(bounds[:, :num_queries] + bounds[:, num_queries:], probs)  # [C]
+    order = torch.argsort(candidate)
+    bounds = bounds[order]  # cells grouped by candidate: contiguous row blocks
+    values, counts = torch.unique_consecutive(candidate[order], return_counts=True)
+    groups = []
+    start = 0
+    for u, n in zip(values.tolist(), counts.tolist()):
+        d = probs[:, u : u + 1] - probs  # [Q, K]
+        gap = bounds[start : start + n] @ torch.cat([d.clamp(min=0), d.clamp(max=0)])  # [n, K]
+        gap[:, u] = math.inf
+        beaten = gap > margin
+        uncertain = ~beaten.all(1)
+        if bool(uncertain.any()):
+            contenders = ~beaten[uncertain].all(0)
+            contenders[u] = True
+            groups.append((order[start : start + n][uncertain], contenders.nonzero()[:, 0]))
+        start += n
+    return candidate, groups
+
+
+def block_top2(cm: Tensor, cells: Tensor, probs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(best int64 [n, 16], top [n, 16], lead [n, 16]) for the 4 x 4 pixel blocks of the given cells (flat indices
+    [n]): the index of the best column of probs [Q, m >= 2] in each pixel's approximate scores, that score, and its
+    lead over the second best."""
+    wide = cm.shape[1]
+    flat = cm.view(-1, cm.shape[-1])
+    weights = _block_weights(cm.device)
+    labels, tops, gaps = [], [], []
+    for chunk in cells.split(_CHUNK_CELLS):
+        base = chunk // (wide - 1) * wide + chunk % (wide - 1)  # top-left corner of each cell in the padded grid
+        corners = flat[torch.stack([base, base + 1, base + wide, base + wide + 1]).view(-1)]  # [4 n, Q]
+        logits = weights @ corners.view(4, -1)  # [16, n Q]
+        scores = logits.sigmoid_().view(-1, flat.shape[1]) @ probs  # [16 n, m]
+        top = scores.topk(2, dim=1)
+        labels.append(top.indices[:, 0].view(16, -1).t())
+        tops.append(top.values[:, 0].view(16, -1).t())
+        gaps.append((top.values[:, 0] - top.values[:, 1]).view(16, -1).t())
+    return torch.cat(labels), torch.cat(tops), torch.cat(gaps)
+
+
+def blocks_to_image(blocks: Tensor, low: tuple[int, int], size: tuple[int, int]) -> Tensor:
+    """Per-cell 4 x 4 blocks [C, 16] -> the top-left ``size`` (h, w) of the output image (h <= 4 hl, w <= 4 wl)."""
+    rows, cols = low[0] + 1, low[1] + 1
+    canvas = blocks.view(rows, cols, 4, 4).permute(0, 2, 1, 3).reshape(4 * rows, 4 * cols)
+    return canvas[2 : 2 + size[0], 2 : 2 + size[1]].contiguous()
