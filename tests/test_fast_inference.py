@@ -216,8 +216,9 @@ def test_certified_labels_equal_the_unfused_argmax(monkeypatch, low, image_size,
             assert got is not None and torch.equal(got, expected), (seed, low, image_size)
             assert len(torch.unique(expected)) >= 2 or low[0] < 4  # (a 2 x 9 map may hold one region)
         probs = F.softmax(outputs["pred_logits"][0], -1)[:, :-1].contiguous()
+        masks = outputs["pred_masks"][0]
         candidate, groups = cell_bounds.certain_cells(
-            probs, cell_bounds.padded_cell_major(outputs["pred_masks"][0]), cell_bounds.margin_for(probs)
+            probs, cell_bounds.padded_cell_major(masks), cell_bounds.relative_tolerance(masks)
         )
         uncertain = sum(len(cells) for cells, _ in groups) / len(candidate)
         if low[0] >= 16:  # the certificate does work, and boundaries are left to the block scores
@@ -272,16 +273,15 @@ def test_bounds_hold_and_block_leads_match_exact_scores():
     outputs = _confident_outputs(16, 9, (20, 20), 4, ties=False)
     masks, probs = outputs["pred_masks"][0], F.softmax(outputs["pred_logits"][0], -1)[:, :-1].contiguous()
     scores = semantic_from_outputs(outputs, [(80, 80)], [(80, 80)], input_size=(80, 80))[0]  # [K, 80, 80]
-    cm, margin = cell_bounds.padded_cell_major(masks), cell_bounds.margin_for(probs)
-    candidate, groups = cell_bounds.certain_cells(probs, cm, margin)
+    cm, tol = cell_bounds.padded_cell_major(masks), cell_bounds.relative_tolerance(masks)
+    candidate, groups = cell_bounds.certain_cells(probs, cm, tol)
     listed = torch.zeros(len(candidate), dtype=torch.bool)
-    rel = cell_bounds.relative_tolerance(masks)
     settled = 0
     for cells, classes in groups:
         listed[cells] = True
         best, top, lead = cell_bounds.block_top2(cm, cells, probs[:, classes])
         blocks = torch.full((len(candidate), 16), -1)
-        blocks[cells] = torch.where(lead > rel * top, classes[best], -2)  # -2: a near-tie, left to the exact path
+        blocks[cells] = torch.where(lead > tol * top, classes[best], -2)  # -2: a near-tie, left to the exact path
         image = cell_bounds.blocks_to_image(blocks, (20, 20), (80, 80))
         inside, clear = image != -1, image >= 0
         settled += int(clear.sum())  # (regions owned by no query have exactly tied classes: those stay near-ties)

@@ -11,7 +11,7 @@ Bounds (``certain_cells``). Every pixel of a block is a convex combination of it
 of query q there lies between the sigmoids of their minimum and maximum. For the candidate label u and any other
 class k, with d_q = p_qu - p_qk (class probabilities are fixed per image), the score difference at every pixel of
 the block is at least sum_q max(d_q, 0) sigmoid(min_q) + min(d_q, 0) sigmoid(max_q). When that beats every k by
-``margin`` the whole block has label u.
+a rounding tolerance (relative to the largest score the cell allows) the whole block has label u.
 
 Approximate scores (``block_top2``). For the other cells the 16 pixels' logits are one [16, 4] x [4, n Q] product
 with the fixed weights, then sigmoid and [16 n, Q] x [Q, K]: the same arithmetic as the exact path in another order,
@@ -33,11 +33,11 @@ __all__ = [
     "block_top2",
     "blocks_to_image",
     "certain_cells",
-    "margin_for",
     "padded_cell_major",
     "relative_tolerance",
 ]
 
+_FEW_RIVALS = 8  # uncertain cells with at most this many rival classes are scored apart from the others
 _CHUNK_CELLS = 512  # cells per chunk of block_top2: 8192 pixels, their [pixels, Q] and [pixels, K] blocks stay in cache
 
 
@@ -53,17 +53,14 @@ def padded_cell_major(mask_pred: Tensor) -> Tensor:
     return F.pad(mask_pred[None], (1, 1, 1, 1), mode="replicate")[0].permute(1, 2, 0).contiguous()
 
 
-def margin_for(probs: Tensor) -> float:
-    """Absolute score margin that fp32 rounding of either computation cannot cross (for the bounds): a Q-term sum of
-    terms <= the class's probability mass; rounding is ~Q * 6e-8 of that, the margin ~100 times more. probs [Q, K]."""
-    return 1e-4 * (1.0 + float(probs.sum(0).max()))
-
-
 def relative_tolerance(mask_pred: Tensor) -> float:
-    """Bound on |approximate - exact| / score for the block scores: both interpolations are within a few ulps of the
-    logit m, which moves sigmoid(m) by a relative (1 - sigmoid) |m| 2^-21 at most; sigmoid itself and the Q-term sums
-    of positive terms add a few ulps more. Generous by ~10x: 1e-5 (max |m| + 10)."""
-    return 1e-5 * (float(mask_pred.abs().max()) + 10.0)
+    """Bound on |computed - exact| / scale for scores and score differences of one image, mask_pred [Q, hl, wl].
+
+    Every score is a sum of Q positive terms p_qk sigmoid(m_q) <= scale (the cell's or pixel's largest possible
+    score). Summation order changes it by Q * 2^-24 * scale at most; an interpolated logit within a few ulps of m moves
+    sigmoid(m) by a relative (1 - sigmoid) |m| 2^-22; sigmoid itself by a few ulps. (Q + max |m| + 10) * 2^-18 is
+    that with a factor >= 4 to spare (4.8e-4 for Q = 100 and logits within +-15)."""
+    return (mask_pred.shape[0] + float(mask_pred.abs().max()) + 10.0) * 2.0**-18
 
 
 # below this an fp32 sigmoid is subnormal and its relative error unbounded: leads under it are near-ties anyway
@@ -78,12 +75,13 @@ def _best_guess(x: Tensor, probs: Tensor) -> Tensor:
     return (x @ probs).argmax(1)
 
 
-def certain_cells(probs: Tensor, cm: Tensor, margin: float) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+def certain_cells(probs: Tensor, cm: Tensor, tol: float) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
     """Bounds for every cell (module docstring): (candidate int64 [C], groups) with C = (hl + 1) * (wl + 1) cells in
     row-major order. A cell's block certainly has the candidate label unless the cell is listed in ``groups``: pairs
     (cells int64 [n], classes int64 [m >= 2]) of uncertain cells sharing a candidate and the only classes that can
     win anywhere in their blocks (the candidate and every class its bound does not beat). probs [Q, K], cm from
-    ``padded_cell_major``. One [n, 2Q] x [2Q, K] product per candidate."""
+    ``padded_cell_major``; a bound counts when it beats ``tol`` (``relative_tolerance``) times the cell's largest
+    possible score. One [n, 2Q] x [2Q, K] product per candidate."""
     num_queries = cm.shape[-1]
     rows_max = torch.maximum(cm[:-1], cm[1:])
     rows_min = torch.minimum(cm[:-1], cm[1:])
@@ -95,6 +93,8 @@ def certain_cells(probs: Tensor, cm: Tensor, margin: float) -> tuple[Tensor, lis
     candidate = _best_guess(bounds[:, :num_queries] + bounds[:, num_queries:], probs)  # [C]
     order = torch.argsort(candidate)
     bounds = bounds[order]  # cells grouped by candidate: contiguous row blocks
+    # no score in a cell exceeds sum_q sigmoid(max_q) max_k p_qk
+    margin = bounds[:, num_queries:] @ probs.amax(1) * tol + ABSOLUTE_TOLERANCE  # [C]
     values, counts = torch.unique_consecutive(candidate[order], return_counts=True)
     groups = []
     start = 0
@@ -102,12 +102,13 @@ def certain_cells(probs: Tensor, cm: Tensor, margin: float) -> tuple[Tensor, lis
         d = probs[:, u : u + 1] - probs  # [Q, K]
         gap = bounds[start : start + n] @ torch.cat([d.clamp(min=0), d.clamp(max=0)])  # [n, K]
         gap[:, u] = math.inf
-        beaten = gap > margin
-        uncertain = ~beaten.all(1)
-        if bool(uncertain.any()):
-            contenders = ~beaten[uncertain].all(0)
-            contenders[u] = True
-            groups.append((order[start : start + n][uncertain], contenders.nonzero()[:, 0]))
+        beaten = gap > margin[start : start + n, None]
+        rivals = (~beaten).sum(1)  # [n] classes the bound does not rule out
+        for subset in (rivals > 0) & (rivals <= _FEW_RIVALS), rivals > _FEW_RIVALS:  # few-rival cells stay cheap
+            if bool(subset.any()):
+                contenders = ~beaten[subset].all(0)
+                contenders[u] = True
+                groups.append((order[start : start + n][subset], contenders.nonzero()[:, 0]))
         start += n
     return candidate, groups
 

@@ -110,7 +110,7 @@ def _certified_labels(mask_cls: Tensor, mask_pred: Tensor, image_size: Size) -> 
     """Labels [h, w] identical to ``_exact_labels`` (same arguments), or None when the certificate does not apply.
 
     mask_cls [Q, K+1], mask_pred [Q, hl, wl] for an input of (4 hl, 4 wl). Blocks of certain cells take their
-    candidate; the other blocks take the best class of approximate scores where it leads by the margin; the
+    candidate; the other blocks take the best class of approximate scores where it leads by the tolerance; the
     remaining near-ties are computed exactly in bands (module docstring).
     """
     h, w = image_size
@@ -121,16 +121,15 @@ def _certified_labels(mask_cls: Tensor, mask_pred: Tensor, image_size: Size) -> 
     if not bool(torch.isfinite(mask_pred).all()):
         return None
     probs = F.softmax(mask_cls, dim=-1)[:, :-1].contiguous()  # [Q, K]
-    margin = cell_bounds.margin_for(probs)
+    tol = cell_bounds.relative_tolerance(mask_pred)
     cm = cell_bounds.padded_cell_major(mask_pred)
-    candidate, groups = cell_bounds.certain_cells(probs, cm, margin)
+    candidate, groups = cell_bounds.certain_cells(probs, cm, tol)
     blocks = candidate[:, None].expand(-1, 16).contiguous()  # [C, 16]
     near_tie = torch.zeros(blocks.shape, dtype=torch.bool, device=blocks.device)
-    rel = cell_bounds.relative_tolerance(mask_pred)
     for cells, classes in groups:
         best, top, lead = cell_bounds.block_top2(cm, cells, probs[:, classes])
         blocks[cells] = classes[best]
-        near_tie[cells] = lead <= rel * top + cell_bounds.ABSOLUTE_TOLERANCE
+        near_tie[cells] = lead <= tol * top + cell_bounds.ABSOLUTE_TOLERANCE
     labels = cell_bounds.blocks_to_image(blocks, (low_h, low_w), (h, w))
     uncertain = cell_bounds.blocks_to_image(near_tie, (low_h, low_w), (h, w))
     if not bool(uncertain.any()):
