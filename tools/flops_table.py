@@ -1,6 +1,6 @@
 """Parameters and FLOPs of the paper's ADE20K-150 models, as a markdown table for the README.
 
-    .venv/bin/python tools/flops_table.py            # prints the table (takes a few minutes: Swin-L at 640x640)
+.venv/bin/python tools/flops_table.py            # prints the table (takes a few minutes: Swin-L at 640x640)
 """
 
 from __future__ import annotations

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from maskformer.onednn import linear
+
 __all__ = [
     "ABSOLUTE_TOLERANCE",
     "block_top2",
@@ -81,7 +83,7 @@ def certain_cells(probs: Tensor, cm: Tensor, tol: float) -> tuple[Tensor, list[t
     (cells int64 [n], classes int64 [m >= 2]) of uncertain cells sharing a candidate and the only classes that can
     win anywhere in their blocks (the candidate and every class its bound does not beat). probs [Q, K], cm from
     ``padded_cell_major``; a bound counts when it beats ``tol`` (``relative_tolerance``) times the cell's largest
-    possible score. One [n, 2Q] x [2Q, K] product per candidate."""
+    possible score. One [n, 2Q] x [2Q, K] product per candidate (oneDNN: ``maskformer.onednn``)."""
     num_queries = cm.shape[-1]
     rows_max = torch.maximum(cm[:-1], cm[1:])
     rows_min = torch.minimum(cm[:-1], cm[1:])
@@ -99,8 +101,8 @@ def certain_cells(probs: Tensor, cm: Tensor, tol: float) -> tuple[Tensor, list[t
     groups = []
     start = 0
     for u, n in zip(values.tolist(), counts.tolist()):
-        d = probs[:, u : u + 1] - probs  # [Q, K]
-        gap = bounds[start : start + n] @ torch.cat([d.clamp(min=0), d.clamp(max=0)])  # [n, K]
+        d = (probs[:, u : u + 1] - probs).t()  # [K, Q]
+        gap = linear(bounds[start : start + n], torch.cat([d.clamp(min=0), d.clamp(max=0)], 1))  # [n, K]
         gap[:, u] = math.inf
         beaten = gap > margin[start : start + n, None]
         rivals = (~beaten).sum(1)  # [n] classes the bound does not rule out
@@ -120,12 +122,13 @@ def block_top2(cm: Tensor, cells: Tensor, probs: Tensor) -> tuple[Tensor, Tensor
     wide = cm.shape[1]
     flat = cm.view(-1, cm.shape[-1])
     weights = _block_weights(cm.device)
+    probs_t = probs.t().contiguous()
     labels, tops, gaps = [], [], []
     for chunk in cells.split(_CHUNK_CELLS):
         base = chunk // (wide - 1) * wide + chunk % (wide - 1)  # top-left corner of each cell in the padded grid
         corners = flat[torch.stack([base, base + 1, base + wide, base + wide + 1]).view(-1)]  # [4 n, Q]
         logits = weights @ corners.view(4, -1)  # [16, n Q]
-        scores = logits.sigmoid_().view(-1, flat.shape[1]) @ probs  # [16 n, m]
+        scores = linear(logits.sigmoid_().view(-1, flat.shape[1]), probs_t)  # [16 n, m]
         top = scores.topk(2, dim=1)
         labels.append(top.indices[:, 0].view(16, -1).t())
         tops.append(top.values[:, 0].view(16, -1).t())

@@ -70,9 +70,19 @@ class FPNPixelDecoder(nn.Module):
         y, transformer_input = self._top(features)
         for idx in (2, 1, 0):
             lateral = getattr(self, f"adapter_{idx + 1}")(features[self.in_features[idx]])
-            y = lateral + F.interpolate(y, size=lateral.shape[-2:], mode="nearest")
-            y = getattr(self, f"layer_{idx + 1}")(y)
+            y = getattr(self, f"layer_{idx + 1}")(_add_upsampled(lateral, y))
         return y, transformer_input
+
+
+def _add_upsampled(lateral: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+    """``lateral + F.interpolate(top, size=lateral.shape[-2:], mode="nearest")``. Without autograd and for an exact 2x
+    step (every FPN level of an input divisible by 32) it adds ``top`` broadcast over 2x2 blocks into ``lateral`` in
+    place: the same sums, without the upsampled and the summed activation-sized tensors."""
+    (b, c, h, w), (th, tw) = lateral.shape, top.shape[-2:]
+    if torch.is_grad_enabled() or (h, w) != (2 * th, 2 * tw) or top.dtype != lateral.dtype:
+        return lateral + F.interpolate(top, size=(h, w), mode="nearest")
+    lateral.view(b, c, th, 2, tw, 2).add_(top[:, :, :, None, :, None])
+    return lateral
 
 
 class TransformerEncoderPixelDecoder(FPNPixelDecoder):
