@@ -59,10 +59,11 @@ def relative_tolerance(mask_pred: Tensor) -> float:
     """Bound on |computed - exact| / scale for scores and score differences of one image, mask_pred [Q, hl, wl].
 
     Every score is a sum of Q positive terms p_qk sigmoid(m_q) <= scale (the cell's or pixel's largest possible
-    score). Summation order changes it by Q * 2^-24 * scale at most; an interpolated logit within a few ulps of m moves
-    sigmoid(m) by a relative (1 - sigmoid) |m| 2^-22; sigmoid itself by a few ulps. (Q + max |m| + 10) * 2^-18 is
-    that with a factor >= 4 to spare (4.8e-4 for Q = 100 and logits within +-15)."""
-    return (mask_pred.shape[0] + float(mask_pred.abs().max()) + 10.0) * 2.0**-18
+    score). In fp32 (unit roundoff u = 2^-24): summation order changes a score by Q u scale at most; an interpolated
+    logit within a few ulps of m moves sigmoid(m) by a relative (1 - sigmoid) |m| 2^-22; sigmoid itself by a few u.
+    Two computations (approximate and exact) each err that much, so |difference| <= (Q / 8 + |m| / 2 + 2) 2^-20 scale;
+    (Q + max |m| + 10) 2^-20 covers it with room (1.2e-4 for Q = 100 and logits within +-15)."""
+    return (mask_pred.shape[0] + float(mask_pred.abs().max()) + 10.0) * 2.0**-20
 
 
 # below this an fp32 sigmoid is subnormal and its relative error unbounded: leads under it are near-ties anyway
@@ -105,12 +106,15 @@ def certain_cells(probs: Tensor, cm: Tensor, tol: float) -> tuple[Tensor, list[t
         gap = linear(bounds[start : start + n], torch.cat([d.clamp(min=0), d.clamp(max=0)], 1))  # [n, K]
         gap[:, u] = math.inf
         beaten = gap > margin[start : start + n, None]
-        rivals = (~beaten).sum(1)  # [n] classes the bound does not rule out
-        for subset in (rivals > 0) & (rivals <= _FEW_RIVALS), rivals > _FEW_RIVALS:  # few-rival cells stay cheap
-            if bool(subset.any()):
-                contenders = ~beaten[subset].all(0)
-                contenders[u] = True
-                groups.append((order[start : start + n][subset], contenders.nonzero()[:, 0]))
+        uncertain = (~beaten.all(1)).nonzero()[:, 0]
+        if uncertain.numel():
+            rivals = ~beaten[uncertain]  # [m, K]: classes the bound does not rule out
+            few = rivals.sum(1, dtype=torch.int32) <= _FEW_RIVALS
+            for subset in few, ~few:  # few-rival cells stay cheap
+                if bool(subset.any()):
+                    contenders = rivals[subset].any(0)
+                    contenders[u] = True
+                    groups.append((order[start + uncertain[subset]], contenders.nonzero()[:, 0]))
         start += n
     return candidate, groups
 

@@ -101,7 +101,7 @@ def _first_argmax(scores: Tensor) -> Tensor:
 
 
 _ALIGN = 32  # every CPU vector loop's run (2 x 16 floats) divides this
-_BAND = 16  # output rows per band of exact pieces (4 low-resolution rows)
+_BAND = 8  # output rows per band of exact pieces (2 low-resolution rows)
 _MAX_UNCERTAIN = 0.6  # above this fraction of uncertain pixels, plain strips are cheaper
 _MIN_CLASS_QUERY_PAIRS = 2048  # below this K x Q the per-pixel matmul is cheap and the bounds do not pay for themselves
 
@@ -118,10 +118,10 @@ def _certified_labels(mask_cls: Tensor, mask_pred: Tensor, image_size: Size) -> 
     num_classes = mask_cls.shape[-1] - 1
     if num_classes * num_queries < _MIN_CLASS_QUERY_PAIRS or num_classes < 2:
         return None
-    if not bool(torch.isfinite(mask_pred).all()):
+    tol = cell_bounds.relative_tolerance(mask_pred)
+    if not math.isfinite(tol):  # (NaN or infinite logits)
         return None
     probs = F.softmax(mask_cls, dim=-1)[:, :-1].contiguous()  # [Q, K]
-    tol = cell_bounds.relative_tolerance(mask_pred)
     cm = cell_bounds.padded_cell_major(mask_pred)
     candidate, groups = cell_bounds.certain_cells(probs, cm, tol)
     blocks = candidate[:, None].expand(-1, 16).contiguous()  # [C, 16]
@@ -179,7 +179,8 @@ def semantic_labels_from_outputs(
 ) -> list[Tensor]:
     """Label maps int64 [H_i, W_i] equal to ``semantic_from_outputs(...)[i].argmax(0)`` (same arguments).
 
-    ``certify``: settle 4x4 pixel blocks from score bounds first (module docstring); False = strips only.
+    ``certify``: settle 4x4 pixel blocks from score bounds first (module docstring; exact, so also with ``fast``);
+    False = strips only (or the approximate path with ``fast``).
 
     outputs: {"pred_logits": [B, Q, K+1], "pred_masks": [B, Q, h, w]} or {"sem_logits": ...} (unfused).
     """
@@ -192,11 +193,15 @@ def semantic_labels_from_outputs(
     labels = []
     for i, (image_size, output_size) in enumerate(zip(image_sizes, output_sizes)):
         image_size, output_size = tuple(image_size), tuple(output_size)
-        if fast:
+        unresized = image_size == output_size and padded == (4 * low[0], 4 * low[1])
+        # certified labels are exact and cheaper than the approximate path, so ``fast`` takes them too
+        certified = _certified_labels(mask_cls[i], mask_pred[i], image_size) if certify and unresized else None
+        if certified is not None:
+            labels.append(certified)
+        elif fast:
             labels.append(_fast_labels(mask_cls[i], mask_pred[i], image_size, padded, output_size))
-        elif image_size == output_size and padded == (4 * low[0], 4 * low[1]):
-            certified = _certified_labels(mask_cls[i], mask_pred[i], image_size) if certify else None
-            labels.append(certified if certified is not None else _exact_labels(mask_cls[i], mask_pred[i], image_size))
+        elif unresized:
+            labels.append(_exact_labels(mask_cls[i], mask_pred[i], image_size))
         else:
             one = {"pred_logits": mask_cls[i : i + 1], "pred_masks": mask_pred[i : i + 1]}
             scores = semantic_from_outputs(one, [image_size], [output_size], input_size=padded)[0]
