@@ -101,6 +101,28 @@ def test_prepared_model_matches_and_leaves_the_original_untouched(demo_model):
     assert torch.equal(fast.pixel_mean, demo_model.pixel_mean)
 
 
+def test_onednn_fused_convolutions_match_the_plain_ones(demo_model, monkeypatch):
+    import maskformer.fast as fast_module
+    from maskformer import onednn
+
+    fused = prepare_for_inference(demo_model)
+    assert sum(isinstance(m, onednn.Bottleneck) for m in fused.modules()) > 0
+    assert sum(isinstance(m, onednn.Conv) for m in fused.modules()) > 0
+    monkeypatch.setattr(fast_module, "use_onednn_convolutions", lambda model: 0)
+    plain = prepare_for_inference(demo_model)
+    assert not any(isinstance(m, onednn.Conv) for m in plain.modules())
+    x = torch.randn(2, 3, 96, 128, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        got, ref = fused(x), plain(x)
+    for key in ("pred_logits", "pred_masks"):
+        torch.testing.assert_close(got[key], ref[key], atol=1e-5, rtol=1e-5)
+    with torch.inference_mode():  # inputs are not modified (the identity blocks must not accumulate into them)
+        features = fused.model.backbone(x.contiguous(memory_format=torch.channels_last))
+        again = fused.model.backbone(x.contiguous(memory_format=torch.channels_last))
+    for name in features:
+        assert torch.equal(features[name], again[name])
+
+
 def test_bf16_outputs_are_float32_and_close(demo_model):
     fast = prepare_for_inference(demo_model, bf16=True)
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(4))
@@ -342,3 +364,28 @@ def test_compiled_model_with_freezing_matches_eager(demo_model):
     scale = ref["pred_masks"].abs().max()
     torch.testing.assert_close(got["pred_masks"], ref["pred_masks"], atol=1e-4 * scale, rtol=1e-4)
     torch.testing.assert_close(got["pred_logits"], ref["pred_logits"], atol=1e-4, rtol=1e-4)
+
+
+def test_onednn_attention_and_linear_match_torch():
+    from maskformer import onednn
+
+    g = torch.Generator().manual_seed(2)
+    attn = torch.nn.MultiheadAttention(32, 4).eval()
+    layer = torch.nn.Linear(32, 48).eval()
+    with torch.no_grad():
+        attn.in_proj_bias.normal_(generator=g)
+        attn.out_proj.bias.normal_(generator=g)
+    q, k = torch.randn(7, 2, 32, generator=g), torch.randn(11, 2, 32, generator=g)
+    with torch.inference_mode():
+        ref = attn(q, k, k, need_weights=False)[0]
+        got, weights = onednn.MultiheadAttention(attn)(q, k, k, need_weights=False)
+        assert weights is None
+        torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(onednn.Linear(layer)(q), layer(q), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(onednn.linear(q, layer.weight, layer.bias, relu=True), F.relu(layer(q)))
+    x = q.clone().requires_grad_()  # with autograd: the plain F.linear (oneDNN's op has no backward)
+    onednn.linear(x, layer.weight, layer.bias).sum().backward()
+    assert x.grad is not None
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Sequential(attn))
+    assert onednn.use_onednn_layers(model) == 2
+    assert isinstance(model[0], onednn.Linear) and isinstance(model[1][0], onednn.MultiheadAttention)

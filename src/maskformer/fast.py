@@ -15,6 +15,7 @@ returns a deep copy in eval mode with
   (the transformer reads the backbone or the encoder). Exact up to float rounding (~1e-6 relative);
 - fp32 only: linear layers and attention through oneDNN instead of MKL (``maskformer.onednn``; ~2x faster matrix
   products on AMD CPUs, summation order only);
+- convolution + bias + ReLU (+ the bottleneck's residual addition) as one oneDNN call (``maskformer.onednn``);
 - optionally ``torch.compile``.
 
 ``autocast_context(device, bf16=True)`` is bfloat16 autocast on CPU or CUDA; outputs are cast back to float32 by
@@ -33,7 +34,7 @@ from torch import nn
 
 from maskformer.modeling.backbone.norm import FrozenBatchNorm2d
 from maskformer.modeling.layers import ConvNorm
-from maskformer.onednn import use_onednn_layers
+from maskformer.onednn import use_onednn_convolutions, use_onednn_layers
 
 __all__ = [
     "FastModel",
@@ -215,6 +216,8 @@ def prepare_for_inference(
         for module in fast.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 module.to(torch.bfloat16)
+    if channels_last:  # conv + bias + ReLU (+ residual add) in one oneDNN call (maskformer.onednn)
+        use_onednn_convolutions(fast)
     wrapped = FastModel(fast, channels_last=channels_last, bf16=bf16, fold_mask_features=fold_mask_features).eval()
     if compile:
         wrapped.enable_compile()
