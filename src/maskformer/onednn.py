@@ -46,8 +46,9 @@ def onednn_applies(x: Tensor) -> bool:
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, relu: bool = False) -> Tensor:
     """``F.linear(x, weight, bias)`` (then ReLU if ``relu``): x [..., in], weight [out, in] -> [..., out]."""
-    eager = not torch.compiler.is_compiling()  # (inductor maps F.linear to oneDNN itself, with packed weights)
-    if eager and onednn_applies(x) and weight.dtype == torch.float32 and not (x.requires_grad or weight.requires_grad):
+    if torch.compiler.is_compiling():  # inductor maps F.linear to oneDNN itself, with packed weights
+        return F.relu(F.linear(x, weight, bias)) if relu else F.linear(x, weight, bias)
+    if onednn_applies(x) and weight.dtype == torch.float32 and not (x.requires_grad or weight.requires_grad):
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "relu" if relu else "none", [], "")
     y = F.linear(x, weight, bias)
     return F.relu(y) if relu else y
@@ -112,11 +113,12 @@ def use_onednn_layers(model: nn.Module) -> int:
 
 
 def _eager_onednn(x: Tensor, weight: Tensor) -> bool:
+    if torch.compiler.is_compiling():  # first: inductor fuses the same way, and nothing below may break its graph
+        return False
     return (
         x.device.type == "cpu"
         and weight.dtype in (torch.float32, torch.bfloat16)
         and torch.backends.mkldnn.is_available()
-        and not torch.compiler.is_compiling()
         and not (x.requires_grad or weight.requires_grad)
     )
 
