@@ -149,6 +149,21 @@ def _certified_labels(mask_cls: Tensor, mask_pred: Tensor, image_size: Size) -> 
     return labels
 
 
+def _corner_labels(mask_cls: Tensor, mask_pred: Tensor, image_size: Size) -> Tensor:
+    """``fast`` labels [h, w] for an output at the input size: blocks whose four corner logits agree take that class,
+    the others get block scores over the classes at their corners (``cell_bounds.corner_labels``)."""
+    num_queries, low_h, low_w = mask_pred.shape
+    probs = F.softmax(mask_cls, dim=-1)[:, :-1].contiguous()  # [Q, K]
+    cm = cell_bounds.padded_cell_major(mask_pred)
+    label, groups = cell_bounds.corner_labels(probs, cm)
+    blocks = label[:, None].expand(-1, 16).contiguous()
+    for cells, classes in groups:
+        if len(classes) > 1:
+            best, _, _ = cell_bounds.block_top2(cm, cells, probs[:, classes])
+            blocks[cells] = classes[best]
+    return cell_bounds.blocks_to_image(blocks, (low_h, low_w), image_size)
+
+
 def _fast_labels(mask_cls: Tensor, mask_pred: Tensor, image_size: Size, padded: Size, output_size: Size) -> Tensor:
     """Labels [H, W] of ``semantic_from_outputs(fast=True)``: scores at 1/4 resolution, resampled in strips."""
     low_h, low_w = mask_pred.shape[-2:]
@@ -177,10 +192,12 @@ def semantic_labels_from_outputs(
     fast: bool = False,
     certify: bool = True,
 ) -> list[Tensor]:
-    """Label maps int64 [H_i, W_i] equal to ``semantic_from_outputs(...)[i].argmax(0)`` (same arguments).
+    """Label maps int64 [H_i, W_i] equal to ``semantic_from_outputs(...)[i].argmax(0)`` (same arguments; with ``fast``
+    only for resized outputs).
 
-    ``certify``: settle 4x4 pixel blocks from score bounds first (module docstring; exact, so also with ``fast``);
-    False = strips only (or the approximate path with ``fast``).
+    ``fast``: approximate labels - at the input size from the labels at the cell corners (``_corner_labels``; exact
+    except inside 4 x 4 blocks whose corners agree), otherwise scores combined at 1/4 resolution and resampled.
+    ``certify``: settle 4x4 pixel blocks from score bounds first (module docstring); False = strips only.
 
     outputs: {"pred_logits": [B, Q, K+1], "pred_masks": [B, Q, h, w]} or {"sem_logits": ...} (unfused).
     """
@@ -194,7 +211,9 @@ def semantic_labels_from_outputs(
     for i, (image_size, output_size) in enumerate(zip(image_sizes, output_sizes)):
         image_size, output_size = tuple(image_size), tuple(output_size)
         unresized = image_size == output_size and padded == (4 * low[0], 4 * low[1])
-        # certified labels are exact and cheaper than the approximate path, so ``fast`` takes them too
+        if fast and unresized:
+            labels.append(_corner_labels(mask_cls[i], mask_pred[i], image_size))
+            continue
         certified = _certified_labels(mask_cls[i], mask_pred[i], image_size) if certify and unresized else None
         if certified is not None:
             labels.append(certified)

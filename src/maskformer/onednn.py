@@ -176,6 +176,7 @@ class Bottleneck(nn.Module):
 def use_onednn_convolutions(model: nn.Module) -> int:
     """Swap, in place, ResNet bottlenecks and norm-free ``ConvNorm`` layers whose norm was folded (see the module
     docstring). Returns the number of swapped modules; layers that still have a norm are left alone."""
+
     def plain(m: nn.Module | None) -> bool:
         return m is None or (isinstance(m, ConvNorm) and m.norm is None)
 
