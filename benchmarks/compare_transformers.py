@@ -172,6 +172,7 @@ def bench_inference(reps: int, size: int, parts: set[str]) -> dict:
         p16_fast = Predictor(fast16, fast=True, **kw)  # + approximate labels (corner labels per 4x4 block)
         p32_fast = Predictor(fast32, fast=True, **kw)
         c32, c16 = Predictor(comp32, **kw), Predictor(comp16, **kw)
+        c32_fast, c16_fast = Predictor(comp32, fast=True, **kw), Predictor(comp16, fast=True, **kw)
 
         def hf_predict() -> torch.Tensor:
             inputs = processor(images=[image], return_tensors="pt")
@@ -181,7 +182,9 @@ def bench_inference(reps: int, size: int, parts: set[str]) -> dict:
             {"transformers": hf_predict, "ours_exact": lambda: exact(image), "ours_fp32": lambda: p32(image),
              "ours_fp32_fast_post": lambda: p32_fast(image),
              "ours_bf16": lambda: p16(image), "ours_bf16_fast_post": lambda: p16_fast(image),
-             "ours_fp32_compiled": lambda: c32(image), "ours_bf16_compiled": lambda: c16(image)},
+             "ours_fp32_compiled": lambda: c32(image), "ours_bf16_compiled": lambda: c16(image),
+             "ours_fp32_compiled_fast_post": lambda: c32_fast(image),
+             "ours_bf16_compiled_fast_post": lambda: c16_fast(image)},
             reps,
         )  # fmt: skip
         ref = exact(image)
@@ -202,6 +205,8 @@ def bench_inference(reps: int, size: int, parts: set[str]) -> dict:
             "ours_bf16_fast_post": float((p16_fast(image) == ref).double().mean()),
             "ours_fp32_compiled": float((c32(image) == ref).double().mean()),
             "ours_bf16_compiled": float((c16(image) == ref).double().mean()),
+            "ours_fp32_compiled_fast_post": float((c32_fast(image) == ref).double().mean()),
+            "ours_bf16_compiled_fast_post": float((c16_fast(image) == ref).double().mean()),
             "transformers": float((hf_predict() == ref).double().mean()),
         }
     return result

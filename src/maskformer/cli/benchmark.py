@@ -3,7 +3,7 @@
 Times, interleaved per repetition (so load from other processes hits every variant alike), medians reported:
 - ``reference``: the model as built (``forward(with_aux=False)``) + the unfused exact semantic post-processing;
 - ``optimized``: ``maskformer.fast.prepare_for_inference`` (FrozenBN folded, channels-last, optional bf16 /
-  torch.compile) + the fused label post-processing (``--fast``: the approximate 1/4-resolution combine);
+  torch.compile) + the fused label post-processing (``--fast``: approximate labels, see maskformer.fused_inference);
 - ``predict``: end-to-end ``Predictor`` on a uint8 image of the benchmark size (resize is a no-op), both variants;
 - a 3x3 convolution micro-benchmark (256 -> 256 channels, stride 1, 128x128, channels-last) giving the machine's
   convolution ceiling in the same run, in real FLOP/s (2 per multiply-add), fp32 and, with --bf16, bf16.
@@ -25,7 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("source", metavar="CONFIG|CHECKPOINT", help="a YAML config (random weights) or a checkpoint (.pt)")
     p.add_argument("--size", nargs=2, type=int, default=[512, 512], metavar=("H", "W"), help="input size")
     p.add_argument("--reps", type=int, default=10, help="timed repetitions after one warm-up (default 10)")
-    p.add_argument("--fast", action="store_true", help="approximate 1/4-resolution combine in post-processing")
+    p.add_argument("--fast", action="store_true", help="approximate semantic labels (block corner labels; 1/4-res. combine when resized)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast forward in the optimized variant")
     p.add_argument("--compile", action="store_true", help="torch.compile the optimized model (slow first call)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")

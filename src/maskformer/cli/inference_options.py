@@ -10,7 +10,12 @@ from torch import nn
 def add_inference_options(p: argparse.ArgumentParser) -> None:
     """--tta, --fast, --bf16, --compile, --reference."""
     p.add_argument("--tta", action="store_true", help="multi-scale + flip test-time augmentation (semantic)")
-    p.add_argument("--fast", action="store_true", help="combine masks at 1/4 resolution (faster, approximate)")
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="approximate semantic labels: per 4x4 block from its corner labels (masks combined at 1/4 resolution "
+        "when the output is resized)",
+    )
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast forward (>= 99.5%% of labels as fp32)")
     p.add_argument(
         "--compile", action="store_true", help="torch.compile the model (~15 s per new input size; ~15%% faster)"
