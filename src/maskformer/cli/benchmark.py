@@ -25,7 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("source", metavar="CONFIG|CHECKPOINT", help="a YAML config (random weights) or a checkpoint (.pt)")
     p.add_argument("--size", nargs=2, type=int, default=[512, 512], metavar=("H", "W"), help="input size")
     p.add_argument("--reps", type=int, default=10, help="timed repetitions after one warm-up (default 10)")
-    p.add_argument("--fast", action="store_true", help="approximate semantic labels (block corner labels; 1/4-res. combine when resized)")
+    p.add_argument("--fast", action="store_true", help="approximate semantic labels (see predict --help)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast forward in the optimized variant")
     p.add_argument("--compile", action="store_true", help="torch.compile the optimized model (slow first call)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
