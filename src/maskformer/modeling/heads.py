@@ -70,13 +70,15 @@ class TransformerPredictor(nn.Module):
         pos = self.pe_layer(x)
         hs, _ = self.transformer(self.input_proj(x), self.query_embed.weight, pos, last_only=not with_aux)
         # hs: [L, B, Q, C]; one einsum for all layers at once
-        masks = torch.einsum("lbqc,bchw->lbqhw", self.mask_embed(hs), mask_features)
-        logits = self.class_embed(hs) if self.mask_classification else None
+        # unbind, not masks[i]: a loss on one layer's select view would backpropagate a zero-filled gradient of the
+        # whole [L, B, Q, H, W] tensor per layer; unbind stacks the per-layer gradients once
+        masks = torch.einsum("lbqc,bchw->lbqhw", self.mask_embed(hs), mask_features).unbind(0)
+        logits = self.class_embed(hs).unbind(0) if self.mask_classification else None
         out: dict[str, torch.Tensor | list] = {"pred_masks": masks[-1]}
         if logits is not None:
             out["pred_logits"] = logits[-1]
         aux = []
-        for i in range(hs.shape[0] - 1):
+        for i in range(len(masks) - 1):
             layer = {"pred_masks": masks[i]}
             if logits is not None:
                 layer["pred_logits"] = logits[i]
