@@ -193,3 +193,26 @@ def test_flops_of_r50_follow_the_original_analysis_tool():
     assert abs(total / 1e9 - 55.0) / 55.0 < 0.03
     assert by_op["conv"] / 1e9 == pytest.approx(46.92, rel=0.01)
     assert 1.5e9 < total - lean < 3.0e9
+
+
+def test_frozen_norm_folded_in_training_matches_the_unfolded_layer():
+    """With autograd on, ConvNorm folds a FrozenBN into the conv weights; values and gradients equal conv -> norm."""
+    from maskformer.modeling.backbone.norm import FrozenBatchNorm2d
+    from maskformer.modeling.layers import ConvNorm
+
+    g = torch.Generator().manual_seed(4)
+    layer = ConvNorm(6, 5, 3, padding=1, bias=True, norm=FrozenBatchNorm2d(5), relu=True).double()
+    with torch.no_grad():
+        for t in (layer.bias, layer.norm.weight, layer.norm.bias, layer.norm.running_mean):
+            t.copy_(torch.randn(t.shape, generator=g, dtype=torch.float64))
+        layer.norm.running_var.copy_(torch.rand(5, generator=g, dtype=torch.float64) + 0.5)
+    x = torch.randn(2, 6, 7, 9, generator=g, dtype=torch.float64, requires_grad=True)
+    folded = layer(x)
+    (gw, gx) = torch.autograd.grad(folded.square().sum(), (layer.weight, x))
+    plain = torch.nn.functional.relu(layer.norm(torch.nn.functional.conv2d(x, layer.weight, layer.bias, padding=1)))
+    (rw, rx) = torch.autograd.grad(plain.square().sum(), (layer.weight, x))
+    torch.testing.assert_close(folded, plain)
+    torch.testing.assert_close(gw, rw)
+    torch.testing.assert_close(gx, rx)
+    with torch.no_grad():  # the unfolded arithmetic without autograd
+        torch.testing.assert_close(layer(x), plain)

@@ -31,6 +31,16 @@ class ConvNorm(nn.Conv2d):
         self.relu = relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        affine = getattr(self.norm, "frozen_affine", None)
+        if affine is not None and torch.is_grad_enabled():
+            # training with a frozen norm: conv(x, W * s) + (b * s + t), i.e. the norm folded into the weights, which
+            # saves a full pass over the activation forward and backward (the weight gradient flows through W * s).
+            # Without autograd the unfolded arithmetic is kept, as the original computes it.
+            scale, shift = affine()
+            weight = self.weight * scale.view(-1, 1, 1, 1)
+            bias = shift if self.bias is None else self.bias * scale + shift
+            x = F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+            return F.relu_(x) if self.relu else x
         x = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
         if self.norm is not None:
             x = self.norm(x)
