@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from ..engine.runtime import keep_freed_memory
+
+    keep_freed_memory()  # reuse freed activation memory instead of page-faulting it in again (engine/runtime.py)
     try:
         return int(args.func(args) or 0)
     except UserError as e:

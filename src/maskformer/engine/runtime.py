@@ -1,0 +1,35 @@
+"""Process-wide settings that the ``maskformer`` command applies at start-up (never on import of the library).
+
+``keep_freed_memory()``: glibc's malloc serves large blocks (activations of a few MB and up) with ``mmap`` and
+returns them to the kernel when freed, so every forward pass page-faults its activations in again and the kernel
+zeroes those pages. Raising the mmap and trim thresholds keeps freed blocks in the heap for reuse; the process
+keeps its peak memory instead of returning it between passes. Effect on this project's machine: benchmarks/RESULTS.md
+(``maskformer benchmark`` with and without ``MASKFORMER_DEFAULT_MALLOC=1``, which keeps the default behaviour).
+Linux/glibc only. ``benchmarks/compare_transformers.py`` does not call it: both libraries are compared on the default
+allocator.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+
+__all__ = ["keep_freed_memory"]
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def keep_freed_memory() -> bool:
+    """Apply the malloc settings above; True when applied (Linux with glibc, not disabled by the environment)."""
+    if os.environ.get("MASKFORMER_DEFAULT_MALLOC") or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (e.g. musl has no mallopt)
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1))
