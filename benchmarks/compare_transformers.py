@@ -11,8 +11,9 @@ Parts:
 - post: transformers ``post_process_semantic_segmentation(target_sizes=[(H, W)])`` + nothing else (it returns labels) vs
   our exact unfused ``semantic_from_outputs(...).argmax`` and the fused ``semantic_labels_from_outputs``;
 - predict: uint8 image -> label map. transformers: image processor (resize disabled, rescale + normalize) + forward +
-  post-processing; ours: ``Predictor`` with the optimized fp32 / bf16 model, exact (certified) labels or ``fast``
-  (approximate) labels, eager or compiled. Label agreement with our exact path, with the count of differing pixels.
+  post-processing; ours: ``Predictor`` with the optimized fp32 / bf16 model, eager or compiled; fp32 with exact
+  (certified) labels or ``fast`` (approximate) labels, bf16 with its default block corner labels or exact labels.
+  Label agreement with our exact path, with the count of differing pixels.
 - train: one training step at batch 2, 512x512, 10 masks per image (forward + loss + backward, no optimizer), deep
   supervision on both sides, each side in a fresh process (peak RSS = VmHWM, reset after model building; both sides
   build both models, then drop one). transformers needs ``use_auxiliary_loss=True`` together with
@@ -168,26 +169,27 @@ def bench_inference(reps: int, size: int, parts: set[str]) -> dict:
         image = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic").clamp(0, 255)
         image = image[0].permute(1, 2, 0).to(torch.uint8).numpy()
         kw = {"min_size": size, "max_size": 4 * size}
-        exact, p32, p16 = Predictor(ours, **kw), Predictor(fast32, **kw), Predictor(fast16, **kw)
-        p16_fast = Predictor(fast16, fast=True, **kw)  # + approximate labels (corner labels per 4x4 block)
-        p32_fast = Predictor(fast32, fast=True, **kw)
-        c32, c16 = Predictor(comp32, **kw), Predictor(comp16, **kw)
-        c32_fast, c16_fast = Predictor(comp32, fast=True, **kw), Predictor(comp16, fast=True, **kw)
+        # bf16 Predictors use the block corner labels by default; "_exact_post" = certified exact labels
+        variants = {
+            "ours_exact": Predictor(ours, **kw),
+            "ours_fp32": Predictor(fast32, **kw),
+            "ours_fp32_fast_post": Predictor(fast32, fast=True, **kw),
+            "ours_fp32_compiled": Predictor(comp32, **kw),
+            "ours_fp32_compiled_fast_post": Predictor(comp32, fast=True, **kw),
+            "ours_bf16": Predictor(fast16, **kw),
+            "ours_bf16_exact_post": Predictor(fast16, corner_labels=False, **kw),
+            "ours_bf16_compiled": Predictor(comp16, **kw),
+            "ours_bf16_compiled_exact_post": Predictor(comp16, corner_labels=False, **kw),
+        }
 
         def hf_predict() -> torch.Tensor:
             inputs = processor(images=[image], return_tensors="pt")
             return processor.post_process_semantic_segmentation(hf(**inputs), target_sizes=sizes)[0]
 
         med = _interleaved(
-            {"transformers": hf_predict, "ours_exact": lambda: exact(image), "ours_fp32": lambda: p32(image),
-             "ours_fp32_fast_post": lambda: p32_fast(image),
-             "ours_bf16": lambda: p16(image), "ours_bf16_fast_post": lambda: p16_fast(image),
-             "ours_fp32_compiled": lambda: c32(image), "ours_bf16_compiled": lambda: c16(image),
-             "ours_fp32_compiled_fast_post": lambda: c32_fast(image),
-             "ours_bf16_compiled_fast_post": lambda: c16_fast(image)},
-            reps,
-        )  # fmt: skip
-        ref = exact(image)
+            {"transformers": hf_predict, **{k: (lambda p=p: p(image)) for k, p in variants.items()}}, reps
+        )
+        ref = variants["ours_exact"](image)
         result["predict"] = med
         result["predict_distinct_labels"] = len(torch.unique(ref))
         # Random weights give near-constant semantic maps (one class wins everywhere), so label agreement says little;
@@ -199,16 +201,9 @@ def bench_inference(reps: int, size: int, parts: set[str]) -> dict:
         result["mask_owner_distinct"] = len(torch.unique(owners["ref"]))
         result["predict_pixels"] = ref.numel()
         result["predict_agreement_with_exact"] = {
-            "ours_fp32": float((p32(image) == ref).double().mean()),
-            "ours_fp32_fast_post": float((p32_fast(image) == ref).double().mean()),
-            "ours_bf16": float((p16(image) == ref).double().mean()),
-            "ours_bf16_fast_post": float((p16_fast(image) == ref).double().mean()),
-            "ours_fp32_compiled": float((c32(image) == ref).double().mean()),
-            "ours_bf16_compiled": float((c16(image) == ref).double().mean()),
-            "ours_fp32_compiled_fast_post": float((c32_fast(image) == ref).double().mean()),
-            "ours_bf16_compiled_fast_post": float((c16_fast(image) == ref).double().mean()),
-            "transformers": float((hf_predict() == ref).double().mean()),
+            k: float((p(image) == ref).double().mean()) for k, p in variants.items() if k != "ours_exact"
         }
+        result["predict_agreement_with_exact"]["transformers"] = float((hf_predict() == ref).double().mean())
     return result
 
 

@@ -420,3 +420,16 @@ def test_corner_labels_list_exactly_the_mixed_cells():
     assert torch.equal(label, corners[:, 0])
     assert len(groups) == 1 and torch.equal(groups[0][0], mixed.nonzero()[:, 0])
     assert set(groups[0][1].tolist()) == set(corners[mixed].unique().tolist())
+
+
+def test_predictor_uses_corner_labels_by_default_only_for_bf16_models(demo_model):
+    fp32, bf16 = prepare_for_inference(demo_model), prepare_for_inference(demo_model, bf16=True)
+    kw = {"min_size": 64, "max_size": 256}
+    assert not maskformer.Predictor(fp32, **kw).corner_labels
+    assert maskformer.Predictor(bf16, **kw).corner_labels
+    assert not maskformer.Predictor(bf16, corner_labels=False, **kw).corner_labels
+    image = np.random.default_rng(1).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    corner = maskformer.Predictor(bf16, **kw)(image)
+    exact = maskformer.Predictor(bf16, corner_labels=False, **kw)(image)
+    assert corner.shape == exact.shape == (64, 96)
+    assert (corner == exact).float().mean() > 0.95

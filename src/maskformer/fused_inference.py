@@ -191,6 +191,7 @@ def semantic_labels_from_outputs(
     input_size: Size | None = None,
     fast: bool = False,
     certify: bool = True,
+    corner_labels: bool = False,
 ) -> list[Tensor]:
     """Label maps int64 [H_i, W_i] equal to ``semantic_from_outputs(...)[i].argmax(0)`` (same arguments; with ``fast``
     only for resized outputs).
@@ -198,6 +199,7 @@ def semantic_labels_from_outputs(
     ``fast``: approximate labels - at the input size from the labels at the cell corners (``_corner_labels``; exact
     except inside 4 x 4 blocks whose corners agree), otherwise scores combined at 1/4 resolution and resampled.
     ``certify``: settle 4x4 pixel blocks from score bounds first (module docstring); False = strips only.
+    ``corner_labels``: ``fast``'s corner labels for outputs at the input size only (resized outputs stay exact).
 
     outputs: {"pred_logits": [B, Q, K+1], "pred_masks": [B, Q, h, w]} or {"sem_logits": ...} (unfused).
     """
@@ -211,7 +213,7 @@ def semantic_labels_from_outputs(
     for i, (image_size, output_size) in enumerate(zip(image_sizes, output_sizes)):
         image_size, output_size = tuple(image_size), tuple(output_size)
         unresized = image_size == output_size and padded == (4 * low[0], 4 * low[1])
-        if fast and unresized:
+        if (fast or corner_labels) and unresized:
             labels.append(_corner_labels(mask_cls[i], mask_pred[i], image_size))
             continue
         certified = _certified_labels(mask_cls[i], mask_pred[i], image_size) if certify and unresized else None

@@ -59,7 +59,10 @@ class Predictor:
         task_default: task used when __call__ gets none.
         thing_ids: contiguous ids of thing classes (panoptic); all other classes are stuff.
         object_mask_threshold, overlap_threshold: panoptic thresholds (COCO configs: 0.8 / 0.8).
-        fast: semantic scores combined at 1/4 resolution (see inference.semantic_from_outputs).
+        fast: approximate semantic labels / scores (see fused_inference.semantic_labels_from_outputs).
+        corner_labels: semantic labels at the input size from the block corner labels (``fast``'s approximation for
+            that case only; resized outputs stay exact). Default: on for a bf16 model (``prepare_for_inference(...,
+            bf16=True)``), whose scores carry ~3 significant digits anyway, off otherwise.
         device: where the model and images go.
     """
 
@@ -74,6 +77,7 @@ class Predictor:
         object_mask_threshold: float = 0.8,
         overlap_threshold: float = 0.8,
         fast: bool = False,
+        corner_labels: bool | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
         if task_default not in _TASKS:
@@ -87,6 +91,7 @@ class Predictor:
         self.object_mask_threshold = object_mask_threshold
         self.overlap_threshold = overlap_threshold
         self.fast = fast
+        self.corner_labels = bool(getattr(model, "bf16", False)) if corner_labels is None else corner_labels
         self.pixel_mean = torch.as_tensor(model.pixel_mean).detach().float().to(self.device).view(3, 1, 1)
         self.pixel_std = torch.as_tensor(model.pixel_std).detach().float().to(self.device).view(3, 1, 1)
         self.size_divisibility = int(getattr(model, "size_divisibility", 0) or 0)
@@ -142,7 +147,12 @@ class Predictor:
                 results = [(s.argmax(0).cpu(), s.cpu()) for s in scores]
             else:  # same labels without full-resolution score maps (maskformer.fused_inference)
                 labels = semantic_labels_from_outputs(
-                    outputs, image_sizes, output_sizes, input_size=padded, fast=self.fast
+                    outputs,
+                    image_sizes,
+                    output_sizes,
+                    input_size=padded,
+                    fast=self.fast,
+                    corner_labels=self.corner_labels,
                 )
                 results = [lab.cpu() for lab in labels]
         return results if batched else results[0]

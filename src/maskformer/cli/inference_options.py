@@ -16,7 +16,12 @@ def add_inference_options(p: argparse.ArgumentParser) -> None:
         help="approximate semantic labels: per 4x4 block from its corner labels (masks combined at 1/4 resolution "
         "when the output is resized)",
     )
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast forward (>= 99.5%% of labels as fp32)")
+    p.add_argument(
+        "--bf16",
+        action="store_true",
+        help="bfloat16 autocast forward; semantic labels at the input size from block corner labels "
+        "(>= 99.5%% of labels as fp32)",
+    )
     p.add_argument(
         "--compile", action="store_true", help="torch.compile the model (~15 s per new input size; ~15%% faster)"
     )
