@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from maskformer.cli import main
@@ -282,3 +283,20 @@ def test_reference_with_bf16_is_refused_in_one_line(tmp_path, capsys, command):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--reference" in err[0]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("options", [[], ["--bf16"], ["--fast"], ["--bf16", "--fast"]])
+def test_predict_options_write_label_maps(tmp_path, options):
+    import maskformer
+    from maskformer.engine.checkpoint import save_checkpoint
+
+    cfg = maskformer.load_config(Path(maskformer.__file__).parent / "resources" / "demo.yaml")
+    ckpt = tmp_path / "m.pt"
+    torch.manual_seed(0)
+    save_checkpoint(ckpt, cfg=cfg, model=maskformer.build_model(cfg))
+    image = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(image)
+    out = tmp_path / "out"
+    assert main(["predict", str(ckpt), str(image), "--task", "semantic", "--output-dir", str(out), *options]) == 0
+    labels = np.asarray(Image.open(out / "a_labels.png"))
+    assert labels.shape == (48, 64)
