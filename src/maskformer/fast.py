@@ -145,8 +145,7 @@ class FastModel(nn.Module):
         """Use ``torch.compile`` on the lean forward (first call per input shape pays the compilation, ~15 s for R50
         on 2 CPU cores). Inductor's ``freezing`` treats the (frozen) weights as constants, which lets it pre-pack
         them for oneDNN and fuse bias/ReLU/additions and other elementwise work: 3-10 % faster than the eager copy
-        (which
-        fuses conv+ReLU/add itself, ``maskformer.onednn``) for an R50 at 512x512 on this project's 2-core machine
+        (which fuses conv+ReLU/add itself, ``maskformer.onednn``) for an R50 at 512x512 on this project's 2-core machine
         (benchmarks/RESULTS.md). The weights must not change afterwards (this is an inference copy)."""
         self._compiled = torch.compile(self._lean, **kwargs)  # type: ignore[assignment]
         return self
