@@ -101,15 +101,9 @@ def _models(*, aux_loss: bool = False, point_sample: bool = False, spread: bool 
 
 
 def _interleaved(fns: dict, reps: int) -> dict[str, float]:
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():
-        fn()
-    for _ in range(reps):
-        for k, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
+    from maskformer.engine.analysis import interleaved_medians
+
+    return interleaved_medians(fns, reps)
 
 
 @torch.inference_mode()

@@ -76,12 +76,10 @@ def run_benchmark(
 ) -> dict:
     """The measurements described in the module docstring, as a JSON-able dict (seconds, FLOP/s, ratios)."""
     import os
-    import statistics
-    import time
 
     import torch
 
-    from maskformer.engine.analysis import count_flops, count_forward_flops
+    from maskformer.engine.analysis import count_flops, count_forward_flops, interleaved_medians
     from maskformer.fast import folded_mask_forward, prepare_for_inference
     from maskformer.fused_inference import semantic_labels_from_outputs
     from maskformer.inference import semantic_from_outputs
@@ -113,18 +111,10 @@ def run_benchmark(
         "predict_reference": lambda: pred_ref(image),
         "predict_optimized": lambda: pred_opt(image),
     }
-    times: dict[str, list[float]] = {k: [] for k in variants}
     with torch.inference_mode():
-        for fn in variants.values():  # warm-up (and compilation)
-            fn()
-        for _ in range(reps):
-            for k, fn in variants.items():
-                start = time.perf_counter()
-                fn()
-                times[k].append(time.perf_counter() - start)
+        med = interleaved_medians(variants, reps)  # (the warm-up call compiles with --compile)
         labels_ref = pred_ref(image)
         labels_opt = pred_opt(image)
-    med = {k: statistics.median(v) for k, v in times.items()}
     macs, _ = count_flops(model, height=height, width=width, lean=True)
     x = torch.zeros(1, 3, height, width)
     reference_flops = 2 * count_forward_flops(model, lambda m, t: m(t, with_aux=False), x)
