@@ -152,7 +152,7 @@ def _certified_labels(mask_cls: Tensor, mask_pred: Tensor, image_size: Size) -> 
 def _corner_labels(mask_cls: Tensor, mask_pred: Tensor, image_size: Size) -> Tensor:
     """``fast`` labels [h, w] for an output at the input size: blocks whose four corner logits agree take that class,
     the others get block scores over the classes at their corners (``cell_bounds.corner_labels``)."""
-    num_queries, low_h, low_w = mask_pred.shape
+    low_h, low_w = mask_pred.shape[-2:]
     probs = F.softmax(mask_cls, dim=-1)[:, :-1].contiguous()  # [Q, K]
     cm = cell_bounds.padded_cell_major(mask_pred)
     label, groups = cell_bounds.corner_labels(probs, cm)

@@ -23,7 +23,7 @@ def add_inference_options(p: argparse.ArgumentParser) -> None:
         "(>= 99.5%% of labels as fp32)",
     )
     p.add_argument(
-        "--compile", action="store_true", help="torch.compile the model (~15 s per new input size; ~15%% faster)"
+        "--compile", action="store_true", help="torch.compile the model (~15 s per new input size; a few %% faster)"
     )
     p.add_argument(
         "--reference",
