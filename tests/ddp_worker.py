@@ -82,7 +82,9 @@ def main() -> int:
         dist.all_gather(gathered, flat)
         ok.setdefault("params_equal", True)
         ok["params_equal"] &= all(torch.equal(gathered[0], x) for x in gathered)
-    print(json.dumps({"rank": rank, "worst_grad_rel_err": worst, **ok}), flush=True)
+    # one write per line: the ranks share the pipe, and print() writes the text and the newline separately
+    sys.stdout.write(json.dumps({"rank": rank, "worst_grad_rel_err": worst, **ok}) + "\n")
+    sys.stdout.flush()
     dist.destroy_process_group()
     return 0 if all(v for k, v in ok.items()) else 1
 
