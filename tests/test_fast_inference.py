@@ -433,3 +433,19 @@ def test_predictor_uses_corner_labels_by_default_only_for_bf16_models(demo_model
     exact = maskformer.Predictor(bf16, corner_labels=False, **kw)(image)
     assert corner.shape == exact.shape == (64, 96)
     assert (corner == exact).float().mean() > 0.95
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_certified_labels_with_many_classes_equal_the_unfused_argmax(monkeypatch, ties):
+    """More classes than cell_bounds keeps as "present": bright cells are bounded against those only, dim cells (no
+    query owns them) against all; the labels are still the unfused ones, and the pruning does happen."""
+    monkeypatch.setattr(fused, "_MAX_UNCERTAIN", 1.0)
+    low, image_size = (24, 32), (96, 125)
+    for seed in range(4):
+        outputs = _confident_outputs(40, 80, low, seed, ties=ties)
+        expected = semantic_from_outputs(outputs, [image_size], [image_size], input_size=(96, 128))[0].argmax(0)
+        got = fused._certified_labels(outputs["pred_logits"][0], outputs["pred_masks"][0], image_size)
+        assert got is not None and torch.equal(got, expected), seed
+    probs = F.softmax(outputs["pred_logits"][0], -1)[:, :-1].contiguous()
+    present, tau = cell_bounds._present_classes(probs, cell_bounds.padded_cell_major(outputs["pred_masks"][0]))
+    assert len(present) == cell_bounds._PRESENT < 80 and math.isfinite(tau)

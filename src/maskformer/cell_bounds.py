@@ -40,6 +40,7 @@ __all__ = [
     "relative_tolerance",
 ]
 
+_PRESENT = 16  # classes kept for cells whose candidate clears every other class's image-wide bound
 _FEW_RIVALS = 8  # uncertain cells with at most this many rival classes are scored apart from the others
 _CHUNK_CELLS = 512  # cells per chunk of block_top2: 8192 pixels, their [pixels, Q] and [pixels, K] blocks stay in cache
 
@@ -85,8 +86,13 @@ def certain_cells(probs: Tensor, cm: Tensor, tol: float) -> tuple[Tensor, list[t
     (cells int64 [n], classes int64 [m >= 2]) of uncertain cells sharing a candidate and the only classes that can
     win anywhere in their blocks (the candidate and every class its bound does not beat). probs [Q, K], cm from
     ``padded_cell_major``; a bound counts when it beats ``tol`` (``relative_tolerance``) times the cell's largest
-    possible score. One [n, 2Q] x [2Q, K] product per candidate (oneDNN: ``maskformer.onednn``)."""
-    num_queries = cm.shape[-1]
+    possible score. One [n, 2Q] x [2Q, K] product per candidate (oneDNN: ``maskformer.onednn``).
+
+    Classes that are nowhere likely: a class's score never exceeds sum_q p_qk sigmoid(max of m_q over the image).
+    Beyond the ``_PRESENT`` classes with the largest such bound, every class stays below ``tau``; candidates come from
+    the present classes, and a "bright" cell, whose candidate provably scores above ``tau`` plus the margin, needs its
+    bounds against the present classes only."""
+    num_queries, num_classes = probs.shape
     rows_max = torch.maximum(cm[:-1], cm[1:])
     rows_min = torch.minimum(cm[:-1], cm[1:])
     cells = (rows_max.shape[0], rows_max.shape[1] - 1, num_queries)
@@ -94,30 +100,47 @@ def certain_cells(probs: Tensor, cm: Tensor, tol: float) -> tuple[Tensor, list[t
     torch.minimum(rows_min[:, :-1], rows_min[:, 1:], out=bounds[..., :num_queries])
     torch.maximum(rows_max[:, :-1], rows_max[:, 1:], out=bounds[..., num_queries:])
     bounds = bounds.view(-1, 2 * num_queries).sigmoid_()  # [C, 2Q]
-    candidate = _best_guess(bounds[:, :num_queries] + bounds[:, num_queries:], probs)  # [C]
-    order = torch.argsort(candidate)
-    bounds = bounds[order]  # cells grouped by candidate: contiguous row blocks
     # no score in a cell exceeds sum_q sigmoid(max_q) max_k p_qk
     margin = bounds[:, num_queries:] @ probs.amax(1) * tol + ABSOLUTE_TOLERANCE  # [C]
-    values, counts = torch.unique_consecutive(candidate[order], return_counts=True)
+    present, tau = _present_classes(probs, cm)
+    probs_p = probs[:, present]  # [Q, P]
+    guess = _best_guess(bounds[:, :num_queries] + bounds[:, num_queries:], probs_p)  # [C] index into present
+    candidate = present[guess]
+    lower = linear(bounds[:, :num_queries], probs_p.t().contiguous()).gather(1, guess[:, None])[:, 0]
+    dim = lower <= tau * (1 + 2.0**-10) + 2 * margin  # (rounding of lower and tau covered by the 2 margins)
+    order = torch.argsort(candidate * 2 + dim.long())  # groups: (candidate, bright / dim), contiguous row blocks
+    bounds, margin = bounds[order], margin[order]
+    values, counts = torch.unique_consecutive((candidate * 2 + dim.long())[order], return_counts=True)
     groups = []
     start = 0
-    for u, n in zip(values.tolist(), counts.tolist()):
-        d = (probs[:, u : u + 1] - probs).t()  # [K, Q]
-        gap = linear(bounds[start : start + n], torch.cat([d.clamp(min=0), d.clamp(max=0)], 1))  # [n, K]
-        gap[:, u] = math.inf
+    for key, n in zip(values.tolist(), counts.tolist()):
+        u, is_dim = divmod(key, 2)
+        classes = torch.arange(num_classes, device=probs.device) if is_dim else present
+        d = (probs[:, u : u + 1] - probs[:, classes]).t()  # [m, Q]
+        gap = linear(bounds[start : start + n], torch.cat([d.clamp(min=0), d.clamp(max=0)], 1))  # [n, m]
+        gap[:, classes == u] = math.inf
         beaten = gap > margin[start : start + n, None]
         uncertain = (~beaten.all(1)).nonzero()[:, 0]
         if uncertain.numel():
-            rivals = ~beaten[uncertain]  # [m, K]: classes the bound does not rule out
+            rivals = ~beaten[uncertain]  # [m', m]: classes the bound does not rule out
             few = rivals.sum(1, dtype=torch.int32) <= _FEW_RIVALS
             for subset in few, ~few:  # few-rival cells stay cheap
                 if bool(subset.any()):
-                    contenders = rivals[subset].any(0)
-                    contenders[u] = True
-                    groups.append((order[start + uncertain[subset]], contenders.nonzero()[:, 0]))
+                    contenders = rivals[subset].any(0) | (classes == u)
+                    groups.append((order[start + uncertain[subset]], classes[contenders]))
         start += n
     return candidate, groups
+
+
+def _present_classes(probs: Tensor, cm: Tensor) -> tuple[Tensor, float]:
+    """(present int64 [P], tau): the ``_PRESENT`` classes with the largest image-wide score bound (all classes when
+    there are few), and the largest bound among the others (-inf when none)."""
+    num_queries, num_classes = probs.shape
+    if num_classes <= 2 * _PRESENT:
+        return torch.arange(num_classes, device=probs.device), -math.inf
+    upper = cm.reshape(-1, num_queries).amax(0).sigmoid() @ probs  # [K]
+    top = upper.topk(_PRESENT + 1)
+    return top.indices[:_PRESENT].sort().values, float(top.values[-1])
 
 
 def block_top2(cm: Tensor, cells: Tensor, probs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
