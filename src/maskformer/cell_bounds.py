@@ -36,6 +36,7 @@ __all__ = [
     "blocks_to_image",
     "certain_cells",
     "corner_labels",
+    "fill_blocks",
     "padded_cell_major",
     "relative_tolerance",
 ]
@@ -177,6 +178,21 @@ def corner_labels(probs: Tensor, cm: Tensor) -> tuple[Tensor, list[tuple[Tensor,
     if mixed.numel() == 0:
         return label, []
     return label, [(mixed, torch.unique(corners[mixed]))]
+
+
+def fill_blocks(
+    cm: Tensor, label: Tensor, groups: list[tuple[Tensor, Tensor]], probs: Tensor, tol: float
+) -> tuple[Tensor, Tensor]:
+    """Per-cell labels [C] and the (cells, classes) groups of ``certain_cells`` / ``corner_labels`` -> (blocks int64
+    [C, 16], near_tie bool [C, 16]): every block filled with its cell's label, the listed cells' blocks with the best
+    of their classes by ``block_top2``; near_tie marks pixels whose lead is within ``tol`` of their score."""
+    blocks = label[:, None].expand(-1, 16).contiguous()
+    near_tie = torch.zeros(blocks.shape, dtype=torch.bool, device=blocks.device)
+    for cells, classes in groups:
+        best, top, lead = block_top2(cm, cells, probs[:, classes])
+        blocks[cells] = classes[best]
+        near_tie[cells] = lead <= tol * top + ABSOLUTE_TOLERANCE
+    return blocks, near_tie
 
 
 def blocks_to_image(blocks: Tensor, low: tuple[int, int], size: tuple[int, int]) -> Tensor:

@@ -124,12 +124,7 @@ def _certified_labels(mask_cls: Tensor, mask_pred: Tensor, image_size: Size) -> 
     probs = F.softmax(mask_cls, dim=-1)[:, :-1].contiguous()  # [Q, K]
     cm = cell_bounds.padded_cell_major(mask_pred)
     candidate, groups = cell_bounds.certain_cells(probs, cm, tol)
-    blocks = candidate[:, None].expand(-1, 16).contiguous()  # [C, 16]
-    near_tie = torch.zeros(blocks.shape, dtype=torch.bool, device=blocks.device)
-    for cells, classes in groups:
-        best, top, lead = cell_bounds.block_top2(cm, cells, probs[:, classes])
-        blocks[cells] = classes[best]
-        near_tie[cells] = lead <= tol * top + cell_bounds.ABSOLUTE_TOLERANCE
+    blocks, near_tie = cell_bounds.fill_blocks(cm, candidate, groups, probs, tol)
     labels = cell_bounds.blocks_to_image(blocks, (low_h, low_w), (h, w))
     uncertain = cell_bounds.blocks_to_image(near_tie, (low_h, low_w), (h, w))
     if not bool(uncertain.any()):
@@ -156,11 +151,7 @@ def _corner_labels(mask_cls: Tensor, mask_pred: Tensor, image_size: Size) -> Ten
     probs = F.softmax(mask_cls, dim=-1)[:, :-1].contiguous()  # [Q, K]
     cm = cell_bounds.padded_cell_major(mask_pred)
     label, groups = cell_bounds.corner_labels(probs, cm)
-    blocks = label[:, None].expand(-1, 16).contiguous()
-    for cells, classes in groups:
-        if len(classes) > 1:
-            best, _, _ = cell_bounds.block_top2(cm, cells, probs[:, classes])
-            blocks[cells] = classes[best]
+    blocks, _ = cell_bounds.fill_blocks(cm, label, groups, probs, tol=0.0)
     return cell_bounds.blocks_to_image(blocks, (low_h, low_w), image_size)
 
 

@@ -33,22 +33,26 @@ __all__ = [
     "Linear",
     "MultiheadAttention",
     "linear",
-    "onednn_applies",
     "use_onednn_convolutions",
     "use_onednn_layers",
 ]
 
 
-def onednn_applies(x: Tensor) -> bool:
-    """True where the oneDNN product is used: fp32 CPU tensors with oneDNN built in."""
-    return x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.is_available()
+def _eager_onednn(x: Tensor, weight: Tensor) -> bool:
+    """True where the oneDNN calls apply: CPU, fp32/bf16 weights, oneDNN built in, eager mode, no autograd."""
+    if torch.compiler.is_compiling():  # first: inductor fuses the same way, and nothing below may break its graph
+        return False
+    return (
+        x.device.type == "cpu"
+        and weight.dtype in (torch.float32, torch.bfloat16)
+        and torch.backends.mkldnn.is_available()
+        and not (x.requires_grad or weight.requires_grad)
+    )
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, relu: bool = False) -> Tensor:
     """``F.linear(x, weight, bias)`` (then ReLU if ``relu``): x [..., in], weight [out, in] -> [..., out]."""
-    if torch.compiler.is_compiling():  # inductor maps F.linear to oneDNN itself, with packed weights
-        return F.relu(F.linear(x, weight, bias)) if relu else F.linear(x, weight, bias)
-    if onednn_applies(x) and weight.dtype == torch.float32 and not (x.requires_grad or weight.requires_grad):
+    if _eager_onednn(x, weight) and x.dtype == weight.dtype == torch.float32:
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "relu" if relu else "none", [], "")
     y = F.linear(x, weight, bias)
     return F.relu(y) if relu else y
@@ -110,17 +114,6 @@ def use_onednn_layers(model: nn.Module) -> int:
         else:
             swapped += use_onednn_layers(child)
     return swapped
-
-
-def _eager_onednn(x: Tensor, weight: Tensor) -> bool:
-    if torch.compiler.is_compiling():  # first: inductor fuses the same way, and nothing below may break its graph
-        return False
-    return (
-        x.device.type == "cpu"
-        and weight.dtype in (torch.float32, torch.bfloat16)
-        and torch.backends.mkldnn.is_available()
-        and not (x.requires_grad or weight.requires_grad)
-    )
 
 
 class Conv(nn.Module):
