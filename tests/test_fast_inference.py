@@ -101,6 +101,35 @@ def test_prepared_model_matches_and_leaves_the_original_untouched(demo_model):
     assert torch.equal(fast.pixel_mean, demo_model.pixel_mean)
 
 
+def test_identity_blocks_accumulate_into_their_input_only_inside_a_stage(monkeypatch):
+    """Stages of 2-3 blocks: the 2nd/3rd block write relu(conv + x) into x (its input, the previous block's output);
+    the stage outputs (features) and the final outputs equal the unfused path bit for bit."""
+    import maskformer.fast as fast_module
+    from maskformer import onednn
+
+    cfg = maskformer.load_config(DEMO_YAML, [*DEMO, "model.backbone.blocks=[2,3,1,2]"])
+    torch.manual_seed(3)
+    model = maskformer.build_model(cfg).eval()
+    with torch.no_grad():
+        _randomize_frozen_bn(model, 4)
+    fused = prepare_for_inference(model)
+    backbone = fused.model.backbone
+    flags = [[b.reuse_input for b in getattr(backbone, s)] for s in backbone.stage_names]
+    assert flags == [[False, True], [False, True, True], [False], [False, True]]
+    assert all(isinstance(b, onednn.Bottleneck) for s in backbone.stage_names for b in getattr(backbone, s))
+    monkeypatch.setattr(fast_module, "use_onednn_convolutions", lambda model: 0)
+    plain = prepare_for_inference(model)
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(5)).contiguous(
+        memory_format=torch.channels_last
+    )
+    with torch.inference_mode():
+        got, ref = backbone(x), plain.model.backbone(x)
+        again = backbone(x)
+    for name in ref:
+        torch.testing.assert_close(got[name], ref[name], atol=1e-5, rtol=1e-5)
+        assert torch.equal(got[name], again[name])
+
+
 def test_onednn_fused_convolutions_match_the_plain_ones(demo_model, monkeypatch):
     import maskformer.fast as fast_module
     from maskformer import onednn
@@ -108,6 +137,10 @@ def test_onednn_fused_convolutions_match_the_plain_ones(demo_model, monkeypatch)
     fused = prepare_for_inference(demo_model)
     assert sum(isinstance(m, onednn.Bottleneck) for m in fused.modules()) > 0
     assert sum(isinstance(m, onednn.Conv) for m in fused.modules()) > 0
+    backbone = fused.model.backbone
+    for stage in backbone.stage_names:  # only blocks after the first of a stage accumulate into their input
+        blocks = list(getattr(backbone, stage))
+        assert [b.reuse_input for b in blocks] == [False] + [True] * (len(blocks) - 1)
     monkeypatch.setattr(fast_module, "use_onednn_convolutions", lambda model: 0)
     plain = prepare_for_inference(demo_model)
     assert not any(isinstance(m, onednn.Conv) for m in plain.modules())
@@ -449,3 +482,52 @@ def test_certified_labels_with_many_classes_equal_the_unfused_argmax(monkeypatch
     probs = F.softmax(outputs["pred_logits"][0], -1)[:, :-1].contiguous()
     present, tau = cell_bounds._present_classes(probs, cell_bounds.padded_cell_major(outputs["pred_masks"][0]))
     assert len(present) == cell_bounds._PRESENT < 80 and math.isfinite(tau)
+
+
+def test_packed_weights_give_the_plain_results_for_every_shape_and_follow_weight_changes():
+    """Conv / Linear keep their weights in oneDNN's layout after the first call: later calls with other input shapes
+    and batch sizes give what the plain weights give, an in-place weight change repacks, deepcopy works."""
+    from maskformer import onednn
+    from maskformer.modeling.layers import ConvNorm
+
+    g = torch.Generator().manual_seed(7)
+    layer = ConvNorm(24, 32, 3, padding=1, bias=True, norm=torch.nn.GroupNorm(4, 32), relu=True).eval()
+    plain_linear = torch.nn.Linear(24, 40).eval()
+    for p in [*layer.parameters(), *plain_linear.parameters()]:  # oneDNN paths are for inference copies
+        p.requires_grad_(False)
+    with torch.no_grad():
+        layer.norm.weight.normal_(generator=g)
+        layer.bias.normal_(generator=g)
+    conv = onednn.Conv(layer, relu=True, norm=layer.norm).to(memory_format=torch.channels_last)
+    linear = onednn.Linear(plain_linear)
+    with torch.inference_mode():
+        for shape in [(1, 24, 16, 16), (2, 24, 9, 21), (1, 24, 40, 8)]:
+            x = torch.randn(shape, generator=g).contiguous(memory_format=torch.channels_last)
+            torch.testing.assert_close(conv(x), layer(x), atol=1e-5, rtol=1e-5)
+            rows = torch.randn(shape[0] * shape[2], 24, generator=g)
+            torch.testing.assert_close(linear(rows), F.linear(rows, linear.weight, linear.bias), atol=1e-5, rtol=1e-5)
+        assert conv._packed.weight is not None and linear._packed.weight is not None
+        x = torch.randn(1, 24, 12, 12, generator=g).contiguous(memory_format=torch.channels_last)
+        before = conv(x)
+        layer.weight.mul_(2)  # the same Parameter object: the packed copy must follow
+        linear.weight.mul_(2)
+        torch.testing.assert_close(conv(x), layer(x), atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(conv(x), before)
+        rows = torch.randn(5, 24, generator=g)
+        torch.testing.assert_close(linear(rows), F.linear(rows, linear.weight, linear.bias), atol=1e-5, rtol=1e-5)
+    twin = copy.deepcopy(conv)
+    assert twin._packed.weight is None
+    with torch.inference_mode():
+        torch.testing.assert_close(twin(x), conv(x), atol=0, rtol=0)
+        assert twin._packed.weight is not None
+
+
+def test_prepare_for_inference_under_inference_mode_still_packs_weights(demo_model):
+    from maskformer import onednn
+
+    with torch.inference_mode():
+        fast = prepare_for_inference(demo_model)
+        assert not any(p.is_inference() for p in fast.parameters())
+        fast(torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)))
+    convs = [m for m in fast.modules() if isinstance(m, onednn.Conv)]
+    assert convs and all(m._packed.weight is not None for m in convs)

@@ -105,9 +105,10 @@ def folded_mask_forward(model: nn.Module, images: torch.Tensor) -> dict[str, tor
     """Lean outputs {"pred_logits" [B, Q, K+1], "pred_masks" [B, Q, H/4, W/4]} of a MaskFormer with the mask_features
     conv folded into the mask embeddings (module docstring). ``images`` [B, 3, H, W] as for ``model(images)``."""
     features = model.backbone(images)
-    y, encoder_out = model.pixel_decoder.forward_until_mask_features(features)
     feature = model.transformer_in_feature
-    x = encoder_out if feature == "transformer_encoder" else features[feature]
+    x = features.get(feature)
+    y, encoder_out = model.pixel_decoder.forward_until_mask_features(features, consume=True)
+    x = encoder_out if feature == "transformer_encoder" else x
     embed, logits = model.predictor.last_layer_embeddings(x)  # [B, Q, D], [B, Q, K+1]
     conv = model.pixel_decoder.mask_features
     masks = []
@@ -189,20 +190,7 @@ def autocast_context(device: torch.device | str, *, bf16: bool) -> Iterator[None
         yield
 
 
-def prepare_for_inference(
-    model: nn.Module,
-    *,
-    channels_last: bool = True,
-    fold_frozen_bn: bool = True,
-    bf16: bool = False,
-    compile: bool = False,
-    fold_mask_features: bool = True,
-) -> FastModel:
-    """An optimised eval-mode copy of ``model`` (the argument is not modified). See the module docstring.
-
-    The copy's outputs equal the original's to float rounding in fp32 (tests/test_fast_inference.py); with ``bf16``
-    they are bfloat16 autocast results (≈ 3 significant digits) cast back to float32.
-    """
+def _optimized_copy(model: nn.Module, *, channels_last: bool, fold_frozen_bn: bool, bf16: bool) -> nn.Module:
     fast = copy.deepcopy(model).eval()
     for p in fast.parameters():
         p.requires_grad_(False)
@@ -218,6 +206,27 @@ def prepare_for_inference(
                 module.to(torch.bfloat16)
     if channels_last:  # conv + bias + ReLU (+ residual add) in one oneDNN call (maskformer.onednn)
         use_onednn_convolutions(fast)
+    return fast
+
+
+def prepare_for_inference(
+    model: nn.Module,
+    *,
+    channels_last: bool = True,
+    fold_frozen_bn: bool = True,
+    bf16: bool = False,
+    compile: bool = False,
+    fold_mask_features: bool = True,
+) -> FastModel:
+    """An optimised eval-mode copy of ``model`` (the argument is not modified). See the module docstring.
+
+    The copy's outputs equal the original's to float rounding in fp32 (tests/test_fast_inference.py); with ``bf16``
+    they are bfloat16 autocast results (≈ 3 significant digits) cast back to float32.
+    """
+    # normal tensors even when called under inference_mode: inference tensors have no version counter, which the
+    # packed oneDNN weights need to notice in-place changes (onednn._Packed)
+    with torch.inference_mode(False):
+        fast = _optimized_copy(model, channels_last=channels_last, fold_frozen_bn=fold_frozen_bn, bf16=bf16)
     wrapped = FastModel(fast, channels_last=channels_last, bf16=bf16, fold_mask_features=fold_mask_features).eval()
     if compile:
         wrapped.enable_compile()

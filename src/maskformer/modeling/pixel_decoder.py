@@ -64,13 +64,19 @@ class FPNPixelDecoder(nn.Module):
         return self.mask_features(y), transformer_input
 
     def forward_until_mask_features(
-        self, features: dict[str, torch.Tensor]
+        self, features: dict[str, torch.Tensor], *, consume: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The FPN output [B, conv_dim, H/4, W/4] before the ``mask_features`` conv, and the transformer input."""
+        """The FPN output [B, conv_dim, H/4, W/4] before the ``mask_features`` conv, and the transformer input.
+
+        ``consume``: remove each feature map from ``features`` once used, so (without other references) the largest,
+        res2, is freed before the stride-4 convolutions allocate their outputs (lower peak memory at inference)."""
         y, transformer_input = self._top(features)
         for idx in (2, 1, 0):
-            lateral = getattr(self, f"adapter_{idx + 1}")(features[self.in_features[idx]])
-            y = getattr(self, f"layer_{idx + 1}")(_add_upsampled(lateral, y))
+            name = self.in_features[idx]
+            lateral = getattr(self, f"adapter_{idx + 1}")(features.pop(name) if consume else features[name])
+            y = _add_upsampled(lateral, y)
+            del lateral
+            y = getattr(self, f"layer_{idx + 1}")(y)
         return y, transformer_input
 
 
