@@ -282,6 +282,33 @@ def test_certified_labels_equal_the_unfused_argmax(monkeypatch, low, image_size,
         torch.set_num_threads(previous)
 
 
+def test_narrow_score_products_equal_the_columns_of_a_wide_one():
+    """The exact bands score a few near-tie pixels at a time; their scores must be bit-identical to the same columns
+    of the unfused [K, Q] x [Q, pixels] product whatever their number (sgemm switches kernels below 12 columns)."""
+    g = torch.Generator().manual_seed(11)
+    for k, q in [(40, 16), (150, 100), (7, 3)]:
+        probs_t = torch.rand(k, q, generator=g)
+        sig = torch.rand(q, 3000, generator=g)
+        wide = probs_t @ sig
+        for n in [1, 2, 3, 5, 11, 12, 31, 33, 200]:
+            cols = torch.randperm(3000, generator=g)[:n]
+            assert torch.equal(fused._scores(sig[:, cols], probs_t), wide[:, cols]), (k, q, n)
+            assert torch.equal(fused._argmax_scores(sig[:, cols], probs_t), fused._first_argmax(wide[:, cols]))
+
+
+@pytest.mark.parametrize("seed", [5, 6, 7])
+def test_certified_labels_with_ties_in_few_pixels_per_band(monkeypatch, seed):
+    """Exact ties in a cropped, unaligned output (80 x 285 of 80 x 288) where a band holds only a handful of near-tie
+    pixels (seed 5 gave one wrong pixel when narrow products were not padded)."""
+    monkeypatch.setattr(fused, "_MAX_UNCERTAIN", 1.0)
+    monkeypatch.setattr(fused, "_MIN_CLASS_QUERY_PAIRS", 0)
+    outputs = _confident_outputs(16, 40, (20, 72), seed, ties=True)
+    size = (80, 285)
+    expected = semantic_from_outputs(outputs, [size], [size], input_size=(80, 288))[0].argmax(0)
+    got = fused._certified_labels(outputs["pred_logits"][0], outputs["pred_masks"][0], size)
+    assert got is not None and torch.equal(got, expected)
+
+
 def test_certified_labels_decline_when_they_cannot_be_bit_exact(monkeypatch):
     monkeypatch.setattr(fused, "_MIN_CLASS_QUERY_PAIRS", 0)
     outputs = _confident_outputs(8, 5, (16, 17), 1, ties=True)

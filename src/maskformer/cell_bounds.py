@@ -110,7 +110,7 @@ def certain_cells(probs: Tensor, cm: Tensor, tol: float) -> tuple[Tensor, list[t
     lower = linear(bounds[:, :num_queries], probs_p.t().contiguous()).gather(1, guess[:, None])[:, 0]
     dim = lower <= tau * (1 + 2.0**-10) + 2 * margin  # (rounding of lower and tau covered by the 2 margins)
     order = torch.argsort(candidate * 2 + dim.long())  # groups: (candidate, bright / dim), contiguous row blocks
-    bounds, margin = bounds[order], margin[order]
+    bounds, margin = bounds.index_select(0, order), margin.index_select(0, order)  # (faster than [order])
     values, counts = torch.unique_consecutive((candidate * 2 + dim.long())[order], return_counts=True)
     groups = []
     start = 0
@@ -155,7 +155,7 @@ def block_top2(cm: Tensor, cells: Tensor, probs: Tensor) -> tuple[Tensor, Tensor
     labels, tops, gaps = [], [], []
     for chunk in cells.split(_CHUNK_CELLS):
         base = chunk // (wide - 1) * wide + chunk % (wide - 1)  # top-left corner of each cell in the padded grid
-        corners = flat[torch.stack([base, base + 1, base + wide, base + wide + 1]).view(-1)]  # [4 n, Q]
+        corners = flat.index_select(0, torch.stack([base, base + 1, base + wide, base + wide + 1]).view(-1))  # [4n, Q]
         logits = weights @ corners.view(4, -1)  # [16, n Q]
         scores = linear(logits.sigmoid_().view(-1, flat.shape[1]), probs_t)  # [16 n, m]
         top = scores.topk(2, dim=1)
@@ -190,8 +190,8 @@ def fill_blocks(
     near_tie = torch.zeros(blocks.shape, dtype=torch.bool, device=blocks.device)
     for cells, classes in groups:
         best, top, lead = block_top2(cm, cells, probs[:, classes])
-        blocks[cells] = classes[best]
-        near_tie[cells] = lead <= tol * top + ABSOLUTE_TOLERANCE
+        blocks.index_copy_(0, cells, classes[best])
+        near_tie.index_copy_(0, cells, lead <= tol * top + ABSOLUTE_TOLERANCE)
     return blocks, near_tie
 
 

@@ -44,6 +44,7 @@ __all__ = ["semantic_labels_from_outputs"]
 # Size of one strip's [K, rows, W] score block in floats (4 MB): with the contiguous-axis argmax, strips of a few
 # thousand pixels were as fast as larger ones on 2 cores and keep the score block in cache.
 _STRIP_FLOATS = 1 << 20
+_MIN_COLUMNS = 32  # narrowest [K, Q] x [Q, n] product whose columns equal those of a wide one (see _argmax_scores)
 
 
 def _strip_rows(num_classes: int, width: int, multiple: int) -> int:
@@ -76,16 +77,23 @@ def _sigmoid_rows(mask_pred: Tensor, y0: int, y1: int, w: int) -> Tensor:
     return up[:, y0 - 4 * lo : y1 - 4 * lo, :w].sigmoid().reshape(mask_pred.shape[0], -1)
 
 
-def _argmax_scores(sig: Tensor, probs_t: Tensor) -> Tensor:
-    """argmax over classes of probs_t @ sig for sig [Q, n], probs_t [K, Q] -> int64 [n].
+def _scores(sig: Tensor, probs_t: Tensor) -> Tensor:
+    """probs_t @ sig for sig [Q, n], probs_t [K, Q] -> [K, n], every column bit-identical to the same column of a
+    product over many pixels (the unfused path's einsum).
 
     [K, Q] x [Q, n] is the orientation whose dot products equal the unfused einsum's bit for bit (pixel-major
-    [n, Q] x [Q, K] differs in the last bit for small K and Q); one column would switch to a matrix-vector kernel, so
-    a single pixel is computed as a pair.
+    [n, Q] x [Q, K] differs in the last bit for small K and Q). Fewer than 12 columns take another sgemm kernel (with
+    another summation order) on this project's CPUs, so narrow products are padded to ``_MIN_COLUMNS`` columns.
     """
-    if sig.shape[1] == 1:
-        return _first_argmax(probs_t @ sig.expand(-1, 2))[:1]
-    return _first_argmax(probs_t @ sig)
+    n = sig.shape[1]
+    if n < _MIN_COLUMNS:
+        return (probs_t @ torch.cat([sig, sig[:, :1].expand(-1, _MIN_COLUMNS - n)], 1))[:, :n]
+    return probs_t @ sig
+
+
+def _argmax_scores(sig: Tensor, probs_t: Tensor) -> Tensor:
+    """argmax over classes of ``_scores(sig, probs_t)`` (first index among equal maxima) -> int64 [n]."""
+    return _first_argmax(_scores(sig, probs_t))
 
 
 def _first_argmax(scores: Tensor) -> Tensor:
