@@ -558,3 +558,19 @@ def test_prepare_for_inference_under_inference_mode_still_packs_weights(demo_mod
         fast(torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)))
     convs = [m for m in fast.modules() if isinstance(m, onednn.Conv)]
     assert convs and all(m._packed.weight is not None for m in convs)
+
+
+def test_fold_weight_equals_the_einsum_in_both_memory_formats():
+    from maskformer.fast import _fold_weight
+
+    g = torch.Generator().manual_seed(3)
+    embed, weight = torch.randn(7, 12, generator=g), torch.randn(12, 5, 3, 3, generator=g)
+    expected = torch.einsum("qd,dckl->qckl", embed, weight)
+    with torch.inference_mode():
+        for w in (weight, weight.contiguous(memory_format=torch.channels_last)):
+            got = _fold_weight(embed, w)
+            assert got.shape == (7, 5, 3, 3)
+            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+        assert _fold_weight(embed, weight.contiguous(memory_format=torch.channels_last)).is_contiguous(
+            memory_format=torch.channels_last
+        )

@@ -34,7 +34,7 @@ from torch import nn
 
 from maskformer.modeling.backbone.norm import FrozenBatchNorm2d
 from maskformer.modeling.layers import ConvNorm
-from maskformer.onednn import use_onednn_convolutions, use_onednn_layers
+from maskformer.onednn import linear, use_onednn_convolutions, use_onednn_layers
 
 __all__ = [
     "FastModel",
@@ -113,12 +113,22 @@ def folded_mask_forward(model: nn.Module, images: torch.Tensor) -> dict[str, tor
     conv = model.pixel_decoder.mask_features
     masks = []
     for i in range(embed.shape[0]):  # per image: its own Q x C x 3 x 3 kernel
-        weight = torch.einsum("qd,dckl->qckl", embed[i], conv.weight.to(embed.dtype))
+        weight = _fold_weight(embed[i], conv.weight.to(embed.dtype))
         if y.is_contiguous(memory_format=torch.channels_last):
             weight = weight.contiguous(memory_format=torch.channels_last)
         bias = (embed[i] @ conv.bias.to(embed.dtype)[:, None])[:, 0] if conv.bias is not None else None
         masks.append(F.conv2d(y[i : i + 1], weight, bias, stride=conv.stride, padding=conv.padding))
     return {"pred_logits": logits, "pred_masks": torch.cat(masks)}
+
+
+def _fold_weight(embed: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """einsum("qd,dckl->qckl", embed [Q, D], weight [D, C, kh, kw]) as one (oneDNN) matrix product over the weight's
+    memory order; a channels-last weight gives a channels-last result without a copy."""
+    d, c, kh, kw = weight.shape
+    if weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous():
+        flat = weight.permute(0, 2, 3, 1).reshape(d, -1)  # [D, kh * kw * C], a view
+        return linear(embed, flat.t()).view(-1, kh, kw, c).permute(0, 3, 1, 2)
+    return linear(embed, weight.reshape(d, -1).t()).view(-1, c, kh, kw)
 
 
 class FastModel(nn.Module):
