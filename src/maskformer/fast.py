@@ -155,9 +155,11 @@ class FastModel(nn.Module):
     def enable_compile(self, **kwargs: object) -> FastModel:
         """Use ``torch.compile`` on the lean forward (first call per input shape pays the compilation, ~15 s for R50
         on 2 CPU cores). Inductor's ``freezing`` treats the (frozen) weights as constants, which lets it pre-pack
-        them for oneDNN and fuse bias/ReLU/additions and other elementwise work: 3-10 % faster than the eager copy
-        (which fuses conv+ReLU/add itself, ``maskformer.onednn``) for an R50 at 512x512 on this project's 2-core machine
-        (benchmarks/RESULTS.md). The weights must not change afterwards (this is an inference copy)."""
+        them for oneDNN and fuse bias/ReLU/additions and other elementwise work. The eager copy now does the same
+        itself (packed weights, fused conv+ReLU/add, ``maskformer.onednn``) and is 3-10 % faster than the compiled
+        one in fp32 and about as fast in bf16 for an R50 at 512x512 on this project's 2-core machine
+        (benchmarks/RESULTS.md); compiling may still pay elsewhere (other CPUs, CUDA). The weights must not change
+        afterwards (this is an inference copy)."""
         self._compiled = torch.compile(self._lean, **kwargs)  # type: ignore[assignment]
         return self
 

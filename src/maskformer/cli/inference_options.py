@@ -23,7 +23,9 @@ def add_inference_options(p: argparse.ArgumentParser) -> None:
         "(>= 99.5%% of labels as fp32)",
     )
     p.add_argument(
-        "--compile", action="store_true", help="torch.compile the model (~15 s per new input size; a few %% faster)"
+        "--compile",
+        action="store_true",
+        help="torch.compile the model (~15 s per new input size; no faster than the default on a 2-core CPU)",
     )
     p.add_argument(
         "--reference",
