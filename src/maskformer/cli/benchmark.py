@@ -44,7 +44,10 @@ def _load(source: str):
     if not path.exists():
         raise UserError(f"{source}: no such file")
     if path.suffix in (".yaml", ".yml"):
+        import torch
+
         cfg = maskformer.load_config(path)
+        torch.manual_seed(0)  # the same random weights in every run (post-processing time depends on the outputs)
         return maskformer.build_model(cfg), cfg
     model, cfg, _ = load_model_and_config(path)
     return model, cfg
