@@ -43,6 +43,7 @@ __all__ = [
 
 _PRESENT = 16  # classes kept for cells whose candidate clears every other class's image-wide bound
 _FEW_RIVALS = 8  # uncertain cells with at most this many rival classes are scored apart from the others
+_CHUNK_ROWS = 32  # rows of cells per chunk of certain_cells (at 512 wide: 4128 cells, [cells, 2Q] bounds 3.3 MB)
 _CHUNK_CELLS = 2048  # cells per chunk of block_top2 (32768 pixels): larger chunks were no faster, smaller ones slower
 
 
@@ -74,26 +75,33 @@ def relative_tolerance(mask_pred: Tensor) -> float:
 ABSOLUTE_TOLERANCE = 1e-30
 
 
-def _best_guess(x: Tensor, probs: Tensor) -> Tensor:
-    """argmax over classes of x [n, Q] @ probs [Q, K]; only a guess (the bounds check it), so in bf16 where CPUs
-    multiply bf16 natively (~5x faster than fp32 at these shapes on AVX512-BF16)."""
-    if x.device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return (x.bfloat16() @ probs.bfloat16()).float().argmax(1)  # (argmax over bf16 is slow)
-    return (x @ probs).argmax(1)
-
-
 def certain_cells(probs: Tensor, cm: Tensor, tol: float) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
     """Bounds for every cell (module docstring): (candidate int64 [C], groups) with C = (hl + 1) * (wl + 1) cells in
     row-major order. A cell's block certainly has the candidate label unless the cell is listed in ``groups``: pairs
     (cells int64 [n], classes int64 [m >= 2]) of uncertain cells sharing a candidate and the only classes that can
     win anywhere in their blocks (the candidate and every class its bound does not beat). probs [Q, K], cm from
     ``padded_cell_major``; a bound counts when it beats ``tol`` (``relative_tolerance``) times the cell's largest
-    possible score. One [n, 2Q] x [2Q, K] product per candidate (oneDNN: ``maskformer.onednn``).
+    possible score. Works through ``_CHUNK_ROWS`` rows of cells at a time (their [cells, 2Q] bounds stay in cache).
 
     Classes that are nowhere likely: a class's score never exceeds sum_q p_qk sigmoid(max of m_q over the image).
     Beyond the ``_PRESENT`` classes with the largest such bound, every class stays below ``tau``; candidates come from
     the present classes, and a "bright" cell, whose candidate provably scores above ``tau`` plus the margin, needs its
     bounds against the present classes only."""
+    present, tau = _present_classes(probs, cm)
+    cols = cm.shape[1] - 1
+    candidates, groups = [], []
+    for r0 in range(0, cm.shape[0] - 1, _CHUNK_ROWS):
+        r1 = min(cm.shape[0] - 1, r0 + _CHUNK_ROWS)
+        candidate, chunk_groups = _certain_chunk(probs, cm[r0 : r1 + 1], tol, present, tau)
+        candidates.append(candidate)
+        groups += [(cells + r0 * cols, classes) for cells, classes in chunk_groups]
+    return torch.cat(candidates), groups
+
+
+def _certain_chunk(
+    probs: Tensor, cm: Tensor, tol: float, present: Tensor, tau: float
+) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+    """``certain_cells`` for the cells of the rows of ``cm`` (cell indices local to the chunk)."""
     num_queries, num_classes = probs.shape
     rows_max = torch.maximum(cm[:-1], cm[1:])
     rows_min = torch.minimum(cm[:-1], cm[1:])
@@ -102,35 +110,49 @@ def certain_cells(probs: Tensor, cm: Tensor, tol: float) -> tuple[Tensor, list[t
     torch.minimum(rows_min[:, :-1], rows_min[:, 1:], out=bounds[..., :num_queries])
     torch.maximum(rows_max[:, :-1], rows_max[:, 1:], out=bounds[..., num_queries:])
     bounds = bounds.view(-1, 2 * num_queries).sigmoid_()  # [C, 2Q]
-    # no score in a cell exceeds sum_q sigmoid(max_q) max_k p_qk
-    margin = bounds[:, num_queries:] @ probs.amax(1) * tol + ABSOLUTE_TOLERANCE  # [C]
-    present, tau = _present_classes(probs, cm)
+    # one product gives, per cell and present class, the score's lower (s_min) and upper (s_max) bound, and the
+    # cell's largest possible score (no score in a cell exceeds sum_q sigmoid(max_q) max_k p_qk)
     probs_p = probs[:, present]  # [Q, P]
-    guess = _best_guess(bounds[:, :num_queries] + bounds[:, num_queries:], probs_p)  # [C] index into present
+    p = probs_p.shape[1]
+    weight = torch.zeros(2 * num_queries, 2 * p + 1, dtype=probs.dtype, device=probs.device)
+    weight[:num_queries, :p] = probs_p
+    weight[num_queries:, p : 2 * p] = probs_p
+    weight[num_queries:, 2 * p] = probs.amax(1)
+    sums = linear(bounds, weight.t().contiguous())  # [C, 2P + 1]
+    margin = sums[:, 2 * p] * tol + ABSOLUTE_TOLERANCE  # [C]
+    guess = (sums[:, :p] + sums[:, p : 2 * p]).argmax(1)  # [C] index into present (a guess; the bounds check it)
     candidate = present[guess]
-    lower = linear(bounds[:, :num_queries], probs_p.t().contiguous()).gather(1, guess[:, None])[:, 0]
+    lower = sums[:, :p].gather(1, guess[:, None])[:, 0]
     dim = lower <= tau * (1 + 2.0**-10) + 2 * margin  # (rounding of lower and tau covered by the 2 margins)
-    order = torch.argsort(candidate * 2 + dim.long())  # groups: (candidate, bright / dim), contiguous row blocks
-    bounds, margin = bounds.index_select(0, order), margin.index_select(0, order)  # (faster than [order])
-    values, counts = torch.unique_consecutive((candidate * 2 + dim.long())[order], return_counts=True)
+    key = candidate * 2 + dim.long()
+    values, counts = torch.unique(key, return_counts=True)
+    largest = int(counts.argmax())
     groups = []
-    start = 0
-    for key, n in zip(values.tolist(), counts.tolist()):
-        u, is_dim = divmod(key, 2)
+    for i, (k, n) in enumerate(zip(values.tolist(), counts.tolist())):
+        u, is_dim = divmod(k, 2)
         classes = torch.arange(num_classes, device=probs.device) if is_dim else present
         d = (probs[:, u : u + 1] - probs[:, classes]).t()  # [m, Q]
-        gap = linear(bounds[start : start + n], torch.cat([d.clamp(min=0), d.clamp(max=0)], 1))  # [n, m]
+        signed = torch.cat([d.clamp(min=0), d.clamp(max=0)], 1)  # [m, 2Q]
+        if i == largest:  # the dominant group: all rows (no copy of the bounds), the others' rows ignored
+            members = None if n == len(key) else (key == k).nonzero()[:, 0]
+            gap = linear(bounds, signed)
+            if members is not None:
+                gap = gap.index_select(0, members)
+        else:
+            members = (key == k).nonzero()[:, 0]
+            gap = linear(bounds.index_select(0, members), signed)  # [n, m]
         gap[:, classes == u] = math.inf
-        beaten = gap > margin[start : start + n, None]
+        group_margin = margin if members is None else margin.index_select(0, members)
+        beaten = gap > group_margin[:, None]
         uncertain = (~beaten.all(1)).nonzero()[:, 0]
         if uncertain.numel():
             rivals = ~beaten[uncertain]  # [m', m]: classes the bound does not rule out
+            cells_of = uncertain if members is None else members[uncertain]
             few = rivals.sum(1, dtype=torch.int32) <= _FEW_RIVALS
             for subset in few, ~few:  # few-rival cells stay cheap
                 if bool(subset.any()):
                     contenders = rivals[subset].any(0) | (classes == u)
-                    groups.append((order[start + uncertain[subset]], classes[contenders]))
-        start += n
+                    groups.append((cells_of[subset], classes[contenders]))
     return candidate, groups
 
 
