@@ -15,7 +15,8 @@ returns a deep copy in eval mode with
   (the transformer reads the backbone or the encoder). Exact up to float rounding (~1e-6 relative);
 - fp32 only: linear layers and attention through oneDNN instead of MKL (``maskformer.onednn``; ~2x faster matrix
   products on AMD CPUs, summation order only);
-- convolution + bias + ReLU (+ the bottleneck's residual addition) as one oneDNN call (``maskformer.onednn``);
+- convolution + bias + ReLU (+ the bottleneck's residual addition) as one oneDNN call, conv and linear weights
+  packed once into oneDNN's layout (``maskformer.onednn``; bit-identical);
 - optionally ``torch.compile``.
 
 ``autocast_context(device, bf16=True)`` is bfloat16 autocast on CPU or CUDA; outputs are cast back to float32 by
