@@ -88,20 +88,28 @@ def certain_cells(probs: Tensor, cm: Tensor, tol: float) -> tuple[Tensor, list[t
     the present classes, and a "bright" cell, whose candidate provably scores above ``tau`` plus the margin, needs its
     bounds against the present classes only."""
     present, tau = _present_classes(probs, cm)
+    # one product per chunk gives, per cell and present class, the score's lower (s_min) and upper (s_max) bound,
+    # and the cell's largest possible score (no score in a cell exceeds sum_q sigmoid(max_q) max_k p_qk)
+    num_queries, p = probs.shape[0], len(present)
+    weight = torch.zeros(2 * p + 1, 2 * num_queries, dtype=probs.dtype, device=probs.device)  # [out, in]
+    weight[:p, :num_queries] = probs[:, present].t()
+    weight[p : 2 * p, num_queries:] = probs[:, present].t()
+    weight[2 * p, num_queries:] = probs.amax(1)
     cols = cm.shape[1] - 1
     candidates, groups = [], []
     for r0 in range(0, cm.shape[0] - 1, _CHUNK_ROWS):
         r1 = min(cm.shape[0] - 1, r0 + _CHUNK_ROWS)
-        candidate, chunk_groups = _certain_chunk(probs, cm[r0 : r1 + 1], tol, present, tau)
+        candidate, chunk_groups = _certain_chunk(probs, cm[r0 : r1 + 1], tol, present, tau, weight)
         candidates.append(candidate)
         groups += [(cells + r0 * cols, classes) for cells, classes in chunk_groups]
     return torch.cat(candidates), groups
 
 
 def _certain_chunk(
-    probs: Tensor, cm: Tensor, tol: float, present: Tensor, tau: float
+    probs: Tensor, cm: Tensor, tol: float, present: Tensor, tau: float, weight: Tensor
 ) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
-    """``certain_cells`` for the cells of the rows of ``cm`` (cell indices local to the chunk)."""
+    """``certain_cells`` for the cells of the rows of ``cm`` (cell indices local to the chunk); ``weight``
+    [2P + 1, 2Q] maps the [s_min | s_max] bounds to (lower bounds, upper bounds, scale)."""
     num_queries, num_classes = probs.shape
     rows_max = torch.maximum(cm[:-1], cm[1:])
     rows_min = torch.minimum(cm[:-1], cm[1:])
@@ -110,15 +118,8 @@ def _certain_chunk(
     torch.minimum(rows_min[:, :-1], rows_min[:, 1:], out=bounds[..., :num_queries])
     torch.maximum(rows_max[:, :-1], rows_max[:, 1:], out=bounds[..., num_queries:])
     bounds = bounds.view(-1, 2 * num_queries).sigmoid_()  # [C, 2Q]
-    # one product gives, per cell and present class, the score's lower (s_min) and upper (s_max) bound, and the
-    # cell's largest possible score (no score in a cell exceeds sum_q sigmoid(max_q) max_k p_qk)
-    probs_p = probs[:, present]  # [Q, P]
-    p = probs_p.shape[1]
-    weight = torch.zeros(2 * num_queries, 2 * p + 1, dtype=probs.dtype, device=probs.device)
-    weight[:num_queries, :p] = probs_p
-    weight[num_queries:, p : 2 * p] = probs_p
-    weight[num_queries:, 2 * p] = probs.amax(1)
-    sums = linear(bounds, weight.t().contiguous())  # [C, 2P + 1]
+    p = len(present)
+    sums = linear(bounds, weight)  # [C, 2P + 1]
     margin = sums[:, 2 * p] * tol + ABSOLUTE_TOLERANCE  # [C]
     guess = (sums[:, :p] + sums[:, p : 2 * p]).argmax(1)  # [C] index into present (a guess; the bounds check it)
     candidate = present[guess]

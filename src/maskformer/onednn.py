@@ -176,8 +176,7 @@ class Conv(nn.Module):
                 self.weight, padding, stride, dilation, self.groups, list(x.shape)
             )
 
-        weight = self._packed.get(self.weight, pack)
-        return weight, self.bias, list(self.padding), list(self.stride), list(self.dilation), self.groups
+        return self._packed.get(self.weight, pack), self.bias, padding, stride, dilation, self.groups
 
     def forward(self, x: Tensor) -> Tensor:
         fused_relu = self.relu and self.norm is None
