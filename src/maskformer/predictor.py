@@ -227,7 +227,8 @@ class Predictor:
         mean, std = self.pixel_mean.view(3), self.pixel_std.view(3)
         for b, image in enumerate(images):
             pixels = torch.from_numpy(np.require(image, requirements=("C", "W"))).to(self.device)
-            torch.div(pixels.float().sub_(mean), std, out=batch[b, : sizes[b][0], : sizes[b][1]])
+            region = batch[b, : sizes[b][0], : sizes[b][1]]
+            region.copy_(pixels).sub_(mean).div_(std)  # (x - mean) / std in place: no float copy of the image
         batch = batch.permute(0, 3, 1, 2)
         outputs = self.model(batch, with_aux=False) if self._lean else self.model(batch)
         return outputs, sizes, (height, width)
