@@ -95,8 +95,10 @@ def test_prepared_model_matches_and_leaves_the_original_untouched(demo_model):
         ref, got = demo_model(x, with_aux=False), fast(x)
     assert ref["pred_masks"].std() > 0.1  # the comparison means something
     for key in ("pred_logits", "pred_masks"):
-        assert got[key].dtype == torch.float32 and got[key].is_contiguous()
+        assert got[key].dtype == torch.float32
         torch.testing.assert_close(got[key], ref[key], atol=1e-4, rtol=1e-4)
+    assert got["pred_logits"].is_contiguous()
+    assert got["pred_masks"].is_contiguous(memory_format=torch.channels_last)  # as the convolution wrote them
     assert fast.size_divisibility == demo_model.size_divisibility
     assert torch.equal(fast.pixel_mean, demo_model.pixel_mean)
 
@@ -574,3 +576,30 @@ def test_fold_weight_equals_the_einsum_in_both_memory_formats():
         assert _fold_weight(embed, weight.contiguous(memory_format=torch.channels_last)).is_contiguous(
             memory_format=torch.channels_last
         )
+
+
+@pytest.mark.parametrize(("low", "image_size"), [((32, 32), (128, 128)), ((20, 72), (80, 285)), ((24, 40), (93, 150))])
+def test_labels_do_not_depend_on_the_memory_layout_of_the_masks(monkeypatch, low, image_size):
+    """FastModel returns channels-last mask logits: the fused labels (certified, exact strips, corner labels) and the
+    unfused scores give the same results as for the same values in contiguous memory, exact ties included."""
+    monkeypatch.setattr(fused, "_MAX_UNCERTAIN", 1.0)
+    monkeypatch.setattr(fused, "_MIN_CLASS_QUERY_PAIRS", 0)
+    padded = (4 * low[0], 4 * low[1])
+    for seed in (1, 5):
+        flat = _confident_outputs(16, 40, low, seed, ties=True)
+        cl = {**flat, "pred_masks": flat["pred_masks"].contiguous(memory_format=torch.channels_last)}
+        assert not cl["pred_masks"].is_contiguous()
+        for y0 in (0, 8, image_size[0] - 8):  # the exact bands' values do not depend on the layout either
+            rows = fused._sigmoid_rows(cl["pred_masks"][0], y0, y0 + 8, image_size[1])
+            assert torch.equal(rows, fused._sigmoid_rows(flat["pred_masks"][0], y0, y0 + 8, image_size[1]))
+        expected = semantic_from_outputs(flat, [image_size], [image_size], input_size=padded)[0]
+        torch.testing.assert_close(
+            semantic_from_outputs(cl, [image_size], [image_size], input_size=padded)[0], expected, atol=0, rtol=0
+        )
+        labels = expected.argmax(0)
+        for kwargs in ({}, {"certify": False}):
+            got = fused.semantic_labels_from_outputs(cl, [image_size], [image_size], input_size=padded, **kwargs)
+            assert torch.equal(got[0], labels), (seed, kwargs)
+        corner_flat = fused.semantic_labels_from_outputs(flat, [image_size], [image_size], input_size=padded, fast=True)
+        corner_cl = fused.semantic_labels_from_outputs(cl, [image_size], [image_size], input_size=padded, fast=True)
+        assert torch.equal(corner_flat[0], corner_cl[0])

@@ -134,7 +134,8 @@ def _fold_weight(embed: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 class FastModel(nn.Module):
     """Wraps an inference model: converts the input to channels-last, runs it (optionally under bf16 autocast) and
-    returns float32 contiguous ``pred_logits`` / ``pred_masks`` (and ``sem_logits`` for per-pixel baselines).
+    returns float32 ``pred_logits`` / ``pred_masks`` (and ``sem_logits`` for per-pixel baselines); mask maps keep
+    the convolution's channels-last memory (the post-processing accepts either layout and computes the same labels).
 
     Keeps ``pixel_mean``, ``pixel_std``, ``size_divisibility`` of the wrapped model, so a ``Predictor`` accepts it.
     ``forward(images [B,3,H,W], with_aux=False)`` -> the wrapped model's dict (aux outputs only if asked).
@@ -184,8 +185,9 @@ class FastModel(nn.Module):
 
 
 def _to_float(out: object) -> object:
-    if isinstance(out, torch.Tensor):
-        return out.float().contiguous()
+    if isinstance(out, torch.Tensor):  # channels-last maps stay so (the label post-processing reads them pixel-major)
+        out = out.float()
+        return out if out.dim() == 4 and out.is_contiguous(memory_format=torch.channels_last) else out.contiguous()
     if isinstance(out, dict):
         return {k: _to_float(v) for k, v in out.items()}
     if isinstance(out, list):

@@ -73,7 +73,8 @@ def _sigmoid_rows(mask_pred: Tensor, y0: int, y1: int, w: int) -> Tensor:
     bit as the full upsample gives them (one low-resolution row of margin on each side). Returns [Q, (y1 - y0) * w]."""
     low_h, low_w = mask_pred.shape[-2:]
     lo, hi = max(0, y0 // 4 - 1), min(low_h, math.ceil(y1 / 4) + 1)
-    up = F.interpolate(mask_pred[None, :, lo:hi], size=(4 * (hi - lo), 4 * low_w), mode="bilinear")[0]
+    rows = mask_pred[None, :, lo:hi].contiguous()  # (channels-last logits: the same kernel as the unfused path)
+    up = F.interpolate(rows, size=(4 * (hi - lo), 4 * low_w), mode="bilinear")[0]
     return up[:, y0 - 4 * lo : y1 - 4 * lo, :w].sigmoid().reshape(mask_pred.shape[0], -1)
 
 

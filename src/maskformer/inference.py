@@ -116,7 +116,8 @@ def semantic_from_outputs(
     """
     if "sem_logits" in outputs:
         return semantic_from_sem_logits(outputs["sem_logits"], image_sizes, output_sizes, input_size=input_size)
-    mask_cls, mask_pred = outputs["pred_logits"], outputs["pred_masks"]
+    # contiguous: one memory layout (hence one set of kernels and roundings) whatever the model returned
+    mask_cls, mask_pred = outputs["pred_logits"], outputs["pred_masks"].contiguous()
     padded = _input_size(tuple(mask_pred.shape[-2:]), input_size)
     low_h, low_w = mask_pred.shape[-2:]
     results = []
@@ -146,6 +147,7 @@ def semantic_from_sem_logits(
     Returns B tensors [K, H_i, W_i] of logits (argmax = label map), as d2's SemanticSegmentor produces.
     """
     padded = _input_size(tuple(sem_logits.shape[-2:]), input_size)
+    sem_logits = sem_logits.contiguous()  # (one memory layout, hence one set of kernels, for every caller)
     results = []
     for i, (image_size, output_size) in enumerate(zip(image_sizes, output_sizes)):
         up = F.interpolate(sem_logits[i : i + 1], size=padded, mode="bilinear", align_corners=False)[0]
@@ -223,7 +225,7 @@ def panoptic_from_outputs(
 ) -> list[tuple[Tensor, list[SegmentInfo]]]:
     """Panoptic results for a batch: mask logits upsampled to the padded input size, cropped and resized to the
     output size (logits first, "postprocess before inference"), then `panoptic_inference` per image."""
-    mask_cls, mask_pred = outputs["pred_logits"], outputs["pred_masks"]
+    mask_cls, mask_pred = outputs["pred_logits"], outputs["pred_masks"].contiguous()  # (see semantic_from_outputs)
     padded = _input_size(tuple(mask_pred.shape[-2:]), input_size)
     results = []
     for i, (image_size, output_size) in enumerate(zip(image_sizes, output_sizes)):
