@@ -44,7 +44,7 @@ __all__ = ["semantic_labels_from_outputs"]
 # Size of one strip's [K, rows, W] score block in floats (4 MB): with the contiguous-axis argmax, strips of a few
 # thousand pixels were as fast as larger ones on 2 cores and keep the score block in cache.
 _STRIP_FLOATS = 1 << 20
-_MIN_COLUMNS = 32  # narrowest [K, Q] x [Q, n] product whose columns equal those of a wide one (see _argmax_scores)
+_MIN_COLUMNS = 32  # narrowest [K, Q] x [Q, n] product whose columns equal those of a wide one (see _scores)
 
 
 def _strip_rows(num_classes: int, width: int, multiple: int) -> int:
