@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from maskformer.matcher import HungarianMatcher
+from maskformer.criterion.matcher import HungarianMatcher
 
 
 def _cpu_name() -> str:

@@ -110,10 +110,10 @@ def _interleaved(fns: dict, reps: int) -> dict[str, float]:
 def bench_inference(reps: int, size: int, parts: set[str]) -> dict:
     from transformers import MaskFormerImageProcessor
 
-    from maskformer.fast import prepare_for_inference
-    from maskformer.fused_inference import semantic_labels_from_outputs
-    from maskformer.inference import semantic_from_outputs
-    from maskformer.predictor import Predictor
+    from maskformer.inference.accelerate.fast_model import prepare_for_inference
+    from maskformer.inference.accelerate.labels import semantic_labels_from_outputs
+    from maskformer.inference.postprocess import semantic_from_outputs
+    from maskformer.inference.predictor import Predictor
 
     cfg, ours, hf = _models(spread=True)
     ours.eval()
@@ -298,7 +298,7 @@ def bench_onnx(size: int) -> dict:
     """Export our R50 lean model to ONNX and compare onnxruntime with PyTorch (max |diff| per output)."""
     import tempfile
 
-    from maskformer.export import export_onnx
+    from maskformer.inference.export import export_onnx
 
     _, ours, _ = _models()
     with tempfile.TemporaryDirectory() as tmp:

@@ -17,7 +17,7 @@ import torch.distributed as dist
 
 import maskformer
 from maskformer.build import build_criterion
-from maskformer.losses import average_num_masks
+from maskformer.criterion.losses import average_num_masks
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -331,7 +331,7 @@ def test_cli_hf_prints_summary_and_help(hf_folder, tmp_path, capsys):
 
 
 def test_preprocessor_and_known_dataset_are_used(tmp_path):
-    from maskformer.data.meta import load_meta
+    from maskformer.data.metadata import load_meta
 
     coco = load_meta("coco_panoptic")
     torch.manual_seed(0)

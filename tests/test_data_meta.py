@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from maskformer.data import load_meta
-from maskformer.data.meta import META_NAMES, meta_from_dict
+from maskformer.data.metadata import META_NAMES, meta_from_dict
 from maskformer.errors import DataError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"

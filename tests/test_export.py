@@ -1,4 +1,4 @@
-"""ONNX export of the lean inference model (maskformer.export, `maskformer export onnx`), checked with onnxruntime.
+"""ONNX export of the lean inference model (inference.export, `maskformer export onnx`), checked with onnxruntime.
 
 The reference is PyTorch's own forward(with_aux=False) of the unfolded model; onnxruntime is an independent runtime.
 One export (the slow part, ~10 s) is shared by the tests of this file.

@@ -1,4 +1,4 @@
-"""maskformer.fast (folded FrozenBN, channels-last, bf16) and maskformer.fused_inference (labels in strips).
+"""accelerate.fast_model (folded FrozenBN, channels-last, bf16) and accelerate.labels (labels in strips).
 
 References are the unoptimised model and the unfused post-processing (tests/test_inference.py checks those against
 independent transcriptions), plus a hand-computed fold of one layer.
@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 
 import maskformer
-import maskformer.fused_inference as fused
-from maskformer import cell_bounds
-from maskformer.fast import FastModel, fold_frozen_batchnorm, prepare_for_inference
-from maskformer.inference import semantic_from_outputs
+import maskformer.inference.accelerate.labels as fused
+from maskformer.inference.accelerate import cell_bounds
+from maskformer.inference.accelerate.fast_model import FastModel, fold_frozen_batchnorm, prepare_for_inference
+from maskformer.inference.postprocess import semantic_from_outputs
 from maskformer.modeling.backbone.norm import FrozenBatchNorm2d
 from maskformer.modeling.layers import ConvNorm
 
@@ -106,8 +106,8 @@ def test_prepared_model_matches_and_leaves_the_original_untouched(demo_model):
 def test_identity_blocks_accumulate_into_their_input_only_inside_a_stage(monkeypatch):
     """Stages of 2-3 blocks: the 2nd/3rd block write relu(conv + x) into x (its input, the previous block's output);
     the stage outputs (features) and the final outputs equal the unfused path bit for bit."""
-    import maskformer.fast as fast_module
-    from maskformer import onednn
+    import maskformer.inference.accelerate.fast_model as fast_module
+    from maskformer.inference.accelerate import onednn
 
     cfg = maskformer.load_config(DEMO_YAML, [*DEMO, "model.backbone.blocks=[2,3,1,2]"])
     torch.manual_seed(3)
@@ -133,8 +133,8 @@ def test_identity_blocks_accumulate_into_their_input_only_inside_a_stage(monkeyp
 
 
 def test_onednn_fused_convolutions_match_the_plain_ones(demo_model, monkeypatch):
-    import maskformer.fast as fast_module
-    from maskformer import onednn
+    import maskformer.inference.accelerate.fast_model as fast_module
+    from maskformer.inference.accelerate import onednn
 
     fused = prepare_for_inference(demo_model)
     assert sum(isinstance(m, onednn.Bottleneck) for m in fused.modules()) > 0
@@ -216,8 +216,8 @@ def test_predictor_with_prepared_model_gives_the_same_labels(demo_model):
 
 @pytest.mark.parametrize("alpha", [0.25, 0.6])
 def test_fused_focal_dice_values_and_gradients_match_unfused(alpha):
-    from maskformer.fused_loss import focal_dice_loss
-    from maskformer.losses import dice_loss, sigmoid_focal_loss
+    from maskformer.criterion.fused_loss import focal_dice_loss
+    from maskformer.criterion.losses import dice_loss, sigmoid_focal_loss
 
     g = torch.Generator().manual_seed(5)
     x = (torch.randn(4, 257, generator=g, dtype=torch.float64) * 5).requires_grad_()
@@ -390,7 +390,7 @@ def test_bounds_hold_and_block_leads_match_exact_scores():
 def test_folded_mask_features_equal_the_model_outputs(encoder):
     """mask_features conv folded into the mask embeddings: same lean outputs for a batch of 2 (FPN and +Enc decoders),
     channels-last or not; per-pixel baselines are left unfolded."""
-    from maskformer.fast import can_fold_mask_features, folded_mask_forward
+    from maskformer.inference.accelerate.fast_model import can_fold_mask_features, folded_mask_forward
 
     overrides = DEMO + (["model.pixel_decoder=transformer_encoder", "model.transformer_in_feature=transformer_encoder",
                          "model.enc_layers=1"] if encoder else [])  # fmt: skip
@@ -429,7 +429,7 @@ def test_compiled_model_with_freezing_matches_eager(demo_model):
 
 
 def test_onednn_attention_and_linear_match_torch():
-    from maskformer import onednn
+    from maskformer.inference.accelerate import onednn
 
     g = torch.Generator().manual_seed(2)
     attn = torch.nn.MultiheadAttention(32, 4).eval()
@@ -516,7 +516,7 @@ def test_certified_labels_with_many_classes_equal_the_unfused_argmax(monkeypatch
 def test_packed_weights_give_the_plain_results_for_every_shape_and_follow_weight_changes():
     """Conv / Linear keep their weights in oneDNN's layout after the first call: later calls with other input shapes
     and batch sizes give what the plain weights give, an in-place weight change repacks, deepcopy works."""
-    from maskformer import onednn
+    from maskformer.inference.accelerate import onednn
     from maskformer.modeling.layers import ConvNorm
 
     g = torch.Generator().manual_seed(7)
@@ -552,7 +552,7 @@ def test_packed_weights_give_the_plain_results_for_every_shape_and_follow_weight
 
 
 def test_prepare_for_inference_under_inference_mode_still_packs_weights(demo_model):
-    from maskformer import onednn
+    from maskformer.inference.accelerate import onednn
 
     with torch.inference_mode():
         fast = prepare_for_inference(demo_model)
@@ -563,7 +563,7 @@ def test_prepare_for_inference_under_inference_mode_still_packs_weights(demo_mod
 
 
 def test_fold_weight_equals_the_einsum_in_both_memory_formats():
-    from maskformer.fast import _fold_weight
+    from maskformer.inference.accelerate.fast_model import _fold_weight
 
     g = torch.Generator().manual_seed(3)
     embed, weight = torch.randn(7, 12, generator=g), torch.randn(12, 5, 3, 3, generator=g)

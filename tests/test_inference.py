@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from maskformer.data.transforms import resize_shortest_edge_size
-from maskformer.inference import (
+from maskformer.inference.postprocess import (
     panoptic_from_outputs,
     panoptic_inference,
     sem_seg_postprocess,

@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from maskformer.inference import semantic_from_outputs
-from maskformer.losses import PerPixelCriterion, SetCriterion, dice_loss, sigmoid_focal_loss
-from maskformer.matcher import HungarianMatcher
-from maskformer.point_sampling import point_sample, sample_uncertain_points
+from maskformer.criterion.losses import PerPixelCriterion, SetCriterion, dice_loss, sigmoid_focal_loss
+from maskformer.criterion.matcher import HungarianMatcher
+from maskformer.criterion.point_sampling import point_sample, sample_uncertain_points
+from maskformer.inference.postprocess import semantic_from_outputs
 
 PARITY = Path(__file__).resolve().parents[2] / "shared" / "reference" / "parity"
 FIXTURE_RECTS = [(0, 80, 0, 112), (40, 160, 100, 224), (10, 70, 150, 220), (90, 150, 20, 90), (0, 30, 0, 224)]
@@ -262,7 +262,7 @@ def test_fixed_matching_criterion():
 def _dist_worker(rank: int, world: int, port: int, queue) -> None:
     import torch.distributed as dist
 
-    from maskformer.losses import average_num_masks
+    from maskformer.criterion.losses import average_num_masks
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     counts = [[3, 2], [0, 1]][rank]  # 5 and 1 targets -> (5 + 1) / 2 = 3 on both ranks

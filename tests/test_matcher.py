@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from maskformer.matcher import HungarianMatcher, fixed_matching, legacy_nearest_resize
+from maskformer.criterion.matcher import HungarianMatcher, fixed_matching, legacy_nearest_resize
 
 
 @pytest.fixture(autouse=True)

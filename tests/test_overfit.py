@@ -10,7 +10,7 @@ from conftest import CONFIGS
 from maskformer.build import build_criterion
 from maskformer.data import SyntheticDataset, collate
 from maskformer.evaluation import SemanticEvaluator
-from maskformer.inference import semantic_from_outputs
+from maskformer.inference.postprocess import semantic_from_outputs
 
 
 def test_overfitting_two_images_reaches_near_perfect_miou():

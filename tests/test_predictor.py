@@ -11,7 +11,7 @@ from PIL import Image
 from torch import nn
 
 from maskformer.errors import DataError
-from maskformer.predictor import Predictor
+from maskformer.inference.predictor import Predictor
 
 MEAN = torch.tensor([123.675, 116.28, 103.53])
 STD = torch.tensor([58.395, 57.12, 57.375])

@@ -15,8 +15,8 @@ import torch
 import maskformer
 from conftest import CONFIGS
 from maskformer.engine.checkpoint import load_checkpoint, load_model
-from maskformer.engine.optim import lr_factor, param_groups
 from maskformer.engine.train import train
+from maskformer.optim import lr_factor, param_groups
 
 TINY = [
     "train.batch_size=2",

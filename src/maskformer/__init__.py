@@ -11,7 +11,7 @@ from .build import build_criterion, build_model
 from .config import Config, load_config, save_config
 from .engine.checkpoint import load_model
 from .errors import CheckpointError, ConfigError, DataError, UserError
-from .predictor import Predictor
+from .inference.predictor import Predictor
 
 __all__ = [
     "Config",

@@ -149,7 +149,7 @@ def build_model(cfg: Config) -> nn.Module:
 
 def build_criterion(cfg: Config, *, ignore_label: int = 255) -> nn.Module:
     """SetCriterion for MaskFormer; per-pixel cross-entropy for the two baselines."""
-    from .losses import PerPixelCriterion, SetCriterion
+    from .criterion.losses import PerPixelCriterion, SetCriterion
 
     m, loss = cfg.model, cfg.loss
     if m.meta_arch == "maskformer":
@@ -231,7 +231,7 @@ def build_dataset(cfg: Config, *, split: str, train: bool, root: str | None = No
 
 
 def build_optimizer(cfg: Config, model: nn.Module):
-    from .engine.optim import build_optimizer as make
+    from .optim import build_optimizer as make
 
     s = cfg.solver
     return make(
@@ -246,7 +246,7 @@ def build_optimizer(cfg: Config, model: nn.Module):
 
 
 def build_scheduler(cfg: Config, optimizer):
-    from .engine.optim import build_scheduler as make
+    from .optim import build_scheduler as make
 
     s = cfg.solver
     return make(

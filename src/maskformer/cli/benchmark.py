@@ -2,8 +2,8 @@
 
 Times, interleaved per repetition (so load from other processes hits every variant alike), medians reported:
 - ``reference``: the model as built (``forward(with_aux=False)``) + the unfused exact semantic post-processing;
-- ``optimized``: ``maskformer.fast.prepare_for_inference`` (FrozenBN folded, channels-last, optional bf16 /
-  torch.compile) + the fused label post-processing (``--fast``: approximate labels, see maskformer.fused_inference);
+- ``optimized``: ``accelerate.fast_model.prepare_for_inference`` (FrozenBN folded, channels-last, optional bf16 /
+  torch.compile) + the fused label post-processing (``--fast``: approximate labels, see accelerate.labels);
 - ``predict``: end-to-end ``Predictor`` on a uint8 image of the benchmark size (resize is a no-op), both variants;
 - a 3x3 convolution micro-benchmark (256 -> 256 channels, stride 1, 128x128, channels-last) giving the machine's
   convolution ceiling in the same run, in real FLOP/s (2 per multiply-add), fp32 and, with --bf16, bf16.
@@ -83,10 +83,10 @@ def run_benchmark(
     import torch
 
     from maskformer.engine.analysis import count_flops, count_forward_flops, interleaved_medians
-    from maskformer.fast import folded_mask_forward, prepare_for_inference
-    from maskformer.fused_inference import semantic_labels_from_outputs
-    from maskformer.inference import semantic_from_outputs
-    from maskformer.predictor import Predictor
+    from maskformer.inference.accelerate.fast_model import folded_mask_forward, prepare_for_inference
+    from maskformer.inference.accelerate.labels import semantic_labels_from_outputs
+    from maskformer.inference.postprocess import semantic_from_outputs
+    from maskformer.inference.predictor import Predictor
 
     model = model.eval()
     opt = prepare_for_inference(model, bf16=bf16, compile=compile)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from ..config import Config
-    from ..data.meta import DatasetMeta
+    from ..data.metadata import DatasetMeta
 
 # Dataset-dependent test/inference settings of the original configs (OFFICIAL_SPEC §2.7), applied to a converted
 # transformers model when its class names identify a shipped dataset and no --config was given.
@@ -120,7 +120,7 @@ def _meta_dict(classes: list[str], table: DatasetMeta | None) -> dict:
 
 
 def _dataset_table(name: str) -> DatasetMeta | None:
-    from ..data.meta import META_NAMES, load_meta
+    from ..data.metadata import META_NAMES, load_meta
 
     return load_meta(name) if name in META_NAMES or name == "ade20k_panoptic" else None
 
@@ -128,7 +128,7 @@ def _dataset_table(name: str) -> DatasetMeta | None:
 def match_dataset(classes: list[str]) -> DatasetMeta | None:
     """The shipped dataset table whose classes these are (same count and at least 90% of the names agree on their
     first comma-separated word), or None."""
-    from ..data.meta import META_NAMES, load_meta
+    from ..data.metadata import META_NAMES, load_meta
 
     def key(name: str) -> str:
         return name.split(",")[0].strip().lower()

@@ -40,8 +40,8 @@ def draw_pictures(cfg, model, meta, out_dir, count: int) -> list:
     from PIL import Image
 
     from maskformer.build import build_dataset
-    from maskformer.predictor import Predictor
-    from maskformer.visualize import overlay, palette, panoptic_picture, save_png, with_legend
+    from maskformer.inference.predictor import Predictor
+    from maskformer.inference.visualize import overlay, palette, panoptic_picture, save_png, with_legend
 
     dataset = build_dataset(cfg, split="val", train=False)
     colors = palette(meta.num_classes, meta.colors)

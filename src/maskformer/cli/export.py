@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{source}: no such file")
     import maskformer
     from maskformer.engine.checkpoint import load_model
-    from maskformer.export import export_onnx
+    from maskformer.inference.export import export_onnx
 
     if source.suffix in (".yaml", ".yml"):
         model = maskformer.build_model(maskformer.load_config(source))

@@ -36,13 +36,13 @@ def add_inference_options(p: argparse.ArgumentParser) -> None:
 
 
 def inference_model(model: nn.Module, args: argparse.Namespace, device: str) -> nn.Module:
-    """The model to run: the optimised copy (maskformer.fast) unless --reference."""
+    """The model to run: the optimised copy (maskformer.inference.accelerate.fast_model) unless --reference."""
     from maskformer.errors import ConfigError
 
     if args.reference:
         if args.bf16 or args.compile:
             raise ConfigError("--reference runs the unmodified fp32 model: drop --bf16/--compile")
         return model.to(device)
-    from maskformer.fast import prepare_for_inference
+    from maskformer.inference.accelerate.fast_model import prepare_for_inference
 
     return prepare_for_inference(model.to(device), bf16=args.bf16, compile=args.compile)

@@ -54,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from maskformer.engine.checkpoint import atomic_write_text, load_model_and_config
-    from maskformer.predictor import Predictor, _load_image
-    from maskformer.visualize import id2rgb, palette, panoptic_picture, save_png, semantic_picture
+    from maskformer.inference.predictor import Predictor, _load_image
+    from maskformer.inference.visualize import id2rgb, palette, panoptic_picture, save_png, semantic_picture
 
     files = _collect(args.inputs)
     model, cfg, meta = load_model_and_config(args.checkpoint, args.device)

@@ -14,7 +14,7 @@ from .folder import camvid, folder
 from .io import read_image, read_label, read_panoptic_png
 from .loader import TrainLoader, build_test_loader, build_train_loader, seed_everything, worker_init_fn
 from .mappers import DETRPanopticTrainMapper, PanopticTrainMapper, SemanticTrainMapper, TestMapper
-from .meta import DatasetMeta, load_meta
+from .metadata import DatasetMeta, load_meta
 from .panoptic import PanopticDataset, ade20k_panoptic, coco_panoptic
 from .samplers import InferenceSampler, InfiniteSampler
 from .semantic import SemanticDataset, ade20k_150, ade20k_full_847, cityscapes, coco_stuff_10k, mapillary_vistas

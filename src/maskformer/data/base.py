@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from ..errors import DataError
 from .mappers import TestMapper
-from .meta import DatasetMeta
+from .metadata import DatasetMeta
 
 __all__ = ["SegmentationDataset", "Mapper"]
 

@@ -24,7 +24,7 @@ import yaml
 
 from ..errors import DataError
 from .base import Mapper
-from .meta import DatasetMeta, load_meta, meta_from_dict
+from .metadata import DatasetMeta, load_meta, meta_from_dict
 from .semantic import SemanticDataset, pair_by_stem
 
 __all__ = ["read_pair_list", "read_folder_meta", "camvid", "folder"]

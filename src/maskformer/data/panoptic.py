@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import DataError
 from .base import Mapper, SegmentationDataset
 from .io import check_label_values, read_image, read_label, read_panoptic_png
-from .meta import DatasetMeta, load_meta
+from .metadata import DatasetMeta, load_meta
 
 __all__ = ["PanopticDataset", "load_panoptic_json", "coco_panoptic", "ade20k_panoptic"]
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import DataError
 from .base import Mapper, SegmentationDataset
-from .meta import DatasetMeta
+from .metadata import DatasetMeta
 
 __all__ = ["SyntheticDataset", "synthetic_meta", "generate_scene", "TEXTURES", "SHAPES"]
 

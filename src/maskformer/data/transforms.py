@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..inference.preprocess import resize_image, resize_shortest_edge_size
+
 __all__ = [
     "resize_shortest_edge_size",
     "choose_short_side",
@@ -28,31 +30,9 @@ __all__ = [
 ]
 
 
-def resize_shortest_edge_size(h: int, w: int, short: int, max_size: int) -> tuple[int, int]:
-    """Output ``(newh, neww)`` of detectron2's ResizeShortestEdge: short side -> ``short``, long side capped at
-    ``max_size`` (0 or negative = no cap), each rounded with ``int(x + 0.5)``."""
-    scale = short / min(h, w)
-    if h < w:
-        newh, neww = float(short), scale * w
-    else:
-        newh, neww = scale * h, float(short)
-    if max_size > 0 and max(newh, neww) > max_size:
-        scale = max_size / max(newh, neww)
-        newh, neww = newh * scale, neww * scale
-    return int(newh + 0.5), int(neww + 0.5)
-
-
 def choose_short_side(min_sizes: list[int] | tuple[int, ...], rng: np.random.Generator) -> int:
     """ResizeShortestEdge "choice" sampling: one of ``min_sizes`` uniformly."""
     return int(min_sizes[int(rng.integers(len(min_sizes)))])
-
-
-def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """PIL bilinear resize of a uint8 image ``[H, W, 3]`` or ``[H, W]`` to ``size = (h, w)``."""
-    h, w = size
-    if image.shape[:2] == (h, w):
-        return image.copy()
-    return np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR))
 
 
 def resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:

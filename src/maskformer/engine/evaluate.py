@@ -28,7 +28,7 @@ def normalize_and_pad(images: torch.Tensor, model: nn.Module) -> torch.Tensor:
 
 
 def _semantic_scores(model, image: torch.Tensor, output_size, *, fast: bool) -> torch.Tensor:
-    from ..inference import semantic_from_outputs
+    from ..inference.postprocess import semantic_from_outputs
 
     x = normalize_and_pad(image[None], model)
     out = model(x, with_aux=False)
@@ -50,7 +50,7 @@ def evaluate_model(
     """Run ``model`` over ``cfg.data.val_split`` and return metrics (see module docstring)."""
     from ..data import build_test_loader
     from ..evaluation import PanopticEvaluator, SemanticEvaluator, SemanticPQEvaluator
-    from ..inference import panoptic_from_outputs, semantic_tta
+    from ..inference.postprocess import panoptic_from_outputs, semantic_tta
 
     tta = cfg.test.tta if tta is None else tta
     fast = cfg.test.fast if fast is None else fast

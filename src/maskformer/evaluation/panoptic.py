@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from ._util import as_int_array
-from .distributed import all_reduce_sum
+from .reduce import all_reduce_sum
 
 VOID = 0
 _MAX_HASH_SIZE = 1 << 18  # largest direct-address table tried before falling back to a binary search

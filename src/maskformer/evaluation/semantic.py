@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ._util import as_int_array
-from .distributed import all_reduce_sum
+from .reduce import all_reduce_sum
 
 MIOU_FORMULAS: tuple[str, ...] = ("d2_2021", "d2_current")
 

@@ -1,7 +1,7 @@
 """The MaskFormer meta-architecture: backbone -> pixel decoder -> transformer predictor.
 
 ``forward`` takes a normalised, padded batch and returns the same dict in train and eval; it never computes losses
-and never post-processes (``maskformer.losses`` and ``maskformer.inference`` do).
+and never post-processes (``maskformer.criterion.losses`` and ``maskformer.inference.postprocess`` do).
 """
 
 from __future__ import annotations

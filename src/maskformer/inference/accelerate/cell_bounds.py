@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from maskformer.onednn import linear
+from maskformer.inference.accelerate.onednn import linear
 
 __all__ = [
     "ABSOLUTE_TOLERANCE",

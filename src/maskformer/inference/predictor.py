@@ -2,7 +2,7 @@
 
 Owns the test-time preprocessing of the original (OFFICIAL_SPEC §4.7): shortest-edge resize with PIL bilinear
 (antialiased), normalisation with the model's pixel mean/std, zero padding after normalisation to the model's size
-divisibility; then post-processing back to the original size (maskformer.inference).
+divisibility; then post-processing back to the original size (maskformer.inference.postprocess).
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor, nn
 
-from maskformer.data.transforms import resize_image, resize_shortest_edge_size
 from maskformer.errors import DataError
-from maskformer.fused_inference import semantic_labels_from_outputs
-from maskformer.inference import (
+from maskformer.inference.accelerate.labels import semantic_labels_from_outputs
+from maskformer.inference.postprocess import (
     Size,
     panoptic_from_outputs,
     semantic_from_outputs,
     semantic_tta,
 )
+from maskformer.inference.preprocess import resize_image, resize_shortest_edge_size
 
 __all__ = ["Predictor"]
 
@@ -59,7 +59,7 @@ class Predictor:
         task_default: task used when __call__ gets none.
         thing_ids: contiguous ids of thing classes (panoptic); all other classes are stuff.
         object_mask_threshold, overlap_threshold: panoptic thresholds (COCO configs: 0.8 / 0.8).
-        fast: approximate semantic labels / scores (see fused_inference.semantic_labels_from_outputs).
+        fast: approximate semantic labels / scores (see accelerate.labels.semantic_labels_from_outputs).
         corner_labels: semantic labels at the input size from the block corner labels (``fast``'s approximation for
             that case only; resized outputs stay exact). Default: on for a bf16 model (``prepare_for_inference(...,
             bf16=True)``), whose scores carry ~3 significant digits anyway, off otherwise.
@@ -145,7 +145,7 @@ class Predictor:
             if return_scores:
                 scores = semantic_from_outputs(outputs, image_sizes, output_sizes, input_size=padded, fast=self.fast)
                 results = [(s.argmax(0).cpu(), s.cpu()) for s in scores]
-            else:  # same labels without full-resolution score maps (maskformer.fused_inference)
+            else:  # same labels without full-resolution score maps (maskformer.inference.accelerate.labels)
                 labels = semantic_labels_from_outputs(
                     outputs,
                     image_sizes,

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from maskformer.data.transforms import resize_image, resize_shortest_edge_size
+from maskformer.inference.preprocess import resize_image, resize_shortest_edge_size
 
 __all__ = [
     "panoptic_from_outputs",

@@ -17,9 +17,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from maskformer.fused_loss import focal_dice_loss
-from maskformer.matcher import HungarianMatcher, fixed_matching
-from maskformer.point_sampling import sample_mask_points
+from maskformer.criterion.fused_loss import focal_dice_loss
+from maskformer.criterion.matcher import HungarianMatcher, fixed_matching
+from maskformer.criterion.point_sampling import sample_mask_points
 
 __all__ = ["PerPixelCriterion", "SetCriterion", "average_num_masks", "dice_loss", "sigmoid_focal_loss"]
 
@@ -100,7 +100,7 @@ class SetCriterion(nn.Module):
         deep_supervision: also supervise every entry of outputs["aux_outputs"], each matched separately.
         matching: "hungarian", or "fixed" (the paper's MaskFormer-fixed ablation: target of class c <-> query c; Q = K).
         point_sample: evaluate focal/dice on `num_points` importance-sampled points per mask instead of every pixel of
-            the full-resolution target (memory-light, an approximation; see maskformer.point_sampling). Off by default.
+            the full-resolution target (memory-light, an approximation; see criterion.point_sampling). Off by default.
     """
 
     def __init__(

@@ -2,7 +2,8 @@
 
 The exported graph is ``images [1, 3, H, W]`` (normalised, padded to the model's size divisibility) ->
 ``pred_logits [1, Q, K+1]``, ``pred_masks [1, Q, H/4, W/4]``: the ``with_aux=False`` forward with FrozenBN folded
-into the convolutions (maskformer.fast). Normalisation, padding and post-processing stay outside, as in ``Predictor``.
+into the convolutions (accelerate.fast_model).
+Normalisation, padding and post-processing stay outside, as in ``Predictor``.
 
 Shapes: H and W are exported as dynamic axes (multiples of 32) through torch.export. If a backbone's Python-side
 control flow on sizes (Swin's window padding) prevents a dynamic export, the graph is exported for the given size
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from maskformer.fast import fold_frozen_batchnorm
+from maskformer.inference.accelerate.fast_model import fold_frozen_batchnorm
 
 __all__ = ["ExportReport", "LeanInference", "export_onnx", "verify_onnx"]
 

@@ -13,7 +13,7 @@ returns the same values), which is the case for images that need no test resize 
 crops); other cases fall back to the unfused computation and take the argmax of its scores. tests/test_fast_inference.py
 checks label maps against ``semantic_from_outputs``.
 
-Certified labels (``_certified_labels``, tried first; geometry and bounds in ``maskformer.cell_bounds``): the output
+Certified labels (``_certified_labels``, tried first; geometry and bounds in ``accelerate.cell_bounds``): the output
 splits into 4 x 4 pixel blocks, one per cell of 2 x 2 (replicate-padded) mask logits. (1) A lower bound on (score of
 the cell's candidate class - score of every other class) over its whole block settles most blocks of a confident model
 at once. (2) The other blocks get approximate scores (their 16 pixels' logits from the four corners, sigmoid, a matmul
@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from maskformer import cell_bounds
-from maskformer.inference import Size, _input_size, _resample_grid, semantic_from_outputs
+from maskformer.inference.accelerate import cell_bounds
+from maskformer.inference.postprocess import Size, _input_size, _resample_grid, semantic_from_outputs
 
 __all__ = ["semantic_labels_from_outputs"]
 

@@ -13,10 +13,10 @@ returns a deep copy in eval mode with
   ``conv(y, E W) + E b`` with Q instead of D output channels. At ADE20K size (D = 256, Q = 100, 3x3 over
   256 x 128 x 128) that removes 5.9 of the 48.5 GMAC of an R50 forward; the mask_features map itself is never needed
   (the transformer reads the backbone or the encoder). Exact up to float rounding (~1e-6 relative);
-- fp32 only: linear layers and attention through oneDNN instead of MKL (``maskformer.onednn``; ~2x faster matrix
+- fp32 only: linear layers and attention through oneDNN instead of MKL (``accelerate.onednn``; ~2x faster matrix
   products on AMD CPUs, summation order only);
 - convolution + bias + ReLU (+ the bottleneck's residual addition) as one oneDNN call, conv and linear weights
-  packed once into oneDNN's layout (``maskformer.onednn``; bit-identical);
+  packed once into oneDNN's layout (``maskformer.inference.accelerate.onednn``; bit-identical);
 - optionally ``torch.compile``.
 
 ``autocast_context(device, bf16=True)`` is bfloat16 autocast on CPU or CUDA; outputs are cast back to float32 by
@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from maskformer.inference.accelerate.onednn import linear, use_onednn_convolutions, use_onednn_layers
 from maskformer.modeling.backbone.norm import FrozenBatchNorm2d
 from maskformer.modeling.layers import ConvNorm
-from maskformer.onednn import linear, use_onednn_convolutions, use_onednn_layers
 
 __all__ = [
     "FastModel",
@@ -158,7 +158,7 @@ class FastModel(nn.Module):
         """Use ``torch.compile`` on the lean forward (first call per input shape pays the compilation, ~15 s for R50
         on 2 CPU cores). Inductor's ``freezing`` treats the (frozen) weights as constants, which lets it pre-pack
         them for oneDNN and fuse bias/ReLU/additions and other elementwise work. The eager copy now does the same
-        itself (packed weights, fused conv+ReLU/add, ``maskformer.onednn``) and is 3-10 % faster than the compiled
+        itself (packed weights, fused conv+ReLU/add, ``accelerate.onednn``) and is 3-10 % faster than the compiled
         one in fp32 and about as fast in bf16 for an R50 at 512x512 on this project's 2-core machine
         (benchmarks/RESULTS.md); compiling may still pay elsewhere (other CPUs, CUDA). The weights must not change
         afterwards (this is an inference copy)."""
@@ -213,13 +213,13 @@ def _optimized_copy(model: nn.Module, *, channels_last: bool, fold_frozen_bn: bo
         fold_frozen_batchnorm(fast)
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)
-    if not bf16:  # fp32 linear layers and attention projections through oneDNN (maskformer.onednn)
+    if not bf16:  # fp32 linear layers and attention projections through oneDNN (maskformer.inference.accelerate.onednn)
         use_onednn_layers(fast)
     if bf16:  # store conv/linear weights in bf16 once, instead of autocast converting them on every call
         for module in fast.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 module.to(torch.bfloat16)
-    if channels_last:  # conv + bias + ReLU (+ residual add) in one oneDNN call (maskformer.onednn)
+    if channels_last:  # conv + bias + ReLU (+ residual add) in one oneDNN call (maskformer.inference.accelerate.onednn)
         use_onednn_convolutions(fast)
     return fast
 

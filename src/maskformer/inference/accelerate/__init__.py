@@ -1,0 +1,1 @@
+"""CPU speed-ups for inference, behind one door (see README.md in this folder)."""
