@@ -123,9 +123,12 @@ def test_meta_from_dict_validation() -> None:
         meta_from_dict({"classes": [{"name": "a", "id": 3}, {"name": "b", "id": 3}]}, name="x", where="f")
 
 
-def test_load_meta_folder_and_synthetic(tmp_path: Path) -> None:
+def test_build_meta_folder_and_synthetic(tmp_path: Path) -> None:
+    from maskformer import load_config
+    from maskformer.build import build_meta
+
     (tmp_path / "classes.json").write_text(json.dumps({"ignore_label": 9, "classes": [{"name": "a"}, {"name": "b"}]}))
-    m = load_meta("folder", root=str(tmp_path))
+    m = build_meta(load_config(None, overrides=["data.dataset=folder", f"data.root={tmp_path}"]))
     assert m.classes == ["a", "b"] and m.ignore_label == 9 and m.name == "folder"
-    s = load_meta("synthetic", num_classes=6)
+    s = build_meta(load_config(None, overrides=["data.dataset=synthetic", "data.synthetic_num_classes=6"]))
     assert s.num_classes == 6 and s.isthing == [False] * 3 + [True] * 3

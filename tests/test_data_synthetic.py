@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from maskformer.data import SyntheticDataset, load_meta
-from maskformer.data.synthetic import SHAPES, TEXTURES
+from maskformer.data import SyntheticDataset
+from maskformer.data.synthetic import SHAPES, TEXTURES, synthetic_meta
 from maskformer.errors import DataError
 
 
@@ -27,7 +27,7 @@ def test_meta_and_label_ranges() -> None:
     meta = ds.meta
     assert meta.classes == list(TEXTURES[:6]) + list(SHAPES[:4])
     assert meta.isthing == [False] * 6 + [True] * 4 and meta.ignore_label == 255
-    assert load_meta("synthetic", num_classes=10, num_stuff=6).classes == meta.classes
+    assert synthetic_meta(num_classes=10, num_stuff=6).classes == meta.classes
     seen: set[int] = set()
     for i in range(20):
         rec = ds[i]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from torch import nn
 
 from .config import BackboneConfig, Config, ModelConfig
@@ -176,12 +178,14 @@ def build_criterion(cfg: Config, *, ignore_label: int = 255) -> nn.Module:
 def build_meta(cfg: Config):
     """The dataset's class table (names, colours, thing/stuff, ignore label)."""
     from .data import load_meta
+    from .data.folder import read_folder_meta
+    from .data.synthetic import synthetic_meta
 
     d = cfg.data
     if d.dataset == "synthetic":
-        return load_meta("synthetic", num_classes=d.synthetic_num_classes)
+        return synthetic_meta(num_classes=d.synthetic_num_classes)
     if d.dataset == "folder":
-        return load_meta("folder", root=d.root)
+        return read_folder_meta(Path(d.root))
     return load_meta(d.dataset)
 
 

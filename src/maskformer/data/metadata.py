@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
@@ -156,22 +155,11 @@ def _default_color(i: int) -> list[int]:
     return [int(round(r * 255)), int(round(g * 255)), int(round(b * 255))]
 
 
-def load_meta(name: str, **kwargs: Any) -> DatasetMeta:
-    """The class table of a dataset by name.
-
-    ``name``: one of ``META_NAMES``, ``"ade20k_panoptic"``, ``"synthetic"`` (kwargs: ``num_classes``,
-    ``num_stuff``) or ``"folder"`` (kwargs: ``root``, the folder holding ``classes.json``/``classes.yaml``).
-    """
-    if name == "synthetic":
-        from .synthetic import synthetic_meta
-
-        return synthetic_meta(**kwargs)
-    if name == "folder":
-        from .folder import read_folder_meta
-
-        return read_folder_meta(Path(kwargs["root"]))
+def load_meta(name: str) -> DatasetMeta:
+    """The class table of a dataset by name: one of ``META_NAMES`` or ``"ade20k_panoptic"`` (the synthetic and
+    folder datasets build theirs from arguments: ``synthetic.synthetic_meta``, ``folder.read_folder_meta``)."""
     file = _ALIASES.get(name, name)
     if file not in META_NAMES:
-        raise DataError(f"unknown dataset '{name}' (expected one of {sorted([*META_NAMES, *_ALIASES, 'synthetic'])})")
+        raise DataError(f"unknown dataset '{name}' (expected one of {sorted([*META_NAMES, *_ALIASES])})")
     text = resources.files("maskformer.data").joinpath("meta", f"{file}.json").read_text()
     return meta_from_dict(json.loads(text), name=name, where=f"maskformer/data/meta/{file}.json")
