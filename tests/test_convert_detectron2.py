@@ -298,4 +298,4 @@ def test_full_zoo_pkl_through_the_cli(variant, tmp_path):
     assert len(got) == len(state)
     key = next(k for k in state if k.startswith("sem_seg_head.layer_"))
     np.testing.assert_array_equal(got["pixel_decoder." + key[len("sem_seg_head.") :]].numpy(), state[key])
-    assert len(meta["classes"]) == model.num_classes
+    assert len(meta.classes) == model.num_classes

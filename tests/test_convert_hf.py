@@ -124,7 +124,7 @@ def test_converted_model_matches_transformers(hf_folder, tmp_path):
     assert str(out) in summary
     model, cfg, meta = load_model_and_config(out)
     _assert_parity(hf, model, seed=11)
-    assert meta["classes"] == [f"thing{i}" for i in range(5)]
+    assert meta.classes == [f"thing{i}" for i in range(5)]
     hfc = hf.config
     assert (cfg.model.num_classes, cfg.model.num_queries, cfg.model.hidden_dim) == (5, 10, 64)
     assert (cfg.model.convs_dim, cfg.model.mask_dim, cfg.model.nheads, cfg.model.dec_layers) == (64, 96, 4, 2)
@@ -206,7 +206,7 @@ def test_round_trip_ours_to_transformers_and_back(kind, tmp_path):
     back_state = back.state_dict()
     assert back_state.keys() == state.keys()
     assert all(torch.equal(back_state[k], state[k]) for k in state)
-    assert meta["classes"] == classes
+    assert meta.classes == classes
     assert back_cfg.model == cfg.model
     x = torch.randn(1, 3, 128, 160, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
@@ -345,4 +345,4 @@ def test_preprocessor_and_known_dataset_are_used(tmp_path):
     # COCO panoptic recognised from the names: the original's panoptic test settings (OFFICIAL_SPEC §2.7)
     assert cfg.data.dataset == "coco_panoptic" and cfg.inference.panoptic_on and cfg.model.size_divisibility == 0
     assert cfg.inference.object_mask_threshold == 0.8 and (cfg.test.min_size, cfg.test.max_size) == (800, 1333)
-    assert meta["isthing"][:80] == [True] * 80 and meta["isthing"][80:] == [False] * 53
+    assert meta.isthing[:80] == [True] * 80 and meta.isthing[80:] == [False] * 53

@@ -205,8 +205,8 @@ def test_strip_rows_are_multiples_of_four_for_the_exact_path():
 def test_predictor_with_prepared_model_gives_the_same_labels(demo_model):
     g = np.random.default_rng(0)
     image = g.integers(0, 256, (100, 140, 3), dtype=np.uint8)
-    kw = {"min_size": 100, "max_size": 1000}
-    ref = maskformer.Predictor(demo_model, **kw)(image)
+    kw = {"min_size": 100, "max_size": 1000, "task_default": "semantic"}
+    ref = maskformer.Predictor(demo_model, optimize=False, **kw)(image)
     got = maskformer.Predictor(prepare_for_inference(demo_model), **kw)(image)
     assert ref.shape == got.shape == (100, 140)
     # fp32 rounding (~1e-6) can only flip exact near-ties
@@ -486,7 +486,7 @@ def test_corner_labels_list_exactly_the_mixed_cells():
 
 def test_predictor_uses_corner_labels_by_default_only_for_bf16_models(demo_model):
     fp32, bf16 = prepare_for_inference(demo_model), prepare_for_inference(demo_model, bf16=True)
-    kw = {"min_size": 64, "max_size": 256}
+    kw = {"min_size": 64, "max_size": 256, "task_default": "semantic"}
     assert not maskformer.Predictor(fp32, **kw).corner_labels
     assert maskformer.Predictor(bf16, **kw).corner_labels
     assert not maskformer.Predictor(bf16, corner_labels=False, **kw).corner_labels

@@ -137,7 +137,24 @@ def test_path_input_and_unreadable_files(tmp_path):
     with pytest.raises(DataError, match="uint8"):
         predictor(image.astype(np.float32))
     with pytest.raises(DataError, match="uint8"):
-        predictor(image[:, :, 0])
+        predictor(np.concatenate([image, image[:, :, :1]], axis=2))  # RGBA-like 4 channels
+    grey = image[:, :, 0]
+    assert torch.equal(predictor(grey), predictor(np.repeat(grey[:, :, None], 3, axis=2)))
+
+
+def test_pil_tensor_and_list_inputs_equal_the_array():
+    image = _image(33, 47)
+    predictor = Predictor(_Stub(), min_size=33, max_size=1000)
+    want = predictor(image)
+    assert torch.equal(predictor(Image.fromarray(image)), want)
+    assert torch.equal(predictor(Image.fromarray(image).convert("RGBA")), want)  # any PIL mode -> RGB
+    assert torch.equal(predictor(torch.from_numpy(image).permute(2, 0, 1)), want)
+    mixed = predictor([image, Image.fromarray(image), torch.from_numpy(image).permute(2, 0, 1)])
+    assert all(torch.equal(m, want) for m in mixed)
+    with pytest.raises(DataError, match="3xHxW"):
+        predictor(torch.from_numpy(image))  # HWC tensor
+    with pytest.raises(DataError, match="3xHxW"):
+        predictor(torch.from_numpy(image).permute(2, 0, 1).float())
 
 
 def test_panoptic_output():

@@ -105,7 +105,18 @@ def build_predictor(m: ModelConfig, in_channels: int, *, mask_classification: bo
 
 
 def build_model(cfg: Config) -> nn.Module:
-    """MaskFormer or one of the per-pixel baselines, randomly initialised (load weights separately)."""
+    """MaskFormer or one of the per-pixel baselines, randomly initialised (load weights separately).
+
+    The model carries its config as ``model.cfg`` (test sizes and thresholds for ``Predictor(model)``) and
+    ``model.class_meta = None`` (the checkpoint loader attaches the class table).
+    """
+    model = _build_model(cfg)
+    model.cfg = cfg
+    model.class_meta = None
+    return model
+
+
+def _build_model(cfg: Config) -> nn.Module:
     m = cfg.model
     if m.num_classes < 1:
         raise ConfigError(f"model.num_classes must be >= 1, got {m.num_classes}")
@@ -187,6 +198,35 @@ def build_meta(cfg: Config):
     if d.dataset == "folder":
         return read_folder_meta(Path(d.root))
     return load_meta(d.dataset)
+
+
+def fit_classes(cfg: Config, *, explicit: bool = False) -> Config:
+    """``cfg`` with ``model.num_classes`` taken from the data's class table (own data: ``classes.json``) when they
+    disagree; with ``explicit`` (the user set ``model.num_classes`` on the command line) a disagreement is one
+    ``ConfigError`` naming both numbers. Also rejects panoptic training on semantic-only data."""
+    import sys
+    from dataclasses import replace
+
+    d = cfg.data
+    if d.mapper != "semantic" and d.dataset not in ("coco_panoptic", "ade20k_panoptic", "synthetic"):
+        raise ConfigError(
+            f"data.mapper={d.mapper}: data.dataset={d.dataset} has semantic labels only; train a semantic config "
+            "(e.g. configs/folder/maskformer_R50.yaml) or pass --set data.mapper=semantic"
+        )
+    if d.dataset == "synthetic":
+        return cfg
+    meta = build_meta(cfg)
+    if meta.num_classes == cfg.model.num_classes:
+        return cfg
+    source = f"{d.root}/classes.json" if d.dataset == "folder" else f"the {d.dataset} class table"
+    if explicit:
+        raise ConfigError(
+            f"model.num_classes={cfg.model.num_classes} but {source} lists {meta.num_classes} classes: "
+            "drop --set model.num_classes (it is taken from the data) or fix the class table"
+        )
+    print(f"maskformer: note: model.num_classes {cfg.model.num_classes} -> {meta.num_classes} (from {source})",
+          file=sys.stderr)  # fmt: skip
+    return replace(cfg, model=replace(cfg.model, num_classes=meta.num_classes))
 
 
 def build_mapper(cfg: Config, *, train: bool, ignore_label: int):

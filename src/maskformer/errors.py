@@ -15,3 +15,15 @@ class DataError(UserError, ValueError):
 
 class CheckpointError(UserError, ValueError):
     """Unreadable checkpoint, unsafe pickle, or keys/shapes that do not match the model."""
+
+
+def one_line(error: BaseException) -> str:
+    """The user-facing line of ``error``. A DataLoader worker re-raises a worker's error with the worker's whole
+    traceback as its message ("Caught DataError in DataLoader worker process 0. Original Traceback ..."); the line
+    that matters is the original message, the traceback's last line without its ``module.Class:`` prefix."""
+    text = str(error).strip()
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1].strip()
+        head, sep, rest = last.partition(": ")
+        return rest if sep and "." in head and " " not in head else last
+    return text.splitlines()[0] if text else type(error).__name__

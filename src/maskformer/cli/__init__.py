@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from ..errors import UserError
+from ..errors import UserError, one_line
 
 # command name -> module under maskformer.cli
 COMMANDS: dict[str, str] = {
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as e:
-        print(f"maskformer {args.command}: error: {e}", file=sys.stderr)
+        print(f"maskformer {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
     except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
         name = getattr(e, "filename", None) or ""

@@ -94,8 +94,8 @@ def run_benchmark(
     x = torch.randn(1, 3, height, width, generator=g)
     image = torch.randint(0, 256, (height, width, 3), generator=g, dtype=torch.uint8).numpy()
     size = [(height, width)]
-    kw = {"min_size": min(height, width), "max_size": 10 * max(height, width)}
-    pred_ref, pred_opt = Predictor(model, **kw), Predictor(opt, fast=fast, **kw)
+    kw = {"min_size": min(height, width), "max_size": 10 * max(height, width), "task_default": "semantic"}
+    pred_ref, pred_opt = Predictor(model, optimize=False, **kw), Predictor(opt, fast=fast, **kw)
     with torch.inference_mode():
         out_ref = model(x, with_aux=False)
         out_opt = opt(x)

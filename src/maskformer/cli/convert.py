@@ -113,10 +113,17 @@ def _save(output: str | Path, cfg: Config, model: nn.Module, state: dict, meta: 
 
 
 def _meta_dict(classes: list[str], table: DatasetMeta | None) -> dict:
-    meta: dict = {"classes": list(classes)}
+    """The checkpoint metadata schema (``DatasetMeta.to_dict()``) for these class names: colours, thing flags and the
+    ignore label from the shipped ``table`` when its class count fits, else spread colours and all stuff."""
+    from ..data.metadata import DatasetMeta, meta_from_dict
+
     if table is not None and table.num_classes == len(classes):
-        meta.update(colors=table.colors, isthing=table.isthing, dataset=table.name, ignore_label=table.ignore_label)
-    return meta
+        return DatasetMeta(
+            name=table.name, classes=list(classes), colors=table.colors, isthing=table.isthing,
+            ignore_label=table.ignore_label, dataset_id_to_contiguous=dict(table.dataset_id_to_contiguous),
+            label_id_to_train_id=dict(table.label_id_to_train_id), label_divisor=table.label_divisor,
+        ).to_dict()  # fmt: skip
+    return meta_from_dict({"classes": list(classes)}, name="unknown", where="classes").to_dict()
 
 
 def _dataset_table(name: str) -> DatasetMeta | None:
@@ -157,8 +164,9 @@ def convert_detectron2(
     model = _meta_model(cfg)
     state = convert_detectron2_state(source, model.state_dict())
     table = _dataset_table(cfg.data.dataset)
-    classes = table.classes if table is not None and table.num_classes == cfg.model.num_classes else None
-    _save(output, cfg, model, state, _meta_dict(classes, table) if classes else {})
+    fits = table is not None and table.num_classes == cfg.model.num_classes
+    classes = table.classes if fits else [f"class {i}" for i in range(cfg.model.num_classes)]
+    _save(output, cfg, model, state, _meta_dict(classes, table))
     return f"converted {len(state)} tensors: {source} -> {output} (config {config})"
 
 
@@ -198,27 +206,18 @@ def convert_hf(source: str | Path, output: str | Path, *, config: str | Path | N
 
 def convert_to_hf(checkpoint: str | Path, output_dir: str | Path) -> str:
     """Our checkpoint -> transformers save_pretrained folder. Returns the summary line."""
-    from ..config import config_from_dict
     from ..convert.hf_config import hf_config_from_ours, hf_preprocessor_from_ours
     from ..convert.huggingface import write_hf_folder
-    from ..engine.checkpoint import load_checkpoint
-    from ..errors import CheckpointError, ConfigError
+    from ..engine.checkpoint import config_of, load_checkpoint, meta_of
+    from ..errors import CheckpointError
 
     obj = load_checkpoint(checkpoint)
+    cfg = config_of(obj, checkpoint)
+    meta = meta_of(obj, cfg, checkpoint)
     try:
-        cfg = config_from_dict(obj["config"])
-    except ConfigError as e:
-        raise CheckpointError(f"{checkpoint}: its config is invalid: {e}") from None
-    meta = obj.get("meta") or {}
-    classes = meta.get("classes")
-    if not classes:
-        table = _dataset_table(cfg.data.dataset)
-        ok = table is not None and table.num_classes == cfg.model.num_classes
-        classes = table.classes if ok else [f"class_{i}" for i in range(cfg.model.num_classes)]
-    try:
-        kwargs = hf_config_from_ours(cfg, list(classes))
+        kwargs = hf_config_from_ours(cfg, list(meta.classes))
     except CheckpointError as e:
         raise CheckpointError(f"{checkpoint}: {e}") from None
-    pre = hf_preprocessor_from_ours(cfg, ignore_label=int(meta.get("ignore_label", 255)))
+    pre = hf_preprocessor_from_ours(cfg, ignore_label=int(meta.ignore_label))
     n = write_hf_folder(output_dir, kwargs, obj["model"], source_name=str(checkpoint), preprocessor=pre)
     return f"converted {n} tensors: {checkpoint} -> {output_dir} (transformers MaskFormerForInstanceSegmentation)"

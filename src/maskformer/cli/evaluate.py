@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from maskformer.cli.inference_options import add_inference_options, inference_model
+from maskformer.cli.inference_options import add_inference_options, predictor_options
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -54,16 +54,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_dict(apply_overrides(config_to_dict(cfg), overrides))
     if cfg.data.dataset != "synthetic" and not Path(cfg.data.root).exists():
         raise ConfigError(f"data.root: {cfg.data.root} does not exist (pass --data-root DIR)")
-    model = inference_model(model, args, device)
-    metrics = evaluate_model(
-        cfg,
-        model.to(device),
-        device=device,
-        tta=args.tta or None,
-        fast=args.fast or None,
-        max_images=args.max_images,
-        progress=not args.json,
-    )
+    options = predictor_options(args)
+    model.cfg = cfg  # with the --set overrides
+    metrics = evaluate_model(cfg, model, device=device, max_images=args.max_images, progress=not args.json, **options)
     dist.cleanup()
     if not dist.is_main():
         return 0
@@ -72,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(text)
         return 0
-    names = meta.get("classes") or [str(i) for i in range(cfg.model.num_classes)]
+    names = meta.classes
     if "mIoU" in metrics:
         print(format_semantic_table(metrics, class_names=names))
     if "All" in metrics:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from torch import nn
-
 
 def add_inference_options(p: argparse.ArgumentParser) -> None:
     """--tta, --fast, --bf16, --compile, --reference."""
@@ -35,14 +33,16 @@ def add_inference_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def inference_model(model: nn.Module, args: argparse.Namespace, device: str) -> nn.Module:
-    """The model to run: the optimised copy (maskformer.inference.accelerate.fast_model) unless --reference."""
+def predictor_options(args: argparse.Namespace) -> dict:
+    """The Predictor keywords these switches set (unset ones keep the checkpoint config's value)."""
     from maskformer.errors import ConfigError
 
-    if args.reference:
-        if args.bf16 or args.compile:
-            raise ConfigError("--reference runs the unmodified fp32 model: drop --bf16/--compile")
-        return model.to(device)
-    from maskformer.inference.accelerate.fast_model import prepare_for_inference
-
-    return prepare_for_inference(model.to(device), bf16=args.bf16, compile=args.compile)
+    if args.reference and (args.bf16 or args.compile):
+        raise ConfigError("--reference runs the unmodified fp32 model: drop --bf16/--compile")
+    return {
+        "tta": True if args.tta else None,
+        "fast": True if args.fast else None,
+        "bf16": args.bf16,
+        "compile": args.compile,
+        "optimize": not args.reference,
+    }

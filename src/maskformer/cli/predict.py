@@ -1,10 +1,10 @@
-"""``maskformer predict CHECKPOINT IMAGE_OR_DIR...``: label maps, panoptic PNG + JSON, and overlay pictures."""
+"""``maskformer predict MODEL IMAGE_OR_DIR...``: label maps, panoptic PNG + JSON, and overlay pictures."""
 
 from __future__ import annotations
 
 import argparse
 
-from maskformer.cli.inference_options import add_inference_options, inference_model
+from maskformer.cli.inference_options import add_inference_options, predictor_options
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 
@@ -15,13 +15,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="segment images and draw the result",
         description="For every image: OUTPUT_DIR/<name>_overlay.png (colours + legend), <name>_labels.png (semantic"
         " label map, class index per pixel); with --task panoptic also <name>_panoptic.png (COCO-panoptic id PNG) and"
-        " one predictions.json in COCO-panoptic format. Folders are searched for images (not recursively).",
+        " one predictions.json in COCO-panoptic format. Folders are searched for images (not recursively). An"
+        " unreadable image is named and skipped; the exit code is 2 at the end if any was (--strict: stop at once).",
     )
-    p.add_argument("checkpoint", help="a checkpoint written by `maskformer train` or `maskformer convert`")
+    p.add_argument("checkpoint", metavar="MODEL", help="a checkpoint written by `maskformer train` or `convert`")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or folders of images")
     p.add_argument("--output-dir", required=True, help="where results go")
     p.add_argument("--task", choices=["semantic", "panoptic"], help="default: panoptic if the config turns it on")
     add_inference_options(p)
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.set_defaults(func=run)
 
@@ -48,50 +50,39 @@ def _collect(inputs: list[str]) -> list:
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import sys
     from pathlib import Path
 
     import numpy as np
     from tqdm import tqdm
 
-    from maskformer.engine.checkpoint import atomic_write_text, load_model_and_config
-    from maskformer.inference.predictor import Predictor, _load_image
-    from maskformer.inference.visualize import id2rgb, palette, panoptic_picture, save_png, semantic_picture
+    from maskformer.engine.checkpoint import atomic_write_text, load_model
+    from maskformer.errors import DataError
+    from maskformer.inference.predictor import Predictor
+    from maskformer.inference.preprocess import load_image
+    from maskformer.inference.visualize import id2rgb, panoptic_picture, save_png, semantic_picture
 
     files = _collect(args.inputs)
-    model, cfg, meta = load_model_and_config(args.checkpoint, args.device)
-    k = cfg.model.num_classes
-    names = meta.get("classes") or [f"class {i}" for i in range(k)]
-    colors = palette(k, meta.get("colors"))
-    isthing = meta.get("isthing") or [False] * k
-    task = args.task or (
-        "panoptic" if cfg.inference.panoptic_on and cfg.model.meta_arch == "maskformer" else "semantic"
-    )
-    model = inference_model(model, args, args.device)
-    predictor = Predictor(
-        model,
-        min_size=cfg.test.min_size,
-        max_size=cfg.test.max_size,
-        task_default=task,
-        thing_ids=[i for i, t in enumerate(isthing) if t],
-        object_mask_threshold=cfg.inference.object_mask_threshold,
-        overlap_threshold=cfg.inference.overlap_threshold,
-        fast=args.fast,
-        device=args.device,
-    )
+    options = predictor_options(args)
+    predictor = Predictor(load_model(args.checkpoint, args.device), device=args.device, **options)
+    task = args.task or predictor.task_default
+    names, colors = predictor.class_names, np.asarray(predictor.colors, dtype=np.uint8)
+    thing = predictor.thing_ids
     out = Path(args.output_dir)
-    annotations = []
+    annotations, failed = [], []
     for path in tqdm(files, desc="predict", disable=len(files) < 2):
-        image = _load_image(path)
+        try:
+            image = load_image(path)
+        except DataError as e:
+            if args.strict or len(files) == 1:
+                raise
+            print(f"maskformer predict: skipped {e}", file=sys.stderr)
+            failed.append(str(path))
+            continue
         stem = path.stem
         if task == "semantic":
-            if args.tta:
-                scores = predictor.tta_scores(
-                    image, min_sizes=cfg.test.tta_min_sizes, max_size=cfg.test.tta_max_size, flip=cfg.test.tta_flip
-                )
-                labels = scores.argmax(0).numpy()
-            else:
-                labels = predictor(image, task="semantic").numpy()
-            save_png(labels.astype(np.uint8 if k <= 256 else np.uint16), out / f"{stem}_labels.png")
+            labels = predictor(image, task="semantic").numpy()
+            save_png(labels.astype(np.uint8 if len(names) <= 256 else np.uint16), out / f"{stem}_labels.png")
             save_png(semantic_picture(image, labels, names, colors, title=path.name), out / f"{stem}_overlay.png")
         else:
             pan, segments = predictor(image, task="panoptic")
@@ -111,7 +102,12 @@ def run(args: argparse.Namespace) -> int:
                 }
             )
     if task == "panoptic":
-        categories = [{"id": i, "name": names[i], "isthing": int(bool(isthing[i]))} for i in range(k)]
+        categories = [{"id": i, "name": n, "isthing": int(i in thing)} for i, n in enumerate(names)]
         atomic_write_text(out / "predictions.json", json.dumps({"annotations": annotations, "categories": categories}))
-    print(f"wrote results for {len(files)} image(s) to {out}")
+    done = len(files) - len(failed)
+    print(f"wrote results for {done} image(s) to {out}")
+    if failed:
+        print(f"maskformer predict: error: {len(failed)} of {len(files)} image(s) unreadable: {', '.join(failed)}",
+              file=sys.stderr)  # fmt: skip
+        return 2
     return 0

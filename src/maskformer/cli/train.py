@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     import maskformer
+    from maskformer.build import fit_classes
     from maskformer.engine import distributed as dist
     from maskformer.engine.train import train
 
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = maskformer.load_config(args.config, overrides)
     if cfg.data.dataset not in ("synthetic",) and not Path(cfg.data.root).exists():
         raise maskformer.ConfigError(f"data.root: {cfg.data.root} does not exist (pass --data-root DIR)")
+    cfg = fit_classes(cfg, explicit=any(o.replace(" ", "").startswith("model.num_classes=") for o in overrides))
     try:
         metrics = train(cfg, output_dir=args.output_dir, resume=args.resume, progress=not args.quiet)
     finally:

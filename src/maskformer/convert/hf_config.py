@@ -221,8 +221,11 @@ def hf_config_from_ours(cfg: Config, classes: list[str]) -> dict[str, Any]:
     m, b = cfg.model, cfg.model.backbone
     if m.meta_arch != "maskformer":
         raise _fail("model.meta_arch", m.meta_arch, "transformers only has MaskFormer itself, not the baselines")
-    if m.pixel_decoder != "fpn" or m.transformer_in_feature != "res5":
+    if m.pixel_decoder != "fpn":
         raise _fail("model.pixel_decoder", m.pixel_decoder, 'transformers has only the FPN pixel decoder (no "+6 Enc")')
+    if m.transformer_in_feature != "res5":
+        why = "transformers' decoder always reads the backbone's last stage (res5)"
+        raise _fail("model.transformer_in_feature", m.transformer_in_feature, why)
     if m.norm != "GN":
         raise _fail("model.norm", m.norm, "transformers' FPN always uses GroupNorm(32)")
     if m.enc_layers or m.pre_norm:

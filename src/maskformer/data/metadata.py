@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from ..errors import DataError
+from ..errors import CheckpointError, DataError
 
-__all__ = ["DatasetMeta", "load_meta", "meta_from_dict", "META_NAMES"]
+__all__ = ["DatasetMeta", "load_meta", "meta_from_dict", "meta_from_checkpoint", "generic_meta", "META_NAMES"]
 
 # Names with a JSON table in maskformer/data/meta (plus "synthetic" and "folder", built from arguments).
 META_NAMES = (
@@ -80,6 +80,7 @@ class DatasetMeta:
         """A JSON-able description (written into checkpoints and metrics files)."""
         return {
             "name": self.name,
+            "dataset": self.name,
             "ignore_label": self.ignore_label,
             "label_divisor": self.label_divisor,
             "classes": [
@@ -163,3 +164,48 @@ def load_meta(name: str) -> DatasetMeta:
         raise DataError(f"unknown dataset '{name}' (expected one of {sorted([*META_NAMES, *_ALIASES])})")
     text = resources.files("maskformer.data").joinpath("meta", f"{file}.json").read_text()
     return meta_from_dict(json.loads(text), name=name, where=f"maskformer/data/meta/{file}.json")
+
+
+def generic_meta(num_classes: int, *, name: str = "unknown") -> DatasetMeta:
+    """Classes ``class 0 .. class K-1`` with spread colours, all stuff: for a model that carries no class table."""
+    return meta_from_dict({"classes": [f"class {i}" for i in range(num_classes)]}, name=name, where=name)
+
+
+def meta_from_checkpoint(meta: dict[str, Any] | None, *, num_classes: int, dataset: str, where: str) -> DatasetMeta:
+    """The class table stored in a checkpoint's ``meta``: the one schema every producer writes
+    (``DatasetMeta.to_dict()``: ``{"dataset", "ignore_label", "classes": [{"id", "name", "color", "isthing"}]}``).
+
+    Also reads the older layouts: ``classes`` as a list of names with separate ``colors`` / ``isthing`` lists
+    (``maskformer convert`` before the schema), and no ``classes`` at all (then the shipped table of ``dataset`` when
+    its class count fits, else ``generic_meta``). ``where`` names the checkpoint in errors; a class count that differs
+    from the model's ``num_classes`` is a ``CheckpointError``.
+    """
+    meta = dict(meta or {})
+    name = str(meta.get("dataset") or meta.get("name") or dataset)
+    raw = meta.get("classes")
+    try:
+        if raw and isinstance(raw, list) and all(isinstance(c, str) for c in raw):
+            colors, isthing = meta.get("colors") or [], meta.get("isthing") or []
+            meta["classes"] = [
+                {
+                    "name": n,
+                    **({"color": list(colors[i])} if i < len(colors) else {}),
+                    "isthing": bool(isthing[i]) if i < len(isthing) else False,
+                }
+                for i, n in enumerate(raw)
+            ]
+        if raw:
+            table = meta_from_dict(meta, name=name, where=f"{where}: meta")
+        elif dataset in META_NAMES or dataset in _ALIASES:
+            table = load_meta(dataset)
+            if table.num_classes != num_classes:
+                table = generic_meta(num_classes, name=name)
+        else:
+            table = generic_meta(num_classes, name=name)
+    except DataError as e:
+        raise CheckpointError(str(e)) from None
+    if table.num_classes != num_classes:
+        raise CheckpointError(
+            f"{where}: its metadata lists {table.num_classes} classes but the model predicts {num_classes}"
+        )
+    return table

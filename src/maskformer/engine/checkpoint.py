@@ -18,6 +18,7 @@ from torch import nn
 
 from ..build import build_model
 from ..config import Config, config_from_dict, config_to_dict
+from ..data.metadata import DatasetMeta, meta_from_checkpoint
 from ..errors import CheckpointError, ConfigError
 
 FORMAT = "maskformer-checkpoint"
@@ -61,7 +62,8 @@ def save_checkpoint(
 ) -> None:
     """Write ``{"format", "version", "config", "model", "meta", **training_state}`` atomically.
 
-    ``meta``: optional dataset metadata for inference (``classes``, ``colors``, ``isthing``).
+    ``meta``: the class table, ``DatasetMeta.to_dict()`` (``{"dataset", "ignore_label", "classes": [{"id", "name",
+    "color", "isthing"}]}``), the one schema every producer writes.
     ``training_state``: e.g. ``optimizer``, ``scheduler``, ``iteration``, ``rng``, ``sampler``.
     """
     state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
@@ -70,16 +72,46 @@ def save_checkpoint(
     atomic_torch_save(obj, path)
 
 
+def _device_available(map_location: str | torch.device) -> None:
+    device = torch.device(map_location)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CheckpointError(f"--device {map_location}: CUDA is not available on this machine (use --device cpu)")
+
+
+def _kind_of_file(path: Path) -> str | None:
+    """Why ``path`` is not a torch checkpoint, judged from its first bytes, or None when it may be one."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return None  # torch's zip format or a legacy pickle
+    if not head:
+        return "an empty file"
+    if path.suffix.lower() in (".yaml", ".yml") or b"\x00" not in head and b":" in head and b"model" in head:
+        return "a config (YAML), not a checkpoint: train it with `maskformer train` or pass a checkpoint"
+    if path.suffix.lower() == ".pkl":
+        return "an original detectron2 .pkl: convert it with `maskformer convert detectron2` first"
+    return "not a torch checkpoint file"
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint written by ``save_checkpoint``; errors name the file."""
+    """Read a checkpoint written by ``save_checkpoint``; every error is one ``CheckpointError`` line naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
+    _device_available(map_location)
+    why = _kind_of_file(path)
+    if why is not None:
+        raise CheckpointError(f"{path}: {why}")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable maskformer checkpoint ({msg[:200]})") from None
+        text = str(e)
+        if "central directory" in text or "zip archive" in text or isinstance(e, EOFError) or "EOF" in text:
+            raise CheckpointError(f"{path}: the file is truncated or corrupt (incomplete archive)") from None
+        first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable maskformer checkpoint ({first.rstrip('.')[:160]})") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(
             f"{path}: not a maskformer checkpoint (convert original or transformers weights with `maskformer convert`)"
@@ -87,23 +119,45 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return obj
 
 
-def load_model_and_config(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, Config, dict]:
-    """Build the checkpoint's model from its own config and load its weights (strict). Returns (model, cfg, meta)."""
-    obj = load_checkpoint(path, map_location)
+def config_of(obj: dict, path: str | Path) -> Config:
+    """The config stored in a loaded checkpoint ``obj`` (errors name ``path``)."""
     try:
-        cfg = config_from_dict(obj["config"])
-    except ConfigError as e:
+        return config_from_dict(obj["config"])
+    except (ConfigError, KeyError, TypeError) as e:
         raise CheckpointError(f"{path}: its config is invalid: {e}") from None
+
+
+def meta_of(obj: dict, cfg: Config, path: str | Path) -> DatasetMeta:
+    """The class table of a loaded checkpoint ``obj``: the one reader of the metadata schema (see
+    ``maskformer.data.metadata.meta_from_checkpoint``; old layouts load too)."""
+    return meta_from_checkpoint(
+        obj.get("meta"), num_classes=cfg.model.num_classes, dataset=cfg.data.dataset, where=str(path)
+    )
+
+
+def load_model_and_config(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, Config, DatasetMeta]:
+    """Build the checkpoint's model from its own config and load its weights (strict). Returns (model, cfg, meta).
+
+    The model carries both: ``model.cfg`` (the config) and ``model.class_meta`` (the class table), so
+    ``Predictor(model)`` needs nothing else.
+    """
+    obj = load_checkpoint(path, map_location)
+    cfg = config_of(obj, path)
+    meta = meta_of(obj, cfg, path)
     model = build_model(cfg)
     try:
         model.load_state_dict(obj["model"], strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit its config ({str(e).splitlines()[0]})") from None
-    return model.to(map_location).eval(), cfg, obj.get("meta") or {}
+    except (RuntimeError, KeyError) as e:
+        raise CheckpointError(f"{path}: weights do not fit its config ({str(e).splitlines()[0][:300]})") from None
+    model.class_meta = meta
+    return model.to(map_location).eval(), cfg, meta
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
-    """The public loader: a ready-to-run model in eval mode, built from the checkpoint's own config."""
+    """The public loader: a ready-to-run model in eval mode, built from the checkpoint's own config, with
+    ``model.cfg`` and ``model.class_meta`` attached."""
     return load_model_and_config(path, map_location)[0]
 
 

@@ -7,32 +7,12 @@ in percent.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..build import build_dataset, build_meta
 from ..config import Config
 from . import distributed as dist
-
-
-def normalize_and_pad(images: torch.Tensor, model: nn.Module) -> torch.Tensor:
-    """uint8 ``[B,3,h,w]`` -> float ``[B,3,H,W]``: (x - mean) / std, then zero-padded to the size divisibility."""
-    x = (images.float() - model.pixel_mean.view(1, 3, 1, 1)) / model.pixel_std.view(1, 3, 1, 1)
-    d = model.size_divisibility
-    if d > 0:
-        h, w = x.shape[-2:]
-        x = F.pad(x, (0, (-w) % d, 0, (-h) % d))
-    return x
-
-
-def _semantic_scores(model, image: torch.Tensor, output_size, *, fast: bool) -> torch.Tensor:
-    from ..inference.postprocess import semantic_from_outputs
-
-    x = normalize_and_pad(image[None], model)
-    out = model(x, with_aux=False)
-    return semantic_from_outputs(out, [tuple(image.shape[-2:])], [output_size], input_size=x.shape[-2:], fast=fast)[0]
 
 
 @torch.inference_mode()
@@ -42,22 +22,25 @@ def evaluate_model(
     *,
     device: torch.device | str = "cpu",
     root: str | None = None,
-    tta: bool | None = None,
-    fast: bool | None = None,
     max_images: int | None = None,
     progress: bool = False,
+    **predictor_options: object,
 ) -> dict:
-    """Run ``model`` over ``cfg.data.val_split`` and return metrics (see module docstring)."""
+    """Run ``model`` over ``cfg.data.val_split`` and return metrics (see module docstring).
+
+    The images go through the same ``Predictor`` as ``maskformer predict`` (``predictor_options``: ``tta``, ``fast``,
+    ``bf16``, ``compile``, ``optimize``; unset ones come from ``cfg``), one forward per image for all tasks, so the
+    metrics measure exactly what prediction produces. ``model`` itself is not modified.
+    """
     from ..data import build_test_loader
     from ..evaluation import PanopticEvaluator, SemanticEvaluator, SemanticPQEvaluator
-    from ..inference.postprocess import panoptic_from_outputs, semantic_tta
+    from ..inference.predictor import Predictor
 
-    tta = cfg.test.tta if tta is None else tta
-    fast = cfg.test.fast if fast is None else fast
     device = torch.device(device)
     was_training = model.training
-    model.eval()
     meta = build_meta(cfg)
+    options = {k: v for k, v in predictor_options.items() if v is not None}
+    predictor = Predictor(model, meta=meta, device=device, **options)  # type: ignore[arg-type]
     dataset = build_dataset(cfg, split=cfg.data.val_split, train=False, root=root)
     loader = build_test_loader(dataset, num_workers=min(cfg.data.num_workers, 2), rank=dist.rank(),
                                world_size=dist.world_size())  # fmt: skip
@@ -78,36 +61,25 @@ def evaluate_model(
         if max_images is not None and seen >= max_images:
             break
         seen += 1
-        image = rec["image"].to(device)
+        tasks = [t for t, on, key in (("semantic", semantic, "sem_seg"), ("panoptic", panoptic, "pan_seg"))
+                 if on and key in rec]  # fmt: skip
+        if not tasks:
+            continue
         out_size = (int(rec["height"]), int(rec["width"]))
-        if semantic and "sem_seg" in rec:
-            if tta:
-                run = lambda view, size: _semantic_scores(  # noqa: E731
-                    model, torch.from_numpy(np.ascontiguousarray(view)).permute(2, 0, 1).to(device), size, fast=fast
-                )
-                scores = semantic_tta(
-                    run, image.permute(1, 2, 0).cpu().numpy(), min_sizes=cfg.test.tta_min_sizes,
-                    max_size=cfg.test.tta_max_size, flip=cfg.test.tta_flip, output_size=out_size,
-                )  # fmt: skip
-            else:
-                scores = _semantic_scores(model, image, out_size, fast=fast)
-            pred = scores.argmax(0).cpu()
-            sem_eval.update(pred, rec["sem_seg"])
-            pq_st.update(pred, rec["sem_seg"])
-        if panoptic and "pan_seg" in rec:
-            x = normalize_and_pad(image[None], model)
-            out = model(x, with_aux=False)
-            (pan, segments), = panoptic_from_outputs(
-                out, [tuple(image.shape[-2:])], [out_size], thing_ids=set(meta.thing_ids),
-                object_mask_threshold=cfg.inference.object_mask_threshold,
-                overlap_threshold=cfg.inference.overlap_threshold, input_size=x.shape[-2:],
-            )  # fmt: skip
-            pan_eval.update(pan.cpu(), segments, rec["pan_seg"], rec["segments_info"])
+        (result,) = predictor.predict_resized([rec["image"]], [out_size], tasks)
+        if "semantic" in result:
+            sem_eval.update(result["semantic"], rec["sem_seg"])
+            pq_st.update(result["semantic"], rec["sem_seg"])
+        if "panoptic" in result:
+            pan, segments = result["panoptic"]
+            pan_eval.update(pan, segments, rec["pan_seg"], rec["segments_info"])
     metrics: dict = {"images": seen}
     if sem_eval is not None:
         sem_eval.synchronize()
         pq_st.synchronize()
         metrics.update(sem_eval.compute())
+        metrics["classes"] = list(meta.classes)
+        metrics["IoU_by_class"] = dict(zip(meta.classes, metrics["IoU"]))
         st = pq_st.compute()
         metrics["PQ_St"] = {"PQ": st["PQ"], "SQ": st["SQ"], "RQ": st["RQ"]}
     if pan_eval is not None:

@@ -1,8 +1,10 @@
-"""Predictor: images in (numpy or paths), semantic label maps or panoptic maps out, at the original image size.
+"""Predictor: the one path of an image through a model, used by ``maskformer predict``, ``eval``, ``serve`` and Python.
 
-Owns the test-time preprocessing of the original (OFFICIAL_SPEC §4.7): shortest-edge resize with PIL bilinear
-(antialiased), normalisation with the model's pixel mean/std, zero padding after normalisation to the model's size
-divisibility; then post-processing back to the original size (maskformer.inference.postprocess).
+load (path, numpy, PIL, tensor) -> test resize (``preprocess``) -> normalise + pad -> model (the optimised copy from
+``accelerate`` by default, the unmodified one with ``optimize=False``) -> semantic labels / panoptic segments at the
+original size (``postprocess``). Two tiers, as Segment Anything's predictor: ``__call__`` takes images as users have
+them; ``predict_resized`` takes images the data loader already test-resized (what ``maskformer eval`` uses), so
+evaluation measures exactly what prediction produces.
 """
 
 from __future__ import annotations
@@ -13,56 +15,43 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch import Tensor, nn
 
-from maskformer.errors import DataError
-from maskformer.inference.accelerate.labels import semantic_labels_from_outputs
-from maskformer.inference.postprocess import (
-    Size,
-    panoptic_from_outputs,
-    semantic_from_outputs,
-    semantic_tta,
-)
-from maskformer.inference.preprocess import resize_image, resize_shortest_edge_size
+from maskformer.inference.accelerate import accelerate
+from maskformer.inference.postprocess import Size, panoptic_from_outputs, semantic_from_outputs, semantic_tta
+from maskformer.inference.preprocess import ImageInput, load_image, resize_image, resize_shortest_edge_size
 
 __all__ = ["Predictor"]
 
-ImageInput = np.ndarray | str | Path
 _TASKS = ("semantic", "panoptic")
 
 
-def _load_image(image: ImageInput) -> np.ndarray:
-    """uint8 HWC RGB array from an array or a path (any PIL-readable file, converted to RGB)."""
-    if isinstance(image, (str, Path)):
-        try:
-            with Image.open(image) as pil:
-                return np.asarray(pil.convert("RGB"))
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
-            raise DataError(f"{image}: cannot read image ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        what = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-        raise DataError(f"image: expected a uint8 HxWx3 RGB array or a path, got {what}")
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise DataError(f"image: empty array of shape {image.shape}")
-    return image
+def _setting(value: object, cfg: object, section: str, key: str, fallback: object) -> object:
+    """An explicit argument, else the model config's ``section.key``, else ``fallback``."""
+    if value is not None:
+        return value
+    return getattr(getattr(cfg, section), key) if cfg is not None else fallback
 
 
 class Predictor:
     """Run a MaskFormer (or per-pixel baseline) model on images.
 
+    Every setting defaults to the model's own config (``model.cfg``, attached by ``build_model`` and the checkpoint
+    loader) and class table (``model.class_meta``); pass a keyword to override it.
+
     Args:
-        model: returns the outputs dict from `model(images)` for normalised, padded images [B, 3, H, W]; has
-            `pixel_mean`, `pixel_std` (tensors [3], 0-255 RGB scale) and `size_divisibility` (int, 0 = none).
-            Put in eval mode; if its forward accepts `with_aux`, it is called with with_aux=False.
-        min_size, max_size: test resize (short side, cap on the long side), e.g. 512 / 2048 for ADE20K.
-        task_default: task used when __call__ gets none.
-        thing_ids: contiguous ids of thing classes (panoptic); all other classes are stuff.
-        object_mask_threshold, overlap_threshold: panoptic thresholds (COCO configs: 0.8 / 0.8).
-        fast: approximate semantic labels / scores (see accelerate.labels.semantic_labels_from_outputs).
-        corner_labels: semantic labels at the input size from the block corner labels (``fast``'s approximation for
-            that case only; resized outputs stay exact). Default: on for a bf16 model (``prepare_for_inference(...,
-            bf16=True)``), whose scores carry ~3 significant digits anyway, off otherwise.
+        model: outputs dict from ``model(images)`` for normalised, padded images [B, 3, H, W]; has ``pixel_mean``,
+            ``pixel_std`` (0-255 RGB scale) and ``size_divisibility``.
+        min_size, max_size: test resize (short side, cap on the long side); config ``test.min_size/max_size``.
+        task_default: "semantic" or "panoptic" (default: panoptic when the config turns panoptic inference on).
+        meta: class table (``classes``, ``colors``, ``isthing`` lists); default ``model.class_meta`` or generic names.
+        thing_ids: contiguous ids of thing classes (default: from ``meta``).
+        object_mask_threshold, overlap_threshold: panoptic thresholds (config ``inference.*``).
+        fast: approximate semantic labels (block corner labels / masks combined at 1/4 resolution); ``test.fast``.
+        tta: multi-scale + flip test-time augmentation for semantic labels (config ``test.tta*``).
+        optimize: run the optimised copy (``inference.accelerate``; same labels in fp32). False: the unmodified model.
+        bf16: bfloat16 autocast forward (labels from block corners unless ``corner_labels=False``).
+        compile: torch.compile the forward.
         device: where the model and images go.
     """
 
@@ -70,146 +59,202 @@ class Predictor:
         self,
         model: nn.Module,
         *,
-        min_size: int,
-        max_size: int,
-        task_default: str = "semantic",
-        thing_ids: Collection[int] = (),
-        object_mask_threshold: float = 0.8,
-        overlap_threshold: float = 0.8,
-        fast: bool = False,
+        min_size: int | None = None,
+        max_size: int | None = None,
+        task_default: str | None = None,
+        meta: object | None = None,
+        thing_ids: Collection[int] | None = None,
+        object_mask_threshold: float | None = None,
+        overlap_threshold: float | None = None,
+        fast: bool | None = None,
+        tta: bool | None = None,
+        optimize: bool = True,
+        bf16: bool = False,
+        compile: bool = False,
         corner_labels: bool | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
+        cfg = getattr(model, "cfg", None)
+        if cfg is None and (min_size is None or max_size is None):
+            raise ValueError("Predictor: pass min_size and max_size (this model carries no config: model.cfg)")
+        panoptic_default = cfg is not None and cfg.inference.panoptic_on and cfg.model.meta_arch == "maskformer"
+        task_default = task_default or ("panoptic" if panoptic_default else "semantic")
         if task_default not in _TASKS:
             raise ValueError(f"task_default must be one of {_TASKS}, got {task_default!r}")
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
-        self.min_size = min_size
-        self.max_size = max_size
+        self.cfg = cfg
+        self.min_size = int(_setting(min_size, cfg, "test", "min_size", 0))
+        self.max_size = int(_setting(max_size, cfg, "test", "max_size", 0))
         self.task_default = task_default
-        self.thing_ids = frozenset(int(i) for i in thing_ids)
-        self.object_mask_threshold = object_mask_threshold
-        self.overlap_threshold = overlap_threshold
-        self.fast = fast
-        self.corner_labels = bool(getattr(model, "bf16", False)) if corner_labels is None else corner_labels
-        self.pixel_mean = torch.as_tensor(model.pixel_mean).detach().float().to(self.device).view(3, 1, 1)
-        self.pixel_std = torch.as_tensor(model.pixel_std).detach().float().to(self.device).view(3, 1, 1)
+        self.object_mask_threshold = float(
+            _setting(object_mask_threshold, cfg, "inference", "object_mask_threshold", 0.8)
+        )
+        self.overlap_threshold = float(_setting(overlap_threshold, cfg, "inference", "overlap_threshold", 0.8))
+        self.fast = bool(_setting(fast, cfg, "test", "fast", False))
+        self.tta = bool(_setting(tta, cfg, "test", "tta", False))
+        self.tta_min_sizes = list(cfg.test.tta_min_sizes) if cfg is not None else [self.min_size]
+        self.tta_max_size = int(cfg.test.tta_max_size) if cfg is not None else self.max_size
+        self.tta_flip = bool(cfg.test.tta_flip) if cfg is not None else True
+        self.meta = meta if meta is not None else getattr(model, "class_meta", None)
+        num_classes = cfg.model.num_classes if cfg is not None else (len(self.meta.classes) if self.meta else 0)
+        self.num_classes = int(num_classes)
+        meta_things = [i for i, t in enumerate(self.meta.isthing) if t] if self.meta is not None else []
+        self.thing_ids = frozenset(int(i) for i in (thing_ids if thing_ids is not None else meta_things))
+        self.reference = model.to(self.device).eval()
+        acc = accelerate(self.reference, enabled=optimize, bf16=bf16, compile=compile, device=str(self.device))
+        self.model, self._semantic_labels, self.accelerated = acc.model.eval(), acc.semantic_labels, acc.active
+        self.corner_labels = bool(bf16 or getattr(model, "bf16", False)) if corner_labels is None else corner_labels
+        self.pixel_mean = torch.as_tensor(model.pixel_mean).detach().float().to(self.device).view(3)
+        self.pixel_std = torch.as_tensor(model.pixel_std).detach().float().to(self.device).view(3)
         self.size_divisibility = int(getattr(model, "size_divisibility", 0) or 0)
         try:
-            self._lean = "with_aux" in inspect.signature(model.forward).parameters
+            self._lean = "with_aux" in inspect.signature(self.model.forward).parameters
         except (TypeError, ValueError):  # pragma: no cover - builtins / scripted modules without a signature
             self._lean = False
 
+    # ----- classes -----
+    @property
+    def class_names(self) -> list[str]:
+        """Name of every contiguous class id (``class i`` when the model carries no class table)."""
+        if self.meta is not None:
+            return list(self.meta.classes)
+        return [f"class {i}" for i in range(self.num_classes)]
+
+    @property
+    def colors(self) -> list[tuple[int, int, int]]:
+        """RGB colour of every class (the dataset's own, else well-spread hues)."""
+        from maskformer.inference.visualize import palette
+
+        table = palette(len(self.class_names), getattr(self.meta, "colors", None))
+        return [tuple(int(v) for v in c) for c in table]
+
+    # ----- constructors -----
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "cpu", **overrides: object) -> Predictor:
+        """A Predictor for a checkpoint written by ``maskformer train`` or ``maskformer convert``; keyword
+        arguments override the checkpoint config's settings (e.g. ``fast=True``)."""
+        from maskformer.engine.checkpoint import load_model  # the loader lives above inference (it builds models)
+
+        return cls(load_model(path, device), device=device, **overrides)  # type: ignore[arg-type]
+
+    # ----- prediction -----
     @torch.inference_mode()
     def __call__(
-        self,
-        image: ImageInput | Sequence[ImageInput],
-        task: str | None = None,
-        return_scores: bool = False,
+        self, image: ImageInput | Sequence[ImageInput], task: str | None = None, return_scores: bool = False
     ) -> object:
         """Predict one image or a list of images.
 
         Args:
-            image: uint8 HWC RGB array, a path, or a list of those (one batch).
-            task: "semantic" or "panoptic" (default: task_default).
+            image: a path, uint8 HWC RGB numpy array, PIL image, uint8 CHW torch tensor, or a list of those.
+            task: "semantic" or "panoptic" (default: ``task_default``).
             return_scores: semantic only - also return the [K, H, W] float scores.
 
         Returns:
             Per image, semantic: label map int64 [H, W] (or (labels, scores) with return_scores); panoptic:
-            (panoptic map int32 [H, W], segments_info list of {"id", "isthing", "category_id"}). CPU tensors at the
-            original image size. A list in, a list out.
+            (panoptic map int32 [H, W], segments_info list of {"id", "isthing", "category_id", "score"}). CPU
+            tensors at the original image size. A list in, a list out.
         """
-        task = task or self.task_default
-        if task not in _TASKS:
-            raise ValueError(f"task must be one of {_TASKS}, got {task!r}")
+        task = self._task(task)
         if return_scores and task != "semantic":
             raise ValueError("return_scores is only available for task='semantic'")
-        batched = isinstance(image, (list, tuple))
-        arrays = [_load_image(i) for i in (image if batched else [image])]  # type: ignore[union-attr]
-        outputs, image_sizes, padded = self._forward([self._resize(a) for a in arrays])
-        output_sizes: list[Size] = [(int(a.shape[0]), int(a.shape[1])) for a in arrays]
-        if task == "panoptic":
+        batched = isinstance(image, list | tuple)
+        arrays = [load_image(i) for i in (image if batched else [image])]  # type: ignore[union-attr]
+        sizes = [(int(a.shape[0]), int(a.shape[1])) for a in arrays]
+        if task == "semantic" and return_scores:
+            if self.tta:
+                scores = [self.tta_scores(a) for a in arrays]
+            else:
+                outputs, image_sizes, padded = self._forward([self._resize(a) for a in arrays])
+                scores = semantic_from_outputs(outputs, image_sizes, sizes, input_size=padded, fast=self.fast)
+            results: list[object] = [(s.argmax(0).cpu(), s.cpu()) for s in scores]
+        else:
+            results = [r[task] for r in self.predict_resized([self._resize(a) for a in arrays], sizes, (task,))]
+        return results if batched else results[0]
+
+    @torch.inference_mode()
+    def predict_resized(
+        self, images: Sequence[np.ndarray | Tensor], output_sizes: Sequence[Size], tasks: Sequence[str]
+    ) -> list[dict[str, object]]:
+        """The tensor-level tier: images already test-resized (uint8 HWC arrays or CHW tensors), one forward for all
+        ``tasks``. Returns per image {"semantic": labels int64 [H, W], "panoptic": (map int32 [H, W], segments)}
+        for the tasks asked, at ``output_sizes``. With ``tta`` the semantic labels come from the TTA scores."""
+        arrays = [load_image(i) for i in images]
+        results: list[dict[str, object]] = [{} for _ in arrays]
+        if "semantic" in tasks and self.tta:
+            for r, a, size in zip(results, arrays, output_sizes):
+                r["semantic"] = self._tta(a, size).argmax(0)
+            tasks = [t for t in tasks if t != "semantic"]
+        if not tasks:
+            return results
+        outputs, image_sizes, padded = self._forward(arrays)
+        sizes = [(int(s[0]), int(s[1])) for s in output_sizes]
+        if "semantic" in tasks:
+            labels = self._semantic_labels(
+                outputs, image_sizes, sizes, input_size=padded, fast=self.fast, corner_labels=self.corner_labels
+            )
+            for r, lab in zip(results, labels):
+                r["semantic"] = lab.cpu()
+        if "panoptic" in tasks:
             if "pred_masks" not in outputs:
                 raise ValueError("panoptic inference needs a mask-classification model (pred_logits/pred_masks)")
             pan = panoptic_from_outputs(
-                outputs,
-                image_sizes,
-                output_sizes,
-                thing_ids=self.thing_ids,
-                object_mask_threshold=self.object_mask_threshold,
-                overlap_threshold=self.overlap_threshold,
-                input_size=padded,
-            )
-            results: list[object] = [(seg.cpu(), info) for seg, info in pan]
-        else:
-            if return_scores:
-                scores = semantic_from_outputs(outputs, image_sizes, output_sizes, input_size=padded, fast=self.fast)
-                results = [(s.argmax(0).cpu(), s.cpu()) for s in scores]
-            else:  # same labels without full-resolution score maps (maskformer.inference.accelerate.labels)
-                labels = semantic_labels_from_outputs(
-                    outputs,
-                    image_sizes,
-                    output_sizes,
-                    input_size=padded,
-                    fast=self.fast,
-                    corner_labels=self.corner_labels,
-                )
-                results = [lab.cpu() for lab in labels]
-        return results if batched else results[0]
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "cpu", **overrides: object) -> Predictor:
-        """A Predictor for a checkpoint written by ``maskformer train`` or ``maskformer convert``: the test sizes,
-        thresholds and thing classes come from the checkpoint's own config and metadata; keyword arguments
-        override them (e.g. ``fast=True``)."""
-        from maskformer.engine.checkpoint import load_model_and_config
-
-        model, cfg, meta = load_model_and_config(path, device)
-        isthing = meta.get("isthing") or []
-        kwargs: dict = {
-            "min_size": cfg.test.min_size,
-            "max_size": cfg.test.max_size,
-            "task_default": "panoptic"
-            if cfg.inference.panoptic_on and cfg.model.meta_arch == "maskformer"
-            else "semantic",
-            "thing_ids": [i for i, t in enumerate(isthing) if t],
-            "object_mask_threshold": cfg.inference.object_mask_threshold,
-            "overlap_threshold": cfg.inference.overlap_threshold,
-            "fast": cfg.test.fast,
-            "device": device,
-        }
-        kwargs.update(overrides)
-        return cls(model, **kwargs)  # type: ignore[arg-type]
+                outputs, image_sizes, sizes, thing_ids=self.thing_ids, input_size=padded,
+                object_mask_threshold=self.object_mask_threshold, overlap_threshold=self.overlap_threshold,
+            )  # fmt: skip
+            for r, (seg, info) in zip(results, pan):
+                r["panoptic"] = (seg.cpu(), info)
+        return results
 
     @torch.inference_mode()
     def semantic_scores(self, image: ImageInput, output_size: Size | None = None, *, resize: bool = True) -> Tensor:
-        """Un-normalised semantic scores [K, H, W] of one uint8 HWC RGB image at `output_size` (default its size).
-
-        With resize=False the image is used at its own size (test-time augmentation passes views it resized).
-        """
-        array = _load_image(image)
+        """Un-normalised semantic scores [K, H, W] of one image at ``output_size`` (default its size), without TTA.
+        With resize=False the image is used at its own size (TTA passes views it resized)."""
+        array = load_image(image)
         view = self._resize(array) if resize else array
         outputs, image_sizes, padded = self._forward([view])
         size: Size = (int(output_size[0]), int(output_size[1])) if output_size else (array.shape[0], array.shape[1])
         return semantic_from_outputs(outputs, image_sizes, [size], input_size=padded, fast=self.fast)[0].cpu()
 
-    def tta_scores(self, image: ImageInput, *, min_sizes: Sequence[int], max_size: int, flip: bool = True) -> Tensor:
-        """Multi-scale + flip TTA scores [K, H, W] at the original size, as the original evaluates it: the
-        test-resized image is re-resized to every min size (inference.semantic_tta)."""
-        array = _load_image(image)
+    def tta_scores(
+        self,
+        image: ImageInput,
+        *,
+        min_sizes: Sequence[int] | None = None,
+        max_size: int | None = None,
+        flip: bool | None = None,
+    ) -> Tensor:
+        """Multi-scale + flip TTA scores [K, H, W] at the original size (default sizes: config ``test.tta_*``)."""
+        array = load_image(image)
+        return self._tta(self._resize(array), (array.shape[0], array.shape[1]), min_sizes, max_size, flip)
 
-        def run(view: np.ndarray, size: Size) -> Tensor:
-            return self.semantic_scores(view, size, resize=False)
+    def _tta(
+        self,
+        resized: np.ndarray,
+        size: Size,
+        min_sizes: Sequence[int] | None = None,
+        max_size: int | None = None,
+        flip: bool | None = None,
+    ) -> Tensor:
+        """The original's TTA: the test-resized image re-resized to every min size (postprocess.semantic_tta)."""
 
-        size = (array.shape[0], array.shape[1])
+        def run(view: np.ndarray, out: Size) -> Tensor:
+            return self.semantic_scores(view, out, resize=False)
+
         return semantic_tta(
-            run, self._resize(array), min_sizes=min_sizes, max_size=max_size, flip=flip, output_size=size
-        )
+            run, resized, min_sizes=self.tta_min_sizes if min_sizes is None else min_sizes,
+            max_size=self.tta_max_size if max_size is None else max_size,
+            flip=self.tta_flip if flip is None else flip, output_size=size,
+        ).cpu()  # fmt: skip
+
+    def _task(self, task: str | None) -> str:
+        task = task or self.task_default
+        if task not in _TASKS:
+            raise ValueError(f"task must be one of {_TASKS}, got {task!r}")
+        return task
 
     def _resize(self, image: np.ndarray) -> np.ndarray:
-        return resize_image(
-            image, resize_shortest_edge_size(image.shape[0], image.shape[1], self.min_size, self.max_size)
-        )
+        h, w = image.shape[:2]
+        return resize_image(image, resize_shortest_edge_size(h, w, self.min_size, self.max_size))
 
     @torch.inference_mode()
     def _forward(self, images: Sequence[np.ndarray]) -> tuple[dict[str, Tensor], list[Size], Size]:
@@ -224,11 +269,10 @@ class Predictor:
             height, width = -(-height // d) * d, -(-width // d) * d
         # built channels-last ([B, H, W, 3] memory, [B, 3, H, W] view): what the convolutions want, no later copy
         batch = torch.zeros(len(images), height, width, 3, device=self.device)
-        mean, std = self.pixel_mean.view(3), self.pixel_std.view(3)
         for b, image in enumerate(images):
             pixels = torch.from_numpy(np.require(image, requirements=("C", "W"))).to(self.device)
             region = batch[b, : sizes[b][0], : sizes[b][1]]
-            region.copy_(pixels).sub_(mean).div_(std)  # (x - mean) / std in place: no float copy of the image
+            region.copy_(pixels).sub_(self.pixel_mean).div_(self.pixel_std)  # in place: no float copy of the image
         batch = batch.permute(0, 3, 1, 2)
         outputs = self.model(batch, with_aux=False) if self._lean else self.model(batch)
         return outputs, sizes, (height, width)

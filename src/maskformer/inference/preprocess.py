@@ -5,10 +5,43 @@ divisibility. The training augmentations (``maskformer.data.transforms``) reuse 
 
 from __future__ import annotations
 
-import numpy as np
-from PIL import Image
+from pathlib import Path
+from typing import Any
 
-__all__ = ["resize_shortest_edge_size", "resize_image"]
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from maskformer.errors import DataError
+
+__all__ = ["ImageInput", "load_image", "resize_shortest_edge_size", "resize_image"]
+
+# What a Predictor accepts as one image: a path, uint8 HWC RGB numpy array, PIL image or uint8 CHW torch tensor.
+ImageInput = Any
+
+
+def load_image(image: ImageInput) -> np.ndarray:
+    """uint8 HWC RGB array from a path (any PIL-readable file), a uint8 HWC RGB (or HW grey) array, a PIL image (any
+    mode, converted to RGB) or a uint8 CHW torch tensor. Anything else is one ``DataError`` line."""
+    if isinstance(image, str | Path):
+        try:
+            with Image.open(image) as pil:
+                return np.asarray(pil.convert("RGB"))
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+            raise DataError(f"{image}: cannot read image ({type(exc).__name__}: {exc})") from None
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    if type(image).__module__.startswith("torch"):
+        if image.dtype.is_floating_point or image.ndim != 3 or image.shape[0] != 3 or str(image.dtype) != "torch.uint8":
+            raise DataError(f"image: expected a uint8 3xHxW tensor, got {image.dtype} of shape {tuple(image.shape)}")
+        image = image.detach().cpu().permute(1, 2, 0).numpy()
+    if isinstance(image, np.ndarray) and image.ndim == 2 and image.dtype == np.uint8:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        what = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise DataError(f"image: expected a path, uint8 HxWx3 RGB array, PIL image or uint8 3xHxW tensor; got {what}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise DataError(f"image: empty array of shape {image.shape}")
+    return image
 
 
 def resize_shortest_edge_size(h: int, w: int, short: int, max_size: int) -> tuple[int, int]:

@@ -1,1 +1,115 @@
-"""CPU speed-ups for inference, behind one door (see README.md in this folder)."""
+"""CPU speed-ups for inference, behind one door: ``accelerate(model, ...)`` (read ``README.md`` in this folder).
+
+The ``Predictor`` calls ``accelerate`` once and from then on runs ``Accelerated.model`` and asks
+``Accelerated.semantic_labels`` for label maps. Where the tricks are not tested to be exact (not an x86-64 CPU, not
+the CPU device, a torch release other than the tested ones, or ``MASKFORMER_ACCELERATE=0``) the door steps aside:
+``model`` is the unmodified model and ``semantic_labels`` the plain post-processing (argmax of the exact scores).
+Either way the labels are the exact path's in fp32 (``fast`` / ``bf16`` are approximations by request).
+
+May import: ``maskformer.modeling`` (to rebuild blocks of a model copy) and ``maskformer.inference.postprocess``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import platform
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from maskformer.inference.postprocess import Size, semantic_from_outputs
+
+__all__ = ["Accelerated", "accelerate", "supported"]
+
+# torch releases (major.minor) on which the exactness tests of this folder ran (tests/test_fast_inference.py).
+TESTED_TORCH = ("2.14",)
+
+
+def supported(device: torch.device | str = "cpu") -> tuple[bool, str]:
+    """(True, "") where the speed-ups are tested to be exact, else (False, why). ``MASKFORMER_ACCELERATE=1`` forces
+    them on for another torch release (at your own risk), ``=0`` turns them off."""
+    env = os.environ.get("MASKFORMER_ACCELERATE", "")
+    if env == "0":
+        return False, "MASKFORMER_ACCELERATE=0"
+    if torch.device(device).type != "cpu":
+        return False, f"device {device} (the speed-ups are for CPUs)"
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False, f"{platform.machine()} CPU (tested on x86-64 only)"
+    if not torch.backends.mkldnn.is_available():
+        return False, "torch without oneDNN"
+    release = ".".join(torch.__version__.split("+")[0].split(".")[:2])
+    if release not in TESTED_TORCH and env != "1":
+        return False, f"torch {release} (tested on {', '.join(TESTED_TORCH)}; MASKFORMER_ACCELERATE=1 forces)"
+    return True, ""
+
+
+def _plain_labels(
+    outputs: Mapping[str, Tensor],
+    image_sizes: Sequence[Size],
+    output_sizes: Sequence[Size],
+    *,
+    input_size: Size | None = None,
+    fast: bool = False,
+    corner_labels: bool = False,
+) -> list[Tensor]:
+    del corner_labels  # an approximation of the accelerated path only
+    scores = semantic_from_outputs(outputs, image_sizes, output_sizes, input_size=input_size, fast=fast)
+    return [s.argmax(0) for s in scores]
+
+
+class _Autocast(nn.Module):
+    """bf16 autocast around an unmodified model (the stepped-aside path of ``bf16=True``); float32 outputs."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.pixel_mean, self.pixel_std = model.pixel_mean, model.pixel_std
+        self.size_divisibility = getattr(model, "size_divisibility", 0)
+        self.bf16 = True
+        try:
+            self._lean = "with_aux" in inspect.signature(model.forward).parameters
+        except (TypeError, ValueError):  # pragma: no cover
+            self._lean = False
+
+    def forward(self, images: Tensor, with_aux: bool = False) -> dict:
+        with torch.autocast(images.device.type, dtype=torch.bfloat16):
+            out = self.model(images, with_aux=with_aux) if self._lean else self.model(images)
+        return {k: v.float() if isinstance(v, Tensor) else v for k, v in out.items()}
+
+
+@dataclass
+class Accelerated:
+    """What the Predictor runs: ``model(images, with_aux=False)`` -> outputs dict, and
+    ``semantic_labels(outputs, image_sizes, output_sizes, input_size=, fast=, corner_labels=)`` -> label maps."""
+
+    model: nn.Module
+    semantic_labels: Callable[..., list[Tensor]]
+    active: bool
+    why_not: str = ""
+
+
+def accelerate(
+    model: nn.Module, *, enabled: bool = True, bf16: bool = False, compile: bool = False, device: str = "cpu"
+) -> Accelerated:
+    """The one door. ``enabled=False`` (``Predictor(optimize=False)``) or an unsupported machine gives the plain
+    path; otherwise an optimised copy of ``model`` (``fast_model.prepare_for_inference``: FrozenBN folded,
+    channels-last, packed oneDNN weights, optional bf16 / torch.compile) and the fused label post-processing
+    (``labels.semantic_labels_from_outputs``). ``model`` itself is never modified."""
+    from .fast_model import FastModel, prepare_for_inference
+    from .labels import semantic_labels_from_outputs
+
+    ok, why = supported(device) if enabled else (False, "optimize=False")
+    if ok and isinstance(model, FastModel):  # already an optimised copy
+        return Accelerated(model, semantic_labels_from_outputs, True)
+    if ok and not hasattr(model, "backbone"):  # not a model of this package: keep it, labels are still fused
+        ok, why = False, f"{type(model).__name__} is not a maskformer model"
+        return Accelerated(_Autocast(model) if bf16 else model, semantic_labels_from_outputs, False, why)
+    if not ok:
+        if compile:
+            model = torch.compile(model)  # type: ignore[assignment]
+        return Accelerated(_Autocast(model) if bf16 else model, _plain_labels, False, why)
+    fast = prepare_for_inference(model, bf16=bf16, compile=compile)
+    return Accelerated(fast, semantic_labels_from_outputs, True)

@@ -1,0 +1,208 @@
+"""The paths a user walks, end to end through the CLI, on a checkpoint that ``maskformer train`` wrote.
+
+A small folder dataset is made from real CamVid images (../shared/datasets/camvid): train -> eval -> predict (with a
+corrupt file among good ones) -> convert to-hf -> transformers pipeline -> export ONNX -> Python API; a panoptic
+model trained on the synthetic data -> panoptic predict; bad training data -> one line, exit 2. Each step checks
+what a user would look at: class names, thing flags, output sizes, exit codes, one-line errors.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import CONFIGS
+from PIL import Image
+
+import maskformer
+from maskformer.cli import main
+
+TINY = ["train.batch_size=2", "train.log_period=1", "train.checkpoint_period=100", "data.num_workers=0",
+        "data.min_size_train=[96]", "data.crop_size=[96,96]", "test.min_size=96", "solver.warmup_iters=0"]  # fmt: skip
+
+
+def _run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def camvid_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A user's own dataset: images/{train,val}/*.webp, labels/{train,val}/*.png, classes.json (11 CamVid classes)."""
+    src = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "camvid"
+    if not src.is_dir():
+        pytest.skip(f"{src} is absent: the workflow tests read real CamVid images from ../shared")
+    root = tmp_path_factory.mktemp("mydata")
+    for split, annot, n in (("train", "trainannot", 4), ("val", "valannot", 2)):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for image in sorted((src / split).iterdir())[:n]:
+            shutil.copy(image, root / "images" / split / image.name)
+            shutil.copy(src / annot / f"{image.stem}.png", root / "labels" / split / f"{image.stem}.png")
+    shutil.copy(src / "classes.json", root / "classes.json")
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(camvid_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``maskformer train configs/folder/small.yaml --data-root mydata`` for 3 iterations (final eval on)."""
+    run = tmp_path_factory.mktemp("run")
+    sets = [*TINY, "train.max_iters=3", "train.eval_period=3"]
+    code = main(["train", str(CONFIGS / "folder/small.yaml"), "--data-root", str(camvid_folder), "--output-dir",
+                 str(run), "--quiet", *[a for s in sets for a in ("--set", s)]])  # fmt: skip
+    assert code == 0
+    return run / "model_final.pt"
+
+
+def _names(root: Path) -> list[str]:
+    return [c["name"] for c in json.loads((root / "classes.json").read_text())["classes"]]
+
+
+def test_trained_checkpoint_carries_the_class_table(trained: Path, camvid_folder: Path) -> None:
+    obj = torch.load(trained, weights_only=True)
+    classes = obj["meta"]["classes"]
+    assert [c["name"] for c in classes] == _names(camvid_folder)
+    assert all(isinstance(c["color"], list) and len(c["color"]) == 3 for c in classes)
+    assert obj["meta"]["ignore_label"] == 11 and obj["config"]["model"]["num_classes"] == 11
+
+
+def test_eval_names_the_classes(trained: Path, camvid_folder: Path, tmp_path: Path, capsys) -> None:
+    code, out, _ = _run(capsys, "eval", trained, "--data-root", camvid_folder, "--output-dir", tmp_path, "--json")
+    assert code == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert json.loads(out) == metrics and metrics["images"] == 2
+    assert metrics["classes"] == _names(camvid_folder) and set(metrics["IoU_by_class"]) == set(_names(camvid_folder))
+    assert 0.0 <= metrics["mIoU"] <= 100.0
+
+
+def test_predict_a_folder_with_one_corrupt_image(trained: Path, camvid_folder: Path, tmp_path: Path, capsys) -> None:
+    images = tmp_path / "images"
+    shutil.copytree(camvid_folder / "images" / "val", images)
+    (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    code, _, err = _run(capsys, "predict", trained, images, "--output-dir", tmp_path / "out")
+    assert code == 2
+    assert "broken.png" in err and "Traceback" not in err
+    good = sorted(p.stem for p in images.iterdir() if p.suffix == ".webp")
+    for stem in good:
+        labels = np.asarray(Image.open(tmp_path / "out" / f"{stem}_labels.png"))
+        assert labels.shape == (360, 480) and labels.max() < 11
+        assert (tmp_path / "out" / f"{stem}_overlay.png").is_file()
+    assert not any("broken" in p.name for p in (tmp_path / "out").iterdir())
+    code, _, err = _run(capsys, "predict", trained, images, "--output-dir", tmp_path / "strict", "--strict")
+    assert code == 2 and "broken.png" in err
+
+
+def test_python_api_on_the_trained_checkpoint(trained: Path, camvid_folder: Path) -> None:
+    predictor = maskformer.Predictor.from_checkpoint(trained)
+    assert predictor.class_names == _names(camvid_folder) and len(predictor.colors) == 11
+    assert predictor.thing_ids == frozenset() and predictor.task_default == "semantic"
+    path = next((camvid_folder / "images" / "val").iterdir())
+    array = np.asarray(Image.open(path).convert("RGB"))
+    by_path = predictor(path)
+    assert by_path.shape == (360, 480)
+    assert torch.equal(predictor(array), by_path)
+    assert torch.equal(predictor(Image.open(path)), by_path)
+    exact = maskformer.Predictor(maskformer.load_model(trained), optimize=False)
+    assert torch.equal(exact(array), by_path)  # the optimised default gives the exact path's labels
+
+
+def test_convert_to_hf_and_transformers_pipeline(trained: Path, camvid_folder: Path, tmp_path: Path, capsys) -> None:
+    transformers = pytest.importorskip("transformers")
+    code, out, _ = _run(capsys, "convert", "to-hf", trained, tmp_path / "hf")
+    assert code == 0, out
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert [config["id2label"][str(i)] for i in range(11)] == _names(camvid_folder)
+    segmenter = transformers.pipeline("image-segmentation", model=str(tmp_path / "hf"), device="cpu")
+    path = next((camvid_folder / "images" / "val").iterdir())
+    segments = segmenter(str(path), subtask="semantic")
+    assert segments and all(s["label"] in _names(camvid_folder) for s in segments)
+    assert all(s["mask"].size == (480, 360) for s in segments)
+
+
+def test_export_onnx_of_the_trained_checkpoint(trained: Path, tmp_path: Path, capsys) -> None:
+    pytest.importorskip("onnx")
+    code, _, err = _run(capsys, "export", "onnx", trained, tmp_path / "m.onnx")
+    assert code == 0, err
+    assert (tmp_path / "m.onnx").stat().st_size > 100_000
+
+
+def test_panoptic_workflow_keeps_thing_classes(tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    sets = ["train.max_iters=2", "train.eval_period=0", "train.batch_size=2", "data.synthetic_train_size=8"]
+    code = main(["train", str(CONFIGS / "demo.yaml"), "--output-dir", str(run), "--quiet",
+                 *[a for s in sets for a in ("--set", s)]])  # fmt: skip
+    assert code == 0
+    image = np.random.default_rng(0).integers(0, 256, (128, 160, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "scene.png")
+    code, _, err = _run(capsys, "predict", run / "model_final.pt", tmp_path / "scene.png", "--output-dir",
+                        tmp_path / "out", "--task", "panoptic")  # fmt: skip
+    assert code == 0, err
+    pred = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    categories = pred["categories"]
+    meta = maskformer.load_model(run / "model_final.pt").class_meta
+    assert [c["name"] for c in categories] == meta.classes and all(isinstance(c["name"], str) for c in categories)
+    assert [c["isthing"] for c in categories] == [int(t) for t in meta.isthing] and any(meta.isthing)
+    assert np.asarray(Image.open(tmp_path / "out" / "scene_panoptic.png")).shape == (128, 160, 3)
+    for seg in pred["annotations"][0]["segments_info"]:
+        assert seg["isthing"] == bool(meta.isthing[seg["category_id"]])
+        assert seg["category_name"] == meta.classes[seg["category_id"]]
+
+
+def test_paper_config_on_own_data_takes_the_class_count(camvid_folder: Path, tmp_path: Path, capsys) -> None:
+    sets = [*TINY, "train.max_iters=1", "train.eval_period=1", "train.batch_size=1", "model.backbone.norm=BN",
+            "model.dec_layers=1", "data.val_split=val"]  # fmt: skip
+    argv = ["train", CONFIGS / "folder/maskformer_R50.yaml", "--data-root", camvid_folder, "--output-dir", tmp_path,
+            "--quiet", *[a for s in sets for a in ("--set", s)]]  # fmt: skip
+    code, _, err = _run(capsys, *argv, "--set", "model.num_classes=150")
+    assert code == 2 and "150" in err and "11" in err and "classes.json" in err and "Traceback" not in err
+    code, _, err = _run(capsys, *argv)
+    assert code == 0, err
+    assert "model.num_classes 150 -> 11" in err
+    assert maskformer.load_model(tmp_path / "model_final.pt").class_meta.classes == _names(camvid_folder)
+
+
+def test_panoptic_config_on_semantic_folder_data_is_one_line(camvid_folder: Path, tmp_path: Path, capsys) -> None:
+    code, _, err = _run(capsys, "train", CONFIGS / "demo.yaml", "--output-dir", tmp_path, "--set",
+                        "data.dataset=folder", "--data-root", camvid_folder)  # fmt: skip
+    assert code == 2 and "semantic labels only" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_bad_label_in_training_data_is_one_line(camvid_folder: Path, tmp_path: Path, capsys, workers: int) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(camvid_folder, data)
+    victim = sorted((data / "labels" / "train").iterdir())[0]
+    label = np.asarray(Image.open(victim)).copy()
+    label[:10, :10] = 50  # no such class (11 classes, ignore 11)
+    Image.fromarray(label).save(victim)
+    sets = [*TINY, "train.max_iters=2", "train.eval_period=0", f"data.num_workers={workers}", "train.batch_size=4"]
+    code, _, err = _run(capsys, "train", CONFIGS / "folder/small.yaml", "--data-root", data, "--output-dir",
+                        tmp_path / "run", "--quiet", *[a for s in sets for a in ("--set", s)])  # fmt: skip
+    assert code == 2
+    assert victim.name in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_checkpoint_errors_are_one_clear_line(tmp_path: Path, trained: Path, capsys) -> None:
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(trained.read_bytes()[: trained.stat().st_size // 2])
+    text = tmp_path / "notes.pt"
+    text.write_text("hello, not weights\n")
+    cases = {
+        cut: "truncated or corrupt",
+        CONFIGS / "demo.yaml": "a config (YAML), not a checkpoint",
+        text: "not a torch checkpoint",
+        tmp_path / "missing.pt": "not found",
+    }
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+    for path, words in cases.items():
+        code, _, err = _run(capsys, "predict", path, image, "--output-dir", tmp_path / "o")
+        assert code == 2 and words in err and str(path) in err and len(err.strip().splitlines()) == 1, err
+    if not torch.cuda.is_available():
+        code, _, err = _run(capsys, "predict", trained, image, "--output-dir", tmp_path / "o", "--device", "cuda")
+        assert code == 2 and "CUDA is not available" in err
