@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CONFIGS
 from PIL import Image
 
 import maskformer
+from conftest import CONFIGS
 from maskformer.cli import main
 
 TINY = ["train.batch_size=2", "train.log_period=1", "train.checkpoint_period=100", "data.num_workers=0",
