@@ -132,3 +132,26 @@ def test_build_meta_folder_and_synthetic(tmp_path: Path) -> None:
     assert m.classes == ["a", "b"] and m.ignore_label == 9 and m.name == "folder"
     s = build_meta(load_config(None, overrides=["data.dataset=synthetic", "data.synthetic_num_classes=6"]))
     assert s.num_classes == 6 and s.isthing == [False] * 3 + [True] * 3
+
+
+def test_checkpoint_meta_reads_every_layout_written_so_far() -> None:
+    from maskformer.data.metadata import meta_from_checkpoint
+    from maskformer.errors import CheckpointError
+
+    table = load_meta("coco_panoptic")
+    # the schema (what train and convert write now)
+    m = meta_from_checkpoint(table.to_dict(), num_classes=133, dataset="x", where="ck.pt")
+    assert m.classes == table.classes and m.isthing == table.isthing and m.colors == table.colors
+    assert m.contiguous_to_dataset_id == table.contiguous_to_dataset_id and m.name == "coco_panoptic"
+    # `maskformer convert` before the schema: names + separate colour and thing lists
+    old = {"classes": table.classes, "colors": table.colors, "isthing": table.isthing, "dataset": "coco_panoptic"}
+    m = meta_from_checkpoint(old, num_classes=133, dataset="x", where="ck.pt")
+    assert m.classes == table.classes and m.isthing == table.isthing and m.colors == table.colors
+    # nothing stored: the shipped table of the config's dataset when it fits, else generic names
+    assert meta_from_checkpoint({}, num_classes=133, dataset="coco_panoptic", where="ck.pt").isthing == table.isthing
+    assert meta_from_checkpoint(None, num_classes=3, dataset="coco_panoptic", where="ck.pt").classes == [
+        "class 0", "class 1", "class 2"]  # fmt: skip
+    with pytest.raises(CheckpointError, match=r"ck.pt: its metadata lists 133 classes but the model predicts 5"):
+        meta_from_checkpoint(table.to_dict(), num_classes=5, dataset="x", where="ck.pt")
+    with pytest.raises(CheckpointError, match="ck.pt"):
+        meta_from_checkpoint({"classes": [{"name": "a", "color": [1, 2]}]}, num_classes=1, dataset="x", where="ck.pt")

@@ -69,6 +69,9 @@ def test_export_cli_errors_are_one_line(exported, tmp_path, capsys):
     _, ckpt, _ = exported
     assert main(["export", "onnx", str(tmp_path / "missing.pt"), str(tmp_path / "x.onnx")]) == 2
     assert "missing.pt" in capsys.readouterr().err
+    assert main(["export", "onnx", str(DEMO_YAML), str(tmp_path / "x.onnx")]) == 2  # a config needs --random-weights
+    assert "not a checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()
     assert main(["export", "onnx", str(ckpt), str(tmp_path / "x.onnx"), "--size", "50", "64"]) == 2
     assert "multiples of 32" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()

@@ -14,11 +14,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "checked with onnxruntime against PyTorch on a random input of --size and written atomically.",
     )
     p.add_argument("format", choices=["onnx"], help="export format")
-    p.add_argument("checkpoint", help="a checkpoint (.pt) or a YAML config (random weights)")
+    p.add_argument("checkpoint", metavar="MODEL", help="a checkpoint (.pt), or a YAML config with --random-weights")
     p.add_argument("output", help="the .onnx file to write")
     p.add_argument("--size", nargs=2, type=int, default=[512, 512], metavar=("H", "W"), help="example input size")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     p.add_argument("--static", action="store_true", help="fixed H and W (the --size)")
+    p.add_argument(
+        "--random-weights", action="store_true", help="MODEL is a YAML config: export its architecture, random weights"
+    )
     p.add_argument("--tolerance", type=float, default=1e-3, help="max |onnxruntime - PyTorch| allowed (default 1e-3)")
     p.set_defaults(func=run)
 
@@ -38,10 +41,12 @@ def run(args: argparse.Namespace) -> int:
     from maskformer.engine.checkpoint import load_model
     from maskformer.inference.export import export_onnx
 
-    if source.suffix in (".yaml", ".yml"):
+    if args.random_weights:
+        if source.suffix not in (".yaml", ".yml"):
+            raise UserError(f"{source}: --random-weights takes a YAML config, not a checkpoint")
         model = maskformer.build_model(maskformer.load_config(source))
     else:
-        model = load_model(source)
+        model = load_model(source)  # a YAML here is "a config, not a checkpoint", as in every other command
     from maskformer.modeling.maskformer import MaskFormer
 
     if not isinstance(model, MaskFormer):
