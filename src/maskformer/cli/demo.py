@@ -45,14 +45,7 @@ def draw_pictures(cfg, model, meta, out_dir, count: int) -> list:
 
     dataset = build_dataset(cfg, split="val", train=False)
     colors = palette(meta.num_classes, meta.colors)
-    predictor = Predictor(
-        model,
-        min_size=cfg.test.min_size,
-        max_size=cfg.test.max_size,
-        thing_ids=meta.thing_ids,
-        object_mask_threshold=cfg.inference.object_mask_threshold,
-        overlap_threshold=cfg.inference.overlap_threshold,
-    )
+    predictor = Predictor(model, meta=meta)  # sizes and thresholds from the model's own config
     written = []
     for i in range(min(count, len(dataset))):
         rec = dataset[i]
