@@ -103,7 +103,7 @@ class Predictor:
         self.reference = model.to(self.device).eval()
         acc = accelerate(self.reference, enabled=optimize, bf16=bf16, compile=compile, device=str(self.device))
         self.model, self._semantic_labels, self.accelerated = acc.model.eval(), acc.semantic_labels, acc.active
-        self.corner_labels = bool(bf16 or getattr(model, "bf16", False)) if corner_labels is None else corner_labels
+        self.corner_labels = acc.bf16 if corner_labels is None else corner_labels
         self.pixel_mean = torch.as_tensor(model.pixel_mean).detach().float().to(self.device).view(3)
         self.pixel_std = torch.as_tensor(model.pixel_std).detach().float().to(self.device).view(3)
         self.size_divisibility = int(getattr(model, "size_divisibility", 0) or 0)

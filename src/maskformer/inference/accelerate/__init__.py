@@ -68,7 +68,6 @@ class _Autocast(nn.Module):
         self.model = model
         self.pixel_mean, self.pixel_std = model.pixel_mean, model.pixel_std
         self.size_divisibility = getattr(model, "size_divisibility", 0)
-        self.bf16 = True
         try:
             self._lean = "with_aux" in inspect.signature(model.forward).parameters
         except (TypeError, ValueError):  # pragma: no cover
@@ -89,6 +88,7 @@ class Accelerated:
     semantic_labels: Callable[..., list[Tensor]]
     active: bool
     why_not: str = ""
+    bf16: bool = False  # the forward runs in bfloat16 (its scores carry ~3 significant digits)
 
 
 def accelerate(
@@ -103,13 +103,13 @@ def accelerate(
 
     ok, why = supported(device) if enabled else (False, "optimize=False")
     if ok and isinstance(model, FastModel):  # already an optimised copy
-        return Accelerated(model, semantic_labels_from_outputs, True)
+        return Accelerated(model, semantic_labels_from_outputs, True, bf16=model.bf16)
     if ok and not hasattr(model, "backbone"):  # not a model of this package: keep it, labels are still fused
-        ok, why = False, f"{type(model).__name__} is not a maskformer model"
-        return Accelerated(_Autocast(model) if bf16 else model, semantic_labels_from_outputs, False, why)
+        why = f"{type(model).__name__} is not a maskformer model"
+        return Accelerated(_Autocast(model) if bf16 else model, semantic_labels_from_outputs, False, why, bf16)
     if not ok:
         if compile:
             model = torch.compile(model)  # type: ignore[assignment]
-        return Accelerated(_Autocast(model) if bf16 else model, _plain_labels, False, why)
+        return Accelerated(_Autocast(model) if bf16 else model, _plain_labels, False, why, bf16)
     fast = prepare_for_inference(model, bf16=bf16, compile=compile)
-    return Accelerated(fast, semantic_labels_from_outputs, True)
+    return Accelerated(fast, semantic_labels_from_outputs, True, bf16=bf16)
