@@ -61,3 +61,18 @@ class MaskFormer(nn.Module):
             else features[self.transformer_in_feature]
         )
         return self.predictor(x, mask_features, with_aux=with_aux)
+
+    def mask_parts(self, images: torch.Tensor) -> tuple[torch.Tensor, nn.Conv2d, torch.Tensor, torch.Tensor]:
+        """The lean forward stopped before its last two linear steps, for inference code that reorders them
+        (``inference.accelerate`` folds the ``mask_features`` conv into the mask embeddings). Needs a pixel decoder
+        with ``forward_until_mask_features``; frees each feature map once used.
+
+        Returns (y [B, C, H/4, W/4] = the input of ``pixel_decoder.mask_features``, that conv, mask embeddings
+        [B, Q, D], pred_logits [B, Q, K+1]); ``pred_masks = einsum("bqd,bdhw->bqhw", embed, conv(y))``.
+        """
+        features = self.backbone(images)
+        x = features.get(self.transformer_in_feature)
+        y, encoder_out = self.pixel_decoder.forward_until_mask_features(features, consume=True)
+        x = encoder_out if self.transformer_in_feature == "transformer_encoder" else x
+        embed, logits = self.predictor.last_layer_embeddings(x)
+        return y, self.pixel_decoder.mask_features, embed, logits

@@ -93,7 +93,8 @@ def can_fold_mask_features(model: nn.Module) -> bool:
     conv = getattr(decoder, "mask_features", None)
     queries = getattr(getattr(predictor, "query_embed", None), "num_embeddings", None)
     return (
-        hasattr(decoder, "forward_until_mask_features")
+        hasattr(model, "mask_parts")
+        and hasattr(decoder, "forward_until_mask_features")
         and isinstance(conv, nn.Conv2d)
         and hasattr(predictor, "last_layer_embeddings")
         and bool(getattr(predictor, "mask_classification", False))
@@ -105,13 +106,7 @@ def can_fold_mask_features(model: nn.Module) -> bool:
 def folded_mask_forward(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
     """Lean outputs {"pred_logits" [B, Q, K+1], "pred_masks" [B, Q, H/4, W/4]} of a MaskFormer with the mask_features
     conv folded into the mask embeddings (module docstring). ``images`` [B, 3, H, W] as for ``model(images)``."""
-    features = model.backbone(images)
-    feature = model.transformer_in_feature
-    x = features.get(feature)
-    y, encoder_out = model.pixel_decoder.forward_until_mask_features(features, consume=True)
-    x = encoder_out if feature == "transformer_encoder" else x
-    embed, logits = model.predictor.last_layer_embeddings(x)  # [B, Q, D], [B, Q, K+1]
-    conv = model.pixel_decoder.mask_features
+    y, conv, embed, logits = model.mask_parts(images)  # the model's documented entry for this: [B, Q, D], [B, Q, K+1]
     masks = []
     for i in range(embed.shape[0]):  # per image: its own Q x C x 3 x 3 kernel
         weight = _fold_weight(embed[i], conv.weight.to(embed.dtype))
