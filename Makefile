@@ -12,7 +12,7 @@ TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check $(TORCH_PIN)
-	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,onnx,plot]"
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,onnx,plot,serve,video]"
 	touch $(STAMP)
 
 demo: $(STAMP)

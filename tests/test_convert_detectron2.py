@@ -13,7 +13,6 @@ import torch
 
 import maskformer
 from maskformer.cli import main
-from maskformer.cli.convert import convert_detectron2
 from maskformer.config import save_config
 from maskformer.convert.detectron2 import (
     FULL_MODEL_RULES,
@@ -25,6 +24,7 @@ from maskformer.convert.detectron2 import (
 from maskformer.convert.pickle_io import save_pkl
 from maskformer.convert.rename import convert_state
 from maskformer.engine.checkpoint import load_model_and_config
+from maskformer.engine.conversion import convert_detectron2
 from maskformer.errors import CheckpointError, UserError
 
 ROOT = Path(__file__).resolve().parents[1]

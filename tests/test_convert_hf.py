@@ -23,10 +23,10 @@ from transformers import MaskFormerConfig, MaskFormerForInstanceSegmentation  # 
 
 import maskformer  # noqa: E402
 from maskformer.cli import main  # noqa: E402
-from maskformer.cli.convert import convert_hf, convert_to_hf  # noqa: E402
 from maskformer.convert.hf_config import config_from_hf, hf_config_from_ours  # noqa: E402
 from maskformer.convert.huggingface import hf_state_to_ours  # noqa: E402
 from maskformer.engine.checkpoint import load_checkpoint, load_model, load_model_and_config, save_checkpoint  # noqa: E402
+from maskformer.engine.conversion import convert_hf, convert_to_hf  # noqa: E402
 from maskformer.errors import CheckpointError  # noqa: E402
 
 STAGES = ["stage1", "stage2", "stage3", "stage4"]

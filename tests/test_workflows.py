@@ -196,7 +196,7 @@ def test_checkpoint_errors_are_one_clear_line(tmp_path: Path, trained: Path, cap
         cut: "truncated or corrupt",
         CONFIGS / "demo.yaml": "a config (YAML), not a checkpoint",
         text: "not a torch checkpoint",
-        tmp_path / "missing.pt": "not found",
+        tmp_path / "missing.pt": "no such file",
     }
     image = tmp_path / "x.png"
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)

@@ -12,6 +12,7 @@ from .config import Config, load_config, save_config
 from .engine.checkpoint import load_model
 from .errors import CheckpointError, ConfigError, DataError, UserError
 from .inference.predictor import Predictor
+from .zoo import from_pretrained
 
 __all__ = [
     "Config",
@@ -20,6 +21,7 @@ __all__ = [
     "build_model",
     "build_criterion",
     "load_model",
+    "from_pretrained",
     "Predictor",
     "UserError",
     "ConfigError",

@@ -23,6 +23,8 @@ COMMANDS: dict[str, str] = {
     "demo": "demo",
     "export": "export",
     "eval-predictions": "eval_predictions",
+    "models": "models",
+    "serve": "serve",
 }
 
 
@@ -58,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         name = getattr(e, "filename", None) or ""
         print(f"maskformer {args.command}: error: {name}: {e.strerror or e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `maskformer models | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"maskformer {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -38,18 +38,16 @@ def _load(source: str):
 
     import maskformer
     from maskformer.engine.checkpoint import load_model_and_config
-    from maskformer.errors import UserError
+    from maskformer.zoo import resolve_model
 
     path = Path(source)
-    if not path.exists():
-        raise UserError(f"{source}: no such file")
-    if path.suffix in (".yaml", ".yml"):
+    if path.suffix in (".yaml", ".yml") and path.is_file():
         import torch
 
         cfg = maskformer.load_config(path)
         torch.manual_seed(0)  # the same random weights in every run (post-processing time depends on the outputs)
         return maskformer.build_model(cfg), cfg
-    model, cfg, _ = load_model_and_config(path)
+    model, cfg, _ = load_model_and_config(resolve_model(source))
     return model, cfg
 
 

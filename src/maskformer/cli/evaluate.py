@@ -43,9 +43,10 @@ def run(args: argparse.Namespace) -> int:
     from maskformer.engine.evaluate import evaluate_model
     from maskformer.errors import ConfigError
     from maskformer.evaluation import format_panoptic_table, format_semantic_table
+    from maskformer.zoo import resolve_model
 
     device = dist.init_from_env()
-    model, cfg, meta = load_model_and_config(args.checkpoint)
+    model, cfg, meta = load_model_and_config(resolve_model(args.checkpoint))
     overrides = list(args.overrides)
     if args.data_root:
         overrides.append(f"data.root={args.data_root}")

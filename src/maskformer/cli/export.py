@@ -34,7 +34,9 @@ def run(args: argparse.Namespace) -> int:
     h, w = args.size
     if h <= 0 or w <= 0 or h % 32 or w % 32:
         raise UserError(f"--size: H and W must be positive multiples of 32, got {h} {w}")
-    source = Path(args.checkpoint)
+    from maskformer.zoo import resolve_model
+
+    source = Path(args.checkpoint) if args.random_weights else resolve_model(args.checkpoint)
     if not source.is_file():
         raise UserError(f"{source}: no such file")
     import maskformer

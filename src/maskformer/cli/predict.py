@@ -7,6 +7,7 @@ import argparse
 from maskformer.cli.inference_options import add_inference_options, predictor_options
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -15,14 +16,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="segment images and draw the result",
         description="For every image: OUTPUT_DIR/<name>_overlay.png (colours + legend), <name>_labels.png (semantic"
         " label map, class index per pixel); with --task panoptic also <name>_panoptic.png (COCO-panoptic id PNG) and"
-        " one predictions.json in COCO-panoptic format. Folders are searched for images (not recursively). An"
+        " one predictions.json in COCO-panoptic format; a video (.mp4 .avi .mov .mkv .webm) gives"
+        " <name>_overlay.mp4 with the same frames and rate. Folders are searched for images (not recursively). An"
         " unreadable image is named and skipped; the exit code is 2 at the end if any was (--strict: stop at once).",
     )
     p.add_argument("checkpoint", metavar="MODEL", help="a checkpoint written by `maskformer train` or `convert`")
-    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or folders of images")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR_OR_VIDEO", help="images, folders of images, videos")
     p.add_argument("--output-dir", required=True, help="where results go")
     p.add_argument("--task", choices=["semantic", "panoptic"], help="default: panoptic if the config turns it on")
     add_inference_options(p)
+    p.add_argument("--every", type=int, default=1, metavar="N", help="videos: run the model on every Nth frame")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.set_defaults(func=run)
@@ -60,17 +63,26 @@ def run(args: argparse.Namespace) -> int:
     from maskformer.errors import DataError
     from maskformer.inference.predictor import Predictor
     from maskformer.inference.preprocess import load_image
-    from maskformer.inference.visualize import id2rgb, panoptic_picture, save_png, semantic_picture
+    from maskformer.inference.render import render
+    from maskformer.inference.visualize import save_png
+    from maskformer.zoo import resolve_model
 
+    if args.every < 1:
+        raise DataError(f"--every must be a positive number of frames, got {args.every}")
     files = _collect(args.inputs)
     options = predictor_options(args)
-    predictor = Predictor(load_model(args.checkpoint, args.device), device=args.device, **options)
+    predictor = Predictor(load_model(resolve_model(args.checkpoint), args.device), device=args.device, **options)
     task = args.task or predictor.task_default
     names, colors = predictor.class_names, np.asarray(predictor.colors, dtype=np.uint8)
     thing = predictor.thing_ids
     out = Path(args.output_dir)
+    images = [f for f in files if f.suffix.lower() not in VIDEO_SUFFIXES]
+    for video in (f for f in files if f.suffix.lower() in VIDEO_SUFFIXES):
+        from maskformer.inference.video import predict_video
+
+        predict_video(predictor, video, out / f"{video.stem}_overlay.mp4", task=task, every=args.every)
     annotations, failed = [], []
-    for path in tqdm(files, desc="predict", disable=len(files) < 2):
+    for path in tqdm(images, desc="predict", disable=len(images) < 2):
         try:
             image = load_image(path)
         except DataError as e:
@@ -80,32 +92,23 @@ def run(args: argparse.Namespace) -> int:
             failed.append(str(path))
             continue
         stem = path.stem
+        shown = render(image, predictor(image, task=task), task, names, colors, title=path.name)
+        save_png(shown.overlay, out / f"{stem}_overlay.png")
         if task == "semantic":
-            labels = predictor(image, task="semantic").numpy()
-            save_png(labels.astype(np.uint8 if len(names) <= 256 else np.uint16), out / f"{stem}_labels.png")
-            save_png(semantic_picture(image, labels, names, colors, title=path.name), out / f"{stem}_overlay.png")
+            save_png(shown.label, out / f"{stem}_labels.png")
         else:
-            pan, segments = predictor(image, task="panoptic")
-            pan = pan.numpy()
-            save_png(id2rgb(pan), out / f"{stem}_panoptic.png")
-            save_png(
-                panoptic_picture(image, pan, segments, names, colors, title=path.name), out / f"{stem}_overlay.png"
-            )
-            areas = np.bincount(pan.ravel(), minlength=(max([s["id"] for s in segments], default=0) + 1))
-            annotations.append(
-                {
-                    "image_id": stem,
-                    "file_name": f"{stem}_panoptic.png",
-                    "segments_info": [
-                        dict(s, area=int(areas[s["id"]]), category_name=names[s["category_id"]]) for s in segments
-                    ],
-                }
-            )
+            save_png(shown.label, out / f"{stem}_panoptic.png")
+            segments_info = [
+                {"id": s["id"], "category_id": s["category_id"], "isthing": s["isthing"], "area": s["area"],
+                 "category_name": s["label"]}
+                for s in shown.segments
+            ]  # fmt: skip
+            annotations.append({"image_id": stem, "file_name": f"{stem}_panoptic.png", "segments_info": segments_info})
     if task == "panoptic":
         categories = [{"id": i, "name": n, "isthing": int(i in thing)} for i, n in enumerate(names)]
         atomic_write_text(out / "predictions.json", json.dumps({"annotations": annotations, "categories": categories}))
     done = len(files) - len(failed)
-    print(f"wrote results for {done} image(s) to {out}")
+    print(f"wrote results for {done} file(s) to {out}")
     if failed:
         print(f"maskformer predict: error: {len(failed)} of {len(files)} image(s) unreadable: {', '.join(failed)}",
               file=sys.stderr)  # fmt: skip

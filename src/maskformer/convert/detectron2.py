@@ -116,41 +116,13 @@ def convert_detectron2_state(path: str | Path, target: dict[str, torch.Tensor]) 
 
 # Released model-zoo files (OFFICIAL_SPEC §7) -> the config in configs/ they were trained with. The .pkl files carry
 # no config, so `maskformer convert detectron2` needs --config; this table lets its error message name the right one.
-MODEL_ZOO: dict[str, str] = {
-    # ADE20K-150 semantic
-    "model_final_1043f3.pkl": "ade20k-150/per_pixel_baseline_R50_bs16_160k.yaml",
-    "model_final_833630.pkl": "ade20k-150/per_pixel_baseline_plus_R50_bs16_160k.yaml",
-    "model_final_d8dbeb.pkl": "ade20k-150/maskformer_R50_bs16_160k.yaml",
-    "model_final_1aeb94.pkl": "ade20k-150/maskformer_R101_bs16_160k.yaml",
-    "model_final_b432ea.pkl": "ade20k-150/maskformer_R101c_bs16_160k.yaml",
-    "model_final_8657a5.pkl": "ade20k-150/swin/maskformer_swin_tiny_bs16_160k.yaml",
-    "model_final_528157.pkl": "ade20k-150/swin/maskformer_swin_small_bs16_160k.yaml",
-    "model_final_45388b.pkl": "ade20k-150/swin/maskformer_swin_base_IN21k_384_bs16_160k_res640.yaml",
-    "model_final_aefa3b.pkl": "ade20k-150/swin/maskformer_swin_large_IN21k_384_bs16_160k_res640.yaml",
-    # COCO-Stuff-10K
-    "model_final_275ab0.pkl": "coco-stuff-10k-171/per_pixel_baseline_R50_bs32_60k.yaml",
-    "model_final_1fa920.pkl": "coco-stuff-10k-171/per_pixel_baseline_plus_R50_bs32_60k.yaml",
-    "model_final_cb03eb.pkl": "coco-stuff-10k-171/maskformer_R50_bs32_60k.yaml",
-    "model_final_eb19bb.pkl": "coco-stuff-10k-171/maskformer_R101_bs32_60k.yaml",
-    "model_final_bffd25.pkl": "coco-stuff-10k-171/maskformer_R101c_bs32_60k.yaml",
-    # ADE20K-Full-847
-    "model_final_9f66a9.pkl": "ade20k-full-847/per_pixel_baseline_R50_bs16_200k.yaml",
-    "model_final_4d31f2.pkl": "ade20k-full-847/per_pixel_baseline_plus_R50_bs16_200k.yaml",
-    "model_final_f4e3f6.pkl": "ade20k-full-847/maskformer_R50_bs16_200k.yaml",
-    "model_final_88df33.pkl": "ade20k-full-847/maskformer_R101_bs16_200k.yaml",
-    "model_final_75d34e.pkl": "ade20k-full-847/maskformer_R101c_bs16_200k.yaml",
-    # Cityscapes, Mapillary Vistas
-    "model_final_38c00c.pkl": "cityscapes/maskformer_R101_bs16_90k.yaml",
-    "model_final_4f8ff9.pkl": "cityscapes/maskformer_R101c_bs16_90k.yaml",
-    "model_final_f3fc73.pkl": "mapillary-vistas/maskformer_R50_bs16_300k.yaml",
-    # COCO panoptic
-    "model_final_6f60dc.pkl": "coco-panoptic/maskformer_panoptic_R50_bs64_554k.yaml",
-    "model_final_57b049.pkl": "coco-panoptic/maskformer_panoptic_R101_bs64_554k.yaml",
-    "model_final_539394.pkl": "coco-panoptic/swin/maskformer_panoptic_swin_tiny_bs64_554k.yaml",
-    "model_final_5bf6b1.pkl": "coco-panoptic/swin/maskformer_panoptic_swin_small_bs64_554k.yaml",
-    "model_final_4b7f49.pkl": "coco-panoptic/swin/maskformer_panoptic_swin_base_IN21k_384_bs64_554k.yaml",
-    "model_final_7505c4.pkl": "coco-panoptic/swin/maskformer_panoptic_swin_large_IN21k_384_bs64_554k.yaml",
-    # ADE20K panoptic
-    "model_final_7aa977.pkl": "ade20k-150-panoptic/maskformer_panoptic_R50_bs16_720k.yaml",
-    "model_final_0b3cc8.pkl": "ade20k-150-panoptic/maskformer_panoptic_R101_bs16_720k.yaml",
-}
+def _zoo_files() -> dict[str, str]:
+    import json
+    from importlib import resources
+
+    data = json.loads(resources.files("maskformer").joinpath("resources", "model_zoo.json").read_text())
+    return {m["path"].rsplit("/", 1)[-1]: f"{m['name']}.yaml" for m in data["models"]}
+
+
+# The released checkpoints' file names -> their config under configs/ (the table is resources/model_zoo.json).
+MODEL_ZOO: dict[str, str] = _zoo_files()

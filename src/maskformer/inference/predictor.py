@@ -137,6 +137,15 @@ class Predictor:
 
         return cls(load_model(path, device), device=device, **overrides)  # type: ignore[arg-type]
 
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, *, device: str | torch.device = "cpu", **overrides: object
+                        ) -> Predictor:  # fmt: skip
+        """A Predictor for a model-zoo name, transformers Hub id, ``.pt``, original ``.pkl`` or transformers folder
+        (downloaded, converted and cached once: ``maskformer.zoo``); keyword arguments as ``from_checkpoint``."""
+        from maskformer.zoo import resolve_model  # the zoo lives above inference (it downloads and converts)
+
+        return cls.from_checkpoint(resolve_model(name_or_path), device=device, **overrides)
+
     # ----- prediction -----
     @torch.inference_mode()
     def __call__(

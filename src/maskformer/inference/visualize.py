@@ -75,18 +75,28 @@ def semantic_picture(image: np.ndarray, labels: np.ndarray, class_names: Sequenc
 def panoptic_picture(image: np.ndarray, pan: np.ndarray, segments: Sequence[dict], class_names: Sequence[str],
                      colors: np.ndarray, *, title: str = "") -> Image.Image:  # fmt: skip
     """Each segment in its class colour, things jittered so instances of one class read apart; VOID untouched."""
-    rng = np.random.default_rng(0)
     seg_colors = np.zeros((int(pan.max()) + 1 if pan.size else 1, 3), dtype=np.uint8)
+    drawn = segment_colors(segments, colors)
     entries = []
     for s in segments:
-        base = colors[s["category_id"]].astype(np.int32)
-        if s.get("isthing"):
-            base = np.clip(base + rng.integers(-40, 41, 3), 0, 255)
+        base = drawn[int(s["id"])]
         seg_colors[s["id"]] = base
         name = class_names[s["category_id"]] if s["category_id"] < len(class_names) else str(s["category_id"])
         entries.append((f"{name}" + (f" #{s['id']}" if s.get("isthing") else ""), base))
     labels = np.where(pan > 0, pan, -1)
     return with_legend(overlay(image, labels, seg_colors), entries[:40], title=title)
+
+
+def segment_colors(segments: Sequence[dict], colors: np.ndarray) -> dict[int, list[int]]:
+    """The colour of each panoptic segment: its class colour, jittered for things so instances read apart."""
+    rng = np.random.default_rng(0)
+    out = {}
+    for s in segments:
+        base = np.asarray(colors[s["category_id"]]).astype(np.int32)
+        if s.get("isthing"):
+            base = np.clip(base + rng.integers(-40, 41, 3), 0, 255)
+        out[int(s["id"])] = [int(v) for v in base]
+    return out
 
 
 def save_png(img: Image.Image | np.ndarray, path: str | Path) -> None:

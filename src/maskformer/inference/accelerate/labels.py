@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from maskformer.inference.accelerate import cell_bounds
+import maskformer.inference.accelerate.cell_bounds as cell_bounds
 from maskformer.inference.postprocess import Size, _input_size, _resample_grid, semantic_from_outputs
 
 __all__ = ["semantic_labels_from_outputs"]

@@ -1,0 +1,169 @@
+"""Checkpoint conversion: original model-zoo ``.pkl`` files and transformers folders -> checkpoints, and back.
+
+    maskformer convert detectron2 model_final_d8dbeb.pkl r50.pt \
+        --config configs/ade20k-150/maskformer_R50_bs16_160k.yaml
+    maskformer convert hf ./maskformer-swin-tiny-ade swin_t.pt
+    maskformer convert to-hf run/model_final.pt ./my-maskformer-hf
+
+``convert_detectron2``, ``convert_hf`` and ``convert_to_hf`` return the summary line; ``maskformer convert``
+(cli/convert.py) and the model zoo (``maskformer.zoo``) call them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ..config import Config
+    from ..data.metadata import DatasetMeta
+
+# Dataset-dependent test/inference settings of the original configs (OFFICIAL_SPEC §2.7), applied to a converted
+# transformers model when its class names identify a shipped dataset and no --config was given.
+_DATASET_SETTINGS: dict[str, dict[str, dict]] = {
+    "coco_panoptic": {
+        "model": {"size_divisibility": 0},
+        "test": {"min_size": 800, "max_size": 1333},
+        "inference": {"semantic_on": False, "panoptic_on": True, "object_mask_threshold": 0.8,
+                      "overlap_threshold": 0.8, "sem_seg_postprocess_before_inference": True},
+    },
+    "coco_stuff_10k": {"test": {"min_size": 640, "max_size": 2560}},
+    "cityscapes": {"test": {"min_size": 1024, "max_size": 2048}},
+    "mapillary_vistas": {"test": {"min_size": 2048, "max_size": 2048}},
+}  # fmt: skip
+
+
+def _note(text: str) -> None:
+    print(f"maskformer convert: note: {text}", file=sys.stderr)
+
+
+def _meta_model(cfg: Config) -> nn.Module:
+    """The config's model with shapes only (meta device): conversion compares names and shapes, then assigns."""
+    import torch
+
+    from ..build import build_model
+
+    with torch.device("meta"):
+        return build_model(cfg)
+
+
+def _save(output: str | Path, cfg: Config, model: nn.Module, state: dict, meta: dict) -> None:
+    from .checkpoint import save_checkpoint
+
+    model.load_state_dict(state, strict=True, assign=True)
+    assert not any(t.is_meta for t in model.state_dict().values())
+    save_checkpoint(output, cfg=cfg, model=model, meta=meta)
+
+
+def _meta_dict(classes: list[str], table: DatasetMeta | None) -> dict:
+    """The checkpoint metadata schema (``DatasetMeta.to_dict()``) for these class names: colours, thing flags and the
+    ignore label from the shipped ``table`` when its class count fits, else spread colours and all stuff."""
+    from ..data.metadata import DatasetMeta, meta_from_dict
+
+    if table is not None and table.num_classes == len(classes):
+        return DatasetMeta(
+            name=table.name, classes=list(classes), colors=table.colors, isthing=table.isthing,
+            ignore_label=table.ignore_label, dataset_id_to_contiguous=dict(table.dataset_id_to_contiguous),
+            label_id_to_train_id=dict(table.label_id_to_train_id), label_divisor=table.label_divisor,
+        ).to_dict()  # fmt: skip
+    return meta_from_dict({"classes": list(classes)}, name="unknown", where="classes").to_dict()
+
+
+def _dataset_table(name: str) -> DatasetMeta | None:
+    from ..data.metadata import META_NAMES, load_meta
+
+    return load_meta(name) if name in META_NAMES or name == "ade20k_panoptic" else None
+
+
+def match_dataset(classes: list[str]) -> DatasetMeta | None:
+    """The shipped dataset table whose classes these are (same count and at least 90% of the names agree on their
+    first comma-separated word), or None."""
+    from ..data.metadata import META_NAMES, load_meta
+
+    def key(name: str) -> str:
+        return name.split(",")[0].strip().lower()
+
+    for name in META_NAMES:
+        table = load_meta(name)
+        if table.num_classes == len(classes):
+            if sum(key(a) == key(b) for a, b in zip(table.classes, classes)) >= 0.9 * len(classes):
+                return table
+    return None
+
+
+def convert_detectron2(
+    source: str | Path, output: str | Path, *, config: str | Path | None, overrides: list[str] | None = None
+) -> str:
+    """Original checkpoint -> our checkpoint for ``config``. Returns the summary line."""
+    from ..config import load_config
+    from ..convert.detectron2 import MODEL_ZOO, convert_detectron2_state
+    from ..errors import UserError
+
+    if not config:
+        hint = MODEL_ZOO.get(Path(source).name)
+        example = f"configs/{hint}" if hint else "the YAML in configs/ it was trained with"
+        raise UserError(f"{source}: --config is required (a .pkl holds no config); pass {example}")
+    cfg = load_config(config, overrides)
+    model = _meta_model(cfg)
+    state = convert_detectron2_state(source, model.state_dict())
+    table = _dataset_table(cfg.data.dataset)
+    fits = table is not None and table.num_classes == cfg.model.num_classes
+    classes = table.classes if fits else [f"class {i}" for i in range(cfg.model.num_classes)]
+    _save(output, cfg, model, state, _meta_dict(classes, table))
+    return f"converted {len(state)} tensors: {source} -> {output} (config {config})"
+
+
+def convert_hf(source: str | Path, output: str | Path, *, config: str | Path | None = None) -> str:
+    """transformers folder -> our checkpoint. Returns the summary line (notes go to stderr)."""
+    from ..config import load_config
+    from ..convert.hf_config import apply_preprocessor, config_from_hf
+    from ..convert.huggingface import hf_state_to_ours, read_hf_folder
+    from ..errors import CheckpointError, ConfigError
+
+    hf_config, hf_state, pre = read_hf_folder(source)
+    where = str(Path(source) / "config.json")
+    base = load_config(config) if config else None
+    tr = config_from_hf(hf_config, source=where, base=base)
+    if pre is not None:
+        apply_preprocessor(tr.cfg, pre, source=str(Path(source) / "preprocessor_config.json"))
+    table = _dataset_table(tr.cfg.data.dataset) if base is not None else match_dataset(tr.classes)
+    if base is None and table is not None:
+        tr.cfg.data.dataset = table.name
+        for section, values in _DATASET_SETTINGS.get(table.name, {}).items():
+            for key, value in values.items():
+                setattr(getattr(tr.cfg, section), key, value)
+    try:
+        model = _meta_model(tr.cfg)
+    except ConfigError as e:
+        raise CheckpointError(f"{where}: describes a model this project cannot build ({e})") from None
+    state = hf_state_to_ours(hf_state, model.state_dict(), source_name=str(source))
+    _save(output, tr.cfg, model, state, _meta_dict(tr.classes, table))
+    for note in tr.notes:
+        _note(note)
+    if base is None and table is None:
+        _note("dataset not recognised from the class names; pass --config for test sizes and inference settings")
+    b = tr.cfg.model.backbone
+    arch = f"Swin C={b.embed_dim} depths={b.depths}" if b.type == "swin" else f"ResNet blocks={b.blocks or b.depth}"
+    return f"converted {len(hf_state)} tensors: {source} -> {output} ({arch}, {len(tr.classes)} classes)"
+
+
+def convert_to_hf(checkpoint: str | Path, output_dir: str | Path) -> str:
+    """Our checkpoint -> transformers save_pretrained folder. Returns the summary line."""
+    from ..convert.hf_config import hf_config_from_ours, hf_preprocessor_from_ours
+    from ..convert.huggingface import write_hf_folder
+    from ..errors import CheckpointError
+    from .checkpoint import config_of, load_checkpoint, meta_of
+
+    obj = load_checkpoint(checkpoint)
+    cfg = config_of(obj, checkpoint)
+    meta = meta_of(obj, cfg, checkpoint)
+    try:
+        kwargs = hf_config_from_ours(cfg, list(meta.classes))
+    except CheckpointError as e:
+        raise CheckpointError(f"{checkpoint}: {e}") from None
+    pre = hf_preprocessor_from_ours(cfg, ignore_label=int(meta.ignore_label))
+    n = write_hf_folder(output_dir, kwargs, obj["model"], source_name=str(checkpoint), preprocessor=pre)
+    return f"converted {n} tensors: {checkpoint} -> {output_dir} (transformers MaskFormerForInstanceSegmentation)"

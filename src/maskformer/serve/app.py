@@ -1,0 +1,127 @@
+"""The web app of ``maskformer serve``: one Predictor, a page at ``/`` and a JSON API.
+
+Starlette (ASGI) on uvicorn: a small, maintained stack with multipart uploads and a thread pool, and no build step for
+the page (plain HTML/JS shipped in this package; nothing is fetched from the internet). Requests are served
+concurrently; inference runs in the thread pool behind one lock (one model, two CPU cores: running two forwards at
+once would only split the cores), so answers never mix.
+
+- ``GET /``: the page; ``GET /health``: 200 ``{"status": "ok"}`` once the model is loaded; ``GET /api/info``: model,
+  tasks, classes with colours.
+- ``POST /api/predict`` (multipart ``image``, optional ``task``): ``{"task", "width", "height", "time_ms",
+  "segments": [{"id", "label", "category_id", "isthing", "area", "color"}], "overlay_png", "label_png",
+  "segments_png"}`` (PNG files as base64; ``label_png`` is the file ``maskformer predict`` writes, ``segments_png`` the
+  segment id per pixel as R + 256 G + 256² B). Uploads over the limit get 413, anything that is not a readable image
+  400, both as ``{"error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+import time
+from importlib import resources
+
+import numpy as np
+from PIL import Image
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse
+from starlette.routing import Route
+
+from maskformer.errors import DataError
+from maskformer.inference.render import render
+from maskformer.inference.visualize import id2rgb
+
+__all__ = ["build_app"]
+
+
+def _png(array_or_image: np.ndarray | Image.Image) -> str:
+    image = array_or_image if isinstance(array_or_image, Image.Image) else Image.fromarray(array_or_image)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 20, tasks: tuple[str, ...] = ()):
+    """A Starlette app serving ``predictor`` (a ``maskformer.Predictor``). ``tasks``: offered on the page (default:
+    semantic, plus panoptic for mask-classification models)."""
+    lock = threading.Lock()
+    colors = np.asarray(predictor.colors, dtype=np.uint8)
+    names = predictor.class_names
+    tasks = tasks or (("semantic", "panoptic") if predictor.task_default == "panoptic" or predictor.thing_ids
+                      else ("semantic",))  # fmt: skip
+    page = resources.files("maskformer.serve").joinpath("page.html").read_text()
+
+    def infer(image: np.ndarray, task: str) -> dict:
+        with lock:
+            start = time.perf_counter()
+            result = predictor(image, task=task)
+            elapsed = time.perf_counter() - start
+        shown = render(image, result, task, names, colors)
+        return {
+            "task": task, "width": int(image.shape[1]), "height": int(image.shape[0]),
+            "time_ms": round(1000 * elapsed, 1), "segments": shown.segments,
+            "overlay_png": _png(shown.overlay), "label_png": _png(shown.label),
+            "segments_png": _png(id2rgb(shown.segment_ids)),
+        }  # fmt: skip
+
+    async def index(request: Request) -> HTMLResponse:
+        return HTMLResponse(page)
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "model": name})
+
+    async def info(request: Request) -> JSONResponse:
+        classes = [{"id": i, "name": n, "color": [int(v) for v in colors[i]], "isthing": i in predictor.thing_ids}
+                   for i, n in enumerate(names)]  # fmt: skip
+        return JSONResponse({"model": name, "tasks": list(tasks), "default_task": predictor.task_default,
+                             "classes": classes, "max_upload_bytes": max_upload_bytes})  # fmt: skip
+
+    async def predict(request: Request) -> JSONResponse:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_upload_bytes:
+            return _error(413, f"upload of {declared} bytes is over the limit of {max_upload_bytes}")
+        size = 0
+        chunks = []
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_upload_bytes:
+                return _error(413, f"upload is over the limit of {max_upload_bytes} bytes")
+            chunks.append(chunk)
+        request._body = b"".join(chunks)  # the form parser reads the body we already hold
+        try:
+            form = await request.form()
+        except Exception as e:  # malformed multipart: the client's fault
+            return _error(400, f"not a multipart form upload ({type(e).__name__})")
+        upload = form.get("image")
+        if upload is None or isinstance(upload, str):
+            return _error(400, "no file in the multipart field 'image'")
+        task = str(form.get("task") or predictor.task_default)
+        if task not in tasks:
+            return _error(400, f"task must be one of {list(tasks)}, got {task!r}")
+        data = await upload.read()
+        try:
+            with Image.open(io.BytesIO(data)) as pil:
+                image = np.asarray(pil.convert("RGB"))
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            return _error(400, f"{upload.filename or 'upload'}: not a readable image ({type(e).__name__})")
+        if image.shape[0] < 1 or image.shape[1] < 1:
+            return _error(400, f"{upload.filename or 'upload'}: empty image")
+        try:
+            return JSONResponse(await run_in_threadpool(infer, image, task))
+        except DataError as e:
+            return _error(400, str(e))
+
+    routes = [
+        Route("/", index),
+        Route("/health", health),
+        Route("/api/info", info),
+        Route("/api/predict", predict, methods=["POST"]),
+    ]
+    return Starlette(routes=routes)

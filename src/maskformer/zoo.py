@@ -1,0 +1,228 @@
+"""Pretrained models by name: the original model zoo, transformers Hub ids and local files, all to one local checkpoint.
+
+``resolve_model(name_or_path)`` -> path of a checkpoint of this project (``.pt``) that ``load_model`` reads:
+
+- a ``.pt`` file: itself;
+- a zoo name (a config path under ``configs/`` without ``.yaml``, table ``resources/model_zoo.json``): the original
+  ``.pkl`` is downloaded from ``MASKFORMER_ZOO_URL`` (default ``https://dl.fbaipublicfiles.com/maskformer``) into
+  ``MASKFORMER_CACHE`` (default ``~/.cache/maskformer``), read with the restricted unpickler, converted with the
+  table's config (every key consumed) and cached as ``model.pt`` beside it; the next call is a plain load;
+- an original ``.pkl`` whose file name is in the table: converted with the table's config, cached the same way;
+- a transformers ``save_pretrained`` folder, or a Hub id (``facebook/maskformer-swin-tiny-ade``; through
+  ``huggingface_hub``, with its usual ``HF_HOME`` / ``HF_HUB_OFFLINE`` rules): converted, cached.
+
+Every download goes to a temporary file that is renamed only when complete (its size checked against
+Content-Length) and converted; a failure is one ``CheckpointError`` line naming the model, the URL and the cause, and
+leaves nothing in the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+from .errors import CheckpointError
+
+__all__ = ["ZooEntry", "zoo_table", "resolve_model", "from_pretrained", "cache_dir", "configs_dir", "zoo_url"]
+
+DEFAULT_ZOO_URL = "https://dl.fbaipublicfiles.com/maskformer"
+_TIMEOUT = 60.0  # seconds without data before a download gives up
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One released checkpoint: ``name`` (= config path without .yaml), ``path`` (relative to the zoo URL), task,
+    dataset, backbone, the zoo's own metric. Hub entries have ``path=""`` and no metric."""
+
+    name: str
+    path: str
+    task: str
+    dataset: str
+    backbone: str
+    metric: str = ""
+    reported: float | None = None
+
+    @property
+    def hub(self) -> bool:
+        return not self.path
+
+    @property
+    def file_name(self) -> str:
+        return Path(self.path).name
+
+
+@cache
+def zoo_table() -> dict[str, ZooEntry]:
+    """Every name -> entry (the original zoo's checkpoints first, then the transformers Hub ids)."""
+    data = json.loads(resources.files("maskformer").joinpath("resources", "model_zoo.json").read_text())
+    table = {m["name"]: ZooEntry(**m) for m in data["models"]}
+    table.update({h["name"]: ZooEntry(path="", **h) for h in data["hub"]})
+    return table
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MASKFORMER_CACHE") or Path.home() / ".cache" / "maskformer")
+
+
+def zoo_url(entry: ZooEntry) -> str:
+    return f"{(os.environ.get('MASKFORMER_ZOO_URL') or DEFAULT_ZOO_URL).rstrip('/')}/{entry.path}"
+
+
+def configs_dir() -> Path:
+    """The ``configs/`` folder (``MASKFORMER_CONFIGS``, else the one beside ``src/`` in a source checkout, else
+    ``./configs``)."""
+    env = os.environ.get("MASKFORMER_CONFIGS")
+    for candidate in [Path(env)] if env else [Path(__file__).resolve().parents[2] / "configs", Path("configs")]:
+        if candidate.is_dir():
+            return candidate
+    raise CheckpointError("configs/ not found: run from a source checkout or set MASKFORMER_CONFIGS=path/to/configs")
+
+
+def cached_model_path(name: str) -> Path:
+    """Where the converted checkpoint of a zoo name or Hub id lives in the cache."""
+    return cache_dir() / ("hub" if "/" in name and name not in _zoo_names() else "zoo") / name / "model.pt"
+
+
+def _zoo_names() -> set[str]:
+    return {n for n, e in zoo_table().items() if not e.hub}
+
+
+def resolve_model(name_or_path: str | Path) -> Path:
+    """A local checkpoint for any model reference (module docstring); downloads and converts once."""
+    text = str(name_or_path)
+    path = Path(text)
+    entries = zoo_table()
+    by_file = {e.file_name: e for e in entries.values() if not e.hub}
+    if path.is_file():
+        if path.suffix == ".pkl" and path.name in by_file:
+            return _converted(by_file[path.name].name, lambda out: _convert_pkl(path, by_file[path.name], out))
+        return path
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise CheckpointError(f"{path}: a folder without config.json (not a transformers save_pretrained folder)")
+        key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+        stamp = max(p.stat().st_mtime_ns for p in path.iterdir())
+        out = cache_dir() / "local" / f"{key}-{stamp}.pt"
+        return out if out.is_file() else _write(out, lambda tmp: _convert_hf(path, tmp))
+    entry = entries.get(text.removesuffix(".yaml"))
+    if entry is not None and not entry.hub:
+        return _converted(entry.name, lambda out: _download_and_convert(entry, out))
+    zoo_folders = {n.split("/")[0] for n in _zoo_names()}
+    if text.split("/")[0] in zoo_folders:
+        import difflib
+
+        close = difflib.get_close_matches(text, sorted(_zoo_names()), n=2, cutoff=0.6)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        raise CheckpointError(f"{text}: no such model name ({hint}`maskformer models` lists them)")
+    if text.count("/") == 1 and not text.startswith((".", "/")) and not path.suffix:
+        return _converted(text, lambda out: _hub(text, out), where="hub")
+    raise CheckpointError(
+        f"{text}: no such file, and not a model name (`maskformer models` lists them; Hub ids look like owner/name)"
+    )
+
+
+def from_pretrained(name_or_path: str | Path, map_location: str = "cpu"):
+    """The model for a zoo name, Hub id, ``.pt``, original ``.pkl`` or transformers folder, in eval mode, with its
+    config (``model.cfg``) and class table (``model.class_meta``) attached."""
+    from .engine.checkpoint import load_model
+
+    return load_model(resolve_model(name_or_path), map_location)
+
+
+# ----- cache, download, conversion -----
+
+
+def _converted(name: str, make, where: str = "zoo") -> Path:
+    out = cache_dir() / where / name / "model.pt"
+    return out if out.is_file() else _write(out, make)
+
+
+def _write(out: Path, make) -> Path:
+    """Run ``make(tmp_path)`` and rename its result to ``out``; on any failure remove what it left."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".model.", suffix=".pt.tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        make(Path(tmp))
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        if out.parent.is_dir() and not any(out.parent.iterdir()):
+            out.parent.rmdir()
+        raise
+    return out
+
+
+def _download_and_convert(entry: ZooEntry, out: Path) -> None:
+    url = zoo_url(entry)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".download.") as tmp:
+        pkl = Path(tmp) / entry.file_name
+        _download(url, pkl, what=entry.name)
+        try:
+            _convert_pkl(pkl, entry, out)
+        except CheckpointError as e:
+            raise CheckpointError(f"{entry.name}: {url}: the download is not a usable checkpoint ({e})") from None
+
+
+def _download(url: str, dest: Path, *, what: str) -> None:
+    """Stream ``url`` to ``dest`` with a progress bar; the size must equal Content-Length when the server sends it."""
+    from tqdm import tqdm
+
+    try:
+        with urllib.request.urlopen(url, timeout=_TIMEOUT) as response, open(dest, "wb") as f:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {Path(url).name}", leave=False) as bar:
+                while chunk := response.read(1 << 20):
+                    f.write(chunk)
+                    bar.update(len(chunk))
+        size = dest.stat().st_size
+    except urllib.error.HTTPError as e:
+        raise CheckpointError(f"{what}: {url}: download failed (HTTP {e.code} {e.reason})") from None
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", None) or e
+        raise CheckpointError(f"{what}: {url}: download failed ({reason})") from None
+    if total is not None and size != total:
+        raise CheckpointError(f"{what}: {url}: download truncated ({size} of {total} bytes)")
+
+
+def _convert_pkl(pkl: Path, entry: ZooEntry, out: Path) -> None:
+    from .engine.conversion import convert_detectron2
+
+    config = configs_dir() / f"{entry.name}.yaml"
+    if not config.is_file():
+        raise CheckpointError(f"{entry.name}: its config {config} is missing")
+    convert_detectron2(pkl, out, config=config)
+
+
+def _convert_hf(folder: Path, out: Path) -> None:
+    from .engine.conversion import convert_hf
+
+    convert_hf(folder, out)
+
+
+def _hub(repo_id: str, out: Path) -> None:
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    except ImportError:
+        raise CheckpointError(f"{repo_id}: Hub ids need huggingface_hub (pip install 'maskformer[hf]')") from None
+    try:
+        folder = snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.bin"])
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{repo_id}: not found on the Hub or in its cache ({first[:200]})") from None
+    _convert_hf(Path(folder), out)
+
+
+def remove_cached(name: str) -> None:
+    """Forget a cached conversion (the next call downloads again)."""
+    shutil.rmtree(cached_model_path(name).parent, ignore_errors=True)

@@ -1,0 +1,124 @@
+"""`maskformer serve` through a real server process on 127.0.0.1: status codes, JSON, concurrency, bad uploads."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import urllib.error
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from serve_helpers import serving, train_tiny
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+
+
+def _multipart(fields: dict[str, tuple[str, bytes] | str]) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    out = io.BytesIO()
+    for name, value in fields.items():
+        out.write(f"--{boundary}\r\n".encode())
+        if isinstance(value, tuple):
+            out.write(f'Content-Disposition: form-data; name="{name}"; filename="{value[0]}"\r\n'.encode())
+            out.write(b"Content-Type: application/octet-stream\r\n\r\n" + value[1] + b"\r\n")
+        else:
+            out.write(f'Content-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+    out.write(f"--{boundary}--\r\n".encode())
+    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
+
+
+def _post(url: str, fields: dict) -> tuple[int, dict]:
+    body, ctype = _multipart(fields)
+    request = urllib.request.Request(url + "/api/predict", data=body, headers={"Content-Type": ctype})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def _png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    checkpoint = train_tiny(tmp_path_factory.mktemp("run"))
+    with serving(checkpoint, "--max-upload-mb", "0.5") as url:
+        yield url
+
+
+def _scenes() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (64 + 8 * i, 96 - 4 * i, 3), dtype=np.uint8) for i in range(8)]
+
+
+def test_health_info_and_page(server: str) -> None:
+    with urllib.request.urlopen(server + "/health") as r:
+        assert r.status == 200 and json.loads(r.read())["status"] == "ok"
+    with urllib.request.urlopen(server + "/api/info") as r:
+        info = json.loads(r.read())
+    assert info["tasks"] == ["semantic", "panoptic"] and len(info["classes"]) == 8
+    assert any(c["isthing"] for c in info["classes"])
+    with urllib.request.urlopen(server + "/") as r:
+        assert b"/api/predict" in r.read()
+
+
+def test_predict_json_and_eight_concurrent_requests(server: str) -> None:
+    scenes = _scenes()
+    single = [_post(server, {"image": (f"s{i}.png", _png(s)), "task": "semantic"}) for i, s in enumerate(scenes[:2])]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda i: _post(server, {"image": (f"s{i}.png", _png(scenes[i])),
+                                                         "task": "semantic"}), range(8)))  # fmt: skip
+    for i, (status, data) in enumerate(answers):
+        assert status == 200
+        h, w = scenes[i].shape[:2]
+        assert (data["task"], data["height"], data["width"]) == ("semantic", h, w)
+        labels = np.asarray(Image.open(io.BytesIO(base64.b64decode(data["label_png"]))))
+        assert labels.shape == (h, w)
+        assert sum(s["area"] for s in data["segments"]) == h * w
+        assert {s["category_id"] for s in data["segments"]} == set(np.unique(labels).tolist())
+        overlay = Image.open(io.BytesIO(base64.b64decode(data["overlay_png"])))
+        assert overlay.size[1] >= h and data["time_ms"] > 0
+    for (first, data), (_, again) in zip(single, answers[:2]):  # concurrency did not mix answers
+        assert first == 200 and data["label_png"] == again["label_png"]
+    status, pan = _post(server, {"image": ("p.png", _png(scenes[0])), "task": "panoptic"})
+    assert status == 200 and pan["task"] == "panoptic"
+    ids = np.asarray(Image.open(io.BytesIO(base64.b64decode(pan["label_png"])))).astype(np.int64)
+    ids = ids[..., 0] + 256 * ids[..., 1] + 65536 * ids[..., 2]
+    assert {s["id"] for s in pan["segments"]} == set(np.unique(ids).tolist()) - {0}
+
+
+@pytest.mark.parametrize(
+    "fields, status, words",
+    [
+        ({"image": ("junk.png", b"this is not an image")}, 400, "not a readable image"),
+        ({"image": ("cut.png", _png(np.zeros((40, 40, 3), np.uint8))[:60])}, 400, "not a readable image"),
+        ({"other": "x"}, 400, "'image'"),
+        ({"image": ("x.png", _png(np.zeros((8, 8, 3), np.uint8))), "task": "instance"}, 400, "task"),
+        ({"image": ("big.bin", bytes(600_000))}, 413, "limit"),
+    ],
+)
+def test_bad_uploads_get_a_json_error_and_the_server_stays_up(server: str, fields, status: int, words: str) -> None:
+    got, data = _post(server, fields)
+    assert got == status and words in data["error"]
+    assert _post(server, {"image": ("ok.png", _png(_scenes()[0]))})[0] == 200
+
+
+def test_serving_a_missing_checkpoint_is_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "maskformer.cli", "serve", str(tmp_path / "nope.pt")],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 2 and "nope.pt" in run.stderr and "Traceback" not in run.stderr
