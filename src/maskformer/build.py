@@ -183,6 +183,11 @@ def build_criterion(cfg: Config, *, ignore_label: int = 255) -> nn.Module:
             oversample_ratio=loss.oversample_ratio,
             importance_sample_ratio=loss.importance_sample_ratio,
         )
+    if m.meta_arch == "per_pixel_plus" and loss.matching != "fixed":
+        raise ConfigError(
+            f"loss.matching={loss.matching}: PerPixelBaseline+ has fixed matching by construction (query i is class i, "
+            "per-pixel cross-entropy); set loss.matching: fixed"
+        )
     return PerPixelCriterion(ignore_label=ignore_label, deep_supervision=m.meta_arch == "per_pixel_plus")
 
 
@@ -249,7 +254,12 @@ def build_mapper(cfg: Config, *, train: bool, ignore_label: int):
     if d.mapper == "panoptic":
         return PanopticTrainMapper(**kwargs)
     if d.mapper == "detr_panoptic":
-        return DETRPanopticTrainMapper(min_sizes=d.min_size_train, max_size=d.max_size_train, ignore_label=ignore_label)
+        # the original's RandomCrop("absolute_range", (384, 600)): data.crop_size is that [min, max] range
+        low, high = (int(v) for v in d.crop_size)
+        if not 0 < low <= high:
+            raise ConfigError(f"data.crop_size: the detr_panoptic mapper takes a [min, max] range, got {d.crop_size}")
+        return DETRPanopticTrainMapper(min_sizes=d.min_size_train, max_size=d.max_size_train, ignore_label=ignore_label,
+                                       crop_range=(low, high))  # fmt: skip
     raise ConfigError(f"data.mapper: unknown '{d.mapper}' (expected semantic, panoptic or detr_panoptic)")
 
 

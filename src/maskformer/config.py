@@ -151,6 +151,7 @@ class TrainConfig:
     seed: int = 0
     amp: str = "none"  # none | bf16 | fp16
     max_minutes: float = 0.0  # stop early after this wall time (0 = no limit); used by the demo
+    tf32: bool = False  # TF32 matmuls/convolutions on Ampere+ GPUs; false = exact fp32, as the original trained
     channels_last: bool = True  # NHWC weights and batches: oneDNN's faster convolution kernels (same arithmetic)
 
 

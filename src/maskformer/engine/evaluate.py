@@ -13,6 +13,7 @@ from torch import nn
 from ..build import build_dataset, build_meta
 from ..config import Config
 from . import distributed as dist
+from .runtime import set_tf32
 
 
 @torch.inference_mode()
@@ -37,6 +38,7 @@ def evaluate_model(
     from ..inference.predictor import Predictor
 
     device = torch.device(device)
+    set_tf32(cfg.train.tf32)
     was_training = model.training
     meta = build_meta(cfg)
     options = {k: v for k, v in predictor_options.items() if v is not None}

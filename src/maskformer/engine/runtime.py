@@ -16,7 +16,7 @@ import ctypes.util
 import os
 import sys
 
-__all__ = ["keep_freed_memory"]
+__all__ = ["keep_freed_memory", "set_tf32"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -33,3 +33,13 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1))
+
+
+def set_tf32(enabled: bool) -> None:
+    """TensorFloat-32 for CUDA matrix products and cuDNN convolutions (``train.tf32``). Off = exact fp32, as the
+    original trained on V100s; PyTorch's own defaults differ between matmul (off) and cuDNN (on), so both are set.
+    Called by training and evaluation; no effect on CPUs."""
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
+    torch.backends.cudnn.allow_tf32 = bool(enabled)

@@ -24,6 +24,7 @@ from ..errors import CheckpointError, ConfigError, UserError
 from . import distributed as dist
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, unwrap
 from .logging import MetricLogger
+from .runtime import set_tf32
 
 
 class TrainingError(UserError):
@@ -101,6 +102,7 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
     seed_everything(t.seed + rank)
+    set_tf32(t.tf32)
 
     meta = build_meta(cfg)
     model = build_model(cfg)

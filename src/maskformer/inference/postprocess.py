@@ -155,6 +155,14 @@ def semantic_from_sem_logits(
     return results
 
 
+def overlap_passes(areas: Tensor, original_areas: Tensor, overlap_threshold: float) -> Tensor:
+    """Which kept queries survive the overlap test: both areas > 0 and ``area / original_area`` not below the
+    threshold. The original divides Python ints (``.item()``), i.e. in float64; so does this (a float32 ratio can
+    round up to the threshold for areas of tens of millions of pixels)."""
+    ratio = areas.double() / original_areas.clamp(min=1).double()
+    return (areas > 0) & (original_areas > 0) & ~(ratio < overlap_threshold)
+
+
 def panoptic_inference(
     mask_cls: Tensor,
     mask_pred: Tensor,
@@ -188,10 +196,10 @@ def panoptic_inference(
     cur_scores, cur_classes, cur_masks = scores[keep], labels[keep], masks[keep]
     owner = (cur_scores[:, None, None] * cur_masks).argmax(0)  # torch returns the first maximal index
     # The per-query tests of the original loop, for all kept queries at once (a handful of tensor ops instead of
-    # several per query). int64 / int64 gives a float32 ratio compared in float32, as the original's 0-dim tensors.
+    # several per query); the area ratio in float64, as the original's division of Python ints.
     areas = torch.bincount(owner.flatten(), minlength=cur_classes.shape[0])
     original_areas = (cur_masks >= 0.5).flatten(1).sum(1)
-    passes = (areas > 0) & (original_areas > 0) & ~(areas / original_areas.clamp(min=1) < overlap_threshold)
+    passes = overlap_passes(areas, original_areas, overlap_threshold)
     things = {int(c) for c in thing_ids}
     stuff_segment: dict[int, int] = {}
     segment_of_query = [0] * cur_classes.shape[0]  # 0 = VOID for rejected queries

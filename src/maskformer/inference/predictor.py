@@ -91,6 +91,13 @@ class Predictor:
         )
         self.overlap_threshold = float(_setting(overlap_threshold, cfg, "inference", "overlap_threshold", 0.8))
         self.fast = bool(_setting(fast, cfg, "test", "fast", False))
+        # the original combines resized mask logits (instead of resizing the combined scores) when the flag is set or
+        # panoptic inference is on (OFFICIAL_SPEC §4); ``fast`` keeps its own order
+        self.postprocess_before_inference = (
+            cfg is not None
+            and cfg.model.meta_arch == "maskformer"
+            and bool(cfg.inference.sem_seg_postprocess_before_inference or cfg.inference.panoptic_on)
+        )
         self.tta = bool(_setting(tta, cfg, "test", "tta", False))
         self.tta_min_sizes = list(cfg.test.tta_min_sizes) if cfg is not None else [self.min_size]
         self.tta_max_size = int(cfg.test.tta_max_size) if cfg is not None else self.max_size
@@ -174,7 +181,7 @@ class Predictor:
                 scores = [self.tta_scores(a) for a in arrays]
             else:
                 outputs, image_sizes, padded = self._forward([self._resize(a) for a in arrays])
-                scores = semantic_from_outputs(outputs, image_sizes, sizes, input_size=padded, fast=self.fast)
+                scores = self._scores(outputs, image_sizes, sizes, padded)
             results: list[object] = [(s.argmax(0).cpu(), s.cpu()) for s in scores]
         else:
             results = [r[task] for r in self.predict_resized([self._resize(a) for a in arrays], sizes, (task,))]
@@ -198,9 +205,13 @@ class Predictor:
         outputs, image_sizes, padded = self._forward(arrays)
         sizes = [(int(s[0]), int(s[1])) for s in output_sizes]
         if "semantic" in tasks:
-            labels = self._semantic_labels(
-                outputs, image_sizes, sizes, input_size=padded, fast=self.fast, corner_labels=self.corner_labels
-            )
+            if self.postprocess_before_inference and not self.fast:
+                scores = self._scores(outputs, image_sizes, sizes, padded)
+                labels = [s.argmax(0) for s in scores]
+            else:
+                labels = self._semantic_labels(
+                    outputs, image_sizes, sizes, input_size=padded, fast=self.fast, corner_labels=self.corner_labels
+                )
             for r, lab in zip(results, labels):
                 r["semantic"] = lab.cpu()
         if "panoptic" in tasks:
@@ -222,7 +233,14 @@ class Predictor:
         view = self._resize(array) if resize else array
         outputs, image_sizes, padded = self._forward([view])
         size: Size = (int(output_size[0]), int(output_size[1])) if output_size else (array.shape[0], array.shape[1])
-        return semantic_from_outputs(outputs, image_sizes, [size], input_size=padded, fast=self.fast)[0].cpu()
+        return self._scores(outputs, image_sizes, [size], padded)[0].cpu()
+
+    def _scores(self, outputs: dict, image_sizes: list[Size], sizes: Sequence[Size], padded: Size) -> list[Tensor]:
+        """Semantic scores in the original's order of post-processing (``postprocess_before_inference``)."""
+        return semantic_from_outputs(
+            outputs, image_sizes, sizes, input_size=padded, fast=self.fast,
+            postprocess_before_inference=self.postprocess_before_inference,
+        )  # fmt: skip
 
     def tta_scores(
         self,

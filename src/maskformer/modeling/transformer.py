@@ -144,7 +144,8 @@ class Transformer(nn.Module):
     ) -> None:
         super().__init__()
         kw = {"nhead": nhead, "dim_feedforward": dim_feedforward, "dropout": dropout, "pre_norm": pre_norm}
-        enc_norm = nn.LayerNorm(d_model) if pre_norm and enc_layers > 0 else None
+        # DETR (and so the original) keeps the encoder's final LayerNorm in the pre-norm variant even with 0 layers
+        enc_norm = nn.LayerNorm(d_model) if pre_norm else None
         self.encoder = TransformerEncoder(EncoderLayer(d_model, **kw), enc_layers, enc_norm)
         self.decoder = (
             TransformerDecoder(DecoderLayer(d_model, **kw), dec_layers, nn.LayerNorm(d_model)) if with_decoder else None
