@@ -102,6 +102,7 @@ class DataConfig:
     root: str = "datasets"
     train_split: str = "train"
     val_split: str = "val"
+    aspect_ratio_grouping: bool = True  # batches of one orientation (landscape / other), as detectron2's loader
     mapper: str = "semantic"  # semantic | panoptic | detr_panoptic
     crop_size: list[int] = field(default_factory=lambda: [512, 512])
     min_size_train: list[int] = field(default_factory=lambda: [512])

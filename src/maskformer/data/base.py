@@ -64,6 +64,24 @@ class SegmentationDataset(Dataset):
     def num_bad_samples(self) -> int:
         return len(self.bad_samples)
 
+    def aspect_group(self, index: int) -> int:
+        """detectron2's aspect-ratio group of sample ``index``: 0 for a landscape image (w > h), else 1. From the
+        entry's ``width``/``height`` or the image file's header (no decoding); an unreadable file counts as 1 (it is
+        reported when loaded)."""
+        entry = self.entries[index]
+        if "width" in entry and "height" in entry:
+            return 0 if entry["width"] > entry["height"] else 1
+        if "file_name" not in entry:
+            return 1
+        try:
+            from PIL import Image
+
+            with Image.open(entry["file_name"]) as image:
+                width, height = image.size
+        except (OSError, ValueError):
+            return 1
+        return 0 if width > height else 1
+
     def load(self, entry: dict[str, Any]) -> dict[str, Any]:
         """Read one sample from disk: ``{"image", "sem_seg", "pan_seg", "segments_info", "file_name", ...}``."""
         raise NotImplementedError

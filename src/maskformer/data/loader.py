@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from .samplers import InferenceSampler, InfiniteSampler
+from .samplers import AspectRatioBatchSampler, InferenceSampler, InfiniteSampler
 
 __all__ = [
     "worker_init_fn",
@@ -136,8 +136,10 @@ class TrainLoader:
         collate_fn: Callable[[list[dict[str, Any]]], Any],
         seed: int,
         prefetch_factor: int = 2,
+        group_of: Callable[[int], int] | None = None,
     ) -> None:
         self.dataset = dataset
+        self.grouped = AspectRatioBatchSampler(sampler, group_of, batch_size_per_process) if group_of else None
         self.batch_size = batch_size_per_process
         self.sampler = sampler
         self.num_workers = num_workers
@@ -145,25 +147,32 @@ class TrainLoader:
         self.seed = seed
         self.prefetch_factor = prefetch_factor
         self.consumed = sampler.consumed
+        # grouped batches: the stream position after the last delivered batch and the draws pending in the buckets
+        self._grouped_state: dict = {"consumed": sampler.consumed, "buckets": [[], []]}
         self.bad_samples: list[tuple[str, str]] = []
 
     def __iter__(self) -> Iterator[Any]:
-        self.sampler.consumed = self.consumed  # restart the stream right after the last delivered sample
+        if self.grouped is not None:
+            self.grouped.restore(self._grouped_state)  # right after the last delivered batch, pending draws included
+            batching: dict[str, Any] = {"batch_sampler": self.grouped}
+        else:
+            self.sampler.consumed = self.consumed  # restart the stream right after the last delivered sample
+            batching = {"batch_size": self.batch_size, "sampler": self.sampler, "drop_last": True}
         loader = DataLoader(
             self.dataset,
-            batch_size=self.batch_size,
-            sampler=self.sampler,
+            **batching,
             num_workers=self.num_workers,
             collate_fn=_PackingCollate(self.collate_fn),
             worker_init_fn=worker_init_fn,
             generator=torch.Generator().manual_seed(self.seed),
-            drop_last=True,
             prefetch_factor=self.prefetch_factor if self.num_workers > 0 else None,
         )
         for batch in loader:
             if isinstance(batch, _Packed):
                 batch = batch.unpack()
             self.consumed += self.batch_size
+            if self.grouped is not None:
+                self._grouped_state = self.grouped.snapshots.popleft()
             records = batch[2] if isinstance(batch, tuple) and len(batch) == 3 else batch
             if isinstance(records, list):
                 for r in records:
@@ -171,12 +180,17 @@ class TrainLoader:
                         self.bad_samples.extend(r.get("skipped", []))
             yield batch
 
-    def state_dict(self) -> dict[str, int]:
-        return dict(self.sampler.state_dict(), consumed=self.consumed)
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = dict(self.sampler.state_dict(), consumed=self.consumed)
+        if self.grouped is not None:  # the stream position after the last delivered batch and the pending draws
+            state["grouped"] = self._grouped_state
+        return state
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sampler.load_state_dict(state)
         self.consumed = int(state["consumed"])
+        if self.grouped is not None:
+            self._grouped_state = state["grouped"]
 
 
 def build_train_loader(
@@ -187,6 +201,7 @@ def build_train_loader(
     num_workers: int,
     collate_fn: Callable[[list[dict[str, Any]]], Any],
     seed: int,
+    group_of: Callable[[int], int] | None = None,
 ) -> TrainLoader:
     """The training loader: ``sampler`` should be an ``InfiniteSampler(tag_with_seed=True)`` for augmentations that
     are reproducible whatever ``num_workers``; ``collate_fn`` e.g. ``functools.partial(collate, ...)``."""
@@ -197,6 +212,7 @@ def build_train_loader(
         num_workers=num_workers,
         collate_fn=collate_fn,
         seed=seed,
+        group_of=group_of,
     )
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 from torch.utils.data import Sampler
 
-__all__ = ["InfiniteSampler", "InferenceSampler", "sample_seed"]
+__all__ = ["InfiniteSampler", "InferenceSampler", "AspectRatioBatchSampler", "sample_seed"]
 
 
 def sample_seed(seed: int, epoch: int, position: int) -> int:
@@ -84,6 +85,39 @@ class InfiniteSampler(Sampler):
             if key in state and state[key] != getattr(self, key):
                 raise ValueError(f"sampler state has {key}={state[key]}, this sampler has {getattr(self, key)}")
         self.consumed = int(state["consumed"])
+
+
+class AspectRatioBatchSampler(Sampler):
+    """Batches from an ``InfiniteSampler`` stream, each of images of one orientation (detectron2's aspect-ratio
+    grouping, the original's default: landscape ``w > h`` and the rest fill two buckets; a full bucket is a batch).
+
+    ``group_of(index) -> 0 | 1``. Resumable: each emitted batch leaves a snapshot (stream position and the buckets'
+    pending draws) in ``snapshots``; the ``TrainLoader`` pops one per delivered batch and saves it, so a resumed run
+    continues with exactly the batches the uninterrupted run would have made.
+    """
+
+    def __init__(self, sampler: InfiniteSampler, group_of: Callable[[int], int], batch_size: int) -> None:
+        self.sampler, self.group_of, self.batch_size = sampler, group_of, batch_size
+        self.buckets: list[list] = [[], []]
+        self.snapshots: deque[dict] = deque()
+
+    def __iter__(self) -> Iterator[list]:
+        buckets = [list(b) for b in self.buckets]
+        self.snapshots.clear()
+        for draw in self.sampler:
+            index = draw[0] if isinstance(draw, tuple) else draw
+            bucket = buckets[1 if self.group_of(int(index)) else 0]
+            bucket.append(draw)
+            if len(bucket) == self.batch_size:
+                batch = list(bucket)
+                bucket.clear()
+                pending = [[list(d) if isinstance(d, tuple) else d for d in b] for b in buckets]
+                self.snapshots.append({"consumed": self.sampler.consumed, "buckets": pending})
+                yield batch
+
+    def restore(self, snapshot: dict) -> None:
+        self.sampler.consumed = int(snapshot["consumed"])
+        self.buckets = [[tuple(d) if isinstance(d, list) else d for d in b] for b in snapshot["buckets"]]
 
 
 class InferenceSampler(Sampler):

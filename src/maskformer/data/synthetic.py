@@ -204,7 +204,8 @@ class SyntheticDataset(SegmentationDataset):
         if image_size < 32:
             raise DataError(f"synthetic dataset: image_size {image_size} is too small (at least 32)")
         self.num_stuff, self.num_things = _split_counts(num_classes, num_stuff)
-        entries = [{"file_name": f"synthetic/{split}/{i:06d}", "index": i} for i in range(length)]
+        entries = [{"file_name": f"synthetic/{split}/{i:06d}", "index": i, "width": image_size, "height": image_size}
+                   for i in range(length)]  # fmt: skip
         meta = synthetic_meta(num_classes, self.num_stuff)
         super().__init__(
             entries=entries, meta=meta, mapper=mapper, skip_bad_samples=skip_bad_samples, where="synthetic"

@@ -122,6 +122,7 @@ def train(
     loader = build_train_loader(
         dataset, batch_size_per_process=per_step, sampler=sampler, num_workers=cfg.data.num_workers,
         collate_fn=collate_fn, seed=t.seed,
+        group_of=dataset.aspect_group if cfg.data.aspect_ratio_grouping and per_step > 1 else None,
     )  # fmt: skip
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer)
