@@ -165,7 +165,8 @@ def bench_inference(reps: int, size: int, parts: set[str]) -> dict:
         kw = {"min_size": size, "max_size": 4 * size}
         # bf16 Predictors use the block corner labels by default; "_exact_post" = certified exact labels
         variants = {
-            "ours_exact": Predictor(ours, **kw),
+            "ours_exact": Predictor(ours, optimize=False, **kw),
+            "ours_default_predictor": Predictor(ours, **kw),  # what `maskformer.Predictor(model)` runs
             "ours_fp32": Predictor(fast32, **kw),
             "ours_fp32_fast_post": Predictor(fast32, fast=True, **kw),
             "ours_fp32_compiled": Predictor(comp32, **kw),

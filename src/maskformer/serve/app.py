@@ -83,16 +83,25 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
         return JSONResponse({"model": name, "tasks": list(tasks), "default_task": predictor.task_default,
                              "classes": classes, "max_upload_bytes": max_upload_bytes})  # fmt: skip
 
+    async def too_large(request: Request, size: int) -> JSONResponse:
+        # read (and drop) a bounded rest of the body first: a client still sending would otherwise see a broken pipe
+        # instead of the answer
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > 4 * max_upload_bytes + (16 << 20):
+                break
+        return _error(413, f"upload is over the limit of {max_upload_bytes} bytes")
+
     async def predict(request: Request) -> JSONResponse:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_upload_bytes:
-            return _error(413, f"upload of {declared} bytes is over the limit of {max_upload_bytes}")
+            return await too_large(request, 0)
         size = 0
         chunks = []
         async for chunk in request.stream():
             size += len(chunk)
             if size > max_upload_bytes:
-                return _error(413, f"upload is over the limit of {max_upload_bytes} bytes")
+                return await too_large(request, size)
             chunks.append(chunk)
         request._body = b"".join(chunks)  # the form parser reads the body we already hold
         try:
