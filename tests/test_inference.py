@@ -26,16 +26,6 @@ PARITY = Path(__file__).resolve().parents[2] / "shared" / "reference" / "parity"
 COCO_THINGS = set(range(80))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared, busy 2-core machine every parallel region
-    can wait a scheduler slice for its second thread (100x slower tests); results do not depend on it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _need(path: Path) -> None:
     if not path.exists():
         pytest.skip(f"{path} not available")

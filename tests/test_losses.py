@@ -24,16 +24,6 @@ FIXTURE_RECTS = [(0, 80, 0, 112), (40, 160, 100, 224), (10, 70, 150, 220), (90, 
 FIXTURE_LABELS = [3, 17, 42, 99, 149]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared, busy 2-core machine every parallel region
-    can wait a scheduler slice for its second thread (100x slower tests); results do not depend on it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _rect_masks(rects, size):
     masks = torch.zeros(len(rects), *size, dtype=torch.bool)
     for i, (y0, y1, x0, x1) in enumerate(rects):

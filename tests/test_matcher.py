@@ -12,16 +12,6 @@ import torch.nn.functional as F
 from maskformer.criterion.matcher import HungarianMatcher, fixed_matching, legacy_nearest_resize
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared, busy 2-core machine every parallel region
-    can wait a scheduler slice for its second thread (100x slower tests); results do not depend on it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _problem(seed: int, counts: list[int], queries: int, classes: int = 7, low: int = 6, up: int = 4, scale=3.0):
     g = torch.Generator().manual_seed(seed)
     b = len(counts)

@@ -17,16 +17,6 @@ MEAN = torch.tensor([123.675, 116.28, 103.53])
 STD = torch.tensor([58.395, 57.12, 57.375])
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared, busy 2-core machine every parallel region
-    can wait a scheduler slice for its second thread (100x slower tests); results do not depend on it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class _Stub(nn.Module):
     """Mask logits = 1x1 conv of the 4x4-average-pooled image: per-pixel local, so padding cannot leak into the valid
     region and batched results must equal single-image ones."""
