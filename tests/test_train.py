@@ -181,3 +181,15 @@ def test_channels_last_and_bf16_training_follow_the_plain_run(tmp_path):
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(a.eval()(x)["pred_masks"], b.eval()(x)["pred_masks"], atol=1e-2, rtol=1e-2)
+
+
+def test_shorten_schedule_refits_the_poly_decay() -> None:
+    from maskformer.optim import build_scheduler, lr_factor, shorten_schedule
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = build_scheduler(opt, max_iters=100, schedule="poly", power=0.9)
+    shorten_schedule(sched, 40)
+    for _ in range(10):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(lr_factor(10, max_iters=40, power=0.9))

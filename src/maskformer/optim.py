@@ -91,7 +91,16 @@ class LRSchedule:
     def __call__(self, it: int) -> float:
         return lr_factor(it, **self.kwargs)
 
+    def set_max_iters(self, max_iters: int) -> None:
+        self.kwargs["max_iters"] = int(max_iters)
+
 
 def build_scheduler(optimizer: torch.optim.Optimizer, **factor_kwargs) -> torch.optim.lr_scheduler.LambdaLR:
     """Stepped once per iteration; each group keeps its own base LR (backbone multiplier)."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, LRSchedule(**factor_kwargs))
+
+
+def shorten_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR, max_iters: int) -> None:
+    """Fit the decay of a ``build_scheduler`` schedule into ``max_iters`` iterations (time-budgeted training)."""
+    for schedule in scheduler.lr_lambdas:
+        schedule.set_max_iters(max_iters)

@@ -21,6 +21,7 @@ from torch import nn
 from ..build import build_criterion, build_dataset, build_meta, build_model, build_optimizer, build_scheduler
 from ..config import Config, save_config
 from ..errors import CheckpointError, ConfigError, UserError
+from ..optim import shorten_schedule
 from . import distributed as dist
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, unwrap
 from .logging import MetricLogger
@@ -202,8 +203,7 @@ def train(
             fitted = iteration + int(0.97 * (deadline - time.monotonic()) / per_iter)
             if fitted < max_iters:
                 max_iters = max(fitted, iteration + 1)
-                for fn in scheduler.lr_lambdas:
-                    fn.kwargs["max_iters"] = max_iters
+                shorten_schedule(scheduler, max_iters)
                 logger.set_total(max_iters)
                 logger.note(
                     f"{per_iter:.2f} s/iteration: the schedule is fitted to {max_iters} iterations "
