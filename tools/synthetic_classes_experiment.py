@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from camvid_experiment import (  # noqa: E402
+from experiment_common import (  # noqa: E402
     REPO,
     RunResult,
     Variant,
