@@ -33,6 +33,7 @@ def _json_objects(text: str) -> list[dict]:
     return objects
 
 
+@pytest.mark.slow  # ~10 s; test_torchrun_train_command is the fast smoke test of the same path
 @pytest.mark.skipif(shutil.which("true") is None, reason="needs a POSIX shell environment")
 def test_two_processes_match_one(tmp_path):
     worker = Path(__file__).with_name("ddp_worker.py")

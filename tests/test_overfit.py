@@ -3,6 +3,7 @@ semantic predictions then reproduce the targets."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import maskformer
@@ -13,6 +14,7 @@ from maskformer.evaluation import SemanticEvaluator
 from maskformer.inference.postprocess import semantic_from_outputs
 
 
+@pytest.mark.slow  # ~15 s; `make bench`
 def test_overfitting_two_images_reaches_near_perfect_miou():
     torch.manual_seed(0)
     overrides = ["model.num_queries=10", "model.dec_layers=3", "model.transformer_in_feature=res3"]
