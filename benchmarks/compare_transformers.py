@@ -101,7 +101,7 @@ def _models(*, aux_loss: bool = False, point_sample: bool = False, spread: bool 
 
 
 def _interleaved(fns: dict, reps: int) -> dict[str, float]:
-    from maskformer.engine.analysis import interleaved_medians
+    from maskformer.engine.timing import interleaved_medians
 
     return interleaved_medians(fns, reps)
 

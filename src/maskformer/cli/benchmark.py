@@ -80,7 +80,8 @@ def run_benchmark(
 
     import torch
 
-    from maskformer.engine.analysis import count_flops, count_forward_flops, interleaved_medians
+    from maskformer.engine.analysis import count_flops, count_forward_flops
+    from maskformer.engine.timing import interleaved_medians
     from maskformer.inference.accelerate.fast_model import folded_mask_forward, prepare_for_inference
     from maskformer.inference.accelerate.labels import semantic_labels_from_outputs
     from maskformer.inference.postprocess import semantic_from_outputs

@@ -112,20 +112,3 @@ def count_forward_flops(model: nn.Module, fn, images: torch.Tensor) -> int:
             analysis.set_op_handle("aten::scaled_dot_product_attention", _sdpa_flops)
             analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
             return int(analysis.total())
-
-
-def interleaved_medians(fns: dict, reps: int) -> dict[str, float]:
-    """Median seconds per call of each zero-argument function: one warm-up call each (compilation happens there),
-    then ``reps`` rounds that call every function once in turn, so load from other processes hits all alike."""
-    import statistics
-    import time
-
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():
-        fn()
-    for _ in range(reps):
-        for k, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
