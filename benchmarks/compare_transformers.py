@@ -27,7 +27,7 @@ Parts:
 - onnx: `maskformer.export.export_onnx` of the R50 lean model, onnxruntime vs PyTorch max |diff|.
 
 Run: .venv/bin/python benchmarks/compare_transformers.py [--reps 10] [--train-steps 3] [--parts forward,post,...]
-     [--output benchmarks/RESULTS.md]
+     [--output records.md]
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 ``keep_freed_memory()``: glibc's malloc serves large blocks (activations of a few MB and up) with ``mmap`` and
 returns them to the kernel when freed, so every forward pass page-faults its activations in again and the kernel
 zeroes those pages. Raising the mmap and trim thresholds keeps freed blocks in the heap for reuse; the process
-keeps its peak memory instead of returning it between passes. Effect on this project's machine: benchmarks/RESULTS.md
-(``maskformer benchmark`` with and without ``MASKFORMER_DEFAULT_MALLOC=1``, which keeps the default behaviour).
+keeps its peak memory instead of returning it between passes. Effect on this project's machine: the run records
+(``git show 3cea04c:benchmarks/RESULTS.md``; ``maskformer benchmark`` with and without
+``MASKFORMER_DEFAULT_MALLOC=1``, which keeps the default behaviour).
 Linux/glibc only. ``benchmarks/compare_transformers.py`` does not call it: both libraries are compared on the default
 allocator.
 """

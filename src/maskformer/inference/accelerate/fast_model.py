@@ -155,8 +155,8 @@ class FastModel(nn.Module):
         them for oneDNN and fuse bias/ReLU/additions and other elementwise work. The eager copy now does the same
         itself (packed weights, fused conv+ReLU/add, ``accelerate.onednn``) and is 3-10 % faster than the compiled
         one in fp32 and about as fast in bf16 for an R50 at 512x512 on this project's 2-core machine
-        (benchmarks/RESULTS.md); compiling may still pay elsewhere (other CPUs, CUDA). The weights must not change
-        afterwards (this is an inference copy)."""
+        (``git show 3cea04c:benchmarks/RESULTS.md``); compiling may still pay elsewhere (other CPUs, CUDA). The
+        weights must not change afterwards (this is an inference copy)."""
         self._compiled = torch.compile(self._lean, **kwargs)  # type: ignore[assignment]
         return self
 

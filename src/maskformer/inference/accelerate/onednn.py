@@ -3,7 +3,8 @@
 PyTorch's CPU ``mm``/``addmm``/``F.linear`` call MKL's sgemm. On AMD CPUs MKL does not take its AVX-512 kernels: on
 this project's Zen 4 machine it reaches ~150-220 GFLOP/s on the shapes MaskFormer has (queries x channels, pixels x
 queries), where oneDNN (PyTorch's convolution library, also behind ``torch.ops.mkldnn._linear_pointwise``) reaches
-~400-480 (``benchmarks/RESULTS.md``). Results differ from sgemm only by summation order (~1e-7 relative).
+~400-480 (run records: ``git show 3cea04c:benchmarks/RESULTS.md``). Results differ from sgemm only by summation
+order (~1e-7 relative).
 
 ``linear(x, weight, bias, relu=False)`` is ``F.linear`` (optionally followed by ReLU) on CPU fp32 when oneDNN is
 available, else ``F.linear``. ``use_onednn_layers(model)`` swaps, in place, every ``nn.Linear`` for ``Linear`` and
