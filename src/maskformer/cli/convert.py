@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 
+from maskformer.cli.inference_options import MODEL_HELP
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -51,7 +53,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         " MaskFormerForInstanceSegmentation. Only ResNet/Swin models with the FPN pixel decoder have a transformers"
         ' equivalent (not R101c, "+6 Enc" or the per-pixel baselines). Needs `pip install "maskformer[hf]"`.',
     )
-    to_hf.add_argument("checkpoint", help="checkpoint written by train or convert")
+    to_hf.add_argument(
+        "checkpoint",
+        metavar="MODEL",
+        help=MODEL_HELP,
+    )
     to_hf.add_argument("output_dir", help="folder to write")
     p.set_defaults(func=run)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from maskformer.cli.inference_options import add_inference_options, predictor_options
+from maskformer.cli.inference_options import MODEL_HELP, add_inference_options, predictor_options
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -15,7 +15,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         " writes OUTPUT_DIR/metrics.json (semantic: mIoU, fwIoU, mACC, pACC in percent; panoptic: All/Things/Stuff"
         " with pq, sq, rq, n as fractions plus PQ, SQ, RQ in percent).",
     )
-    p.add_argument("checkpoint", help="a checkpoint written by `maskformer train` or `maskformer convert`")
+    p.add_argument(
+        "checkpoint",
+        metavar="MODEL",
+        help=MODEL_HELP,
+    )
     p.add_argument("--data-root", help="dataset root (default: the checkpoint config's data.root)")
     p.add_argument("--split", help="split to evaluate (default: the config's data.val_split)")
     p.add_argument(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from maskformer.cli.inference_options import MODEL_HELP
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -14,7 +16,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "checked with onnxruntime against PyTorch on a random input of --size and written atomically.",
     )
     p.add_argument("format", choices=["onnx"], help="export format")
-    p.add_argument("checkpoint", metavar="MODEL", help="a checkpoint (.pt), or a YAML config with --random-weights")
+    p.add_argument(
+        "checkpoint",
+        metavar="MODEL",
+        help=MODEL_HELP + "; or a YAML config with --random-weights",
+    )
     p.add_argument("output", help="the .onnx file to write")
     p.add_argument("--size", nargs=2, type=int, default=[512, 512], metavar=("H", "W"), help="example input size")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+# What every command that takes a MODEL accepts (maskformer.zoo.resolve_model).
+MODEL_HELP = "a checkpoint (.pt), a model name (`maskformer models`), a Hub id or a transformers folder"
+
 
 def add_inference_options(p: argparse.ArgumentParser) -> None:
     """--tta, --fast, --bf16, --compile, --reference."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from maskformer.cli.inference_options import add_inference_options, predictor_options
+from maskformer.cli.inference_options import MODEL_HELP, add_inference_options, predictor_options
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
@@ -20,7 +20,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         " <name>_overlay.mp4 with the same frames and rate. Folders are searched for images (not recursively). An"
         " unreadable image is named and skipped; the exit code is 2 at the end if any was (--strict: stop at once).",
     )
-    p.add_argument("checkpoint", metavar="MODEL", help="a checkpoint written by `maskformer train` or `convert`")
+    p.add_argument(
+        "checkpoint",
+        metavar="MODEL",
+        help=MODEL_HELP,
+    )
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR_OR_VIDEO", help="images, folders of images, videos")
     p.add_argument("--output-dir", required=True, help="where results go")
     p.add_argument("--task", choices=["semantic", "panoptic"], help="default: panoptic if the config turns it on")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from maskformer.cli.inference_options import add_inference_options, predictor_options
+from maskformer.cli.inference_options import MODEL_HELP, add_inference_options, predictor_options
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -15,7 +15,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         " for its class and area, downloads), POST /api/predict (multipart field 'image', optional 'task'; JSON with"
         " segments and base64 PNGs) and GET /health. Binds 127.0.0.1 unless --host says otherwise.",
     )
-    p.add_argument("checkpoint", metavar="MODEL", help="a checkpoint, a zoo name or a Hub id")
+    p.add_argument(
+        "checkpoint",
+        metavar="MODEL",
+        help=MODEL_HELP,
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--task", choices=["semantic", "panoptic"], help="default task of the page and the API")
