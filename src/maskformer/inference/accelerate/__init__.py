@@ -4,6 +4,9 @@ The ``Predictor`` calls ``accelerate`` once and from then on runs ``Accelerated.
 ``Accelerated.semantic_labels`` for label maps. Where the tricks are not tested to be exact (not an x86-64 CPU, not
 the CPU device, a torch release other than the tested ones, or ``MASKFORMER_ACCELERATE=0``) the door steps aside:
 ``model`` is the unmodified model and ``semantic_labels`` the plain post-processing (argmax of the exact scores).
+``optimize=False`` keeps the unmodified model but, on a supported machine, the fused labels (bit-identical to the
+argmax of the exact scores computed with the same matrix-product kernels; a different kernel, e.g. MKL's, can only
+flip exact near-ties).
 Either way the labels are the exact path's in fp32 (``fast`` / ``bf16`` are approximations by request).
 
 May import: ``maskformer.modeling`` (to rebuild blocks of a model copy) and ``maskformer.inference.postprocess``.
@@ -94,22 +97,27 @@ class Accelerated:
 def accelerate(
     model: nn.Module, *, enabled: bool = True, bf16: bool = False, compile: bool = False, device: str = "cpu"
 ) -> Accelerated:
-    """The one door. ``enabled=False`` (``Predictor(optimize=False)``) or an unsupported machine gives the plain
-    path; otherwise an optimised copy of ``model`` (``fast_model.prepare_for_inference``: FrozenBN folded,
-    channels-last, packed oneDNN weights, optional bf16 / torch.compile) and the fused label post-processing
-    (``labels.semantic_labels_from_outputs``). ``model`` itself is never modified."""
+    """The one door. ``enabled=False`` (``Predictor(optimize=False)``) keeps the unmodified model; an unsupported
+    machine gives the plain path (unmodified model, plain post-processing); otherwise an optimised copy of ``model``
+    (``fast_model.prepare_for_inference``: FrozenBN folded, channels-last, packed oneDNN weights, optional bf16 /
+    torch.compile) and the fused label post-processing (``labels.semantic_labels_from_outputs``). ``model`` itself is
+    never modified."""
     from .fast_model import FastModel, prepare_for_inference
     from .labels import semantic_labels_from_outputs
 
-    ok, why = supported(device) if enabled else (False, "optimize=False")
+    ok, why = supported(device)
+    # the fused labels are bit-identical to the argmax of the exact scores computed with the same kernels, so the
+    # unmodified model (optimize=False) keeps them on a supported machine: its labels are the exact path's
+    labels = semantic_labels_from_outputs if ok else _plain_labels
     if ok and isinstance(model, FastModel):  # already an optimised copy
-        return Accelerated(model, semantic_labels_from_outputs, True, bf16=model.bf16)
-    if ok and not hasattr(model, "backbone"):  # not a model of this package: keep it, labels are still fused
+        return Accelerated(model, labels, True, bf16=model.bf16)
+    if ok and enabled and not hasattr(model, "backbone"):  # not a model of this package: keep it
         why = f"{type(model).__name__} is not a maskformer model"
-        return Accelerated(_Autocast(model) if bf16 else model, semantic_labels_from_outputs, False, why, bf16)
-    if not ok:
+    elif ok and not enabled:
+        why = "optimize=False"
+    if not (ok and enabled) or why:
         if compile:
             model = torch.compile(model)  # type: ignore[assignment]
-        return Accelerated(_Autocast(model) if bf16 else model, _plain_labels, False, why, bf16)
+        return Accelerated(_Autocast(model) if bf16 else model, labels, False, why, bf16)
     fast = prepare_for_inference(model, bf16=bf16, compile=compile)
     return Accelerated(fast, semantic_labels_from_outputs, True, bf16=bf16)
