@@ -95,6 +95,11 @@ def test_predict_a_folder_with_one_corrupt_image(trained: Path, camvid_folder: P
     assert not any("broken" in p.name for p in (tmp_path / "out").iterdir())
     code, _, err = _run(capsys, "predict", trained, images, "--output-dir", tmp_path / "strict", "--strict")
     assert code == 2 and "broken.png" in err
+    code, _, _ = _run(capsys, "predict", trained, images, "--output-dir", tmp_path / "b2", "--batch-size", "2")
+    assert code == 2  # the broken file again; same-size images batched give the labels of one at a time
+    for stem in good:
+        one, two = (np.asarray(Image.open(tmp_path / d / f"{stem}_labels.png")) for d in ("out", "b2"))
+        assert np.array_equal(one, two)
 
 
 def test_python_api_on_the_trained_checkpoint(trained: Path, camvid_folder: Path) -> None:

@@ -29,6 +29,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--output-dir", required=True, help="where results go")
     p.add_argument("--task", choices=["semantic", "panoptic"], help="default: panoptic if the config turns it on")
     add_inference_options(p)
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        metavar="N",
+        help="images per forward pass (default 1, as the original evaluates; images of different sizes are padded"
+        " to the largest, which the attention then sees)",
+    )
     p.add_argument("--every", type=int, default=1, metavar="N", help="videos: run the model on every Nth frame")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
@@ -71,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
     from maskformer.inference.visualize import save_png
     from maskformer.zoo import resolve_model
 
-    if args.every < 1:
-        raise DataError(f"--every must be a positive number of frames, got {args.every}")
+    if args.every < 1 or args.batch_size < 1:
+        raise DataError(f"--every and --batch-size must be positive, got {args.every} and {args.batch_size}")
     files = _collect(args.inputs)
     options = predictor_options(args)
     predictor = Predictor(load_model(resolve_model(args.checkpoint), args.device), device=args.device, **options)
@@ -86,28 +94,36 @@ def run(args: argparse.Namespace) -> int:
 
         predict_video(predictor, video, out / f"{video.stem}_overlay.mp4", task=task, every=args.every)
     annotations, failed = [], []
-    for path in tqdm(images, desc="predict", disable=len(images) < 2):
+
+    def write(path, image, result) -> None:
+        stem = path.stem
+        shown = render(image, result, task, names, colors, title=path.name)
+        save_png(shown.overlay, out / f"{stem}_overlay.png")
+        if task == "semantic":
+            save_png(shown.label, out / f"{stem}_labels.png")
+            return
+        save_png(shown.label, out / f"{stem}_panoptic.png")
+        segments_info = [
+            {"id": s["id"], "category_id": s["category_id"], "isthing": s["isthing"], "area": s["area"],
+             "category_name": s["label"]}
+            for s in shown.segments
+        ]  # fmt: skip
+        annotations.append({"image_id": stem, "file_name": f"{stem}_panoptic.png", "segments_info": segments_info})
+
+    batch: list = []  # (path, image) pairs run through the model together (padded to the largest)
+    for i, path in enumerate(tqdm(images, desc="predict", disable=len(images) < 2)):
         try:
-            image = load_image(path)
+            batch.append((path, load_image(path)))
         except DataError as e:
             if args.strict or len(files) == 1:
                 raise
             print(f"maskformer predict: skipped {e}", file=sys.stderr)
             failed.append(str(path))
-            continue
-        stem = path.stem
-        shown = render(image, predictor(image, task=task), task, names, colors, title=path.name)
-        save_png(shown.overlay, out / f"{stem}_overlay.png")
-        if task == "semantic":
-            save_png(shown.label, out / f"{stem}_labels.png")
-        else:
-            save_png(shown.label, out / f"{stem}_panoptic.png")
-            segments_info = [
-                {"id": s["id"], "category_id": s["category_id"], "isthing": s["isthing"], "area": s["area"],
-                 "category_name": s["label"]}
-                for s in shown.segments
-            ]  # fmt: skip
-            annotations.append({"image_id": stem, "file_name": f"{stem}_panoptic.png", "segments_info": segments_info})
+        if batch and (len(batch) == args.batch_size or i == len(images) - 1):
+            results = predictor([image for _, image in batch], task=task)
+            for (p, image), result in zip(batch, results):
+                write(p, image, result)
+            batch = []
     if task == "panoptic":
         categories = [{"id": i, "name": n, "isthing": int(i in thing)} for i, n in enumerate(names)]
         atomic_write_text(out / "predictions.json", json.dumps({"annotations": annotations, "categories": categories}))
