@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 import urllib.error
 import urllib.request
@@ -222,7 +221,3 @@ def _hub(repo_id: str, out: Path) -> None:
         raise CheckpointError(f"{repo_id}: not found on the Hub or in its cache ({first[:200]})") from None
     _convert_hf(Path(folder), out)
 
-
-def remove_cached(name: str) -> None:
-    """Forget a cached conversion (the next call downloads again)."""
-    shutil.rmtree(cached_model_path(name).parent, ignore_errors=True)
