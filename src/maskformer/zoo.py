@@ -220,4 +220,3 @@ def _hub(repo_id: str, out: Path) -> None:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{repo_id}: not found on the Hub or in its cache ({first[:200]})") from None
     _convert_hf(Path(folder), out)
-
