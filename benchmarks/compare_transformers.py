@@ -320,7 +320,18 @@ def bench_train(steps: int, size: int, rounds: int) -> dict:
     runs: dict[str, list[dict]] = {s: [] for s in sides}
     for r in range(rounds):
         for side in sides if r % 2 == 0 else sides[::-1]:  # alternate the order between rounds
-            cmd = [sys.executable, __file__, "--train-worker", side, "--train-steps", str(steps), "--size", str(size)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--train-worker",
+                side,
+                "--train-steps",
+                str(steps),
+                "--size",
+                str(size),
+                "--config",
+                str(CONFIG),
+            ]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
             runs[side].append(json.loads(out.stdout.strip().splitlines()[-1]))
     return {
@@ -350,7 +361,7 @@ def _report(results: dict, args: argparse.Namespace, load_before: float) -> str:
         f"- Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} "
         f"torch threads; load average before {load_before:.2f}, after {os.getloadavg()[0]:.2f} (shared machine)",
         f"- Versions: torch {torch.__version__}, transformers {transformers.__version__}",
-        f"- R50 MaskFormer, ADE20K-150 shape, random weights (same in both), {args.size}x{args.size}; "
+        f"- {Path(args.config).stem} (ADE20K-150 shape), random weights (same in both), {args.size}x{args.size}; "
         + (
             f"inference: median of {args.reps} interleaved repetitions after 1 warm-up; "
             if "forward" in results or "post" in results or "predict" in results
@@ -405,6 +416,7 @@ def _report(results: dict, args: argparse.Namespace, load_before: float) -> str:
 
 
 def main() -> int:
+    global CONFIG
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--size", type=int, default=512)
@@ -412,8 +424,10 @@ def main() -> int:
     parser.add_argument("--train-steps", type=int, default=3, help="timed training steps per process")
     parser.add_argument("--train-rounds", type=int, default=2, help="fresh processes per side")
     parser.add_argument("--output", default="", help="append the markdown report to this file")
+    parser.add_argument("--config", default=str(CONFIG), help="our config (ResNet or Swin; default: the R50 one)")
     parser.add_argument("--train-worker", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    CONFIG = Path(args.config)
     if args.train_worker:
         print(json.dumps(train_worker(args.train_worker, args.train_steps, args.size)))
         return 0
