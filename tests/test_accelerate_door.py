@@ -64,3 +64,14 @@ def test_stepped_aside_bf16_is_still_bfloat16(model, monkeypatch) -> None:
     assert not pred.accelerated and pred.corner_labels is True
     labels = pred(_image(), task="semantic")
     assert labels.shape == (64, 80) and labels.dtype == torch.int64
+
+
+def test_a_built_model_knows_its_shipped_class_table() -> None:
+    ade = maskformer.build_model(
+        maskformer.load_config(None, ["model.num_classes=150", "model.backbone.blocks=[1,1,1,1]"])
+    )
+    assert maskformer.Predictor(ade, optimize=False).class_names[:2] == ["wall", "building"]
+    other = maskformer.build_model(
+        maskformer.load_config(None, ["model.num_classes=7", "model.backbone.blocks=[1,1,1,1]"])
+    )
+    assert maskformer.Predictor(other, optimize=False).class_names[:2] == ["class 0", "class 1"]

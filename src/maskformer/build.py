@@ -108,11 +108,14 @@ def build_model(cfg: Config) -> nn.Module:
     """MaskFormer or one of the per-pixel baselines, randomly initialised (load weights separately).
 
     The model carries its config as ``model.cfg`` (test sizes and thresholds for ``Predictor(model)``) and
-    ``model.class_meta = None`` (the checkpoint loader attaches the class table).
+    ``model.class_meta``: the shipped class table of ``data.dataset`` when it fits, else None (the checkpoint loader
+    attaches the checkpoint's own).
     """
+    from .data.metadata import shipped_meta
+
     model = _build_model(cfg)
     model.cfg = cfg
-    model.class_meta = None
+    model.class_meta = shipped_meta(cfg.data.dataset, cfg.model.num_classes)
     return model
 
 

@@ -14,7 +14,9 @@ from typing import Any
 
 from ..errors import CheckpointError, DataError
 
-__all__ = ["DatasetMeta", "load_meta", "meta_from_dict", "meta_from_checkpoint", "generic_meta", "META_NAMES"]
+__all__ = [
+    "DatasetMeta", "load_meta", "meta_from_dict", "meta_from_checkpoint", "generic_meta", "shipped_meta", "META_NAMES",
+]  # fmt: skip
 
 # Names with a JSON table in maskformer/data/meta (plus "synthetic" and "folder", built from arguments).
 META_NAMES = (
@@ -166,6 +168,14 @@ def load_meta(name: str) -> DatasetMeta:
     return meta_from_dict(json.loads(text), name=name, where=f"maskformer/data/meta/{file}.json")
 
 
+def shipped_meta(name: str, num_classes: int) -> DatasetMeta | None:
+    """The shipped class table of dataset ``name`` when it has ``num_classes`` classes, else None."""
+    if name not in META_NAMES and name not in _ALIASES:
+        return None
+    table = load_meta(name)
+    return table if table.num_classes == num_classes else None
+
+
 def generic_meta(num_classes: int, *, name: str = "unknown") -> DatasetMeta:
     """Classes ``class 0 .. class K-1`` with spread colours, all stuff: for a model that carries no class table."""
     return meta_from_dict({"classes": [f"class {i}" for i in range(num_classes)]}, name=name, where=name)
@@ -196,12 +206,8 @@ def meta_from_checkpoint(meta: dict[str, Any] | None, *, num_classes: int, datas
             ]
         if raw:
             table = meta_from_dict(meta, name=name, where=f"{where}: meta")
-        elif dataset in META_NAMES or dataset in _ALIASES:
-            table = load_meta(dataset)
-            if table.num_classes != num_classes:
-                table = generic_meta(num_classes, name=name)
         else:
-            table = generic_meta(num_classes, name=name)
+            table = shipped_meta(dataset, num_classes) or generic_meta(num_classes, name=name)
     except DataError as e:
         raise CheckpointError(str(e)) from None
     if table.num_classes != num_classes:
