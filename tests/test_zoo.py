@@ -20,9 +20,11 @@ from PIL import Image
 import maskformer
 from conftest import CONFIGS
 from maskformer.cli import main
+from maskformer.config import save_config
 from maskformer.convert.pickle_io import save_pkl
+from maskformer.engine.conversion import convert_detectron2
 from maskformer.errors import CheckpointError
-from maskformer.zoo import zoo_table, zoo_url
+from maskformer.zoo import resolve_model, zoo_table, zoo_url
 from parity_recipe import REFERENCE, recipe_input, recipe_state
 
 R50 = "ade20k-150/maskformer_R50_bs16_160k"
@@ -89,6 +91,9 @@ def test_every_zoo_row_has_a_url_and_a_config() -> None:
     readme_files = {line.split("|")[1].strip() for line in (CONFIGS.parent / "docs" / "pretrained.md").read_text()
                     .splitlines() if line.startswith("| model_final_")}  # fmt: skip
     assert readme_files == {e.file_name for e in table}
+    hub = [e for e in zoo_table().values() if e.hub]
+    assert len(hub) == 16 and all(e.name.startswith("facebook/maskformer-") for e in hub)
+    assert {e.dataset for e in hub} <= {e.dataset for e in table} and all(e.backbone for e in hub)
 
 
 def test_zoo_name_from_a_mirror_gives_the_original_outputs(mirror: _Mirror, tmp_path: Path, capsys) -> None:
@@ -115,12 +120,119 @@ def test_zoo_name_from_a_mirror_gives_the_original_outputs(mirror: _Mirror, tmp_
     assert rows[R50]["cached"] is True and rows["ade20k-150/maskformer_R101_bs16_160k"]["cached"] is False
 
 
-@pytest.mark.parametrize("damage", ["truncated", "not a pickle", "missing"])
+def _tiny_zoo_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """MASKFORMER_CONFIGS -> a configs/ folder where the R50 name's config is a tiny model of the same kind."""
+    cfg = maskformer.load_config(None, [
+        "model.backbone.blocks=[1,1,1,1]", "model.backbone.width_per_group=16", "model.backbone.stem_out_channels=32",
+        "model.num_classes=150", "model.num_queries=4", "model.hidden_dim=32", "model.nheads=2",
+        "model.dim_feedforward=32", "model.dec_layers=2", "model.convs_dim=32", "model.mask_dim=32",
+        "data.dataset=ade20k_150", "test.min_size=64", "test.max_size=128",
+    ])  # fmt: skip
+    config = tmp_path / "configs" / f"{R50}.yaml"
+    config.parent.mkdir(parents=True)
+    save_config(cfg, config)
+    monkeypatch.setenv("MASKFORMER_CONFIGS", str(tmp_path / "configs"))
+    return config
+
+
+def _original_layout(config: Path) -> dict[str, np.ndarray]:
+    """What a released .pkl of ``config``'s model holds: numpy arrays under the original's (new-layout) names."""
+    torch.manual_seed(0)
+    state = maskformer.build_model(maskformer.load_config(config)).state_dict()
+    g = np.random.default_rng(0)
+    out = {}
+    for k, v in state.items():
+        if v.dtype == torch.int64:
+            value = v.numpy()
+        else:  # variances stay positive, so the outputs are finite and comparable
+            value = g.uniform(0.5, 1.5, v.shape) if "running_var" in k else 0.1 * g.standard_normal(v.shape)
+            value = value.astype(np.float32)
+        out["sem_seg_head." + k if k.startswith(("pixel_decoder.", "predictor.")) else k] = value
+    return out
+
+
+def test_tiny_zoo_model_from_a_mirror_then_every_command_from_the_cache(
+    mirror: _Mirror, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The R50 flow with a tiny model behind the same name (seconds): download -> convert -> cache, the same weights
+    as converting the file by hand, then from the cache alone: a second call and every command that takes a MODEL."""
+    config = _tiny_zoo_config(tmp_path, monkeypatch)
+    served = mirror.root / _publish(mirror, R50, _original_layout(config)).lstrip("/")
+    model = maskformer.from_pretrained(R50)
+    assert not model.training and model.cfg.model.num_queries == 4 and model.class_meta.classes[0] == "wall"
+    convert_detectron2(served, tmp_path / "by_hand.pt", config=config)
+    by_hand = maskformer.load_model(tmp_path / "by_hand.pt")
+    assert model.state_dict().keys() == by_hand.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), by_hand.state_dict().values()))
+    cache = tmp_path / "cache"
+    assert [p.relative_to(cache) for p in cache.rglob("*") if p.is_file()] == [Path("zoo", R50, "model.pt")]
+
+    mirror.stop()
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = by_hand(x)["pred_logits"]
+        torch.testing.assert_close(maskformer.from_pretrained(R50)(x)["pred_logits"], expected, atol=0, rtol=0)
+        predictor = maskformer.Predictor.from_pretrained(R50)
+        torch.testing.assert_close(predictor.reference(x, with_aux=False)["pred_logits"], expected, atol=0, rtol=0)
+    assert predictor.class_names[:2] == ["wall", "building"]
+    Image.fromarray(np.full((40, 56, 3), 90, np.uint8)).save(tmp_path / "x.png")
+    commands = {
+        "predict": ["predict", R50, str(tmp_path / "x.png"), "--output-dir", str(tmp_path / "out")],
+        "convert to-hf": ["convert", "to-hf", R50, str(tmp_path / "hf")],
+    }
+    for command, argv in commands.items():
+        assert main(argv) == 0, command
+    assert np.asarray(Image.open(tmp_path / "out" / "x_labels.png")).shape == (40, 56)
+    assert (tmp_path / "hf" / "config.json").is_file()
+    # every command that takes a MODEL goes through the resolver: a name not in the cache, with the server gone, is
+    # the resolver's one line (model and URL) and exit code 2 in each of them
+    other = "ade20k-150/maskformer_R101_bs16_160k"
+    url = zoo_url(zoo_table()[other])
+    for argv in (["predict", other, str(tmp_path / "x.png"), "--output-dir", str(tmp_path / "o2")],
+                 ["eval", other], ["export", "onnx", other, str(tmp_path / "m.onnx")], ["benchmark", other],
+                 ["convert", "to-hf", other, str(tmp_path / "hf2")], ["serve", other, "--port", "0"]):  # fmt: skip
+        capsys.readouterr()
+        assert main(argv) == 2, argv[0]
+        err = [
+            line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if line.startswith("maskformer")
+        ]
+        assert len(err) == 1 and other in err[0] and url in err[0] and "download failed" in err[0], (argv[0], err)
+    assert len(mirror.requests) == 1
+    capsys.readouterr()
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 + len(zoo_table())
+    assert [line.split()[-1] for line in lines if line.startswith(R50 + " ")] == ["yes"]
+    assert sum(line.endswith("yes") for line in lines) == 1
+
+
+def test_a_local_zoo_pkl_is_converted_with_the_tables_config(
+    mirror: _Mirror, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    config = _tiny_zoo_config(tmp_path, monkeypatch)
+    local = tmp_path / "downloads" / zoo_table()[R50].file_name
+    local.parent.mkdir()
+    save_pkl({"model": _original_layout(config)}, local)
+    model = maskformer.from_pretrained(local)
+    assert (tmp_path / "cache" / "zoo" / R50 / "model.pt").is_file() and not mirror.requests
+    assert main(["convert", "detectron2", str(local), str(tmp_path / "o.pt")]) == 0  # no --config: the table's
+    assert "maskformer_R50_bs16_160k.yaml" in capsys.readouterr().out
+    again = maskformer.load_model(tmp_path / "o.pt")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    save_pkl({"model": _original_layout(config)}, tmp_path / "model_final_unknown.pkl")
+    with pytest.raises(CheckpointError, match="convert detectron2"):
+        maskformer.from_pretrained(tmp_path / "model_final_unknown.pkl")  # not in the table: which config? say so
+
+
+@pytest.mark.parametrize("damage", ["truncated", "cut pickle", "not a pickle", "missing"])
 def test_a_bad_download_is_one_line_and_caches_nothing(mirror: _Mirror, tmp_path: Path, capsys, damage: str) -> None:
     name = "ade20k-150/per_pixel_baseline_R50_bs16_160k"
     entry = zoo_table()[name]
     if damage == "truncated":
         mirror.truncate.add(_publish(mirror, name, {"x": np.zeros(1000, np.float32)}))
+    elif damage == "cut pickle":  # complete as far as HTTP can tell (Content-Length of the cut file)
+        file = mirror.root / _publish(mirror, name, {"x": np.zeros(1000, np.float32)}).lstrip("/")
+        file.write_bytes(file.read_bytes()[:-100])
     elif damage == "not a pickle":
         (mirror.root / entry.path).parent.mkdir(parents=True)
         (mirror.root / entry.path).write_text("<html>not found</html>")
@@ -128,7 +240,9 @@ def test_a_bad_download_is_one_line_and_caches_nothing(mirror: _Mirror, tmp_path
         maskformer.from_pretrained(name)
     text = str(info.value)
     assert name in text and zoo_url(entry) in text and "\n" not in text
-    assert {"truncated": "truncated", "not a pickle": "not a usable checkpoint", "missing": "HTTP 404"}[damage] in text
+    unusable = "not a usable checkpoint"
+    expected = {"truncated": "truncated", "cut pickle": unusable, "not a pickle": unusable, "missing": "HTTP 404"}
+    assert expected[damage] in text
     cache = tmp_path / "cache"
     assert not cache.exists() or not [p for p in cache.rglob("*") if p.is_file()]
     image = tmp_path / "x.png"
@@ -148,7 +262,7 @@ def test_unknown_names_are_one_clear_error(tmp_path: Path, monkeypatch: pytest.M
         maskformer.from_pretrained(tmp_path)  # a folder that is not a transformers folder
 
 
-def test_hub_id_from_a_prepopulated_offline_cache(tmp_path: Path) -> None:
+def test_hub_id_from_a_prepopulated_offline_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("huggingface_hub")
     config = transformers.MaskFormerConfig(
@@ -184,6 +298,15 @@ def test_hub_id_from_a_prepopulated_offline_cache(tmp_path: Path) -> None:
         expected = hf(pixel_values=x).class_queries_logits
     torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected, atol=1e-4, rtol=0)
     assert (tmp_path / "c" / "hub" / "tiny-org" / "maskformer-tiny" / "model.pt").is_file()
+    # the same folder given as a path (a save_pretrained folder): converted once into the cache, then reused
+    monkeypatch.setenv("MASKFORMER_CACHE", str(tmp_path / "c"))
+    folder = repo / "snapshots" / revision
+    with torch.no_grad():
+        logits = maskformer.from_pretrained(folder)(x)["pred_logits"]
+    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=0)
+    [converted] = (tmp_path / "c" / "local").glob("*.pt")
+    stamp = converted.stat().st_mtime_ns
+    assert resolve_model(folder) == converted and converted.stat().st_mtime_ns == stamp
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "x.png")
     missing = subprocess.run([sys.executable, "-m", "maskformer.cli", "predict", "tiny-org/absent", "x.png",
                               "--output-dir", "o"], env=env, cwd=tmp_path, capture_output=True, text=True)  # fmt: skip

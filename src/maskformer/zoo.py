@@ -19,6 +19,7 @@ leaves nothing in the cache.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import tempfile
@@ -104,6 +105,11 @@ def resolve_model(name_or_path: str | Path) -> Path:
     if path.is_file():
         if path.suffix == ".pkl" and path.name in by_file:
             return _converted(by_file[path.name].name, lambda out: _convert_pkl(path, by_file[path.name], out))
+        if path.suffix == ".pkl":
+            raise CheckpointError(
+                f"{path}: an original .pkl that is not in the model zoo table (its config is unknown): convert it with"
+                " `maskformer convert detectron2 FILE OUT.pt --config CONFIG`"
+            )
         return path
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -186,7 +192,7 @@ def _download(url: str, dest: Path, *, what: str) -> None:
         size = dest.stat().st_size
     except urllib.error.HTTPError as e:
         raise CheckpointError(f"{what}: {url}: download failed (HTTP {e.code} {e.reason})") from None
-    except (urllib.error.URLError, OSError, ValueError) as e:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
         reason = getattr(e, "reason", None) or e
         raise CheckpointError(f"{what}: {url}: download failed ({reason})") from None
     if total is not None and size != total:

@@ -22,7 +22,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("source", metavar="CONFIG|CHECKPOINT", help="a YAML config (random weights) or a checkpoint (.pt)")
+    p.add_argument(
+        "source",
+        metavar="CONFIG|CHECKPOINT",
+        help="a YAML config (random weights), or a checkpoint (.pt) or model name (see `maskformer models`)",
+    )
     p.add_argument("--size", nargs=2, type=int, default=[512, 512], metavar=("H", "W"), help="input size")
     p.add_argument("--reps", type=int, default=10, help="timed repetitions after one warm-up (default 10)")
     p.add_argument("--fast", action="store_true", help="approximate semantic labels (see predict --help)")

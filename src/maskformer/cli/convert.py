@@ -28,12 +28,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="an original model-zoo .pkl (or a .pth from the original code) -> checkpoint",
         description="Load an original MaskFormer checkpoint (old or new key layout; .pkl read without running code)"
         " into the model of CONFIG and write a self-describing checkpoint. The .pkl holds no config: pass the one the"
-        " model was trained with (the model zoo's file names are known, e.g. model_final_d8dbeb.pkl ->"
-        " configs/ade20k-150/maskformer_R50_bs16_160k.yaml).",
+        " model was trained with; for the model zoo's file names it is known (model_final_d8dbeb.pkl ->"
+        " configs/ade20k-150/maskformer_R50_bs16_160k.yaml) and --config may be left out.",
     )
     d2.add_argument("source", help="model_final_*.pkl (or .pth)")
     d2.add_argument("output", help="checkpoint to write (.pt)")
-    d2.add_argument("--config", help="YAML config of the model (required)")
+    d2.add_argument("--config", help="YAML config of the model (default: the zoo's config for a zoo file name)")
     d2.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override")
     hf = sub.add_parser(
         "hf",
@@ -67,10 +67,28 @@ def run(args: argparse.Namespace) -> int:
     from maskformer.zoo import resolve_model
 
     if args.format == "detectron2":
-        summary = convert_detectron2(args.source, args.output, config=args.config, overrides=args.overrides)
+        config = args.config or _zoo_config(args.source)
+        summary = convert_detectron2(args.source, args.output, config=config, overrides=args.overrides)
     elif args.format == "hf":
         summary = convert_hf(args.source, args.output, config=args.config)
     else:
         summary = convert_to_hf(resolve_model(args.checkpoint), args.output_dir)
     print(summary)
     return 0
+
+
+def _zoo_config(source: str) -> str | None:
+    """The config of a released file name (``model_final_d8dbeb.pkl``), when ``configs/`` is at hand."""
+    from pathlib import Path
+
+    from maskformer.errors import CheckpointError
+    from maskformer.zoo import configs_dir, zoo_table
+
+    names = {e.file_name: e.name for e in zoo_table().values() if not e.hub}
+    name = names.get(Path(source).name)
+    if name is None:
+        return None
+    try:
+        return str(configs_dir() / f"{name}.yaml")
+    except CheckpointError:
+        return None  # no configs/ here: convert_detectron2 names the config to pass
