@@ -178,3 +178,48 @@ def test_a_busy_port_is_one_line(tmp_path: Path) -> None:
                               str(port)], capture_output=True, text=True, timeout=120)  # fmt: skip
     lines = run.stderr.strip().splitlines()
     assert run.returncode == 2 and len(lines) == 1 and f"127.0.0.1:{port}" in lines[0], run.stderr
+
+
+def test_an_unforeseen_failure_is_a_json_500_and_the_server_stays_up(tmp_path: Path) -> None:
+    """build_app on uvicorn in this process, around a Predictor whose call fails once."""
+    import threading
+    import time
+
+    import uvicorn
+
+    import maskformer
+    from maskformer.serve.app import build_app
+    from serve_helpers import free_port
+
+    class FailsOnce:
+        def __init__(self, predictor) -> None:
+            self.predictor, self.failed = predictor, False
+
+        def __getattr__(self, name: str):
+            return getattr(self.predictor, name)
+
+        def __call__(self, *args, **kwargs):
+            if not self.failed:
+                self.failed = True
+                raise RuntimeError("out of something")
+            return self.predictor(*args, **kwargs)
+
+    predictor = FailsOnce(maskformer.Predictor.from_checkpoint(_per_pixel_checkpoint(tmp_path / "pp.pt")))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(build_app(predictor), host="127.0.0.1", port=port, log_level="critical"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):  # bounded: 20 s
+            if server.started:
+                break
+            time.sleep(0.1)
+        assert server.started
+        status, data = _post(url, {"image": ("a.png", _png(_scenes()[0]))})
+        assert status == 500 and "RuntimeError: out of something" in data["error"]
+        status, data = _post(url, {"image": ("a.png", _png(_scenes()[0]))})
+        assert status == 200 and data["task"] == "semantic"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
