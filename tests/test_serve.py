@@ -54,7 +54,7 @@ def _png(image: np.ndarray) -> bytes:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     checkpoint = train_tiny(tmp_path_factory.mktemp("run"))
-    with serving(checkpoint, "--max-upload-mb", "0.5") as url:
+    with serving(checkpoint, "--max-upload-mb", "0.5", "--max-megapixels", "0.5") as url:
         yield url
 
 
@@ -72,11 +72,14 @@ def test_health_info_and_page(server: str) -> None:
     assert any(c["isthing"] for c in info["classes"])
     with urllib.request.urlopen(server + "/") as r:
         assert b"/api/predict" in r.read()
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(server + "/api/nothing")
+    assert missing.value.code == 404 and "error" in json.loads(missing.value.read())
 
 
 def test_predict_json_and_eight_concurrent_requests(server: str) -> None:
     scenes = _scenes()
-    single = [_post(server, {"image": (f"s{i}.png", _png(s)), "task": "semantic"}) for i, s in enumerate(scenes[:2])]
+    single = [_post(server, {"image": (f"s{i}.png", _png(s)), "task": "semantic"}) for i, s in enumerate(scenes)]
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda i: _post(server, {"image": (f"s{i}.png", _png(scenes[i])),
                                                          "task": "semantic"}), range(8)))  # fmt: skip
@@ -90,8 +93,8 @@ def test_predict_json_and_eight_concurrent_requests(server: str) -> None:
         assert {s["category_id"] for s in data["segments"]} == set(np.unique(labels).tolist())
         overlay = Image.open(io.BytesIO(base64.b64decode(data["overlay_png"])))
         assert overlay.size[1] >= h and data["time_ms"] > 0
-    for (first, data), (_, again) in zip(single, answers[:2]):  # concurrency did not mix answers
-        assert first == 200 and data["label_png"] == again["label_png"]
+    for (first, data), (_, again) in zip(single, answers):  # concurrency did not mix answers
+        assert first == 200 and data["label_png"] == again["label_png"] and data["segments"] == again["segments"]
     status, pan = _post(server, {"image": ("p.png", _png(scenes[0])), "task": "panoptic"})
     assert status == 200 and pan["task"] == "panoptic"
     ids = np.asarray(Image.open(io.BytesIO(base64.b64decode(pan["label_png"])))).astype(np.int64)
@@ -107,6 +110,7 @@ def test_predict_json_and_eight_concurrent_requests(server: str) -> None:
         ({"other": "x"}, 400, "'image'"),
         ({"image": ("x.png", _png(np.zeros((8, 8, 3), np.uint8))), "task": "instance"}, 400, "task"),
         ({"image": ("big.bin", bytes(600_000))}, 413, "limit"),
+        ({"image": ("wide.png", _png(np.zeros((500, 1001, 3), np.uint8)))}, 413, "1001x500 pixels"),
     ],
 )
 def test_bad_uploads_get_a_json_error_and_the_server_stays_up(server: str, fields, status: int, words: str) -> None:
@@ -122,3 +126,100 @@ def test_serving_a_missing_checkpoint_is_one_line(tmp_path: Path) -> None:
     run = subprocess.run([sys.executable, "-m", "maskformer.cli", "serve", str(tmp_path / "nope.pt")],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert run.returncode == 2 and "nope.pt" in run.stderr and "Traceback" not in run.stderr
+
+
+def _per_pixel_checkpoint(path: Path) -> Path:
+    """A per-pixel baseline (no masks, so no panoptic) whose class table has things, saved as tests save models."""
+    import torch
+
+    import maskformer
+    from maskformer.engine.checkpoint import save_checkpoint
+
+    cfg = maskformer.load_config(Path(maskformer.__file__).parent / "resources" / "demo.yaml",
+                                 overrides=["model.meta_arch=per_pixel"])  # fmt: skip
+    torch.manual_seed(0)
+    classes = [{"id": i, "name": f"kind{i}", "color": [30 * i, 200, 90], "isthing": i >= 4} for i in range(8)]
+    save_checkpoint(path, cfg=cfg, model=maskformer.build_model(cfg),
+                    meta={"classes": classes, "ignore_label": 255, "dataset": "test"})  # fmt: skip
+    return path
+
+
+def test_a_per_pixel_model_offers_semantic_only(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    checkpoint = _per_pixel_checkpoint(tmp_path / "pp.pt")
+    with serving(checkpoint) as url:
+        with urllib.request.urlopen(url + "/api/info") as r:
+            info = json.loads(r.read())
+        assert info["tasks"] == ["semantic"] and info["classes"][5]["name"] == "kind5"
+        image = _png(_scenes()[1])
+        status, data = _post(url, {"image": ("a.png", image), "task": "panoptic"})
+        assert status == 400 and "task" in data["error"]
+        status, data = _post(url, {"image": ("a.png", image)})
+        assert status == 200 and data["task"] == "semantic"
+        assert {s["label"] for s in data["segments"]} <= {f"kind{i}" for i in range(8)}
+    run = subprocess.run([sys.executable, "-m", "maskformer.cli", "serve", str(checkpoint), "--task", "panoptic"],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1 and "panoptic" in lines[0], run.stderr
+
+
+def test_a_busy_port_is_one_line(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        run = subprocess.run([sys.executable, "-m", "maskformer.cli", "serve", str(tmp_path / "unread.pt"), "--port",
+                              str(port)], capture_output=True, text=True, timeout=120)  # fmt: skip
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1 and f"127.0.0.1:{port}" in lines[0], run.stderr
+
+
+def test_an_unforeseen_failure_is_a_json_500_and_the_server_stays_up(tmp_path: Path) -> None:
+    """build_app on uvicorn in this process, around a Predictor whose call fails once."""
+    import threading
+    import time
+
+    import uvicorn
+
+    import maskformer
+    from maskformer.serve.app import build_app
+    from serve_helpers import free_port
+
+    class FailsOnce:
+        def __init__(self, predictor) -> None:
+            self.predictor, self.failed = predictor, False
+
+        def __getattr__(self, name: str):
+            return getattr(self.predictor, name)
+
+        def __call__(self, *args, **kwargs):
+            if not self.failed:
+                self.failed = True
+                raise RuntimeError("out of something")
+            return self.predictor(*args, **kwargs)
+
+    predictor = FailsOnce(maskformer.Predictor.from_checkpoint(_per_pixel_checkpoint(tmp_path / "pp.pt")))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(build_app(predictor), host="127.0.0.1", port=port, log_level="critical"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):  # bounded: 20 s
+            if server.started:
+                break
+            time.sleep(0.1)
+        assert server.started
+        status, data = _post(url, {"image": ("a.png", _png(_scenes()[0]))})
+        assert status == 500 and "RuntimeError: out of something" in data["error"]
+        status, data = _post(url, {"image": ("a.png", _png(_scenes()[0]))})
+        assert status == 200 and data["task"] == "semantic"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -39,33 +39,148 @@ def browser():
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def test_upload_shows_overlay_and_legend(browser, tmp_path: Path) -> None:
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
-    from selenium.webdriver.support.ui import Select, WebDriverWait
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A `maskformer serve` process on a checkpoint written by `maskformer train`."""
+    with serving(train_tiny(tmp_path_factory.mktemp("run"))) as url:
+        yield url
 
-    checkpoint = train_tiny(tmp_path / "run")
+
+def _scene(path: Path) -> Path:
     rng = np.random.default_rng(0)
     scene = np.zeros((120, 160, 3), np.uint8)
     scene[:60] = (40, 160, 230)
     scene[60:] = rng.integers(0, 256, (60, 160, 3), dtype=np.uint8)
-    Image.fromarray(scene).save(tmp_path / "scene.png")
-    with serving(checkpoint) as url:
-        browser.get(url + "/")
-        wait = WebDriverWait(browser, 60)
-        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#task option")) == 2)
-        Select(browser.find_element(By.ID, "task")).select_by_value("semantic")
-        browser.find_element(By.ID, "files").send_keys(str(tmp_path / "scene.png"))
-        wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, ".card[data-done='1']")))
-        overlay = browser.find_element(By.CSS_SELECTOR, ".card img.overlay")
-        wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", overlay))
-        legend = browser.find_element(By.CSS_SELECTOR, ".card .legend").text
-        names = browser.execute_script("return fetch('/api/info').then(r => r.json()).then(i => i.classes.map(c => "
-                                       "c.name))")  # fmt: skip
-        assert any(name in legend for name in names), legend
-        assert "model time" in browser.find_element(By.CSS_SELECTOR, ".card .meta").text
-        shot = np.asarray(Image.open(io.BytesIO(overlay.screenshot_as_png)).convert("RGB")).astype(np.float32)
-        assert shot.shape[0] >= 100 and shot.std() > 10  # a picture, not a blank box
-        page = Image.open(io.BytesIO(browser.get_screenshot_as_png()))
-        page.save(tmp_path / "page.png")
-        assert np.asarray(page.convert("L")).std() > 10
+    Image.fromarray(scene).save(path)
+    return path
+
+
+def test_upload_shows_overlay_and_legend(browser, server: str, tmp_path: Path) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    _scene(tmp_path / "scene.png")
+    browser.get(server + "/")
+    wait = WebDriverWait(browser, 60)
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#task option")) == 2)
+    Select(browser.find_element(By.ID, "task")).select_by_value("semantic")
+    browser.find_element(By.ID, "files").send_keys(str(tmp_path / "scene.png"))
+    wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, ".card[data-done='1']")))
+    overlay = browser.find_element(By.CSS_SELECTOR, ".card img.overlay")
+    wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", overlay))
+    legend = browser.find_element(By.CSS_SELECTOR, ".card .legend").text
+    names = browser.execute_script("return fetch('/api/info').then(r => r.json()).then(i => i.classes.map(c => "
+                                   "c.name))")  # fmt: skip
+    assert any(name in legend for name in names), legend
+    assert "model time" in browser.find_element(By.CSS_SELECTOR, ".card .meta").text
+    shot = np.asarray(Image.open(io.BytesIO(overlay.screenshot_as_png)).convert("RGB")).astype(np.float32)
+    assert shot.shape[0] >= 100 and shot.std() > 10  # a picture, not a blank box
+    page = Image.open(io.BytesIO(browser.get_screenshot_as_png()))
+    page.save(tmp_path / "page.png")
+    assert np.asarray(page.convert("L")).std() > 10
+
+    # a click on the overlay names the class under the cursor: the label map's class at a pixel inside a
+    # uniform 9x9 patch (so rounding of the cursor position cannot change the answer)
+    labels = np.asarray(Image.open(io.BytesIO(_api_label_png(server, tmp_path / "scene.png"))))
+    y, x = _uniform_pixel(labels)
+    rect = overlay.rect  # the overlay picture: image at the top left, a legend panel to its right
+    natural = browser.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", overlay)
+    scale = rect["width"] / natural[0]
+    ActionChains(browser).move_to_element_with_offset(
+        overlay, round((x + 0.5) * scale - rect["width"] / 2), round((y + 0.5) * scale - rect["height"] / 2)
+    ).click().perform()
+    picked = browser.find_element(By.CSS_SELECTOR, ".card .picked").text
+    assert picked.startswith(f"selected: {names[labels[y, x]]} · "), (picked, names[labels[y, x]])
+
+    # the card switches to the other task in place
+    browser.find_element(By.CSS_SELECTOR, ".card button.switch").click()
+    wait.until(lambda d: "panoptic" in d.find_element(By.CSS_SELECTOR, ".card h2").text
+               and d.find_element(By.CSS_SELECTOR, ".card").get_attribute("data-done") == "1")  # fmt: skip
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".card")) == 1
+    assert "model time" in browser.find_element(By.CSS_SELECTOR, ".card .meta").text
+
+
+def _api_label_png(url: str, image: Path) -> bytes:
+    """The label PNG of ``image`` from POST /api/predict (semantic)."""
+    import base64
+    import json
+    import urllib.request
+    import uuid
+
+    boundary = uuid.uuid4().hex
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n'.encode()
+            + image.read_bytes() + f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="task"\r\n\r\n'
+            f"semantic\r\n--{boundary}--\r\n".encode())  # fmt: skip
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    with urllib.request.urlopen(urllib.request.Request(url + "/api/predict", data=body, headers=headers)) as r:
+        return base64.b64decode(json.loads(r.read())["label_png"])
+
+
+def _uniform_pixel(labels: np.ndarray) -> tuple[int, int]:
+    """(y, x) of a pixel whose 9x9 neighbourhood has one label (the most central such pixel)."""
+    h, w = labels.shape
+    candidates = [(abs(y - h / 2) + abs(x - w / 2), y, x) for y in range(4, h - 4) for x in range(4, w - 4)
+                  if (labels[y - 4 : y + 5, x - 4 : x + 5] == labels[y, x]).all()]  # fmt: skip
+    assert candidates, "no uniform 9x9 patch in the prediction"
+    return min(candidates)[1:]
+
+
+def _b64png(array: np.ndarray) -> str:
+    import base64
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def test_hover_and_click_find_the_segment_under_the_cursor(browser, server: str, tmp_path: Path) -> None:
+    """The page's hit test on a known answer: the API's reply is replaced in the browser by one whose segments are
+    the left and right halves of a 200x100 image, with a 150-pixel legend panel right of the overlay (as the real
+    overlay has), so a look-up that scaled by the whole picture's width would name the wrong half."""
+    import json
+
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    width, height = 200, 100
+    ids = np.ones((height, width), np.uint8)
+    ids[:, 100:] = 2
+    segments_png = np.stack([ids, np.zeros_like(ids), np.zeros_like(ids)], axis=-1)
+    picture = np.full((height, width + 150, 3), 255, np.uint8)
+    picture[:, :100], picture[:, 100:200] = (200, 40, 40), (40, 40, 200)
+    segment = {"category_id": 0, "isthing": False, "area": 100 * height}
+    answer = {
+        "task": "semantic", "width": width, "height": height, "time_ms": 1.0,
+        "segments": [{**segment, "id": 1, "label": "left half", "color": [200, 40, 40]},
+                     {**segment, "id": 2, "label": "right half", "category_id": 1, "color": [40, 40, 200]}],
+        "overlay_png": _b64png(picture), "label_png": _b64png(ids - 1), "segments_png": _b64png(segments_png),
+    }  # fmt: skip
+    browser.get(server + "/")
+    wait = WebDriverWait(browser, 60)
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#task option")) == 2)
+    browser.execute_script(
+        "const answer = arguments[0], real = window.fetch;"
+        "window.fetch = (url, options) => url === '/api/predict' ? Promise.resolve(new Response(answer, "
+        "{status: 200, headers: {'Content-Type': 'application/json'}})) : real(url, options);",
+        json.dumps(answer),
+    )
+    browser.find_element(By.ID, "files").send_keys(str(_scene(tmp_path / "scene.png")))
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".card[data-done='1']"))
+    overlay = browser.find_element(By.CSS_SELECTOR, ".card img.overlay")
+    wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", overlay))
+    rect = overlay.rect
+    scale = rect["width"] / (width + 150)
+    for x, name in [(30, "left half"), (160, "right half"), (110, "right half")]:
+        offset = (round((x + 0.5) * scale - rect["width"] / 2), round((50.5 * scale) - rect["height"] / 2))
+        ActionChains(browser).move_to_element_with_offset(overlay, *offset).perform()
+        assert browser.find_element(By.CSS_SELECTOR, ".card .tip").text.startswith(f"{name} · 10000 px (50.0 %)")
+        ActionChains(browser).move_to_element_with_offset(overlay, *offset).click().perform()
+        assert browser.find_element(By.CSS_SELECTOR, ".card .picked").text.startswith(f"selected: {name} · ")
+        legend = browser.find_element(By.CSS_SELECTOR, ".card .legend span.on").text
+        assert legend.startswith(name), legend
+    # over the legend panel there is no segment
+    ActionChains(browser).move_to_element_with_offset(overlay, round(rect["width"] / 2 - 10), 0).click().perform()
+    assert browser.find_element(By.CSS_SELECTOR, ".card .picked").text == "no segment here"

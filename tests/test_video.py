@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +14,15 @@ from serve_helpers import train_tiny
 av = pytest.importorskip("av")
 
 
-def _write_clip(path: Path, frames: int = 12, rate: int = 12) -> list[np.ndarray]:
+def _write_clip(path: Path, frames: int = 12, rate: int | Fraction = 12, codec: str = "mpeg4",
+                size: tuple[int, int] = (64, 96)) -> list[np.ndarray]:  # fmt: skip
     images = []
+    h, w = size
     with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        stream = out.add_stream(codec, rate=rate)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         for i in range(frames):
-            image = np.full((64, 96, 3), 30, np.uint8)
+            image = np.full((h, w, 3), 30, np.uint8)
             image[:, : 8 * i] = 200
             image[20:40, 30:60] = (0, 120, 255)
             images.append(image)
@@ -30,30 +33,55 @@ def _write_clip(path: Path, frames: int = 12, rate: int = 12) -> list[np.ndarray
     return images
 
 
-def _read(path: Path) -> tuple[list[np.ndarray], float]:
+def _read(path: Path) -> tuple[list[np.ndarray], Fraction]:
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
-        return frames, float(stream.average_rate)
+        return frames, Fraction(stream.average_rate)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return train_tiny(tmp_path_factory.mktemp("run"))
 
 
 @pytest.mark.parametrize("every", [1, 5])
-def test_a_12_frame_clip_gives_a_12_frame_overlay(tmp_path: Path, capsys, every: int) -> None:
-    checkpoint = train_tiny(tmp_path / "run")
+def test_a_12_frame_clip_gives_a_12_frame_overlay(
+    checkpoint: Path, tmp_path: Path, capsys, monkeypatch, every: int
+) -> None:
+    from maskformer.inference.predictor import Predictor
+
+    calls = []
+    predict = Predictor.__call__
+    monkeypatch.setattr(Predictor, "__call__", lambda self, *a, **k: calls.append(1) or predict(self, *a, **k))
     source = _write_clip(tmp_path / "clip.mp4")
     code = main(["predict", str(checkpoint), str(tmp_path / "clip.mp4"), "--output-dir", str(tmp_path / "out"),
                  "--task", "semantic", "--every", str(every)])  # fmt: skip
     assert code == 0
     frames, rate = _read(tmp_path / "out" / "clip_overlay.mp4")
-    assert len(frames) == 12 and rate == 12.0 and frames[0].shape == (64, 96, 3)
+    assert len(frames) == 12 and rate == 12 and frames[0].shape == (64, 96, 3)
+    assert len(calls) == -(-12 // every)  # the model ran on frames 0, N, 2N, ...
     # the overlay is drawn: frames differ from the source well beyond compression noise
     assert np.mean([np.abs(f.astype(int) - s).mean() for f, s in zip(frames, source)]) > 10
     assert "frames/s" in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["clip_overlay.mp4"]  # no temporary file left
 
 
-def test_a_corrupt_video_is_one_line(tmp_path: Path, capsys) -> None:
-    checkpoint = train_tiny(tmp_path / "run")
+@pytest.mark.parametrize(
+    "name, codec, rate, size",
+    [("clip.webm", "libvpx-vp9", Fraction(30000, 1001), (64, 96)), ("clip.mkv", "mpeg4", 25, (63, 95))],
+)
+def test_other_containers_rates_and_odd_sizes(checkpoint: Path, tmp_path: Path, name, codec, rate, size) -> None:
+    if codec not in av.codecs_available:
+        pytest.skip(f"this FFmpeg build has no {codec} encoder")
+    _write_clip(tmp_path / name, frames=7, rate=rate, codec=codec, size=size)
+    assert main(["predict", str(checkpoint), str(tmp_path / name), "--output-dir", str(tmp_path / "out")]) == 0
+    frames, got = _read(tmp_path / "out" / (Path(name).stem + "_overlay.mp4"))
+    # yuv420p wants even sides: an odd one gains its repeated last row / column
+    assert len(frames) == 7 and got == rate and frames[0].shape == (size[0] + size[0] % 2, size[1] + size[1] % 2, 3)
+
+
+def test_a_corrupt_video_is_one_line(checkpoint: Path, tmp_path: Path, capsys) -> None:
     (tmp_path / "bad.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 definitely not a video")
     capsys.readouterr()
     code = main(["predict", str(checkpoint), str(tmp_path / "bad.mp4"), "--output-dir", str(tmp_path / "out")])

@@ -25,6 +25,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--task", choices=["semantic", "panoptic"], help="default task of the page and the API")
     add_inference_options(p)
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload accepted (default 20 MB)")
+    p.add_argument(
+        "--max-megapixels",
+        type=float,
+        default=16.0,
+        help="largest image accepted, width x height in millions (default 16: a 12 MP photo; the label maps and "
+        "overlays are made at the image's size)",
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.set_defaults(func=run)
 
@@ -41,11 +48,34 @@ def run(args: argparse.Namespace) -> int:
         from maskformer.serve.app import build_app
     except ImportError as e:
         raise UserError(f"serve needs the web stack: pip install 'maskformer[serve]' ({e.name} is missing)") from None
+    if args.max_upload_mb <= 0 or args.max_megapixels <= 0:
+        raise UserError(f"--max-upload-mb and --max-megapixels must be positive, got {args.max_upload_mb} and "
+                        f"{args.max_megapixels}")  # fmt: skip
+    _check_port(args.host, args.port)  # before the model loads: a busy port is one line at once
     path = resolve_model(args.checkpoint)
     predictor = Predictor(load_model(path, args.device), device=args.device, **predictor_options(args))
     if args.task:
         predictor.task_default = args.task
-    app = build_app(predictor, name=str(args.checkpoint), max_upload_bytes=int(args.max_upload_mb * (1 << 20)))
+    app = build_app(predictor, name=str(args.checkpoint), max_upload_bytes=int(args.max_upload_mb * (1 << 20)),
+                    max_pixels=int(args.max_megapixels * 1e6))  # fmt: skip
     print(f"maskformer serve: {args.checkpoint} on http://{args.host}:{args.port}/ (Ctrl+C stops)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
+
+
+def _check_port(host: str, port: int) -> None:
+    """Raise a one-line UserError when (host, port) cannot be bound (in use, no such address, privileged)."""
+    import socket
+
+    from maskformer.errors import UserError
+
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port must be in 0..65535, got {port}")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, _, _, _, address = infos[0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind(address)
+    except OSError as e:
+        raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None

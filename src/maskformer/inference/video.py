@@ -7,6 +7,7 @@ import os
 import sys
 import tempfile
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +26,22 @@ def _av():
     return av
 
 
+def _add_stream(av, out, rate: Fraction, width: int, height: int):
+    """An H.264 stream (plays in browsers and players; PyAV's wheels carry libx264), MPEG-4 part 2 where an FFmpeg
+    build lacks it."""
+    if "libx264" in av.codecs_available:
+        stream = out.add_stream("libx264", rate=rate, options={"crf": "18", "preset": "veryfast"})
+    else:
+        stream = out.add_stream("mpeg4", rate=rate)
+        stream.bit_rate = 4_000_000
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    stream.time_base = 1 / rate
+    return stream
+
+
 def predict_video(predictor, source: str | Path, output: str | Path, *, task: str = "semantic", every: int = 1,
                   progress: bool = True) -> dict:  # fmt: skip
-    """Write ``output`` (mp4, MPEG-4 video at the source's frame rate) with the prediction of every ``every``-th frame
+    """Write ``output`` (mp4, H.264 at the source's frame rate) with the prediction of every ``every``-th frame
     drawn over each frame (frames in between reuse the last prediction). Returns {"frames", "fps", "seconds"}.
 
     A file PyAV cannot read is one ``DataError`` naming it; ``output`` appears only when complete.
@@ -42,8 +56,9 @@ def predict_video(predictor, source: str | Path, output: str | Path, *, task: st
         stream = container.streams.video[0]
     except (av.error.FFmpegError, IndexError, OSError) as e:
         raise DataError(f"{source}: cannot read video ({e})") from None
-    rate = stream.average_rate or stream.guessed_rate or 25
-    total = stream.frames or None
+    rate = Fraction(stream.average_rate or stream.guessed_rate or 25)
+    # a progress total: the container's count, else (Matroska/WebM keep none) duration x rate
+    total = stream.frames or (round(container.duration * rate / 1_000_000) if container.duration else None)
     output.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{output.stem}.", suffix=".mp4", dir=output.parent)
     os.close(fd)
@@ -58,13 +73,13 @@ def predict_video(predictor, source: str | Path, output: str | Path, *, task: st
                     result = predictor(image, task=task)
                 picture = np.asarray(render(image, result, task, names, colors, legend=False).overlay)
                 if encoder is None:
-                    encoder = out.add_stream("mpeg4", rate=rate)
-                    encoder.width, encoder.height = picture.shape[1] + picture.shape[1] % 2, picture.shape[0] + \
-                        picture.shape[0] % 2  # fmt: skip
-                    encoder.pix_fmt = "yuv420p"
-                    encoder.bit_rate = 4_000_000
+                    encoder = _add_stream(av, out, rate, picture.shape[1] + picture.shape[1] % 2,
+                                          picture.shape[0] + picture.shape[0] % 2)  # fmt: skip
+                # yuv420p needs even sides: an odd last row/column is repeated
                 picture = np.pad(picture, ((0, picture.shape[0] % 2), (0, picture.shape[1] % 2), (0, 0)), mode="edge")
-                for packet in encoder.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")):
+                drawn = av.VideoFrame.from_ndarray(picture, format="rgb24")
+                drawn.pts = count  # in 1/rate units (the stream's time base), as the source frames are counted
+                for packet in encoder.encode(drawn):
                     out.mux(packet)
                 count += 1
             if encoder is None:

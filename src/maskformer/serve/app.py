@@ -10,8 +10,8 @@ once would only split the cores), so answers never mix.
 - ``POST /api/predict`` (multipart ``image``, optional ``task``): ``{"task", "width", "height", "time_ms",
   "segments": [{"id", "label", "category_id", "isthing", "area", "color"}], "overlay_png", "label_png",
   "segments_png"}`` (PNG files as base64; ``label_png`` is the file ``maskformer predict`` writes, ``segments_png`` the
-  segment id per pixel as R + 256 G + 256² B). Uploads over the limit get 413, anything that is not a readable image
-  400, both as ``{"error": "..."}``.
+  segment id per pixel as R + 256 G + 256² B). Uploads over the byte or pixel limit get 413, anything that is not a
+  readable image 400, a task the model cannot do 400, an unexpected failure 500, all as ``{"error": "..."}``.
 """
 
 from __future__ import annotations
@@ -26,11 +26,12 @@ import numpy as np
 from PIL import Image
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
-from maskformer.errors import DataError
+from maskformer.errors import ConfigError, DataError
 from maskformer.inference.render import render
 from maskformer.inference.visualize import id2rgb
 
@@ -48,14 +49,26 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 20, tasks: tuple[str, ...] = ()):
-    """A Starlette app serving ``predictor`` (a ``maskformer.Predictor``). ``tasks``: offered on the page (default:
-    semantic, plus panoptic for mask-classification models)."""
+def offered_tasks(predictor) -> tuple[str, ...]:
+    """Semantic always; panoptic for mask-classification models (per-pixel baselines have no masks to make segments
+    from) whose class table has things or whose default is panoptic."""
+    cfg = getattr(predictor, "cfg", None)
+    masks = cfg is None or cfg.model.meta_arch == "maskformer"
+    return ("semantic", "panoptic") if masks and (predictor.task_default == "panoptic" or predictor.thing_ids) else (
+        "semantic",)  # fmt: skip
+
+
+def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 20, max_pixels: int = 16_000_000,
+              tasks: tuple[str, ...] = ()):  # fmt: skip
+    """A Starlette app serving ``predictor`` (a ``maskformer.Predictor``). ``tasks``: offered on the page and the API
+    (default: ``offered_tasks``). ``max_pixels`` bounds width x height of an upload (the label maps and overlays are
+    made at the upload's size). Raises ``ConfigError`` when the predictor's default task is not offered."""
     lock = threading.Lock()
     colors = np.asarray(predictor.colors, dtype=np.uint8)
     names = predictor.class_names
-    tasks = tasks or (("semantic", "panoptic") if predictor.task_default == "panoptic" or predictor.thing_ids
-                      else ("semantic",))  # fmt: skip
+    tasks = tasks or offered_tasks(predictor)
+    if predictor.task_default not in tasks:
+        raise ConfigError(f"task {predictor.task_default!r} is not available for {name} (it can do {list(tasks)})")
     page = resources.files("maskformer.serve").joinpath("page.html").read_text()
 
     def infer(image: np.ndarray, task: str) -> dict:
@@ -81,7 +94,8 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
         classes = [{"id": i, "name": n, "color": [int(v) for v in colors[i]], "isthing": i in predictor.thing_ids}
                    for i, n in enumerate(names)]  # fmt: skip
         return JSONResponse({"model": name, "tasks": list(tasks), "default_task": predictor.task_default,
-                             "classes": classes, "max_upload_bytes": max_upload_bytes})  # fmt: skip
+                             "classes": classes, "max_upload_bytes": max_upload_bytes,
+                             "max_pixels": max_pixels})  # fmt: skip
 
     async def too_large(request: Request, size: int) -> JSONResponse:
         # read (and drop) a bounded rest of the body first: a client still sending would otherwise see a broken pipe
@@ -115,13 +129,19 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
         if task not in tasks:
             return _error(400, f"task must be one of {list(tasks)}, got {task!r}")
         data = await upload.read()
+        filename = upload.filename or "upload"
         try:
             with Image.open(io.BytesIO(data)) as pil:
+                width, height = pil.size  # from the header: refuse a huge picture before decoding its pixels
+                if width * height > max_pixels:
+                    return _error(413, f"{filename}: {width}x{height} pixels is over the limit of {max_pixels} pixels")
                 image = np.asarray(pil.convert("RGB"))
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
-            return _error(400, f"{upload.filename or 'upload'}: not a readable image ({type(e).__name__})")
+        except Image.DecompressionBombError as e:  # PIL's own guard (more pixels than it will decode)
+            return _error(413, f"{filename}: {e}")
+        except (OSError, ValueError) as e:
+            return _error(400, f"{filename}: not a readable image ({type(e).__name__})")
         if image.shape[0] < 1 or image.shape[1] < 1:
-            return _error(400, f"{upload.filename or 'upload'}: empty image")
+            return _error(400, f"{filename}: empty image")
         try:
             return JSONResponse(await run_in_threadpool(infer, image, task))
         except DataError as e:
@@ -133,4 +153,12 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
         Route("/api/info", info),
         Route("/api/predict", predict, methods=["POST"]),
     ]
-    return Starlette(routes=routes)
+
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    async def server_error(request: Request, exc: Exception) -> JSONResponse:
+        # the page and API clients read JSON even when something unforeseen fails; uvicorn logs the traceback
+        return _error(500, f"the server failed on this request ({type(exc).__name__}: {exc})")
+
+    return Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error})
