@@ -150,3 +150,18 @@ def test_every_folder_says_what_it_owns_and_may_import() -> None:
         assert doc and len(doc) > 40, f"{where} needs a docstring naming its job"
         if init.parent != SRC:
             assert "May import" in doc, f"{where}: the docstring should say what the folder may import"
+
+
+def test_no_tool_imports_another_tool() -> None:
+    """tools/ scripts share code through tools/experiment_common.py only."""
+    tools = SRC.parents[1] / "tools"
+    names = {f.stem for f in tools.glob("*.py")}
+    assert "experiment_common" in names
+    for f in tools.glob("*.py"):
+        imported = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                imported.add(node.module.split(".")[0])
+        assert imported & names <= {"experiment_common"} - {f.stem}, f"{f.name} imports {imported & names}"
