@@ -165,3 +165,19 @@ def test_no_tool_imports_another_tool() -> None:
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 imported.add(node.module.split(".")[0])
         assert imported & names <= {"experiment_common"} - {f.stem}, f"{f.name} imports {imported & names}"
+
+
+def test_the_speed_code_has_one_door() -> None:
+    """Only the Predictor enters inference/accelerate (through its __init__); export reuses the FrozenBN folding and
+    the benchmark times the optimised parts one by one (inference/accelerate/README.md)."""
+    users = {
+        m: {t for t in targets if _within(t, "inference.accelerate")}
+        for m, targets in _imports().items()
+        if not _within(m, "inference.accelerate")
+    }
+    users = {m: t for m, t in users.items() if t}
+    assert users == {
+        "inference.predictor": {"inference.accelerate"},
+        "inference.export": {"inference.accelerate.fast_model"},
+        "cli.benchmark": {"inference.accelerate.fast_model", "inference.accelerate.labels"},
+    }
