@@ -195,3 +195,10 @@ def test_shorten_schedule_refits_the_poly_decay() -> None:
         opt.step()
         sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(lr_factor(10, max_iters=40, power=0.9))
+    # resume: a fresh scheduler built from the config (max_iters=100) continues the shortened decay from its state
+    opt2 = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    resumed = build_scheduler(opt2, max_iters=100, schedule="poly", power=0.9)
+    resumed.load_state_dict(sched.state_dict())
+    opt2.step()
+    resumed.step()
+    assert opt2.param_groups[0]["lr"] == pytest.approx(lr_factor(11, max_iters=40, power=0.9))
