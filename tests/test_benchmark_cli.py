@@ -19,29 +19,65 @@ from maskformer.engine.analysis import count_flops
 DEMO_YAML = Path(maskformer.__file__).parent / "resources" / "demo.yaml"
 
 
-def test_benchmark_json_is_consistent(capsys):
+def test_benchmark_json_reports_the_timings_it_measured(capsys, monkeypatch):
+    """Controlled timings in, known ratios and rates out (the timer itself: the next test)."""
+    from maskformer.cli import benchmark
+    from maskformer.engine import timing
+
+    seconds = {"forward_reference": 0.4, "forward_optimized": 0.2, "post_reference": 0.1, "post_optimized": 0.025,
+               "predict_reference": 1.0, "predict_optimized": 0.6}  # fmt: skip
+    called = []
+
+    def medians(fns: dict, reps: int) -> dict[str, float]:
+        assert reps == 2
+        for name, fn in fns.items():  # every variant really runs once
+            fn()
+            called.append(name)
+        return {name: seconds[name] for name in fns}
+
+    monkeypatch.setattr(timing, "interleaved_medians", medians)
+    monkeypatch.setattr(benchmark, "conv_ceiling", lambda *, bf16=False, reps=5: 50e9)
     assert main(["benchmark", str(DEMO_YAML), "--size", "64", "96", "--reps", "2", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
-    assert r["size"] == [64, 96] and r["reps"] == 2
-    med = r["median_seconds"]
-    assert set(med) == {f"{p}_{v}" for p in ("forward", "post", "predict") for v in ("reference", "optimized")}
-    assert all(v > 0 for v in med.values())
-    for part in ("forward", "post", "predict"):
-        assert r["optimized_over_reference"][part] == pytest.approx(med[f"{part}_optimized"] / med[f"{part}_reference"])
+    assert sorted(called) == sorted(seconds) and r["size"] == [64, 96] and r["reps"] == 2
+    assert r["median_seconds"] == seconds
+    assert r["optimized_over_reference"] == pytest.approx({"forward": 0.5, "post": 0.25, "predict": 0.6})
     macs, _ = count_flops(maskformer.build_model(maskformer.load_config(DEMO_YAML)), height=64, width=96, lean=True)
     assert r["semantic_inference_gflop_fvcore"] == pytest.approx(macs / 1e9)
     # the network alone does less than the whole inference graph (no semantic combine / upsampling); folding the
     # mask_features conv into the queries' embeddings (10 queries < 64 mask channels here) removes more
-    assert 0 < r["forward_optimized_real_gflop"] < r["forward_reference_real_gflop"] < 2 * macs / 1e9
-    assert r["forward_optimized_gflops"] == pytest.approx(r["forward_optimized_real_gflop"] / med["forward_optimized"])
-    assert r["forward_lower_bound_seconds"] == pytest.approx(
-        r["forward_optimized_real_gflop"] / r["conv_ceiling_gflops_fp32"]
-    )
-    assert r["ceiling_dtype"] == "fp32" and "conv_ceiling_gflops_bf16" not in r
-    assert r["forward_optimized_fraction_of_ceiling"] == pytest.approx(
-        r["forward_optimized_gflops"] / r["conv_ceiling_gflops_fp32"]
-    )
+    ref_gflop, opt_gflop = r["forward_reference_real_gflop"], r["forward_optimized_real_gflop"]
+    assert 0 < opt_gflop < ref_gflop < 2 * macs / 1e9
+    assert r["forward_reference_gflops"] == pytest.approx(ref_gflop / 0.4)
+    assert r["forward_optimized_gflops"] == pytest.approx(opt_gflop / 0.2)
+    assert r["conv_ceiling_gflops_fp32"] == pytest.approx(50.0) and r["ceiling_dtype"] == "fp32"
+    assert "conv_ceiling_gflops_bf16" not in r
+    assert r["forward_lower_bound_seconds"] == pytest.approx(opt_gflop / 50.0)
+    assert r["forward_optimized_fraction_of_ceiling"] == pytest.approx(opt_gflop / 0.2 / 50.0)
     assert r["predict_label_agreement"] > 0.999  # fp32 folded model: rounding-level differences only
+
+
+def test_interleaved_medians_warm_up_once_then_take_turns(monkeypatch):
+    import time
+
+    from maskformer.engine.timing import interleaved_medians
+
+    clock, order = [0.0], []
+
+    def fn(name: str, durations: list[float]):
+        steps = iter(durations)
+
+        def call() -> None:
+            order.append(name)
+            clock[0] += next(steps)
+
+        return call
+
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    # the first (warm-up) call of each is slow and must not count
+    med = interleaved_medians({"a": fn("a", [9.0, 1.0, 3.0, 2.0]), "b": fn("b", [7.0, 5.0, 4.0, 6.0])}, reps=3)
+    assert med == {"a": 2.0, "b": 5.0}
+    assert order == ["a", "b"] * 4
 
 
 def test_conv_ceiling_is_the_convolution_flops_over_the_median_time(monkeypatch):

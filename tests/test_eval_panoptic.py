@@ -271,16 +271,7 @@ def test_matches_panopticapi_transcription_on_1000_random_images():
     assert all(sum(stat[c["id"]][k] for c in CATEGORIES) > 100 for k in ("tp", "fp", "fn"))
 
 
-@pytest.fixture
-def one_torch_thread():
-    """Tiny tensors: thread start-up dominates and competes with other jobs on a 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_matches_torchmetrics_where_conventions_agree(one_torch_thread):
+def test_matches_torchmetrics_where_conventions_agree():
     """torchmetrics' PanopticQuality differs from panopticapi in three conventions, so the cases avoid them:
     it has no crowd; it merges all segments of a stuff category; and it also removes predicted-VOID pixels from
     the union and ignores ground truth mostly covered by predicted VOID. Cases here have no crowd, one segment per

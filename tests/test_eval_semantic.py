@@ -92,16 +92,7 @@ def test_matches_detectron2_transcription_on_1000_random_cases():
     assert predicted_only > 100  # the case where the two formulas differ is well represented
 
 
-@pytest.fixture
-def one_torch_thread():
-    """Tiny tensors: thread start-up dominates and competes with other jobs on a 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_matches_torchmetrics_confusion_and_jaccard(one_torch_thread):
+def test_matches_torchmetrics_confusion_and_jaccard():
     """torchmetrics' confusion matrix must equal ours exactly; its macro Jaccard (which skips classes absent from
     both prediction and target) is the 2021 mIoU. torchmetrics computes IoU in float32, hence 1e-6."""
     from torchmetrics.functional.classification import multiclass_confusion_matrix, multiclass_jaccard_index

@@ -71,7 +71,8 @@ def test_detr_crop_range_comes_from_the_config() -> None:
 
 def test_per_pixel_plus_matching_is_fixed_or_rejected() -> None:
     base = ["model.meta_arch=per_pixel_plus", "model.num_classes=5", "model.num_queries=5"]
-    assert build_criterion(maskformer.load_config(None, [*base, "loss.matching=fixed"])) is not None
+    criterion = build_criterion(maskformer.load_config(None, [*base, "loss.matching=fixed"]))
+    assert type(criterion).__name__ == "PerPixelCriterion" and criterion.deep_supervision  # per-pixel CE per layer
     with pytest.raises(ConfigError, match="loss.matching=hungarian"):
         build_criterion(maskformer.load_config(None, [*base, "loss.matching=hungarian"]))
 

@@ -23,6 +23,7 @@ def _python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
 
 
+@pytest.mark.slow  # ~30 s: each snippet is a fresh process loading a full R50; `make bench`
 def test_readme_python_snippets_run_as_written(tmp_path: Path) -> None:
     blocks = _python_blocks()
     assert len(blocks) >= 2

@@ -129,6 +129,7 @@ def test_convert_to_hf_and_transformers_pipeline(trained: Path, camvid_folder: P
     assert all(s["mask"].size == (480, 360) for s in segments)
 
 
+@pytest.mark.slow  # ~12 s; test_export.py runs the same command on a saved checkpoint in `make test`
 def test_export_onnx_of_the_trained_checkpoint(trained: Path, tmp_path: Path, capsys) -> None:
     pytest.importorskip("onnx")
     code, _, err = _run(capsys, "export", "onnx", trained, tmp_path / "m.onnx")

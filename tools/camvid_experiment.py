@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from experiment_common import (  # noqa: E402
     REPO,
     RunResult,
-    Variant,
+    formulations,
     ordering_verdict,
     per_class_table,
     plot_curves,
@@ -35,15 +35,7 @@ from experiment_common import (  # noqa: E402
     train_and_evaluate,
 )
 
-CAMVID_VARIANTS = [
-    Variant("per_pixel", "PerPixelBaseline", REPO / "configs/camvid/per_pixel.yaml", "per-pixel softmax, no decoder"),
-    Variant("per_pixel_plus", "PerPixelBaseline+", REPO / "configs/camvid/per_pixel_plus.yaml",
-            "per-pixel softmax + transformer decoder, Q = K"),
-    Variant("maskformer_fixed", "MaskFormer-fixed", REPO / "configs/camvid/maskformer_fixed.yaml",
-            "mask classification, N = K, fixed matching"),
-    Variant("maskformer", "MaskFormer", REPO / "configs/camvid/maskformer.yaml",
-            "mask classification, N = 32, bipartite matching"),
-]  # fmt: skip
+CAMVID_VARIANTS = formulations(REPO / "configs" / "camvid")
 
 
 def holdout_section(path: Path) -> str:

@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-MASKFORMER = [sys.executable, "-m", "maskformer.cli"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from experiment_common import MASKFORMER, REPO, run_cmd  # noqa: E402
 
 
 def make_root(source: Path, target: Path, holdout: str) -> dict[str, int]:
@@ -44,14 +42,6 @@ def make_root(source: Path, target: Path, holdout: str) -> dict[str, int]:
     (target / "heldout.txt").write_text("\n".join(held) + "\n")
     (target / "val.txt").write_text((source / "val.txt").read_text())
     return {"train": len(kept), "heldout": len(held), "val": len((source / "val.txt").read_text().split("\n")) - 1}
-
-
-def run(cmd: list[str], threads: int) -> str:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-2000:]}")
-    return proc.stdout
 
 
 def main() -> int:
@@ -77,14 +67,14 @@ def main() -> int:
     run_dir = out / args.variant
     sets = [x for o in args.set for x in ("--set", o)]
     tic = time.perf_counter()
-    run([*MASKFORMER, "train", str(config), "--data-root", str(out / "data"), "--output-dir", str(run_dir),
-         "--set", "train.eval_period=-1", "--quiet", *sets], args.threads)  # fmt: skip
+    run_cmd([*MASKFORMER, "train", str(config), "--data-root", str(out / "data"), "--output-dir", str(run_dir),
+         "--set", "train.eval_period=-1", "--quiet", *sets], threads=args.threads)  # fmt: skip
     train_seconds = time.perf_counter() - tic
     result: dict = {"variant": args.variant, "holdout": args.holdout, "images": counts, "overrides": args.set,
                     "train_seconds": round(train_seconds, 1)}  # fmt: skip
     for split in ("val", "heldout"):
-        text = run([*MASKFORMER, "eval", str(run_dir / "model_final.pt"), "--split", split, "--json",
-                    "--output-dir", str(run_dir / f"eval_{split}")], args.threads)  # fmt: skip
+        text = run_cmd([*MASKFORMER, "eval", str(run_dir / "model_final.pt"), "--split", split, "--json",
+                    "--output-dir", str(run_dir / f"eval_{split}")], threads=args.threads)  # fmt: skip
         metrics = json.loads(text)
         result[split] = {"mIoU": metrics["mIoU"], "pACC": metrics["pACC"], "per_class": metrics.get("IoU", {})}
     (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")

@@ -1,6 +1,7 @@
 """What the two experiment tools share: running the CLI, one training + evaluation run, tables, plots, verdicts.
 
-Imported by ``camvid_experiment.py`` and ``synthetic_classes_experiment.py``; no tool imports another tool.
+Imported by ``camvid_experiment.py``, ``synthetic_classes_experiment.py`` and ``camvid_sequence_holdout.py``;
+no tool imports another tool.
 """
 
 from __future__ import annotations
@@ -26,6 +27,20 @@ class Variant:
     name: str
     config: Path
     what: str
+
+
+# The paper's four formulations (Table 4 / Figure 3): key (directory and config file name), name, what it is.
+FORMULATIONS = (
+    ("per_pixel", "PerPixelBaseline", "per-pixel softmax, no decoder"),
+    ("per_pixel_plus", "PerPixelBaseline+", "per-pixel softmax + transformer decoder, Q = K"),
+    ("maskformer_fixed", "MaskFormer-fixed", "mask classification, N = K, fixed matching"),
+    ("maskformer", "MaskFormer", "mask classification, N = 32, bipartite matching"),
+)
+
+
+def formulations(config_dir: Path) -> list[Variant]:
+    """The four formulations with their configs ``config_dir/<key>.yaml``."""
+    return [Variant(key, name, config_dir / f"{key}.yaml", what) for key, name, what in FORMULATIONS]
 
 
 @dataclass

@@ -27,6 +27,7 @@ from experiment_common import (  # noqa: E402
     REPO,
     RunResult,
     Variant,
+    formulations,
     ordering_verdict,
     plot_curves,
     results_table,
@@ -40,15 +41,7 @@ CONFIG_DIR = REPO / "configs" / "synthetic-classes"
 
 def variants() -> list[Variant]:
     """The four formulations; ``num_queries`` of the Q = K variants is set per class count by override."""
-    return [
-        Variant("per_pixel", "PerPixelBaseline", CONFIG_DIR / "per_pixel.yaml", "per-pixel softmax, no decoder"),
-        Variant("per_pixel_plus", "PerPixelBaseline+", CONFIG_DIR / "per_pixel_plus.yaml",
-                "per-pixel softmax + transformer decoder, Q = K"),
-        Variant("maskformer_fixed", "MaskFormer-fixed", CONFIG_DIR / "maskformer_fixed.yaml",
-                "mask classification, N = K, fixed matching"),
-        Variant("maskformer", "MaskFormer", CONFIG_DIR / "maskformer.yaml",
-                "mask classification, N = 32, bipartite matching"),
-    ]  # fmt: skip
+    return formulations(CONFIG_DIR)
 
 
 def class_table(num_colors: int) -> list[dict]:

@@ -2,6 +2,8 @@
 
 Errors a user can cause (``maskformer.errors.UserError``, missing files) end in one line on stderr and exit code 2.
 Command modules import heavy dependencies inside ``run`` so that ``--help`` stays fast.
+
+May import: anything in the package (the top floor); nothing imports ``cli`` except ``__main__``.
 """
 
 from __future__ import annotations

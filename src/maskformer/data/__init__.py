@@ -1,7 +1,12 @@
-"""Data: datasets in their standard on-disk formats, the original augmentations, batching and sampling.
+"""Data: datasets in their standard on-disk formats, the original augmentations, batching and sampling, the class
+tables of every dataset (``meta/*.json``, read by ``metadata``) and the embedded synthetic scenes.
 
 ``DATASETS[name](root=..., split=..., mapper=..., skip_bad_samples=...)`` builds a dataset whose items are
 records (see ``maskformer.data.mappers``); ``load_meta(name)`` gives its class table.
+
+May import: ``maskformer.inference.preprocess`` (the test-time resize, shared with the Predictor so that evaluation
+and prediction see the same pixels) and ``maskformer.errors``. Never imports ``modeling``, ``criterion``,
+``engine`` or ``cli``: a model sees batches, and batches never see a model.
 """
 
 from collections.abc import Callable

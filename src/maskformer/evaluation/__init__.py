@@ -1,4 +1,9 @@
-"""Evaluation: semantic (mIoU, fwIoU, mACC, pACC) and panoptic (PQ/SQ/RQ, PQ^St), in memory or over folders."""
+"""Evaluation: semantic (mIoU, fwIoU, mACC, pACC) and panoptic (PQ/SQ/RQ, PQ^St), in memory or over folders,
+with the reference tools' exact conventions (detectron2's ``SemSegEvaluator``, panopticapi's ``pq_compute``).
+
+May import: numpy, PIL, torch.distributed (one sum across processes, ``reduce``) and ``maskformer.errors``. Never
+imports ``modeling``, ``data``, ``inference``, ``engine`` or ``cli``: evaluators see label maps and segment lists.
+"""
 
 from .offline import (
     evaluate_panoptic_folder,
