@@ -167,7 +167,7 @@ class Predictor:
 
         Returns:
             Per image, semantic: label map int64 [H, W] (or (labels, scores) with return_scores); panoptic:
-            (panoptic map int32 [H, W], segments_info list of {"id", "isthing", "category_id", "score"}). CPU
+            (panoptic map int32 [H, W], segments_info list of {"id", "isthing", "category_id"}). CPU
             tensors at the original image size. A list in, a list out.
         """
         task = self._task(task)
