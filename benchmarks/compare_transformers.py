@@ -308,15 +308,19 @@ def bench_onnx(size: int) -> dict:
     return {"dynamic": report.dynamic, "opset": report.opset, "max_abs_diff": report.max_abs_diff, "size_mb": mb}
 
 
-def bench_train(steps: int, size: int, rounds: int) -> dict:
-    sides = [
-        "ours_exact",
-        "transformers",
-        "ours_point_sample",
-        "ours_exact_contiguous",
-        "ours_bf16",
-        "transformers_bf16",
-    ]
+TRAIN_SIDES = (
+    "ours_exact",
+    "transformers",
+    "ours_point_sample",
+    "ours_exact_contiguous",
+    "ours_bf16",
+    "transformers_bf16",
+)
+
+
+def bench_train(steps: int, size: int, rounds: int, sides: list[str] | None = None) -> dict:
+    """Each of `sides` (default TRAIN_SIDES; the ratios need "transformers") in `rounds` fresh processes."""
+    sides = list(sides or TRAIN_SIDES)
     runs: dict[str, list[dict]] = {s: [] for s in sides}
     for r in range(rounds):
         for side in sides if r % 2 == 0 else sides[::-1]:  # alternate the order between rounds
@@ -423,6 +427,9 @@ def main() -> int:
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {PARTS}")
     parser.add_argument("--train-steps", type=int, default=3, help="timed training steps per process")
     parser.add_argument("--train-rounds", type=int, default=2, help="fresh processes per side")
+    parser.add_argument(
+        "--train-sides", default=",".join(TRAIN_SIDES), help=f"comma-separated subset of {TRAIN_SIDES} (train part)"
+    )
     parser.add_argument("--output", default="", help="append the markdown report to this file")
     parser.add_argument("--config", default=str(CONFIG), help="our config (ResNet or Swin; default: the R50 one)")
     parser.add_argument("--train-worker", default="", help=argparse.SUPPRESS)
@@ -438,7 +445,11 @@ def main() -> int:
         results.update(bench_inference(args.reps, args.size, parts))
         print(json.dumps(results, indent=1), flush=True)
     if "train" in parts:
-        results["train"] = bench_train(args.train_steps, args.size, args.train_rounds)
+        train_sides = args.train_sides.split(",")
+        unknown = sorted(set(train_sides) - set(TRAIN_SIDES) - {""})
+        if unknown or "transformers" not in train_sides:
+            parser.error(f"--train-sides: need 'transformers' and names from {TRAIN_SIDES}, got unknown {unknown}")
+        results["train"] = bench_train(args.train_steps, args.size, args.train_rounds, train_sides)
         print(json.dumps(results["train"], indent=1), flush=True)
     if "matcher" in parts:
         results["matcher"] = bench_matcher(args.reps)

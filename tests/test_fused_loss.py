@@ -1,0 +1,55 @@
+"""The chunked upsampling + focal + dice autograd function against the plain computation: F.interpolate followed by
+losses.sigmoid_focal_loss / losses.dice_loss, values and gradients (float64, so only rounding may differ)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from maskformer.criterion import fused_loss
+from maskformer.criterion.fused_loss import upsampled_focal_dice_loss
+from maskformer.criterion.losses import dice_loss, sigmoid_focal_loss
+
+
+def _plain(src: torch.Tensor, targets: torch.Tensor, num_masks: float, alpha: float):
+    up = F.interpolate(src[:, None], size=targets.shape[-2:], mode="bilinear", align_corners=False)[:, 0].flatten(1)
+    t = targets.flatten(1).to(src.dtype)
+    return sigmoid_focal_loss(up, t, num_masks, alpha=alpha), dice_loss(up, t, num_masks)
+
+
+@pytest.mark.parametrize(
+    ("low", "size", "chunk"),
+    [((8, 10), (32, 40), 1 << 20), ((8, 10), (32, 40), 2 * 32 * 40), ((7, 13), (29, 50), 1), ((6, 6), (6, 6), 50)],
+)
+@pytest.mark.parametrize("alpha", [0.25, 0.6])
+def test_upsampled_focal_dice_matches_plain(monkeypatch, low, size, chunk, alpha):
+    """Exact 4x, non-integer scales and no upsampling; one chunk, chunks of 2 masks, one mask per chunk."""
+    monkeypatch.setattr(fused_loss, "_CHUNK_ELEMENTS", chunk)
+    g = torch.Generator().manual_seed(3)
+    src = (torch.randn(5, *low, generator=g, dtype=torch.float64) * 6).requires_grad_()
+    targets = torch.rand(5, *size, generator=g) > 0.6
+    targets[2] = False  # a matched target may be empty after cropping
+    focal_ref, dice_ref = _plain(src, targets, 2.5, alpha)
+    (grad_ref,) = torch.autograd.grad(20 * focal_ref + 0.7 * dice_ref, src)
+    focal, dice = upsampled_focal_dice_loss(src, targets, 2.5, alpha=alpha)
+    (grad,) = torch.autograd.grad(20 * focal + 0.7 * dice, src)
+    torch.testing.assert_close(focal, focal_ref, atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(dice, dice_ref, atol=1e-12, rtol=1e-10)
+    assert grad_ref.abs().max() > 1e-3
+    torch.testing.assert_close(grad, grad_ref, atol=1e-12, rtol=1e-9)
+
+
+def test_upsampled_focal_dice_float32_and_saturated_logits():
+    """float32 with logits far in both tails (softplus from sigmoid must not overflow or lose the large values)."""
+    g = torch.Generator().manual_seed(4)
+    src = (torch.randn(3, 16, 16, generator=g) * 40).requires_grad_()
+    targets = torch.rand(3, 64, 64, generator=g) > 0.5
+    focal_ref, dice_ref = _plain(src, targets, 3.0, 0.25)
+    (grad_ref,) = torch.autograd.grad(focal_ref + dice_ref, src)
+    focal, dice = upsampled_focal_dice_loss(src, targets, 3.0)
+    (grad,) = torch.autograd.grad(focal + dice, src)
+    assert torch.isfinite(focal) and focal_ref > 1.0  # many confidently wrong pixels: large softplus values
+    torch.testing.assert_close(focal, focal_ref, atol=0, rtol=1e-5)
+    torch.testing.assert_close(dice, dice_ref, atol=0, rtol=1e-5)
+    torch.testing.assert_close(grad, grad_ref, atol=1e-6 * grad_ref.abs().max().item(), rtol=1e-4)
