@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .layers import MLP, c2_xavier_fill
+from .mask_product import layer_mask_logits
 from .position_encoding import PositionEmbeddingSine
 from .transformer import Transformer
 
@@ -69,10 +70,9 @@ class TransformerPredictor(nn.Module):
     ) -> dict[str, torch.Tensor | list]:
         pos = self.pe_layer(x)
         hs, _ = self.transformer(self.input_proj(x), self.query_embed.weight, pos, last_only=not with_aux)
-        # hs: [L, B, Q, C]; one einsum for all layers at once
-        # unbind, not masks[i]: a loss on one layer's select view would backpropagate a zero-filled gradient of the
-        # whole [L, B, Q, H, W] tensor per layer; unbind stacks the per-layer gradients once
-        masks = torch.einsum("lbqc,bchw->lbqhw", self.mask_embed(hs), mask_features).unbind(0)
+        # hs: [L, B, Q, C]; one product for all layers at once, whose backward multiplies only the gradient rows of
+        # supervised (matched) queries
+        masks = layer_mask_logits(self.mask_embed(hs), mask_features)
         logits = self.class_embed(hs).unbind(0) if self.mask_classification else None
         out: dict[str, torch.Tensor | list] = {"pred_masks": masks[-1]}
         if logits is not None:

@@ -1,0 +1,72 @@
+"""layer_mask_logits (the mask product of all decoder layers) against the plain einsum: values, and gradients when only
+some query rows are supervised (the backward skips all-zero gradient rows), for NCHW and channels-last features."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from maskformer.modeling.mask_product import layer_mask_logits
+
+
+def _inputs(channels_last: bool, dtype: torch.dtype = torch.float64):
+    g = torch.Generator().manual_seed(0)
+    embed = torch.randn(3, 2, 7, 5, generator=g, dtype=dtype)
+    features = torch.randn(2, 5, 6, 4, generator=g, dtype=dtype)
+    if channels_last:
+        features = features.contiguous(memory_format=torch.channels_last)
+    return embed.requires_grad_(), features.requires_grad_()
+
+
+def _sparse_loss(masks, g):
+    """A loss on a few rows of layers 0 and 2 only (layer 1 is unused, as an unsupervised output would be)."""
+    weights = torch.randn(masks[0].shape, generator=g, dtype=masks[0].dtype)
+    return (masks[0][0, [1, 4]] * weights[0, [1, 4]]).sum() + (masks[2][1, 3].sigmoid() * weights[1, 3]).sum()
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_values_and_gradients_match_einsum(channels_last):
+    embed, features = _inputs(channels_last)
+    ref = torch.einsum("lbqc,bchw->lbqhw", embed, features).unbind(0)
+    ours = layer_mask_logits(embed, features)
+    assert len(ours) == 3
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+    ref_grads = torch.autograd.grad(_sparse_loss(ref, torch.Generator().manual_seed(1)), (embed, features))
+    grads = torch.autograd.grad(_sparse_loss(ours, torch.Generator().manual_seed(1)), (embed, features))
+    assert ref_grads[0].abs().sum() > 0 and ref_grads[1].abs().sum() > 0
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+    assert grads[1].is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert grads[0][1].abs().sum() == 0  # layer 1 had no loss
+
+
+def test_dense_loss_and_no_loss_rows():
+    """Every row supervised (all rows picked) and a loss that is zero everywhere (no row picked)."""
+    embed, features = _inputs(False)
+    ref = torch.einsum("lbqc,bchw->lbqhw", embed, features).unbind(0)
+    ours = layer_mask_logits(embed, features)
+    dense_ref = torch.autograd.grad(sum((m.tanh()).sum() for m in ref), (embed, features))
+    dense = torch.autograd.grad(sum((m.tanh()).sum() for m in ours), (embed, features))
+    for a, b in zip(dense, dense_ref):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+    ours = layer_mask_logits(embed, features)
+    zero = torch.autograd.grad((ours[0] * 0).sum(), (embed, features))
+    assert all(bool((z == 0).all()) for z in zero)
+
+
+def test_no_grad_and_bf16_autocast():
+    embed, features = _inputs(True, torch.float32)
+    with torch.no_grad():
+        plain = layer_mask_logits(embed, features)
+    torch.testing.assert_close(plain[1], torch.einsum("bqc,bchw->bqhw", embed[1], features))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        masks = layer_mask_logits(embed, features.to(torch.bfloat16))
+        ref = torch.einsum("lbqc,bchw->lbqhw", embed, features.to(torch.bfloat16)).unbind(0)
+    assert masks[0].dtype == ref[0].dtype == torch.bfloat16
+    torch.testing.assert_close(masks[2], ref[2])
+    grads = torch.autograd.grad(masks[2][:, :3].float().sum(), (embed, features))
+    ref_grads = torch.autograd.grad(ref[2][:, :3].float().sum(), (embed, features))
+    for a, b in zip(grads, ref_grads):
+        assert a.dtype == b.dtype == torch.float32
+        torch.testing.assert_close(a, b, atol=0.05, rtol=0.02)
