@@ -63,10 +63,14 @@ def _upsample_adjoint(grad: Tensor, src_shape: torch.Size, size: tuple[int, int]
     return torch.matmul(a_h.T, (grad.view(k * size[0], size[1]) @ a_w).view(k, size[0], w))
 
 
-def _softplus(z: Tensor, s: Tensor) -> Tensor:
-    """softplus(z) = max(z, 0) - log(max(s, 1 - s)) given s = sigmoid(z), the same value to ~1e-7 absolute (the log's
-    argument is >= 0.5). Several times faster than F.softplus on CPU, whose log1p has no vectorised kernel."""
-    return torch.maximum(s, 1 - s).log_().neg_().add_(z.clamp(min=0))
+def _chunk_terms(x: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(s = sigmoid(z), 1 - s, softplus(z)) for z = x (1 - 2t). softplus(z) = max(z, 0) - log(max(s, 1 - s)): the same
+    value to ~1e-7 absolute (the log's argument is >= 0.5), several times faster than F.softplus on CPU, whose log1p
+    has no vectorised kernel."""
+    z = torch.where(t, -x, x)
+    s = torch.sigmoid(z)
+    u = 1 - s
+    return s, u, z.clamp_(min=0).sub_(torch.maximum(s, u).log_())
 
 
 class _FocalDice(torch.autograd.Function):
@@ -75,18 +79,16 @@ class _FocalDice(torch.autograd.Function):
         size = (int(targets.shape[-2]), int(targets.shape[-1]))
         t_all = targets.bool().flatten(1)
         m, pixels = t_all.shape
-        focal_sum, numer, denom = (src.new_empty(m) for _ in range(3))
+        focal_sum, numer, prob_sum = (src.new_empty(m) for _ in range(3))
         a, not_a = src.new_tensor(alpha), src.new_tensor(1.0 - alpha)
         for start, end in _chunks(m, pixels):
-            x, t = _upsample(src[start:end], size), t_all[start:end]
-            z = torch.where(t, -x, x)
-            s = torch.sigmoid(z)
-            focal = _softplus(z, s).mul_(s.square()).mul_(torch.where(t, a, not_a))
-            focal_sum[start:end] = focal.sum(1)
-            p = torch.where(t, 1.0 - s, s)  # sigmoid(x)
-            tf = t.to(src.dtype)
-            numer[start:end] = 2 * (p * tf).sum(-1)
-            denom[start:end] = p.sum(-1) + tf.sum(-1)
+            t = t_all[start:end]
+            s, u, softplus = _chunk_terms(_upsample(src[start:end], size), t)
+            focal_sum[start:end] = softplus.mul_(s).mul_(s).mul_(torch.where(t, a, not_a)).sum(1)
+            # p = sigmoid(x) is 1 - s on target pixels and s elsewhere
+            numer[start:end] = 2 * torch.where(t, u, 0.0).sum(1)
+            prob_sum[start:end] = torch.where(t, u, s).sum(1)
+        denom = prob_sum + t_all.sum(1).to(src.dtype)
         focal_loss = (focal_sum / pixels).sum() / num_masks
         dice = (1 - (numer + 1) / (denom + 1)).sum() / num_masks
         ctx.save_for_backward(src, targets, numer, denom)
@@ -100,22 +102,20 @@ class _FocalDice(torch.autograd.Function):
         t_all = targets.bool().flatten(1)
         m, pixels = t_all.shape
         grad_src = torch.empty_like(src, memory_format=torch.contiguous_format)
-        # alpha_t * (1 - 2t), as tensors of the logits' dtype (a Python float would become float32)
-        minus_a, not_a = src.new_tensor(-ctx.alpha), src.new_tensor(1.0 - ctx.alpha)
-        focal_scale = grad_focal / (pixels * ctx.num_masks)
-        dice_scale = grad_dice / ctx.num_masks
-        d1_all = (denom + 1)[:, None]
-        n1_all = (numer + 1)[:, None]
+        # dL/dx = s * (s (2 (1 - s) softplus(z) + s) F_t + (1 - s) C_t), since p (1 - p) = s (1 - s), with
+        # F_t = alpha_t (1 - 2t) dL/dfocal / (P num_masks),
+        # C_t = ((N + 1) - 2 t (D + 1)) / (D + 1)^2 dL/ddice / num_masks
+        focal_scale = grad_focal.to(src.dtype) / (pixels * ctx.num_masks)
+        focal_t, focal_not_t = -ctx.alpha * focal_scale, (1.0 - ctx.alpha) * focal_scale
+        d1 = denom + 1
+        dice_scale = grad_dice.to(src.dtype) / ctx.num_masks / d1.square()
+        dice_not_t = ((numer + 1) * dice_scale)[:, None]
+        dice_t = ((numer + 1 - 2 * d1) * dice_scale)[:, None]
         for start, end in _chunks(m, pixels):
-            x, t = _upsample(src[start:end], size), t_all[start:end]
-            z = torch.where(t, -x, x)
-            s = torch.sigmoid(z)
-            grad = _softplus(z, s).mul_(2 * (1 - s)).add_(s).mul_(s.square()).mul_(torch.where(t, minus_a, not_a))
-            grad.mul_(focal_scale)
-            p = torch.where(t, 1.0 - s, s)
-            d1 = d1_all[start:end]
-            coeff = (n1_all[start:end] - 2 * t.to(src.dtype) * d1) / d1.square()
-            grad.addcmul_(coeff * p * (1 - p), dice_scale)
+            t = t_all[start:end]
+            s, u, softplus = _chunk_terms(_upsample(src[start:end], size), t)
+            grad = torch.addcmul(s, u, softplus, value=2).mul_(s).mul_(torch.where(t, focal_t, focal_not_t))
+            grad.addcmul_(u, torch.where(t, dice_t[start:end], dice_not_t[start:end])).mul_(s)
             grad_src[start:end] = _upsample_adjoint(grad, src[start:end].shape, size)
         return grad_src, None, None, None
 
