@@ -88,7 +88,8 @@ class _FocalDice(torch.autograd.Function):
             # p = sigmoid(x) is 1 - s on target pixels and s elsewhere
             numer[start:end] = 2 * torch.where(t, u, 0.0).sum(1)
             prob_sum[start:end] = torch.where(t, u, s).sum(1)
-        denom = prob_sum + t_all.sum(1).to(src.dtype)
+        # target pixel counts as bytes summed into int32 (a bool sum converts all of [M, P] to int64 first, ~20x slower)
+        denom = prob_sum + t_all.view(torch.uint8).sum(1, dtype=torch.int32).to(src.dtype)
         focal_loss = (focal_sum / pixels).sum() / num_masks
         dice = (1 - (numer + 1) / (denom + 1)).sum() / num_masks
         ctx.save_for_backward(src, targets, numer, denom)
