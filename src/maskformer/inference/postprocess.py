@@ -232,16 +232,26 @@ def panoptic_from_outputs(
     input_size: Size | None = None,
 ) -> list[tuple[Tensor, list[SegmentInfo]]]:
     """Panoptic results for a batch: mask logits upsampled to the padded input size, cropped and resized to the
-    output size (logits first, "postprocess before inference"), then `panoptic_inference` per image."""
+    output size (logits first, "postprocess before inference"), then `panoptic_inference` per image.
+
+    Only the queries that `panoptic_inference` keeps (a real top class with probability > object_mask_threshold) are
+    resized: resizing works per query, so the kept maps are the same numbers, and the dropped ones were never read.
+    """
     mask_cls, mask_pred = outputs["pred_logits"], outputs["pred_masks"].contiguous()  # (see semantic_from_outputs)
     padded = _input_size(tuple(mask_pred.shape[-2:]), input_size)
     results = []
     for i, (image_size, output_size) in enumerate(zip(image_sizes, output_sizes)):
-        up = F.interpolate(mask_pred[i : i + 1], size=padded, mode="bilinear", align_corners=False)[0]
+        scores, labels = F.softmax(mask_cls[i], dim=-1).max(-1)
+        keep = labels.ne(mask_cls.shape[-1] - 1) & (scores > object_mask_threshold)
+        if not bool(keep.any()):
+            empty = torch.zeros(tuple(output_size), dtype=torch.int32, device=mask_pred.device)
+            results.append((empty, []))
+            continue
+        up = F.interpolate(mask_pred[i : i + 1, keep], size=padded, mode="bilinear", align_corners=False)[0]
         logits = sem_seg_postprocess(up, image_size, output_size)
         results.append(
             panoptic_inference(
-                mask_cls[i],
+                mask_cls[i, keep],  # the same rows pass the same test again inside
                 logits,
                 thing_ids=thing_ids,
                 object_mask_threshold=object_mask_threshold,
