@@ -197,7 +197,9 @@ def _forward(config: str, reps: int) -> dict:
     return {"forward": med, "forward_max_abs_diff_onnx_vs_ours": diff}
 
 
-def worker(model: str, reps: int) -> dict:
+def worker(model: str, reps: int, size: int) -> dict:
+    global SIZE
+    SIZE = size
     semantic, panoptic = MODELS[model]
     return {**_semantic(semantic, reps), **_panoptic(panoptic, reps), **_forward(semantic, reps)}
 
@@ -247,24 +249,29 @@ def report(results: dict, args: argparse.Namespace, load: tuple[float, float], t
 
 
 def main() -> int:
+    global SIZE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="r50,swin-t", help=f"comma-separated subset of {sorted(MODELS)}")
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--size", type=int, default=SIZE, help="image side, a multiple of 32 (default 512)")
     parser.add_argument("--train", action="store_true", help="also the R50 training step (about 5 more minutes)")
     parser.add_argument("--output", default="", help="append the markdown report to this file")
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.reps)))
+        print(json.dumps(worker(args.worker, args.reps, args.size)))
         return 0
     models = [m for m in args.models.split(",") if m]
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         parser.error(f"unknown model {unknown[0]!r}; choose from {sorted(MODELS)}")
+    if args.size < 32 or args.size % 32:
+        parser.error(f"--size must be a positive multiple of 32, got {args.size}")
+    SIZE = args.size
     load_before = os.getloadavg()[0]
     results = {}
     for model in models:  # a fresh process per model: no state (threads, caches, memory) carries over
-        cmd = [sys.executable, __file__, "--worker", model, "--reps", str(args.reps)]
+        cmd = [sys.executable, __file__, "--worker", model, "--reps", str(args.reps), "--size", str(args.size)]
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         if out.returncode:
             sys.exit(f"suite: the {model} worker failed:\n{out.stderr[-3000:]}")
