@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # pyproject declares ranges so users with other CUDA builds can install.
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench perf lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,6 +24,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest -m slow $(ARGS)
+
+# this project vs transformers and onnxruntime, every model/task/batch, one report (about 10 minutes)
+perf: $(STAMP)
+	$(BIN)/python benchmarks/suite.py $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -249,6 +249,31 @@ def test_panoptic_from_outputs_resizes_logits_first():
     assert torch.equal(pan, ref) and segments == ref_segments and pan.shape == (14, 16)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("image_size, output_size", [((61, 64), (61, 64)), ((50, 63), (97, 120))])
+def test_panoptic_from_outputs_resizes_only_kept_queries_with_the_same_result(image_size, output_size, channels_last):
+    # 12 queries, about half kept: the result equals resizing every query first (the original's order) and then
+    # running the rule; with no query kept the map is all VOID at the output size.
+    g = torch.Generator().manual_seed(sum(output_size))
+    cls = torch.randn(1, 12, 6, generator=g) * 4
+    masks = torch.randn(1, 12, 16, 16, generator=g) * 3
+    if channels_last:
+        masks = masks.contiguous(memory_format=torch.channels_last)
+    kw = {"thing_ids": {0, 1}, "object_mask_threshold": 0.6, "overlap_threshold": 0.5}
+    (pan, segments), = panoptic_from_outputs(
+        {"pred_logits": cls, "pred_masks": masks}, [image_size], [output_size], **kw
+    )  # fmt: skip
+    up = F.interpolate(masks.contiguous(), size=(64, 64), mode="bilinear", align_corners=False)[0]
+    ref, ref_segments = panoptic_inference(cls[0], sem_seg_postprocess(up, image_size, output_size), **kw)
+    kept = int(((cls[0].softmax(-1).max(-1).values > 0.6) & (cls[0].argmax(-1) != 5)).sum())
+    assert 0 < kept < 12 and len(segments) > 0
+    assert torch.equal(pan, ref) and segments == ref_segments
+    (void, none), = panoptic_from_outputs(
+        {"pred_logits": cls, "pred_masks": masks}, [image_size], [output_size], **{**kw, "object_mask_threshold": 1.0}
+    )  # fmt: skip
+    assert none == [] and void.shape == output_size and void.dtype == torch.int32 and int(void.abs().sum()) == 0
+
+
 # ---------------------------------------------------------------- TTA and resizing
 def test_shortest_edge_size_hand_computed():
     assert resize_shortest_edge_size(480, 640, 512, 2048) == (512, 683)  # 640 * 512/480 = 682.67

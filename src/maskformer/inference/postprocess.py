@@ -22,6 +22,7 @@ from maskformer.inference.preprocess import resize_image, resize_shortest_edge_s
 __all__ = [
     "panoptic_from_outputs",
     "panoptic_inference",
+    "panoptic_segments",
     "sem_seg_postprocess",
     "semantic_from_outputs",
     "semantic_from_sem_logits",
@@ -199,12 +200,32 @@ def panoptic_inference(
     # several per query); the area ratio in float64, as the original's division of Python ints.
     areas = torch.bincount(owner.flatten(), minlength=cur_classes.shape[0])
     original_areas = (cur_masks >= 0.5).flatten(1).sum(1)
+    segment_of_query, segments = panoptic_segments(
+        cur_classes, areas, original_areas, thing_ids=thing_ids, overlap_threshold=overlap_threshold
+    )
+    # Every pixel has exactly one owner, so mapping owners to segment ids equals the original's per-segment writes.
+    return segment_of_query.to(owner.device)[owner], segments
+
+
+def panoptic_segments(
+    classes: Tensor, areas: Tensor, original_areas: Tensor, *, thing_ids: Collection[int], overlap_threshold: float
+) -> tuple[Tensor, list[SegmentInfo]]:
+    """The segment rule of `panoptic_inference` for the kept queries, in query order.
+
+    Args:
+        classes: [n] top class of each kept query. areas: [n] pixels each query owns (argmax of prob * sigmoid).
+        original_areas: [n] pixels with sigmoid >= 0.5 of each query.
+
+    Returns:
+        (segment id of each kept query, int32 [n], 0 = VOID; segments_info).
+    """
     passes = overlap_passes(areas, original_areas, overlap_threshold)
     things = {int(c) for c in thing_ids}
     stuff_segment: dict[int, int] = {}
-    segment_of_query = [0] * cur_classes.shape[0]  # 0 = VOID for rejected queries
+    segment_of_query = [0] * classes.shape[0]  # 0 = VOID for rejected queries
     next_id = 0
-    for k, (category, ok) in enumerate(zip(cur_classes.tolist(), passes.tolist())):
+    segments: list[SegmentInfo] = []
+    for k, (category, ok) in enumerate(zip(classes.tolist(), passes.tolist())):
         if not ok:
             continue
         is_thing = category in things
@@ -216,9 +237,7 @@ def panoptic_inference(
             stuff_segment[category] = next_id
         segment_of_query[k] = next_id
         segments.append({"id": next_id, "isthing": is_thing, "category_id": category})
-    # Every pixel has exactly one owner, so mapping owners to segment ids equals the original's per-segment writes.
-    panoptic = torch.tensor(segment_of_query, dtype=torch.int32, device=owner.device)[owner]
-    return panoptic, segments
+    return torch.tensor(segment_of_query, dtype=torch.int32), segments
 
 
 def panoptic_from_outputs(
@@ -232,16 +251,26 @@ def panoptic_from_outputs(
     input_size: Size | None = None,
 ) -> list[tuple[Tensor, list[SegmentInfo]]]:
     """Panoptic results for a batch: mask logits upsampled to the padded input size, cropped and resized to the
-    output size (logits first, "postprocess before inference"), then `panoptic_inference` per image."""
+    output size (logits first, "postprocess before inference"), then `panoptic_inference` per image.
+
+    Only the queries that `panoptic_inference` keeps (a real top class with probability > object_mask_threshold) are
+    resized: resizing works per query, so the kept maps are the same numbers, and the dropped ones were never read.
+    """
     mask_cls, mask_pred = outputs["pred_logits"], outputs["pred_masks"].contiguous()  # (see semantic_from_outputs)
     padded = _input_size(tuple(mask_pred.shape[-2:]), input_size)
     results = []
     for i, (image_size, output_size) in enumerate(zip(image_sizes, output_sizes)):
-        up = F.interpolate(mask_pred[i : i + 1], size=padded, mode="bilinear", align_corners=False)[0]
+        scores, labels = F.softmax(mask_cls[i], dim=-1).max(-1)
+        keep = labels.ne(mask_cls.shape[-1] - 1) & (scores > object_mask_threshold)
+        if not bool(keep.any()):
+            empty = torch.zeros(tuple(output_size), dtype=torch.int32, device=mask_pred.device)
+            results.append((empty, []))
+            continue
+        up = F.interpolate(mask_pred[i : i + 1, keep], size=padded, mode="bilinear", align_corners=False)[0]
         logits = sem_seg_postprocess(up, image_size, output_size)
         results.append(
             panoptic_inference(
-                mask_cls[i],
+                mask_cls[i, keep],  # the same rows pass the same test again inside
                 logits,
                 thing_ids=thing_ids,
                 object_mask_threshold=object_mask_threshold,

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from maskformer.inference.accelerate import accelerate
-from maskformer.inference.postprocess import Size, panoptic_from_outputs, semantic_from_outputs, semantic_tta
+from maskformer.inference.postprocess import Size, semantic_from_outputs, semantic_tta
 from maskformer.inference.preprocess import ImageInput, load_image, resize_image, resize_shortest_edge_size
 
 __all__ = ["Predictor"]
@@ -110,6 +110,7 @@ class Predictor:
         self.reference = model.to(self.device).eval()
         acc = accelerate(self.reference, enabled=optimize, bf16=bf16, compile=compile, device=str(self.device))
         self.model, self._semantic_labels, self.accelerated = acc.model.eval(), acc.semantic_labels, acc.active
+        self._panoptic = acc.panoptic
         self.corner_labels = acc.bf16 if corner_labels is None else corner_labels
         self.pixel_mean = torch.as_tensor(model.pixel_mean).detach().float().to(self.device).view(3)
         self.pixel_std = torch.as_tensor(model.pixel_std).detach().float().to(self.device).view(3)
@@ -217,7 +218,7 @@ class Predictor:
         if "panoptic" in tasks:
             if "pred_masks" not in outputs:
                 raise ValueError("panoptic inference needs a mask-classification model (pred_logits/pred_masks)")
-            pan = panoptic_from_outputs(
+            pan = self._panoptic(
                 outputs, image_sizes, sizes, thing_ids=self.thing_ids, input_size=padded,
                 object_mask_threshold=self.object_mask_threshold, overlap_threshold=self.overlap_threshold,
             )  # fmt: skip

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from maskformer.inference.postprocess import Size, semantic_from_outputs
+from maskformer.inference.postprocess import Size, panoptic_from_outputs, semantic_from_outputs
 
 __all__ = ["Accelerated", "accelerate", "supported"]
 
@@ -84,14 +84,17 @@ class _Autocast(nn.Module):
 
 @dataclass
 class Accelerated:
-    """What the Predictor runs: ``model(images, with_aux=False)`` -> outputs dict, and
-    ``semantic_labels(outputs, image_sizes, output_sizes, input_size=, fast=, corner_labels=)`` -> label maps."""
+    """What the Predictor runs: ``model(images, with_aux=False)`` -> outputs dict,
+    ``semantic_labels(outputs, image_sizes, output_sizes, input_size=, fast=, corner_labels=)`` -> label maps and
+    ``panoptic(outputs, image_sizes, output_sizes, thing_ids=, object_mask_threshold=, overlap_threshold=,
+    input_size=)`` -> (panoptic map, segments) per image (``postprocess.panoptic_from_outputs``'s signature)."""
 
     model: nn.Module
     semantic_labels: Callable[..., list[Tensor]]
     active: bool
     why_not: str = ""
     bf16: bool = False  # the forward runs in bfloat16 (its scores carry ~3 significant digits)
+    panoptic: Callable[..., list] = panoptic_from_outputs
 
 
 def accelerate(
@@ -104,13 +107,16 @@ def accelerate(
     never modified."""
     from .fast_model import FastModel, prepare_for_inference
     from .labels import semantic_labels_from_outputs
+    from .panoptic import panoptic_from_outputs_in_strips
 
     ok, why = supported(device)
     # the fused labels are bit-identical to the argmax of the exact scores computed with the same kernels, so the
-    # unmodified model (optimize=False) keeps them on a supported machine: its labels are the exact path's
+    # unmodified model (optimize=False) keeps them on a supported machine: its labels are the exact path's (and the
+    # same holds for the panoptic strips)
     labels = semantic_labels_from_outputs if ok else _plain_labels
+    panoptic = panoptic_from_outputs_in_strips if ok else panoptic_from_outputs
     if ok and isinstance(model, FastModel):  # already an optimised copy
-        return Accelerated(model, labels, True, bf16=model.bf16)
+        return Accelerated(model, labels, True, bf16=model.bf16, panoptic=panoptic)
     if ok and enabled and not hasattr(model, "backbone"):  # not a model of this package: keep it
         why = f"{type(model).__name__} is not a maskformer model"
     elif ok and not enabled:
@@ -118,6 +124,6 @@ def accelerate(
     if not (ok and enabled) or why:
         if compile:
             model = torch.compile(model)  # type: ignore[assignment]
-        return Accelerated(_Autocast(model) if bf16 else model, labels, False, why, bf16)
+        return Accelerated(_Autocast(model) if bf16 else model, labels, False, why, bf16, panoptic)
     fast = prepare_for_inference(model, bf16=bf16, compile=compile)
-    return Accelerated(fast, semantic_labels_from_outputs, True, bf16=bf16)
+    return Accelerated(fast, semantic_labels_from_outputs, True, bf16=bf16, panoptic=panoptic)

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from maskformer.inference.accelerate.onednn import linear, use_onednn_convolutions, use_onednn_layers
+from maskformer.inference.accelerate.swin import use_fast_swin_blocks
 from maskformer.modeling.backbone.norm import FrozenBatchNorm2d
 from maskformer.modeling.layers import ConvNorm
 
@@ -216,6 +217,7 @@ def _optimized_copy(model: nn.Module, *, channels_last: bool, fold_frozen_bn: bo
                 module.to(torch.bfloat16)
     if channels_last:  # conv + bias + ReLU (+ residual add) in one oneDNN call (maskformer.inference.accelerate.onednn)
         use_onednn_convolutions(fast)
+    use_fast_swin_blocks(fast)  # Swin backbones: window gathers, SDPA, fused projections (accelerate.swin)
     return fast
 
 

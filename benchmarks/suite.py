@@ -1,0 +1,294 @@
+"""All of the performance figures in one run: this project vs transformers' MaskFormer (and onnxruntime), R50 and
+Swin-T, semantic and panoptic, batch 1 and 4, forward and training step. Ratios = ours / theirs (< 1: we are faster).
+
+Each model runs in a fresh process (``--worker``) that builds both libraries' models with the same converted random
+weights (``compare_transformers._models``, spread to trained-like values) and times the variants interleaved, one
+call each per round, median of ``--reps`` rounds after a warm-up (``engine.timing.interleaved_medians``):
+
+- ``semantic b1``: uint8 512x512 image -> label map. transformers: image processor (rescale + normalise) + forward +
+  ``post_process_semantic_segmentation``; ours: ``Predictor(model)`` (what ``maskformer predict`` and the Python API
+  run by default: the optimised copy, exact labels), ``Predictor(model, bf16=True)`` and ``optimize=False``.
+- ``semantic b4``: four images as one batch (transformers) vs ours one at a time and as one batch (``Predictor`` on
+  a list, ``maskformer predict --batch-size 4``); time per image.
+- ``panoptic b1`` (the COCO-panoptic config of the same backbone, 133 classes; for R50 with the FPN pixel decoder,
+  as transformers has no "+6 Enc" one): transformers'
+  ``post_process_panoptic_segmentation`` with the original's thresholds (0.8 / 0.8) and the stuff classes fused vs
+  ``Predictor(model)(image, task="panoptic")`` fp32 and bf16; the segment count of each side is printed.
+- ``forward``: the network alone on a normalised 512x512 input: onnxruntime (CPU provider, same thread count) on the
+  static graph of ``maskformer export onnx`` vs our optimised copy (fp32, bf16) and transformers' forward.
+- ``train`` (``--train``): ``compare_transformers.py --parts train`` for R50 (fresh process per side).
+
+Run: .venv/bin/python benchmarks/suite.py [--models r50,swin-t] [--reps 5] [--train] [--output report.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = {
+    "r50": (
+        "configs/ade20k-150/maskformer_R50_bs16_160k.yaml",
+        # transformers has no "+6 Enc" pixel decoder: the same R50 with the FPN one (the semantic configs' decoder)
+        "configs/coco-panoptic/maskformer_panoptic_R50_bs64_554k.yaml model.pixel_decoder=fpn "
+        "model.transformer_in_feature=res5",
+    ),
+    "swin-t": (
+        "configs/ade20k-150/swin/maskformer_swin_tiny_bs16_160k.yaml",
+        "configs/coco-panoptic/swin/maskformer_panoptic_swin_tiny_bs64_554k.yaml",
+    ),
+}
+SIZE = 512
+
+
+def _image(seed: int) -> np.ndarray:
+    """A picture of smooth regions (pixel noise gives the network nothing to segment), uint8 [SIZE, SIZE, 3]."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, 6, 6, generator=g) * 255
+    image = torch.nn.functional.interpolate(coarse, size=(SIZE, SIZE), mode="bicubic").clamp(0, 255)
+    return image[0].permute(1, 2, 0).to(torch.uint8).numpy()
+
+
+def _build(config: str):
+    """(cfg, our model, transformers' model, transformers' image processor) with the same spread random weights."""
+    from transformers import MaskFormerConfig, MaskFormerForInstanceSegmentation, MaskFormerImageProcessor
+
+    import maskformer
+    from maskformer.convert.hf_config import hf_config_from_ours
+    from maskformer.convert.huggingface import ours_state_to_hf
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from compare_transformers import _spread_weights
+
+    path, _, overrides = config.partition(" ")
+    cfg = maskformer.load_config(ROOT / path, overrides.split())
+    torch.manual_seed(0)
+    ours = maskformer.build_model(cfg).eval()
+    _spread_weights(ours, seed=0)
+    hf = MaskFormerForInstanceSegmentation(
+        MaskFormerConfig(**hf_config_from_ours(cfg, [f"class{i}" for i in range(cfg.model.num_classes)]))
+    )
+    hf.load_state_dict(ours_state_to_hf(ours.state_dict(), hf.state_dict(), source_name="ours"), strict=False)
+    processor = MaskFormerImageProcessor(
+        do_resize=False,
+        do_pad=False,
+        image_mean=[v / 255 for v in cfg.model.pixel_mean],
+        image_std=[v / 255 for v in cfg.model.pixel_std],
+    )
+    return cfg, ours, hf.eval(), processor
+
+
+def _semantic(config: str, reps: int) -> dict:
+    from maskformer import Predictor
+    from maskformer.engine.timing import interleaved_medians
+
+    _, ours, hf, processor = _build(config)
+    kw = {"min_size": SIZE, "max_size": 4 * SIZE}
+    default, bf16, reference = (
+        Predictor(ours, **kw),
+        Predictor(ours, bf16=True, **kw),
+        Predictor(ours, optimize=False, **kw),
+    )
+    images = [_image(seed) for seed in range(4)]
+
+    def hf_predict(batch: list[np.ndarray]) -> list[torch.Tensor]:
+        inputs = processor(images=batch, return_tensors="pt")
+        return processor.post_process_semantic_segmentation(hf(**inputs), target_sizes=[(SIZE, SIZE)] * len(batch))
+
+    with torch.inference_mode():
+        b1 = interleaved_medians(
+            {
+                "transformers": lambda: hf_predict(images[:1]),
+                "ours_default": lambda: default(images[0]),
+                "ours_bf16": lambda: bf16(images[0]),
+                "ours_reference": lambda: reference(images[0]),
+            },
+            reps,
+        )
+        b4 = interleaved_medians(
+            {
+                "transformers": lambda: hf_predict(images),
+                "ours_one_at_a_time": lambda: [default(im) for im in images],
+                "ours_batch": lambda: default(images),
+            },
+            max(1, reps // 2),
+        )
+        ref = reference(images[0])
+        agree = {k: int((p(images[0]) != ref).sum()) for k, p in (("ours_default", default), ("ours_bf16", bf16))}
+        agree["transformers"] = int((hf_predict(images[:1])[0] != ref).sum())
+    return {"semantic_b1": b1, "semantic_b4": {k: v / 4 for k, v in b4.items()}, "semantic_differing_pixels": agree}
+
+
+def _panoptic(config: str, reps: int) -> dict:
+    from maskformer import Predictor
+    from maskformer.engine.timing import interleaved_medians
+
+    cfg, ours, hf, processor = _build(config)
+    kw = {"min_size": SIZE, "max_size": 4 * SIZE}
+    default, bf16 = Predictor(ours, **kw), Predictor(ours, bf16=True, **kw)
+    stuff = sorted(set(range(cfg.model.num_classes)) - set(default.thing_ids))
+    threshold, overlap = cfg.inference.object_mask_threshold, cfg.inference.overlap_threshold
+    image = _image(0)
+
+    def hf_predict() -> dict:
+        inputs = processor(images=[image], return_tensors="pt")
+        return processor.post_process_panoptic_segmentation(
+            hf(**inputs),
+            threshold=threshold,
+            overlap_mask_area_threshold=overlap,
+            label_ids_to_fuse=set(stuff),
+            target_sizes=[(SIZE, SIZE)],
+        )[0]
+
+    with torch.inference_mode():
+        med = interleaved_medians(
+            {
+                "transformers": hf_predict,
+                "ours_default": lambda: default(image, task="panoptic"),
+                "ours_bf16": lambda: bf16(image, task="panoptic"),
+            },
+            reps,
+        )
+        theirs = {s["id"] for s in hf_predict()["segments_info"]}  # (fused classes repeat an id there)
+        segments = {"transformers": len(theirs), "ours_default": len(default(image, task="panoptic")[1])}
+    return {"panoptic_b1": med, "panoptic_segments": segments}
+
+
+def _forward(config: str, reps: int) -> dict:
+    import onnxruntime as ort
+
+    from maskformer.engine.timing import interleaved_medians
+    from maskformer.inference.accelerate.fast_model import prepare_for_inference
+    from maskformer.inference.export import export_onnx
+
+    _, ours, hf, _ = _build(config)
+    fast32, fast16 = prepare_for_inference(ours), prepare_for_inference(ours, bf16=True)
+    x = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        export_onnx(ours, path, height=SIZE, width=SIZE, dynamic=False, verify=False)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feed = {"images": x.numpy()}
+    with torch.inference_mode():
+        med = interleaved_medians(
+            {
+                "onnxruntime": lambda: session.run(None, feed),
+                "ours_fp32": lambda: fast32(x),
+                "ours_bf16": lambda: fast16(x),
+                "transformers": lambda: hf(pixel_values=x),
+            },
+            reps,
+        )
+        diff = float(np.abs(session.run(None, feed)[1] - fast32(x)["pred_masks"].numpy()).max())
+    return {"forward": med, "forward_max_abs_diff_onnx_vs_ours": diff}
+
+
+def worker(model: str, reps: int, size: int) -> dict:
+    global SIZE
+    SIZE = size
+    semantic, panoptic = MODELS[model]
+    return {**_semantic(semantic, reps), **_panoptic(panoptic, reps), **_forward(semantic, reps)}
+
+
+def _rows(model: str, r: dict) -> list[str]:
+    rows = []
+    bases = {"semantic_b1": "transformers", "semantic_b4": "transformers", "panoptic_b1": "transformers"}
+    for part, base in {**bases, "forward": "onnxruntime"}.items():
+        med = r[part]
+        for variant, seconds in med.items():
+            if variant != base:
+                rows.append(f"| {model} | {part} | {variant} | {seconds:.3f} | {med[base]:.3f} ({base}) | "
+                            f"{seconds / med[base]:.2f} |")  # fmt: skip
+        if part == "forward":
+            ours, theirs = med["ours_fp32"], med["transformers"]
+            rows.append(
+                f"| {model} | forward | ours_fp32 | {ours:.3f} | {theirs:.3f} (transformers) | {ours / theirs:.2f} |"
+            )
+    return rows
+
+
+def report(results: dict, args: argparse.Namespace, load: tuple[float, float], train: str) -> str:
+    import transformers
+
+    lines = [
+        f"## Suite run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        "",
+        f"- Command: `.venv/bin/python benchmarks/suite.py {' '.join(sys.argv[1:])}`",
+        f"- Machine: {platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads; load "
+        f"average {load[0]:.2f} before, {load[1]:.2f} after; torch {torch.__version__}, transformers "
+        f"{transformers.__version__}; {SIZE}x{SIZE}, random weights, median of {args.reps} interleaved rounds "
+        "(batch 4: half as many; seconds per image)",
+        "",
+        "| model | part | variant | median s | baseline s | ratio |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for model, r in results.items():
+        lines += _rows(model, r)
+    lines.append("")
+    for model, r in results.items():
+        lines.append(f"- {model}: differing pixels vs the unmodified model (of {SIZE * SIZE}): "
+                     f"{r['semantic_differing_pixels']}; panoptic segments {r['panoptic_segments']}; onnxruntime vs "
+                     f"our fp32 mask logits max |diff| {r['forward_max_abs_diff_onnx_vs_ours']:.1e}")  # fmt: skip
+    if train:
+        lines += ["", "Training step (R50, `compare_transformers.py --parts train`):", "", train]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    global SIZE
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="r50,swin-t", help=f"comma-separated subset of {sorted(MODELS)}")
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--size", type=int, default=SIZE, help="image side, a multiple of 32 (default 512)")
+    parser.add_argument("--train", action="store_true", help="also the R50 training step (about 5 more minutes)")
+    parser.add_argument("--output", default="", help="append the markdown report to this file")
+    parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.reps, args.size)))
+        return 0
+    models = [m for m in args.models.split(",") if m]
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        parser.error(f"unknown model {unknown[0]!r}; choose from {sorted(MODELS)}")
+    if args.size < 32 or args.size % 32:
+        parser.error(f"--size must be a positive multiple of 32, got {args.size}")
+    SIZE = args.size
+    load_before = os.getloadavg()[0]
+    results = {}
+    for model in models:  # a fresh process per model: no state (threads, caches, memory) carries over
+        cmd = [sys.executable, __file__, "--worker", model, "--reps", str(args.reps), "--size", str(args.size)]
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        if out.returncode:
+            sys.exit(f"suite: the {model} worker failed:\n{out.stderr[-3000:]}")
+        results[model] = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"{model}: {json.dumps(results[model])}", file=sys.stderr, flush=True)
+    train = ""
+    if args.train:
+        cmd = [sys.executable, str(ROOT / "benchmarks/compare_transformers.py"), "--parts", "train"]
+        train = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT).stdout
+        train = train[train.find("Training step") :].split("\n", 2)[-1].strip() if "Training step" in train else train
+    text = report(results, args, (load_before, os.getloadavg()[0]), train)
+    print(text)
+    if args.output:
+        with open(args.output, "a") as f:
+            f.write("\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,159 @@
+"""Inference form of the Swin backbone's blocks: same arithmetic per token, less work around it.
+
+``use_fast_swin_blocks(model)`` swaps every ``modeling.backbone.swin.SwinBlock`` of an inference copy for
+``SwinBlock`` below and the backbone's forward for one that returns channels-last views. Per block, compared with
+the reference (``modeling/backbone/swin.py``):
+
+- the qkv projection runs on the h*w real tokens only. The reference projects the zero-padded map, and a zero row
+  projects to exactly the bias, so the padded positions are the bias row (bit-identical). Window padding costs
+  8 % (1/4 resolution) to 72 % (1/32, 16 -> 21 at 512²) more tokens, so this removes that share of the qkv work;
+- pad + roll + window partition is one row gather (``index_select`` with a precomputed index) instead of three
+  copies, and window reverse + roll back + crop is another;
+- the output projection runs after the crop (on h*w tokens, not the padded windows), with the residual addition in
+  the same oneDNN call (``_linear_pointwise.binary``, bit-identical to linear + add);
+- attention is ``F.scaled_dot_product_attention`` (fp32; bf16: two batched products, faster at N = 49 there) with
+  the relative-position bias and the shifted-window mask added once into a cached [nW, heads, N, N] mask
+  (summation order only, ~1e-6);
+- fp32: fc1 + GELU (erf) in one oneDNN call, fc2 + residual addition in another (bit-identical here).
+
+In bf16 (autocast) the projections stay the autocast ``nn.Linear`` calls; only the gathers, the bias-row padding
+and the attention kernel change. Equality with the reference: tests/test_fast_swin.py.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from maskformer.inference.accelerate.onednn import Linear, _eager_onednn
+from maskformer.modeling.backbone.swin import SwinBlock as ReferenceBlock
+from maskformer.modeling.backbone.swin import SwinTransformer, shifted_window_mask
+
+__all__ = ["ChannelsLastSwin", "SwinBlock", "use_fast_swin_blocks", "window_index"]
+
+
+def window_index(h: int, w: int, window: int, shift: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Row indices for the gathers of a (shifted) window block on an h x w token map.
+
+    Returns (gather [nW * N], scatter [h * w]): ``tokens_ext[gather]`` (tokens_ext = the h*w tokens followed by one
+    padding row at index h*w) is the map padded to multiples of ``window``, rolled by -shift and cut into windows,
+    window-major (the reference's order); ``windows[scatter]`` puts the window tokens back at the h*w positions.
+    """
+    hp, wp = -(-h // window) * window, -(-w // window) * window
+    rows = (torch.arange(hp, device=device) + shift) % hp  # rolled map row r holds padded-map row (r + shift) % hp
+    cols = (torch.arange(wp, device=device) + shift) % wp
+    source = rows[:, None] * w + cols[None, :]
+    source = torch.where((rows[:, None] < h) & (cols[None, :] < w), source, h * w)  # padding -> the extra row
+    gather = source.view(hp // window, window, wp // window, window).permute(0, 2, 1, 3).reshape(-1)
+    scatter = torch.empty(h * w, dtype=torch.long, device=device)
+    real = gather < h * w
+    scatter[gather[real]] = torch.arange(gather.numel(), device=device)[real]
+    return gather, scatter
+
+
+def _linear(layer: nn.Module, x: Tensor, *, post: str = "none", other: Tensor | None = None) -> Tensor:
+    """``layer(x)`` followed by GELU (``post="gelu"``) or plus ``other``, fused into one oneDNN call where the layer
+    is this folder's fp32 oneDNN ``Linear``; the plain ops otherwise (bf16 autocast ``nn.Linear``)."""
+    if isinstance(layer, Linear) and _eager_onednn(x, layer.weight) and x.dtype == layer.weight.dtype:
+        rows = x.numel() // x.shape[-1]
+        weight = layer._packed.get(layer.weight, lambda: torch.ops.mkldnn._reorder_linear_weight(layer.weight, rows))
+        if other is not None and other.dtype == x.dtype and other.shape[:-1] == x.shape[:-1]:
+            return torch.ops.mkldnn._linear_pointwise(x, other.contiguous(), weight, layer.bias, "add")
+        if post == "gelu" and other is None:
+            return torch.ops.mkldnn._linear_pointwise(x, weight, layer.bias, "gelu", [], "none")
+    y = layer(x)
+    if post == "gelu":
+        y = F.gelu(y)
+    return y if other is None else other + y
+
+
+class SwinBlock(nn.Module):
+    """Inference form of ``modeling.backbone.swin.SwinBlock`` (module docstring). ``x [B, h*w, C]`` -> same shape;
+    ``mask`` is ignored (the block builds and caches its own bias + shift mask per map size)."""
+
+    def __init__(self, block: ReferenceBlock) -> None:
+        super().__init__()
+        self.window_size, self.shift = block.window_size, block.shift
+        self.norm1, self.norm2, self.mlp = block.norm1, block.norm2, block.mlp
+        attn = block.attn
+        self.qkv, self.proj, self.num_heads, self.scale = attn.qkv, attn.proj, attn.num_heads, attn.scale
+        self.relative_position_bias_table = attn.relative_position_bias_table
+        self.relative_position_index = attn.relative_position_index
+        self._cache: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
+
+    def _plan(self, h: int, w: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+        """(gather, scatter, attention mask [nW or 1, heads, N, N]) for an h x w map, cached."""
+        key = (h, w, dtype, device)
+        if key not in self._cache:
+            ws, heads = self.window_size, self.num_heads
+            n = ws * ws
+            gather, scatter = window_index(h, w, ws, self.shift, device)
+            bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+            mask = bias.view(n, n, heads).permute(2, 0, 1)[None].float()  # [1, heads, N, N]
+            if self.shift:
+                hp, wp = -(-h // ws) * ws, -(-w // ws) * ws
+                mask = mask + shifted_window_mask(hp, wp, ws, ws // 2, device)[:, None]  # [nW, heads, N, N]
+            self._cache = {key: (gather, scatter, mask.to(dtype).contiguous())}  # one map size at a time
+        return self._cache[key]
+
+    def forward(self, x: Tensor, h: int, w: int, mask: Tensor | None = None) -> Tensor:
+        del mask
+        b, _, c = x.shape
+        heads, n = self.num_heads, self.window_size**2
+        y = self.norm1(x)
+        y = torch.cat([y, y.new_zeros(b, 1, c)], dim=1)  # the padding row (zeros after the norm, as the reference)
+        qkv = self.qkv(y)  # [B, h*w + 1, 3C]; the last row is the bias, what the reference's padded tokens get
+        gather, scatter, attn_mask = self._plan(h, w, qkv.dtype, x.device)
+        windows = qkv.index_select(1, gather).view(-1, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+        if attn_mask.shape[0] > 1 and b > 1:
+            attn_mask = attn_mask.repeat(b, 1, 1, 1)
+        q, k, v = windows[0], windows[1], windows[2]  # [B * nW, heads, N, d]
+        if q.dtype == torch.float32:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=self.scale)
+        else:  # bf16: two batched products beat the fused kernel at N = 49 (-35 % on this project's CPU)
+            scores = torch.matmul(q, k.transpose(-2, -1)).mul_(self.scale).add_(attn_mask)
+            out = torch.matmul(scores.softmax(-1), v)
+        out = out.transpose(1, 2).reshape(b, -1, c).index_select(1, scatter)  # [B, h*w, C]
+        x = _linear(self.proj, out, other=x)
+        return _linear(self.mlp.fc2, _linear(self.mlp.fc1, self.norm2(x), post="gelu"), other=x)
+
+
+class ChannelsLastSwin(SwinTransformer):
+    """A ``SwinTransformer`` whose forward returns the stage maps as channels-last views of the tokens (same values,
+    no NCHW copy: the pixel decoder runs channels-last). Set as the class of an inference copy's backbone."""
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        return _channels_last_forward(self, x)
+
+
+def _channels_last_forward(self: SwinTransformer, x: Tensor) -> dict[str, Tensor]:
+    p = self.patch_size
+    x = F.pad(x, (0, (-x.shape[3]) % p, 0, (-x.shape[2]) % p))
+    x = self.patch_embed.proj(x)
+    h, w = x.shape[2:]
+    x = self.patch_embed.norm(x.flatten(2).transpose(1, 2))
+    out = {}
+    for i, stage in enumerate(self.layers):
+        for blk in stage.blocks:
+            x = blk(x, h, w, None)
+        y = getattr(self, f"norm{i}")(x)
+        out[f"res{i + 2}"] = y.view(-1, h, w, y.shape[-1]).permute(0, 3, 1, 2)
+        if stage.downsample is not None:
+            x, h, w = stage.downsample(x, h, w), (h + 1) // 2, (w + 1) // 2
+    return out
+
+
+def use_fast_swin_blocks(model: nn.Module) -> int:
+    """Swap, in place, every reference ``SwinBlock`` for :class:`SwinBlock` and give every ``SwinTransformer`` the
+    channels-last forward. Returns the number of swapped blocks. Inference copies only (the blocks keep the
+    parameters, not the training behaviour: no drop-path)."""
+    swapped = 0
+    for module in list(model.modules()):
+        if type(module) is SwinTransformer:
+            module.__class__ = ChannelsLastSwin
+        for name, child in list(module.named_children()):
+            if isinstance(child, ReferenceBlock):
+                setattr(module, name, SwinBlock(child))
+                swapped += 1
+    return swapped
