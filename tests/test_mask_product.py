@@ -3,8 +3,11 @@ some query rows are supervised (the backward skips all-zero gradient rows), for 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from torch import nn
 
 from maskformer.modeling.mask_product import layer_mask_logits
 
@@ -70,3 +73,65 @@ def test_no_grad_and_bf16_autocast():
     for a, b in zip(grads, ref_grads):
         assert a.dtype == b.dtype == torch.float32
         torch.testing.assert_close(a, b, atol=0.05, rtol=0.02)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("queries", [7, 2])  # 7: up to 3 rows per image, < C = 5 (sparse); 2 x 3 layers >= 5 (dense)
+def test_with_convolution_matches_conv_then_einsum(channels_last, queries):
+    g = torch.Generator().manual_seed(5)
+    embed = torch.randn(3, 2, queries, 5, generator=g, dtype=torch.float64).requires_grad_()
+    y = torch.randn(2, 4, 6, 7, generator=g, dtype=torch.float64)
+    conv = nn.Conv2d(4, 5, 3, padding=1).double()
+    if channels_last:
+        y, conv = y.contiguous(memory_format=torch.channels_last), conv.to(memory_format=torch.channels_last)
+    y.requires_grad_()
+    params = (embed, y, conv.weight, conv.bias)
+    ref = torch.einsum("lbqc,bchw->lbqhw", embed, conv(y)).unbind(0)
+    ours = layer_mask_logits(embed, y, conv)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+
+    def loss(masks):  # rows 0 and 1 of layer 0 in image 0, row 1 of layer 2 in image 1: sparse for queries=7
+        rows = [masks[0][0, :2], masks[2][1, 1:2]] if queries == 7 else list(masks)
+        return sum((r.sigmoid() * torch.linspace(-1, 2, r.numel(), dtype=r.dtype).view_as(r)).sum() for r in rows)
+
+    ref_grads = torch.autograd.grad(loss(ref), params)
+    grads = torch.autograd.grad(loss(ours), params)
+    for name, a, b in zip(("embed", "input", "weight", "bias"), grads, ref_grads):
+        assert b.abs().sum() > 0, name
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10, msg=name)
+    assert grads[1].is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
+def test_model_training_gradients_unchanged(monkeypatch):
+    """Tiny model + criterion in float64: every parameter gradient equals the one of the plain conv + einsum path."""
+    import maskformer
+    from maskformer.config import load_config
+    from maskformer.modeling import heads
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml", overrides=["model.dropout=0.0"])
+    torch.manual_seed(0)
+    model = maskformer.build_model(cfg).double().train().to(memory_format=torch.channels_last)
+    criterion = maskformer.build_criterion(cfg)
+    g = torch.Generator().manual_seed(1)
+    images = torch.randn(2, 3, 64, 64, generator=g, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    targets = [
+        {"labels": torch.tensor([1, 2]), "masks": torch.rand(2, 64, 64, generator=g) > 0.5},
+        {"labels": torch.tensor([0]), "masks": torch.rand(1, 64, 64, generator=g) > 0.3},
+    ]
+
+    def grads() -> dict[str, torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        criterion(model(images), targets)["loss"].backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    ours = grads()
+
+    def plain(embed, features, conv=None):
+        return torch.einsum("lbqc,bchw->lbqhw", embed, features if conv is None else conv(features)).unbind(0)
+
+    monkeypatch.setattr(heads, "layer_mask_logits", plain)
+    ref = grads()
+    assert set(ours) == set(ref) and "pixel_decoder.mask_features.weight" in ref
+    for name in ref:
+        torch.testing.assert_close(ours[name], ref[name], atol=1e-12, rtol=1e-9, msg=name)

@@ -66,13 +66,15 @@ class TransformerPredictor(nn.Module):
         return self.mask_embed(hs[-1]), (self.class_embed(hs[-1]) if self.mask_classification else None)
 
     def forward(
-        self, x: torch.Tensor, mask_features: torch.Tensor, *, with_aux: bool = True
+        self, x: torch.Tensor, mask_features: torch.Tensor, *, with_aux: bool = True, mask_conv: nn.Conv2d | None = None
     ) -> dict[str, torch.Tensor | list]:
+        """``mask_conv``: when given, ``mask_features`` is its input and the per-pixel embeddings are
+        ``mask_conv(mask_features)``, computed inside the mask product (see ``mask_product.layer_mask_logits``)."""
         pos = self.pe_layer(x)
         hs, _ = self.transformer(self.input_proj(x), self.query_embed.weight, pos, last_only=not with_aux)
         # hs: [L, B, Q, C]; one product for all layers at once, whose backward multiplies only the gradient rows of
         # supervised (matched) queries
-        masks = layer_mask_logits(self.mask_embed(hs), mask_features)
+        masks = layer_mask_logits(self.mask_embed(hs), mask_features, mask_conv)
         logits = self.class_embed(hs).unbind(0) if self.mask_classification else None
         out: dict[str, torch.Tensor | list] = {"pred_masks": masks[-1]}
         if logits is not None:

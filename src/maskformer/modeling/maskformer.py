@@ -54,13 +54,20 @@ class MaskFormer(nn.Module):
 
     def forward(self, images: torch.Tensor, *, with_aux: bool = True) -> dict:
         features = self.backbone(images)
-        mask_features, encoder_out = self.pixel_decoder(features)
+        mask_conv = None
+        if torch.is_grad_enabled() and hasattr(self.pixel_decoder, "forward_until_mask_features"):
+            # training: the pixel decoder's last convolution runs inside the mask product, whose backward then only
+            # carries the matched queries' rows through it (same values; see modeling.mask_product)
+            mask_features, encoder_out = self.pixel_decoder.forward_until_mask_features(features)
+            mask_conv = self.pixel_decoder.mask_features
+        else:
+            mask_features, encoder_out = self.pixel_decoder(features)
         x = (
             encoder_out
             if self.transformer_in_feature == "transformer_encoder"
             else features[self.transformer_in_feature]
         )
-        return self.predictor(x, mask_features, with_aux=with_aux)
+        return self.predictor(x, mask_features, with_aux=with_aux, mask_conv=mask_conv)
 
     def mask_parts(self, images: torch.Tensor) -> tuple[torch.Tensor, nn.Conv2d, torch.Tensor, torch.Tensor]:
         """The lean forward stopped before its last two linear steps, for inference code that reorders them
