@@ -22,7 +22,8 @@ Parts:
   transformers' ResNet trains its BatchNorm layers (batch statistics, 154 more parameter tensors); ours keeps FrozenBN
   as the original. Sides: ours_exact (channels-last, as ``maskformer train`` does by default), ours_exact_contiguous
   (NCHW), ours_point_sample (``loss.point_sample=true``), and bf16 autocast (``train.amp=bf16``; losses in fp32) for
-  both implementations (ours_bf16, transformers_bf16).
+  both implementations (ours_bf16, transformers_bf16). ``--train-sides ours_exact,transformers`` times a subset. The
+  report gives the median and the least disturbed (min) step per side: on a shared machine both are worth reading.
 - matcher: benchmarks/bench_matcher.py (its own alternating timing).
 - onnx: `maskformer.export.export_onnx` of the R50 lean model, onnxruntime vs PyTorch max |diff|.
 
