@@ -1,7 +1,7 @@
 """Inference form of the Swin backbone's blocks: same arithmetic per token, less work around it.
 
 ``use_fast_swin_blocks(model)`` swaps every ``modeling.backbone.swin.SwinBlock`` of an inference copy for
-``SwinBlock`` below and the backbone's forward for one that returns channels-last views. Per block, compared with
+``SwinBlock`` below and the backbone for one whose stage maps are channels-last views. Per block, compared with
 the reference (``modeling/backbone/swin.py``):
 
 - the qkv projection runs on the h*w real tokens only. The reference projects the zero-padded map, and a zero row
@@ -120,34 +120,17 @@ class SwinBlock(nn.Module):
 
 
 class ChannelsLastSwin(SwinTransformer):
-    """A ``SwinTransformer`` whose forward returns the stage maps as channels-last views of the tokens (same values,
-    no NCHW copy: the pixel decoder runs channels-last). Set as the class of an inference copy's backbone."""
+    """A ``SwinTransformer`` whose stage maps are channels-last views of the tokens (same values, no NCHW copy: the
+    pixel decoder runs channels-last). Set as the class of an inference copy's backbone."""
 
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
-        return _channels_last_forward(self, x)
-
-
-def _channels_last_forward(self: SwinTransformer, x: Tensor) -> dict[str, Tensor]:
-    p = self.patch_size
-    x = F.pad(x, (0, (-x.shape[3]) % p, 0, (-x.shape[2]) % p))
-    x = self.patch_embed.proj(x)
-    h, w = x.shape[2:]
-    x = self.patch_embed.norm(x.flatten(2).transpose(1, 2))
-    out = {}
-    for i, stage in enumerate(self.layers):
-        for blk in stage.blocks:
-            x = blk(x, h, w, None)
-        y = getattr(self, f"norm{i}")(x)
-        out[f"res{i + 2}"] = y.view(-1, h, w, y.shape[-1]).permute(0, 3, 1, 2)
-        if stage.downsample is not None:
-            x, h, w = stage.downsample(x, h, w), (h + 1) // 2, (w + 1) // 2
-    return out
+    def stage_map(self, tokens: Tensor, h: int, w: int) -> Tensor:
+        return tokens.view(-1, h, w, tokens.shape[-1]).permute(0, 3, 1, 2)
 
 
 def use_fast_swin_blocks(model: nn.Module) -> int:
     """Swap, in place, every reference ``SwinBlock`` for :class:`SwinBlock` and give every ``SwinTransformer`` the
-    channels-last forward. Returns the number of swapped blocks. Inference copies only (the blocks keep the
-    parameters, not the training behaviour: no drop-path)."""
+    channels-last stage maps (``ChannelsLastSwin``). Returns the number of swapped blocks. Inference copies only
+    (the blocks keep the parameters, not the training behaviour: no drop-path)."""
     swapped = 0
     for module in list(model.modules()):
         if type(module) is SwinTransformer:

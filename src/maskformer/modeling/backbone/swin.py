@@ -221,7 +221,11 @@ class SwinTransformer(Backbone):
         for i, stage in enumerate(self.layers):
             y, x_next = stage(x, h, w)
             y = getattr(self, f"norm{i}")(y)
-            out[f"res{i + 2}"] = y.view(-1, h, w, y.shape[-1]).permute(0, 3, 1, 2).contiguous()
+            out[f"res{i + 2}"] = self.stage_map(y, h, w)
             if x_next is not None:
                 x, h, w = x_next, (h + 1) // 2, (w + 1) // 2
         return out
+
+    def stage_map(self, tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """Stage tokens ``[B, h*w, C]`` -> feature map ``[B, C, h, w]`` (NCHW-contiguous)."""
+        return tokens.view(-1, h, w, tokens.shape[-1]).permute(0, 3, 1, 2).contiguous()
