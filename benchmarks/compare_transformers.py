@@ -104,7 +104,7 @@ def _models(*, aux_loss: bool = False, point_sample: bool = False, spread: bool 
 def _interleaved(fns: dict, reps: int) -> dict[str, float]:
     from maskformer.engine.timing import interleaved_medians
 
-    return interleaved_medians(fns, reps)
+    return interleaved_medians(fns, reps, pause=0.1)  # (see suite.PAUSE)
 
 
 @torch.inference_mode()

@@ -18,7 +18,7 @@ call each per round, median of ``--reps`` rounds after a warm-up (``engine.timin
   static graph of ``maskformer export onnx`` vs our optimised copy (fp32, bf16) and transformers' forward.
 - ``train`` (``--train``): ``compare_transformers.py --parts train`` for R50 (fresh process per side).
 
-Run: .venv/bin/python benchmarks/suite.py [--models r50,swin-t] [--reps 5] [--train] [--output report.md]
+Run: .venv/bin/python benchmarks/suite.py [--models r50,swin-t] [--reps 5] [--train] [--pause 0.1] [--output F]
 """
 
 from __future__ import annotations
@@ -50,6 +50,9 @@ MODELS = {
     ),
 }
 SIZE = 512
+# seconds of sleep before each timed call (--pause): onnxruntime's worker threads spin for a while after its call
+# and would otherwise take the cores from the variant timed next (compare a run with --pause 0)
+PAUSE = 0.1
 
 
 def _image(seed: int) -> np.ndarray:
@@ -115,6 +118,7 @@ def _semantic(config: str, reps: int) -> dict:
                 "ours_reference": lambda: reference(images[0]),
             },
             reps,
+            pause=PAUSE,
         )
         b4 = interleaved_medians(
             {
@@ -123,6 +127,7 @@ def _semantic(config: str, reps: int) -> dict:
                 "ours_batch": lambda: default(images),
             },
             max(1, reps // 2),
+            pause=PAUSE,
         )
         ref = reference(images[0])
         agree = {k: int((p(images[0]) != ref).sum()) for k, p in (("ours_default", default), ("ours_bf16", bf16))}
@@ -159,6 +164,7 @@ def _panoptic(config: str, reps: int) -> dict:
                 "ours_bf16": lambda: bf16(image, task="panoptic"),
             },
             reps,
+            pause=PAUSE,
         )
         theirs = {s["id"] for s in hf_predict()["segments_info"]}  # (fused classes repeat an id there)
         segments = {"transformers": len(theirs), "ours_default": len(default(image, task="panoptic")[1])}
@@ -192,14 +198,15 @@ def _forward(config: str, reps: int) -> dict:
                 "transformers": lambda: hf(pixel_values=x),
             },
             reps,
+            pause=PAUSE,
         )
         diff = float(np.abs(session.run(None, feed)[1] - fast32(x)["pred_masks"].numpy()).max())
     return {"forward": med, "forward_max_abs_diff_onnx_vs_ours": diff}
 
 
-def worker(model: str, reps: int, size: int) -> dict:
-    global SIZE
-    SIZE = size
+def worker(model: str, reps: int, size: int, pause: float) -> dict:
+    global SIZE, PAUSE
+    SIZE, PAUSE = size, pause
     semantic, panoptic = MODELS[model]
     return {**_semantic(semantic, reps), **_panoptic(panoptic, reps), **_forward(semantic, reps)}
 
@@ -231,6 +238,7 @@ def report(results: dict, args: argparse.Namespace, load: tuple[float, float], t
         f"- Machine: {platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads; load "
         f"average {load[0]:.2f} before, {load[1]:.2f} after; torch {torch.__version__}, transformers "
         f"{transformers.__version__}; {SIZE}x{SIZE}, random weights, median of {args.reps} interleaved rounds "
+        f"with a {args.pause:g} s pause before each call "
         "(batch 4: half as many; seconds per image)",
         "",
         "| model | part | variant | median s | baseline s | ratio |",
@@ -255,11 +263,12 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--size", type=int, default=SIZE, help="image side, a multiple of 32 (default 512)")
     parser.add_argument("--train", action="store_true", help="also the R50 training step (about 5 more minutes)")
+    parser.add_argument("--pause", type=float, default=PAUSE, help="seconds of sleep before each timed call")
     parser.add_argument("--output", default="", help="append the markdown report to this file")
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.reps, args.size)))
+        print(json.dumps(worker(args.worker, args.reps, args.size, args.pause)))
         return 0
     models = [m for m in args.models.split(",") if m]
     unknown = [m for m in models if m not in MODELS]
@@ -267,11 +276,14 @@ def main() -> int:
         parser.error(f"unknown model {unknown[0]!r}; choose from {sorted(MODELS)}")
     if args.size < 32 or args.size % 32:
         parser.error(f"--size must be a positive multiple of 32, got {args.size}")
+    if args.pause < 0:
+        parser.error(f"--pause must be >= 0 seconds, got {args.pause}")
     SIZE = args.size
     load_before = os.getloadavg()[0]
     results = {}
     for model in models:  # a fresh process per model: no state (threads, caches, memory) carries over
         cmd = [sys.executable, __file__, "--worker", model, "--reps", str(args.reps), "--size", str(args.size)]
+        cmd += ["--pause", str(args.pause)]
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         if out.returncode:
             sys.exit(f"suite: the {model} worker failed:\n{out.stderr[-3000:]}")

@@ -80,6 +80,27 @@ def test_interleaved_medians_warm_up_once_then_take_turns(monkeypatch):
     assert order == ["a", "b"] * 4
 
 
+def test_interleaved_medians_pause_before_each_timed_call_is_not_counted(monkeypatch):
+    import time
+
+    from maskformer.engine.timing import interleaved_medians
+
+    clock, events = [0.0], []
+
+    def sleep(seconds: float) -> None:
+        events.append("sleep")
+        clock[0] += seconds
+
+    def call() -> None:
+        events.append("call")
+        clock[0] += 1.0
+
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(time, "sleep", sleep)
+    assert interleaved_medians({"a": call}, reps=2, pause=0.5) == {"a": 1.0}
+    assert events == ["call", "sleep", "call", "sleep", "call"]  # warm-up, then a pause before each timed call
+
+
 def test_conv_ceiling_is_the_convolution_flops_over_the_median_time(monkeypatch):
     import time
 

@@ -23,7 +23,7 @@ def test_suite_reports_every_part_for_a_small_image(tmp_path):
     assert "ours_default" in text and "onnxruntime" in text and "differing pixels" in text
 
 
-def test_suite_rejects_a_bad_size_and_an_unknown_model():
-    for args in (["--size", "100"], ["--models", "r18"]):
+def test_suite_rejects_a_bad_size_an_unknown_model_and_a_negative_pause():
+    for args in (["--size", "100"], ["--models", "r18"], ["--pause", "-1"]):
         out = subprocess.run([sys.executable, str(ROOT / "benchmarks/suite.py"), *args], capture_output=True, text=True)
         assert out.returncode == 2 and "error:" in out.stderr and "Traceback" not in out.stderr

@@ -109,3 +109,26 @@ def test_bf16_swin_copy_is_close_to_fp32():
         got = fast16(x)["pred_masks"]
     assert got.dtype == torch.float32
     assert (got - expected).abs().max() < 0.05 * expected.abs().max()
+
+
+def test_fast_forwards_never_format_a_tensor(monkeypatch):
+    """The oneDNN calls name their overload: calling the packet with the binary arguments first tried the default
+    overload, whose failure message printed the bias (~10 % of a Swin-T forward at 512x512 went into that)."""
+    import torch._tensor_str
+
+    from maskformer.inference.accelerate.onednn import Conv
+    from maskformer.modeling.layers import ConvNorm
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a tensor was formatted during an inference forward")
+
+    cfg = maskformer.load_config(DEMO_YAML, TINY_SWIN)
+    torch.manual_seed(0)
+    fast = prepare_for_inference(maskformer.build_model(cfg).eval())
+    conv = Conv(ConvNorm(8, 8, 1).eval(), relu=False)
+    x, other = torch.randn(1, 3, 64, 64), torch.randn(1, 8, 5, 5)
+    monkeypatch.setattr(torch._tensor_str, "_str", refuse)
+    with torch.inference_mode():
+        fast(x)
+        out = conv.add_relu(torch.randn(1, 8, 5, 5), other, inplace=False)
+    assert out.shape == other.shape and not torch.equal(out, other)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 
-def interleaved_medians(fns: dict, reps: int) -> dict[str, float]:
+def interleaved_medians(fns: dict, reps: int, pause: float = 0.0) -> dict[str, float]:
     """Median seconds per call of each zero-argument function: one warm-up call each (compilation happens there),
-    then ``reps`` rounds that call every function once in turn, so load from other processes hits all alike."""
+    then ``reps`` rounds that call every function once in turn, so load from other processes hits all alike.
+    ``pause``: seconds of sleep before each timed call (not timed), so worker threads that one library leaves spinning
+    after its call (onnxruntime's pool does by default, for milliseconds) do not run into the next variant's time."""
     import statistics
     import time
 
@@ -14,6 +16,7 @@ def interleaved_medians(fns: dict, reps: int) -> dict[str, float]:
         fn()
     for _ in range(reps):
         for k, fn in fns.items():
+            time.sleep(pause)
             start = time.perf_counter()
             fn()
             times[k].append(time.perf_counter() - start)

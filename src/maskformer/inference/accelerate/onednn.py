@@ -63,7 +63,7 @@ def linear(
         if packed is not None:
             rows = x.numel() // max(1, x.shape[-1])
             weight = packed.get(weight, lambda: torch.ops.mkldnn._reorder_linear_weight(weight, rows))
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "relu" if relu else "none", [], "")
+        return torch.ops.mkldnn._linear_pointwise.default(x, weight, bias, "relu" if relu else "none", [], "")
     y = F.linear(x, weight, bias)
     return F.relu(y) if relu else y
 
@@ -183,7 +183,9 @@ class Conv(nn.Module):
         fused_relu = self.relu and self.norm is None
         if _eager_onednn(x, self.weight):
             x = x.to(self.weight.dtype)
-            y = torch.ops.mkldnn._convolution_pointwise(x, *self._args(x), "relu" if fused_relu else "none", [], "")
+            y = torch.ops.mkldnn._convolution_pointwise.default(
+                x, *self._args(x), "relu" if fused_relu else "none", [], ""
+            )
         else:
             y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
             y = F.relu_(y) if fused_relu else y
@@ -200,7 +202,7 @@ class Conv(nn.Module):
             x = x.to(self.weight.dtype)
             if inplace:
                 return torch.ops.mkldnn._convolution_pointwise_(other, x, *self._args(x), "add", 1.0, "relu", [], "")
-            return torch.ops.mkldnn._convolution_pointwise(x, other, *self._args(x), "add", 1.0, "relu", [], "")
+            return torch.ops.mkldnn._convolution_pointwise.binary(x, other, *self._args(x), "add", 1.0, "relu", [], "")
         return F.relu_(self.forward(x).add_(other))
 
 

@@ -59,9 +59,9 @@ def _linear(layer: nn.Module, x: Tensor, *, post: str = "none", other: Tensor | 
         rows = x.numel() // x.shape[-1]
         weight = layer._packed.get(layer.weight, lambda: torch.ops.mkldnn._reorder_linear_weight(layer.weight, rows))
         if other is not None and other.dtype == x.dtype and other.shape[:-1] == x.shape[:-1]:
-            return torch.ops.mkldnn._linear_pointwise(x, other.contiguous(), weight, layer.bias, "add")
+            return torch.ops.mkldnn._linear_pointwise.binary(x, other.contiguous(), weight, layer.bias, "add")
         if post == "gelu" and other is None:
-            return torch.ops.mkldnn._linear_pointwise(x, weight, layer.bias, "gelu", [], "none")
+            return torch.ops.mkldnn._linear_pointwise.default(x, weight, layer.bias, "gelu", [], "none")
     y = layer(x)
     if post == "gelu":
         y = F.gelu(y)
