@@ -63,3 +63,69 @@ def test_predictor_panoptic_uses_the_strips_on_a_supported_machine():
     acc = accelerate(torch.nn.Identity(), enabled=False)
     ok, _ = supported()
     assert (acc.panoptic is panoptic_from_outputs_in_strips) == ok
+
+
+def test_selected_rows_top_up_to_the_minimum_and_none_means_all():
+    from maskformer.inference.accelerate.fast_model import _selected_rows
+
+    wanted = torch.zeros(30, dtype=torch.bool)
+    assert _selected_rows(wanted, 17).numel() == 0
+    wanted[[4, 20]] = True
+    assert _selected_rows(wanted, 17).tolist() == [*range(16), 20]  # 4 and 20, then the first 15 others
+    wanted[:25] = True
+    assert _selected_rows(wanted, 17).tolist() == list(range(25))
+    assert _selected_rows(torch.ones(30, dtype=torch.bool), 17) is None
+    assert _selected_rows(torch.tensor([True, False]), 17) is None  # topping up reaches every row
+
+
+def _selecting_model(bf16: bool):
+    import maskformer
+    from maskformer.inference.accelerate.fast_model import prepare_for_inference
+
+    yaml = __import__("pathlib").Path(maskformer.__file__).parent / "resources" / "demo.yaml"
+    cfg = maskformer.load_config(yaml, ["model.num_queries=40", "model.dec_layers=2", "model.backbone.norm=FrozenBN"])
+    torch.manual_seed(4)
+    model = maskformer.build_model(cfg).eval()
+    return model, prepare_for_inference(model, bf16=bf16)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_masks_of_selected_queries_are_the_full_forwards_rows(bf16):
+    """FastModel(mask_queries=...): the selected queries' masks equal the unselected forward's bit for bit (few
+    selected: topped up to 17 rows, the smallest convolution with the same kernel), the others are zeros."""
+    _, fast = _selecting_model(bf16)
+    assert fast.fold_mask_features
+    x = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        full = fast(x)
+        for chosen in ([], [3], [0, 7, 39], list(range(0, 40, 2)), list(range(40))):
+            wanted = torch.zeros(40, dtype=torch.bool)
+            wanted[chosen] = True
+            got = fast(x, mask_queries=lambda logits, w=wanted: w)
+            assert torch.equal(got["pred_logits"], full["pred_logits"])
+            assert got["pred_masks"].shape == full["pred_masks"].shape
+            assert got["pred_masks"].is_contiguous(memory_format=torch.channels_last)
+            assert torch.equal(got["pred_masks"][:, wanted], full["pred_masks"][:, wanted]), chosen
+            assert not got["pred_masks"][:, ~wanted].any() or len(chosen) < 17  # topped-up rows may be computed
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.05, 1.0])
+def test_predictor_panoptic_computes_only_kept_masks_with_the_same_results(threshold):
+    import maskformer
+
+    model, _ = _selecting_model(False)
+    predictor = maskformer.Predictor(model, object_mask_threshold=threshold, overlap_threshold=0.0)
+    plain = maskformer.Predictor(model, object_mask_threshold=threshold, overlap_threshold=0.0)
+    if not predictor.accelerated:
+        pytest.skip("the optimised copy is not used on this machine (accelerate.supported())")
+    assert predictor._selects_masks
+    plain._selects_masks = False
+    image = (torch.rand(80, 100, 3, generator=torch.Generator().manual_seed(2)) * 255).to(torch.uint8).numpy()
+    calls = []
+    forward = predictor.model.forward
+    predictor.model.forward = lambda *a, **k: calls.append(k.get("mask_queries")) or forward(*a, **k)
+    (got_map, got_segments), (ref_map, ref_segments) = predictor(image, task="panoptic"), plain(image, "panoptic")
+    assert calls and calls[0] is not None  # the kept-query rule reached the model
+    assert torch.equal(got_map, ref_map) and got_segments == ref_segments
+    if threshold == 0.0:
+        assert len(ref_segments) > 0

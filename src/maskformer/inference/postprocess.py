@@ -22,6 +22,7 @@ from maskformer.inference.preprocess import resize_image, resize_shortest_edge_s
 __all__ = [
     "panoptic_from_outputs",
     "panoptic_inference",
+    "panoptic_keep",
     "panoptic_segments",
     "sem_seg_postprocess",
     "semantic_from_outputs",
@@ -164,6 +165,13 @@ def overlap_passes(areas: Tensor, original_areas: Tensor, overlap_threshold: flo
     return (areas > 0) & (original_areas > 0) & ~(ratio < overlap_threshold)
 
 
+def panoptic_keep(mask_cls: Tensor, object_mask_threshold: float) -> tuple[Tensor, Tensor, Tensor]:
+    """(scores, labels, keep) of one image's class logits [Q, K+1]: each query's top class over K+1 (the last is
+    "no object") and its probability, and the queries panoptic inference keeps (a real class above the threshold)."""
+    scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
+    return scores, labels, labels.ne(mask_cls.shape[-1] - 1) & (scores > object_mask_threshold)
+
+
 def panoptic_inference(
     mask_cls: Tensor,
     mask_pred: Tensor,
@@ -186,10 +194,8 @@ def panoptic_inference(
     Returns:
         (panoptic map int32 [H, W] with ids 0 (VOID), 1..n, segments_info: n dicts {"id", "isthing", "category_id"}).
     """
-    num_classes = mask_cls.shape[-1] - 1
-    scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
+    scores, labels, keep = panoptic_keep(mask_cls, object_mask_threshold)
     masks = mask_pred.sigmoid()
-    keep = labels.ne(num_classes) & (scores > object_mask_threshold)
     panoptic = torch.zeros(mask_pred.shape[-2:], dtype=torch.int32, device=mask_pred.device)
     segments: list[SegmentInfo] = []
     if not bool(keep.any()):
@@ -260,8 +266,7 @@ def panoptic_from_outputs(
     padded = _input_size(tuple(mask_pred.shape[-2:]), input_size)
     results = []
     for i, (image_size, output_size) in enumerate(zip(image_sizes, output_sizes)):
-        scores, labels = F.softmax(mask_cls[i], dim=-1).max(-1)
-        keep = labels.ne(mask_cls.shape[-1] - 1) & (scores > object_mask_threshold)
+        keep = panoptic_keep(mask_cls[i], object_mask_threshold)[2]
         if not bool(keep.any()):
             empty = torch.zeros(tuple(output_size), dtype=torch.int32, device=mask_pred.device)
             results.append((empty, []))

@@ -10,7 +10,7 @@ evaluation measures exactly what prediction produces.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from maskformer.inference.accelerate import accelerate
-from maskformer.inference.postprocess import Size, semantic_from_outputs, semantic_tta
+from maskformer.inference.postprocess import Size, panoptic_keep, semantic_from_outputs, semantic_tta
 from maskformer.inference.preprocess import ImageInput, load_image, resize_image, resize_shortest_edge_size
 
 __all__ = ["Predictor"]
@@ -116,9 +116,11 @@ class Predictor:
         self.pixel_std = torch.as_tensor(model.pixel_std).detach().float().to(self.device).view(3)
         self.size_divisibility = int(getattr(model, "size_divisibility", 0) or 0)
         try:
-            self._lean = "with_aux" in inspect.signature(self.model.forward).parameters
+            parameters = inspect.signature(self.model.forward).parameters
         except (TypeError, ValueError):  # pragma: no cover - builtins / scripted modules without a signature
-            self._lean = False
+            parameters = {}
+        self._lean = "with_aux" in parameters
+        self._selects_masks = "mask_queries" in parameters  # (the optimised copy: only the kept queries' masks)
 
     # ----- classes -----
     @property
@@ -203,7 +205,9 @@ class Predictor:
             tasks = [t for t in tasks if t != "semantic"]
         if not tasks:
             return results
-        outputs, image_sizes, padded = self._forward(arrays)
+        # panoptic alone reads only the kept queries' masks: the optimised copy then computes only those
+        only_kept = list(tasks) == ["panoptic"] and self._selects_masks
+        outputs, image_sizes, padded = self._forward(arrays, self._panoptic_keep if only_kept else None)
         sizes = [(int(s[0]), int(s[1])) for s in output_sizes]
         if "semantic" in tasks:
             if self.postprocess_before_inference and not self.fast:
@@ -284,9 +288,15 @@ class Predictor:
         h, w = image.shape[:2]
         return resize_image(image, resize_shortest_edge_size(h, w, self.min_size, self.max_size))
 
+    def _panoptic_keep(self, mask_cls: Tensor) -> Tensor:
+        return panoptic_keep(mask_cls, self.object_mask_threshold)[2]
+
     @torch.inference_mode()
-    def _forward(self, images: Sequence[np.ndarray]) -> tuple[dict[str, Tensor], list[Size], Size]:
-        """Normalise, pad (zeros after normalisation, to the batch max rounded up to size_divisibility), run the model.
+    def _forward(
+        self, images: Sequence[np.ndarray], mask_queries: Callable[[Tensor], Tensor] | None = None
+    ) -> tuple[dict[str, Tensor], list[Size], Size]:
+        """Normalise, pad (zeros after normalisation, to the batch max rounded up to size_divisibility), run the model
+        (``mask_queries``: the queries whose masks are read, for a model that can skip the others).
 
         Returns (outputs, per-image valid (h, w), padded (H, W)).
         """
@@ -302,5 +312,8 @@ class Predictor:
             region = batch[b, : sizes[b][0], : sizes[b][1]]
             region.copy_(pixels).sub_(self.pixel_mean).div_(self.pixel_std)  # in place: no float copy of the image
         batch = batch.permute(0, 3, 1, 2)
-        outputs = self.model(batch, with_aux=False) if self._lean else self.model(batch)
+        if mask_queries is not None:
+            outputs = self.model(batch, with_aux=False, mask_queries=mask_queries)
+        else:
+            outputs = self.model(batch, with_aux=False) if self._lean else self.model(batch)
         return outputs, sizes, (height, width)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -97,6 +97,9 @@ def can_fold_mask_features(model: nn.Module) -> bool:
         hasattr(model, "mask_parts")
         and hasattr(decoder, "forward_until_mask_features")
         and isinstance(conv, nn.Conv2d)
+        and not isinstance(conv.padding, str)
+        and tuple(conv.dilation) == (1, 1)
+        and conv.groups == 1
         and hasattr(predictor, "last_layer_embeddings")
         and bool(getattr(predictor, "mask_classification", False))
         and queries is not None
@@ -104,18 +107,61 @@ def can_fold_mask_features(model: nn.Module) -> bool:
     )
 
 
-def folded_mask_forward(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
+# fp32 convolutions with at most 16 output channels take another oneDNN kernel, whose sums round differently; from 17
+# on, the rows of a selected-query convolution equal the full one's bit for bit (tests/test_fast_inference.py)
+_MIN_SELECTED = 17
+
+
+def folded_mask_forward(
+    model: nn.Module, images: torch.Tensor, queries: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
     """Lean outputs {"pred_logits" [B, Q, K+1], "pred_masks" [B, Q, H/4, W/4]} of a MaskFormer with the mask_features
-    conv folded into the mask embeddings (module docstring). ``images`` [B, 3, H, W] as for ``model(images)``."""
+    conv folded into the mask embeddings (module docstring). ``images`` [B, 3, H, W] as for ``model(images)``.
+
+    ``queries``: float32 logits [Q, K+1] of one image -> bool [Q], the queries whose masks are wanted (panoptic
+    inference reads only the kept ones): only those rows (at least 17, see ``_MIN_SELECTED``) are convolved, with
+    the same values as without selection; the other rows of ``pred_masks`` are zeros."""
     y, conv, embed, logits = model.mask_parts(images)  # the model's documented entry for this: [B, Q, D], [B, Q, K+1]
     masks = []
+    num_queries = embed.shape[1]
+    layout = torch.channels_last if y.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
     for i in range(embed.shape[0]):  # per image: its own Q x C x 3 x 3 kernel
         weight = _fold_weight(embed[i], conv.weight.to(embed.dtype))
-        if y.is_contiguous(memory_format=torch.channels_last):
-            weight = weight.contiguous(memory_format=torch.channels_last)
         bias = (embed[i] @ conv.bias.to(embed.dtype)[:, None])[:, 0] if conv.bias is not None else None
-        masks.append(F.conv2d(y[i : i + 1], weight, bias, stride=conv.stride, padding=conv.padding))
+        rows = None if queries is None else _selected_rows(queries(logits[i].float()), _MIN_SELECTED)
+        if rows is None:
+            masks.append(_conv(y[i : i + 1], weight, bias, conv, layout))
+            continue
+        # the folded weights are made for all queries first, so the selected rows are the same numbers
+        size = [(n + 2 * p - (k - 1) - 1) // s + 1 for n, p, k, s in zip(y.shape[-2:], *_geometry(conv))]
+        full = y.new_zeros(1, num_queries, *size).contiguous(memory_format=layout)
+        if rows.numel():
+            full[:, rows] = _conv(y[i : i + 1], weight[rows], None if bias is None else bias[rows], conv, layout)
+        masks.append(full)
     return {"pred_logits": logits, "pred_masks": torch.cat(masks)}
+
+
+def _geometry(conv: nn.Conv2d) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """(padding, kernel size, stride) of the mask_features convolution (numeric padding, no dilation, one group:
+    ``can_fold_mask_features``)."""
+    return tuple(conv.padding), tuple(conv.kernel_size), tuple(conv.stride)
+
+
+def _conv(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, conv: nn.Conv2d, layout) -> torch.Tensor:
+    weight = weight.contiguous(memory_format=layout)
+    return F.conv2d(y, weight, bias, stride=conv.stride, padding=conv.padding)
+
+
+def _selected_rows(wanted: torch.Tensor, minimum: int) -> torch.Tensor | None:
+    """Row indices for bool ``wanted`` [Q]: the wanted rows topped up with the first others to ``minimum`` rows;
+    None when that would be all rows."""
+    rows = wanted.nonzero()[:, 0]
+    if rows.numel() == 0:
+        return rows
+    if rows.numel() < minimum:
+        others = (~wanted).nonzero()[:, 0][: minimum - rows.numel()]
+        rows = torch.cat([rows, others]).sort().values
+    return None if rows.numel() >= wanted.numel() else rows
 
 
 def _fold_weight(embed: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -161,17 +207,19 @@ class FastModel(nn.Module):
         self._compiled = torch.compile(self._lean, **kwargs)  # type: ignore[assignment]
         return self
 
-    def _lean(self, images: torch.Tensor, with_aux: bool = False) -> dict:
+    def _lean(self, images: torch.Tensor, with_aux: bool = False, mask_queries: Callable | None = None) -> dict:
         if self.fold_mask_features and not with_aux:
-            return folded_mask_forward(self.model, images)
+            return folded_mask_forward(self.model, images, mask_queries)
         return self.model(images, with_aux=with_aux)
 
-    def forward(self, images: torch.Tensor, *, with_aux: bool = False) -> dict:
+    def forward(self, images: torch.Tensor, *, with_aux: bool = False, mask_queries: Callable | None = None) -> dict:
+        """``mask_queries``: only the masks of these queries are needed (``folded_mask_forward``'s ``queries``; the
+        others may come out as zeros). Used by the eager folded forward; otherwise all masks are computed."""
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast_context(images.device, bf16=self.bf16):
             if self._compiled is None:
-                out = self._lean(images, with_aux)
+                out = self._lean(images, with_aux, mask_queries)
             else:  # the setting must be active whenever a (re)compilation may happen, i.e. around every call
                 import torch._inductor.config as inductor_config
 

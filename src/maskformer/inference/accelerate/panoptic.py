@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from maskformer.inference.accelerate.labels import _first_argmax, _sigmoid_rows, _strip_rows
@@ -26,6 +25,7 @@ from maskformer.inference.postprocess import (
     Size,
     _input_size,
     panoptic_from_outputs,
+    panoptic_keep,
     panoptic_segments,
 )
 
@@ -73,8 +73,7 @@ def panoptic_from_outputs_in_strips(
                 one, [image_size], [output_size], input_size=padded, overlap_threshold=overlap_threshold, **rule
             )
             continue
-        scores, labels = F.softmax(mask_cls[i], dim=-1).max(-1)
-        keep = labels.ne(mask_cls.shape[-1] - 1) & (scores > object_mask_threshold)
+        scores, labels, keep = panoptic_keep(mask_cls[i], object_mask_threshold)
         if not bool(keep.any()):
             results.append((torch.zeros(output_size, dtype=torch.int32, device=mask_pred.device), []))
             continue
