@@ -19,8 +19,8 @@ from maskformer.inference.postprocess import (
     semantic_from_outputs,
     semantic_from_sem_logits,
     semantic_inference,
-    semantic_tta,
 )
+from maskformer.inference.tta import semantic_tta
 
 PARITY = Path(__file__).resolve().parents[2] / "shared" / "reference" / "parity"
 COCO_THINGS = set(range(80))

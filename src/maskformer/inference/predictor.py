@@ -18,8 +18,9 @@ import torch
 from torch import Tensor, nn
 
 from maskformer.inference.accelerate import accelerate
-from maskformer.inference.postprocess import Size, panoptic_keep, semantic_from_outputs, semantic_tta
+from maskformer.inference.postprocess import Size, panoptic_keep, semantic_from_outputs
 from maskformer.inference.preprocess import ImageInput, load_image, resize_image, resize_shortest_edge_size
+from maskformer.inference.tta import semantic_tta
 
 __all__ = ["Predictor"]
 
@@ -267,7 +268,7 @@ class Predictor:
         max_size: int | None = None,
         flip: bool | None = None,
     ) -> Tensor:
-        """The original's TTA: the test-resized image re-resized to every min size (postprocess.semantic_tta)."""
+        """The original's TTA: the test-resized image re-resized to every min size (tta.semantic_tta)."""
 
         def run(view: np.ndarray, out: Size) -> Tensor:
             return self.semantic_scores(view, out, resize=False)
