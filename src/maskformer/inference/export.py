@@ -6,8 +6,9 @@ into the convolutions (accelerate.fast_model).
 Normalisation, padding and post-processing stay outside, as in ``Predictor``.
 
 Shapes: H and W are exported as dynamic axes (multiples of 32) through torch.export. If a backbone's Python-side
-control flow on sizes (Swin's window padding) prevents a dynamic export, the graph is exported for the given size
-only and ``ExportReport.dynamic`` says so.
+control flow on sizes (Swin's window padding) prevents a dynamic export, or the dynamic graph does not run in
+onnxruntime at the export size and at a second one, the graph is exported for the given size only and
+``ExportReport.dynamic`` says so.
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ def export_onnx(
 ) -> ExportReport:
     """Export ``model`` (a MaskFormer) to ``output`` atomically (temporary file in the same folder, then rename).
 
-    Falls back to a static-shape export when the dynamic one fails. With ``verify`` the file is run with
+    Falls back to a static-shape export when the dynamic one fails (tracing, or with ``verify`` onnxruntime at the
+    export size or at (height + 32, width + 64)). With ``verify`` the file is run with
     onnxruntime on a seeded random input of (height, width) and compared with the PyTorch lean forward.
     """
     if height % 32 or width % 32:
@@ -104,14 +106,21 @@ def export_onnx(
     os.close(fd)
     tmp = Path(tmp_name)
     try:
+        diffs: dict[str, float] = {}
         try:
             _export(lean, example, tmp, opset, dynamic)
-        except Exception:  # noqa: BLE001 - any tracing failure means: shapes must be static
+            if dynamic and verify:  # the dynamic graph must run at the export size and at another one (a Swin
+                # graph once kept a trace-time window count and failed in onnxruntime at every size)
+                diffs = verify_onnx(tmp, model, example)
+                other = torch.randn(1, 3, height + 32, width + 64, generator=torch.Generator().manual_seed(seed + 1))
+                verify_onnx(tmp, model, other)
+        except Exception:  # noqa: BLE001 - any tracing or dynamic-graph failure means: shapes must be static
             if not dynamic:
                 raise
-            dynamic = False
+            dynamic, diffs = False, {}
             _export(lean, example, tmp, opset, dynamic)
-        diffs = verify_onnx(tmp, model, example) if verify else {}
+        if verify and not diffs:
+            diffs = verify_onnx(tmp, model, example)
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)
