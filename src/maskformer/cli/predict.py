@@ -14,9 +14,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "predict",
         help="segment images and draw the result",
-        description="For every image: OUTPUT_DIR/<name>_overlay.png (colours + legend), <name>_labels.png (semantic"
-        " label map, class index per pixel); with --task panoptic also <name>_panoptic.png (COCO-panoptic id PNG) and"
-        " one predictions.json in COCO-panoptic format; a video (.mp4 .avi .mov .mkv .webm) gives"
+        description="For every image: OUTPUT_DIR/<name>_overlay.png (colours + legend) and, semantic,"
+        " <name>_labels.png (class index per pixel) or, panoptic, <name>_panoptic.png (COCO-panoptic id PNG) with"
+        " one predictions.json in COCO-panoptic format for all images; a video (.mp4 .avi .mov .mkv .webm) gives"
         " <name>_overlay.mp4 with the same frames and rate. Folders are searched for images (not recursively). An"
         " unreadable image is named and skipped; the exit code is 2 at the end if any was (--strict: stop at once).",
     )
