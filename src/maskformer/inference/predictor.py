@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from maskformer.errors import ConfigError
 from maskformer.inference.accelerate import accelerate
 from maskformer.inference.postprocess import Size, panoptic_keep, semantic_from_outputs
 from maskformer.inference.preprocess import ImageInput, load_image, resize_image, resize_shortest_edge_size
@@ -86,6 +87,8 @@ class Predictor:
         self.cfg = cfg
         self.min_size = int(_setting(min_size, cfg, "test", "min_size", 0))
         self.max_size = int(_setting(max_size, cfg, "test", "max_size", 0))
+        if self.min_size <= 0:
+            raise ConfigError(f"test.min_size (Predictor min_size): the short side must be > 0, got {self.min_size}")
         self.task_default = task_default
         self.object_mask_threshold = float(
             _setting(object_mask_threshold, cfg, "inference", "object_mask_threshold", 0.8)
@@ -178,6 +181,8 @@ class Predictor:
         if return_scores and task != "semantic":
             raise ValueError("return_scores is only available for task='semantic'")
         batched = isinstance(image, list | tuple)
+        if batched and not image:
+            return []
         arrays = [load_image(i) for i in (image if batched else [image])]  # type: ignore[union-attr]
         sizes = [(int(a.shape[0]), int(a.shape[1])) for a in arrays]
         if task == "semantic" and return_scores:
@@ -200,6 +205,8 @@ class Predictor:
         for the tasks asked, at ``output_sizes``. With ``tta`` the semantic labels come from the TTA scores."""
         arrays = [load_image(i) for i in images]
         results: list[dict[str, object]] = [{} for _ in arrays]
+        if not arrays:
+            return results
         if "semantic" in tasks and self.tta:
             for r, a, size in zip(results, arrays, output_sizes):
                 r["semantic"] = self._tta(a, size).argmax(0)

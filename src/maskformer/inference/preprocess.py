@@ -46,7 +46,8 @@ def load_image(image: ImageInput) -> np.ndarray:
 
 def resize_shortest_edge_size(h: int, w: int, short: int, max_size: int) -> tuple[int, int]:
     """Output ``(newh, neww)`` of detectron2's ResizeShortestEdge: short side -> ``short``, long side capped at
-    ``max_size`` (0 or negative = no cap), each rounded with ``int(x + 0.5)``."""
+    ``max_size`` (0 or negative = no cap), each rounded with ``int(x + 0.5)`` and at least 1 (a 1 x 5000 strip capped
+    at 1333 would otherwise get 0 rows)."""
     scale = short / min(h, w)
     if h < w:
         newh, neww = float(short), scale * w
@@ -55,7 +56,7 @@ def resize_shortest_edge_size(h: int, w: int, short: int, max_size: int) -> tupl
     if max_size > 0 and max(newh, neww) > max_size:
         scale = max_size / max(newh, neww)
         newh, neww = newh * scale, neww * scale
-    return int(newh + 0.5), int(neww + 0.5)
+    return max(1, int(newh + 0.5)), max(1, int(neww + 0.5))
 
 
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -1,0 +1,52 @@
+"""Audit of Predictor inputs the other tests did not reach: extreme aspect ratios (the test resize gave 0 rows and
+PIL raised, a traceback in `maskformer predict`), a non-positive test size, an empty batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import maskformer
+from maskformer.errors import ConfigError, UserError
+from maskformer.inference.preprocess import resize_shortest_edge_size
+
+DEMO_YAML = Path(maskformer.__file__).parent / "resources" / "demo.yaml"
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    cfg = maskformer.load_config(DEMO_YAML, ["model.num_queries=20", "model.dec_layers=2"])
+    torch.manual_seed(0)
+    return maskformer.build_model(cfg).eval()
+
+
+def test_resize_keeps_at_least_one_pixel_per_side():
+    assert resize_shortest_edge_size(1, 5000, 800, 1333) == (1, 1333)
+    assert resize_shortest_edge_size(5000, 2, 512, 2048) == (2048, 1)
+    assert resize_shortest_edge_size(97, 131, 512, 2048) == (512, 691)  # ordinary sizes unchanged: 131 * 512 / 97
+
+
+@pytest.mark.parametrize("optimize", [True, False])
+def test_predictor_on_a_one_pixel_high_strip(model, optimize):
+    predictor = maskformer.Predictor(model, min_size=128, max_size=320, optimize=optimize)
+    strip = np.random.default_rng(0).integers(0, 256, (1, 5000, 3), dtype=np.uint8)
+    labels = predictor(strip, task="semantic")
+    assert labels.shape == (1, 5000) and labels.dtype == torch.int64
+    pan, segments = predictor(strip, task="panoptic")
+    assert pan.shape == (1, 5000) and isinstance(segments, list)
+
+
+def test_non_positive_min_size_is_a_config_error(model):
+    with pytest.raises(ConfigError, match="min_size"):
+        maskformer.Predictor(model, min_size=0)
+    assert issubclass(ConfigError, UserError)  # the CLI prints it as one line
+
+
+def test_empty_batch_gives_an_empty_list(model):
+    predictor = maskformer.Predictor(model, min_size=64, max_size=128)
+    assert predictor([], task="semantic") == []
+    assert predictor([], task="panoptic") == []
+    assert predictor.predict_resized([], [], ("semantic", "panoptic")) == []
