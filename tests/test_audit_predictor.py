@@ -50,3 +50,22 @@ def test_empty_batch_gives_an_empty_list(model):
     assert predictor([], task="semantic") == []
     assert predictor([], task="panoptic") == []
     assert predictor.predict_resized([], [], ("semantic", "panoptic")) == []
+
+
+def test_panoptic_on_a_per_pixel_baseline_is_one_line_in_the_cli(tmp_path, capsys):
+    from PIL import Image
+
+    from maskformer.cli import main
+    from maskformer.engine.checkpoint import save_checkpoint
+
+    cfg = maskformer.load_config(DEMO_YAML, ["model.meta_arch=per_pixel"])
+    torch.manual_seed(0)
+    model = maskformer.build_model(cfg).eval()
+    with pytest.raises(ConfigError, match="per-pixel"):
+        maskformer.Predictor(model, min_size=64, max_size=128)(np.zeros((40, 50, 3), np.uint8), task="panoptic")
+    save_checkpoint(tmp_path / "pp.pt", cfg=cfg, model=model)
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(tmp_path / "a.png")
+    code = main(["predict", str(tmp_path / "pp.pt"), str(tmp_path / "a.png"), "--task", "panoptic",
+                 "--output-dir", str(tmp_path / "out")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and "per-pixel" in err and len(err.strip().splitlines()) == 1

@@ -203,6 +203,9 @@ class Predictor:
         """The tensor-level tier: images already test-resized (uint8 HWC arrays or CHW tensors), one forward for all
         ``tasks``. Returns per image {"semantic": labels int64 [H, W], "panoptic": (map int32 [H, W], segments)}
         for the tasks asked, at ``output_sizes``. With ``tta`` the semantic labels come from the TTA scores."""
+        if "panoptic" in tasks and self.cfg is not None and self.cfg.model.meta_arch != "maskformer":
+            raise ConfigError(f"task panoptic: model.meta_arch={self.cfg.model.meta_arch} is a per-pixel baseline "
+                              "(no masks to make segments of); panoptic needs a MaskFormer")  # fmt: skip
         arrays = [load_image(i) for i in images]
         results: list[dict[str, object]] = [{} for _ in arrays]
         if not arrays:
@@ -229,7 +232,7 @@ class Predictor:
                 r["semantic"] = lab.cpu()
         if "panoptic" in tasks:
             if "pred_masks" not in outputs:
-                raise ValueError("panoptic inference needs a mask-classification model (pred_logits/pred_masks)")
+                raise ConfigError("panoptic inference needs a mask-classification model (pred_logits/pred_masks)")
             pan = self._panoptic(
                 outputs, image_sizes, sizes, thing_ids=self.thing_ids, input_size=padded,
                 object_mask_threshold=self.object_mask_threshold, overlap_threshold=self.overlap_threshold,
