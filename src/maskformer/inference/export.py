@@ -132,7 +132,9 @@ def verify_onnx(path: str | os.PathLike, model: nn.Module, images: torch.Tensor)
     ``model(images, with_aux=False)`` in eval mode, unfolded)."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # a failing run raises with its message; no second copy in onnxruntime's log
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     got = session.run(["pred_logits", "pred_masks"], {"images": images.numpy().astype(np.float32)})
     was_training = model.training
     model.eval()
