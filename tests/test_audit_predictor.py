@@ -69,3 +69,25 @@ def test_panoptic_on_a_per_pixel_baseline_is_one_line_in_the_cli(tmp_path, capsy
                  "--output-dir", str(tmp_path / "out")])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and "per-pixel" in err and len(err.strip().splitlines()) == 1
+
+
+def test_predict_refuses_inputs_whose_outputs_would_overwrite_each_other(model, tmp_path, capsys):
+    from PIL import Image
+
+    from maskformer.cli import main
+    from maskformer.engine.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "m.pt", cfg=model.cfg, model=model)
+    for folder, suffix in (("one", ".png"), ("two", ".png"), ("three", ".jpg")):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(tmp_path / folder / f"x{suffix}")
+    (tmp_path / "three" / "x.png").write_bytes((tmp_path / "one" / "x.png").read_bytes())
+    for inputs in (["one", "two"], ["three"]):
+        out = tmp_path / f"out_{inputs[0]}"
+        code = main(["predict", str(tmp_path / "m.pt"), *(str(tmp_path / i) for i in inputs), "--output-dir", str(out)])
+        err = capsys.readouterr().err
+        assert code == 2 and "Traceback" not in err and "overwrite" in err and len(err.strip().splitlines()) == 1
+        assert not out.exists()
+    code = main(["predict", str(tmp_path / "m.pt"), str(tmp_path / "one" / "x.png"), str(tmp_path / "one" / "x.png"),
+                 "--output-dir", str(tmp_path / "same")])  # fmt: skip
+    assert code == 0  # the same file twice writes the same outputs twice: allowed

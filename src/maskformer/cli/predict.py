@@ -60,6 +60,12 @@ def _collect(inputs: list[str]) -> list:
             files.append(path)
         else:
             raise DataError(f"{path}: no such file or folder")
+    seen: dict[tuple[bool, str], Path] = {}  # outputs are named by stem: two inputs must not write the same files
+    for path in files:
+        key = (path.suffix.lower() in VIDEO_SUFFIXES, path.stem)
+        if key in seen and seen[key] != path:
+            raise DataError(f"{seen[key]} and {path}: same name {path.stem!r}: their outputs would overwrite")
+        seen[key] = path
     return files
 
 
