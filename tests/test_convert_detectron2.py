@@ -18,12 +18,13 @@ from maskformer.convert.detectron2 import (
     FULL_MODEL_RULES,
     MODEL_ZOO,
     convert_detectron2_state,
+    detectron2_name,
     load_backbone_weights,
     load_detectron2_weights,
 )
 from maskformer.convert.pickle_io import save_pkl
 from maskformer.convert.rename import convert_state
-from maskformer.engine.checkpoint import load_model_and_config
+from maskformer.engine.checkpoint import load_model_and_config, save_checkpoint
 from maskformer.engine.conversion import convert_detectron2
 from maskformer.errors import CheckpointError, UserError
 
@@ -299,3 +300,49 @@ def test_full_zoo_pkl_through_the_cli(variant, tmp_path):
     key = next(k for k in state if k.startswith("sem_seg_head.layer_"))
     np.testing.assert_array_equal(got["pixel_decoder." + key[len("sem_seg_head.") :]].numpy(), state[key])
     assert len(meta.classes) == model.num_classes
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_to_detectron2_names_are_the_zoo_files_names(variant):
+    """Every weight of our model gets the name (and keeps the shape) it has in the released file of that model."""
+    official = {_old_layout(k): shape for k, shape in _key_list(variant) if k != "criterion.empty_weight"}
+    ours = {detectron2_name(k): tuple(v.shape) for k, v in _meta_target(VARIANTS[variant]).items()}
+    assert ours == official
+
+
+@pytest.mark.parametrize(
+    "meta_arch, norm", [("maskformer", "FrozenBN"), ("per_pixel", "FrozenBN"), ("maskformer", "BN")]
+)
+def test_to_detectron2_and_back_gives_the_same_weights(meta_arch, norm, tmp_path, capsys):
+    """Also with BatchNorm, whose 0-d ``num_batches_tracked`` must stay 0-d through numpy."""
+    cfg = _tiny_cfg(**{"model.meta_arch": meta_arch, "model.backbone.norm": norm})
+    torch.manual_seed(1)
+    model = maskformer.build_model(cfg)
+    save_checkpoint(tmp_path / "mine.pt", cfg=cfg, model=model)
+    config = tmp_path / "mine.yaml"
+    save_config(cfg, config)
+    assert main(["convert", "to-detectron2", str(tmp_path / "mine.pt"), str(tmp_path / "mine.pkl")]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == 1 and "mine.pkl" in printed[0]
+    with open(tmp_path / "mine.pkl", "rb") as f:
+        raw = pickle.load(f, encoding="latin1")  # what detectron2's checkpointer does with a .pkl
+    assert set(raw) == {"model", "__author__"}
+    assert all(isinstance(v, np.ndarray) for v in raw["model"].values())
+    assert "criterion.empty_weight" not in raw["model"]
+    assert any(k.startswith("sem_seg_head.") and ".pixel_decoder." not in k for k in raw["model"])  # old layout
+    assert main(["convert", "detectron2", str(tmp_path / "mine.pkl"), str(tmp_path / "back.pt"), "--config",
+                 str(config)]) == 0  # fmt: skip
+    back, back_cfg, _ = load_model_and_config(tmp_path / "back.pt")
+    assert back_cfg == cfg
+    want = model.state_dict()
+    got = back.state_dict()
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_to_detectron2_refuses_another_suffix(tmp_path, capsys):
+    cfg = _tiny_cfg()
+    save_checkpoint(tmp_path / "mine.pt", cfg=cfg, model=maskformer.build_model(cfg))
+    assert main(["convert", "to-detectron2", str(tmp_path / "mine.pt"), str(tmp_path / "mine.pth")]) == 2
+    err = capsys.readouterr().err
+    assert "mine.pth" in err and ".pkl" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "mine.pth").exists()

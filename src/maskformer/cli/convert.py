@@ -4,6 +4,7 @@
         --config configs/ade20k-150/maskformer_R50_bs16_160k.yaml
     maskformer convert hf ./maskformer-swin-tiny-ade swin_t.pt
     maskformer convert to-hf run/model_final.pt ./my-maskformer-hf
+    maskformer convert to-detectron2 run/model_final.pt model_final.pkl
 
 The work is done by ``maskformer.engine.conversion``.
 """
@@ -18,7 +19,7 @@ from maskformer.cli.inference_options import MODEL_HELP
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "convert",
-        help="convert original (detectron2) or transformers weights into a checkpoint, or a checkpoint to transformers",
+        help="convert original (detectron2) or transformers weights into a checkpoint, and a checkpoint back to either",
         description="Convert weights between formats. Every source key must be used (or dropped on purpose) and every"
         " model key filled with the right shape; anything else is an error listing the keys.",
     )
@@ -59,11 +60,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help=MODEL_HELP,
     )
     to_hf.add_argument("output_dir", help="folder to write")
+    to_d2 = sub.add_parser(
+        "to-detectron2",
+        help="a checkpoint -> an original MaskFormer (detectron2) .pkl",
+        description="Write the weights as the original's model-zoo files hold them ({'model': {name: ndarray}},"
+        " old key layout, no criterion.empty_weight), for the original code's MODEL.WEIGHTS with the original config"
+        " of the same model. `maskformer convert detectron2` reads the file back to the same weights.",
+    )
+    to_d2.add_argument("checkpoint", metavar="MODEL", help=MODEL_HELP)
+    to_d2.add_argument("output", help="the .pkl file to write")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from maskformer.engine.conversion import convert_detectron2, convert_hf, convert_to_hf
+    from maskformer.engine.conversion import convert_detectron2, convert_hf, convert_to_detectron2, convert_to_hf
     from maskformer.zoo import resolve_model
 
     if args.format == "detectron2":
@@ -71,8 +81,10 @@ def run(args: argparse.Namespace) -> int:
         summary = convert_detectron2(args.source, args.output, config=config, overrides=args.overrides)
     elif args.format == "hf":
         summary = convert_hf(args.source, args.output, config=args.config)
-    else:
+    elif args.format == "to-hf":
         summary = convert_to_hf(resolve_model(args.checkpoint), args.output_dir)
+    else:
+        summary = convert_to_detectron2(resolve_model(args.checkpoint), args.output)
     print(summary)
     return 0
 

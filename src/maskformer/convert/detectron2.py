@@ -114,6 +114,31 @@ def convert_detectron2_state(path: str | Path, target: dict[str, torch.Tensor]) 
     return convert_state(read_checkpoint_state(path), FULL_MODEL_RULES, target, source_name=str(path))
 
 
+def detectron2_name(key: str) -> str:
+    """Our state-dict key -> its name in a released model-zoo file (old layout): the inverse of
+    ``FULL_MODEL_RULES``."""
+    if key.startswith("pixel_decoder."):
+        return "sem_seg_head." + key.removeprefix("pixel_decoder.")
+    if key.startswith("predictor."):
+        return "sem_seg_head." + key
+    if key.startswith("backbone."):
+        return key
+    raise CheckpointError(f"{key}: no place for this weight in an original MaskFormer checkpoint")
+
+
+def ours_state_to_detectron2(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Our state dict -> the weight dict of a released model-zoo ``.pkl``: numpy arrays under the original's names in
+    the old (version-1) layout the zoo files use (``pixel_decoder.X`` -> ``sem_seg_head.X``, ``predictor.X`` ->
+    ``sem_seg_head.predictor.X``, ``backbone.X`` unchanged), which the original's loader upgrades on reading; no
+    ``criterion.empty_weight`` (the original builds it from its config, as for its own zoo files).
+
+    Checked on the way out: ``FULL_MODEL_RULES`` read the result back into exactly ``state``'s keys and shapes."""
+    out = {detectron2_name(key): value.detach().cpu().numpy().copy() for key, value in state.items()}
+    back = convert_state(out, FULL_MODEL_RULES, state, source_name="the converted weights")
+    assert back.keys() == state.keys()
+    return out
+
+
 # Released model-zoo files (OFFICIAL_SPEC §7) -> the config in configs/ they were trained with. The .pkl files carry
 # no config, so `maskformer convert detectron2` needs --config; this table lets its error message name the right one.
 def _zoo_files() -> dict[str, str]:

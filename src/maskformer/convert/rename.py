@@ -49,7 +49,8 @@ def convert_state(
             unexpected.append(src)
             continue
         value = source[src]
-        tensor = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(value))
+        # np.asarray, not np.ascontiguousarray: a 0-d array (BatchNorm's num_batches_tracked) must stay 0-d
+        tensor = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.asarray(value, order="C"))
         if tuple(tensor.shape) != tuple(target[dst].shape):
             mismatched.append(f"{src} {tuple(tensor.shape)} -> {dst} {tuple(target[dst].shape)}")
             continue

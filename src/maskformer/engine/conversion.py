@@ -4,9 +4,10 @@
         --config configs/ade20k-150/maskformer_R50_bs16_160k.yaml
     maskformer convert hf ./maskformer-swin-tiny-ade swin_t.pt
     maskformer convert to-hf run/model_final.pt ./my-maskformer-hf
+    maskformer convert to-detectron2 run/model_final.pt model_final.pkl
 
-``convert_detectron2``, ``convert_hf`` and ``convert_to_hf`` return the summary line; ``maskformer convert``
-(cli/convert.py) and the model zoo (``maskformer.zoo``) call them.
+``convert_detectron2``, ``convert_hf``, ``convert_to_hf`` and ``convert_to_detectron2`` return the summary line;
+``maskformer convert`` (cli/convert.py) and the model zoo (``maskformer.zoo``) call them.
 """
 
 from __future__ import annotations
@@ -167,3 +168,27 @@ def convert_to_hf(checkpoint: str | Path, output_dir: str | Path) -> str:
     pre = hf_preprocessor_from_ours(cfg, ignore_label=int(meta.ignore_label))
     n = write_hf_folder(output_dir, kwargs, obj["model"], source_name=str(checkpoint), preprocessor=pre)
     return f"converted {n} tensors: {checkpoint} -> {output_dir} (transformers MaskFormerForInstanceSegmentation)"
+
+
+def convert_to_detectron2(checkpoint: str | Path, output: str | Path) -> str:
+    """Our checkpoint -> a ``.pkl`` laid out like the original's model-zoo files (``{"model": {name: ndarray},
+    "__author__": ...}``, old key layout), which the original code loads with its config. Returns the summary line."""
+    from ..convert.detectron2 import ours_state_to_detectron2
+    from ..convert.pickle_io import save_pkl
+    from ..errors import CheckpointError, UserError
+    from .checkpoint import config_of, load_checkpoint
+
+    if Path(output).suffix != ".pkl":
+        raise UserError(f"{output}: the output must end in .pkl (detectron2 reads numpy weights from .pkl files)")
+    obj = load_checkpoint(checkpoint)
+    cfg = config_of(obj, checkpoint)
+    try:
+        weights = ours_state_to_detectron2(obj["model"])
+    except CheckpointError as e:
+        raise CheckpointError(f"{checkpoint}: {e}") from None
+    save_pkl({"model": weights, "__author__": "maskformer"}, output)
+    arch = "per-pixel baseline" if cfg.model.meta_arch != "maskformer" else "MaskFormer"
+    return (
+        f"converted {len(weights)} tensors: {checkpoint} -> {output} (original {arch} layout, "
+        f"{cfg.model.num_classes} classes; load it with the original's config of this model)"
+    )
