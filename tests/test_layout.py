@@ -31,6 +31,11 @@ MAY_IMPORT: dict[str, set[str]] = {
     "cli": _BELOW_BUILD | {"build", "engine", "zoo", "serve", ""},  # "" = the public package itself
     "": _BELOW_BUILD | {"build", "engine", "zoo"},  # the public package: re-exports only
 }
+# The two leaves everything may import: the user-facing errors and the atomic file writes.
+for _key, _allowed in MAY_IMPORT.items():
+    if _key not in ("errors", "fileio"):
+        _allowed.update({"errors", "fileio"})
+MAY_IMPORT["fileio"] = set()
 # Two documented lazy imports reach up (convenience constructors of the Predictor); each must stay inside a function.
 ALLOWED_UP = {
     # Predictor.from_checkpoint: the checkpoint loader builds models, so it lives in engine/ above inference/

@@ -9,6 +9,7 @@ what a user would look at: class names, thing flags, output sizes, exit codes, o
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -212,3 +213,23 @@ def test_checkpoint_errors_are_one_clear_line(tmp_path: Path, trained: Path, cap
     if not torch.cuda.is_available():
         code, _, err = _run(capsys, "predict", trained, image, "--output-dir", tmp_path / "o", "--device", "cuda")
         assert code == 2 and "CUDA is not available" in err
+
+
+def test_every_output_file_gets_the_usual_file_mode(trained: Path, camvid_folder: Path, tmp_path: Path,
+                                                    capsys) -> None:  # fmt: skip
+    """Outputs are written atomically through a temporary file; they must not keep mkstemp's 0600 (a shared
+    predictions folder or a served checkpoint others cannot read)."""
+    saved = os.umask(0o022)
+    try:
+        image = next((camvid_folder / "images" / "val").iterdir())
+        assert _run(capsys, "predict", trained, image, "--output-dir", tmp_path / "pred")[0] == 0
+        assert _run(capsys, "eval", trained, "--data-root", camvid_folder, "--output-dir", tmp_path / "eval")[0] == 0
+        assert _run(capsys, "convert", "to-detectron2", trained, tmp_path / "d2" / "model.pkl")[0] == 0
+        written = [p for d in ("pred", "eval", "d2") for p in (tmp_path / d).iterdir()]
+        assert {p.suffix for p in written} >= {".png", ".json", ".pkl"}
+        modes = {p.name: oct(p.stat().st_mode & 0o777) for p in written}
+        assert set(modes.values()) == {"0o644"}, modes
+        assert not any(p.name.startswith(".") for p in written)  # no temporary file left
+    finally:
+        os.umask(saved)
+    assert trained.stat().st_mode & 0o777 == 0o666 & ~saved  # the checkpoint `maskformer train` wrote

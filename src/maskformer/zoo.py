@@ -31,6 +31,7 @@ from importlib import resources
 from pathlib import Path
 
 from .errors import CheckpointError
+from .fileio import atomic_path
 
 __all__ = ["ZooEntry", "zoo_table", "resolve_model", "from_pretrained", "cache_dir", "configs_dir", "zoo_url"]
 
@@ -153,14 +154,10 @@ def _converted(name: str, make, where: str = "zoo") -> Path:
 
 def _write(out: Path, make) -> Path:
     """Run ``make(tmp_path)`` and rename its result to ``out``; on any failure remove what it left."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".model.", suffix=".pt.tmp", dir=out.parent)
-    os.close(fd)
     try:
-        make(Path(tmp))
-        os.replace(tmp, out)
+        with atomic_path(out, suffix=".pt.tmp") as tmp:
+            make(tmp)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
         if out.parent.is_dir() and not any(out.parent.iterdir()):
             out.parent.rmdir()
         raise

@@ -82,8 +82,9 @@ def run(args: argparse.Namespace) -> int:
 
     import maskformer
     from maskformer.build import build_meta
-    from maskformer.engine.checkpoint import atomic_write_text, load_model
+    from maskformer.engine.checkpoint import load_model
     from maskformer.engine.train import train
+    from maskformer.fileio import atomic_write_text
 
     if args.minutes <= 0:
         raise maskformer.ConfigError("--minutes must be positive")

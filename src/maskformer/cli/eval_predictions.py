@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -56,20 +54,6 @@ def add_parser(subparsers: Any) -> None:
         task.set_defaults(func=run)
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def run(args: argparse.Namespace) -> int:
     from ..errors import UserError
     from ..evaluation import (
@@ -78,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         format_panoptic_table,
         format_semantic_table,
     )
+    from ..fileio import atomic_write_text
 
     if args.workers < 0:
         raise UserError(f"--workers must be >= 0, got {args.workers}")
@@ -99,6 +84,6 @@ def run(args: argparse.Namespace) -> int:
         )
         table = format_semantic_table(metrics)
     if args.output is not None:
-        _write_json_atomic(args.output, metrics)
+        atomic_write_text(args.output, json.dumps(metrics, indent=2) + "\n")
     print(json.dumps(metrics, indent=2) if args.json else table)
     return 0

@@ -43,10 +43,11 @@ def run(args: argparse.Namespace) -> int:
 
     from maskformer.config import apply_overrides, config_from_dict, config_to_dict
     from maskformer.engine import distributed as dist
-    from maskformer.engine.checkpoint import atomic_write_text, load_model_and_config
+    from maskformer.engine.checkpoint import load_model_and_config
     from maskformer.engine.evaluate import evaluate_model
     from maskformer.errors import ConfigError
     from maskformer.evaluation import format_panoptic_table, format_semantic_table
+    from maskformer.fileio import atomic_write_text
     from maskformer.zoo import resolve_model
 
     device = dist.init_from_env()

@@ -77,8 +77,9 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from maskformer.engine.checkpoint import atomic_write_text, load_model
+    from maskformer.engine.checkpoint import load_model
     from maskformer.errors import DataError
+    from maskformer.fileio import atomic_write_text
     from maskformer.inference.predictor import Predictor
     from maskformer.inference.preprocess import load_image
     from maskformer.inference.render import render

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CheckpointError
+from ..fileio import atomic_path
 
 # (module, name) pairs a numpy-array pickle legitimately needs; nothing else is resolved.
 _ALLOWED = {
@@ -50,7 +51,7 @@ def load_pkl(path: str | Path) -> dict:
 
 def save_pkl(obj: dict, path: str | Path) -> None:
     """Write ``{"model": {name: ndarray}}`` in detectron2's format (used by tests and `convert to-detectron2`)."""
-    with open(path, "wb") as f:
+    with atomic_path(path, suffix=".pkl") as tmp, open(tmp, "wb") as f:
         pickle.dump(obj, f, protocol=2)
 
 

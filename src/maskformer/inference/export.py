@@ -14,7 +14,6 @@ onnxruntime at the export size and at a second one, the graph is exported for th
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from maskformer.fileio import atomic_path
 from maskformer.inference.accelerate.fast_model import fold_frozen_batchnorm
 
 __all__ = ["ExportReport", "LeanInference", "export_onnx", "verify_onnx"]
@@ -102,10 +102,7 @@ def export_onnx(
     output.parent.mkdir(parents=True, exist_ok=True)
     lean = _lean_copy(model)
     example = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(seed))
-    fd, tmp_name = tempfile.mkstemp(prefix=output.name + ".", suffix=".tmp", dir=output.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(output, suffix=".onnx") as tmp:
         diffs: dict[str, float] = {}
         try:
             _export(lean, example, tmp, opset, dynamic)
@@ -121,9 +118,6 @@ def export_onnx(
             _export(lean, example, tmp, opset, dynamic)
         if verify and not diffs:
             diffs = verify_onnx(tmp, model, example)
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
     return ExportReport(path=output, opset=opset, dynamic=dynamic, max_abs_diff=diffs)
 
 

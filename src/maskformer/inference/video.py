@@ -3,9 +3,7 @@ frame rate. Decoding and encoding use PyAV (its wheels carry FFmpeg; extra ``vid
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -13,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from maskformer.errors import DataError
+from maskformer.fileio import atomic_path
 from maskformer.inference.render import render
 
 __all__ = ["predict_video"]
@@ -59,12 +58,9 @@ def predict_video(predictor, source: str | Path, output: str | Path, *, task: st
     rate = Fraction(stream.average_rate or stream.guessed_rate or 25)
     # a progress total: the container's count, else (Matroska/WebM keep none) duration x rate
     total = stream.frames or (round(container.duration * rate / 1_000_000) if container.duration else None)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.stem}.", suffix=".mp4", dir=output.parent)
-    os.close(fd)
     count, start, result = 0, time.perf_counter(), None
     try:
-        with av.open(tmp, mode="w") as out:
+        with atomic_path(output, suffix=".mp4") as tmp, av.open(str(tmp), mode="w") as out:
             encoder = None
             frames = container.decode(stream)
             for frame in tqdm(frames, total=total, desc=f"video {source.name}", unit="frame", disable=not progress):
@@ -86,12 +82,10 @@ def predict_video(predictor, source: str | Path, output: str | Path, *, task: st
                 raise DataError(f"{source}: the video has no frames")
             for packet in encoder.encode():
                 out.mux(packet)
-        os.replace(tmp, output)
     except av.error.FFmpegError as e:
         raise DataError(f"{source}: cannot decode video ({e})") from None
     finally:
         container.close()
-        Path(tmp).unlink(missing_ok=True)
     seconds = time.perf_counter() - start
     if progress:
         print(f"{source.name}: {count} frames in {seconds:.1f} s ({count / seconds:.2f} frames/s) -> {output}",

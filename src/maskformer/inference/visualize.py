@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ..fileio import atomic_path
+
 
 def palette(num_classes: int, colors: Sequence[Sequence[int]] | None = None) -> np.ndarray:
     """``[K, 3]`` uint8 colours: the dataset's own when given, else well-separated hues."""
@@ -101,13 +103,8 @@ def segment_colors(segments: Sequence[dict], colors: np.ndarray) -> dict[int, li
 
 def save_png(img: Image.Image | np.ndarray, path: str | Path) -> None:
     """Write a PNG atomically (temporary name, then rename)."""
-    import os
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    (img if isinstance(img, Image.Image) else Image.fromarray(img)).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".png") as tmp:
+        (img if isinstance(img, Image.Image) else Image.fromarray(img)).save(tmp, format="PNG")
 
 
 def id2rgb(ids: np.ndarray) -> np.ndarray:

@@ -1,0 +1,63 @@
+"""Atomic file writes: every output file of the package (checkpoints, predictions, pictures, videos, ONNX graphs,
+metrics) is written to a temporary file in the same folder and renamed over the target only when complete, so a
+crash or an error never leaves a partial file, and readers see either the old file or the new one.
+
+The temporary file gets the permissions a plain ``open(path, "w")`` would give (``0o666`` minus the umask), not the
+``0o600`` of ``tempfile.mkstemp``: a prediction written here is readable by the same users as any other file.
+Imports nothing of the package (everything may import it).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "new_file_mode"]
+
+
+def new_file_mode() -> int:
+    """``0o666`` without the process's umask bits: the mode ``open(path, "w")`` gives a new file."""
+    try:  # Linux tells the umask without changing it (changing it races with other threads)
+        with open("/proc/self/status", encoding="ascii") as f:
+            mask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, *, suffix: str = ".tmp", fsync: bool = False) -> Iterator[Path]:
+    """Yield a fresh temporary path beside ``path`` (a hidden name ending in ``suffix``: give the real extension
+    when the writer picks its format from it, e.g. ``.mp4``); when the block ends normally, give it the usual file
+    mode, optionally fsync it, and rename it over ``path``. On any exception the temporary file is removed and
+    ``path`` is left as it was. The parent folder is created."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, new_file_mode())
+        if fsync:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically: metrics.json, predictions.json, ..."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
