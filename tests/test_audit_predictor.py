@@ -91,3 +91,23 @@ def test_predict_refuses_inputs_whose_outputs_would_overwrite_each_other(model, 
     code = main(["predict", str(tmp_path / "m.pt"), str(tmp_path / "one" / "x.png"), str(tmp_path / "one" / "x.png"),
                  "--output-dir", str(tmp_path / "same")])  # fmt: skip
     assert code == 0  # the same file twice writes the same outputs twice: allowed
+
+
+def test_tta_with_panoptic_is_one_line_not_silently_ignored(model, tmp_path, capsys):
+    """The original has test-time augmentation for semantic labels only: asked for panoptic, it is an error."""
+    from PIL import Image
+
+    from maskformer.cli import main
+    from maskformer.engine.checkpoint import save_checkpoint
+
+    image = np.zeros((40, 50, 3), np.uint8)
+    with pytest.raises(ConfigError, match="semantic labels only"):
+        maskformer.Predictor(model, tta=True)(image, task="panoptic")
+    assert maskformer.Predictor(model, tta=True)(image, task="semantic").shape == (40, 50)
+    save_checkpoint(tmp_path / "m.pt", cfg=model.cfg, model=model)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    code = main(["predict", str(tmp_path / "m.pt"), str(tmp_path / "a.png"), "--task", "panoptic", "--tta",
+                 "--output-dir", str(tmp_path / "out")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "--tta" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

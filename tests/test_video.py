@@ -88,3 +88,12 @@ def test_a_corrupt_video_is_one_line(checkpoint: Path, tmp_path: Path, capsys) -
     err = capsys.readouterr().err
     assert code == 2 and "bad.mp4" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_a_panoptic_video_writes_the_video_and_no_empty_predictions_json(checkpoint: Path, tmp_path: Path) -> None:
+    _write_clip(tmp_path / "clip.mp4", frames=3)
+    code = main(["predict", str(checkpoint), str(tmp_path / "clip.mp4"), "--output-dir", str(tmp_path / "out"),
+                 "--task", "panoptic"])  # fmt: skip
+    assert code == 0
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["clip_overlay.mp4"]
+    assert len(_read(tmp_path / "out" / "clip_overlay.mp4")[0]) == 3

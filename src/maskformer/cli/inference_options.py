@@ -10,7 +10,11 @@ MODEL_HELP = "a checkpoint (.pt), a model name (`maskformer models`), a Hub id o
 
 def add_inference_options(p: argparse.ArgumentParser) -> None:
     """--tta, --fast, --bf16, --compile, --reference."""
-    p.add_argument("--tta", action="store_true", help="multi-scale + flip test-time augmentation (semantic)")
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="multi-scale + flip test-time augmentation of the semantic labels (as the original: panoptic has none)",
+    )
     p.add_argument(
         "--fast",
         action="store_true",

@@ -78,9 +78,9 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from maskformer.engine.checkpoint import load_model
-    from maskformer.errors import DataError
+    from maskformer.errors import ConfigError, DataError
     from maskformer.fileio import atomic_write_text
-    from maskformer.inference.predictor import Predictor
+    from maskformer.inference.predictor import PANOPTIC_TTA, Predictor
     from maskformer.inference.preprocess import load_image
     from maskformer.inference.render import render
     from maskformer.inference.visualize import save_png
@@ -92,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
     options = predictor_options(args)
     predictor = Predictor(load_model(resolve_model(args.checkpoint), args.device), device=args.device, **options)
     task = args.task or predictor.task_default
+    if task == "panoptic" and predictor.tta:
+        raise ConfigError(PANOPTIC_TTA)
     names, colors = predictor.class_names, np.asarray(predictor.colors, dtype=np.uint8)
     thing = predictor.thing_ids
     out = Path(args.output_dir)
@@ -131,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
             for (p, image), result in zip(batch, results):
                 write(p, image, result)
             batch = []
-    if task == "panoptic":
+    if annotations:  # (videos alone write none)
         categories = [{"id": i, "name": n, "isthing": int(i in thing)} for i, n in enumerate(names)]
         atomic_write_text(out / "predictions.json", json.dumps({"annotations": annotations, "categories": categories}))
     done = len(files) - len(failed)

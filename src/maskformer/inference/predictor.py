@@ -20,12 +20,22 @@ from torch import Tensor, nn
 from maskformer.errors import ConfigError
 from maskformer.inference.accelerate import accelerate
 from maskformer.inference.postprocess import Size, panoptic_keep, semantic_from_outputs
-from maskformer.inference.preprocess import ImageInput, load_image, resize_image, resize_shortest_edge_size
+from maskformer.inference.preprocess import (
+    ImageInput,
+    load_image,
+    normalize_and_pad,
+    resize_image,
+    resize_shortest_edge_size,
+)
 from maskformer.inference.tta import semantic_tta
 
 __all__ = ["Predictor"]
 
 _TASKS = ("semantic", "panoptic")
+PANOPTIC_TTA = (
+    "tta: test-time augmentation is for semantic labels only, as in the original (panoptic predictions have none): "
+    "drop --tta (tta=False) or use --task semantic"
+)
 
 
 def _setting(value: object, cfg: object, section: str, key: str, fallback: object) -> object:
@@ -51,7 +61,8 @@ class Predictor:
         object_mask_threshold, overlap_threshold: panoptic thresholds (config ``inference.*``).
         fast: approximate semantic labels (block corner labels / masks combined at 1/4 resolution); ``test.fast``.
         tta: multi-scale + flip test-time augmentation for semantic labels (config ``test.tta*``).
-        optimize: run the optimised copy (``inference.accelerate``; same labels in fp32). False: the unmodified model.
+        optimize: run the optimised copy (``inference.accelerate``; fp32 labels differ only at float-rounding ties).
+            False: the unmodified model.
         bf16: bfloat16 autocast forward (labels from block corners unless ``corner_labels=False``).
         compile: torch.compile the forward.
         device: where the model and images go.
@@ -178,6 +189,8 @@ class Predictor:
             tensors at the original image size. A list in, a list out.
         """
         task = self._task(task)
+        if task == "panoptic" and self.tta:
+            raise ConfigError(PANOPTIC_TTA)
         if return_scores and task != "semantic":
             raise ValueError("return_scores is only available for task='semantic'")
         batched = isinstance(image, list | tuple)
@@ -311,20 +324,9 @@ class Predictor:
 
         Returns (outputs, per-image valid (h, w), padded (H, W)).
         """
-        sizes: list[Size] = [(int(i.shape[0]), int(i.shape[1])) for i in images]
-        height, width = max(s[0] for s in sizes), max(s[1] for s in sizes)
-        if self.size_divisibility > 1:
-            d = self.size_divisibility
-            height, width = -(-height // d) * d, -(-width // d) * d
-        # built channels-last ([B, H, W, 3] memory, [B, 3, H, W] view): what the convolutions want, no later copy
-        batch = torch.zeros(len(images), height, width, 3, device=self.device)
-        for b, image in enumerate(images):
-            pixels = torch.from_numpy(np.require(image, requirements=("C", "W"))).to(self.device)
-            region = batch[b, : sizes[b][0], : sizes[b][1]]
-            region.copy_(pixels).sub_(self.pixel_mean).div_(self.pixel_std)  # in place: no float copy of the image
-        batch = batch.permute(0, 3, 1, 2)
+        batch, sizes, padded = normalize_and_pad(images, self.pixel_mean, self.pixel_std, self.size_divisibility)
         if mask_queries is not None:
             outputs = self.model(batch, with_aux=False, mask_queries=mask_queries)
         else:
             outputs = self.model(batch, with_aux=False) if self._lean else self.model(batch)
-        return outputs, sizes, (height, width)
+        return outputs, sizes, padded

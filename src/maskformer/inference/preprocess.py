@@ -5,15 +5,17 @@ divisibility. The training augmentations (``maskformer.data.transforms``) reuse 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
 
 from maskformer.errors import DataError
 
-__all__ = ["ImageInput", "load_image", "resize_shortest_edge_size", "resize_image"]
+__all__ = ["ImageInput", "load_image", "normalize_and_pad", "resize_shortest_edge_size", "resize_image"]
 
 # What a Predictor accepts as one image: a path, uint8 HWC RGB numpy array, PIL image or uint8 CHW torch tensor.
 ImageInput = Any
@@ -65,3 +67,26 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if image.shape[:2] == (h, w):
         return image.copy()
     return np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR))
+
+
+def normalize_and_pad(
+    images: Sequence[np.ndarray], pixel_mean: torch.Tensor, pixel_std: torch.Tensor, size_divisibility: int = 0
+) -> tuple[torch.Tensor, list[tuple[int, int]], tuple[int, int]]:
+    """Test-resized uint8 ``[h, w, 3]`` images -> the model's input batch ``[B, 3, H, W]`` float32, on the device of
+    ``pixel_mean`` (``[3]``, 0-255 scale, as ``pixel_std``): normalised, then zero-padded at the bottom/right to the
+    largest image rounded up to ``size_divisibility``. The batch is channels-last in memory (``[B, H, W, 3]``, what
+    the convolutions want, with no later copy).
+
+    Returns (batch, per-image valid (h, w), padded (H, W)).
+    """
+    sizes = [(int(i.shape[0]), int(i.shape[1])) for i in images]
+    height, width = max(s[0] for s in sizes), max(s[1] for s in sizes)
+    if size_divisibility > 1:
+        d = size_divisibility
+        height, width = -(-height // d) * d, -(-width // d) * d
+    batch = torch.zeros(len(images), height, width, 3, device=pixel_mean.device)
+    for b, image in enumerate(images):
+        pixels = torch.from_numpy(np.require(image, requirements=("C", "W"))).to(pixel_mean.device)
+        region = batch[b, : sizes[b][0], : sizes[b][1]]
+        region.copy_(pixels).sub_(pixel_mean).div_(pixel_std)  # in place: no float copy of the image
+    return batch.permute(0, 3, 1, 2), sizes, (height, width)
