@@ -6,6 +6,17 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 CONFIGS = ROOT / "configs"
+DEMO_YAML = ROOT / "src" / "maskformer" / "resources" / "demo.yaml"
+# The demo config with a tiny Swin backbone (4 stages, window 7): the shape every Swin code path sees, in seconds.
+TINY_SWIN = [
+    "model.backbone.type=swin",
+    "model.backbone.embed_dim=16",
+    "model.backbone.depths=[2,2,2,2]",
+    "model.backbone.num_heads=[1,2,2,4]",
+    "model.backbone.window_size=7",
+    "model.num_queries=8",
+    "model.dec_layers=2",
+]
 
 # One intra-op thread: tests are small, and on a busy 2-core machine two OpenMP threads per process spin-wait
 # each other into multi-x slowdowns.

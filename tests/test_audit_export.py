@@ -3,28 +3,16 @@ failed with a Reshape error and `maskformer export onnx` ended in a traceback; n
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 import maskformer
+from conftest import DEMO_YAML, TINY_SWIN
 from maskformer.inference.export import export_onnx, verify_onnx
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
-
-DEMO_YAML = Path(maskformer.__file__).parent / "resources" / "demo.yaml"
-TINY_SWIN = [
-    "model.backbone.type=swin",
-    "model.backbone.embed_dim=16",
-    "model.backbone.depths=[2,2,2,2]",
-    "model.backbone.num_heads=[1,2,2,4]",
-    "model.backbone.window_size=7",
-    "model.num_queries=8",
-    "model.dec_layers=2",
-]
 
 
 @pytest.mark.slow  # the dynamic trace of a Swin takes about a minute on one thread before it falls back

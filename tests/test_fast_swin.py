@@ -3,29 +3,18 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import maskformer
+from conftest import DEMO_YAML, TINY_SWIN
 from maskformer.inference.accelerate.fast_model import prepare_for_inference
 from maskformer.inference.accelerate.onednn import use_onednn_layers
 from maskformer.inference.accelerate.swin import ChannelsLastSwin, SwinBlock, use_fast_swin_blocks, window_index
 from maskformer.modeling.backbone.swin import SwinBlock as ReferenceBlock
 from maskformer.modeling.backbone.swin import shifted_window_mask
-
-DEMO_YAML = Path(maskformer.__file__).parent / "resources" / "demo.yaml"
-TINY_SWIN = [
-    "model.backbone.type=swin",
-    "model.backbone.embed_dim=16",
-    "model.backbone.depths=[2,2,2,2]",
-    "model.backbone.num_heads=[1,2,2,4]",
-    "model.backbone.window_size=7",
-    "model.num_queries=8",
-    "model.dec_layers=2",
-]
 
 
 @pytest.mark.parametrize("h, w, shift", [(14, 14, 0), (14, 14, 3), (9, 16, 3), (5, 3, 3), (8, 8, 0)])
