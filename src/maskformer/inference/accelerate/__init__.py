@@ -7,7 +7,8 @@ the CPU device, a torch release other than the tested ones, or ``MASKFORMER_ACCE
 ``optimize=False`` keeps the unmodified model but, on a supported machine, the fused labels (bit-identical to the
 argmax of the exact scores computed with the same matrix-product kernels; a different kernel, e.g. MKL's, can only
 flip exact near-ties).
-Either way the labels are the exact path's in fp32 (``fast`` / ``bf16`` are approximations by request).
+Either way the labels are the exact path's in fp32 up to float-rounding ties (README.md: "What exact labels covers";
+``fast`` / ``bf16`` are approximations by request).
 
 May import: ``maskformer.modeling`` (to rebuild blocks of a model copy) and ``maskformer.inference.postprocess``.
 """
