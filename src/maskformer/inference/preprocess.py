@@ -11,27 +11,55 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from maskformer.errors import DataError
 
-__all__ = ["ImageInput", "load_image", "normalize_and_pad", "resize_shortest_edge_size", "resize_image"]
+__all__ = ["ImageInput", "load_image", "pil_to_rgb", "normalize_and_pad", "resize_shortest_edge_size", "resize_image"]
 
 # What a Predictor accepts as one image: a path, uint8 HWC RGB numpy array, PIL image or uint8 CHW torch tensor.
 ImageInput = Any
 
 
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def pil_to_rgb(image: Image.Image, *, where: str = "image") -> np.ndarray:
+    """The one decoding rule of every image the project reads (training data, ``eval``, ``predict``, ``serve``): EXIF
+    orientation applied (as detectron2's ``read_image``), grey/palette/RGBA/CMYK converted to RGB (alpha dropped),
+    16-bit grey scaled to 8 bits (``>> 8``, not clipped), floating-point images refused. ``where`` names the image in
+    the ``DataError``. Returns uint8 ``[H, W, 3]``."""
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception:  # broken EXIF blocks are common; orientation is then left as stored
+        pass
+    if image.mode in _SIXTEEN_BIT_MODES:
+        arr = np.asarray(image)
+        if arr.dtype != np.uint16 and (arr.min() < 0 or arr.max() > 65535):
+            raise DataError(f"{where}: 32-bit image with values outside 0..65535 is not supported")
+        grey = (arr.astype(np.uint32) >> 8).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
+    if image.mode == "F":
+        raise DataError(f"{where}: floating-point image is not supported (expected 8-bit RGB or grayscale)")
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image, dtype=np.uint8).copy()
+
+
 def load_image(image: ImageInput) -> np.ndarray:
     """uint8 HWC RGB array from a path (any PIL-readable file), a uint8 HWC RGB (or HW grey) array, a PIL image (any
-    mode, converted to RGB) or a uint8 CHW torch tensor. Anything else is one ``DataError`` line."""
+    mode; both decoded by ``pil_to_rgb``, the rule the training data is read with) or a uint8 CHW torch tensor.
+    Anything else is one ``DataError`` line."""
     if isinstance(image, str | Path):
         try:
             with Image.open(image) as pil:
-                return np.asarray(pil.convert("RGB"))
-        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+                pil.load()  # decoding is lazy: a truncated file fails here, inside the try
+                decoded = pil.copy()
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             raise DataError(f"{image}: cannot read image ({type(exc).__name__}: {exc})") from None
+        return pil_to_rgb(decoded, where=str(image))
     if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
+        return pil_to_rgb(image)
     if type(image).__module__.startswith("torch"):
         if image.dtype.is_floating_point or image.ndim != 3 or image.shape[0] != 3 or str(image.dtype) != "torch.uint8":
             raise DataError(f"image: expected a uint8 3xHxW tensor, got {image.dtype} of shape {tuple(image.shape)}")

@@ -1,0 +1,99 @@
+"""Training data, eval, predict and serve decode an image file to the same pixels (one rule: ``pil_to_rgb``)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from maskformer.data.io import read_image
+from maskformer.errors import DataError
+from maskformer.inference.preprocess import load_image
+
+
+def _exif_rotated_jpeg(path: Path) -> np.ndarray:
+    """A 40x60 JPEG whose EXIF says "rotate 90° clockwise to display" (orientation 6, as phone photos)."""
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6
+    image.save(path, exif=exif.tobytes(), quality=100)
+    return pixels
+
+
+def test_exif_orientation_is_applied_by_predict_as_by_the_datasets(tmp_path: Path) -> None:
+    path = tmp_path / "phone.jpg"
+    _exif_rotated_jpeg(path)
+    trained_on = read_image(path)
+    assert trained_on.shape == (60, 40, 3)  # displayed (rotated) orientation, as detectron2's read_image
+    np.testing.assert_array_equal(load_image(path), trained_on)
+    with Image.open(path) as pil:  # a PIL image handed to the Predictor: the same pixels
+        np.testing.assert_array_equal(load_image(pil), trained_on)
+
+
+def test_16bit_grey_image_is_scaled_not_clipped_in_predict(tmp_path: Path) -> None:
+    grey16 = np.array([[0, 255, 256, 1000, 40000, 65535]], dtype=np.uint16)
+    Image.fromarray(grey16).save(tmp_path / "g16.png")
+    expected = (grey16 >> 8).astype(np.uint8)  # [0, 0, 1, 3, 156, 255]; PIL's convert("RGB") would clip to 255
+    for decoded in (read_image(tmp_path / "g16.png"), load_image(tmp_path / "g16.png")):
+        assert decoded.dtype == np.uint8 and decoded.shape == (1, 6, 3)
+        np.testing.assert_array_equal(decoded[..., 0], expected)
+
+
+def test_float_image_is_one_data_error_in_predict_too(tmp_path: Path) -> None:
+    Image.fromarray(np.zeros((4, 5), dtype=np.float32), mode="F").save(tmp_path / "f.tif")
+    for reader in (read_image, load_image):
+        with pytest.raises(DataError, match=r"f\.tif: floating-point image"):
+            reader(tmp_path / "f.tif")
+
+
+def _post_image(app, name: str, data: bytes) -> tuple[int, dict]:
+    """POST a multipart upload to an ASGI app in-process (no server, no HTTP client library)."""
+    import asyncio
+    import json
+
+    boundary = "b0undary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/api/predict", "raw_path": b"/api/predict", "query_string": b"", "root_path": "",
+        "headers": [(b"content-type", f"multipart/form-data; boundary={boundary}".encode()),
+                    (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+    }  # fmt: skip
+    sent: list[dict] = []
+    chunks = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict:
+        return chunks.pop(0) if chunks else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    return status, json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"))
+
+
+def test_serve_decodes_uploads_with_the_same_rule(tmp_path: Path) -> None:
+    pytest.importorskip("starlette")
+    import maskformer
+    from conftest import DEMO_YAML
+    from maskformer.serve.app import build_app
+
+    model = maskformer.build_model(maskformer.load_config(DEMO_YAML)).eval()
+    app = build_app(maskformer.Predictor(model, optimize=False))
+    _exif_rotated_jpeg(tmp_path / "phone.jpg")
+    status, reply = _post_image(app, "phone.jpg", (tmp_path / "phone.jpg").read_bytes())
+    assert status == 200, reply
+    assert (reply["height"], reply["width"]) == (60, 40)  # the displayed orientation, as eval reads the file
+    Image.fromarray(np.zeros((4, 5), dtype=np.float32), mode="F").save(tmp_path / "f.tif")
+    status, reply = _post_image(app, "f.tif", (tmp_path / "f.tif").read_bytes())
+    assert status == 400 and "f.tif: floating-point image" in str(reply), reply
