@@ -84,11 +84,23 @@ def test_missing_file_listed_in_index(tmp_path: Path) -> None:
 
 
 def test_16bit_label_where_8bit_expected(tmp_path: Path) -> None:
+    """A 16-bit label PNG (what saving a numpy uint16 array gives) is read losslessly; its values are checked like
+    any label's, and a value beyond 8 bits is one line naming the file."""
     _camvid_tree(tmp_path)
-    bad = tmp_path / "trainannot" / "1.png"
-    _write_label(bad, np.full((12, 16), 3, dtype=np.uint16))
-    assert Image.open(bad).mode.startswith("I;16")
-    _expect_error(tmp_path, 1, bad, "8-bit")
+    label = tmp_path / "trainannot" / "1.png"
+    arr = np.full((12, 16), 3, dtype=np.uint16)
+    arr[0, :4] = 11  # CamVid's ignore value
+    _write_label(label, arr)
+    assert Image.open(label).mode.startswith("I;16")
+    record = DATASETS["camvid"](root=str(tmp_path), split="train")[1]
+    assert record["labels"].tolist() == [3]
+    assert record["sem_seg"].tolist() == arr.tolist()
+    arr[5, 5] = 12  # no CamVid class
+    _write_label(label, arr)
+    _expect_error(tmp_path, 1, label, "label value 12")
+    arr[5, 5] = 300  # beyond 8 bits: cannot be a CamVid label (and is not wrapped to 300 % 256 = 44)
+    _write_label(label, arr)
+    _expect_error(tmp_path, 1, label, "16-bit label file with value 300")
 
 
 def test_colour_label_file(tmp_path: Path) -> None:

@@ -1,9 +1,9 @@
 """Safe reading of images, label maps and panoptic PNGs: every problem becomes a one-line ``DataError``.
 
 Images are always returned as uint8 RGB ``[H, W, 3]`` (grayscale, palette, RGBA, CMYK and 16-bit images are
-converted, EXIF orientation applied as detectron2's ``read_image`` does). Label maps are returned exactly as
-stored (no conversion): a colour or 16-bit file where an 8-bit index map is expected is an error, because
-silently converting it would train on garbage.
+converted, EXIF orientation applied as detectron2's ``read_image`` does). Label maps are returned with their stored
+values (no conversion): a colour file is an error, because silently converting it would train on garbage; a 16-bit
+file is read losslessly, and a value that does not fit the dataset's label depth is an error.
 """
 
 from __future__ import annotations
@@ -48,28 +48,35 @@ def read_image(path: str | Path) -> np.ndarray:
 def read_label(path: str | Path, *, bits: int = 8) -> np.ndarray:
     """Read a single-channel label map exactly as stored (palette PNGs give their indices).
 
-    ``bits=8``: modes L/P only (uint8 result). ``bits=16``: 16-bit (uint16 result, e.g. ADE20K-Full TIFF) or
-    8-bit files. Colour files, and 16-bit files where 8 bits are expected, raise ``DataError``.
+    ``bits=8``: uint8 result from 8-bit (L/P) files, or from 16-bit files whose values are all <= 255 (a larger
+    value is a ``DataError``). ``bits=16``: uint16 result from 16-bit (e.g. ADE20K-Full TIFF) or 8-bit files.
+    Colour files raise ``DataError``.
     Returns ``[H, W]`` uint8 or uint16.
     """
     img = _open(path)
     mode = img.mode
     if mode in ("RGB", "RGBA", "LA", "CMYK", "YCbCr"):
         raise DataError(f"{path}: colour label file (mode {mode}); expected a single-channel index map")
-    if bits == 8:
-        if mode not in _LABEL_MODES_8:
-            raise DataError(f"{path}: {mode} label file where an 8-bit index map (mode L or P) is expected")
-        return np.asarray(img, dtype=np.uint8).copy()
     if mode in _LABEL_MODES_8:
-        return np.asarray(img, dtype=np.uint8).astype(np.uint16)
+        arr = np.asarray(img, dtype=np.uint8)
+        return arr.copy() if bits == 8 else arr.astype(np.uint16)
     if mode not in _LABEL_MODES_16:
-        raise DataError(f"{path}: {mode} label file where a 16-bit index map is expected")
+        expected = "an 8-bit index map (mode L or P)" if bits == 8 else "a 16-bit index map"
+        raise DataError(f"{path}: {mode} label file where {expected} is expected")
     arr = np.asarray(img)
-    if arr.dtype != np.uint16:
-        if arr.min() < 0 or arr.max() > 65535:
-            raise DataError(f"{path}: label values outside 0..65535")
-        arr = arr.astype(np.uint16)
-    return arr.copy()
+    top = int(arr.max()) if arr.size else 0
+    if arr.size and (int(arr.min()) < 0 or top > 65535):
+        raise DataError(f"{path}: label values outside 0..65535")
+    if bits == 8:
+        # A 16-bit file (numpy uint16 arrays save as such) read losslessly when its values fit: they are then
+        # checked against the class ids like any label. A larger value cannot be a label of an 8-bit dataset.
+        if top > 255:
+            raise DataError(
+                f"{path}: 16-bit label file with value {top}; this dataset's label values are 0..255 "
+                "(class ids and the ignore value)"
+            )
+        return arr.astype(np.uint8)
+    return arr.astype(np.uint16)
 
 
 def rgb2id(rgb: np.ndarray) -> np.ndarray:
