@@ -16,9 +16,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="segment images and draw the result",
         description="For every image: OUTPUT_DIR/<name>_overlay.png (colours + legend) and, semantic,"
         " <name>_labels.png (class index per pixel) or, panoptic, <name>_panoptic.png (COCO-panoptic id PNG) with"
-        " one predictions.json in COCO-panoptic format for all images; a video (.mp4 .avi .mov .mkv .webm) gives"
-        " <name>_overlay.mp4 with the same frames and rate. Folders are searched for images (not recursively). An"
-        " unreadable image is named and skipped; the exit code is 2 at the end if any was (--strict: stop at once).",
+        " one predictions.json in COCO-panoptic format for all images (category ids as the dataset writes them);"
+        " a video (.mp4 .avi .mov .mkv .webm) gives <name>_overlay.mp4 with the same frames and rate. Folders are"
+        " searched for images (not recursively). An unreadable image is named and skipped; the exit code is 2 at the"
+        " end if any was (--strict: stop at once).",
     )
     p.add_argument(
         "checkpoint",
@@ -96,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(PANOPTIC_TTA)
     names, colors = predictor.class_names, np.asarray(predictor.colors, dtype=np.uint8)
     thing = predictor.thing_ids
+    # predictions.json speaks the dataset's own category ids (COCO: 1..200 with gaps), as its ground truth does
+    to_dataset_id = dict(getattr(predictor.meta, "contiguous_to_dataset_id", None) or {})
+    dataset_ids = [int(to_dataset_id.get(i, i)) for i in range(len(names))]
     out = Path(args.output_dir)
     images = [f for f in files if f.suffix.lower() not in VIDEO_SUFFIXES]
     for video in (f for f in files if f.suffix.lower() in VIDEO_SUFFIXES):
@@ -113,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
             return
         save_png(shown.label, out / f"{stem}_panoptic.png")
         segments_info = [
-            {"id": s["id"], "category_id": s["category_id"], "isthing": s["isthing"], "area": s["area"],
+            {"id": s["id"], "category_id": dataset_ids[s["category_id"]], "isthing": s["isthing"], "area": s["area"],
              "category_name": s["label"]}
             for s in shown.segments
         ]  # fmt: skip
@@ -134,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
                 write(p, image, result)
             batch = []
     if annotations:  # (videos alone write none)
-        categories = [{"id": i, "name": n, "isthing": int(i in thing)} for i, n in enumerate(names)]
+        categories = [{"id": dataset_ids[i], "name": n, "isthing": int(i in thing)} for i, n in enumerate(names)]
         atomic_write_text(out / "predictions.json", json.dumps({"annotations": annotations, "categories": categories}))
     done = len(files) - len(failed)
     print(f"wrote results for {done} file(s) to {out}")
