@@ -59,9 +59,15 @@ def evaluate_model(
 
         iterator = tqdm(loader, desc="eval", total=len(loader) if max_images is None else min(max_images, len(loader)))
     seen = 0
+    skipped: list[tuple[str, str]] = []
     for (rec,) in iterator:
         if max_images is not None and seen >= max_images:
             break
+        if rec.get("skipped"):
+            # data.skip_bad_samples: a bad file's record is the next good sample, which is also scored at its own
+            # turn; scoring it here too would count one image twice (and hide that an image is missing)
+            skipped.extend(rec["skipped"])
+            continue
         seen += 1
         tasks = [t for t, on, key in (("semantic", semantic, "sem_seg"), ("panoptic", panoptic, "pan_seg"))
                  if on and key in rec]  # fmt: skip
@@ -89,5 +95,13 @@ def evaluate_model(
         pan = pan_eval.compute()
         metrics.update({key: pan[key] for key in ("All", "Things", "Stuff", "PQ", "SQ", "RQ") if key in pan})
     metrics["images"] = int(dist.all_reduce_mean({"n": float(seen)})["n"] * dist.world_size())
+    n_skipped = int(round(dist.all_reduce_mean({"n": float(len(skipped))})["n"] * dist.world_size()))
+    if n_skipped:
+        metrics["skipped_images"] = n_skipped
+        if progress and dist.is_main() and skipped:
+            import sys
+
+            print(f"[maskformer] eval skipped {n_skipped} bad image(s) (data.skip_bad_samples), e.g. {skipped[0][1]}",
+                  file=sys.stderr)  # fmt: skip
     model.train(was_training)
     return metrics

@@ -1,0 +1,47 @@
+"""``data.skip_bad_samples`` at evaluation: a bad file is left out and counted, not replaced by a duplicate."""
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+import maskformer
+from conftest import DEMO_YAML
+from maskformer.engine.evaluate import evaluate_model
+
+
+def _folder(root: Path, bad: bool) -> Path:
+    """4 classes, 3 good validation pairs (+ one whose label has a value that is no class id)."""
+    root.mkdir(parents=True)
+    (root / "classes.json").write_text('{"classes": ["bg", "a", "b", "c"]}')
+    rng = np.random.default_rng(0)
+    names = ["a0", "a1", "a2"] + (["a3"] if bad else [])
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for i, name in enumerate(names):
+            label = np.zeros((40, 56), dtype=np.uint8)
+            label[5:30, 8 + 10 * i : 40] = 1 + i % 3
+            if name == "a3":
+                label[0, 0] = 9  # no such class
+            Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(
+                root / "images" / split / f"{name}.png"
+            )
+            Image.fromarray(label).save(root / "labels" / split / f"{name}.png")
+    return root
+
+
+def test_eval_leaves_a_skipped_image_out_instead_of_scoring_its_neighbour_twice(tmp_path: Path) -> None:
+    sets = ["data.dataset=folder", "data.skip_bad_samples=true", "data.num_workers=0", "model.num_classes=4",
+            "test.min_size=64", "test.max_size=128"]  # fmt: skip
+    clean = _folder(tmp_path / "clean", bad=False)
+    dirty = _folder(tmp_path / "dirty", bad=True)
+    cfg = maskformer.load_config(DEMO_YAML, overrides=[*sets, f"data.root={clean}"])
+    model = maskformer.build_model(cfg).eval()
+    expected = evaluate_model(cfg, model, optimize=False)
+    cfg_dirty = maskformer.load_config(DEMO_YAML, overrides=[*sets, f"data.root={dirty}"])
+    got = evaluate_model(cfg_dirty, model, optimize=False)
+    assert expected["images"] == 3 and "skipped_images" not in expected
+    assert got["images"] == 3 and got["skipped_images"] == 1  # (a3 was replaced by a0, scored twice)
+    for key in ("mIoU", "fwIoU", "mACC", "pACC"):
+        assert got[key] == expected[key], key
