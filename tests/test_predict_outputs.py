@@ -41,3 +41,39 @@ def test_panoptic_predictions_json_uses_the_dataset_category_ids(tmp_path: Path)
     ids = pan[..., 0] + 256 * pan[..., 1] + 65536 * pan[..., 2]
     assert pan.shape == (96, 128, 3)
     assert set(np.unique(ids).tolist()) - {0} == {s["id"] for s in segments}
+
+
+def _checkpoint(path: Path, *overrides: str) -> Path:
+    cfg = maskformer.load_config(DEMO_YAML, overrides=list(overrides))
+    model = maskformer.build_model(cfg)
+    save_checkpoint(path, cfg=cfg, model=model, meta=model.class_meta.to_dict() if model.class_meta else None)
+    return path
+
+
+def _images(folder: Path, n: int) -> Path:
+    folder.mkdir()
+    for i in range(n):
+        Image.fromarray(np.full((40, 56, 3), 30 * i, dtype=np.uint8)).save(folder / f"im{i}.png")
+    return folder
+
+
+def test_panoptic_on_a_per_pixel_baseline_is_one_line_before_any_output(tmp_path: Path, capfd) -> None:
+    checkpoint = _checkpoint(tmp_path / "pp.pt", "model.meta_arch=per_pixel")
+    images = _images(tmp_path / "in", 3)
+    code = main(["predict", str(checkpoint), str(images), "--output-dir", str(tmp_path / "out"), "--task", "panoptic"])
+    err = capfd.readouterr().err
+    assert code == 2
+    assert err.strip().splitlines() == [err.strip()] and "per-pixel baseline" in err, err  # (no progress bar)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_skipped_image_is_named_on_its_own_line(tmp_path: Path, capfd) -> None:
+    checkpoint = _checkpoint(tmp_path / "m.pt")
+    images = _images(tmp_path / "in", 3)
+    (images / "im1.png").write_bytes(b"not a png")
+    code = main(["predict", str(checkpoint), str(images), "--output-dir", str(tmp_path / "out"), "--task", "semantic"])
+    lines = capfd.readouterr().err.replace("\r", "\n").splitlines()
+    assert code == 2
+    skipped = [line for line in lines if "predict: skipped" in line]
+    assert len(skipped) == 1 and skipped[0].startswith("maskformer predict: skipped ") and "im1.png" in skipped[0]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*_labels.png")) == ["im0_labels.png", "im2_labels.png"]

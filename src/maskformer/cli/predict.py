@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     task = args.task or predictor.task_default
     if task == "panoptic" and predictor.tta:
         raise ConfigError(PANOPTIC_TTA)
+    predictor.check_task(task)  # before any progress bar or output
     names, colors = predictor.class_names, np.asarray(predictor.colors, dtype=np.uint8)
     thing = predictor.thing_ids
     # predictions.json speaks the dataset's own category ids (COCO: 1..200 with gaps), as its ground truth does
@@ -130,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         except DataError as e:
             if args.strict or len(files) == 1:
                 raise
-            print(f"maskformer predict: skipped {e}", file=sys.stderr)
+            tqdm.write(f"maskformer predict: skipped {e}", file=sys.stderr)  # (on its own line, not in the bar)
             failed.append(str(path))
         if batch and (len(batch) == args.batch_size or i == len(images) - 1):
             results = predictor([image for _, image in batch], task=task)

@@ -209,6 +209,13 @@ class Predictor:
             results = [r[task] for r in self.predict_resized([self._resize(a) for a in arrays], sizes, (task,))]
         return results if batched else results[0]
 
+    def check_task(self, task: str) -> None:
+        """``ConfigError`` when this model cannot do ``task`` (panoptic on a per-pixel baseline): callers that loop
+        over many images ask once before the first."""
+        if task == "panoptic" and self.cfg is not None and self.cfg.model.meta_arch != "maskformer":
+            raise ConfigError(f"task panoptic: model.meta_arch={self.cfg.model.meta_arch} is a per-pixel baseline "
+                              "(no masks to make segments of); panoptic needs a MaskFormer")  # fmt: skip
+
     @torch.inference_mode()
     def predict_resized(
         self, images: Sequence[np.ndarray | Tensor], output_sizes: Sequence[Size], tasks: Sequence[str]
@@ -216,9 +223,8 @@ class Predictor:
         """The tensor-level tier: images already test-resized (uint8 HWC arrays or CHW tensors), one forward for all
         ``tasks``. Returns per image {"semantic": labels int64 [H, W], "panoptic": (map int32 [H, W], segments)}
         for the tasks asked, at ``output_sizes``. With ``tta`` the semantic labels come from the TTA scores."""
-        if "panoptic" in tasks and self.cfg is not None and self.cfg.model.meta_arch != "maskformer":
-            raise ConfigError(f"task panoptic: model.meta_arch={self.cfg.model.meta_arch} is a per-pixel baseline "
-                              "(no masks to make segments of); panoptic needs a MaskFormer")  # fmt: skip
+        for task in tasks:
+            self.check_task(task)
         arrays = [load_image(i) for i in images]
         results: list[dict[str, object]] = [{} for _ in arrays]
         if not arrays:
