@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "new_file_mode"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "new_file_mode", "read_user_text"]
 
 
 def new_file_mode() -> int:
@@ -61,3 +61,16 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically: metrics.json, predictions.json, ..."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def read_user_text(path: str | Path, *, error: type[Exception]) -> str:
+    """The text of a file a user wrote (config YAML, classes.json, split lists, annotation JSON): UTF-8, with or
+    without the byte-order mark Windows editors add. Other encodings raise ``error`` (the caller's one-line
+    ``UserError`` class) naming the file and the first undecodable byte, instead of a ``UnicodeDecodeError``."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise error(
+            f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); save the file as UTF-8"
+        ) from None

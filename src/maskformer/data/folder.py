@@ -23,6 +23,7 @@ import numpy as np
 import yaml
 
 from ..errors import DataError
+from ..fileio import read_user_text
 from .base import Mapper
 from .metadata import DatasetMeta, load_meta, meta_from_dict
 from .semantic import SemanticDataset, pair_by_stem
@@ -45,7 +46,7 @@ def read_pair_list(root: Path, list_file: Path) -> list[dict[str, Any]]:
     if not list_file.is_file():
         raise DataError(f"{list_file}: split list not found")
     entries: list[dict[str, Any]] = []
-    for n, line in enumerate(list_file.read_text().splitlines(), start=1):
+    for n, line in enumerate(read_user_text(list_file, error=DataError).splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -70,7 +71,8 @@ def _read_classes_file(root: Path) -> tuple[DatasetMeta, int]:
         if not f.is_file():
             continue
         try:
-            data = json.loads(f.read_text()) if f.suffix == ".json" else yaml.safe_load(f.read_text())
+            text = read_user_text(f, error=DataError)
+            data = json.loads(text) if f.suffix == ".json" else yaml.safe_load(text)
         except (json.JSONDecodeError, yaml.YAMLError) as e:
             raise DataError(f"{f}: not valid {f.suffix[1:].upper()} ({str(e).splitlines()[0]})") from None
         if not isinstance(data, dict) or not isinstance(data.get("classes"), list):

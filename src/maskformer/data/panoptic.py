@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from ..fileio import read_user_text
 from .base import Mapper, SegmentationDataset
 from .io import check_label_values, read_image, read_label, read_panoptic_png
 from .metadata import DatasetMeta, load_meta
@@ -33,7 +34,7 @@ def load_panoptic_json(
     if not json_file.is_file():
         raise DataError(f"{json_file}: panoptic JSON not found")
     try:
-        data = json.loads(json_file.read_text())
+        data = json.loads(read_user_text(json_file, error=DataError))
         annotations = data["annotations"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise DataError(f"{json_file}: not a COCO panoptic JSON ({type(e).__name__}: {e})") from None

@@ -69,7 +69,7 @@ def _load_json(path: Path) -> Any:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: not valid JSON ({e})") from e
