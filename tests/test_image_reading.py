@@ -97,3 +97,19 @@ def test_serve_decodes_uploads_with_the_same_rule(tmp_path: Path) -> None:
     Image.fromarray(np.zeros((4, 5), dtype=np.float32), mode="F").save(tmp_path / "f.tif")
     status, reply = _post_image(app, "f.tif", (tmp_path / "f.tif").read_bytes())
     assert status == 400 and "f.tif: floating-point image" in str(reply), reply
+
+
+def test_label_of_the_stored_size_under_an_exif_rotation_names_the_cause(tmp_path: Path) -> None:
+    from maskformer.data import DATASETS
+
+    for split in ("images/train", "labels/train"):
+        (tmp_path / split).mkdir(parents=True)
+    (tmp_path / "classes.json").write_text('{"classes": ["a", "b"]}')
+    _exif_rotated_jpeg(tmp_path / "images" / "train" / "phone.jpg")  # stored 60x40, upright 40x60
+    Image.fromarray(np.zeros((40, 60), dtype=np.uint8)).save(tmp_path / "labels" / "train" / "phone.png")
+    with pytest.raises(DataError) as e:
+        DATASETS["folder"](root=str(tmp_path), split="train")[0]
+    msg = str(e.value)
+    assert "phone.png: label size 60x40 differs" in msg and "EXIF orientation 6" in msg and "\n" not in msg
+    Image.fromarray(np.zeros((60, 40), dtype=np.uint8)).save(tmp_path / "labels" / "train" / "phone.png")
+    assert DATASETS["folder"](root=str(tmp_path), split="train")[0]["image"].shape == (3, 60, 40)

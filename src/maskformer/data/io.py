@@ -16,7 +16,7 @@ from PIL import Image
 from ..errors import DataError
 from ..inference.preprocess import pil_to_rgb
 
-__all__ = ["read_image", "read_label", "read_panoptic_png", "rgb2id", "id2rgb", "check_label_values"]
+__all__ = ["read_image", "read_label", "exif_size_hint", "read_panoptic_png", "rgb2id", "id2rgb", "check_label_values"]
 
 # Pillow modes of single-channel index maps, by bit depth.
 _LABEL_MODES_8 = ("L", "P")
@@ -43,6 +43,23 @@ def read_image(path: str | Path) -> np.ndarray:
     (``maskformer.inference.preprocess.pil_to_rgb``: EXIF orientation, grey/palette/RGBA/CMYK -> RGB, 16-bit grey
     ``>> 8``, floating-point refused), so training, evaluation and prediction see the same pixels."""
     return pil_to_rgb(_open(path), where=str(path))
+
+
+def exif_size_hint(image_path: str | Path, label_hw: tuple[int, ...]) -> str:
+    """For a size-mismatch message: ``"; ..."`` when the label has the image's *stored* size and the image's EXIF
+    orientation turns it (images are read upright, as detectron2 reads them; labels as stored), else ``""``."""
+    try:
+        with Image.open(image_path) as image:
+            stored_w, stored_h = image.size
+            orientation = int(image.getexif().get(0x0112, 1))
+    except Exception:  # the hint is optional; the mismatch is reported anyway
+        return ""
+    if orientation in (5, 6, 7, 8) and tuple(label_hw[:2]) == (stored_h, stored_w):
+        return (
+            f"; the label has the image's stored size {stored_w}x{stored_h}, but the image's EXIF orientation "
+            f"{orientation} turns it upright when read: label it upright, or save the image's pixels upright"
+        )
+    return ""
 
 
 def read_label(path: str | Path, *, bits: int = 8) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import DataError
 from ..fileio import read_user_text
 from .base import Mapper, SegmentationDataset
-from .io import check_label_values, read_image, read_label, read_panoptic_png
+from .io import check_label_values, exif_size_hint, read_image, read_label, read_panoptic_png
 from .metadata import DatasetMeta, load_meta
 
 __all__ = ["PanopticDataset", "load_panoptic_json", "coco_panoptic", "ade20k_panoptic"]
@@ -105,6 +105,7 @@ class PanopticDataset(SegmentationDataset):
             raise DataError(
                 f"{pan_file}: panoptic PNG size {pan.shape[1]}x{pan.shape[0]} differs from its image "
                 f"{entry['file_name']} ({image.shape[1]}x{image.shape[0]})"
+                + exif_size_hint(entry["file_name"], pan.shape)
             )
         in_png = set(np.unique(pan).tolist()) - {0}
         in_json = {s["id"] for s in entry["segments_info"]}

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import DataError
 from .base import Mapper, SegmentationDataset
-from .io import check_label_values, read_image, read_label
+from .io import check_label_values, exif_size_hint, read_image, read_label
 from .metadata import DatasetMeta, load_meta
 
 __all__ = [
@@ -66,6 +66,7 @@ class SemanticDataset(SegmentationDataset):
             raise DataError(
                 f"{label_file}: label size {label.shape[1]}x{label.shape[0]} differs from its image "
                 f"{entry['file_name']} ({image.shape[1]}x{image.shape[0]})"
+                + exif_size_hint(entry["file_name"], label.shape)
             )
         m = self.meta
         convert = self.lut is not None and entry.get("convert", True)
