@@ -3,7 +3,10 @@
 Each sample: an image, an RGB-encoded PNG of segment ids (``id = R + 256 G + 256^2 B``, 0 = VOID) and the JSON
 ``segments_info`` (``id``, ``category_id``, ``iscrowd``, ``area``, ``bbox``). Category ids are mapped to contiguous
 ids here and ``isthing`` is added, as detectron2's loaders do; crowd segments stay in ``segments_info`` (the
-evaluator needs them) but are not training targets. ADE20K panoptic also carries the semantic map.
+evaluator needs them) but are not training targets. ADE20K panoptic also carries the semantic map; COCO panoptic's
+is derived from the segments (``semantic_from_panoptic``: every segment, crowd included, is its class; VOID is
+ignored, the conversion COCO-panoptic semantic benchmarks use), so the per-pixel baselines, the semantic mapper and
+semantic evaluation (mIoU, PQ^St) work on it too.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from .base import Mapper, SegmentationDataset
 from .io import check_label_values, exif_size_hint, read_image, read_label, read_panoptic_png
 from .metadata import DatasetMeta, load_meta
 
-__all__ = ["PanopticDataset", "load_panoptic_json", "coco_panoptic", "ade20k_panoptic"]
+__all__ = ["PanopticDataset", "load_panoptic_json", "semantic_from_panoptic", "coco_panoptic", "ade20k_panoptic"]
 
 
 def load_panoptic_json(
@@ -75,10 +78,29 @@ def load_panoptic_json(
     return entries
 
 
+def semantic_from_panoptic(pan: np.ndarray, segments_info: list[dict[str, Any]], *, ignore_label: int) -> np.ndarray:
+    """The semantic label map of a panoptic annotation: ``pan`` [H, W] segment ids (0 = VOID) and its segments
+    (contiguous ``category_id``) -> [H, W] class ids, ``ignore_label`` where no segment is (VOID or an id that has
+    no segment). uint8 when the ignore label fits in 8 bits, else uint16."""
+    dtype = np.uint8 if ignore_label < 256 else np.uint16
+    out = np.full(pan.shape, ignore_label, dtype=dtype)
+    if not segments_info:
+        return out
+    ids = np.array([s["id"] for s in segments_info], dtype=np.int64)
+    classes = np.array([s["category_id"] for s in segments_info], dtype=dtype)
+    order = np.argsort(ids)
+    ids, classes = ids[order], classes[order]
+    where = np.clip(np.searchsorted(ids, pan), 0, len(ids) - 1)
+    hit = ids[where] == pan
+    out[hit] = classes[where[hit]]
+    return out
+
+
 class PanopticDataset(SegmentationDataset):
     """COCO-format panoptic samples; optional semantic maps (``sem_seg_file_name``, ADE20K panoptic).
 
-    Checked per sample: readable files, equal sizes, PNG segment ids == JSON segment ids, semantic values.
+    Checked per sample: readable files, equal sizes, PNG segment ids == JSON segment ids, semantic values. Without a
+    semantic file the semantic map is derived from the segments (``semantic_from_panoptic``).
     ``sem_lut``/``sem_allowed``: optional conversion of raw semantic values (ADE20K raw ``annotations/``).
     """
 
@@ -138,6 +160,8 @@ class PanopticDataset(SegmentationDataset):
             )
             raw["sem_seg"] = self.sem_lut[sem] if self.sem_lut is not None else sem
             raw["sem_seg_file_name"] = str(sem_file)
+        else:
+            raw["sem_seg"] = semantic_from_panoptic(pan, raw["segments_info"], ignore_label=self.meta.ignore_label)
         return raw
 
 
