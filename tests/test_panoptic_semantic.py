@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import DEMO_YAML, SHARED
 from maskformer.cli import main
-from maskformer.data import DATASETS
+from maskformer.data import DATASETS, load_meta
 from maskformer.data.panoptic import semantic_from_panoptic
 
 
@@ -61,8 +61,10 @@ def _coco_tree(root: Path) -> Path:
         images.append({"id": i, "file_name": f"{i}.jpg", "height": 48, "width": 64})
         annotations.append({"image_id": i, "file_name": f"{i}.png", "segments_info": segments})
     (root / "annotations").mkdir()
+    coco = load_meta("coco_panoptic").to_dict()
     for split in ("train", "val"):
-        text = json.dumps({"images": images, "annotations": annotations})
+        categories = [{"id": c["id"], "name": c["name"], "isthing": int(c["isthing"])} for c in coco["classes"]]
+        text = json.dumps({"images": images, "annotations": annotations, "categories": categories})
         (root / "annotations" / f"panoptic_{split}2017.json").write_text(text)
     return root
 

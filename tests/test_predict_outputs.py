@@ -77,3 +77,25 @@ def test_a_skipped_image_is_named_on_its_own_line(tmp_path: Path, capfd) -> None
     skipped = [line for line in lines if "predict: skipped" in line]
     assert len(skipped) == 1 and skipped[0].startswith("maskformer predict: skipped ") and "im1.png" in skipped[0]
     assert sorted(p.name for p in (tmp_path / "out").glob("*_labels.png")) == ["im0_labels.png", "im2_labels.png"]
+
+
+def test_predict_panoptic_then_eval_predictions_against_coco_ground_truth(tmp_path: Path, capsys) -> None:
+    """The user path: predict a COCO-layout folder, score predictions.json with the dataset's own JSON (COCO image ids
+    are numbers, predict names images by file stem; category ids must be COCO's)."""
+    from test_panoptic_semantic import _coco_tree
+
+    root = _coco_tree(tmp_path / "coco")
+    sets = ["model.num_classes=133", "data.dataset=coco_panoptic", "inference.panoptic_on=true", "model.num_queries=12",
+            "inference.object_mask_threshold=0.0", "inference.overlap_threshold=0.0"]  # fmt: skip
+    checkpoint = _checkpoint(tmp_path / "coco.pt", *sets)
+    out = tmp_path / "out"
+    assert main(["predict", str(checkpoint), str(root / "val2017"), "--output-dir", str(out)]) == 0
+    capsys.readouterr()
+    code = main(["eval-predictions", "panoptic", "--gt-json", str(root / "annotations" / "panoptic_val2017.json"),
+                 "--gt-dir", str(root / "panoptic_val2017"), "--pred-json", str(out / "predictions.json"),
+                 "--pred-dir", str(out), "--json"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    metrics = json.loads(captured.out)
+    assert metrics["All"]["n"] >= 4  # person, car, grass-merged, road: every ground-truth category is counted
+    assert 0.0 <= metrics["PQ"] <= 100.0

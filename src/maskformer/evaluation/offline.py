@@ -143,8 +143,9 @@ def evaluate_panoptic_folder(
     """panopticapi's ``pq_compute`` over COCO-panoptic files, with the same result (see ``PanopticEvaluator``).
 
     Args:
-        gt_json, pred_json: COCO panoptic JSON; annotations are paired by ``image_id``, every ground-truth image needs
-            a prediction (extra predictions are ignored, as panopticapi).
+        gt_json, pred_json: COCO panoptic JSON; annotations are paired by ``image_id`` (or a prediction's
+            ``image_id`` equal to the ground-truth PNG's file stem, as ``maskformer predict`` writes them); every
+            ground-truth image needs a prediction (extra predictions are ignored, as panopticapi).
         gt_dir, pred_dir: folders of the RGB PNGs named by each annotation's ``file_name``.
         categories: ``[{"id", "isthing", ...}]``; default: the ``categories`` of ``gt_json``.
         workers: worker processes (0 or 1: none).
@@ -173,6 +174,9 @@ def evaluate_panoptic_folder(
     items: list[_PanopticItem] = []
     for gt_ann in gt_anns:
         pred_ann = pred_by_image.get(gt_ann["image_id"])
+        if pred_ann is None:
+            # `maskformer predict` names an image by its file's stem ("000000139769"), COCO by a number (139769)
+            pred_ann = pred_by_image.get(Path(str(gt_ann["file_name"])).stem)
         if pred_ann is None:
             raise DataError(f"{pred_json}: no prediction for image_id {gt_ann['image_id']}")
         items.append(
