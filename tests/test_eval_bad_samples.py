@@ -45,3 +45,24 @@ def test_eval_leaves_a_skipped_image_out_instead_of_scoring_its_neighbour_twice(
     assert got["images"] == 3 and got["skipped_images"] == 1  # (a3 was replaced by a0, scored twice)
     for key in ("mIoU", "fwIoU", "mACC", "pACC"):
         assert got[key] == expected[key], key
+
+
+def test_a_missing_validation_split_stops_training_before_the_first_iteration(tmp_path: Path, capsys) -> None:
+    from conftest import CONFIGS
+    from maskformer.cli import main
+
+    root = _folder(tmp_path / "data", bad=False)
+    for sub in ("images", "labels"):
+        for f in (root / sub / "val").iterdir():
+            f.unlink()
+        (root / sub / "val").rmdir()
+    out = tmp_path / "run"
+    argv = ["train", str(CONFIGS / "folder" / "small.yaml"), "--data-root", str(root), "--output-dir", str(out),
+            "--quiet", "--set", "train.max_iters=1", "--set", "train.batch_size=2", "--set", "data.num_workers=0",
+            "--set", "data.crop_size=[64,64]", "--set", "data.min_size_train=[64]"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "no images/val/" in err and "train.eval_period=-1" in err and len(err.strip().splitlines()) <= 2, err
+    assert not (out / "checkpoint_last.pt").exists()  # (it trained to the end and failed at the final eval before)
+    assert main([*argv, "--set", "train.eval_period=-1"]) == 0
+    assert (out / "model_final.pt").is_file()

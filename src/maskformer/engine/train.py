@@ -20,7 +20,7 @@ from torch import nn
 
 from ..build import build_criterion, build_dataset, build_meta, build_model, build_optimizer, build_scheduler
 from ..config import Config, save_config
-from ..errors import CheckpointError, ConfigError, UserError
+from ..errors import CheckpointError, ConfigError, DataError, UserError
 from ..optim import shorten_schedule
 from . import distributed as dist
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, unwrap
@@ -113,6 +113,12 @@ def train(
         model.to(memory_format=torch.channels_last)
     criterion = build_criterion(cfg, ignore_label=meta.ignore_label).to(device)
     dataset = build_dataset(cfg, split=cfg.data.train_split, train=True)
+    if t.eval_period >= 0:  # index the evaluation split now (file lists only): a missing one fails before training
+        try:
+            build_dataset(cfg, split=cfg.data.val_split, train=False)
+        except DataError as e:
+            raise DataError(f"{e} (data.val_split={cfg.data.val_split} is evaluated during and after training; "
+                            "--set train.eval_period=-1 trains without evaluation)") from None  # fmt: skip
     sampler = InfiniteSampler(len(dataset), seed=t.seed, rank=rank, world_size=world, tag_with_seed=True)
     collate_fn = functools.partial(
         collate,
