@@ -281,3 +281,19 @@ def test_checkpoint_outputs_need_their_suffix(trained: Path, camvid_folder: Path
         last = err.strip().splitlines()[-1]  # (eval's progress bar comes before)
         assert code == 2 and last.startswith(f"maskformer {argv[0]}: error: ") and "notes" in last, err
         assert "Traceback" not in err
+
+
+def test_predict_output_is_scored_by_eval_predictions_as_eval_scores_it(
+    trained: Path, camvid_folder: Path, tmp_path: Path, capsys
+) -> None:
+    """predict writes <name>_labels.png; eval-predictions semantic pairs them with the ground truth's <name>.png (it
+    asked for the same names before) and gives the numbers `maskformer eval` gives."""
+    assert _run(capsys, "predict", trained, camvid_folder / "images" / "val", "--output-dir", tmp_path / "p")[0] == 0
+    argv = ["--gt-dir", camvid_folder / "labels" / "val", "--pred-dir", tmp_path / "p", "--num-classes", "11"]
+    code, out, err = _run(capsys, "eval-predictions", "semantic", *argv, "--ignore-label", "11", "--json")
+    assert code == 0, err
+    offline = json.loads(out)
+    assert _run(capsys, "eval", trained, "--data-root", camvid_folder, "--output-dir", tmp_path / "e")[0] == 0
+    online = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    for key in ("mIoU", "fwIoU", "mACC", "pACC"):
+        assert offline[key] == pytest.approx(online[key]), key
