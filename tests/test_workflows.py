@@ -277,10 +277,11 @@ def test_checkpoint_outputs_need_their_suffix(trained: Path, camvid_folder: Path
     for argv in (["predict", trained, image, "--output-dir", tmp_path / "notes"],
                  ["convert", "to-hf", trained, tmp_path / "notes"],
                  ["eval", trained, "--output-dir", tmp_path / "notes" / "sub"]):  # fmt: skip
-        code, _, err = _run(capsys, *argv)
-        last = err.strip().splitlines()[-1]  # (eval's progress bar comes before)
-        assert code == 2 and last.startswith(f"maskformer {argv[0]}: error: ") and "notes" in last, err
-        assert "Traceback" not in err
+        code, _, err = _run(capsys, *argv)  # (eval checks before evaluating: no progress bar, one line)
+        assert code == 2 and err.startswith(f"maskformer {argv[0]}: error: ") and "notes" in err, err
+        assert len(err.strip().splitlines()) == 1
+    code, _, err = _run(capsys, "eval", trained, "--max-images", "0")  # (it evaluated nothing and printed '-'s)
+    assert code == 2 and "--max-images" in err and len(err.strip().splitlines()) == 1
 
 
 def test_predict_output_is_scored_by_eval_predictions_as_eval_scores_it(
