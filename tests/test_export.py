@@ -84,3 +84,12 @@ def test_export_cli_errors_are_one_line(exported, tmp_path, capsys):
     assert main(["export", "onnx", str(ckpt), str(tmp_path / "notes" / "x.onnx"), "--size", "64", "64"]) == 2
     err = capsys.readouterr().err.strip()
     assert "notes" in err and len(err.splitlines()) == 1 and "Traceback" not in err, err
+
+
+def test_a_file_that_fails_verification_is_not_written(exported, tmp_path, capsys):
+    _, ckpt, _ = exported
+    out = tmp_path / "strict" / "m.onnx"
+    code = main(["export", "onnx", str(ckpt), str(out), "--size", "64", "64", "--static", "--tolerance", "1e-12"])
+    err = capsys.readouterr().err
+    assert code == 2 and "not written" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.parent.exists() or not list(out.parent.iterdir())  # neither the file nor a temporary

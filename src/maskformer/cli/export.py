@@ -28,7 +28,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--random-weights", action="store_true", help="MODEL is a YAML config: export its architecture, random weights"
     )
-    p.add_argument("--tolerance", type=float, default=1e-3, help="max |onnxruntime - PyTorch| allowed (default 1e-3)")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-3,
+        help="max |onnxruntime - PyTorch| allowed; above it nothing is written (default 1e-3)",
+    )
     p.set_defaults(func=run)
 
 
@@ -61,15 +66,11 @@ def run(args: argparse.Namespace) -> int:
 
     if not isinstance(model, MaskFormer):
         raise UserError(f"{source}: only MaskFormer models (pred_logits/pred_masks) can be exported")
-    report = export_onnx(model.eval(), args.output, height=h, width=w, opset=args.opset, dynamic=not args.static)
-    worst = max(report.max_abs_diff.values())
+    report = export_onnx(model.eval(), args.output, height=h, width=w, opset=args.opset, dynamic=not args.static,
+                         tolerance=args.tolerance)  # fmt: skip
     shapes = "dynamic H/W (multiples of 32)" if report.dynamic else f"static {h}x{w}"
     print(
         f"wrote {report.path} (opset {report.opset}, {shapes}); onnxruntime vs PyTorch max |diff| "
         + ", ".join(f"{k} {v:.2e}" for k, v in report.max_abs_diff.items())
     )
-    if worst > args.tolerance:
-        raise UserError(
-            f"{report.path}: onnxruntime differs from PyTorch by {worst:.2e} > --tolerance {args.tolerance}"
-        )
     return 0

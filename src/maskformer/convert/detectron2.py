@@ -8,6 +8,7 @@ Backbone-only ImageNet files (torchvision ResNet ``.pth``, detectron2's converte
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -141,15 +142,13 @@ def ours_state_to_detectron2(state: dict[str, torch.Tensor]) -> dict[str, np.nda
     return out
 
 
-# Released model-zoo files (OFFICIAL_SPEC §7) -> the config in configs/ they were trained with. The .pkl files carry
-# no config, so `maskformer convert detectron2` needs --config; this table lets its error message name the right one.
-def _zoo_files() -> dict[str, str]:
+@functools.cache
+def zoo_file_configs() -> dict[str, str]:
+    """The released model-zoo files' names (OFFICIAL_SPEC §7) -> the config under configs/ each was trained with
+    (the table is resources/model_zoo.json, read on first use). The .pkl files carry no config, so `maskformer
+    convert detectron2` needs --config; this table lets its error message name the right one."""
     import json
     from importlib import resources
 
     data = json.loads(resources.files("maskformer").joinpath("resources", "model_zoo.json").read_text())
     return {m["path"].rsplit("/", 1)[-1]: f"{m['name']}.yaml" for m in data["models"]}
-
-
-# The released checkpoints' file names -> their config under configs/ (the table is resources/model_zoo.json).
-MODEL_ZOO: dict[str, str] = _zoo_files()

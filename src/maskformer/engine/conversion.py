@@ -115,11 +115,11 @@ def convert_detectron2(
 ) -> str:
     """Original checkpoint -> our checkpoint for ``config``. Returns the summary line."""
     from ..config import load_config
-    from ..convert.detectron2 import MODEL_ZOO, convert_detectron2_state
+    from ..convert.detectron2 import convert_detectron2_state, zoo_file_configs
     from ..errors import UserError
 
     if not config:
-        hint = MODEL_ZOO.get(Path(source).name)
+        hint = zoo_file_configs().get(Path(source).name)
         example = f"configs/{hint}" if hint else "the YAML in configs/ it was trained with"
         raise UserError(f"{source}: --config is required (a .pkl holds no config); pass {example}")
     cfg = load_config(config, overrides)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from maskformer.errors import UserError
 from maskformer.fileio import atomic_path
 from maskformer.inference.accelerate.fast_model import fold_frozen_batchnorm
 
@@ -89,12 +90,14 @@ def export_onnx(
     dynamic: bool = True,
     verify: bool = True,
     seed: int = 0,
+    tolerance: float | None = None,
 ) -> ExportReport:
     """Export ``model`` (a MaskFormer) to ``output`` atomically (temporary file in the same folder, then rename).
 
     Falls back to a static-shape export when the dynamic one fails (tracing, or with ``verify`` onnxruntime at the
     export size or at (height + 32, width + 64)). With ``verify`` the file is run with
-    onnxruntime on a seeded random input of (height, width) and compared with the PyTorch lean forward.
+    onnxruntime on a seeded random input of (height, width) and compared with the PyTorch lean forward; with a
+    ``tolerance`` a larger max |difference| is a ``UserError`` and no file is written.
     """
     if height % 32 or width % 32:
         raise ValueError(f"export size must be a multiple of 32, got {height}x{width}")
@@ -118,6 +121,9 @@ def export_onnx(
             _export(lean, example, tmp, opset, dynamic)
         if verify and not diffs:
             diffs = verify_onnx(tmp, model, example)
+        worst = max(diffs.values(), default=0.0)
+        if tolerance is not None and worst > tolerance:
+            raise UserError(f"{output}: not written: onnxruntime differs from PyTorch by {worst:.2e} > {tolerance}")
     return ExportReport(path=output, opset=opset, dynamic=dynamic, max_abs_diff=diffs)
 
 

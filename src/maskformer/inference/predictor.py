@@ -271,33 +271,18 @@ class Predictor:
             postprocess_before_inference=self.postprocess_before_inference,
         )  # fmt: skip
 
-    def tta_scores(
-        self,
-        image: ImageInput,
-        *,
-        min_sizes: Sequence[int] | None = None,
-        max_size: int | None = None,
-        flip: bool | None = None,
-    ) -> Tensor:
+    def tta_scores(self, image: ImageInput, *, min_sizes: Sequence[int] | None = None, max_size: int | None = None,
+                   flip: bool | None = None) -> Tensor:  # fmt: skip
         """Multi-scale + flip TTA scores [K, H, W] at the original size (default sizes: config ``test.tta_*``)."""
         array = load_image(image)
         return self._tta(self._resize(array), (array.shape[0], array.shape[1]), min_sizes, max_size, flip)
 
-    def _tta(
-        self,
-        resized: np.ndarray,
-        size: Size,
-        min_sizes: Sequence[int] | None = None,
-        max_size: int | None = None,
-        flip: bool | None = None,
-    ) -> Tensor:
+    def _tta(self, resized: np.ndarray, size: Size, min_sizes: Sequence[int] | None = None,
+             max_size: int | None = None, flip: bool | None = None) -> Tensor:  # fmt: skip
         """The original's TTA: the test-resized image re-resized to every min size (tta.semantic_tta)."""
-
-        def run(view: np.ndarray, out: Size) -> Tensor:
-            return self.semantic_scores(view, out, resize=False)
-
         return semantic_tta(
-            run, resized, min_sizes=self.tta_min_sizes if min_sizes is None else min_sizes,
+            lambda view, out: self.semantic_scores(view, out, resize=False), resized,
+            min_sizes=self.tta_min_sizes if min_sizes is None else min_sizes,
             max_size=self.tta_max_size if max_size is None else max_size,
             flip=self.tta_flip if flip is None else flip, output_size=size,
         ).cpu()  # fmt: skip
