@@ -11,9 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from ..errors import DataError
+from ..inference.preprocess import pil_to_rgb
 
 __all__ = ["read_image", "read_label", "read_panoptic_png", "rgb2id", "id2rgb", "check_label_values"]
 
@@ -43,22 +44,7 @@ def read_image(path: str | Path) -> np.ndarray:
     Grayscale, palette, RGBA/LA (alpha dropped) and CMYK are converted to RGB; 16-bit grayscale is scaled to
     8 bits (``>> 8``); float images are rejected. EXIF orientation is applied.
     """
-    img = _open(path)
-    try:
-        img = ImageOps.exif_transpose(img)
-    except Exception:  # broken EXIF blocks are common; orientation is then left as stored
-        pass
-    if img.mode in _LABEL_MODES_16:
-        arr = np.asarray(img)
-        if arr.dtype != np.uint16 and (arr.min() < 0 or arr.max() > 65535):
-            raise DataError(f"{path}: 32-bit image with values outside 0..65535 is not supported")
-        gray = (arr.astype(np.uint32) >> 8).astype(np.uint8)
-        return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
-    if img.mode == "F":
-        raise DataError(f"{path}: floating-point image is not supported (expected 8-bit RGB or grayscale)")
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    return np.asarray(img, dtype=np.uint8).copy()
+    return pil_to_rgb(_open(path), str(path))
 
 
 def read_label(path: str | Path, *, bits: int = 8) -> np.ndarray:

@@ -11,23 +11,47 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from maskformer.errors import DataError
 
-__all__ = ["ImageInput", "load_image", "normalize_and_pad", "resize_shortest_edge_size", "resize_image"]
+__all__ = ["ImageInput", "load_image", "pil_to_rgb", "normalize_and_pad", "resize_shortest_edge_size", "resize_image"]
 
 # What a Predictor accepts as one image: a path, uint8 HWC RGB numpy array, PIL image or uint8 CHW torch tensor.
 ImageInput = Any
 
 
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def pil_to_rgb(pil: Image.Image, name: str = "image") -> np.ndarray:
+    """uint8 RGB ``[H, W, 3]`` of a decoded file as a viewer shows it: EXIF orientation applied (as detectron2's
+    ``read_image``; a phone photo's label map then lies over the photo), 16-bit grey scaled to 8 bits (``>> 8``),
+    grey, palette, alpha and CMYK converted; float images are one ``DataError`` naming ``name``."""
+    try:
+        pil = ImageOps.exif_transpose(pil)
+    except Exception:  # broken EXIF blocks are common; orientation is then left as stored
+        pass
+    if pil.mode in _SIXTEEN_BIT:
+        arr = np.asarray(pil)
+        if arr.dtype != np.uint16 and (arr.min() < 0 or arr.max() > 65535):
+            raise DataError(f"{name}: 32-bit image with values outside 0..65535 is not supported")
+        gray = (arr.astype(np.uint32) >> 8).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
+    if pil.mode == "F":
+        raise DataError(f"{name}: floating-point image is not supported (expected 8-bit RGB or grayscale)")
+    return np.array(pil if pil.mode == "RGB" else pil.convert("RGB"), dtype=np.uint8)
+
+
 def load_image(image: ImageInput) -> np.ndarray:
-    """uint8 HWC RGB array from a path (any PIL-readable file), a uint8 HWC RGB (or HW grey) array, a PIL image (any
-    mode, converted to RGB) or a uint8 CHW torch tensor. Anything else is one ``DataError`` line."""
+    """uint8 HWC RGB array from a path (any PIL-readable file, read by ``pil_to_rgb``), a uint8 HWC RGB (or HW grey)
+    array, a PIL image (any mode, converted to RGB as it is) or a uint8 CHW torch tensor. Anything else is one
+    ``DataError`` line."""
     if isinstance(image, str | Path):
         try:
             with Image.open(image) as pil:
-                return np.asarray(pil.convert("RGB"))
+                pil.load()
+                return pil_to_rgb(pil, str(image))
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
             raise DataError(f"{image}: cannot read image ({type(exc).__name__}: {exc})") from None
     if isinstance(image, Image.Image):

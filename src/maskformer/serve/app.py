@@ -32,6 +32,7 @@ from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
 from maskformer.errors import ConfigError, DataError
+from maskformer.inference.preprocess import pil_to_rgb
 from maskformer.inference.render import render
 from maskformer.inference.visualize import id2rgb
 
@@ -135,7 +136,7 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
                 width, height = pil.size  # from the header: refuse a huge picture before decoding its pixels
                 if width * height > max_pixels:
                     return _error(413, f"{filename}: {width}x{height} pixels is over the limit of {max_pixels} pixels")
-                image = np.asarray(pil.convert("RGB"))
+                image = pil_to_rgb(pil, filename)  # EXIF orientation applied: the overlay lies over the photo
         except Image.DecompressionBombError as e:  # PIL's own guard (more pixels than it will decode)
             return _error(413, f"{filename}: {e}")
         except (OSError, ValueError) as e:
