@@ -346,3 +346,15 @@ def test_to_detectron2_refuses_another_suffix(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "mine.pth" in err and ".pkl" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "mine.pth").exists()
+
+
+def test_a_file_that_is_no_weights_is_named_without_torchs_unsafe_advice(tmp_path, capsys):
+    """An image given as the source: torch's weights-only message says to retry with weights_only=False, which is
+    the wrong advice for a user; the line names the file and why."""
+    image = tmp_path / "street.jpg"
+    image.write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8)
+    argv = ["convert", "detectron2", str(image), str(tmp_path / "o.pt"), "--config", str(CONFIGS / "demo.yaml")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(image) in err and "not a torch weight file" in err, err
+    assert "weights_only" not in err and not (tmp_path / "o.pt").exists()

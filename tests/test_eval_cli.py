@@ -68,6 +68,30 @@ def test_samples_against_themselves_score_100(coco):
 
 
 @needs_samples
+def test_predictions_json_as_maskformer_predict_writes_it(coco, tmp_path):
+    """predict names an image by its file's stem ("000000142238", not 142238), its PNG <stem>_panoptic.png, and
+    numbers categories 0..K-1 with their names: the ground truth against itself in that form still scores 100."""
+    gt_cats = coco["data"]["categories"]
+    contiguous = {c["id"]: i for i, c in enumerate(gt_cats)}
+    pred_dir = tmp_path / "predict_out"
+    pred_dir.mkdir()
+    annotations = []
+    for ann in coco["data"]["annotations"]:
+        stem = Path(ann["file_name"]).stem
+        shutil.copy(coco["gt_dir"] / ann["file_name"], pred_dir / f"{stem}_panoptic.png")
+        segments = [dict(s, category_id=contiguous[s["category_id"]]) for s in ann["segments_info"]]
+        annotations.append({"image_id": stem, "file_name": f"{stem}_panoptic.png", "segments_info": segments})
+    categories = [{"id": i, "name": c["name"], "isthing": c["isthing"]} for i, c in enumerate(gt_cats)]
+    pred_json = tmp_path / "predictions.json"
+    pred_json.write_text(json.dumps({"annotations": annotations, "categories": categories}))
+    r = evaluate_panoptic_folder(coco["gt_json"], coco["gt_dir"], pred_json, pred_dir)
+    assert r["PQ"] == r["SQ"] == r["RQ"] == 100.0
+    pred_json.write_text(json.dumps({"annotations": annotations}))  # without names the ids are taken as they are
+    with pytest.raises(DataError, match="unknown category_id 0"):
+        evaluate_panoptic_folder(coco["gt_json"], coco["gt_dir"], pred_json, pred_dir)
+
+
+@needs_samples
 def test_removing_one_segment(coco, tmp_path):
     ann = next(a for a in coco["data"]["annotations"] if a["image_id"] == 142238)
     removed = next(s for s in ann["segments_info"] if s["category_id"] == 1 and not s["iscrowd"])

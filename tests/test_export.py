@@ -75,6 +75,15 @@ def test_export_cli_errors_are_one_line(exported, tmp_path, capsys):
     assert main(["export", "onnx", str(ckpt), str(tmp_path / "x.onnx"), "--size", "50", "64"]) == 2
     assert "multiples of 32" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
+    for output in ("model.txt", "model"):  # the ONNX graph under another name was written silently before
+        assert main(["export", "onnx", str(ckpt), str(tmp_path / output), "--size", "64", "64"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.endswith("must end in .onnx") and output in err and len(err.splitlines()) == 1, err
+        assert not (tmp_path / output).exists()
+    (tmp_path / "notes").write_text("a file where the output folder should be")
+    assert main(["export", "onnx", str(ckpt), str(tmp_path / "notes" / "x.onnx"), "--size", "64", "64"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "notes" in err and len(err.splitlines()) == 1 and "Traceback" not in err, err
 
 
 def test_a_file_that_fails_verification_is_not_written(exported, tmp_path, capsys):

@@ -178,3 +178,24 @@ def test_tta_single_view_equals_plain_scores():
     _, scores = predictor(image, return_scores=True)
     torch.testing.assert_close(predictor.tta_scores(image, min_sizes=[40], max_size=1000, flip=False), scores)
     assert predictor.tta_scores(image, min_sizes=[32, 48], max_size=1000).shape == (3, 50, 60)
+
+
+def test_a_file_is_read_as_a_viewer_shows_it(tmp_path):
+    """A phone photo stores its pixels sideways with an EXIF orientation: the labels must lie over the photo as shown
+    (as the dataset reader and detectron2's read_image do), and a 16-bit grey file is scaled, not clipped to white."""
+    from maskformer.data.io import read_image
+
+    predictor = Predictor(_Stub(), min_size=33, max_size=1000)
+    stored = _image(30, 44)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    Image.fromarray(stored).save(tmp_path / "phone.png", exif=exif)
+    shown = np.ascontiguousarray(np.rot90(stored, k=-1))
+    labels = predictor(tmp_path / "phone.png")
+    assert labels.shape == (44, 30)
+    assert torch.equal(labels, predictor(shown))
+    np.testing.assert_array_equal(read_image(tmp_path / "phone.png"), shown)  # one reader for data and inference
+    deep = (np.arange(30 * 44, dtype=np.uint16).reshape(30, 44) * 40).astype(np.uint16)
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    grey = (deep >> 8).astype(np.uint8)
+    assert torch.equal(predictor(tmp_path / "deep.png"), predictor(np.repeat(grey[:, :, None], 3, axis=2)))

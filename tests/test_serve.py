@@ -119,6 +119,19 @@ def test_bad_uploads_get_a_json_error_and_the_server_stays_up(server: str, field
     assert _post(server, {"image": ("ok.png", _png(_scenes()[0]))})[0] == 200
 
 
+def test_a_phone_photo_is_segmented_as_the_page_shows_it(server: str) -> None:
+    """The browser shows an upload with its EXIF orientation applied; the overlay and label map must match that."""
+    stored = _scenes()[1]  # 72 x 92
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    Image.fromarray(stored).save(buffer, format="JPEG", exif=exif)
+    status, data = _post(server, {"image": ("phone.jpg", buffer.getvalue()), "task": "semantic"})
+    assert status == 200 and (data["height"], data["width"]) == (92, 72)
+    labels = np.asarray(Image.open(io.BytesIO(base64.b64decode(data["label_png"]))))
+    assert labels.shape == (92, 72)
+
+
 def test_serving_a_missing_checkpoint_is_one_line(tmp_path: Path) -> None:
     import subprocess
     import sys

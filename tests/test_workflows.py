@@ -233,3 +233,68 @@ def test_every_output_file_gets_the_usual_file_mode(trained: Path, camvid_folder
     finally:
         os.umask(saved)
     assert trained.stat().st_mode & 0o777 == 0o666 & ~saved  # the checkpoint `maskformer train` wrote
+
+
+def test_round_trips_through_the_original_and_transformers_keep_weights_and_classes(
+    trained: Path, camvid_folder: Path, tmp_path: Path, capsys
+) -> None:
+    """README: ours -> original -> ours and ours -> transformers -> ours are identical. With the run's own
+    config.yaml (dataset: folder) the class names, colours and thing flags come back too (they were 'class 0', ...)."""
+    pytest.importorskip("transformers")
+    config = trained.parent / "config.yaml"
+    sets = ["--set", f"data.root={camvid_folder}"]
+    assert _run(capsys, "convert", "to-detectron2", trained, tmp_path / "mine.pkl")[0] == 0
+    assert _run(capsys, "convert", "detectron2", tmp_path / "mine.pkl", tmp_path / "d2.pt", "--config", config,
+                *sets)[0] == 0  # fmt: skip
+    saved = os.umask(0o022)
+    try:
+        assert _run(capsys, "convert", "to-hf", trained, tmp_path / "hf")[0] == 0
+    finally:
+        os.umask(saved)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (tmp_path / "hf").iterdir()}
+    assert set(modes.values()) == {"0o644"} and "model.safetensors" in modes, modes  # was 0600 from transformers
+    assert _run(capsys, "convert", "hf", tmp_path / "hf", tmp_path / "hf.pt", "--config", config)[0] == 0
+    ours = torch.load(trained, map_location="cpu", weights_only=False)
+    for back in ("d2.pt", "hf.pt"):
+        obj = torch.load(tmp_path / back, map_location="cpu", weights_only=False)
+        assert obj["meta"] == ours["meta"], back
+        assert obj["meta"]["classes"][0]["name"] == _names(camvid_folder)[0]
+        for key, value in obj["model"].items():
+            assert torch.equal(value, ours["model"][key]), (back, key)
+    missing = set(ours["model"]) - set(torch.load(tmp_path / "hf.pt", weights_only=False)["model"])
+    assert all(k.endswith("num_batches_tracked") for k in missing)  # transformers' files have no BN counters
+
+
+def test_checkpoint_outputs_need_their_suffix(trained: Path, camvid_folder: Path, tmp_path: Path, capsys) -> None:
+    """A converted checkpoint written as out.pkl could not be used: every command reads a .pkl as an original file."""
+    assert _run(capsys, "convert", "to-detectron2", trained, tmp_path / "mine.pkl")[0] == 0
+    code, _, err = _run(capsys, "convert", "detectron2", tmp_path / "mine.pkl", tmp_path / "out.pkl", "--config",
+                        trained.parent / "config.yaml")  # fmt: skip
+    assert code == 2 and "out.pkl" in err and "must end in .pt" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out.pkl").exists()
+    (tmp_path / "notes").write_text("x")
+    image = next((camvid_folder / "images" / "val").iterdir())
+    for argv in (["predict", trained, image, "--output-dir", tmp_path / "notes"],
+                 ["convert", "to-hf", trained, tmp_path / "notes"],
+                 ["eval", trained, "--output-dir", tmp_path / "notes" / "sub"]):  # fmt: skip
+        code, _, err = _run(capsys, *argv)  # (eval checks before evaluating: no progress bar, one line)
+        assert code == 2 and err.startswith(f"maskformer {argv[0]}: error: ") and "notes" in err, err
+        assert len(err.strip().splitlines()) == 1
+    code, _, err = _run(capsys, "eval", trained, "--max-images", "0")  # (it evaluated nothing and printed '-'s)
+    assert code == 2 and "--max-images" in err and len(err.strip().splitlines()) == 1
+
+
+def test_predict_output_is_scored_by_eval_predictions_as_eval_scores_it(
+    trained: Path, camvid_folder: Path, tmp_path: Path, capsys
+) -> None:
+    """predict writes <name>_labels.png; eval-predictions semantic pairs them with the ground truth's <name>.png (it
+    asked for the same names before) and gives the numbers `maskformer eval` gives."""
+    assert _run(capsys, "predict", trained, camvid_folder / "images" / "val", "--output-dir", tmp_path / "p")[0] == 0
+    argv = ["--gt-dir", camvid_folder / "labels" / "val", "--pred-dir", tmp_path / "p", "--num-classes", "11"]
+    code, out, err = _run(capsys, "eval-predictions", "semantic", *argv, "--ignore-label", "11", "--json")
+    assert code == 0, err
+    offline = json.loads(out)
+    assert _run(capsys, "eval", trained, "--data-root", camvid_folder, "--output-dir", tmp_path / "e")[0] == 0
+    online = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    for key in ("mIoU", "fwIoU", "mACC", "pACC"):
+        assert offline[key] == pytest.approx(online[key]), key

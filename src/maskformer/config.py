@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
-from .fileio import atomic_write_text, read_user_text
+from .fileio import atomic_write_text
 
 __all__ = ["Config", "ConfigError", "load_config", "save_config", "config_from_dict", "config_to_dict"]
 
@@ -284,9 +284,11 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(read_user_text(path, error=ConfigError)) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    except UnicodeDecodeError:  # e.g. `maskformer info run/model_final.pt`
+        raise ConfigError(f"{path}: not a YAML config (binary content; a checkpoint?)") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config file must be a mapping")
     base = data.pop("_base_", None)

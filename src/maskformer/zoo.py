@@ -158,8 +158,10 @@ def _write(out: Path, make) -> Path:
         with atomic_path(out, suffix=".pt.tmp") as tmp:
             make(tmp)
     except BaseException:
-        if out.parent.is_dir() and not any(out.parent.iterdir()):
-            out.parent.rmdir()
+        folder, root = out.parent, cache_dir()
+        while root in folder.parents and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()  # the name's folders (zoo/ade20k-150/swin/..., hub/owner/...) are left only when used
+            folder = folder.parent
         raise
     return out
 
@@ -221,5 +223,6 @@ def _hub(repo_id: str, out: Path) -> None:
         folder = snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.bin"])
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first.split(". ")[0].rstrip(".")  # the first sentence: the rest is huggingface_hub's advice
         raise CheckpointError(f"{repo_id}: not found on the Hub or in its cache ({first[:200]})") from None
     _convert_hf(Path(folder), out)

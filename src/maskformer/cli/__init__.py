@@ -58,9 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"maskformer {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+    except (FileNotFoundError, IsADirectoryError, PermissionError, FileExistsError, NotADirectoryError) as e:
+        # FileExistsError / NotADirectoryError: an output folder asked for where a file is (--output-dir README.md)
         name = getattr(e, "filename", None) or ""
-        print(f"maskformer {args.command}: error: {name}: {e.strerror or e}", file=sys.stderr)
+        why = "exists and is not a folder" if isinstance(e, FileExistsError) else (e.strerror or str(e))
+        print(f"maskformer {args.command}: error: {name}: {why}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `maskformer models | head`
         sys.stderr.close()

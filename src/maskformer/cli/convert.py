@@ -76,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     from maskformer.engine.conversion import convert_detectron2, convert_hf, convert_to_detectron2, convert_to_hf
     from maskformer.zoo import resolve_model
 
+    if args.format in ("detectron2", "hf"):
+        _check_checkpoint_output(args.output)
     if args.format == "detectron2":
         config = args.config or _zoo_config(args.source)
         summary = convert_detectron2(args.source, args.output, config=config, overrides=args.overrides)
@@ -87,6 +89,17 @@ def run(args: argparse.Namespace) -> int:
         summary = convert_to_detectron2(resolve_model(args.checkpoint), args.output)
     print(summary)
     return 0
+
+
+def _check_checkpoint_output(output: str) -> None:
+    """The converted checkpoint must be a ``.pt``/``.pth``: every command reads a ``.pkl`` MODEL as an original zoo
+    file, so a checkpoint written as ``out.pkl`` could not be used anywhere."""
+    from pathlib import Path
+
+    from maskformer.errors import UserError
+
+    if Path(output).suffix not in (".pt", ".pth"):
+        raise UserError(f"{output}: the output must end in .pt (a checkpoint; .pkl names original files)")
 
 
 def _zoo_config(source: str) -> str | None:

@@ -24,7 +24,9 @@ def add_parser(subparsers: Any) -> None:
     pan = tasks.add_parser(
         "panoptic",
         help="PQ/SQ/RQ of COCO-panoptic predictions",
-        description="PQ/SQ/RQ of COCO-panoptic predictions (JSON + RGB PNGs with id = R + 256 G + 256^2 B).",
+        description="PQ/SQ/RQ of COCO-panoptic predictions (JSON + RGB PNGs with id = R + 256 G + 256^2 B). The"
+        " predictions.json of `maskformer predict` works as it is: an image found by its file name when its image_id"
+        " differs, categories matched by name when their ids differ.",
     )
     pan.add_argument("--gt-json", type=Path, required=True, help="ground-truth COCO panoptic JSON (with categories)")
     pan.add_argument("--gt-dir", type=Path, required=True, help="folder of ground-truth panoptic PNGs")
@@ -34,10 +36,13 @@ def add_parser(subparsers: Any) -> None:
     sem = tasks.add_parser(
         "semantic",
         help="mIoU/fwIoU/mACC/pACC of semantic label PNGs",
-        description="mIoU/fwIoU/mACC/pACC of semantic label PNGs; GT_DIR/NAME.png is paired with PRED_DIR/NAME.png.",
+        description="mIoU/fwIoU/mACC/pACC of semantic label PNGs; GT_DIR/NAME.png is paired with PRED_DIR/NAME.png,"
+        " else PRED_DIR/NAME_labels.png (what `maskformer predict` writes).",
     )
     sem.add_argument("--gt-dir", type=Path, required=True, help="folder of ground-truth label PNGs")
-    sem.add_argument("--pred-dir", type=Path, required=True, help="folder of predicted label PNGs (same names)")
+    sem.add_argument(
+        "--pred-dir", type=Path, required=True, help="folder of predicted label PNGs (same names, or NAME_labels.png)"
+    )
     sem.add_argument("--num-classes", type=int, required=True, help="number of classes K (labels 0..K-1)")
     sem.add_argument("--ignore-label", type=int, required=True, help="ground-truth value to ignore (e.g. 255)")
     sem.add_argument(

@@ -50,6 +50,12 @@ def run(args: argparse.Namespace) -> int:
     from maskformer.fileio import atomic_write_text
     from maskformer.zoo import resolve_model
 
+    if args.max_images is not None and args.max_images < 1:
+        raise ConfigError(f"--max-images must be at least 1, got {args.max_images}")
+    out = Path(args.output_dir)
+    blocker = next((p for p in (out, *out.parents) if p.exists()), None)  # before the evaluation, not after it
+    if blocker is not None and not blocker.is_dir():
+        raise ConfigError(f"--output-dir {out}: {blocker} exists and is not a folder")
     device = dist.init_from_env()
     model, cfg, meta = load_model_and_config(resolve_model(args.checkpoint))
     overrides = list(args.overrides)
@@ -67,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if not dist.is_main():
         return 0
     text = json.dumps(metrics, indent=1)
-    atomic_write_text(Path(args.output_dir) / "metrics.json", text)
+    atomic_write_text(out / "metrics.json", text)
     if args.json:
         print(text)
         return 0

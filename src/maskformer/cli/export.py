@@ -42,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
 
     from maskformer.errors import UserError
 
+    if Path(args.output).suffix != ".onnx":
+        raise UserError(f"{args.output}: the output must end in .onnx")
     h, w = args.size
     if h <= 0 or w <= 0 or h % 32 or w % 32:
         raise UserError(f"--size: H and W must be positive multiples of 32, got {h} {w}")

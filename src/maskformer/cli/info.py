@@ -28,7 +28,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import maskformer
     from maskformer.engine.analysis import count_flops, count_parameters
+    from maskformer.errors import UserError
 
+    if args.size and min(args.size) < 32:
+        raise UserError(f"--size must be at least 32x32, got {args.size[0]}x{args.size[1]}")
     cfg = maskformer.load_config(args.config, args.overrides)
     model = maskformer.build_model(cfg).eval()
     h, w = args.size or cfg.data.crop_size

@@ -73,9 +73,11 @@ def read_checkpoint_state(path: str | Path) -> dict[str, np.ndarray | torch.Tens
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CheckpointError(
-            f"{path}: cannot read checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})"
-        ) from None
+        if "Weights only load failed" in str(e):  # torch's advice to load unsafely is not for this file
+            why = "not a torch weight file, or one holding objects other than tensors (not unpickled, for safety)"
+        else:
+            why = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+        raise CheckpointError(f"{path}: cannot read checkpoint ({why})") from None
     if isinstance(data, dict):
         for key in ("model", "state_dict"):
             if isinstance(data.get(key), dict):

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
+from ..fileio import new_file_mode
 from .rename import DROP, _short, convert_state, rename_keys
 
 _PLM = r"model\.pixel_level_module\."
@@ -317,7 +318,8 @@ def write_hf_folder(
             from transformers import MaskFormerImageProcessor
 
             MaskFormerImageProcessor(**preprocessor).save_pretrained(tmp)
-        for f in tmp.iterdir():
+        for f in tmp.iterdir():  # transformers writes some files through mkstemp (0600): give them the usual mode
+            os.chmod(f, new_file_mode())
             os.replace(f, folder / f.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

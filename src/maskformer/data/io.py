@@ -42,7 +42,7 @@ def read_image(path: str | Path) -> np.ndarray:
     """Read any image as uint8 RGB ``[H, W, 3]`` with the rule ``predict`` and ``serve`` use too
     (``maskformer.inference.preprocess.pil_to_rgb``: EXIF orientation, grey/palette/RGBA/CMYK -> RGB, 16-bit grey
     ``>> 8``, floating-point refused), so training, evaluation and prediction see the same pixels."""
-    return pil_to_rgb(_open(path), where=str(path))
+    return pil_to_rgb(_open(path), str(path))
 
 
 def exif_size_hint(image_path: str | Path, label_hw: tuple[int, ...]) -> str:

@@ -79,6 +79,21 @@ def _dataset_table(name: str) -> DatasetMeta | None:
     return load_meta(name) if name in META_NAMES or name == "ade20k_panoptic" else None
 
 
+def _config_table(cfg: Config) -> DatasetMeta | None:
+    """The class table of ``cfg``'s dataset: a shipped one, or for own data (``data.dataset: folder``, e.g. the
+    ``config.yaml`` that ``maskformer train`` wrote) the ``classes.json`` under ``data.root`` when it is there."""
+    if cfg.data.dataset != "folder":
+        return _dataset_table(cfg.data.dataset)
+    from ..data.folder import read_folder_meta
+    from ..errors import DataError
+
+    try:
+        return read_folder_meta(Path(cfg.data.root))
+    except DataError as e:
+        _note(f"class names, colours and thing flags not found ({e}); pass --set data.root=DIR of your data")
+        return None
+
+
 def match_dataset(classes: list[str]) -> DatasetMeta | None:
     """The shipped dataset table whose classes these are (same count and at least 90% of the names agree on their
     first comma-separated word), or None."""
@@ -110,7 +125,7 @@ def convert_detectron2(
     cfg = load_config(config, overrides)
     model = _meta_model(cfg)
     state = convert_detectron2_state(source, model.state_dict())
-    table = _dataset_table(cfg.data.dataset)
+    table = _config_table(cfg)
     fits = table is not None and table.num_classes == cfg.model.num_classes
     classes = table.classes if fits else [f"class {i}" for i in range(cfg.model.num_classes)]
     _save(output, cfg, model, state, _meta_dict(classes, table))
@@ -130,7 +145,7 @@ def convert_hf(source: str | Path, output: str | Path, *, config: str | Path | N
     tr = config_from_hf(hf_config, source=where, base=base)
     if pre is not None:
         apply_preprocessor(tr.cfg, pre, source=str(Path(source) / "preprocessor_config.json"))
-    table = _dataset_table(tr.cfg.data.dataset) if base is not None else match_dataset(tr.classes)
+    table = _config_table(tr.cfg) if base is not None else match_dataset(tr.classes)
     if base is None and table is not None:
         tr.cfg.data.dataset = table.name
         for section, values in _DATASET_SETTINGS.get(table.name, {}).items():

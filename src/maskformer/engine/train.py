@@ -99,6 +99,9 @@ def train(
             f"train.batch_size ({t.batch_size}) must be divisible by processes x grad_accum ({world} x {t.grad_accum})"
         )
     per_step = t.batch_size // (world * t.grad_accum)
+    last = out / "checkpoint_last.pt"
+    if resume and not last.is_file():  # before anything is written into the folder
+        raise CheckpointError(f"{last}: nothing to resume from (run without --resume to start)")
     if dist.is_main():
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
@@ -135,10 +138,7 @@ def train(
     scheduler = build_scheduler(cfg, optimizer)
 
     start = 0
-    last = out / "checkpoint_last.pt"
     if resume:
-        if not last.is_file():
-            raise CheckpointError(f"{last}: nothing to resume from (run without --resume to start)")
         state = load_checkpoint(last)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

@@ -156,7 +156,8 @@ def evaluate_panoptic_folder(
     gt_json, gt_dir, pred_json, pred_dir = Path(gt_json), Path(gt_dir), Path(pred_json), Path(pred_dir)
     gt_data = _load_json(gt_json)
     gt_anns = _annotations(gt_data, gt_json)
-    pred_anns = _annotations(_load_json(pred_json), pred_json)
+    pred_data = _load_json(pred_json)
+    pred_anns = _annotations(pred_data, pred_json)
     if categories is None:
         if not isinstance(gt_data.get("categories"), list):
             raise DataError(f"{gt_json}: no 'categories' list (pass categories explicitly)")
@@ -171,14 +172,21 @@ def evaluate_panoptic_folder(
         if ann["image_id"] in pred_by_image:
             raise DataError(f"{pred_json}: image_id {ann['image_id']} has two annotations")
         pred_by_image[ann["image_id"]] = ann
+    to_gt = _category_map(pred_data.get("categories"), categories)
     items: list[_PanopticItem] = []
     for gt_ann in gt_anns:
         pred_ann = pred_by_image.get(gt_ann["image_id"])
+        if pred_ann is None:  # `maskformer predict` names an image by its file name's stem
+            pred_ann = pred_by_image.get(Path(str(gt_ann["file_name"])).stem)
         if pred_ann is None:
             # `maskformer predict` names an image by its file's stem ("000000139769"), COCO by a number (139769)
             pred_ann = pred_by_image.get(Path(str(gt_ann["file_name"])).stem)
         if pred_ann is None:
             raise DataError(f"{pred_json}: no prediction for image_id {gt_ann['image_id']}")
+        if to_gt:
+            segments = [dict(s, category_id=to_gt.get(s.get("category_id"), s.get("category_id")))
+                        for s in pred_ann["segments_info"]]  # fmt: skip
+            pred_ann = dict(pred_ann, segments_info=segments)
         items.append(
             (
                 gt_ann["image_id"],
@@ -193,6 +201,19 @@ def evaluate_panoptic_folder(
     for stats in _run(_panoptic_chunk, items, workers):
         evaluator.add_stats(stats)
     return evaluator.compute()
+
+
+def _category_map(pred_categories: Any, gt_categories: Sequence[Mapping[str, Any]]) -> dict[int, int] | None:
+    """Prediction category id -> ground-truth id, by name, when the prediction JSON lists its categories with other
+    ids (``maskformer predict`` numbers them 0..K-1, the model's classes; COCO uses the dataset's ids); else None."""
+    if not isinstance(pred_categories, list):
+        return None
+    by_name = {c.get("name"): c.get("id") for c in gt_categories}
+    try:
+        mapping = {c["id"]: by_name[c["name"]] for c in pred_categories}
+    except (KeyError, TypeError):
+        return None  # not the same class table: ids are taken as they are
+    return None if all(k == v for k, v in mapping.items()) else mapping
 
 
 _SemanticItem = tuple[Path, Path, int, int]
@@ -226,7 +247,8 @@ def evaluate_semantic_folder(
     miou_formula: str = "d2_2021",
     workers: int = 0,
 ) -> dict[str, Any]:
-    """mIoU & co. over label PNGs: each ``gt_dir/NAME.png`` is paired with ``pred_dir/NAME.png``.
+    """mIoU & co. over label PNGs: each ``gt_dir/NAME.png`` is paired with ``pred_dir/NAME.png``, else with
+    ``pred_dir/NAME_labels.png`` (``maskformer predict``'s name).
 
     Extra prediction files are ignored. Returns ``SemanticEvaluator.compute()``'s dict.
     """
@@ -241,8 +263,10 @@ def evaluate_semantic_folder(
     items: list[_SemanticItem] = []
     for gt_png in gt_files:
         pred_png = pred_dir / gt_png.name
+        if not pred_png.is_file():  # what `maskformer predict` writes
+            pred_png = pred_dir / f"{gt_png.stem}_labels.png"
         if not pred_png.is_file():
-            raise DataError(f"{pred_png}: prediction for {gt_png} not found")
+            raise DataError(f"{pred_dir / gt_png.name} (or {pred_png.name}): prediction for {gt_png} not found")
         items.append((gt_png, pred_png, num_classes, ignore_label))
     total = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
     for conf in _run(_semantic_chunk, items, workers):

@@ -21,45 +21,41 @@ __all__ = ["ImageInput", "load_image", "pil_to_rgb", "normalize_and_pad", "resiz
 ImageInput = Any
 
 
-_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
-def pil_to_rgb(image: Image.Image, *, where: str = "image") -> np.ndarray:
-    """The one decoding rule of every image the project reads (training data, ``eval``, ``predict``, ``serve``): EXIF
-    orientation applied (as detectron2's ``read_image``), grey/palette/RGBA/CMYK converted to RGB (alpha dropped),
-    16-bit grey scaled to 8 bits (``>> 8``, not clipped), floating-point images refused. ``where`` names the image in
-    the ``DataError``. Returns uint8 ``[H, W, 3]``."""
+def pil_to_rgb(pil: Image.Image, name: str = "image") -> np.ndarray:
+    """uint8 RGB ``[H, W, 3]`` of a decoded file as a viewer shows it: EXIF orientation applied (as detectron2's
+    ``read_image``; a phone photo's label map then lies over the photo), 16-bit grey scaled to 8 bits (``>> 8``),
+    grey, palette, alpha and CMYK converted; float images are one ``DataError`` naming ``name``."""
     try:
-        image = ImageOps.exif_transpose(image)
+        pil = ImageOps.exif_transpose(pil)
     except Exception:  # broken EXIF blocks are common; orientation is then left as stored
         pass
-    if image.mode in _SIXTEEN_BIT_MODES:
-        arr = np.asarray(image)
+    if pil.mode in _SIXTEEN_BIT:
+        arr = np.asarray(pil)
         if arr.dtype != np.uint16 and (arr.min() < 0 or arr.max() > 65535):
-            raise DataError(f"{where}: 32-bit image with values outside 0..65535 is not supported")
-        grey = (arr.astype(np.uint32) >> 8).astype(np.uint8)
-        return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
-    if image.mode == "F":
-        raise DataError(f"{where}: floating-point image is not supported (expected 8-bit RGB or grayscale)")
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    return np.asarray(image, dtype=np.uint8).copy()
+            raise DataError(f"{name}: 32-bit image with values outside 0..65535 is not supported")
+        gray = (arr.astype(np.uint32) >> 8).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
+    if pil.mode == "F":
+        raise DataError(f"{name}: floating-point image is not supported (expected 8-bit RGB or grayscale)")
+    return np.array(pil if pil.mode == "RGB" else pil.convert("RGB"), dtype=np.uint8)
 
 
 def load_image(image: ImageInput) -> np.ndarray:
-    """uint8 HWC RGB array from a path (any PIL-readable file), a uint8 HWC RGB (or HW grey) array, a PIL image (any
-    mode; both decoded by ``pil_to_rgb``, the rule the training data is read with) or a uint8 CHW torch tensor.
-    Anything else is one ``DataError`` line."""
+    """uint8 HWC RGB array from a path (any PIL-readable file, read by ``pil_to_rgb``), a uint8 HWC RGB (or HW grey)
+    array, a PIL image (any mode, converted to RGB as it is) or a uint8 CHW torch tensor. Anything else is one
+    ``DataError`` line."""
     if isinstance(image, str | Path):
         try:
             with Image.open(image) as pil:
-                pil.load()  # decoding is lazy: a truncated file fails here, inside the try
-                decoded = pil.copy()
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+                pil.load()
+                return pil_to_rgb(pil, str(image))
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
             raise DataError(f"{image}: cannot read image ({type(exc).__name__}: {exc})") from None
-        return pil_to_rgb(decoded, where=str(image))
     if isinstance(image, Image.Image):
-        return pil_to_rgb(image)
+        return np.asarray(image.convert("RGB"))
     if type(image).__module__.startswith("torch"):
         if image.dtype.is_floating_point or image.ndim != 3 or image.shape[0] != 3 or str(image.dtype) != "torch.uint8":
             raise DataError(f"image: expected a uint8 3xHxW tensor, got {image.dtype} of shape {tuple(image.shape)}")

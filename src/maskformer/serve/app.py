@@ -137,7 +137,7 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
                 if width * height > max_pixels:
                     return _error(413, f"{filename}: {width}x{height} pixels is over the limit of {max_pixels} pixels")
                 pil.load()
-                image = pil_to_rgb(pil, where=filename)  # EXIF orientation, 16-bit grey: as eval and predict read it
+                image = pil_to_rgb(pil, filename)  # EXIF orientation, 16-bit grey: as eval and predict read it
         except DataError as e:  # (a ValueError: before the generic handler below)
             return _error(400, str(e))
         except Image.DecompressionBombError as e:  # PIL's own guard (more pixels than it will decode)
