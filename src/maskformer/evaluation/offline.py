@@ -176,8 +176,6 @@ def evaluate_panoptic_folder(
     items: list[_PanopticItem] = []
     for gt_ann in gt_anns:
         pred_ann = pred_by_image.get(gt_ann["image_id"])
-        if pred_ann is None:  # `maskformer predict` names an image by its file name's stem
-            pred_ann = pred_by_image.get(Path(str(gt_ann["file_name"])).stem)
         if pred_ann is None:
             # `maskformer predict` names an image by its file's stem ("000000139769"), COCO by a number (139769)
             pred_ann = pred_by_image.get(Path(str(gt_ann["file_name"])).stem)
@@ -205,7 +203,8 @@ def evaluate_panoptic_folder(
 
 def _category_map(pred_categories: Any, gt_categories: Sequence[Mapping[str, Any]]) -> dict[int, int] | None:
     """Prediction category id -> ground-truth id, by name, when the prediction JSON lists its categories with other
-    ids (``maskformer predict`` numbers them 0..K-1, the model's classes; COCO uses the dataset's ids); else None."""
+    ids (a class table numbered 0..K-1, as a model trained on a folder dataset has, against a ground truth with its own
+    ids); else None."""
     if not isinstance(pred_categories, list):
         return None
     by_name = {c.get("name"): c.get("id") for c in gt_categories}
