@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
+from ..fileio import read_user_text
 from .panoptic import PanopticEvaluator, PQStats, pq_image_stats
 from .semantic import SemanticEvaluator, semantic_metrics
 
@@ -68,10 +69,10 @@ def read_label_png(path: Path) -> np.ndarray:
 def _load_json(path: Path) -> Any:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
+    text = read_user_text(path, error=DataError)  # UTF-8 with or without a BOM; another encoding is one line
     try:
-        with open(path, encoding="utf-8-sig") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
         raise DataError(f"{path}: not valid JSON ({e})") from e
 
 
