@@ -22,7 +22,9 @@ Parts:
   transformers' ResNet trains its BatchNorm layers (batch statistics, 154 more parameter tensors); ours keeps FrozenBN
   as the original. Sides: ours_exact (channels-last, as ``maskformer train`` does by default), ours_exact_contiguous
   (NCHW), ours_point_sample (``loss.point_sample=true``), and bf16 autocast (``train.amp=bf16``; losses in fp32) for
-  both implementations (ours_bf16, transformers_bf16). ``--train-sides ours_exact,transformers`` times a subset. The
+  both implementations (ours_bf16, transformers_bf16). Ours run with glibc's malloc set to keep freed memory (as
+  ``maskformer train`` does, maskformer/allocator.py); transformers_reuse is transformers with the same setting
+  (which transformers itself does not make). ``--train-sides ours_exact,transformers`` times a subset. The
   report gives the median and the least disturbed (min) step per side: on a shared machine both are worth reading.
 - matcher: benchmarks/bench_matcher.py (its own alternating timing).
 - onnx: `maskformer.export.export_onnx` of the R50 lean model, onnxruntime vs PyTorch max |diff|.
@@ -225,6 +227,12 @@ def train_worker(side: str, steps: int, size: int) -> dict:
     x = torch.randn(2, 3, size, size, generator=g)
     targets = _train_targets(cfg, 2, size, g)
     bf16 = side.endswith("_bf16")
+    if not side.startswith("transformers") or side == "transformers_reuse":
+        # what `maskformer train` does (maskformer/allocator.py); transformers_reuse: transformers with the same
+        # process-wide glibc setting, to show how much of the gap is the allocator
+        from maskformer.allocator import reuse_freed_memory
+
+        reuse_freed_memory()
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
     if side.startswith("transformers"):
         del ours
@@ -316,6 +324,7 @@ TRAIN_SIDES = (
     "ours_exact_contiguous",
     "ours_bf16",
     "transformers_bf16",
+    "transformers_reuse",
 )
 
 

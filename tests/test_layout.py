@@ -9,7 +9,18 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "maskformer"
 
-_BELOW_BUILD = {"errors", "config", "optim", "modeling", "criterion", "evaluation", "data", "convert", "inference"}
+_BELOW_BUILD = {
+    "allocator",
+    "errors",
+    "config",
+    "optim",
+    "modeling",
+    "criterion",
+    "evaluation",
+    "data",
+    "convert",
+    "inference",
+}
 # Module (or package) -> the parts of the package it may import, as in each folder's ``__init__`` docstring; the
 # longest matching key applies; a module may always import inside its own key.
 MAY_IMPORT: dict[str, set[str]] = {
@@ -23,7 +34,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "data": {"errors", "inference.preprocess"},
     "convert": {"errors", "config", "modeling"},
     "inference": {"errors", "config"},
-    "inference.accelerate": {"errors", "config", "modeling", "inference.postprocess"},
+    "inference.accelerate": {"errors", "config", "modeling", "inference.postprocess", "allocator"},
     "build": _BELOW_BUILD,
     "engine": _BELOW_BUILD | {"build"},
     "zoo": _BELOW_BUILD | {"build", "engine"},
@@ -36,6 +47,7 @@ for _key, _allowed in MAY_IMPORT.items():
     if _key not in ("errors", "fileio"):
         _allowed.update({"errors", "fileio"})
 MAY_IMPORT["fileio"] = set()
+MAY_IMPORT["allocator"] = set()  # glibc malloc tuning: for the optimised Predictor and training
 # Two documented lazy imports reach up (convenience constructors of the Predictor); each must stay inside a function.
 ALLOWED_UP = {
     # Predictor.from_checkpoint: the checkpoint loader builds models, so it lives in engine/ above inference/

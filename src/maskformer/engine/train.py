@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..allocator import reuse_freed_memory
 from ..build import build_criterion, build_dataset, build_meta, build_model, build_optimizer, build_scheduler
 from ..config import Config, save_config
 from ..errors import CheckpointError, ConfigError, DataError, UserError
@@ -107,6 +108,7 @@ def train(
         save_config(cfg, out / "config.yaml")
     seed_everything(t.seed + rank)
     set_tf32(t.tf32)
+    reuse_freed_memory()  # each step frees and reallocates the same large tensors (maskformer/allocator.py)
 
     meta = build_meta(cfg)
     model = build_model(cfg)

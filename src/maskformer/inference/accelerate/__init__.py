@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from maskformer.allocator import reuse_freed_memory
 from maskformer.inference.postprocess import Size, panoptic_from_outputs, semantic_from_outputs
 
 __all__ = ["Accelerated", "accelerate", "supported"]
@@ -104,8 +105,8 @@ def accelerate(
     """The one door. ``enabled=False`` (``Predictor(optimize=False)``) keeps the unmodified model; an unsupported
     machine gives the plain path (unmodified model, plain post-processing); otherwise an optimised copy of ``model``
     (``fast_model.prepare_for_inference``: FrozenBN folded, channels-last, packed oneDNN weights, optional bf16 /
-    torch.compile) and the fused label post-processing (``labels.semantic_labels_from_outputs``). ``model`` itself is
-    never modified."""
+    torch.compile) and the fused label post-processing (``labels.semantic_labels_from_outputs``); glibc's malloc is
+    set to keep freed memory for reuse (``maskformer.allocator``, process-wide). ``model`` itself is never modified."""
     from .fast_model import FastModel, prepare_for_inference
     from .labels import semantic_labels_from_outputs
     from .panoptic import panoptic_from_outputs_in_strips
@@ -127,4 +128,5 @@ def accelerate(
             model = torch.compile(model)  # type: ignore[assignment]
         return Accelerated(_Autocast(model) if bf16 else model, labels, False, why, bf16, panoptic)
     fast = prepare_for_inference(model, bf16=bf16, compile=compile)
+    reuse_freed_memory()  # no page faults on every call's large tensors (maskformer/allocator.py)
     return Accelerated(fast, semantic_labels_from_outputs, True, bf16=bf16, panoptic=panoptic)
