@@ -3,7 +3,10 @@ Swin-T, semantic and panoptic, batch 1 and 4, forward and training step. Ratios 
 
 Each model runs in a fresh process (``--worker``) that builds both libraries' models with the same converted random
 weights (``compare_transformers._models``, spread to trained-like values) and times the variants interleaved, one
-call each per round, median of ``--reps`` rounds after a warm-up (``engine.timing.interleaved_medians``):
+call each per round, median of ``--reps`` rounds after a warm-up (``engine.timing.interleaved_medians``). The
+baselines (transformers, onnxruntime) answer from a process of their own with glibc's default malloc, as their users
+run them (``Baselines``; the optimised ``Predictor`` sets a process-wide allocator option, ``maskformer/allocator.py``,
+that would speed them up too; ``--same-process`` shows that case):
 
 - ``semantic b1``: uint8 512x512 image -> label map. transformers: image processor (rescale + normalise) + forward +
   ``post_process_semantic_segmentation``; ours: ``Predictor(model)`` (what ``maskformer predict`` and the Python API
@@ -19,6 +22,7 @@ call each per round, median of ``--reps`` rounds after a warm-up (``engine.timin
 - ``train`` (``--train``): ``compare_transformers.py --parts train`` for R50 (fresh process per side).
 
 Run: .venv/bin/python benchmarks/suite.py [--models r50,swin-t] [--reps 5] [--train] [--pause 0.1] [--output F]
+     [--same-process]
 """
 
 from __future__ import annotations
@@ -92,11 +96,109 @@ def _build(config: str):
     return cfg, ours, hf.eval(), processor
 
 
-def _semantic(config: str, reps: int) -> dict:
+def _forward_input() -> torch.Tensor:
+    return torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+
+
+def _baseline_calls(config: str, with_onnx: bool) -> dict:
+    """The baselines' zero-argument calls on ``config``: transformers (semantic b1 / b4, panoptic, forward) and, with
+    ``with_onnx``, onnxruntime on our exported static graph."""
+    from maskformer import Predictor
+    from maskformer.inference.export import export_onnx
+
+    cfg, ours, hf, processor = _build(config)
+    thing_ids = Predictor(ours, optimize=False).thing_ids  # optimize=False: the allocator stays glibc's
+    stuff = set(range(cfg.model.num_classes)) - set(thing_ids)
+    images, x = [_image(seed) for seed in range(4)], _forward_input()
+
+    def semantic(batch: list[np.ndarray]) -> list[torch.Tensor]:
+        inputs = processor(images=batch, return_tensors="pt")
+        return processor.post_process_semantic_segmentation(hf(**inputs), target_sizes=[(SIZE, SIZE)] * len(batch))
+
+    def panoptic() -> int:
+        inputs = processor(images=images[:1], return_tensors="pt")
+        out = processor.post_process_panoptic_segmentation(
+            hf(**inputs),
+            threshold=cfg.inference.object_mask_threshold,
+            overlap_mask_area_threshold=cfg.inference.overlap_threshold,
+            label_ids_to_fuse=stuff,
+            target_sizes=[(SIZE, SIZE)],
+        )[0]
+        return len({s["id"] for s in out["segments_info"]})  # (fused classes repeat an id there)
+
+    calls = {
+        "semantic_b1": lambda: semantic(images[:1])[0],
+        "semantic_b4": lambda: semantic(images),
+        "panoptic_b1": panoptic,
+        "forward": lambda: hf(pixel_values=x)["masks_queries_logits"],
+    }
+    if with_onnx:
+        import onnxruntime as ort
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.onnx"
+            export_onnx(ours, path, height=SIZE, width=SIZE, dynamic=False, verify=False)
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = torch.get_num_threads()
+            options.inter_op_num_threads = 1
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        calls["onnxruntime"] = lambda: torch.from_numpy(session.run(None, {"images": x.numpy()})[1])
+    return calls
+
+
+def _serve_baselines(conn, config: str, size: int, threads: int, with_onnx: bool) -> None:
+    """Child process of ``Baselines``: build the calls, then answer ``(name, keep)`` until ``None``."""
+    global SIZE
+    SIZE = size
+    torch.set_num_threads(threads)
+    calls = _baseline_calls(config, with_onnx)
+    conn.send("ready")
+    with torch.inference_mode():
+        while (message := conn.recv()) is not None:
+            name, keep = message
+            out = calls[name]()
+            conn.send(out if keep else None)
+
+
+class Baselines:
+    """transformers and onnxruntime for one config, called by name. By default they run in a process of their own
+    (``multiprocessing`` spawn), as their users run them: this project's ``Predictor`` sets a process-wide glibc
+    malloc option (``maskformer/allocator.py``) that would otherwise speed them up too. Calls still alternate with
+    ours (never concurrent); a call costs one pipe message more (well under a millisecond). ``same_process=True``
+    (``--same-process``) runs them here instead, with whatever allocator setting this process has."""
+
+    def __init__(self, config: str, with_onnx: bool = False, same_process: bool = False) -> None:
+        self.local = _baseline_calls(config, with_onnx) if same_process else None
+        if self.local is None:
+            import multiprocessing
+
+            ctx = multiprocessing.get_context("spawn")
+            self.conn, child = ctx.Pipe()
+            args = (child, config, SIZE, torch.get_num_threads(), with_onnx)
+            self.process = ctx.Process(target=_serve_baselines, args=args, daemon=True)
+            self.process.start()
+            if self.conn.recv() != "ready":
+                raise RuntimeError("the baseline process did not start")
+
+    def __call__(self, name: str, keep: bool = False):
+        if self.local is not None:
+            out = self.local[name]()
+            return out if keep else None
+        self.conn.send((name, keep))
+        return self.conn.recv()
+
+    def close(self) -> None:
+        if self.local is None:
+            self.conn.send(None)
+            self.process.join(timeout=60)
+
+
+def _semantic(config: str, reps: int, same_process: bool) -> dict:
     from maskformer import Predictor
     from maskformer.engine.timing import interleaved_medians
 
-    _, ours, hf, processor = _build(config)
+    theirs = Baselines(config, same_process=same_process)
+    _, ours, _, _ = _build(config)
     kw = {"min_size": SIZE, "max_size": 4 * SIZE}
     default, bf16, reference = (
         Predictor(ours, **kw),
@@ -105,14 +207,10 @@ def _semantic(config: str, reps: int) -> dict:
     )
     images = [_image(seed) for seed in range(4)]
 
-    def hf_predict(batch: list[np.ndarray]) -> list[torch.Tensor]:
-        inputs = processor(images=batch, return_tensors="pt")
-        return processor.post_process_semantic_segmentation(hf(**inputs), target_sizes=[(SIZE, SIZE)] * len(batch))
-
     with torch.inference_mode():
         b1 = interleaved_medians(
             {
-                "transformers": lambda: hf_predict(images[:1]),
+                "transformers": lambda: theirs("semantic_b1"),
                 "ours_default": lambda: default(images[0]),
                 "ours_bf16": lambda: bf16(images[0]),
                 "ours_reference": lambda: reference(images[0]),
@@ -122,7 +220,7 @@ def _semantic(config: str, reps: int) -> dict:
         )
         b4 = interleaved_medians(
             {
-                "transformers": lambda: hf_predict(images),
+                "transformers": lambda: theirs("semantic_b4"),
                 "ours_one_at_a_time": lambda: [default(im) for im in images],
                 "ours_batch": lambda: default(images),
             },
@@ -131,84 +229,71 @@ def _semantic(config: str, reps: int) -> dict:
         )
         ref = reference(images[0])
         agree = {k: int((p(images[0]) != ref).sum()) for k, p in (("ours_default", default), ("ours_bf16", bf16))}
-        agree["transformers"] = int((hf_predict(images[:1])[0] != ref).sum())
+        agree["transformers"] = int((theirs("semantic_b1", keep=True) != ref).sum())
+    theirs.close()
     return {"semantic_b1": b1, "semantic_b4": {k: v / 4 for k, v in b4.items()}, "semantic_differing_pixels": agree}
 
 
-def _panoptic(config: str, reps: int) -> dict:
+def _panoptic(config: str, reps: int, same_process: bool) -> dict:
     from maskformer import Predictor
     from maskformer.engine.timing import interleaved_medians
 
-    cfg, ours, hf, processor = _build(config)
+    theirs = Baselines(config, same_process=same_process)
+    _, ours, _, _ = _build(config)
     kw = {"min_size": SIZE, "max_size": 4 * SIZE}
     default, bf16 = Predictor(ours, **kw), Predictor(ours, bf16=True, **kw)
-    stuff = sorted(set(range(cfg.model.num_classes)) - set(default.thing_ids))
-    threshold, overlap = cfg.inference.object_mask_threshold, cfg.inference.overlap_threshold
     image = _image(0)
-
-    def hf_predict() -> dict:
-        inputs = processor(images=[image], return_tensors="pt")
-        return processor.post_process_panoptic_segmentation(
-            hf(**inputs),
-            threshold=threshold,
-            overlap_mask_area_threshold=overlap,
-            label_ids_to_fuse=set(stuff),
-            target_sizes=[(SIZE, SIZE)],
-        )[0]
 
     with torch.inference_mode():
         med = interleaved_medians(
             {
-                "transformers": hf_predict,
+                "transformers": lambda: theirs("panoptic_b1"),
                 "ours_default": lambda: default(image, task="panoptic"),
                 "ours_bf16": lambda: bf16(image, task="panoptic"),
             },
             reps,
             pause=PAUSE,
         )
-        theirs = {s["id"] for s in hf_predict()["segments_info"]}  # (fused classes repeat an id there)
-        segments = {"transformers": len(theirs), "ours_default": len(default(image, task="panoptic")[1])}
+        segments = {
+            "transformers": theirs("panoptic_b1", keep=True),
+            "ours_default": len(default(image, task="panoptic")[1]),
+        }
+    theirs.close()
     return {"panoptic_b1": med, "panoptic_segments": segments}
 
 
-def _forward(config: str, reps: int) -> dict:
-    import onnxruntime as ort
-
+def _forward(config: str, reps: int, same_process: bool) -> dict:
     from maskformer.engine.timing import interleaved_medians
     from maskformer.inference.accelerate.fast_model import prepare_for_inference
-    from maskformer.inference.export import export_onnx
+    from maskformer.inference.predictor import Predictor
 
-    _, ours, hf, _ = _build(config)
+    theirs = Baselines(config, with_onnx=True, same_process=same_process)
+    _, ours, _, _ = _build(config)
+    Predictor(ours)  # the optimised Predictor's process settings (the allocator), as in the parts above
     fast32, fast16 = prepare_for_inference(ours), prepare_for_inference(ours, bf16=True)
-    x = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.onnx"
-        export_onnx(ours, path, height=SIZE, width=SIZE, dynamic=False, verify=False)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    feed = {"images": x.numpy()}
+    x = _forward_input()
     with torch.inference_mode():
         med = interleaved_medians(
             {
-                "onnxruntime": lambda: session.run(None, feed),
+                "onnxruntime": lambda: theirs("onnxruntime"),
                 "ours_fp32": lambda: fast32(x),
                 "ours_bf16": lambda: fast16(x),
-                "transformers": lambda: hf(pixel_values=x),
+                "transformers": lambda: theirs("forward"),
             },
             reps,
             pause=PAUSE,
         )
-        diff = float(np.abs(session.run(None, feed)[1] - fast32(x)["pred_masks"].numpy()).max())
+        diff = float((theirs("onnxruntime", keep=True) - fast32(x)["pred_masks"]).abs().max())
+    theirs.close()
     return {"forward": med, "forward_max_abs_diff_onnx_vs_ours": diff}
 
 
-def worker(model: str, reps: int, size: int, pause: float) -> dict:
+def worker(model: str, reps: int, size: int, pause: float, same_process: bool = False) -> dict:
     global SIZE, PAUSE
     SIZE, PAUSE = size, pause
     semantic, panoptic = MODELS[model]
-    return {**_semantic(semantic, reps), **_panoptic(panoptic, reps), **_forward(semantic, reps)}
+    parts = (_semantic(semantic, reps, same_process), _panoptic(panoptic, reps, same_process))
+    return {**parts[0], **parts[1], **_forward(semantic, reps, same_process)}
 
 
 def _rows(model: str, r: dict) -> list[str]:
@@ -265,10 +350,16 @@ def main() -> int:
     parser.add_argument("--train", action="store_true", help="also the R50 training step (about 5 more minutes)")
     parser.add_argument("--pause", type=float, default=PAUSE, help="seconds of sleep before each timed call")
     parser.add_argument("--output", default="", help="append the markdown report to this file")
+    parser.add_argument(
+        "--same-process",
+        action="store_true",
+        help="run transformers and onnxruntime in the timing process (with this project's allocator setting) "
+        "instead of a process of their own",
+    )
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.reps, args.size, args.pause)))
+        print(json.dumps(worker(args.worker, args.reps, args.size, args.pause, args.same_process)))
         return 0
     models = [m for m in args.models.split(",") if m]
     unknown = [m for m in models if m not in MODELS]
@@ -283,7 +374,7 @@ def main() -> int:
     results = {}
     for model in models:  # a fresh process per model: no state (threads, caches, memory) carries over
         cmd = [sys.executable, __file__, "--worker", model, "--reps", str(args.reps), "--size", str(args.size)]
-        cmd += ["--pause", str(args.pause)]
+        cmd += ["--pause", str(args.pause)] + (["--same-process"] if args.same_process else [])
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         if out.returncode:
             sys.exit(f"suite: the {model} worker failed:\n{out.stderr[-3000:]}")

@@ -324,3 +324,16 @@ def test_predict_options_write_label_maps(tmp_path, options):
     assert main(["predict", str(ckpt), str(image), "--task", "semantic", "--output-dir", str(out), *options]) == 0
     labels = np.asarray(Image.open(out / "a_labels.png"))
     assert labels.shape == (48, 64)
+
+
+def test_semantic_table_shows_the_papers_pq_st() -> None:
+    from maskformer.evaluation import format_semantic_table
+
+    result = {"mIoU": 40.0, "fwIoU": 60.0, "mACC": 50.0, "pACC": 70.0, "IoU": [40.0], "ACC": [50.0]}
+    assert "PQ^St" not in format_semantic_table(result)
+    text = format_semantic_table({**result, "PQ_St": {"PQ": 31.25, "SQ": 70.5, "RQ": 44.0}}, class_names=["wall"])
+    assert [line.split() for line in text.splitlines()[6:9]] == [
+        ["PQ^St", "31.25"],
+        ["SQ^St", "70.50"],
+        ["RQ^St", "44.00"],
+    ]

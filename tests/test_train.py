@@ -203,3 +203,16 @@ def test_shorten_schedule_refits_the_poly_decay() -> None:
     opt2.step()
     resumed.step()
     assert opt2.param_groups[0]["lr"] == pytest.approx(lr_factor(11, max_iters=40, power=0.9))
+
+
+def test_batchnorm_on_a_single_value_per_channel_is_one_line(tmp_path, capsys):
+    """BN backbone, one image of 32 px per step: res5 is 1x1, so torch's BatchNorm refuses to train on it."""
+    from maskformer.cli import main
+
+    overrides = [*TINY, "train.batch_size=1", "data.crop_size=[32,32]", "data.min_size_train=[32]",
+                 "data.synthetic_image_size=32", "model.backbone.norm=BN", "train.max_iters=1"]  # fmt: skip
+    args = ["train", str(CONFIGS / "demo.yaml"), "--output-dir", str(tmp_path / "run"), "--quiet"]
+    code = main(args + [x for o in overrides for x in ("--set", o)])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and len(err.splitlines()) == 1, err
+    assert "train.batch_size" in err and "data.crop_size" in err and "Traceback" not in err

@@ -179,7 +179,15 @@ def train(
                 images = images.contiguous(memory_format=torch.channels_last)
             targets = _targets_to(targets, records, images.shape[-2:], meta.ignore_label, device)
             with _autocast(t.amp, device):
-                outputs = ddp(images)
+                try:
+                    outputs = ddp(images)
+                except ValueError as e:  # torch's BatchNorm on a 1x1 map of a single image
+                    if "more than 1 value per channel" not in str(e):
+                        raise
+                    raise ConfigError(
+                        f"a BatchNorm layer saw one value per channel ({per_step} image(s) per step of "
+                        f"{tuple(images.shape[-2:])} px): raise train.batch_size or data.crop_size"
+                    ) from None
             losses = criterion(_to_float(outputs), targets)
             (losses["loss"] / t.grad_accum).backward()
             for k, v in losses.items():

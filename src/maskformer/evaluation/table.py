@@ -37,8 +37,12 @@ def format_panoptic_table(result: Mapping[str, Any]) -> str:
 
 
 def format_semantic_table(result: Mapping[str, Any], class_names: Sequence[str] | None = None) -> str:
-    """Summary metrics, then per-class IoU/ACC (percent; ``-`` for classes without ground truth)."""
-    summary = format_table(["metric", "value"], [[k, result[k]] for k in ("mIoU", "fwIoU", "mACC", "pACC")])
+    """Summary metrics (with the paper's PQ^St when ``result`` has ``PQ_St``), then per-class IoU/ACC (percent; ``-``
+    for classes without ground truth)."""
+    rows = [[k, result[k]] for k in ("mIoU", "fwIoU", "mACC", "pACC")]
+    if isinstance(result.get("PQ_St"), Mapping):
+        rows += [[f"{k}^St", result["PQ_St"][k]] for k in ("PQ", "SQ", "RQ") if k in result["PQ_St"]]
+    summary = format_table(["metric", "value"], rows)
     names = class_names if class_names is not None else [str(i) for i in range(len(result["IoU"]))]
     per_class = format_table(
         ["class", "IoU", "ACC"], [[n, i, a] for n, i, a in zip(names, result["IoU"], result["ACC"])]
