@@ -29,6 +29,10 @@ Parts:
 - matcher: benchmarks/bench_matcher.py (its own alternating timing).
 - onnx: `maskformer.export.export_onnx` of the R50 lean model, onnxruntime vs PyTorch max |diff|.
 
+The inference parts run both libraries in this one process, so the allocator option of the optimised ``Predictor``
+(glibc malloc keeps freed memory, ``maskformer/allocator.py``, process-wide) speeds transformers up too once a
+Predictor exists; ``benchmarks/suite.py`` gives the baselines a process of their own, as their users run them.
+
 Run: .venv/bin/python benchmarks/compare_transformers.py [--reps 10] [--train-steps 3] [--parts forward,post,...]
      [--output records.md]
 """
