@@ -6,6 +6,7 @@ One export (the slow part, ~10 s) is shared by the tests of this file.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -93,3 +94,15 @@ def test_a_file_that_fails_verification_is_not_written(exported, tmp_path, capsy
     err = capsys.readouterr().err
     assert code == 2 and "not written" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not out.parent.exists() or not list(out.parent.iterdir())  # neither the file nor a temporary
+
+
+def test_export_prints_only_its_own_report(exported, tmp_path, capsys, caplog):
+    """torch.onnx's progress lines and onnxscript's optimiser warnings stay out of the user's terminal."""
+    _, ckpt, _ = exported
+    capsys.readouterr()
+    with caplog.at_level(logging.WARNING):
+        assert main(["export", "onnx", str(ckpt), str(tmp_path / "q.onnx"), "--size", "64", "64", "--static"]) == 0
+    out, err = capsys.readouterr()
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("onnxscript")] == []
+    assert "[torch.onnx]" not in out + err
+    assert out.strip().splitlines()[-1].startswith("wrote ")

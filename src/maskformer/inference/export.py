@@ -13,6 +13,7 @@ onnxruntime at the export size and at a second one, the graph is exported for th
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,17 +68,28 @@ def _export(lean: LeanInference, example: torch.Tensor, path: Path, opset: int, 
         # multiples of 32: the stride-32 features and the 4x mask resolution stay integral
         h, w = torch.export.Dim("h32", min=1, max=128), torch.export.Dim("w32", min=1, max=128)
         shapes = {"images": {2: 32 * h, 3: 32 * w}}
-    program = torch.onnx.export(
+    quiet = logging.getLogger("onnxscript")  # its graph optimiser warns once per Split it cannot fold
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        program = _onnx_export(lean, example, opset, shapes)
+    finally:
+        quiet.setLevel(level)
+    program.save(str(path))
+
+
+def _onnx_export(lean: LeanInference, example: torch.Tensor, opset: int, shapes: dict | None):
+    return torch.onnx.export(
         lean,
         (example,),
         input_names=["images"],
         output_names=["pred_logits", "pred_masks"],
         opset_version=opset,
         dynamo=True,
+        verbose=False,  # torch.onnx's own progress lines would interleave with ours
         dynamic_shapes=shapes,
         external_data=False,
     )
-    program.save(str(path))
 
 
 def export_onnx(
