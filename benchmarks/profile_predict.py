@@ -35,7 +35,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     semantic, panoptic = suite.MODELS[args.model]
-    _, ours, _, _ = suite._build(semantic if args.task == "semantic" else panoptic)
+    _, ours, _, _ = suite._build(semantic if args.task == "semantic" else panoptic, transformers=False)
     predictor = Predictor(ours, bf16=args.bf16, min_size=suite.SIZE, max_size=4 * suite.SIZE)
     image = suite._image(0)
     x = torch.randn(1, 3, suite.SIZE, suite.SIZE)

@@ -67,10 +67,9 @@ def _image(seed: int) -> np.ndarray:
     return image[0].permute(1, 2, 0).to(torch.uint8).numpy()
 
 
-def _build(config: str):
-    """(cfg, our model, transformers' model, transformers' image processor) with the same spread random weights."""
-    from transformers import MaskFormerConfig, MaskFormerForInstanceSegmentation, MaskFormerImageProcessor
-
+def _build(config: str, transformers: bool = True):
+    """(cfg, our model, transformers' model, transformers' image processor) with the same spread random weights;
+    without ``transformers`` the last two are None."""
     import maskformer
     from maskformer.convert.hf_config import hf_config_from_ours
     from maskformer.convert.huggingface import ours_state_to_hf
@@ -83,6 +82,10 @@ def _build(config: str):
     torch.manual_seed(0)
     ours = maskformer.build_model(cfg).eval()
     _spread_weights(ours, seed=0)
+    if not transformers:
+        return cfg, ours, None, None
+    from transformers import MaskFormerConfig, MaskFormerForInstanceSegmentation, MaskFormerImageProcessor
+
     hf = MaskFormerForInstanceSegmentation(
         MaskFormerConfig(**hf_config_from_ours(cfg, [f"class{i}" for i in range(cfg.model.num_classes)]))
     )
@@ -193,12 +196,11 @@ class Baselines:
             self.process.join(timeout=60)
 
 
-def _semantic(config: str, reps: int, same_process: bool) -> dict:
+def _semantic(config: str, reps: int, theirs: Baselines) -> dict:
     from maskformer import Predictor
     from maskformer.engine.timing import interleaved_medians
 
-    theirs = Baselines(config, same_process=same_process)
-    _, ours, _, _ = _build(config)
+    _, ours, _, _ = _build(config, transformers=False)
     kw = {"min_size": SIZE, "max_size": 4 * SIZE}
     default, bf16, reference = (
         Predictor(ours, **kw),
@@ -230,16 +232,14 @@ def _semantic(config: str, reps: int, same_process: bool) -> dict:
         ref = reference(images[0])
         agree = {k: int((p(images[0]) != ref).sum()) for k, p in (("ours_default", default), ("ours_bf16", bf16))}
         agree["transformers"] = int((theirs("semantic_b1", keep=True) != ref).sum())
-    theirs.close()
     return {"semantic_b1": b1, "semantic_b4": {k: v / 4 for k, v in b4.items()}, "semantic_differing_pixels": agree}
 
 
-def _panoptic(config: str, reps: int, same_process: bool) -> dict:
+def _panoptic(config: str, reps: int, theirs: Baselines) -> dict:
     from maskformer import Predictor
     from maskformer.engine.timing import interleaved_medians
 
-    theirs = Baselines(config, same_process=same_process)
-    _, ours, _, _ = _build(config)
+    _, ours, _, _ = _build(config, transformers=False)
     kw = {"min_size": SIZE, "max_size": 4 * SIZE}
     default, bf16 = Predictor(ours, **kw), Predictor(ours, bf16=True, **kw)
     image = _image(0)
@@ -258,17 +258,15 @@ def _panoptic(config: str, reps: int, same_process: bool) -> dict:
             "transformers": theirs("panoptic_b1", keep=True),
             "ours_default": len(default(image, task="panoptic")[1]),
         }
-    theirs.close()
     return {"panoptic_b1": med, "panoptic_segments": segments}
 
 
-def _forward(config: str, reps: int, same_process: bool) -> dict:
+def _forward(config: str, reps: int, theirs: Baselines) -> dict:
     from maskformer.engine.timing import interleaved_medians
     from maskformer.inference.accelerate.fast_model import prepare_for_inference
     from maskformer.inference.predictor import Predictor
 
-    theirs = Baselines(config, with_onnx=True, same_process=same_process)
-    _, ours, _, _ = _build(config)
+    _, ours, _, _ = _build(config, transformers=False)
     Predictor(ours)  # the optimised Predictor's process settings (the allocator), as in the parts above
     fast32, fast16 = prepare_for_inference(ours), prepare_for_inference(ours, bf16=True)
     x = _forward_input()
@@ -284,7 +282,6 @@ def _forward(config: str, reps: int, same_process: bool) -> dict:
             pause=PAUSE,
         )
         diff = float((theirs("onnxruntime", keep=True) - fast32(x)["pred_masks"]).abs().max())
-    theirs.close()
     return {"forward": med, "forward_max_abs_diff_onnx_vs_ours": diff}
 
 
@@ -292,8 +289,15 @@ def worker(model: str, reps: int, size: int, pause: float, same_process: bool = 
     global SIZE, PAUSE
     SIZE, PAUSE = size, pause
     semantic, panoptic = MODELS[model]
-    parts = (_semantic(semantic, reps, same_process), _panoptic(panoptic, reps, same_process))
-    return {**parts[0], **parts[1], **_forward(semantic, reps, same_process)}
+    results = {}
+    theirs = Baselines(semantic, with_onnx=True, same_process=same_process)
+    results.update(_semantic(semantic, reps, theirs))
+    results.update(_forward(semantic, reps, theirs))
+    theirs.close()
+    theirs = Baselines(panoptic, same_process=same_process)
+    results.update(_panoptic(panoptic, reps, theirs))
+    theirs.close()
+    return results
 
 
 def _rows(model: str, r: dict) -> list[str]:
