@@ -118,6 +118,7 @@ def accelerate(
     labels = semantic_labels_from_outputs if ok else _plain_labels
     panoptic = panoptic_from_outputs_in_strips if ok else panoptic_from_outputs
     if ok and isinstance(model, FastModel):  # already an optimised copy
+        reuse_freed_memory()
         return Accelerated(model, labels, True, bf16=model.bf16, panoptic=panoptic)
     if ok and enabled and not hasattr(model, "backbone"):  # not a model of this package: keep it
         why = f"{type(model).__name__} is not a maskformer model"
