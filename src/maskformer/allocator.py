@@ -16,6 +16,7 @@ Imports nothing of the package.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import platform
 
@@ -25,13 +26,10 @@ _M_TRIM_THRESHOLD = -1  # glibc's malloc.h parameter numbers
 _M_MMAP_MAX = -4
 _TRIM_BYTES = 2**31 - 1  # the largest value mallopt's int takes
 
-_state: dict[str, bool] = {}
 
-
+@functools.cache
 def reuse_freed_memory() -> bool:
     """Tune glibc's malloc once per process (see the module docstring); True when the setting is in effect."""
-    if "done" in _state:
-        return _state["done"]
     done = False
     if os.environ.get("MASKFORMER_MALLOC", "") != "0" and platform.system() == "Linux":
         if platform.libc_ver()[0] == "glibc":
@@ -41,5 +39,4 @@ def reuse_freed_memory() -> bool:
                 done = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_BYTES))
             except (OSError, AttributeError):  # pragma: no cover - a glibc without mallopt
                 done = False
-    _state["done"] = done
     return done
