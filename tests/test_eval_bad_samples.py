@@ -66,3 +66,29 @@ def test_a_missing_validation_split_stops_training_before_the_first_iteration(tm
     assert not (out / "checkpoint_last.pt").exists()  # (it trained to the end and failed at the final eval before)
     assert main([*argv, "--set", "train.eval_period=-1"]) == 0
     assert (out / "model_final.pt").is_file()
+
+
+def test_bad_training_data_leaves_no_run_behind(tmp_path: Path, capsys) -> None:
+    """A bad label (value 9, no class) stops training with one line naming it; the run folder this call made is
+    gone (no config.yaml / metrics.jsonl of a run that never trained), and a folder that existed keeps its files."""
+    from conftest import CONFIGS
+    from maskformer.cli import main
+
+    root = _folder(tmp_path / "data", bad=True)
+    for f in (root / "images" / "train").iterdir():
+        if f.stem != "a3":  # only the bad pair is left to train on: the first batch reads it
+            f.unlink()
+            (root / "labels" / "train" / f.name).unlink()
+    args = ["--data-root", str(root), "--quiet", "--set", "train.max_iters=2", "--set", "train.batch_size=2",
+            "--set", "data.num_workers=0", "--set", "data.crop_size=[32,32]", "--set", "data.min_size_train=[40]",
+            "--set", "train.eval_period=-1"]  # fmt: skip
+    out = tmp_path / "run"
+    assert main(["train", str(CONFIGS / "folder" / "small.yaml"), "--output-dir", str(out), *args]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln]  # (a note on the class count too)
+    assert len(err) == 1 and "a3.png" in err[0] and "label value 9" in err[0], err
+    assert not out.exists()
+    kept = tmp_path / "mine"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    assert main(["train", str(CONFIGS / "folder" / "small.yaml"), "--output-dir", str(kept), *args]) == 2
+    assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"]

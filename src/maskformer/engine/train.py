@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -88,12 +89,36 @@ def train(
     """Train ``cfg`` and return the final metrics (``{}`` when ``train.eval_period`` < 0). Writes into ``output_dir``.
 
     ``stop_at``: leave after this iteration as if interrupted (checkpoint written, no final model); for tests.
+    A user error (bad data, config or checkpoint) before the first completed step removes what this call wrote
+    (config.yaml, metrics.jsonl, tb/ and the folder itself when it made it), so a failed start leaves no run behind.
     """
+    out = Path(output_dir)
+    before = set(out.iterdir()) if out.is_dir() else None
+    steps = [0]
+    try:
+        return _train(cfg, out, resume=resume, progress=progress, stop_at=stop_at, steps=steps)
+    except UserError:
+        if steps[0] == 0 and not resume and dist.is_main():
+            _remove_new(out, before)
+        raise
+
+
+def _remove_new(out: Path, before: set[Path] | None) -> None:
+    """Delete the entries of ``out`` that are not in ``before`` (and ``out`` itself when ``before`` is None)."""
+    if not out.is_dir():
+        return
+    for entry in set(out.iterdir()) - (before or set()):
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    if before is None and not any(out.iterdir()):
+        out.rmdir()
+
+
+def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int | None, steps: list[int]) -> dict:
+    """The body of :func:`train`; ``steps[0]`` counts the completed steps of this call."""
     from ..data import InfiniteSampler, build_train_loader, collate, seed_everything
 
     device = dist.init_from_env()
     rank, world = dist.rank(), dist.world_size()
-    out = Path(output_dir)
     t = cfg.train
     if t.batch_size % (world * t.grad_accum):
         raise ConfigError(
@@ -204,6 +229,7 @@ def train(
         lr = max(g["lr"] for g in optimizer.param_groups)
         scheduler.step()
         iteration += 1
+        steps[0] += 1
         logger.step(iteration, terms, lr=lr, seconds=time.perf_counter() - tic)
         if t.checkpoint_period and iteration % t.checkpoint_period == 0:
             save_last(iteration)
