@@ -51,6 +51,34 @@ def test_resume_is_exact(tmp_path):
     assert len(_losses(tmp_path / "a" / "metrics.jsonl")) == 4
 
 
+def test_resume_with_more_iterations_extends_the_schedule(tmp_path, capsys):
+    """A finished 4-iteration run resumed with train.max_iters=6 trains 2 more steps whose LR follows the poly decay
+    to iteration 6 (it used to raise a complex LR from the saved 4-iteration schedule); a checkpoint that does not
+    fit the config (another model size, another dataset size) is one CheckpointError naming the file."""
+    from maskformer.errors import CheckpointError
+
+    cfg = maskformer.load_config(CONFIGS / "demo.yaml", [*TINY, "train.max_iters=4"])
+    train(cfg, output_dir=tmp_path, progress=False)
+    longer = maskformer.load_config(CONFIGS / "demo.yaml", [*TINY, "train.max_iters=6"])
+    train(longer, output_dir=tmp_path, progress=True, resume=True)
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl") if '"loss"' in line]
+    assert [r["iteration"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    s = cfg.solver
+    decay = {"max_iters": 6, "power": s.poly_power, "warmup_iters": s.warmup_iters, "warmup_factor": s.warmup_factor}
+    for r in rows[4:]:  # the LR logged at a step is the one it used: factor at iteration - 1 of the 6-step decay
+        assert r["lr"] == pytest.approx(s.base_lr * lr_factor(r["iteration"] - 1, **decay), rel=1e-6)
+    assert "now ends at train.max_iters=6 (was 4)" in capsys.readouterr().err
+    bad = [
+        ["model.hidden_dim=32"],  # a different transformer width: the weights do not fit
+        ["data.synthetic_train_size=7"],  # another dataset size: the saved data stream does not fit
+    ]
+    for extra in bad:
+        other = maskformer.load_config(CONFIGS / "demo.yaml", [*TINY, "train.max_iters=8", *extra])
+        with pytest.raises(CheckpointError, match="checkpoint_last.pt") as e:
+            train(other, output_dir=tmp_path, progress=False, resume=True)
+        assert "\n" not in str(e.value), str(e.value)
+
+
 def test_killed_during_checkpoint_write_leaves_previous_loadable(tmp_path):
     from maskformer.engine.checkpoint import save_checkpoint
 

@@ -75,7 +75,7 @@ def lr_factor(
         alpha = it / warmup_iters
         warm = warmup_factor * (1 - alpha) + alpha
     if schedule == "poly":
-        return warm * (1.0 - it / max_iters) ** power
+        return warm * max(0.0, 1.0 - it / max_iters) ** power  # (0 past the end, not a complex number)
     if schedule == "multistep":
         return warm * gamma ** bisect.bisect_right(sorted(steps), it)
     raise ValueError(f"unknown lr schedule '{schedule}' (expected poly or multistep)")
@@ -101,6 +101,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, **factor_kwargs) -> torch.
 
 
 def shorten_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR, max_iters: int) -> None:
-    """Fit the decay of a ``build_scheduler`` schedule into ``max_iters`` iterations (time-budgeted training)."""
+    """Fit the decay of a ``build_scheduler`` schedule into ``max_iters`` iterations (time-budgeted training, and a
+    resumed run whose train.max_iters differs from the saved one's)."""
     for schedule in scheduler.lr_lambdas:
         schedule.set_max_iters(max_iters)

@@ -83,7 +83,8 @@ class InfiniteSampler(Sampler):
         """Continue after ``state["consumed"]`` indices (seed/size/world size must match the saved run)."""
         for key in ("seed", "size", "world_size"):
             if key in state and state[key] != getattr(self, key):
-                raise ValueError(f"sampler state has {key}={state[key]}, this sampler has {getattr(self, key)}")
+                what = {"world_size": "number of processes", "size": "dataset size", "seed": "seed"}[key]
+                raise ValueError(f"the saved data stream has {what} {state[key]}, this run has {getattr(self, key)}")
         self.consumed = int(state["consumed"])
 
 

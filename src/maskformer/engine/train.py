@@ -165,14 +165,9 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
     scheduler = build_scheduler(cfg, optimizer)
 
     start = 0
+    resume_note = ""
     if resume:
-        state = load_checkpoint(last)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        loader.load_state_dict(state["data"])
-        set_rng_state(state["rng"])
-        start = int(state["iteration"])
+        start, resume_note = _resume(last, model, optimizer, scheduler, loader, t.max_iters)
     ddp = nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
     def save_last(iteration: int) -> None:
@@ -187,6 +182,8 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
     )
     logger.note(f"{init_note}; {sum(p.numel() for p in model.parameters()):,} parameters; {world} process(es); "
                 f"batch {t.batch_size} = {world} x {t.grad_accum} x {per_step}")  # fmt: skip
+    if resume_note:
+        logger.note(resume_note)
     deadline = time.monotonic() + 60 * t.max_minutes if t.max_minutes > 0 else math.inf
     max_iters = t.max_iters
     fit_at = start + max(5, min(30, t.max_iters // 20))  # when a time budget is set, size the schedule after this
@@ -265,6 +262,37 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
         logger.log_eval(iteration, metrics)
     logger.close()
     return metrics
+
+
+def _resume(last: Path, model: nn.Module, optimizer, scheduler, loader, max_iters: int) -> tuple[int, str]:
+    """Load ``checkpoint_last.pt`` into the run's parts; returns (iteration, a note or ""). The LR schedule decays to
+    the config's ``train.max_iters`` also when it differs from the saved run's (training extended or cut short)."""
+    state = load_checkpoint(last)
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{last}: does not fit this config's model or optimizer ({first}); resume with the run's config.yaml"
+        ) from None
+    scheduler.load_state_dict(state["scheduler"])
+    saved = {s.kwargs.get("max_iters") for s in scheduler.lr_lambdas if hasattr(s, "kwargs")}
+    if saved != {max_iters}:
+        shorten_schedule(scheduler, max_iters)
+        for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            group["lr"] = base * factor(scheduler.last_epoch)  # this iteration's LR on the new decay
+    try:
+        loader.load_state_dict(state["data"])
+    except ValueError as e:
+        raise CheckpointError(f"{last}: {e}; resume with the same data, train.seed and number of processes") from None
+    set_rng_state(state["rng"])
+    start = int(state["iteration"])
+    note = ""
+    if saved and saved != {max_iters}:
+        note = f"resumed at iteration {start}; the LR schedule now ends at train.max_iters={max_iters}"
+        note += f" (was {saved.pop()})"
+    return start, note
 
 
 def _to_float(outputs: dict) -> dict:
