@@ -168,6 +168,7 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
     resume_note = ""
     if resume:
         start, resume_note = _resume(last, model, optimizer, scheduler, loader, t.max_iters)
+        init_note = f"resumed from {last} at iteration {start}"
     ddp = nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
     def save_last(iteration: int) -> None:
@@ -290,7 +291,7 @@ def _resume(last: Path, model: nn.Module, optimizer, scheduler, loader, max_iter
     start = int(state["iteration"])
     note = ""
     if saved and saved != {max_iters}:
-        note = f"resumed at iteration {start}; the LR schedule now ends at train.max_iters={max_iters}"
+        note = f"the LR schedule now ends at train.max_iters={max_iters}"
         note += f" (was {saved.pop()})"
     return start, note
 
