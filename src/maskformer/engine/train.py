@@ -108,7 +108,10 @@ def _remove_new(out: Path, before: set[Path] | None) -> None:
     if not out.is_dir():
         return
     for entry in set(out.iterdir()) - (before or set()):
-        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
     if before is None and not any(out.iterdir()):
         out.rmdir()
 
@@ -273,27 +276,21 @@ def _resume(last: Path, model: nn.Module, optimizer, scheduler, loader, max_iter
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError, KeyError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"{last}: does not fit this config's model or optimizer ({first}); resume with the run's config.yaml"
-        ) from None
-    scheduler.load_state_dict(state["scheduler"])
-    saved = {s.kwargs.get("max_iters") for s in scheduler.lr_lambdas if hasattr(s, "kwargs")}
-    if saved != {max_iters}:
-        shorten_schedule(scheduler, max_iters)
-        for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
-            group["lr"] = base * factor(scheduler.last_epoch)  # this iteration's LR on the new decay
+        why = " ".join(str(e).split())[:200] or type(e).__name__  # (torch's message spans lines)
+        raise CheckpointError(f"{last}: does not fit this config ({why}); resume with the run's config.yaml") from None
+    scheduler.load_state_dict(state["scheduler"])  # (this restores the saved run's max_iters too)
     try:
         loader.load_state_dict(state["data"])
     except ValueError as e:
         raise CheckpointError(f"{last}: {e}; resume with the same data, train.seed and number of processes") from None
     set_rng_state(state["rng"])
-    start = int(state["iteration"])
-    note = ""
-    if saved and saved != {max_iters}:
-        note = f"the LR schedule now ends at train.max_iters={max_iters}"
-        note += f" (was {saved.pop()})"
-    return start, note
+    note, saved = "", scheduler.lr_lambdas[0].kwargs["max_iters"]
+    if saved != max_iters:
+        shorten_schedule(scheduler, max_iters)
+        for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            group["lr"] = base * factor(scheduler.last_epoch)  # this iteration's LR on the new decay
+        note = f"the LR schedule now ends at train.max_iters={max_iters} (was {saved})"
+    return int(state["iteration"]), note
 
 
 def _to_float(outputs: dict) -> dict:
