@@ -208,6 +208,7 @@ def test_round_trip_ours_to_transformers_and_back(kind, tmp_path):
     assert all(torch.equal(back_state[k], state[k]) for k in state)
     assert meta.classes == classes
     assert back_cfg.model == cfg.model
+    assert back_cfg.data.dataset == "folder"  # no shipped dataset has these names: the user's own folder dataset
     x = torch.randn(1, 3, 128, 160, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         a, b = model(x), back(x)
@@ -346,3 +347,23 @@ def test_preprocessor_and_known_dataset_are_used(tmp_path):
     assert cfg.data.dataset == "coco_panoptic" and cfg.inference.panoptic_on and cfg.model.size_divisibility == 0
     assert cfg.inference.object_mask_threshold == 0.8 and (cfg.test.min_size, cfg.test.max_size) == (800, 1333)
     assert meta.isthing[:80] == [True] * 80 and meta.isthing[80:] == [False] * 53
+
+
+def test_unrecognised_classes_evaluate_on_the_users_folder(tmp_path, capsys):
+    """A model of a user's own classes, through the transformers format and back without --config, evaluates on
+    the user's folder dataset (it used to become an ADE20K-150 model and ask for annotations_detectron2/)."""
+    from test_eval_bad_samples import _folder
+
+    root = _folder(tmp_path / "data", bad=False)  # classes bg, a, b, c
+    cfg = _small_ours("resnet")
+    cfg.model.num_classes, cfg.data.dataset = 4, "folder"
+    classes = {"classes": ["bg", "a", "b", "c"]}
+    save_checkpoint(tmp_path / "ours.pt", cfg=cfg, model=maskformer.build_model(cfg), meta=classes)
+    convert_to_hf(tmp_path / "ours.pt", tmp_path / "hf")
+    for model in (tmp_path / "hf", tmp_path / "back.pt"):
+        if model.suffix == ".pt":
+            assert main(["convert", "hf", str(tmp_path / "hf"), str(model)]) == 0
+        capsys.readouterr()
+        args = ["eval", str(model), "--data-root", str(root), "--json", "--set", "data.num_workers=0"]
+        assert main(args) == 0, capsys.readouterr().err
+        assert json.loads(capsys.readouterr().out)["images"] == 3

@@ -146,6 +146,8 @@ def convert_hf(source: str | Path, output: str | Path, *, config: str | Path | N
     if pre is not None:
         apply_preprocessor(tr.cfg, pre, source=str(Path(source) / "preprocessor_config.json"))
     table = _config_table(tr.cfg) if base is not None else match_dataset(tr.classes)
+    if base is None and table is None:  # not a shipped dataset's classes: a folder dataset of the user's (README)
+        tr.cfg.data.dataset, tr.cfg.data.root = "folder", ""
     if base is None and table is not None:
         tr.cfg.data.dataset = table.name
         for section, values in _DATASET_SETTINGS.get(table.name, {}).items():
@@ -160,7 +162,8 @@ def convert_hf(source: str | Path, output: str | Path, *, config: str | Path | N
     for note in tr.notes:
         _note(note)
     if base is None and table is None:
-        _note("dataset not recognised from the class names; pass --config for test sizes and inference settings")
+        _note("dataset not recognised from the class names: data.dataset=folder (eval reads DATA_ROOT/classes.json);"
+              " pass --config for test sizes and inference settings")  # fmt: skip
     b = tr.cfg.model.backbone
     arch = f"Swin C={b.embed_dim} depths={b.depths}" if b.type == "swin" else f"ResNet blocks={b.blocks or b.depth}"
     return f"converted {len(hf_state)} tensors: {source} -> {output} ({arch}, {len(tr.classes)} classes)"
