@@ -298,3 +298,48 @@ def test_predict_output_is_scored_by_eval_predictions_as_eval_scores_it(
     online = json.loads((tmp_path / "e" / "metrics.json").read_text())
     for key in ("mIoU", "fwIoU", "mACC", "pACC"):
         assert offline[key] == pytest.approx(online[key]), key
+
+
+def test_custom_class_ids_predict_in_the_users_ids_and_score_offline(tmp_path: Path, capsys) -> None:
+    """classes.json with ids 3, 7, 300 (16-bit label files): `predict` writes _labels.png in those ids (16-bit) and
+    `eval-predictions semantic --classes ROOT` scores them to the same numbers as `maskformer eval`."""
+    root = tmp_path / "data"
+    classes = [{"id": 3, "name": "road"}, {"id": 7, "name": "car", "isthing": True}, {"id": 300, "name": "sky"}]
+    (root).mkdir()
+    (root / "classes.json").write_text(json.dumps({"ignore_label": 0, "classes": classes}))
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for i in range(2):
+            label = np.full((48, 64), 3, dtype=np.uint16)
+            label[20:, :] = 300
+            label[10:30, 8 + 8 * i : 40] = 7
+            label[0, :5] = 0  # the ignore value of these files
+            image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+            Image.fromarray(image).save(root / "images" / split / f"{i}.png")
+            Image.fromarray(label).save(root / "labels" / split / f"{i}.png")
+    run = tmp_path / "run"
+    sets = [*TINY, "train.max_iters=2", "train.eval_period=-1", "data.min_size_train=[48]", "data.crop_size=[48,48]",
+            "test.min_size=64"]  # fmt: skip
+    code = main(["train", str(CONFIGS / "folder/small.yaml"), "--data-root", str(root), "--output-dir", str(run),
+                 "--quiet", *[a for s in sets for a in ("--set", s)]])  # fmt: skip
+    assert code == 0
+    ckpt = run / "model_final.pt"
+    code, _, err = _run(capsys, "predict", ckpt, root / "images" / "val", "--output-dir", tmp_path / "out")
+    assert code == 0, err
+    for i in range(2):
+        written = Image.open(tmp_path / "out" / f"{i}_labels.png")
+        assert written.mode.startswith("I") and set(np.unique(np.asarray(written)).tolist()) <= {3, 7, 300}
+    code, out, err = _run(capsys, "eval", ckpt, "--data-root", root, "--json", "--set", "test.min_size=64")
+    assert code == 0, err
+    online = json.loads(out)
+    code, out, err = _run(capsys, "eval-predictions", "semantic", "--gt-dir", root / "labels" / "val", "--pred-dir",
+                          tmp_path / "out", "--classes", root / "classes.json", "--json")  # fmt: skip
+    assert code == 0, err
+    offline = json.loads(out)
+    for key in ("mIoU", "fwIoU", "mACC", "pACC"):
+        assert offline[key] == pytest.approx(online[key]), key
+    code, _, err = _run(capsys, "eval-predictions", "semantic", "--gt-dir", root / "labels" / "val", "--pred-dir",
+                        tmp_path / "out", "--num-classes", "3", "--ignore-label", "0")  # fmt: skip
+    assert code == 2 and "--classes" in err and len(err.strip().splitlines()) == 1, err  # ids are not positions

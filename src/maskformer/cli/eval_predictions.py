@@ -43,8 +43,15 @@ def add_parser(subparsers: Any) -> None:
     sem.add_argument(
         "--pred-dir", type=Path, required=True, help="folder of predicted label PNGs (same names, or NAME_labels.png)"
     )
-    sem.add_argument("--num-classes", type=int, required=True, help="number of classes K (labels 0..K-1)")
-    sem.add_argument("--ignore-label", type=int, required=True, help="ground-truth value to ignore (e.g. 255)")
+    sem.add_argument("--num-classes", type=int, help="number of classes K (labels 0..K-1); or --classes")
+    sem.add_argument("--ignore-label", type=int, help="ground-truth value to ignore (e.g. 255); or --classes")
+    sem.add_argument(
+        "--classes",
+        type=Path,
+        metavar="DATA_ROOT",
+        help="a folder dataset's root (or its classes.json): labels and predictions hold its class ids, as"
+        " `maskformer predict` writes them for such a model; gives K and the ignore value",
+    )
     sem.add_argument(
         "--miou-formula",
         choices=("d2_2021", "d2_current"),
@@ -77,18 +84,38 @@ def run(args: argparse.Namespace) -> int:
         )
         table = format_panoptic_table(metrics)
     else:
-        if args.num_classes < 1:
-            raise UserError(f"--num-classes must be >= 1, got {args.num_classes}")
+        num_classes, ignore_label, table = _semantic_classes(args)
         metrics = evaluate_semantic_folder(
             args.gt_dir,
             args.pred_dir,
-            num_classes=args.num_classes,
-            ignore_label=args.ignore_label,
+            num_classes=num_classes,
+            ignore_label=ignore_label,
             miou_formula=args.miou_formula,
             workers=args.workers,
+            value_table=table,
         )
         table = format_semantic_table(metrics)
     if args.output is not None:
         atomic_write_text(args.output, json.dumps(metrics, indent=2) + "\n")
     print(json.dumps(metrics, indent=2) if args.json else table)
     return 0
+
+
+def _semantic_classes(args: argparse.Namespace) -> tuple[int, int, tuple | None]:
+    """(K, ignore label, value table or None) from --classes or --num-classes / --ignore-label."""
+    from ..errors import UserError
+
+    if args.classes is None:
+        if args.num_classes is None or args.ignore_label is None:
+            raise UserError("give --num-classes and --ignore-label, or --classes DATA_ROOT (a folder dataset)")
+        if args.num_classes < 1:
+            raise UserError(f"--num-classes must be >= 1, got {args.num_classes}")
+        return args.num_classes, args.ignore_label, None
+    from ..data.folder import folder_value_table
+
+    meta, table = folder_value_table(args.classes if args.classes.is_dir() else args.classes.parent)
+    for flag, given, known in (("--num-classes", args.num_classes, meta.num_classes),
+                               ("--ignore-label", args.ignore_label, meta.ignore_label)):  # fmt: skip
+        if given is not None and given != known and not (flag == "--ignore-label" and table is not None):
+            raise UserError(f"{flag} {given} disagrees with {args.classes} ({known}); leave it out")
+    return meta.num_classes, meta.ignore_label, table

@@ -15,7 +15,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "predict",
         help="segment images and draw the result",
         description="For every image: OUTPUT_DIR/<name>_overlay.png (colours + legend) and, semantic,"
-        " <name>_labels.png (class index per pixel) or, panoptic, <name>_panoptic.png (COCO-panoptic id PNG) with"
+        " <name>_labels.png (class per pixel: a folder dataset's classes.json ids, else the class index) or,"
+        " panoptic, <name>_panoptic.png (COCO-panoptic id PNG) with"
         " one predictions.json in COCO-panoptic format for all images (category ids as the dataset writes them);"
         " a video (.mp4 .avi .mov .mkv .webm) gives <name>_overlay.mp4 with the same frames and rate. Folders are"
         " searched for images (not recursively). An unreadable image is named and skipped; the exit code is 2 at the"
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from maskformer.fileio import atomic_write_text
     from maskformer.inference.predictor import PANOPTIC_TTA, Predictor
     from maskformer.inference.preprocess import load_image
-    from maskformer.inference.render import render
+    from maskformer.inference.render import label_file_values, render
     from maskformer.inference.visualize import save_png
     from maskformer.zoo import resolve_model
 
@@ -101,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
     # predictions.json speaks the dataset's own category ids (COCO: 1..200 with gaps), as its ground truth does
     to_dataset_id = dict(getattr(predictor.meta, "contiguous_to_dataset_id", None) or {})
     dataset_ids = [int(to_dataset_id.get(i, i)) for i in range(len(names))]
+    label_values = label_file_values(predictor)  # a folder dataset's own ids in _labels.png, as its label files
     out = Path(args.output_dir)
     images = [f for f in files if f.suffix.lower() not in VIDEO_SUFFIXES]
     for video in (f for f in files if f.suffix.lower() in VIDEO_SUFFIXES):
@@ -111,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
 
     def write(path, image, result) -> None:
         stem = path.stem
-        shown = render(image, result, task, names, colors, title=path.name)
+        shown = render(image, result, task, names, colors, title=path.name, label_values=label_values)
         save_png(shown.overlay, out / f"{stem}_overlay.png")
         if task == "semantic":
             save_png(shown.label, out / f"{stem}_labels.png")

@@ -92,6 +92,14 @@ def read_folder_meta(root: Path) -> DatasetMeta:
     return _read_classes_file(root)[0]
 
 
+def folder_value_table(root: Path) -> tuple[DatasetMeta, tuple[np.ndarray, np.ndarray] | None]:
+    """(class table, (class position of each label-file value, allowed values)) of the folder dataset at ``root``;
+    None instead of the tables when its label files hold the positions 0..K-1 and its ignore label as they are."""
+    meta, file_ignore = _read_classes_file(root)
+    _, lut, allowed = _value_tables(meta, file_ignore)
+    return meta, None if lut is None or allowed is None else (lut, allowed)
+
+
 def _value_tables(meta: DatasetMeta, file_ignore: int) -> tuple[int, np.ndarray | None, np.ndarray | None]:
     """Bit depth, lookup table and valid-value table for label files whose values are the classes' ids."""
     ids = meta.dataset_id_to_contiguous

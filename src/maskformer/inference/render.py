@@ -14,14 +14,15 @@ from PIL import Image
 
 from maskformer.inference.visualize import id2rgb, overlay, panoptic_picture, segment_colors, semantic_picture
 
-__all__ = ["Rendered", "render"]
+__all__ = ["Rendered", "label_file_values", "render"]
 
 
 @dataclass
 class Rendered:
     """``overlay``: image + colours (+ legend unless ``legend=False``); ``label``: the label file's pixels (semantic:
-    class id per pixel, uint8 or uint16; panoptic: COCO-panoptic id PNG, RGB); ``segment_ids``: int32 [H, W] segment
-    id per pixel (0 = none) for ``segments`` = [{"id", "label", "category_id", "isthing", "area", "color"}]."""
+    class value per pixel, uint8 or uint16, see ``label_file_values``; panoptic: COCO-panoptic id PNG, RGB);
+    ``segment_ids``: int32 [H, W] segment id per pixel (0 = none) for ``segments`` = [{"id", "label",
+    "category_id", "isthing", "area", "color"}]."""
 
     overlay: Image.Image
     label: np.ndarray
@@ -38,9 +39,11 @@ def render(
     *,
     title: str = "",
     legend: bool = True,
+    label_values: Sequence[int] | None = None,
 ) -> Rendered:
     """Turn a Predictor result (semantic label map [H, W], or (panoptic map, segments_info)) on ``image`` (uint8 HWC)
-    into pictures and a segment list."""
+    into pictures and a segment list. ``label_values``: the value of each class in the semantic label file (default:
+    its position; see ``label_file_values``)."""
     colors = np.asarray(colors, dtype=np.uint8)
     if task == "semantic":
         labels = np.asarray(result, dtype=np.int64)
@@ -55,7 +58,8 @@ def render(
             if legend
             else Image.fromarray(overlay(image, labels, colors))
         )
-        label = labels.astype(np.uint8 if len(class_names) <= 256 else np.uint16)
+        values = np.asarray(label_values if label_values is not None else range(len(class_names)), dtype=np.int64)
+        label = values[labels].astype(np.uint8 if values.max(initial=0) < 256 else np.uint16)
         return Rendered(picture, label, (labels + 1).astype(np.int32), segments)
     pan, info = result
     pan = np.asarray(pan, dtype=np.int32)
@@ -75,3 +79,15 @@ def render(
             table[sid] = c
         picture = Image.fromarray(overlay(image, np.where(pan > 0, pan, -1), table))
     return Rendered(picture, id2rgb(pan), pan, segments)
+
+
+def label_file_values(predictor: object) -> list[int] | None:
+    """The value each class takes in a semantic label file: for a model of a folder dataset whose ``classes.json``
+    gives ids other than the positions, those ids (what the dataset's own label files hold, so a prediction can be
+    scored against them); otherwise None (the position 0..K-1, as the shipped datasets' prepared label files)."""
+    cfg, meta = getattr(predictor, "cfg", None), getattr(predictor, "meta", None)
+    if cfg is None or meta is None or cfg.data.dataset != "folder":
+        return None
+    to_id = meta.contiguous_to_dataset_id
+    values = [int(to_id.get(i, i)) for i in range(meta.num_classes)]
+    return None if values == list(range(len(values))) else values

@@ -33,7 +33,7 @@ from starlette.routing import Route
 
 from maskformer.errors import ConfigError, DataError
 from maskformer.inference.preprocess import pil_to_rgb
-from maskformer.inference.render import render
+from maskformer.inference.render import label_file_values, render
 from maskformer.inference.visualize import id2rgb
 
 __all__ = ["build_app"]
@@ -67,6 +67,7 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
     lock = threading.Lock()
     colors = np.asarray(predictor.colors, dtype=np.uint8)
     names = predictor.class_names
+    label_values = label_file_values(predictor)
     tasks = tasks or offered_tasks(predictor)
     if predictor.task_default not in tasks:
         raise ConfigError(f"task {predictor.task_default!r} is not available for {name} (it can do {list(tasks)})")
@@ -77,7 +78,7 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
             start = time.perf_counter()
             result = predictor(image, task=task)
             elapsed = time.perf_counter() - start
-        shown = render(image, result, task, names, colors)
+        shown = render(image, result, task, names, colors, label_values=label_values)
         return {
             "task": task, "width": int(image.shape[1]), "height": int(image.shape[0]),
             "time_ms": round(1000 * elapsed, 1), "segments": shown.segments,
