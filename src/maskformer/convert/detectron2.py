@@ -76,7 +76,8 @@ def read_checkpoint_state(path: str | Path) -> dict[str, np.ndarray | torch.Tens
         if "Weights only load failed" in str(e):  # torch's advice to load unsafely is not for this file
             why = "not a torch weight file, or one holding objects other than tensors (not unpickled, for safety)"
         else:
-            why = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+            first = (str(e).splitlines() or [""])[0]
+            why = f"not a torch weight file, nor a .pkl of the original's: {type(e).__name__}: {first}"
         raise CheckpointError(f"{path}: cannot read checkpoint ({why})") from None
     if isinstance(data, dict):
         for key in ("model", "state_dict"):
