@@ -198,3 +198,14 @@ def test_skip_bad_samples_replaces_deterministically_and_counts(tmp_path: Path) 
     assert len(ds.check_all()) == 2
     with pytest.raises(DataError):
         DATASETS["camvid"](root=str(tmp_path), split="train")[1]
+
+
+def test_every_sample_bad_with_skipping_says_so(tmp_path: Path) -> None:
+    """data.skip_bad_samples with nothing readable left: one line saying no sample of the split is readable."""
+    _camvid_tree(tmp_path, n=2)
+    for i in range(2):
+        (tmp_path / "train" / f"{i}.png").write_bytes(b"not a png")
+    ds = DATASETS["camvid"](root=str(tmp_path), split="train", skip_bad_samples=True)
+    with pytest.raises(DataError, match="no readable sample among all 2") as e:
+        ds[0]
+    assert "\n" not in str(e.value) and "0.png" in str(e.value)

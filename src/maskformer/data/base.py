@@ -116,9 +116,13 @@ class SegmentationDataset(Dataset):
             record["index"] = j
             record["skipped"] = skipped
             return record
+        first = skipped[0][1] if skipped else "?"
+        if len(skipped) == n:
+            raise DataError(
+                f"{self.meta.name}: no readable sample among all {n} (data.skip_bad_samples); first: {first}"
+            )
         raise DataError(
-            f"{self.meta.name}: {len(skipped)} consecutive unreadable samples from index {index}; "
-            f"first: {skipped[0][1] if skipped else '?'}"
+            f"{self.meta.name}: {len(skipped)} consecutive unreadable samples from index {index}; first: {first}"
         )
 
     def check_all(self) -> list[tuple[str, str]]:
