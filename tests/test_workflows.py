@@ -340,6 +340,9 @@ def test_custom_class_ids_predict_in_the_users_ids_and_score_offline(tmp_path: P
     offline = json.loads(out)
     for key in ("mIoU", "fwIoU", "mACC", "pACC"):
         assert offline[key] == pytest.approx(online[key]), key
+    code, out, _ = _run(capsys, "eval-predictions", "semantic", "--gt-dir", root / "labels" / "val", "--pred-dir",
+                        tmp_path / "out", "--classes", root)  # fmt: skip
+    assert code == 0 and all(name in out for name in ("road", "car", "sky"))  # the table names the classes
     code, _, err = _run(capsys, "eval-predictions", "semantic", "--gt-dir", root / "labels" / "val", "--pred-dir",
                         tmp_path / "out", "--num-classes", "3", "--ignore-label", "0")  # fmt: skip
     assert code == 2 and "--classes" in err and len(err.strip().splitlines()) == 1, err  # ids are not positions

@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         )
         table = format_panoptic_table(metrics)
     else:
-        num_classes, ignore_label, table = _semantic_classes(args)
+        num_classes, ignore_label, table, names = _semantic_classes(args)
         metrics = evaluate_semantic_folder(
             args.gt_dir,
             args.pred_dir,
@@ -94,15 +94,15 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             value_table=table,
         )
-        table = format_semantic_table(metrics)
+        table = format_semantic_table(metrics, names)
     if args.output is not None:
         atomic_write_text(args.output, json.dumps(metrics, indent=2) + "\n")
     print(json.dumps(metrics, indent=2) if args.json else table)
     return 0
 
 
-def _semantic_classes(args: argparse.Namespace) -> tuple[int, int, tuple | None]:
-    """(K, ignore label, value table or None) from --classes or --num-classes / --ignore-label."""
+def _semantic_classes(args: argparse.Namespace) -> tuple[int, int, tuple | None, list[str] | None]:
+    """(K, ignore label, value table or None, class names or None) from --classes or --num-classes / --ignore-label."""
     from ..errors import UserError
 
     if args.classes is None:
@@ -110,7 +110,7 @@ def _semantic_classes(args: argparse.Namespace) -> tuple[int, int, tuple | None]
             raise UserError("give --num-classes and --ignore-label, or --classes DATA_ROOT (a folder dataset)")
         if args.num_classes < 1:
             raise UserError(f"--num-classes must be >= 1, got {args.num_classes}")
-        return args.num_classes, args.ignore_label, None
+        return args.num_classes, args.ignore_label, None, None
     from ..data.folder import folder_value_table
 
     meta, table = folder_value_table(args.classes if args.classes.is_dir() else args.classes.parent)
@@ -118,4 +118,4 @@ def _semantic_classes(args: argparse.Namespace) -> tuple[int, int, tuple | None]
                                ("--ignore-label", args.ignore_label, meta.ignore_label)):  # fmt: skip
         if given is not None and given != known and not (flag == "--ignore-label" and table is not None):
             raise UserError(f"{flag} {given} disagrees with {args.classes} ({known}); leave it out")
-    return meta.num_classes, meta.ignore_label, table
+    return meta.num_classes, meta.ignore_label, table, list(meta.classes)
