@@ -99,7 +99,8 @@ class MetricLogger:
         if self.tb:
             for k, v in flat.items():
                 self.tb.add_scalar(f"eval/{k}", v, iteration)
-        self.note(f"eval at {iteration}: " + ", ".join(f"{k} {v:.2f}" for k, v in flat.items()))
+        shown = (f"{k} {v}" if isinstance(v, int) else f"{k} {v:.2f}" for k, v in flat.items())  # (counts as ints)
+        self.note(f"eval at {iteration}: " + ", ".join(shown))
 
     def close(self) -> None:
         if self.bar:
