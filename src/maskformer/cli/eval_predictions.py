@@ -113,9 +113,7 @@ def _semantic_classes(args: argparse.Namespace) -> tuple[int, int, tuple | None,
         return args.num_classes, args.ignore_label, None, None
     from ..data.folder import folder_value_table
 
+    if args.num_classes is not None or args.ignore_label is not None:
+        raise UserError("--classes gives the classes and the ignore value: leave out --num-classes and --ignore-label")
     meta, table = folder_value_table(args.classes if args.classes.is_dir() else args.classes.parent)
-    for flag, given, known in (("--num-classes", args.num_classes, meta.num_classes),
-                               ("--ignore-label", args.ignore_label, meta.ignore_label)):  # fmt: skip
-        if given is not None and given != known and not (flag == "--ignore-label" and table is not None):
-            raise UserError(f"{flag} {given} disagrees with {args.classes} ({known}); leave it out")
     return meta.num_classes, meta.ignore_label, table, list(meta.classes)

@@ -216,8 +216,8 @@ def _category_map(pred_categories: Any, gt_categories: Sequence[Mapping[str, Any
     return None if all(k == v for k, v in mapping.items()) else mapping
 
 
-_SemanticItem = tuple[Path, Path, int, int, "ValueTable | None"]
 ValueTable = tuple[np.ndarray, np.ndarray]  # (class position of each file value, which file values are allowed)
+_SemanticItem = tuple[Path, Path, int, int, ValueTable | None]
 
 
 def _positions(path: Path, table: ValueTable | None) -> np.ndarray:
