@@ -357,6 +357,7 @@ def test_unrecognised_classes_evaluate_on_the_users_folder(tmp_path, capsys):
     root = _folder(tmp_path / "data", bad=False)  # classes bg, a, b, c
     cfg = _small_ours("resnet")
     cfg.model.num_classes, cfg.data.dataset = 4, "folder"
+    cfg.test.min_size, cfg.test.max_size = 96, 384  # kept through preprocessor_config.json (not ADE's 512 / 2048)
     classes = {"classes": ["bg", "a", "b", "c"]}
     save_checkpoint(tmp_path / "ours.pt", cfg=cfg, model=maskformer.build_model(cfg), meta=classes)
     convert_to_hf(tmp_path / "ours.pt", tmp_path / "hf")
@@ -367,3 +368,5 @@ def test_unrecognised_classes_evaluate_on_the_users_folder(tmp_path, capsys):
         args = ["eval", str(model), "--data-root", str(root), "--json", "--set", "data.num_workers=0"]
         assert main(args) == 0, capsys.readouterr().err
         assert json.loads(capsys.readouterr().out)["images"] == 3
+    _, back_cfg, _ = load_model_and_config(tmp_path / "back.pt")
+    assert (back_cfg.test.min_size, back_cfg.test.max_size) == (96, 384)

@@ -148,6 +148,11 @@ def convert_hf(source: str | Path, output: str | Path, *, config: str | Path | N
     table = _config_table(tr.cfg) if base is not None else match_dataset(tr.classes)
     if base is None and table is None:  # not a shipped dataset's classes: a folder dataset of the user's (README)
         tr.cfg.data.dataset, tr.cfg.data.root = "folder", ""
+        size = (pre or {}).get("size")  # no original test sizes to go by: the processor's (what `to-hf` writes)
+        if isinstance(size, dict) and isinstance(size.get("shortest_edge"), int):
+            tr.cfg.test.min_size = size["shortest_edge"]
+            if isinstance(size.get("longest_edge"), int):
+                tr.cfg.test.max_size = size["longest_edge"]
     if base is None and table is not None:
         tr.cfg.data.dataset = table.name
         for section, values in _DATASET_SETTINGS.get(table.name, {}).items():
