@@ -223,6 +223,7 @@ def _hub(repo_id: str, out: Path) -> None:
         folder = snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.bin"])
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        first = first.split(". ")[0].rstrip(".")  # the first sentence: the rest is huggingface_hub's advice
-        raise CheckpointError(f"{repo_id}: not found on the Hub or in its cache ({first[:200]})") from None
+        first = first.split(". ")[0].rstrip(".").removeprefix("Got: ")  # the rest is huggingface_hub's advice
+        why = f"could not be fetched from the Hub nor found in its cache ({first[:200]})"
+        raise CheckpointError(f"{repo_id}: {why}") from None
     _convert_hf(Path(folder), out)
