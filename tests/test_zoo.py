@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -312,3 +313,38 @@ def test_hub_id_from_a_prepopulated_offline_cache(tmp_path: Path, monkeypatch: p
                               "--output-dir", "o"], env=env, cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
     assert missing.returncode == 2 and "tiny-org/absent" in missing.stderr and "Traceback" not in missing.stderr
     assert missing.stderr.strip().endswith(")") and not (tmp_path / "c" / "hub" / "tiny-org" / "absent").exists()
+
+
+def test_sigterm_during_a_download_leaves_nothing_in_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM while a model is being fetched acts as Ctrl-C: the partial files are removed (the default action
+    would end the process at once and leave them in MASKFORMER_CACHE for good), and the handler is restored."""
+    import signal
+
+    from maskformer import zoo
+
+    monkeypatch.setenv("MASKFORMER_CACHE", str(tmp_path / "cache"))
+    out = zoo.cache_dir() / "zoo" / "some" / "model.pt"
+    out.parent.mkdir(parents=True)
+
+    def make(tmp: Path) -> None:
+        (out.parent / ".download.x").mkdir()
+        (out.parent / ".download.x" / "part.pkl").write_bytes(b"half")
+        tmp.write_bytes(b"half")
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # (the signal arrives first)
+
+    def make_in_tempdir(tmp: Path) -> None:
+        import shutil
+
+        try:
+            make(tmp)
+        finally:
+            shutil.rmtree(
+                out.parent / ".download.x", ignore_errors=True
+            )  # as _download_and_convert's TemporaryDirectory
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        zoo._write(out, make_in_tempdir)
+    assert not (tmp_path / "cache" / "zoo").exists()
+    assert signal.getsignal(signal.SIGTERM) is before

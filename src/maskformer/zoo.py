@@ -18,13 +18,17 @@ leaves nothing in the cache.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
 import os
+import signal
 import tempfile
+import threading
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -152,10 +156,28 @@ def _converted(name: str, make, where: str = "zoo") -> Path:
     return out if out.is_file() else _write(out, make)
 
 
-def _write(out: Path, make) -> Path:
-    """Run ``make(tmp_path)`` and rename its result to ``out``; on any failure remove what it left."""
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, a job scheduler) raises KeyboardInterrupt meanwhile, so the cleanup below runs as for
+    Ctrl-C instead of leaving a partial download in the cache. Main thread only (where handlers can be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        with atomic_path(out, suffix=".pt.tmp") as tmp:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _write(out: Path, make) -> Path:
+    """Run ``make(tmp_path)`` and rename its result to ``out``; on any failure (or SIGTERM) remove what it left."""
+    try:
+        with _terminate_as_interrupt(), atomic_path(out, suffix=".pt.tmp") as tmp:
             make(tmp)
     except BaseException:
         folder, root = out.parent, cache_dir()
