@@ -31,6 +31,7 @@ def browser():
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage", "--window-size=1400,1000", f"--user-data-dir={profile}"):  # fmt: skip
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the page's console, read by the tests
     driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=DRIVER), options=options)
     try:
         yield driver
@@ -75,6 +76,8 @@ def test_upload_shows_overlay_and_legend(browser, server: str, tmp_path: Path) -
                                    "c.name))")  # fmt: skip
     assert any(name in legend for name in names), legend
     assert "model time" in browser.find_element(By.CSS_SELECTOR, ".card .meta").text
+    errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors  # (a missing favicon once logged a 404 on every page load)
     shot = np.asarray(Image.open(io.BytesIO(overlay.screenshot_as_png)).convert("RGB")).astype(np.float32)
     assert shot.shape[0] >= 100 and shot.std() > 10  # a picture, not a blank box
     page = Image.open(io.BytesIO(browser.get_screenshot_as_png()))
