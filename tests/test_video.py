@@ -97,3 +97,18 @@ def test_a_panoptic_video_writes_the_video_and_no_empty_predictions_json(checkpo
     assert code == 0
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["clip_overlay.mp4"]
     assert len(_read(tmp_path / "out" / "clip_overlay.mp4")[0]) == 3
+
+
+def test_a_folder_of_images_and_videos_gives_both(checkpoint: Path, tmp_path: Path) -> None:
+    """A folder holding a picture and a clip: both are predicted (the clip was silently left out before)."""
+    from PIL import Image
+
+    folder = tmp_path / "mix"
+    folder.mkdir()
+    _write_clip(folder / "clip.mp4", frames=3)
+    Image.fromarray(np.full((64, 96, 3), 90, np.uint8)).save(folder / "still.png")
+    code = main(["predict", str(checkpoint), str(folder), "--output-dir", str(tmp_path / "out"), "--task", "semantic"])
+    assert code == 0
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["clip_overlay.mp4", "still_labels.png", "still_overlay.png"], names
+    assert len(_read(tmp_path / "out" / "clip_overlay.mp4")[0]) == 3

@@ -19,8 +19,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         " panoptic, <name>_panoptic.png (COCO-panoptic id PNG) with"
         " one predictions.json in COCO-panoptic format for all images (category ids as the dataset writes them);"
         " a video (.mp4 .avi .mov .mkv .webm) gives <name>_overlay.mp4 with the same frames and rate. Folders are"
-        " searched for images (not recursively). An unreadable image is named and skipped; the exit code is 2 at the"
-        " end if any was (--strict: stop at once).",
+        " searched for images and videos (not recursively). An unreadable image is named and skipped; the exit"
+        " code is 2 at the end if any was (--strict: stop at once).",
     )
     p.add_argument(
         "checkpoint",
@@ -54,9 +54,10 @@ def _collect(inputs: list[str]) -> list:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            wanted = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in wanted)
             if not found:
-                raise DataError(f"{path}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+                raise DataError(f"{path}: no images or videos found (looked for {', '.join(sorted(wanted))})")
             files.extend(found)
         elif path.is_file():
             files.append(path)
