@@ -99,3 +99,19 @@ def test_predict_panoptic_then_eval_predictions_against_coco_ground_truth(tmp_pa
     metrics = json.loads(captured.out)
     assert metrics["All"]["n"] >= 4  # person, car, grass-merged, road: every ground-truth category is counted
     assert 0.0 <= metrics["PQ"] <= 100.0
+
+
+def test_semantic_segments_say_which_classes_are_things() -> None:
+    """A semantic result's segment list flags thing classes as the class table does (it said false for all)."""
+    import numpy as np
+
+    from maskformer.inference.render import render
+
+    labels = np.zeros((8, 10), dtype=np.int64)
+    labels[:, 5:] = 2
+    image = np.zeros((8, 10, 3), dtype=np.uint8)
+    colors = np.array([[0, 0, 0], [10, 10, 10], [200, 0, 0]], dtype=np.uint8)
+    shown = render(image, labels, "semantic", ["sky", "car", "person"], colors, legend=False, thing_ids={1, 2})
+    assert {s["label"]: s["isthing"] for s in shown.segments} == {"sky": False, "person": True}
+    values = render(image, labels, "semantic", ["sky", "car", "person"], colors, legend=False, label_values=[3, 7, 300])
+    assert values.label.dtype == np.uint16 and set(np.unique(values.label).tolist()) == {3, 300}

@@ -63,6 +63,11 @@ def _scenes() -> list[np.ndarray]:
     return [rng.integers(0, 256, (64 + 8 * i, 96 - 4 * i, 3), dtype=np.uint8) for i in range(8)]
 
 
+def _info(server: str) -> dict:
+    with urllib.request.urlopen(server + "/api/info") as r:
+        return json.loads(r.read())
+
+
 def test_health_info_and_page(server: str) -> None:
     with urllib.request.urlopen(server + "/health") as r:
         assert r.status == 200 and json.loads(r.read())["status"] == "ok"
@@ -91,6 +96,8 @@ def test_predict_json_and_eight_concurrent_requests(server: str) -> None:
         assert labels.shape == (h, w)
         assert sum(s["area"] for s in data["segments"]) == h * w
         assert {s["category_id"] for s in data["segments"]} == set(np.unique(labels).tolist())
+        things = {c["id"] for c in _info(server)["classes"] if c["isthing"]}  # semantic segments say it as /api/info
+        assert all(s["isthing"] == (s["category_id"] in things) for s in data["segments"])
         overlay = Image.open(io.BytesIO(base64.b64decode(data["overlay_png"])))
         assert overlay.size[1] >= h and data["time_ms"] > 0
     for (first, data), (_, again) in zip(single, answers):  # concurrency did not mix answers

@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
 
     def write(path, image, result) -> None:
         stem = path.stem
-        shown = render(image, result, task, names, colors, title=path.name, label_values=label_values)
+        shown = render(image, result, task, names, colors, title=path.name, label_values=label_values, thing_ids=thing)
         save_png(shown.overlay, out / f"{stem}_overlay.png")
         if task == "semantic":
             save_png(shown.label, out / f"{stem}_labels.png")

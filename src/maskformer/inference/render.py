@@ -6,7 +6,7 @@ One function, ``render``, used by ``maskformer predict`` (files), ``maskformer s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,17 +40,18 @@ def render(
     title: str = "",
     legend: bool = True,
     label_values: Sequence[int] | None = None,
+    thing_ids: Collection[int] = (),
 ) -> Rendered:
     """Turn a Predictor result (semantic label map [H, W], or (panoptic map, segments_info)) on ``image`` (uint8 HWC)
     into pictures and a segment list. ``label_values``: the value of each class in the semantic label file (default:
-    its position; see ``label_file_values``)."""
+    its position; see ``label_file_values``); ``thing_ids``: the classes a semantic segment reports as things."""
     colors = np.asarray(colors, dtype=np.uint8)
     if task == "semantic":
         labels = np.asarray(result, dtype=np.int64)
         ids, areas = np.unique(labels, return_counts=True)
         segments = [
-            {"id": int(c) + 1, "label": class_names[c], "category_id": int(c), "isthing": False, "area": int(a),
-             "color": [int(v) for v in colors[c]]}
+            {"id": int(c) + 1, "label": class_names[c], "category_id": int(c), "isthing": c in thing_ids,
+             "area": int(a), "color": [int(v) for v in colors[c]]}
             for c, a in sorted(zip(ids.tolist(), areas.tolist()), key=lambda t: -t[1])
         ]  # fmt: skip
         picture = (

@@ -78,7 +78,7 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
             start = time.perf_counter()
             result = predictor(image, task=task)
             elapsed = time.perf_counter() - start
-        shown = render(image, result, task, names, colors, label_values=label_values)
+        shown = render(image, result, task, names, colors, label_values=label_values, thing_ids=predictor.thing_ids)
         return {
             "task": task, "width": int(image.shape[1]), "height": int(image.shape[0]),
             "time_ms": round(1000 * elapsed, 1), "segments": shown.segments,
