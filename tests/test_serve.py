@@ -243,3 +243,31 @@ def test_an_unforeseen_failure_is_a_json_500_and_the_server_stays_up(tmp_path: P
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_port_0_serves_on_a_free_port_and_says_which(tmp_path: Path) -> None:
+    """`--port 0` (any free port): the printed address is the one that answers (it printed :0 before)."""
+    import re
+    import subprocess
+    import sys
+    import time
+
+    checkpoint = train_tiny(tmp_path / "run")
+    proc = subprocess.Popen([sys.executable, "-m", "maskformer.cli", "serve", str(checkpoint), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        line = proc.stdout.readline()
+        found = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        assert found and int(found.group(1)) > 0, line
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(found.group(0) + "health", timeout=2) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+                time.sleep(0.3)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -51,20 +51,21 @@ def run(args: argparse.Namespace) -> int:
     if args.max_upload_mb <= 0 or args.max_megapixels <= 0:
         raise UserError(f"--max-upload-mb and --max-megapixels must be positive, got {args.max_upload_mb} and "
                         f"{args.max_megapixels}")  # fmt: skip
-    _check_port(args.host, args.port)  # before the model loads: a busy port is one line at once
+    port = _check_port(args.host, args.port)  # before the model loads: a busy port is one line at once
     path = resolve_model(args.checkpoint)
     predictor = Predictor(load_model(path, args.device), device=args.device, **predictor_options(args))
     if args.task:
         predictor.task_default = args.task
     app = build_app(predictor, name=str(args.checkpoint), max_upload_bytes=int(args.max_upload_mb * (1 << 20)),
                     max_pixels=int(args.max_megapixels * 1e6))  # fmt: skip
-    print(f"maskformer serve: {args.checkpoint} on http://{args.host}:{args.port}/ (Ctrl+C stops)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    print(f"maskformer serve: {args.checkpoint} on http://{args.host}:{port}/ (Ctrl+C stops)", flush=True)
+    uvicorn.run(app, host=args.host, port=port, log_level="warning")
     return 0
 
 
-def _check_port(host: str, port: int) -> None:
-    """Raise a one-line UserError when (host, port) cannot be bound (in use, no such address, privileged)."""
+def _check_port(host: str, port: int) -> int:
+    """The port to serve on (``port``, or for 0 a free one the system picks); a one-line UserError when (host, port)
+    cannot be bound (in use, no such address, privileged)."""
     import socket
 
     from maskformer.errors import UserError
@@ -77,5 +78,6 @@ def _check_port(host: str, port: int) -> None:
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
             probe.bind(address)
+            return int(probe.getsockname()[1])  # (0: the one the system picked, shown and then used)
     except OSError as e:
         raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
