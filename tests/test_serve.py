@@ -271,3 +271,13 @@ def test_port_0_serves_on_a_free_port_and_says_which(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_a_url_encoded_form_is_named_as_not_multipart(server: str) -> None:
+    """`curl -d x=1` (application/x-www-form-urlencoded) gets the reason, not "no file in the field"."""
+    request = urllib.request.Request(server + "/api/predict", data=b"x=1", method="POST",
+                                     headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(request)
+    assert e.value.code == 400 and "not a multipart form upload" in json.loads(e.value.read())["error"]
+    assert _post(server, {"image": ("ok.png", _png(_scenes()[0]))})[0] == 200

@@ -120,6 +120,10 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
                 return await too_large(request, size)
             chunks.append(chunk)
         request._body = b"".join(chunks)  # the form parser reads the body we already hold
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "multipart/form-data":  # (a url-encoded form would parse, without any file in it)
+            return _error(400, f"not a multipart form upload (Content-Type {kind or 'missing'}): send "
+                               "multipart/form-data with the picture in the field 'image'")  # fmt: skip
         try:
             form = await request.form()
         except Exception as e:  # malformed multipart: the client's fault
