@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         )
         table = format_panoptic_table(metrics)
     else:
-        num_classes, ignore_label, table, names = _semantic_classes(args)
+        num_classes, ignore_label, to_positions, names = _semantic_classes(args)
         metrics = evaluate_semantic_folder(
             args.gt_dir,
             args.pred_dir,
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
             ignore_label=ignore_label,
             miou_formula=args.miou_formula,
             workers=args.workers,
-            value_table=table,
+            to_positions=to_positions,
         )
         table = format_semantic_table(metrics, names)
     if args.output is not None:
@@ -101,8 +101,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _semantic_classes(args: argparse.Namespace) -> tuple[int, int, tuple | None, list[str] | None]:
-    """(K, ignore label, value table or None, class names or None) from --classes or --num-classes / --ignore-label."""
+def _semantic_classes(args: argparse.Namespace) -> tuple[int, int, Any, list[str] | None]:
+    """(K, ignore label, id -> position map or None, class names or None) from --classes, or from --num-classes and
+    --ignore-label."""
     from ..errors import UserError
 
     if args.classes is None:
@@ -111,9 +112,9 @@ def _semantic_classes(args: argparse.Namespace) -> tuple[int, int, tuple | None,
         if args.num_classes < 1:
             raise UserError(f"--num-classes must be >= 1, got {args.num_classes}")
         return args.num_classes, args.ignore_label, None, None
-    from ..data.folder import folder_value_table
+    from ..data.folder import folder_label_map
 
     if args.num_classes is not None or args.ignore_label is not None:
         raise UserError("--classes gives the classes and the ignore value: leave out --num-classes and --ignore-label")
-    meta, table = folder_value_table(args.classes if args.classes.is_dir() else args.classes.parent)
-    return meta.num_classes, meta.ignore_label, table, list(meta.classes)
+    meta, to_positions = folder_label_map(args.classes if args.classes.is_dir() else args.classes.parent)
+    return meta.num_classes, meta.ignore_label, to_positions, list(meta.classes)

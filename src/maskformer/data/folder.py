@@ -15,7 +15,9 @@ layouts: ``{split}.txt`` pair lists; ``images/{split}/`` + ``labels/{split}/`` (
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ import yaml
 from ..errors import DataError
 from ..fileio import read_user_text
 from .base import Mapper
+from .io import check_label_values
 from .metadata import DatasetMeta, load_meta, meta_from_dict
 from .semantic import SemanticDataset, pair_by_stem
 
@@ -92,12 +95,19 @@ def read_folder_meta(root: Path) -> DatasetMeta:
     return _read_classes_file(root)[0]
 
 
-def folder_value_table(root: Path) -> tuple[DatasetMeta, tuple[np.ndarray, np.ndarray] | None]:
-    """(class table, (class position of each label-file value, allowed values)) of the folder dataset at ``root``;
-    None instead of the tables when its label files hold the positions 0..K-1 and its ignore label as they are."""
+def folder_label_map(root: Path) -> tuple[DatasetMeta, Callable[[np.ndarray, Path], np.ndarray] | None]:
+    """(class table, ``f(label file values, file) -> class positions``) of the folder dataset at ``root``; f checks
+    the values as training does and is None when the files hold the positions and the ignore label as they are."""
     meta, file_ignore = _read_classes_file(root)
     _, lut, allowed = _value_tables(meta, file_ignore)
-    return meta, None if lut is None or allowed is None else (lut, allowed)
+    if lut is None or allowed is None:
+        return meta, None
+    return meta, functools.partial(_to_positions, lut=lut, allowed=allowed)  # (picklable for worker processes)
+
+
+def _to_positions(label: np.ndarray, path: Path, *, lut: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    check_label_values(label, num_classes=len(lut), ignore_label=-1, path=path, allowed=allowed)
+    return lut[label]
 
 
 def _value_tables(meta: DatasetMeta, file_ignore: int) -> tuple[int, np.ndarray | None, np.ndarray | None]:

@@ -216,28 +216,21 @@ def _category_map(pred_categories: Any, gt_categories: Sequence[Mapping[str, Any
     return None if all(k == v for k, v in mapping.items()) else mapping
 
 
-ValueTable = tuple[np.ndarray, np.ndarray]  # (class position of each file value, which file values are allowed)
-_SemanticItem = tuple[Path, Path, int, int, ValueTable | None]
+LabelMap = Callable[[np.ndarray, Path], np.ndarray]  # (label file values, file) -> class positions 0..K-1 / ignore
+_SemanticItem = tuple[Path, Path, int, int, LabelMap | None]
 
 
-def _positions(path: Path, table: ValueTable | None) -> np.ndarray:
-    """The label PNG at ``path``; with a value table, its class ids as class positions (ignore -> ignore)."""
+def _read_positions(path: Path, to_positions: LabelMap | None) -> np.ndarray:
     label = read_label_png(path)
-    if table is None:
-        return label
-    lut, allowed = table
-    bad = label[(label >= len(allowed)) | ~allowed[np.minimum(label, len(allowed) - 1)]]
-    if bad.size:
-        raise DataError(f"{path}: label value {int(bad[0])} is not a class id of the class table nor its ignore value")
-    return lut[label]
+    return label if to_positions is None else to_positions(label, path)
 
 
 def _semantic_chunk(items: Sequence[_SemanticItem]) -> np.ndarray:
     num_classes, ignore_label = items[0][2], items[0][3]
     evaluator = SemanticEvaluator(num_classes=num_classes, ignore_label=ignore_label)
-    for gt_png, pred_png, _, _, table in items:
-        gt = _positions(gt_png, table)
-        pred = _positions(pred_png, table)
+    for gt_png, pred_png, _, _, to_positions in items:
+        gt = _read_positions(gt_png, to_positions)
+        pred = _read_positions(pred_png, to_positions)
         if pred.shape != gt.shape:
             raise DataError(
                 f"{pred_png}: size {pred.shape[1]}x{pred.shape[0]} differs from ground truth {gt_png} "
@@ -247,7 +240,7 @@ def _semantic_chunk(items: Sequence[_SemanticItem]) -> np.ndarray:
             evaluator.update(pred, gt)
         except ValueError as e:
             culprit = gt_png if "ground-truth" in str(e) else pred_png
-            hint = "" if table is not None else "; if the files hold a folder dataset's class ids, pass --classes"
+            hint = "; if the files hold a folder dataset's class ids, pass --classes" if to_positions is None else ""
             raise DataError(f"{culprit}: {e}{hint}") from e
     return evaluator.confusion_matrix
 
@@ -260,11 +253,11 @@ def evaluate_semantic_folder(
     ignore_label: int,
     miou_formula: str = "d2_2021",
     workers: int = 0,
-    value_table: ValueTable | None = None,
+    to_positions: LabelMap | None = None,
 ) -> dict[str, Any]:
     """mIoU & co. over label PNGs: each ``gt_dir/NAME.png`` is paired with ``pred_dir/NAME.png``, else with
-    ``pred_dir/NAME_labels.png`` (``maskformer predict``'s name). ``value_table``: both hold a folder dataset's class
-    ids, mapped to positions 0..num_classes-1 by it (``data.folder.value_table``).
+    ``pred_dir/NAME_labels.png`` (``maskformer predict``'s name). ``to_positions``: both hold class ids that this maps
+    to positions 0..num_classes-1, checking them (a folder dataset's: ``data.folder.folder_label_map``).
 
     Extra prediction files are ignored. Returns ``SemanticEvaluator.compute()``'s dict.
     """
@@ -283,7 +276,7 @@ def evaluate_semantic_folder(
             pred_png = pred_dir / f"{gt_png.stem}_labels.png"
         if not pred_png.is_file():
             raise DataError(f"{pred_dir / gt_png.name} (or {pred_png.name}): prediction for {gt_png} not found")
-        items.append((gt_png, pred_png, num_classes, ignore_label, value_table))
+        items.append((gt_png, pred_png, num_classes, ignore_label, to_positions))
     total = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
     for conf in _run(_semantic_chunk, items, workers):
         total += conf
