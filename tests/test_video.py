@@ -15,8 +15,8 @@ av = pytest.importorskip("av")
 
 
 def _write_clip(path: Path, frames: int = 12, rate: int | Fraction = 12, codec: str = "mpeg4",
-                size: tuple[int, int] = (64, 96)) -> list[np.ndarray]:  # fmt: skip
-    images = []
+                size: tuple[int, int] = (64, 96), noise: bool = False) -> list[np.ndarray]:  # fmt: skip
+    images, rng = [], np.random.default_rng(0)
     h, w = size
     with av.open(str(path), "w") as out:
         stream = out.add_stream(codec, rate=rate)
@@ -25,6 +25,8 @@ def _write_clip(path: Path, frames: int = 12, rate: int | Fraction = 12, codec: 
             image = np.full((h, w, 3), 30, np.uint8)
             image[:, : 8 * i] = 200
             image[20:40, 30:60] = (0, 120, 255)
+            if noise:  # every frame costs bytes, so a file cut in half keeps about half of them
+                image = np.clip(image + rng.integers(-40, 40, image.shape), 0, 255).astype(np.uint8)
             images.append(image)
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 out.mux(packet)
@@ -88,6 +90,50 @@ def test_a_corrupt_video_is_one_line(checkpoint: Path, tmp_path: Path, capsys) -
     err = capsys.readouterr().err
     assert code == 2 and "bad.mp4" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("name, codec", [("cut.mkv", "libx264"), ("cut.webm", "libvpx-vp9"), ("cut.avi", "mpeg4")])
+def test_a_truncated_video_is_one_line_and_writes_nothing(
+    checkpoint: Path, tmp_path: Path, capsys, name: str, codec: str
+) -> None:
+    """Matroska, WebM and AVI cut in half decode up to the cut without an error from FFmpeg: the frames missing
+    against the container's stated duration are what names the file."""
+    if codec not in av.codecs_available:
+        pytest.skip(f"this FFmpeg build has no {codec} encoder")
+    (tmp_path / "whole").mkdir()
+    _write_clip(tmp_path / "whole" / name, frames=24, codec=codec, noise=True)
+    data = (tmp_path / "whole" / name).read_bytes()
+    (tmp_path / name).write_bytes(data[: len(data) // 2])
+    assert main(["predict", str(checkpoint), str(tmp_path / "whole" / name), "--output-dir", str(tmp_path / "ok")]) == 0
+    assert len(_read(tmp_path / "ok" / (Path(name).stem + "_overlay.mp4"))[0]) == 24
+    capsys.readouterr()
+    code = main(["predict", str(checkpoint), str(tmp_path / name), "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{name}: the video stops after" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_a_longer_audio_track_is_not_taken_for_a_cut(checkpoint: Path, tmp_path: Path) -> None:
+    """The check uses the video track's own stated duration, not the container's (which an audio tail extends)."""
+    if "libx264" not in av.codecs_available or "aac" not in av.codecs_available:
+        pytest.skip("this FFmpeg build lacks libx264 or aac")
+    with av.open(str(tmp_path / "talk.mkv"), "w") as out:
+        video, audio = out.add_stream("libx264", rate=12), out.add_stream("aac", rate=16000)
+        video.width, video.height, video.pix_fmt = 96, 64, "yuv420p"
+        for i in range(24):  # 2.0 s of video
+            for packet in video.encode(av.VideoFrame.from_ndarray(np.full((64, 96, 3), 9 * i, np.uint8), "rgb24")):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+        for start in range(0, 16000 * 5 // 2, 1024):  # 2.5 s of silence
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, start
+            for packet in audio.encode(frame):
+                out.mux(packet)
+        for packet in audio.encode():
+            out.mux(packet)
+    assert main(["predict", str(checkpoint), str(tmp_path / "talk.mkv"), "--output-dir", str(tmp_path / "out")]) == 0
+    assert len(_read(tmp_path / "out" / "talk_overlay.mp4")[0]) == 24
 
 
 def test_a_panoptic_video_writes_the_video_and_no_empty_predictions_json(checkpoint: Path, tmp_path: Path) -> None:

@@ -38,6 +38,37 @@ def _add_stream(av, out, rate: Fraction, width: int, height: int):
     return stream
 
 
+def _stated_seconds(container, stream) -> float | None:
+    """The video stream's duration as the file states it: the stream's own (MP4, AVI), the DURATION tag that
+    Matroska/WebM muxers write per track, or the container's when the video is its only stream."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    tag = stream.metadata.get("DURATION", "")
+    hours, _, rest = tag.partition(":")
+    minutes, _, seconds = rest.partition(":")
+    try:
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        pass
+    if container.duration and len(container.streams) == 1:
+        return container.duration / 1_000_000
+    return None
+
+
+def _check_complete(source: Path, container, stream, last: float | None, rate: Fraction) -> None:
+    """A ``DataError`` when decoding stopped well before the duration the file states for its video: a truncated
+    file whose frames decode up to the cut (Matroska/WebM/AVI end without an error; a cut MP4 does not open at
+    all). 10 % and two frames of slack cover rounding of the stated duration."""
+    stated = _stated_seconds(container, stream)
+    if stated is None:
+        return
+    begin = float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
+    decoded = (last - begin if last is not None else 0.0) + 1 / float(rate)
+    if decoded < 0.9 * stated and stated - decoded > 2 / float(rate):
+        raise DataError(f"{source}: the video stops after {decoded:.2f} s of the {stated:.2f} s its file "
+                        "states (a truncated or damaged file?)")  # fmt: skip
+
+
 def predict_video(predictor, source: str | Path, output: str | Path, *, task: str = "semantic", every: int = 1,
                   progress: bool = True) -> dict:  # fmt: skip
     """Write ``output`` (mp4, H.264 at the source's frame rate) with the prediction of every ``every``-th frame
@@ -58,7 +89,7 @@ def predict_video(predictor, source: str | Path, output: str | Path, *, task: st
     rate = Fraction(stream.average_rate or stream.guessed_rate or 25)
     # a progress total: the container's count, else (Matroska/WebM keep none) duration x rate
     total = stream.frames or (round(container.duration * rate / 1_000_000) if container.duration else None)
-    count, start, result = 0, time.perf_counter(), None
+    count, start, result, last = 0, time.perf_counter(), None, None
     try:
         with atomic_path(output, suffix=".mp4") as tmp, av.open(str(tmp), mode="w") as out:
             encoder = None
@@ -77,9 +108,10 @@ def predict_video(predictor, source: str | Path, output: str | Path, *, task: st
                 drawn.pts = count  # in 1/rate units (the stream's time base), as the source frames are counted
                 for packet in encoder.encode(drawn):
                     out.mux(packet)
-                count += 1
+                count, last = count + 1, frame.time
             if encoder is None:
                 raise DataError(f"{source}: the video has no frames")
+            _check_complete(source, container, stream, last, rate)
             for packet in encoder.encode():
                 out.mux(packet)
     except av.error.FFmpegError as e:
