@@ -172,6 +172,30 @@ def test_every_command_has_help(cmd, capsys):
     assert e.value.code == 0 and capsys.readouterr().out.startswith(f"usage: maskformer {cmd}")
 
 
+def test_info_takes_a_trained_model_as_well_as_a_config(tmp_path, capsys):
+    """``maskformer info MODEL`` counts the network the checkpoint's own config builds (here 7 queries and 3 classes,
+    which no YAML in configs/ has); ``--set`` applies to that config; a bad key is one line."""
+    import json
+
+    from maskformer.cli import main
+    from maskformer.engine.checkpoint import save_checkpoint
+
+    cfg = maskformer.load_config(CONFIGS / "demo.yaml", ["model.num_queries=7", "model.num_classes=3"])
+    save_checkpoint(tmp_path / "m.pt", cfg=cfg, model=maskformer.build_model(cfg))
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "m.pt"), "--no-flops", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)["parameters"]
+    assert got["total"] == sum(p.numel() for p in maskformer.build_model(cfg).parameters())
+    assert main(["info", str(tmp_path / "m.pt"), "--no-flops", "--json", "--set", "model.num_queries=9"]) == 0
+    nine = maskformer.build_model(
+        maskformer.load_config(CONFIGS / "demo.yaml", ["model.num_queries=9", "model.num_classes=3"])
+    )
+    assert json.loads(capsys.readouterr().out)["parameters"]["total"] == sum(p.numel() for p in nine.parameters())
+    assert main(["info", str(tmp_path / "m.pt"), "--no-flops", "--set", "model.bogus=1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.bogus" in err[0] and "m.pt" in err[0]
+
+
 def test_predictor_from_checkpoint_uses_the_checkpoint_config(tmp_path):
     import numpy as np
 

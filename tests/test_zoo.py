@@ -20,6 +20,7 @@ from PIL import Image
 
 import maskformer
 from conftest import CONFIGS
+from fake_hub import SHA
 from maskformer.cli import main
 from maskformer.config import save_config
 from maskformer.convert.pickle_io import save_pkl
@@ -313,6 +314,60 @@ def test_hub_id_from_a_prepopulated_offline_cache(tmp_path: Path, monkeypatch: p
                               "--output-dir", "o"], env=env, cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
     assert missing.returncode == 2 and "tiny-org/absent" in missing.stderr and "Traceback" not in missing.stderr
     assert missing.stderr.strip().endswith(")") and not (tmp_path / "c" / "hub" / "tiny-org" / "absent").exists()
+
+
+def test_hub_id_from_a_server_then_from_the_cache_when_the_hub_does_not_answer(tmp_path: Path) -> None:
+    """A Hub id is fetched from a Hub (a stand-in on 127.0.0.1), converted and cached; an endpoint that accepts
+    connections and never answers ends after huggingface_hub's metadata timeout: from its cache when the snapshot
+    is there, else in one line (before, huggingface_hub's repo lookup waited for good)."""
+    import socket
+
+    from fake_hub import FakeHub
+
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("huggingface_hub")
+    config = transformers.MaskFormerConfig(
+        backbone_config={"model_type": "resnet", "depths": [1, 1, 1, 1], "hidden_sizes": [32, 64, 128, 256],
+                         "embedding_size": 16, "out_features": ["stage1", "stage2", "stage3", "stage4"]},
+        decoder_config={"model_type": "detr", "decoder_layers": 1, "d_model": 32, "decoder_attention_heads": 2,
+                        "decoder_ffn_dim": 64, "num_queries": 5},
+        fpn_feature_size=32, mask_feature_size=32, id2label={0: "cat", 1: "dog"},
+    )  # fmt: skip
+    transformers.MaskFormerForInstanceSegmentation(config).save_pretrained(tmp_path / "repo")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "x.png")
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_ETAG_TIMEOUT="1", HF_HUB_DISABLE_TELEMETRY="1")
+
+    def predict(model: str, endpoint: str, cache: str) -> subprocess.CompletedProcess:
+        args = [sys.executable, "-m", "maskformer.cli", "predict", model, "x.png", "--output-dir", f"out-{cache}"]
+        run_env = {**env, "HF_ENDPOINT": endpoint, "MASKFORMER_CACHE": cache}
+        return subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120, env=run_env)
+
+    hub = FakeHub({"tiny-org/maskformer-tiny": tmp_path / "repo"})
+    try:
+        run = predict("tiny-org/maskformer-tiny", hub.url, "c1")
+    finally:
+        hub.stop()
+    assert run.returncode == 0, run.stderr
+    assert f"GET /tiny-org/maskformer-tiny/resolve/{SHA}/model.safetensors" in hub.requests, hub.requests
+    assert (tmp_path / "c1" / "hub" / "tiny-org" / "maskformer-tiny" / "model.pt").is_file()
+    silent = socket.socket()  # the kernel completes the handshakes; nobody ever reads or answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    dead = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    try:
+        start = time.monotonic()
+        cached = predict("tiny-org/maskformer-tiny", dead, "c2")  # our cache is empty; huggingface_hub's is not
+        missing = predict("tiny-org/absent", dead, "c3")
+        seconds = time.monotonic() - start
+    finally:
+        silent.close()
+    assert cached.returncode == 0, cached.stderr
+    assert (tmp_path / "c2" / "hub" / "tiny-org" / "maskformer-tiny" / "model.pt").is_file()
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert missing.stderr.strip().splitlines()[-1].endswith("tiny-org/absent: could not be fetched from the Hub nor "
+                                                            "found in its cache (no answer within 1 s)")  # fmt: skip
+    assert seconds < 100  # bounded (the subprocess timeout would raise first if a call hung)
 
 
 def test_sigterm_during_a_download_leaves_nothing_in_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -235,17 +235,44 @@ def _convert_hf(folder: Path, out: Path) -> None:
     convert_hf(folder, out)
 
 
+def _hub_snapshot(repo_id: str) -> Path:
+    """The repo's snapshot folder (configs and weights), fetched or from huggingface_hub's cache.
+
+    huggingface_hub looks the repo up without a time limit, so an endpoint that accepts the connection and never
+    answers would hang for good. The same lookup is made here first with its metadata timeout
+    (``HF_HUB_ETAG_TIMEOUT``, 10 s by default; file downloads have their own, ``HF_HUB_DOWNLOAD_TIMEOUT``); without an
+    answer the cache is used, as huggingface_hub does offline."""
+    from huggingface_hub import HfApi, constants, snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "*.bin"]
+    try:
+        HfApi().repo_info(repo_id, timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except Exception as e:  # noqa: BLE001 - not found, offline, refused, timed out: the cache may still have it
+        try:
+            return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+        except Exception:  # noqa: BLE001 - report why the Hub did not answer, not the cache miss
+            raise e from None
+    return Path(snapshot_download(repo_id, allow_patterns=patterns))  # the Hub answers: fetch as usual
+
+
 def _hub(repo_id: str, out: Path) -> None:
     try:
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+        import huggingface_hub  # noqa: F401
     except ImportError:
         raise CheckpointError(f"{repo_id}: Hub ids need huggingface_hub (pip install 'maskformer[hf]')") from None
     try:
-        folder = snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.bin"])
-    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        first = first.split(". ")[0].rstrip(".").removeprefix("Got: ")  # the rest is huggingface_hub's advice
+        folder = _hub_snapshot(repo_id)
+    except Exception as e:  # noqa: BLE001 - huggingface_hub's and its HTTP client's errors, named in one line
+        text = str(e).strip() or type(e).__name__
+        first = text.splitlines()[0].split(". ")[0].rstrip(".").removeprefix("Got: ")  # the rest is advice
+        if "timed out" in first.lower() or type(e).__name__.endswith("Timeout"):
+            first = f"no answer within {_etag_timeout()} s"
         why = f"could not be fetched from the Hub nor found in its cache ({first[:200]})"
         raise CheckpointError(f"{repo_id}: {why}") from None
-    _convert_hf(Path(folder), out)
+    _convert_hf(folder, out)
+
+
+def _etag_timeout() -> float:
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_ETAG_TIMEOUT

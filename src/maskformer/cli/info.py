@@ -1,21 +1,29 @@
-"""``maskformer info CONFIG``: parameter counts and FLOPs (fvcore convention) of a config's model."""
+"""``maskformer info CONFIG_OR_MODEL``: parameter counts and FLOPs (fvcore convention) of a config's model, or of a
+trained model's (its checkpoint carries its config)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+
+from maskformer.cli.inference_options import MODEL_HELP
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "info",
-        help="parameter count and FLOPs of a config's model",
+        help="parameter count and FLOPs of a config's or a trained model's network",
         description="Parameters (total and per top-level module) and FLOPs with fvcore's convention (one multiply-add"
         " = one flop) over the whole semantic inference graph, like the original's tools/analyze_model.py with"
         " --use-fixed-input-size. 'original' counts what the original computes (all six decoder layers' mask heads);"
         " 'lean' is this project's inference path (last layer only).",
     )
-    p.add_argument("config", help="YAML config file")
+    p.add_argument(
+        "config",
+        metavar="CONFIG_OR_MODEL",
+        help="a YAML config file, or a model: " + MODEL_HELP + " (its saved config is used)",
+    )
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override")
     p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help="input size (default: the training crop)")
     p.add_argument(
@@ -25,6 +33,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _config(name: str, overrides: list[str]):
+    """The config of a YAML file, else of the model ``name`` resolves to (``--set`` applies to either)."""
+    import maskformer
+    from maskformer.config import apply_overrides, config_from_dict, config_to_dict
+    from maskformer.engine.checkpoint import config_of, load_checkpoint
+    from maskformer.errors import ConfigError
+    from maskformer.zoo import resolve_model
+
+    if Path(name).suffix.lower() in (".yaml", ".yml"):
+        return maskformer.load_config(name, overrides)
+    path = resolve_model(name)
+    cfg = config_of(load_checkpoint(path), path)
+    if not overrides:
+        return cfg
+    try:
+        return config_from_dict(apply_overrides(config_to_dict(cfg), overrides))
+    except ConfigError as e:
+        raise ConfigError(f"--set on the config of {path}: {e}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     import maskformer
     from maskformer.engine.analysis import count_flops, count_parameters
@@ -32,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.size and min(args.size) < 32:
         raise UserError(f"--size must be at least 32x32, got {args.size[0]}x{args.size[1]}")
-    cfg = maskformer.load_config(args.config, args.overrides)
+    cfg = _config(args.config, args.overrides)
     model = maskformer.build_model(cfg).eval()
     h, w = args.size or cfg.data.crop_size
     result: dict = {"config": args.config, "parameters": count_parameters(model)}
