@@ -113,6 +113,46 @@ def test_a_truncated_video_is_one_line_and_writes_nothing(
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
+def test_an_animated_gif_is_a_video_and_a_still_gif_an_image(checkpoint: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    frames = [Image.fromarray(np.full((40, 60, 3), 20 * i, np.uint8)) for i in range(6)]
+    frames[0].save(
+        tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0
+    )  # GIF delays are centiseconds
+    frames[0].save(tmp_path / "still.gif")
+    args = ["predict", str(checkpoint), str(tmp_path), "--output-dir", str(tmp_path / "out"), "--task", "semantic"]
+    assert main(args) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "anim_overlay.mp4", "still_labels.png", "still_overlay.png"
+    ]  # fmt: skip
+    got, rate = _read(tmp_path / "out" / "anim_overlay.mp4")
+    assert len(got) == 6 and rate == 10 and got[0].shape == (40, 60, 3)
+
+
+def test_a_bad_video_among_other_files_is_skipped_and_named(checkpoint: Path, tmp_path: Path, capsys) -> None:
+    """As an unreadable image: the other files get their results, the video is named, the exit code is 2."""
+    from PIL import Image
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "bad.mkv").write_bytes(b"\x1aE\xdf\xa3 not really matroska")
+    Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(tmp_path / "in" / "a.png")
+    capsys.readouterr()
+    args = [
+        "predict",
+        str(checkpoint),
+        str(tmp_path / "in"),
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--task",
+        "semantic",
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "bad.mkv" in err and "Traceback" not in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_labels.png", "a_overlay.png"]
+
+
 def test_a_longer_audio_track_is_not_taken_for_a_cut(checkpoint: Path, tmp_path: Path) -> None:
     """The check uses the video track's own stated duration, not the container's (which an audio tail extends)."""
     if "libx264" not in av.codecs_available or "aac" not in av.codecs_available:

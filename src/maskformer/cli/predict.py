@@ -8,6 +8,21 @@ from maskformer.cli.inference_options import MODEL_HELP, add_inference_options, 
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
+GIF = ".gif"  # one frame: an image; animated: a video
+
+
+def _is_video(path) -> bool:
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        return True
+    if path.suffix.lower() != GIF:
+        return False
+    from PIL import Image
+
+    try:
+        with Image.open(path) as gif:
+            return getattr(gif, "n_frames", 1) > 1
+    except Exception:  # noqa: BLE001 - unreadable: the image reader names it
+        return False
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -18,9 +33,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         " <name>_labels.png (class per pixel: a folder dataset's classes.json ids, else the class index) or,"
         " panoptic, <name>_panoptic.png (COCO-panoptic id PNG) with"
         " one predictions.json in COCO-panoptic format for all images (category ids as the dataset writes them);"
-        " a video (.mp4 .avi .mov .mkv .webm) gives <name>_overlay.mp4 with the same frames and rate. Folders are"
-        " searched for images and videos (not recursively). An unreadable image is named and skipped; the exit"
-        " code is 2 at the end if any was (--strict: stop at once).",
+        " a video (.mp4 .avi .mov .mkv .webm, or an animated .gif) gives <name>_overlay.mp4 with the same frames and"
+        " rate. Folders are searched for images and videos (not recursively). An unreadable image or video is named"
+        " and skipped; the exit code is 2 at the end if any was (--strict: stop at once).",
     )
     p.add_argument(
         "checkpoint",
@@ -54,7 +69,7 @@ def _collect(inputs: list[str]) -> list:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            wanted = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+            wanted = IMAGE_SUFFIXES | VIDEO_SUFFIXES | {GIF}
             found = sorted(p for p in path.iterdir() if p.suffix.lower() in wanted)
             if not found:
                 raise DataError(f"{path}: no images or videos found (looked for {', '.join(sorted(wanted))})")
@@ -65,7 +80,7 @@ def _collect(inputs: list[str]) -> list:
             raise DataError(f"{path}: no such file or folder")
     seen: dict[tuple[bool, str], Path] = {}  # outputs are named by stem: two inputs must not write the same files
     for path in files:
-        key = (path.suffix.lower() in VIDEO_SUFFIXES, path.stem)
+        key = (_is_video(path), path.stem)
         if key in seen and seen[key] != path:
             raise DataError(f"{seen[key]} and {path}: same name {path.stem!r}: their outputs would overwrite")
         seen[key] = path
@@ -105,12 +120,19 @@ def run(args: argparse.Namespace) -> int:
     dataset_ids = [int(to_dataset_id.get(i, i)) for i in range(len(names))]
     label_values = label_file_values(predictor)  # a folder dataset's own ids in _labels.png, as its label files
     out = Path(args.output_dir)
-    images = [f for f in files if f.suffix.lower() not in VIDEO_SUFFIXES]
-    for video in (f for f in files if f.suffix.lower() in VIDEO_SUFFIXES):
+    videos = [f for f in files if _is_video(f)]
+    images = [f for f in files if f not in videos]
+    annotations, failed = [], []
+    for video in videos:
         from maskformer.inference.video import predict_video
 
-        predict_video(predictor, video, out / f"{video.stem}_overlay.mp4", task=task, every=args.every)
-    annotations, failed = [], []
+        try:
+            predict_video(predictor, video, out / f"{video.stem}_overlay.mp4", task=task, every=args.every)
+        except DataError as e:
+            if args.strict or len(files) == 1:
+                raise
+            print(f"maskformer predict: skipped {e}", file=sys.stderr)
+            failed.append(str(video))
 
     def write(path, image, result) -> None:
         stem = path.stem
@@ -147,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     done = len(files) - len(failed)
     print(f"wrote results for {done} file(s) to {out}")
     if failed:
-        print(f"maskformer predict: error: {len(failed)} of {len(files)} image(s) unreadable: {', '.join(failed)}",
+        print(f"maskformer predict: error: {len(failed)} of {len(files)} file(s) unreadable: {', '.join(failed)}",
               file=sys.stderr)  # fmt: skip
         return 2
     return 0
