@@ -88,8 +88,11 @@ def test_upload_shows_overlay_and_legend(browser, server: str, tmp_path: Path) -
     # uniform 9x9 patch (so rounding of the cursor position cannot change the answer)
     labels = np.asarray(Image.open(io.BytesIO(_api_label_png(server, tmp_path / "scene.png"))))
     y, x = _uniform_pixel(labels)
-    rect = overlay.rect  # the overlay picture: image at the top left, a legend panel to its right
+    rect = overlay.rect  # the image part of the overlay picture (its legend panel is in the download only)
     natural = browser.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", overlay)
+    assert natural == [labels.shape[1], labels.shape[0]]
+    source = browser.find_element(By.CSS_SELECTOR, ".card img.src").rect
+    assert (source["width"], source["height"]) == (rect["width"], rect["height"])  # shown at the source's scale
     scale = rect["width"] / natural[0]
     ActionChains(browser).move_to_element_with_offset(
         overlay, round((x + 0.5) * scale - rect["width"] / 2), round((y + 0.5) * scale - rect["height"] / 2)
@@ -141,7 +144,8 @@ def _b64png(array: np.ndarray) -> str:
 def test_hover_and_click_find_the_segment_under_the_cursor(browser, server: str, tmp_path: Path) -> None:
     """The page's hit test on a known answer: the API's reply is replaced in the browser by one whose segments are
     the left and right halves of a 200x100 image, with a 150-pixel legend panel right of the overlay (as the real
-    overlay has), so a look-up that scaled by the whole picture's width would name the wrong half."""
+    overlay has), which the page leaves out of the shown picture: a look-up or a display that used the whole
+    picture's width would name or show the wrong half."""
     import json
 
     from selenium.webdriver.common.action_chains import ActionChains
@@ -175,7 +179,9 @@ def test_hover_and_click_find_the_segment_under_the_cursor(browser, server: str,
     overlay = browser.find_element(By.CSS_SELECTOR, ".card img.overlay")
     wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", overlay))
     rect = overlay.rect
-    scale = rect["width"] / (width + 150)
+    natural = browser.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", overlay)
+    assert natural == [width, height]  # the page shows the image part, without the legend panel
+    scale = rect["width"] / width
     for x, name in [(30, "left half"), (160, "right half"), (110, "right half")]:
         offset = (round((x + 0.5) * scale - rect["width"] / 2), round((50.5 * scale) - rect["height"] / 2))
         ActionChains(browser).move_to_element_with_offset(overlay, *offset).perform()
@@ -184,6 +190,9 @@ def test_hover_and_click_find_the_segment_under_the_cursor(browser, server: str,
         assert browser.find_element(By.CSS_SELECTOR, ".card .picked").text.startswith(f"selected: {name} · ")
         legend = browser.find_element(By.CSS_SELECTOR, ".card .legend span.on").text
         assert legend.startswith(name), legend
-    # over the legend panel there is no segment
-    ActionChains(browser).move_to_element_with_offset(overlay, round(rect["width"] / 2 - 10), 0).click().perform()
-    assert browser.find_element(By.CSS_SELECTOR, ".card .picked").text == "no segment here"
+    # the shown part is the picture's left, not a squeezed copy of the whole: its right edge is the blue half
+    shot = np.asarray(Image.open(io.BytesIO(overlay.screenshot_as_png)).convert("RGB")).astype(int)
+    assert np.abs(shot[shot.shape[0] // 2, -3] - (40, 40, 200)).max() < 30, shot[shot.shape[0] // 2, -3]
+    # the download keeps the whole picture, legend panel included
+    href = browser.find_element(By.CSS_SELECTOR, ".card a.dl[download$='_overlay.png']").get_attribute("href")
+    assert href == "data:image/png;base64," + answer["overlay_png"]
