@@ -281,3 +281,23 @@ def test_a_url_encoded_form_is_named_as_not_multipart(server: str) -> None:
         urllib.request.urlopen(request)
     assert e.value.code == 400 and "not a multipart form upload" in json.loads(e.value.read())["error"]
     assert _post(server, {"image": ("ok.png", _png(_scenes()[0]))})[0] == 200
+
+
+@pytest.mark.parametrize(
+    "content_type, cut, words",
+    [
+        ("multipart/form-data", False, "malformed multipart form upload: Missing boundary"),
+        (None, True, "the multipart body is incomplete (no closing boundary)"),
+    ],
+)
+def test_a_malformed_or_cut_multipart_body_says_which(server: str, content_type, cut: bool, words: str) -> None:
+    """A multipart type without its boundary, and an upload whose body stops inside the image part (which the form
+    parser reads as a form without that field): each named, then the server still answers."""
+    body, ctype = _multipart({"image": ("a.png", _png(_scenes()[0]))})
+    body = body[: len(body) // 2] if cut else body
+    request = urllib.request.Request(server + "/api/predict", data=body, method="POST",
+                                     headers={"Content-Type": content_type or ctype})  # fmt: skip
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(request)
+    assert e.value.code == 400 and json.loads(e.value.read())["error"].startswith(words)
+    assert _post(server, {"image": ("ok.png", _png(_scenes()[0]))})[0] == 200

@@ -127,9 +127,13 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
         try:
             form = await request.form()
         except Exception as e:  # malformed multipart: the client's fault
-            return _error(400, f"not a multipart form upload ({type(e).__name__})")
+            why = str(getattr(e, "detail", "") or e or type(e).__name__).strip().rstrip(".")
+            return _error(400, f"malformed multipart form upload: {why}")
         upload = form.get("image")
         if upload is None or isinstance(upload, str):
+            boundary = request.headers.get("content-type", "").partition("boundary=")[2].split(";")[0].strip('" ')
+            if boundary and f"--{boundary}--".encode() not in request._body:
+                return _error(400, "the multipart body is incomplete (no closing boundary): was the upload cut?")
             return _error(400, "no file in the multipart field 'image'")
         task = str(form.get("task") or predictor.task_default)
         if task not in tasks:
