@@ -153,6 +153,61 @@ def test_a_bad_video_among_other_files_is_skipped_and_named(checkpoint: Path, tm
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_labels.png", "a_overlay.png"]
 
 
+def test_variable_frame_times_and_a_rotation_tag_are_kept(checkpoint: Path, tmp_path: Path) -> None:
+    """A variable-rate clip keeps each frame's time (it came out at a constant rate: 3 s of video in 0.24 s), and
+    a phone clip tagged "rotate 90" comes out upright, as a player shows it and as EXIF-rotated photos are read."""
+    if "libx264" not in av.codecs_available or not hasattr(av.video.stream.VideoStream, "set_display_rotation"):
+        pytest.skip("this FFmpeg build has no libx264 encoder, or this PyAV cannot tag a rotation")
+    from fractions import Fraction
+
+    times = [0, 40, 80, 1000, 1040, 3000]  # ms
+    with av.open(str(tmp_path / "vfr.mkv"), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for i, ms in enumerate(times):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = ms, Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    with av.open(str(tmp_path / "phone.mp4"), "w") as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.set_display_rotation(-90)  # a phone's "rotate 90": shown turned clockwise, 48 wide and 64 high
+        image = np.full((48, 64, 3), 128, np.uint8)
+        image[:12, :12] = 255  # a white corner at the stored top left: top right once upright
+        for _ in range(3):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    args = ["predict", str(checkpoint), str(tmp_path / "vfr.mkv"), str(tmp_path / "phone.mp4"), "--task", "semantic"]
+    assert main([*args, "--output-dir", str(tmp_path / "out")]) == 0
+    with av.open(str(tmp_path / "out" / "vfr_overlay.mp4")) as container:
+        got = [round(1000 * f.time) for f in container.decode(container.streams.video[0])]
+    assert got == times
+    upright, _ = _read(tmp_path / "out" / "phone_overlay.mp4")
+    assert len(upright) == 3 and upright[0].shape == (64, 48, 3)
+    corner = {"top right": upright[0][:8, -8:].mean(), "top left": upright[0][:8, :8].mean()}
+    assert corner["top right"] > corner["top left"] + 40, corner
+
+
+def test_a_file_without_a_video_stream_says_so(checkpoint: Path, tmp_path: Path, capsys) -> None:
+    if "aac" not in av.codecs_available:
+        pytest.skip("this FFmpeg build has no aac encoder")
+    with av.open(str(tmp_path / "voice.mp4"), "w") as out:
+        audio = out.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 16000, 0
+        for packet in [*audio.encode(frame), *audio.encode()]:
+            out.mux(packet)
+    capsys.readouterr()
+    assert main(["predict", str(checkpoint), str(tmp_path / "voice.mp4"), "--output-dir", str(tmp_path / "o")]) == 2
+    assert "voice.mp4: no video stream in the file" in capsys.readouterr().err
+
+
 def test_a_longer_audio_track_is_not_taken_for_a_cut(checkpoint: Path, tmp_path: Path) -> None:
     """The check uses the video track's own stated duration, not the container's (which an audio tail extends)."""
     if "libx264" not in av.codecs_available or "aac" not in av.codecs_available:

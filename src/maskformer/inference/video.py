@@ -3,6 +3,8 @@ frame rate. Decoding and encoding use PyAV (its wheels carry FFmpeg; extra ``vid
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 import time
 from fractions import Fraction
@@ -25,16 +27,48 @@ def _av():
     return av
 
 
-def _add_stream(av, out, rate: Fraction, width: int, height: int):
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBIG}
+
+
+class _Clock:
+    """Output timestamps: each frame keeps its source time, in 1/(1000 x rate) s units. A time within a tenth of a
+    frame of the nominal grid is put on it (source timestamps are often rounded to milliseconds), so a constant-rate
+    source gives pts 0, 1000, 2000, ... and its exact rate comes back out; a variable-rate one keeps its timing."""
+
+    def __init__(self, rate: Fraction) -> None:
+        self.rate, self.time_base = rate, Fraction(rate.denominator, rate.numerator * 1000)
+        self.first: float | None = None
+        self.last, self.count = -1, 0
+
+    def pts(self, seconds: float | None) -> int:
+        if seconds is None:  # no timestamp: the frame's place at the nominal rate
+            pts = self.count * 1000
+        else:
+            self.first = seconds if self.first is None else self.first
+            pts = round((seconds - self.first) * self.rate * 1000)
+            grid = round(pts / 1000) * 1000
+            pts = grid if abs(pts - grid) <= 100 else pts
+        pts = max(pts, self.last + 1)  # strictly increasing, whatever the source's timestamps do
+        self.last, self.count = pts, self.count + 1
+        return pts
+
+
+def _quarter_turns(frame) -> int:
+    """Counter-clockwise quarter turns that make ``frame`` upright: its display-matrix rotation (PyAV's
+    ``VideoFrame.rotation``, degrees counter-clockwise; 0 where the file has none or PyAV is older)."""
+    return round(getattr(frame, "rotation", 0) or 0) // 90 % 4
+
+
+def _add_stream(av, out, time_base: Fraction, rate: Fraction, width: int, height: int):
     """An H.264 stream (plays in browsers and players; PyAV's wheels carry libx264), MPEG-4 part 2 where an FFmpeg
-    build lacks it."""
+    build lacks it; frames are stamped in ``time_base``, ``rate`` is the nominal frame rate."""
     if "libx264" in av.codecs_available:
         stream = out.add_stream("libx264", rate=rate, options={"crf": "18", "preset": "veryfast"})
     else:
         stream = out.add_stream("mpeg4", rate=rate)
         stream.bit_rate = 4_000_000
     stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-    stream.time_base = 1 / rate
+    stream.time_base = stream.codec_context.time_base = time_base
     return stream
 
 
@@ -83,38 +117,46 @@ def predict_video(predictor, source: str | Path, output: str | Path, *, task: st
     names, colors = predictor.class_names, np.asarray(predictor.colors, dtype=np.uint8)
     try:
         container = av.open(str(source))
-        stream = container.streams.video[0]
-    except (av.error.FFmpegError, IndexError, OSError) as e:
-        raise DataError(f"{source}: cannot read video ({e})") from None
+    except (av.error.FFmpegError, OSError) as e:
+        raise DataError(f"{source}: cannot read video ({getattr(e, 'strerror', None) or e})") from None
+    if not container.streams.video:
+        container.close()
+        raise DataError(f"{source}: no video stream in the file")
+    stream = container.streams.video[0]
     rate = Fraction(stream.average_rate or stream.guessed_rate or 25)
     # a progress total: the container's count, else (Matroska/WebM keep none) duration x rate
     total = stream.frames or (round(container.duration * rate / 1_000_000) if container.duration else None)
-    count, start, result, last = 0, time.perf_counter(), None, None
+    count, start, result, end = 0, time.perf_counter(), None, None
+    clock = _Clock(rate)
     try:
         with atomic_path(output, suffix=".mp4") as tmp, av.open(str(tmp), mode="w") as out:
             encoder = None
             frames = container.decode(stream)
             for frame in tqdm(frames, total=total, desc=f"video {source.name}", unit="frame", disable=not progress):
-                image = frame.to_ndarray(format="rgb24")
+                # upright, as players show it (a phone's rotation tag) and as EXIF-rotated photos are read
+                image = np.ascontiguousarray(np.rot90(frame.to_ndarray(format="rgb24"), k=_quarter_turns(frame)))
                 if count % every == 0 or result is None:
                     result = predictor(image, task=task)
                 picture = np.asarray(render(image, result, task, names, colors, legend=False).overlay)
                 if encoder is None:
-                    encoder = _add_stream(av, out, rate, picture.shape[1] + picture.shape[1] % 2,
+                    encoder = _add_stream(av, out, clock.time_base, rate, picture.shape[1] + picture.shape[1] % 2,
                                           picture.shape[0] + picture.shape[0] % 2)  # fmt: skip
                 # yuv420p needs even sides: an odd last row/column is repeated
                 picture = np.pad(picture, ((0, picture.shape[0] % 2), (0, picture.shape[1] % 2), (0, 0)), mode="edge")
                 drawn = av.VideoFrame.from_ndarray(picture, format="rgb24")
-                drawn.pts = count  # in 1/rate units (the stream's time base), as the source frames are counted
+                drawn.pts, drawn.time_base = clock.pts(frame.time), clock.time_base
                 for packet in encoder.encode(drawn):
                     out.mux(packet)
-                count, last = count + 1, frame.time
+                count += 1
+                end = frame.time if end is None or frame.time is None else max(end, frame.time)
             if encoder is None:
                 raise DataError(f"{source}: the video has no frames")
-            _check_complete(source, container, stream, last, rate)
+            _check_complete(source, container, stream, end, rate)
             for packet in encoder.encode():
                 out.mux(packet)
     except av.error.FFmpegError as e:
+        if getattr(e, "errno", None) in _WRITE_ERRNOS:  # the output's side (a full disk), not the source's
+            raise OSError(e.errno, os.strerror(e.errno), str(output)) from None
         raise DataError(f"{source}: cannot decode video ({e})") from None
     finally:
         container.close()
