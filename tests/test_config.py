@@ -68,9 +68,9 @@ def test_bad_config_at_cli_is_one_line(tmp_path, capsys):
 
     p = tmp_path / "bad.yaml"
     p.write_text("model:\n  numm_classes: 3\n")
-    (tmp_path / "model_final.pt").write_bytes(bytes(range(256)) * 4)  # a checkpoint passed where a config goes
+    (tmp_path / "model_final.pt").write_bytes(bytes(range(256)) * 4)  # info takes models too: this one is damaged
     for args, names in (
-        (["info", str(tmp_path / "model_final.pt")], "model_final.pt: not a YAML config"),
+        (["info", str(tmp_path / "model_final.pt")], "model_final.pt: not a torch checkpoint file"),
         (["info", str(CONFIGS / "demo.yaml"), "--size", "0", "5"], "--size must be at least 32x32, got 0x5"),
         (["info", str(p)], "model.numm_classes"),
         (["info", str(tmp_path / "missing.yaml")], "missing.yaml"),

@@ -115,3 +115,50 @@ def test_semantic_segments_say_which_classes_are_things() -> None:
     assert {s["label"]: s["isthing"] for s in shown.segments} == {"sky": False, "person": True}
     values = render(image, labels, "semantic", ["sky", "car", "person"], colors, legend=False, label_values=[3, 7, 300])
     assert values.label.dtype == np.uint16 and set(np.unique(values.label).tolist()) == {3, 300}
+
+
+def test_device_names_subfolders_and_output_folders_are_checked_first(tmp_path: Path, capsys) -> None:
+    """Each a one-line error before the model is loaded, or (a folder named like an image) not an input at all."""
+    import pytest
+
+    from maskformer import Predictor
+    from maskformer.errors import ConfigError
+
+    model = _checkpoint(tmp_path / "m.pt")
+    folder = _images(tmp_path / "in", 2)
+    (folder / "sub.png").mkdir()  # a folder is not an image, whatever its name
+    (folder / "clip.mp4").mkdir()
+    image = str(folder / "im0.png")
+    cases = {
+        ("--device", "foo"): "--device 'foo': not a device name",
+        ("--device", "meta"): "--device meta: this package runs on cpu or cuda, not meta",
+        ("--output-dir", ""): "--output-dir is empty",
+    }
+    for (flag, value), words in cases.items():
+        args = ["predict", str(model), image, "--output-dir", str(tmp_path / "o"), flag, value]
+        assert main(args) == 2, args
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0], err
+    with pytest.raises(ConfigError, match="not a device name"):
+        Predictor.from_checkpoint(model, device="foo")
+    assert main(["predict", str(model), str(folder), "--output-dir", str(tmp_path / "o"), "--task", "semantic"]) == 0
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
+        "im0_labels.png", "im0_overlay.png", "im1_labels.png", "im1_overlay.png"
+    ]  # fmt: skip
+
+
+def test_a_full_disk_is_one_line_naming_the_output_and_leaves_no_file(tmp_path: Path, capsys, monkeypatch) -> None:
+    import errno
+
+    def full(self, fp, *args, **kwargs):
+        Path(fp).write_bytes(b"half a png")  # what a writer leaves when the disk fills mid-file
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    model = _checkpoint(tmp_path / "m.pt")
+    _images(tmp_path / "in", 1)
+    monkeypatch.setattr(Image.Image, "save", full)
+    capsys.readouterr()
+    assert main(["predict", str(model), str(tmp_path / "in" / "im0.png"), "--output-dir", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"maskformer predict: error: {tmp_path / 'o' / 'im0_overlay.png'}: No space left on device"]
+    assert list((tmp_path / "o").iterdir()) == []

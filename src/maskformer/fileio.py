@@ -37,7 +37,11 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = ".tmp", fsync: bool = 
     ``path`` is left as it was. The parent folder is created."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    except OSError as e:  # e.g. a read-only folder: name it, not the temporary name tried in it
+        e.filename = str(path.parent)
+        raise
     os.close(fd)
     tmp = Path(name)
     try:
@@ -47,6 +51,10 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = ".tmp", fsync: bool = 
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # a full disk while writing: the error names the file asked for, not the hidden one
+        if e.filename is None or str(e.filename) == str(tmp):
+            e.filename = str(path)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from ..errors import UserError, one_line
@@ -62,11 +63,18 @@ def main(argv: list[str] | None = None) -> int:
         # FileExistsError / NotADirectoryError: an output folder asked for where a file is (--output-dir README.md)
         name = getattr(e, "filename", None) or ""
         why = "exists and is not a folder" if isinstance(e, FileExistsError) else (e.strerror or str(e))
+        if name and os.path.islink(name) and not os.path.exists(name):
+            why = f"a symbolic link to {os.readlink(name)}, which does not exist"
         print(f"maskformer {args.command}: error: {name}: {why}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `maskformer models | head`
         sys.stderr.close()
         return 0
+    except OSError as e:  # the system's side: a full disk, a quota, an I/O error (one line, exit 1)
+        name = getattr(e, "filename", None)
+        why = e.strerror or str(e) or type(e).__name__
+        print(f"maskformer {args.command}: error: {f'{name}: ' if name else ''}{why}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"maskformer {args.command}: interrupted", file=sys.stderr)
         return 130

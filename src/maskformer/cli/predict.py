@@ -70,7 +70,7 @@ def _collect(inputs: list[str]) -> list:
         path = Path(item)
         if path.is_dir():
             wanted = IMAGE_SUFFIXES | VIDEO_SUFFIXES | {GIF}
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in wanted)
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in wanted and p.is_file())
             if not found:
                 raise DataError(f"{path}: no images or videos found (looked for {', '.join(sorted(wanted))})")
             files.extend(found)
@@ -85,6 +85,29 @@ def _collect(inputs: list[str]) -> list:
             raise DataError(f"{seen[key]} and {path}: same name {path.stem!r}: their outputs would overwrite")
         seen[key] = path
     return files
+
+
+def _check_output_dir(name: str) -> None:
+    """One line, before the model loads, when files cannot be made in the folder ``name`` (which is made only when
+    the first result is written): not a folder, a broken link, or no write permission on it or the nearest folder
+    above it that exists."""
+    import os
+    from pathlib import Path
+
+    from maskformer.errors import DataError
+
+    if not name.strip():
+        raise DataError("--output-dir is empty: name a folder (. for the current one)")
+    out = Path(name)
+    if out.is_symlink() and not out.exists():
+        raise DataError(f"{out}: a symbolic link to {os.readlink(out)}, which does not exist")
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder")
+    existing = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise DataError(f"{out}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DataError(f"{out}: cannot write there (no write permission on {existing})")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
     if args.every < 1 or args.batch_size < 1:
         raise DataError(f"--every and --batch-size must be positive, got {args.every} and {args.batch_size}")
     files = _collect(args.inputs)
+    _check_output_dir(args.output_dir)
     options = predictor_options(args)
     predictor = Predictor(load_model(resolve_model(args.checkpoint), args.device), device=args.device, **options)
     task = args.task or predictor.task_default

@@ -45,10 +45,20 @@ def save_checkpoint(
     atomic_torch_save(obj, path)
 
 
-def _device_available(map_location: str | torch.device) -> None:
-    device = torch.device(map_location)
+def check_device(name: str | torch.device) -> torch.device:
+    """The device ``name`` means, or one ``ConfigError`` line: not a device name, a device kind this package does
+    not run on (it runs on cpu and cuda), or CUDA asked for where there is none."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"--device {name!r}: not a device name (cpu, cuda or cuda:N)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {name}: this package runs on cpu or cuda, not {device.type}")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise CheckpointError(f"--device {map_location}: CUDA is not available on this machine (use --device cpu)")
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def _kind_of_file(path: Path) -> str | None:
@@ -73,7 +83,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
-    _device_available(map_location)
+    check_device(map_location)
     why = _kind_of_file(path)
     if why is not None:
         raise CheckpointError(f"{path}: {why}")

@@ -94,7 +94,9 @@ class Predictor:
         task_default = task_default or ("panoptic" if panoptic_default else "semantic")
         if task_default not in _TASKS:
             raise ValueError(f"task_default must be one of {_TASKS}, got {task_default!r}")
-        self.device = torch.device(device)
+        from maskformer.engine.checkpoint import check_device
+
+        self.device = check_device(device)
         self.cfg = cfg
         self.min_size = int(_setting(min_size, cfg, "test", "min_size", 0))
         self.max_size = int(_setting(max_size, cfg, "test", "max_size", 0))
