@@ -177,7 +177,7 @@ def test_paper_sized_models_match_transformers(kind, tmp_path):
     _assert_parity(hf, load_model(tmp_path / "c.pt"), seed=13)
 
 
-def _small_ours(kind: str) -> maskformer.Config:
+def _small_ours(kind: str, *extra: str) -> maskformer.Config:
     overrides = ["model.num_classes=5", "model.num_queries=10", "model.hidden_dim=64", "model.nheads=4",
                  "model.dim_feedforward=128", "model.dec_layers=2", "model.convs_dim=64",
                  "model.mask_dim=96"]  # fmt: skip
@@ -187,7 +187,7 @@ def _small_ours(kind: str) -> maskformer.Config:
     else:
         overrides += ["model.backbone.blocks=[1,2,1,1]", "model.backbone.width_per_group=16",
                       "model.backbone.stem_out_channels=32"]  # fmt: skip
-    return maskformer.load_config(None, overrides)
+    return maskformer.load_config(None, [*overrides, *extra])
 
 
 @pytest.mark.parametrize("kind", ["resnet", "swin"])
@@ -208,7 +208,8 @@ def test_round_trip_ours_to_transformers_and_back(kind, tmp_path):
     assert all(torch.equal(back_state[k], state[k]) for k in state)
     assert meta.classes == classes
     assert back_cfg.model == cfg.model
-    assert back_cfg.data.dataset == "folder"  # no shipped dataset has these names: the user's own folder dataset
+    # what transformers' config does not describe comes back from the copy `to-hf` stored in config.json
+    assert (back_cfg.data, back_cfg.test, back_cfg.inference) == (cfg.data, cfg.test, cfg.inference)
     x = torch.randn(1, 3, 128, 160, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         a, b = model(x), back(x)
@@ -221,6 +222,36 @@ def test_round_trip_ours_to_transformers_and_back(kind, tmp_path):
     pre = json.loads((tmp_path / "hf" / "preprocessor_config.json").read_text())
     # 123.675 / 255 = 0.485, 58.395 / 255 = 0.229 (ImageNet statistics)
     assert pre["image_mean"] == pytest.approx([0.485, 0.456, 0.406]) and pre["image_std"][0] == pytest.approx(0.229)
+
+
+def test_round_trip_without_config_keeps_sizes_thresholds_and_class_table(tmp_path, capsys):
+    """`to-hf` stores the config and class table in config.json, so `convert hf` without --config gives back the
+    same test sizes, panoptic thresholds, dataset and class colours/ids (before, a recognised dataset's defaults:
+    e.g. COCO's 800/1333 and 0.8 instead of the run's 128/224 and 0.0); a folder whose classes were edited since
+    falls back to the class-name rules, with a note."""
+    coco = ["person", "bicycle", "car"]
+    overrides = ["test.min_size=128", "test.max_size=224", "inference.object_mask_threshold=0.0",
+                 "inference.overlap_threshold=0.3", "inference.panoptic_on=true", "data.dataset=folder"]  # fmt: skip
+    cfg = _small_ours("resnet", *overrides, "model.num_classes=3")
+    model = maskformer.build_model(cfg).eval()
+    meta = {"dataset": "folder", "ignore_label": 255, "classes": [
+        {"id": 10 * (i + 1), "name": name, "color": [40 * i, 90, 200], "isthing": i != 2} for i, name in enumerate(coco)
+    ]}  # fmt: skip
+    save_checkpoint(tmp_path / "ours.pt", cfg=cfg, model=model, meta=meta)
+    convert_to_hf(tmp_path / "ours.pt", tmp_path / "hf")
+    convert_hf(tmp_path / "hf", tmp_path / "back.pt")
+    _, back_cfg, back_meta = load_model_and_config(tmp_path / "back.pt")
+    _, _, ours_meta = load_model_and_config(tmp_path / "ours.pt")
+    assert (back_cfg.test, back_cfg.inference, back_cfg.data) == (cfg.test, cfg.inference, cfg.data)
+    assert back_meta.to_dict() == ours_meta.to_dict()
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    config["id2label"]["2"] = "bus"  # classes edited in transformers after the export
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
+    capsys.readouterr()
+    convert_hf(tmp_path / "hf", tmp_path / "edited.pt")
+    assert "settings are not used (the classes changed" in capsys.readouterr().err
+    _, edited_cfg, edited_meta = load_model_and_config(tmp_path / "edited.pt")
+    assert edited_meta.classes == ["person", "bicycle", "bus"] and edited_cfg.data.dataset == "folder"
 
 
 @pytest.mark.parametrize(

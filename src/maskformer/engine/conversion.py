@@ -132,6 +132,33 @@ def convert_detectron2(
     return f"converted {len(state)} tensors: {source} -> {output} (config {config})"
 
 
+CARRIED = "maskformer"  # config.json key under which `to-hf` stores this project's config and class table
+
+
+def _carried(hf_config: dict, where: str) -> tuple[Config, dict] | None:
+    """(config, class table) that `convert to-hf` stored in ``config.json``: test sizes, thresholds, dataset, class
+    colours and ids, which transformers' config does not describe. None when absent or when it no longer fits the
+    folder's classes (a note says why)."""
+    from ..config import config_from_dict
+    from ..data.metadata import meta_from_checkpoint
+    from ..errors import UserError
+
+    data = hf_config.get(CARRIED)
+    if not isinstance(data, dict):
+        return None
+    classes = [str(name) for _, name in sorted((int(k), v) for k, v in (hf_config.get("id2label") or {}).items())]
+    try:
+        cfg = config_from_dict(data["config"])
+        meta = meta_from_checkpoint(data["meta"], num_classes=len(classes), dataset=cfg.data.dataset, where=where)
+    except (UserError, KeyError, TypeError, ValueError) as e:
+        _note(f"{where}: the stored {CARRIED!r} settings are not used ({e})")
+        return None
+    if list(meta.classes) != classes or cfg.model.num_classes != len(classes):
+        _note(f"{where}: the stored {CARRIED!r} settings are not used (the classes changed since `to-hf`)")
+        return None
+    return cfg, meta.to_dict()
+
+
 def convert_hf(source: str | Path, output: str | Path, *, config: str | Path | None = None) -> str:
     """transformers folder -> our checkpoint. Returns the summary line (notes go to stderr)."""
     from ..config import load_config
@@ -141,11 +168,12 @@ def convert_hf(source: str | Path, output: str | Path, *, config: str | Path | N
 
     hf_config, hf_state, pre = read_hf_folder(source)
     where = str(Path(source) / "config.json")
-    base = load_config(config) if config else None
+    carried = None if config else _carried(hf_config, where)
+    base = load_config(config) if config else carried[0] if carried else None
     tr = config_from_hf(hf_config, source=where, base=base)
     if pre is not None:
         apply_preprocessor(tr.cfg, pre, source=str(Path(source) / "preprocessor_config.json"))
-    table = _config_table(tr.cfg) if base is not None else match_dataset(tr.classes)
+    table = None if carried else _config_table(tr.cfg) if base is not None else match_dataset(tr.classes)
     if base is None and table is None:  # not a shipped dataset's classes: a folder dataset of the user's (README)
         tr.cfg.data.dataset, tr.cfg.data.root = "folder", ""
         size = (pre or {}).get("size")  # no original test sizes to go by: the processor's (what `to-hf` writes)
@@ -163,7 +191,7 @@ def convert_hf(source: str | Path, output: str | Path, *, config: str | Path | N
     except ConfigError as e:
         raise CheckpointError(f"{where}: describes a model this project cannot build ({e})") from None
     state = hf_state_to_ours(hf_state, model.state_dict(), source_name=str(source))
-    _save(output, tr.cfg, model, state, _meta_dict(tr.classes, table))
+    _save(output, tr.cfg, model, state, carried[1] if carried else _meta_dict(tr.classes, table))
     for note in tr.notes:
         _note(note)
     if base is None and table is None:
@@ -176,6 +204,7 @@ def convert_hf(source: str | Path, output: str | Path, *, config: str | Path | N
 
 def convert_to_hf(checkpoint: str | Path, output_dir: str | Path) -> str:
     """Our checkpoint -> transformers save_pretrained folder. Returns the summary line."""
+    from ..config import config_to_dict
     from ..convert.hf_config import hf_config_from_ours, hf_preprocessor_from_ours
     from ..convert.huggingface import write_hf_folder
     from ..errors import CheckpointError
@@ -189,6 +218,8 @@ def convert_to_hf(checkpoint: str | Path, output_dir: str | Path) -> str:
     except CheckpointError as e:
         raise CheckpointError(f"{checkpoint}: {e}") from None
     pre = hf_preprocessor_from_ours(cfg, ignore_label=int(meta.ignore_label))
+    # for a round trip without --config (transformers keeps keys it does not know in config.json)
+    kwargs[CARRIED] = {"config": config_to_dict(cfg), "meta": meta.to_dict()}
     n = write_hf_folder(output_dir, kwargs, obj["model"], source_name=str(checkpoint), preprocessor=pre)
     return f"converted {n} tensors: {checkpoint} -> {output_dir} (transformers MaskFormerForInstanceSegmentation)"
 
