@@ -34,6 +34,7 @@ _DATASET_SETTINGS: dict[str, dict[str, dict]] = {
     "coco_stuff_10k": {"test": {"min_size": 640, "max_size": 2560}},
     "cityscapes": {"test": {"min_size": 1024, "max_size": 2048}},
     "mapillary_vistas": {"test": {"min_size": 2048, "max_size": 2048}},
+    "camvid": {"test": {"min_size": 180, "max_size": 1024}},
 }  # fmt: skip
 
 
