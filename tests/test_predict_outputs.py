@@ -162,3 +162,14 @@ def test_a_full_disk_is_one_line_naming_the_output_and_leaves_no_file(tmp_path: 
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"maskformer predict: error: {tmp_path / 'o' / 'im0_overlay.png'}: No space left on device"]
     assert list((tmp_path / "o").iterdir()) == []
+
+
+def test_eval_tta_on_a_panoptic_only_model_is_refused_as_predict_does(tmp_path: Path, capsys) -> None:
+    """It ran and printed PQ computed without TTA (the original has no panoptic TTA) as if the flag had applied."""
+    sets = ["model.num_classes=133", "data.dataset=coco_panoptic", "inference.panoptic_on=true",
+            "inference.semantic_on=false"]  # fmt: skip
+    model = _checkpoint(tmp_path / "coco.pt", *sets)
+    capsys.readouterr()
+    assert main(["eval", str(model), "--tta", "--data-root", str(tmp_path), "--output-dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "test-time augmentation is for semantic labels only" in err[0], err

@@ -39,6 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import sys
     from pathlib import Path
 
     from maskformer.config import apply_overrides, config_from_dict, config_to_dict
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from maskformer.errors import ConfigError
     from maskformer.evaluation import format_panoptic_table, format_semantic_table
     from maskformer.fileio import atomic_write_text
+    from maskformer.inference.predictor import PANOPTIC_TTA
     from maskformer.zoo import resolve_model
 
     if args.max_images is not None and args.max_images < 1:
@@ -67,6 +69,12 @@ def run(args: argparse.Namespace) -> int:
     if cfg.data.dataset != "synthetic" and not Path(cfg.data.root).exists():
         raise ConfigError(f"data.root: {cfg.data.root} does not exist (pass --data-root DIR)")
     options = predictor_options(args)
+    panoptic = cfg.model.meta_arch == "maskformer" and cfg.inference.panoptic_on
+    if args.tta and panoptic:  # the original has no panoptic TTA: refuse it, as predict does, or say where it applies
+        if not cfg.inference.semantic_on:
+            raise ConfigError(PANOPTIC_TTA)
+        print("maskformer eval: note: --tta applies to the semantic metrics only; PQ is computed without it (as in"
+              " the original)", file=sys.stderr)  # fmt: skip
     model.cfg = cfg  # with the --set overrides
     metrics = evaluate_model(cfg, model, device=device, max_images=args.max_images, progress=not args.json, **options)
     dist.cleanup()
