@@ -301,3 +301,34 @@ def test_a_malformed_or_cut_multipart_body_says_which(server: str, content_type,
         urllib.request.urlopen(request)
     assert e.value.code == 400 and json.loads(e.value.read())["error"].startswith(words)
     assert _post(server, {"image": ("ok.png", _png(_scenes()[0]))})[0] == 200
+
+
+def test_category_ids_are_the_datasets_as_in_predictions_json(tmp_path: Path) -> None:
+    """A COCO model (ids 1..200 with gaps): the API's segments and class table give COCO's ids, as predict's
+    predictions.json does (it gave the model's positions 0..132), with the position as class_index."""
+    import maskformer
+    from conftest import DEMO_YAML
+    from maskformer.cli import main
+    from maskformer.data import load_meta
+    from maskformer.engine.checkpoint import save_checkpoint
+
+    sets = ["model.num_classes=133", "data.dataset=coco_panoptic", "inference.panoptic_on=true", "model.num_queries=12",
+            "inference.object_mask_threshold=0.0", "inference.overlap_threshold=0.0"]  # fmt: skip
+    cfg = maskformer.load_config(DEMO_YAML, overrides=sets)
+    model = maskformer.build_model(cfg)
+    save_checkpoint(tmp_path / "coco.pt", cfg=cfg, model=model, meta=model.class_meta.to_dict())
+    image = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "street.png")
+    assert main(["predict", str(tmp_path / "coco.pt"), str(tmp_path / "street.png"), "--output-dir",
+                 str(tmp_path / "out")]) == 0  # fmt: skip
+    written = json.loads((tmp_path / "out" / "predictions.json").read_text())["annotations"][0]["segments_info"]
+    coco = load_meta("coco_panoptic")
+    with serving(tmp_path / "coco.pt") as url:
+        status, data = _post(url, {"image": ("street.png", _png(image)), "task": "panoptic"})
+        classes = _info(url)["classes"]
+    assert status == 200 and data["segments"], data
+    assert [(s["id"], s["category_id"]) for s in data["segments"]] == [(s["id"], s["category_id"]) for s in written]
+    for s in data["segments"]:
+        assert s["category_id"] == coco.contiguous_to_dataset_id[s["class_index"]]
+        assert s["label"] == coco.classes[s["class_index"]]
+    assert classes[0]["id"] == 1 and classes[-1]["id"] == 200 and classes[-1]["class_index"] == 132

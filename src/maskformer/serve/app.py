@@ -68,6 +68,9 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
     colors = np.asarray(predictor.colors, dtype=np.uint8)
     names = predictor.class_names
     label_values = label_file_values(predictor)
+    # a segment's category_id is the dataset's own id (COCO: 1..200 with gaps), as in predict's predictions.json;
+    # class_index is the model's class position 0..K-1
+    to_dataset_id = dict(getattr(predictor.meta, "contiguous_to_dataset_id", None) or {})
     tasks = tasks or offered_tasks(predictor)
     if predictor.task_default not in tasks:
         raise ConfigError(f"task {predictor.task_default!r} is not available for {name} (it can do {list(tasks)})")
@@ -81,7 +84,9 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
         shown = render(image, result, task, names, colors, label_values=label_values, thing_ids=predictor.thing_ids)
         return {
             "task": task, "width": int(image.shape[1]), "height": int(image.shape[0]),
-            "time_ms": round(1000 * elapsed, 1), "segments": shown.segments,
+            "time_ms": round(1000 * elapsed, 1),
+            "segments": [{**seg, "category_id": int(to_dataset_id.get(seg["category_id"], seg["category_id"])),
+                          "class_index": seg["category_id"]} for seg in shown.segments],
             "overlay_png": _png(shown.overlay), "label_png": _png(shown.label),
             "segments_png": _png(id2rgb(shown.segment_ids)),
         }  # fmt: skip
@@ -93,7 +98,8 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
         return JSONResponse({"status": "ok", "model": name})
 
     async def info(request: Request) -> JSONResponse:
-        classes = [{"id": i, "name": n, "color": [int(v) for v in colors[i]], "isthing": i in predictor.thing_ids}
+        classes = [{"id": int(to_dataset_id.get(i, i)), "class_index": i, "name": n,
+                    "color": [int(v) for v in colors[i]], "isthing": i in predictor.thing_ids}
                    for i, n in enumerate(names)]  # fmt: skip
         return JSONResponse({"model": name, "tasks": list(tasks), "default_task": predictor.task_default,
                              "classes": classes, "max_upload_bytes": max_upload_bytes,
