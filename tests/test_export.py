@@ -106,3 +106,23 @@ def test_export_prints_only_its_own_report(exported, tmp_path, capsys, caplog):
     assert [r.getMessage() for r in caplog.records if r.name.startswith("onnxscript")] == []
     assert "[torch.onnx]" not in out + err
     assert out.strip().splitlines()[-1].startswith("wrote ")
+
+
+def test_opsets_and_the_smallest_size(exported, tmp_path, capfd):
+    """--opset 7 said "opset 7" over a file of opset 18 and --opset 99 ended in onnxruntime's traceback: both are now
+    one line before any export; the report gives the opset the file declares. --size 32 32 printed torch's guard
+    traceback before falling back to a static graph: the dynamic graph is now traced at 64 and runs at 32."""
+    import onnx
+
+    _, ckpt, _ = exported
+    for opset in ("7", "99"):
+        assert main(["export", "onnx", str(ckpt), str(tmp_path / "o.onnx"), "--opset", opset]) == 2
+        err = capfd.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--opset: torch's ONNX exporter writes opsets 18 to" in err[0], err
+    assert not (tmp_path / "o.onnx").exists()
+    assert main(["export", "onnx", str(ckpt), str(tmp_path / "s.onnx"), "--size", "32", "32", "--opset", "20"]) == 0
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err and "torch/_guards" not in err
+    assert "(opset 20, dynamic H/W" in out.strip().splitlines()[-1]
+    graph = onnx.load(str(tmp_path / "s.onnx"))
+    assert {o.domain: o.version for o in graph.opset_import}[""] == 20

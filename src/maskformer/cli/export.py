@@ -23,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("output", help="the .onnx file to write")
     p.add_argument("--size", nargs=2, type=int, default=[512, 512], metavar=("H", "W"), help="example input size")
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset, 18 or more (default 18)")
     p.add_argument("--static", action="store_true", help="fixed H and W (the --size)")
     p.add_argument(
         "--random-weights", action="store_true", help="MODEL is a YAML config: export its architecture, random weights"
@@ -47,6 +47,14 @@ def run(args: argparse.Namespace) -> int:
     h, w = args.size
     if h <= 0 or w <= 0 or h % 32 or w % 32:
         raise UserError(f"--size: H and W must be positive multiples of 32, got {h} {w}")
+    try:
+        from onnx.defs import onnx_opset_version
+
+        newest = onnx_opset_version()
+    except ImportError:  # the extra is missing: export_onnx names it
+        newest = args.opset
+    if not 18 <= args.opset <= newest:
+        raise UserError(f"--opset: torch's ONNX exporter writes opsets 18 to {newest} here, got {args.opset}")
     from maskformer.zoo import resolve_model
 
     source = Path(args.checkpoint) if args.random_weights else resolve_model(args.checkpoint)

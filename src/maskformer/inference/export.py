@@ -62,20 +62,32 @@ def _lean_copy(model: nn.Module) -> LeanInference:
     return LeanInference(lean).eval()
 
 
-def _export(lean: LeanInference, example: torch.Tensor, path: Path, opset: int, dynamic: bool) -> None:
+# onnxscript's graph optimiser warns once per Split it cannot fold; torch logs a guard's traceback at ERROR level when
+# a dynamic export fails, which export_onnx answers with a static one
+_QUIET = {"onnxscript": logging.ERROR, "torch._guards": logging.CRITICAL, "torch.fx.experimental.symbolic_shapes":
+          logging.CRITICAL, "torch._dynamo": logging.CRITICAL, "torch.export": logging.CRITICAL}  # fmt: skip
+
+
+def _export(lean: LeanInference, example: torch.Tensor, path: Path, opset: int, dynamic: bool) -> int:
+    """Write the graph; returns the opset the file declares (torch keeps 18 when asked for less)."""
     shapes = None
     if dynamic:
-        # multiples of 32: the stride-32 features and the 4x mask resolution stay integral
+        # multiples of 32: the stride-32 features and the 4x mask resolution stay integral; traced at 64 or more
+        # (torch specialises a dimension of size 1 and then refuses it as dynamic)
         h, w = torch.export.Dim("h32", min=1, max=128), torch.export.Dim("w32", min=1, max=128)
         shapes = {"images": {2: 32 * h, 3: 32 * w}}
-    quiet = logging.getLogger("onnxscript")  # its graph optimiser warns once per Split it cannot fold
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
+        example = torch.zeros(1, 3, max(64, example.shape[2]), max(64, example.shape[3]))
+    loggers = {name: logging.getLogger(name) for name in _QUIET}
+    levels = {name: logger.level for name, logger in loggers.items()}
+    for name, logger in loggers.items():
+        logger.setLevel(_QUIET[name])
     try:
         program = _onnx_export(lean, example, opset, shapes)
     finally:
-        quiet.setLevel(level)
+        for name, logger in loggers.items():
+            logger.setLevel(levels[name])
     program.save(str(path))
+    return int(program.model.opset_imports.get("", opset))
 
 
 def _onnx_export(lean: LeanInference, example: torch.Tensor, opset: int, shapes: dict | None):
@@ -120,7 +132,7 @@ def export_onnx(
     with atomic_path(output, suffix=".onnx") as tmp:
         diffs: dict[str, float] = {}
         try:
-            _export(lean, example, tmp, opset, dynamic)
+            written = _export(lean, example, tmp, opset, dynamic)
             if dynamic and verify:  # the dynamic graph must run at the export size and at another one (a Swin
                 # graph once kept a trace-time window count and failed in onnxruntime at every size)
                 diffs = verify_onnx(tmp, model, example)
@@ -130,13 +142,17 @@ def export_onnx(
             if not dynamic:
                 raise
             dynamic, diffs = False, {}
-            _export(lean, example, tmp, opset, dynamic)
+            written = _export(lean, example, tmp, opset, dynamic)
         if verify and not diffs:
-            diffs = verify_onnx(tmp, model, example)
+            try:
+                diffs = verify_onnx(tmp, model, example)
+            except Exception as e:  # noqa: BLE001 - onnxruntime's errors (e.g. an opset it does not know)
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise UserError(f"{output}: not written: onnxruntime cannot run the graph ({first[:200]})") from None
         worst = max(diffs.values(), default=0.0)
         if tolerance is not None and worst > tolerance:
             raise UserError(f"{output}: not written: onnxruntime differs from PyTorch by {worst:.2e} > {tolerance}")
-    return ExportReport(path=output, opset=opset, dynamic=dynamic, max_abs_diff=diffs)
+    return ExportReport(path=output, opset=written, dynamic=dynamic, max_abs_diff=diffs)
 
 
 def verify_onnx(path: str | os.PathLike, model: nn.Module, images: torch.Tensor) -> dict[str, float]:
