@@ -38,6 +38,16 @@ def test_16bit_grey_image_is_scaled_not_clipped_in_predict(tmp_path: Path) -> No
         np.testing.assert_array_equal(decoded[..., 0], expected)
 
 
+def test_a_pil_image_gives_the_pixels_of_its_file(tmp_path: Path) -> None:
+    """The Python API on ``Image.open(path)`` sees what it sees on ``path``: before, 16-bit grey was clipped (99.97 %
+    of these pixels differed) and the EXIF orientation ignored."""
+    _exif_rotated_jpeg(tmp_path / "phone.jpg")
+    Image.fromarray(np.arange(0, 65536, 16, dtype=np.uint16).reshape(64, 64)).save(tmp_path / "g16.png")
+    for name in ("phone.jpg", "g16.png"):
+        with Image.open(tmp_path / name) as pil:
+            np.testing.assert_array_equal(load_image(pil), load_image(tmp_path / name))
+
+
 def test_float_image_is_one_data_error_in_predict_too(tmp_path: Path) -> None:
     Image.fromarray(np.zeros((4, 5), dtype=np.float32), mode="F").save(tmp_path / "f.tif")
     for reader in (read_image, load_image):

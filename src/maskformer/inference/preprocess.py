@@ -45,8 +45,8 @@ def pil_to_rgb(pil: Image.Image, name: str = "image") -> np.ndarray:
 
 def load_image(image: ImageInput) -> np.ndarray:
     """uint8 HWC RGB array from a path (any PIL-readable file, read by ``pil_to_rgb``), a uint8 HWC RGB (or HW grey)
-    array, a PIL image (any mode, converted to RGB as it is) or a uint8 CHW torch tensor. Anything else is one
-    ``DataError`` line."""
+    array, a PIL image (read as its file is: EXIF orientation, 16-bit grey scaled) or a uint8 CHW torch tensor.
+    Anything else is one ``DataError`` line."""
     if isinstance(image, str | Path):
         try:
             with Image.open(image) as pil:
@@ -54,8 +54,8 @@ def load_image(image: ImageInput) -> np.ndarray:
                 return pil_to_rgb(pil, str(image))
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
             raise DataError(f"{image}: cannot read image ({type(exc).__name__}: {exc})") from None
-    if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
+    if isinstance(image, Image.Image):  # the same picture as its path gives (16-bit grey was clipped, EXIF ignored)
+        return pil_to_rgb(image)
     if type(image).__module__.startswith("torch"):
         if image.dtype.is_floating_point or image.ndim != 3 or image.shape[0] != 3 or str(image.dtype) != "torch.uint8":
             raise DataError(f"image: expected a uint8 3xHxW tensor, got {image.dtype} of shape {tuple(image.shape)}")
