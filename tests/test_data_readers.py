@@ -273,3 +273,30 @@ def test_synthetic_factory_and_unknown_split(tmp_path: Path) -> None:
         DATASETS["ade20k_150"](root=str(tmp_path), split="bogus")
     with pytest.raises(DataError):
         DATASETS["camvid"](root=str(tmp_path), split="train")
+
+
+@needs_shared
+def test_coco_format_panoptic_data_in_its_own_layout_trains_and_evaluates(tmp_path: Path, capsys) -> None:
+    """data.panoptic_json / panoptic_images / panoptic_masks locate COCO-format panoptic data (here the samples'
+    flat layout) without symlinks into COCO's tree; on another dataset they are one ConfigError."""
+    import maskformer
+    from maskformer.build import build_dataset
+    from maskformer.cli import main
+    from maskformer.errors import ConfigError
+
+    root = SHARED / "coco_panoptic_samples"
+    keys = ["data.panoptic_json=panoptic_examples.json", "data.panoptic_images=images", "data.panoptic_masks=panoptic"]
+    small = ["model.backbone.weights=", "train.max_iters=1", "train.batch_size=2", "data.num_workers=0",
+             "data.min_size_train=[96]", "data.max_size_train=160", "data.crop_size=[64,96]", "test.min_size=96",
+             "test.max_size=160", "model.backbone.blocks=[1,1,1,1]", "model.dec_layers=1",
+             "model.enc_layers=1"]  # fmt: skip
+    config = Path(__file__).resolve().parents[1] / "configs/coco-panoptic/maskformer_panoptic_R50_bs64_554k.yaml"
+    cfg = maskformer.load_config(config, [*keys, f"data.root={root}"])
+    assert len(build_dataset(cfg, split="val", train=False)) == 2
+    with pytest.raises(ConfigError, match="need data.dataset=coco_panoptic"):
+        build_dataset(maskformer.load_config(config, [*keys, "data.dataset=ade20k_150"]), split="val", train=False)
+    args = ["train", str(config), "--data-root", str(root), "--output-dir", str(tmp_path / "run")]
+    assert main([*args, *(f"--set={kv}" for kv in [*keys, *small])]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "run" / "model_final.pt"), "--json", "--output-dir", str(tmp_path / "e")]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 2

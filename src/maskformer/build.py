@@ -276,6 +276,12 @@ def build_dataset(cfg: Config, *, split: str, train: bool, root: str | None = No
     meta = build_meta(cfg)
     mapper = build_mapper(cfg, train=train, ignore_label=meta.ignore_label)
     kwargs = {"root": root or d.root, "split": split, "mapper": mapper, "skip_bad_samples": d.skip_bad_samples}
+    paths = {"json_file": d.panoptic_json, "image_dir": d.panoptic_images, "panoptic_dir": d.panoptic_masks}
+    if any(paths.values()):
+        if d.dataset != "coco_panoptic":
+            raise ConfigError("data.panoptic_json/panoptic_images/panoptic_masks locate COCO-format panoptic data: "
+                              f"they need data.dataset=coco_panoptic, not {d.dataset}")  # fmt: skip
+        kwargs.update({k: v.replace("{split}", split) or None for k, v in paths.items()})
     if d.dataset == "synthetic":
         kwargs.update(
             length=d.synthetic_train_size if split == "train" else d.synthetic_val_size,

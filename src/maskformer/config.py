@@ -113,6 +113,10 @@ class DataConfig:
     pad_to_crop: bool = True  # pad image (128) and labels (ignore) to exactly crop_size
     num_workers: int = 2
     skip_bad_samples: bool = False
+    # coco_panoptic on data in another layout: paths under data.root, "{split}" = the split; "" = COCO's own layout
+    panoptic_json: str = ""  # e.g. "annotations/{split}.json"
+    panoptic_images: str = ""
+    panoptic_masks: str = ""  # the folder of panoptic PNGs (id = R + 256 G + 256^2 B)
     # synthetic dataset (maskformer.data.synthetic)
     synthetic_num_classes: int = 8
     synthetic_image_size: int = 128
