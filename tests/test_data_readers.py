@@ -300,3 +300,56 @@ def test_coco_format_panoptic_data_in_its_own_layout_trains_and_evaluates(tmp_pa
     capsys.readouterr()
     assert main(["eval", str(tmp_path / "run" / "model_final.pt"), "--json", "--output-dir", str(tmp_path / "e")]) == 0
     assert json.loads(capsys.readouterr().out)["images"] == 2
+
+
+def test_coco_format_panoptic_data_with_its_own_categories(tmp_path: Path, capsys) -> None:
+    """A COCO-format panoptic JSON with categories of its own (ids 7, 20, 21): the model gets those 3 classes, and
+    predict's predictions.json speaks those ids."""
+    import maskformer
+    from maskformer.build import build_meta
+    from maskformer.cli import main
+
+    categories = [{"id": 7, "name": "cat", "isthing": 1, "color": [200, 30, 30]},
+                  {"id": 20, "name": "sky", "isthing": 0, "color": [30, 30, 200]},
+                  {"id": 21, "name": "grass", "isthing": 0, "color": [30, 200, 30]}]  # fmt: skip
+    rng = np.random.default_rng(0)
+    images, annotations = [], []
+    for split in ("train", "val"):
+        (tmp_path / "pan" / split).mkdir(parents=True)
+        (tmp_path / "img" / split).mkdir(parents=True)
+    for i in range(4):
+        ids = np.full((64, 96), 1, np.int64)  # sky on top, grass below, a cat in the middle
+        ids[32:] = 2
+        ids[20 + i : 44, 30 : 60 + i] = 3
+        split = "train" if i < 3 else "val"
+        rgb = np.stack([ids % 256, ids // 256, ids // 65536], -1).astype(np.uint8)
+        Image.fromarray(rgb).save(tmp_path / "pan" / split / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)).save(tmp_path / "img" / split / f"{i}.jpg")
+        segments = [{"id": k, "category_id": c, "iscrowd": 0, "area": int((ids == k).sum()), "bbox": [0, 0, 1, 1]}
+                    for k, c in ((1, 20), (2, 21), (3, 7))]  # fmt: skip
+        images.append((split, {"id": i, "file_name": f"{i}.jpg", "height": 64, "width": 96}))
+        annotations.append((split, {"image_id": i, "file_name": f"{i}.png", "segments_info": segments}))
+    for split in ("train", "val"):
+        data = {"images": [im for s, im in images if s == split], "categories": categories,
+                "annotations": [a for s, a in annotations if s == split]}  # fmt: skip
+        (tmp_path / f"{split}.json").write_text(json.dumps(data))
+    keys = ["data.panoptic_json={split}.json", "data.panoptic_images=img/{split}", "data.panoptic_masks=pan/{split}"]
+    config = Path(__file__).resolve().parents[1] / "configs/coco-panoptic/maskformer_panoptic_R50_bs64_554k.yaml"
+    meta = build_meta(maskformer.load_config(config, [*keys, f"data.root={tmp_path}"]))
+    assert meta.classes == ["cat", "sky", "grass"] and meta.thing_ids == [0]
+    small = ["model.backbone.weights=", "train.max_iters=1", "train.batch_size=2", "data.num_workers=0",
+             "data.min_size_train=[64]", "data.max_size_train=96", "data.crop_size=[48,64]", "test.min_size=64",
+             "test.max_size=96", "model.backbone.blocks=[1,1,1,1]", "model.dec_layers=1", "model.enc_layers=1",
+             "inference.object_mask_threshold=0.0", "inference.overlap_threshold=0.0"]  # fmt: skip
+    args = ["train", str(config), "--data-root", str(tmp_path), "--output-dir", str(tmp_path / "run")]
+    assert main([*args, *(f"--set={kv}" for kv in [*keys, *small])]) == 0
+    model = tmp_path / "run" / "model_final.pt"
+    capsys.readouterr()
+    assert main(["eval", str(model), "--json", "--output-dir", str(tmp_path / "e")]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 1
+    out = tmp_path / "out"
+    assert main(["predict", str(model), str(tmp_path / "img" / "val"), "--output-dir", str(out)]) == 0
+    written = json.loads((out / "predictions.json").read_text())
+    assert [(c["id"], c["name"], c["isthing"]) for c in written["categories"]] == [(7, "cat", 1), (20, "sky", 0),
+                                                                                   (21, "grass", 0)]  # fmt: skip
+    assert {s["category_id"] for s in written["annotations"][0]["segments_info"]} <= {7, 20, 21}

@@ -205,6 +205,10 @@ def build_meta(cfg: Config):
         return synthetic_meta(num_classes=d.synthetic_num_classes)
     if d.dataset == "folder":
         return read_folder_meta(Path(d.root))
+    if d.dataset == "coco_panoptic" and d.panoptic_json:  # COCO-format data of one's own: its JSON's categories
+        from .data.panoptic import panoptic_json_meta
+
+        return panoptic_json_meta(Path(d.root) / d.panoptic_json.replace("{split}", d.train_split))
     return load_meta(d.dataset)
 
 
@@ -281,7 +285,7 @@ def build_dataset(cfg: Config, *, split: str, train: bool, root: str | None = No
         if d.dataset != "coco_panoptic":
             raise ConfigError("data.panoptic_json/panoptic_images/panoptic_masks locate COCO-format panoptic data: "
                               f"they need data.dataset=coco_panoptic, not {d.dataset}")  # fmt: skip
-        kwargs.update({k: v.replace("{split}", split) or None for k, v in paths.items()})
+        kwargs.update({k: v.replace("{split}", split) or None for k, v in paths.items()}, meta=meta)
     if d.dataset == "synthetic":
         kwargs.update(
             length=d.synthetic_train_size if split == "train" else d.synthetic_val_size,

@@ -21,7 +21,7 @@ from ..errors import DataError
 from ..fileio import read_user_text
 from .base import Mapper, SegmentationDataset
 from .io import check_label_values, exif_size_hint, read_image, read_label, read_panoptic_png
-from .metadata import DatasetMeta, load_meta
+from .metadata import DatasetMeta, load_meta, meta_from_dict
 
 __all__ = ["PanopticDataset", "load_panoptic_json", "semantic_from_panoptic", "coco_panoptic", "ade20k_panoptic"]
 
@@ -165,6 +165,23 @@ class PanopticDataset(SegmentationDataset):
         return raw
 
 
+def panoptic_json_meta(json_file: Path) -> DatasetMeta:
+    """The class table of a COCO-format panoptic JSON's ``categories`` (``id``, ``name``, ``isthing``, ``color``):
+    COCO's own table (its class order) when they are COCO's 133, else these categories in the listed order."""
+    coco = load_meta("coco_panoptic")
+    if not json_file.is_file():
+        raise DataError(f"{json_file}: panoptic JSON not found")
+    try:
+        categories = json.loads(read_user_text(json_file, error=DataError))["categories"]
+        ids_names = sorted((int(c["id"]), str(c["name"])) for c in categories)
+    except (ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{json_file}: no readable 'categories' list ({type(e).__name__}: {e})") from None
+    if ids_names == sorted((i, coco.classes[c]) for i, c in coco.dataset_id_to_contiguous.items()):
+        return coco
+    return meta_from_dict({"ignore_label": coco.ignore_label, "classes": categories}, name="coco_panoptic",
+                          where=f"{json_file}: categories")  # fmt: skip
+
+
 def coco_panoptic(
     *,
     root: str,
@@ -174,15 +191,17 @@ def coco_panoptic(
     json_file: str | None = None,
     image_dir: str | None = None,
     panoptic_dir: str | None = None,
+    meta: DatasetMeta | None = None,
 ) -> PanopticDataset:
     """COCO panoptic 2017 (133 classes): ``coco/{split}2017/``, ``coco/panoptic_{split}2017/`` and
-    ``coco/annotations/panoptic_{split}2017.json``; each path can be overridden (relative to ``root``)."""
+    ``coco/annotations/panoptic_{split}2017.json``; each path can be overridden (relative to ``root``). ``meta``:
+    another class table (``panoptic_json_meta`` of a JSON with its own categories); default COCO's."""
     base = Path(root)
     if (base / "coco").is_dir() and json_file is None:
         base = base / "coco"
     if split not in ("train", "val"):
         raise DataError(f"coco_panoptic: unknown split '{split}' (expected train or val)")
-    meta = load_meta("coco_panoptic")
+    meta = meta or load_meta("coco_panoptic")
     jf = base / (json_file or f"annotations/panoptic_{split}2017.json")
     entries = load_panoptic_json(
         jf, base / (image_dir or f"{split}2017"), base / (panoptic_dir or f"panoptic_{split}2017"), meta
