@@ -14,7 +14,6 @@ def _folder(root: Path, bad: bool) -> Path:
     """4 classes, 3 good validation pairs (+ one whose label has a value that is no class id)."""
     root.mkdir(parents=True)
     (root / "classes.json").write_text('{"classes": ["bg", "a", "b", "c"]}')
-    rng = np.random.default_rng(0)
     names = ["a0", "a1", "a2"] + (["a3"] if bad else [])
     for split in ("train", "val"):
         (root / "images" / split).mkdir(parents=True)
@@ -24,9 +23,8 @@ def _folder(root: Path, bad: bool) -> Path:
             label[5:30, 8 + 10 * i : 40] = 1 + i % 3
             if name == "a3":
                 label[0, 0] = 9  # no such class
-            Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(
-                root / "images" / split / f"{name}.png"
-            )
+            pixels = np.random.default_rng(i).integers(0, 256, (40, 56, 3), dtype=np.uint8)  # the same in both folders
+            Image.fromarray(pixels).save(root / "images" / split / f"{name}.png")
             Image.fromarray(label).save(root / "labels" / split / f"{name}.png")
     return root
 
