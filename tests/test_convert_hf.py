@@ -254,6 +254,24 @@ def test_round_trip_without_config_keeps_sizes_thresholds_and_class_table(tmp_pa
     assert edited_meta.classes == ["person", "bicycle", "bus"] and edited_cfg.data.dataset == "folder"
 
 
+def test_a_batchnorm_model_comes_back_with_batchnorm(tmp_path):
+    """A model training its BatchNorm (norm BN, e.g. from scratch) came back as FrozenBN: fewer parameters, and
+    fine-tuning the result froze them. Its counters are not in transformers' files and come back as 0."""
+    cfg = _small_ours("resnet", "model.backbone.norm=BN")
+    torch.manual_seed(0)
+    model = maskformer.build_model(cfg).eval()
+    state = model.state_dict()
+    _perturb(state, seed=3)
+    save_checkpoint(tmp_path / "ours.pt", cfg=cfg, model=model, meta={"classes": list("abcde")})
+    convert_to_hf(tmp_path / "ours.pt", tmp_path / "hf")
+    convert_hf(tmp_path / "hf", tmp_path / "back.pt")
+    back, back_cfg, _ = load_model_and_config(tmp_path / "back.pt")
+    assert back_cfg.model == cfg.model and back_cfg.model.backbone.norm == "BN"
+    for key, value in back.state_dict().items():
+        expected = torch.zeros_like(value) if key.endswith("num_batches_tracked") else state[key]
+        assert torch.equal(value, expected), key
+
+
 @pytest.mark.parametrize(
     ("config", "needle"),
     [

@@ -132,6 +132,7 @@ def test_device_names_subfolders_and_output_folders_are_checked_first(tmp_path: 
     cases = {
         ("--device", "foo"): "--device 'foo': not a device name",
         ("--device", "meta"): "--device meta: this package runs on cpu or cuda, not meta",
+        ("--device", "cpu:1"): "--device cpu:1: the CPU is one device",
         ("--output-dir", ""): "--output-dir is empty",
     }
     for (flag, value), words in cases.items():
@@ -173,3 +174,4 @@ def test_eval_tta_on_a_panoptic_only_model_is_refused_as_predict_does(tmp_path: 
     assert main(["eval", str(model), "--tta", "--data-root", str(tmp_path), "--output-dir", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "test-time augmentation is for semantic labels only" in err[0], err
+    assert "--set inference.panoptic_on=false" in err[0] and "--task" not in err[0]  # eval has no --task

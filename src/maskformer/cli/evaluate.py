@@ -49,7 +49,6 @@ def run(args: argparse.Namespace) -> int:
     from maskformer.errors import ConfigError
     from maskformer.evaluation import format_panoptic_table, format_semantic_table
     from maskformer.fileio import atomic_write_text
-    from maskformer.inference.predictor import PANOPTIC_TTA
     from maskformer.zoo import resolve_model
 
     if args.max_images is not None and args.max_images < 1:
@@ -72,7 +71,9 @@ def run(args: argparse.Namespace) -> int:
     panoptic = cfg.model.meta_arch == "maskformer" and cfg.inference.panoptic_on
     if args.tta and panoptic:  # the original has no panoptic TTA: refuse it, as predict does, or say where it applies
         if not cfg.inference.semantic_on:
-            raise ConfigError(PANOPTIC_TTA)
+            raise ConfigError("tta: test-time augmentation is for semantic labels only, as in the original (this "
+                              "model evaluates panoptic only): drop --tta, or score semantic labels with --set "
+                              "inference.panoptic_on=false --set inference.semantic_on=true")  # fmt: skip
         print("maskformer eval: note: --tta applies to the semantic metrics only; PQ is computed without it (as in"
               " the original)", file=sys.stderr)  # fmt: skip
     model.cfg = cfg  # with the --set overrides

@@ -137,7 +137,9 @@ def _resnet_from_hf(bb: dict, cfg: Config, source: str) -> None:
     if sizes[0] % 4 or sizes != [sizes[0] * 2**i for i in range(4)]:
         raise r.fail("hidden_sizes", "channels must double per stage from a multiple of 4 (bottleneck width x4)")
     b = cfg.model.backbone
-    b.type, b.stem, b.norm = "resnet", "basic", "FrozenBN"  # BN in eval mode computes exactly FrozenBN
+    # BN in eval mode computes exactly FrozenBN; a base config that trains BN (`to-hf` stores it) keeps its choice
+    b.type, b.stem = "resnet", "basic"
+    b.norm = b.norm if b.norm in ("BN", "SyncBN") else "FrozenBN"
     b.stem_out_channels = int(r("embedding_size"))
     b.width_per_group = sizes[0] // 4
     if any(g != 1 for g in b.res5_multi_grid):  # a base config's R101c dilation must not survive

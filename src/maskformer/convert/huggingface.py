@@ -162,8 +162,17 @@ def hf_state_to_ours(
     state: dict[str, torch.Tensor], target: dict[str, torch.Tensor], *, source_name: str
 ) -> dict[str, torch.Tensor]:
     """transformers state dict -> ``target``'s keys (every key consumed or dropped on purpose, every target key
-    filled, shapes equal; otherwise CheckpointError listing the keys)."""
-    return convert_state(pack_qkv(state), HF_RULES, target, source_name=source_name)
+    filled, shapes equal; otherwise CheckpointError listing the keys). A ``target`` with trainable BatchNorm (a BN
+    model's config that ``to-hf`` stored) gets its ``num_batches_tracked`` counters at 0: transformers' files do not
+    hold them, and eval-mode BatchNorm does not read them."""
+    out = convert_state(pack_qkv(state), HF_RULES, {k: v for k, v in target.items() if not _counter(k)},
+                        source_name=source_name)  # fmt: skip
+    out.update({k: torch.zeros(v.shape, dtype=v.dtype) for k, v in target.items() if _counter(k)})
+    return out
+
+
+def _counter(key: str) -> bool:
+    return key.endswith(".num_batches_tracked")
 
 
 def ours_state_to_hf(

@@ -54,6 +54,8 @@ def check_device(name: str | torch.device) -> torch.device:
         raise ConfigError(f"--device {name!r}: not a device name (cpu, cuda or cuda:N)") from None
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"--device {name}: this package runs on cpu or cuda, not {device.type}")
+    if device.type == "cpu" and device.index not in (None, 0):
+        raise ConfigError(f"--device {name}: the CPU is one device: use --device cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
