@@ -194,6 +194,51 @@ def test_variable_frame_times_and_a_rotation_tag_are_kept(checkpoint: Path, tmp_
     assert corner["top right"] > corner["top left"] + 40, corner
 
 
+def _timed_mkv(path: Path, times_ms: list[int]) -> None:
+    from fractions import Fraction
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for i, ms in enumerate(times_ms):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = ms, Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def test_a_late_start_and_irregular_times_are_kept_exactly(checkpoint: Path, tmp_path: Path) -> None:
+    """A clip cut from a longer one (first frame at 0.5 s) is not taken for a truncated file, and frame times a few
+    ms off a regular grid keep their own times (they were put on the average rate's grid: 100 ms came out 102)."""
+    if "libx264" not in av.codecs_available:
+        pytest.skip("this FFmpeg build has no libx264 encoder")
+    _timed_mkv(tmp_path / "late.mkv", [500, 600, 700, 800, 900])
+    _timed_mkv(tmp_path / "near.mkv", [0, 100, 205, 300, 400])
+    args = ["predict", str(checkpoint), str(tmp_path / "late.mkv"), str(tmp_path / "near.mkv"), "--task", "semantic"]
+    assert main([*args, "--output-dir", str(tmp_path / "out")]) == 0
+    for name, times in (("late", [0, 100, 200, 300, 400]), ("near", [0, 100, 205, 300, 400])):
+        with av.open(str(tmp_path / "out" / f"{name}_overlay.mp4")) as container:
+            assert [round(1000 * f.time) for f in container.decode(container.streams.video[0])] == times, name
+
+
+def test_a_cut_animated_gif_is_named_and_leaves_no_folder(checkpoint: Path, tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)) for _ in range(10)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    data = (tmp_path / "anim.gif").read_bytes()
+    (tmp_path / "cut.gif").write_bytes(data[: len(data) * 31 // 100])  # inside the fourth frame
+    capsys.readouterr()
+    out = tmp_path / "new" / "out"
+    assert main(["predict", str(checkpoint), str(tmp_path / "cut.gif"), "--output-dir", str(out)]) == 2
+    assert "cut.gif" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()  # the folders it would have made are not left behind empty
+
+
 def test_a_file_without_a_video_stream_says_so(checkpoint: Path, tmp_path: Path, capsys) -> None:
     if "aac" not in av.codecs_available:
         pytest.skip("this FFmpeg build has no aac encoder")

@@ -20,9 +20,10 @@ def _is_video(path) -> bool:
 
     try:
         with Image.open(path) as gif:
-            return getattr(gif, "n_frames", 1) > 1
+            first_only = not getattr(gif, "is_animated", False)
     except Exception:  # noqa: BLE001 - unreadable: the image reader names it
         return False
+    return not first_only  # (a cut animation is a video too: its decoding error then names it)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -111,6 +112,19 @@ def _check_output_dir(name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    out = Path(args.output_dir).absolute() if args.output_dir.strip() else None
+    new = [] if out is None else [p for p in (out, *out.parents) if not p.exists()]  # folders this run may make
+    try:
+        return _run(args)
+    finally:  # a run that wrote nothing leaves no empty folders behind (the writers make them for their first file)
+        for folder in new:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+
+
+def _run(args: argparse.Namespace) -> int:
     import json
     import sys
     from pathlib import Path

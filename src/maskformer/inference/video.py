@@ -31,12 +31,14 @@ _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EF
 
 
 class _Clock:
-    """Output timestamps: each frame keeps its source time, in 1/(1000 x rate) s units. A time within a tenth of a
-    frame of the nominal grid is put on it (source timestamps are often rounded to milliseconds), so a constant-rate
-    source gives pts 0, 1000, 2000, ... and its exact rate comes back out; a variable-rate one keeps its timing."""
+    """Output timestamps: each frame keeps its source time, in 1/(1000 x rate) s units. A time within one tick of the
+    source's time base of the nominal grid is put on it (a 30000/1001 fps clip stored in milliseconds), so a
+    constant-rate source gives pts 0, 1000, 2000, ... and its exact rate comes back out; a variable-rate one keeps
+    its timing."""
 
-    def __init__(self, rate: Fraction) -> None:
+    def __init__(self, rate: Fraction, tick: float) -> None:
         self.rate, self.time_base = rate, Fraction(rate.denominator, rate.numerator * 1000)
+        self.tolerance = tick * float(rate) * 1000  # one source tick in output units
         self.first: float | None = None
         self.last, self.count = -1, 0
 
@@ -47,7 +49,7 @@ class _Clock:
             self.first = seconds if self.first is None else self.first
             pts = round((seconds - self.first) * self.rate * 1000)
             grid = round(pts / 1000) * 1000
-            pts = grid if abs(pts - grid) <= 100 else pts
+            pts = grid if abs(pts - grid) <= self.tolerance else pts
         pts = max(pts, self.last + 1)  # strictly increasing, whatever the source's timestamps do
         self.last, self.count = pts, self.count + 1
         return pts
@@ -97,7 +99,8 @@ def _check_complete(source: Path, container, stream, last: float | None, rate: F
     if stated is None:
         return
     begin = float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
-    decoded = (last - begin if last is not None else 0.0) + 1 / float(rate)
+    # a clip cut from a longer one may start later: its stated duration can be its span or its end time
+    decoded = (max(last, last - begin) if last is not None else 0.0) + 1 / float(rate)
     if decoded < 0.9 * stated and stated - decoded > 2 / float(rate):
         raise DataError(f"{source}: the video stops after {decoded:.2f} s of the {stated:.2f} s its file "
                         "states (a truncated or damaged file?)")  # fmt: skip
@@ -127,7 +130,7 @@ def predict_video(predictor, source: str | Path, output: str | Path, *, task: st
     # a progress total: the container's count, else (Matroska/WebM keep none) duration x rate
     total = stream.frames or (round(container.duration * rate / 1_000_000) if container.duration else None)
     count, start, result, end = 0, time.perf_counter(), None, None
-    clock = _Clock(rate)
+    clock = _Clock(rate, float(stream.time_base or Fraction(1, 1000)))
     try:
         with atomic_path(output, suffix=".mp4") as tmp, av.open(str(tmp), mode="w") as out:
             encoder = None
