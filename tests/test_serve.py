@@ -332,3 +332,49 @@ def test_category_ids_are_the_datasets_as_in_predictions_json(tmp_path: Path) ->
         assert s["category_id"] == coco.contiguous_to_dataset_id[s["class_index"]]
         assert s["label"] == coco.classes[s["class_index"]]
     assert classes[0]["id"] == 1 and classes[-1]["id"] == 200 and classes[-1]["class_index"] == 132
+
+
+def test_a_client_gone_mid_upload_and_a_malformed_body_leave_a_quiet_log(tmp_path: Path) -> None:
+    """A client that sends half its announced body and hangs up printed starlette's ClientDisconnect traceback, and a
+    malformed multipart body a parser warning per bad byte; the server answers (or drops) and logs neither."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from serve_helpers import free_port
+
+    checkpoint = train_tiny(tmp_path / "run")
+    port = free_port()
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "maskformer.cli", "serve", str(checkpoint), "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(url + "/health", timeout=2).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+                time.sleep(0.3)
+        body, ctype = _multipart({"image": ("a.png", _png(_scenes()[0]))})
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            head = (
+                f"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n\r\n"
+            )
+            s.sendall(head.encode() + body[: len(body) // 2])
+        request = urllib.request.Request(url + "/api/predict", data=b"--x\r\nnot a part at all", method="POST",
+                                         headers={"Content-Type": "multipart/form-data; boundary=zz"})  # fmt: skip
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(request)
+        assert e.value.code == 400
+        time.sleep(1.0)  # the server notices the closed connection
+        assert _post(url, {"image": ("ok.png", _png(_scenes()[0]))})[0] == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+    text = (tmp_path / "serve.log").read_text()
+    assert "Traceback" not in text and "ClientDisconnect" not in text and "Expected" not in text, text

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import threading
 import time
 from importlib import resources
@@ -27,8 +28,8 @@ from PIL import Image
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from maskformer.errors import ConfigError, DataError
@@ -65,6 +66,7 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
     (default: ``offered_tasks``). ``max_pixels`` bounds width x height of an upload (the label maps and overlays are
     made at the upload's size). Raises ``ConfigError`` when the predictor's default task is not offered."""
     lock = threading.Lock()
+    logging.getLogger("python_multipart").setLevel(logging.ERROR)  # a malformed body is answered with a 400 already
     colors = np.asarray(predictor.colors, dtype=np.uint8)
     names = predictor.class_names
     label_values = label_file_values(predictor)
@@ -114,17 +116,20 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
                 break
         return _error(413, f"upload is over the limit of {max_upload_bytes} bytes")
 
-    async def predict(request: Request) -> JSONResponse:
+    async def predict(request: Request) -> Response:
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_upload_bytes:
-            return await too_large(request, 0)
-        size = 0
-        chunks = []
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_upload_bytes:
-                return await too_large(request, size)
-            chunks.append(chunk)
+        try:
+            if declared is not None and declared.isdigit() and int(declared) > max_upload_bytes:
+                return await too_large(request, 0)
+            size = 0
+            chunks = []
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_upload_bytes:
+                    return await too_large(request, size)
+                chunks.append(chunk)
+        except ClientDisconnect:  # the client went away mid-upload: nobody to answer, nothing to log
+            return Response(status_code=400)
         request._body = b"".join(chunks)  # the form parser reads the body we already hold
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind != "multipart/form-data":  # (a url-encoded form would parse, without any file in it)
