@@ -24,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("output", help="the .onnx file to write")
     p.add_argument("--size", nargs=2, type=int, default=[512, 512], metavar=("H", "W"), help="example input size")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset, 18 or more (default 18)")
-    p.add_argument("--static", action="store_true", help="fixed H and W (the --size)")
+    p.add_argument("--static", action="store_true", help="fixed H and W: the --size (default 512 512)")
     p.add_argument(
         "--random-weights", action="store_true", help="MODEL is a YAML config: export its architecture, random weights"
     )

@@ -16,7 +16,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="parameter count and FLOPs of a config's or a trained model's network",
         description="Parameters (total and per top-level module) and FLOPs with fvcore's convention (one multiply-add"
         " = one flop) over the whole semantic inference graph, like the original's tools/analyze_model.py with"
-        " --use-fixed-input-size. 'original' counts what the original computes (all six decoder layers' mask heads);"
+        " --use-fixed-input-size. 'original' counts what the original computes (every decoder layer's mask head);"
         " 'lean' is this project's inference path (last layer only).",
     )
     p.add_argument(
@@ -81,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
         f = result["flops"]
         print(f"  FLOPs at {h}x{w} (fvcore, 1 multiply-add = 1 flop)")
         print(
-            f"    original graph  {f['original'] / 1e9:>9.2f} G   (all six decoder layers' mask heads, as the original)"
+            f"    original graph  {f['original'] / 1e9:>9.2f} G   "
+            f"(all {cfg.model.dec_layers} decoder layers' mask heads, as the original)"
         )
         print(f"    lean graph      {f['lean'] / 1e9:>9.2f} G   (last decoder layer only, this project's inference)")
         for op, n in sorted(f["original_by_operator"].items(), key=lambda kv: -kv[1]):
