@@ -302,13 +302,9 @@ def test_coco_format_panoptic_data_in_its_own_layout_trains_and_evaluates(tmp_pa
     assert json.loads(capsys.readouterr().out)["images"] == 2
 
 
-def test_coco_format_panoptic_data_with_its_own_categories(tmp_path: Path, capsys) -> None:
-    """A COCO-format panoptic JSON with categories of its own (ids 7, 20, 21): the model gets those 3 classes, and
-    predict's predictions.json speaks those ids."""
-    import maskformer
-    from maskformer.build import build_meta
-    from maskformer.cli import main
-
+def _own_panoptic(tmp_path: Path) -> list[str]:
+    """A COCO-format panoptic dataset with categories of its own (ids 7, 20, 21) under ``tmp_path``; returns the
+    --set values that locate it."""
     categories = [{"id": 7, "name": "cat", "isthing": 1, "color": [200, 30, 30]},
                   {"id": 20, "name": "sky", "isthing": 0, "color": [30, 30, 200]},
                   {"id": 21, "name": "grass", "isthing": 0, "color": [30, 200, 30]}]  # fmt: skip
@@ -333,18 +329,32 @@ def test_coco_format_panoptic_data_with_its_own_categories(tmp_path: Path, capsy
         data = {"images": [im for s, im in images if s == split], "categories": categories,
                 "annotations": [a for s, a in annotations if s == split]}  # fmt: skip
         (tmp_path / f"{split}.json").write_text(json.dumps(data))
-    keys = ["data.panoptic_json={split}.json", "data.panoptic_images=img/{split}", "data.panoptic_masks=pan/{split}"]
-    config = Path(__file__).resolve().parents[1] / "configs/coco-panoptic/maskformer_panoptic_R50_bs64_554k.yaml"
+    return ["data.panoptic_json={split}.json", "data.panoptic_images=img/{split}", "data.panoptic_masks=pan/{split}"]
+
+
+PANOPTIC_R50 = Path(__file__).resolve().parents[1] / "configs/coco-panoptic/maskformer_panoptic_R50_bs64_554k.yaml"
+SMALL_PANOPTIC = ["model.backbone.weights=", "train.max_iters=1", "train.batch_size=2", "data.num_workers=0",
+                  "data.min_size_train=[64]", "data.max_size_train=96", "data.crop_size=[48,64]", "test.min_size=64",
+                  "test.max_size=96", "model.backbone.blocks=[1,1,1,1]", "model.dec_layers=1", "model.enc_layers=1",
+                  "inference.object_mask_threshold=0.0", "inference.overlap_threshold=0.0"]  # fmt: skip
+
+
+def test_coco_format_panoptic_data_with_its_own_categories(tmp_path: Path, capsys) -> None:
+    """A COCO-format panoptic JSON with categories of its own (ids 7, 20, 21): the model gets those 3 classes (the
+    note names the JSON), and predict's predictions.json speaks those ids."""
+    import maskformer
+    from maskformer.build import build_meta
+    from maskformer.cli import main
+
+    keys = _own_panoptic(tmp_path)
+    config = PANOPTIC_R50
     meta = build_meta(maskformer.load_config(config, [*keys, f"data.root={tmp_path}"]))
     assert meta.classes == ["cat", "sky", "grass"] and meta.thing_ids == [0]
-    small = ["model.backbone.weights=", "train.max_iters=1", "train.batch_size=2", "data.num_workers=0",
-             "data.min_size_train=[64]", "data.max_size_train=96", "data.crop_size=[48,64]", "test.min_size=64",
-             "test.max_size=96", "model.backbone.blocks=[1,1,1,1]", "model.dec_layers=1", "model.enc_layers=1",
-             "inference.object_mask_threshold=0.0", "inference.overlap_threshold=0.0"]  # fmt: skip
     args = ["train", str(config), "--data-root", str(tmp_path), "--output-dir", str(tmp_path / "run")]
-    assert main([*args, *(f"--set={kv}" for kv in [*keys, *small])]) == 0
-    model = tmp_path / "run" / "model_final.pt"
     capsys.readouterr()
+    assert main([*args, *(f"--set={kv}" for kv in [*keys, *SMALL_PANOPTIC])]) == 0
+    assert f"model.num_classes 133 -> 3 (from the categories of {tmp_path / 'train.json'})" in capsys.readouterr().err
+    model = tmp_path / "run" / "model_final.pt"
     assert main(["eval", str(model), "--json", "--output-dir", str(tmp_path / "e")]) == 0
     assert json.loads(capsys.readouterr().out)["images"] == 1
     out = tmp_path / "out"
@@ -353,3 +363,30 @@ def test_coco_format_panoptic_data_with_its_own_categories(tmp_path: Path, capsy
     assert [(c["id"], c["name"], c["isthing"]) for c in written["categories"]] == [(7, "cat", 1), (20, "sky", 0),
                                                                                    (21, "grass", 0)]  # fmt: skip
     assert {s["category_id"] for s in written["annotations"][0]["segments_info"]} <= {7, 20, 21}
+
+
+@pytest.mark.parametrize("damage", ["missing_png", "no_isthing", "not_json"])
+def test_bad_coco_format_panoptic_data_is_one_line_before_training(tmp_path: Path, capsys, damage: str) -> None:
+    """A missing PNG was found only when a step read it (a run folder stayed, or with few steps, none did and the
+    run passed), categories without isthing trained an all-stuff model, and a train JSON that is not JSON said "no
+    readable 'categories' list": now each is one line before the first step, and no run folder stays."""
+    from maskformer.cli import main
+
+    keys = _own_panoptic(tmp_path)
+    if damage == "missing_png":
+        (tmp_path / "pan" / "train" / "2.png").unlink()
+        words = f"{tmp_path / 'pan' / 'train' / '2.png'}: file not found (image 2 of"
+    elif damage == "no_isthing":
+        data = json.loads((tmp_path / "train.json").read_text())
+        del data["categories"][0]["isthing"]
+        (tmp_path / "train.json").write_text(json.dumps(data))
+        words = "categories need 'isthing' (1 for things, 0 for stuff); missing or not 0/1 for cat"
+    else:
+        (tmp_path / "train.json").write_text("this is { not json")
+        words = "train.json: not a COCO panoptic JSON (JSONDecodeError"
+    args = ["train", str(PANOPTIC_R50), "--data-root", str(tmp_path), "--output-dir", str(tmp_path / "run")]
+    capsys.readouterr()
+    assert main([*args, *(f"--set={kv}" for kv in [*keys, *SMALL_PANOPTIC])]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert words in err[-1] and not any("Traceback" in line for line in err), err
+    assert not (tmp_path / "run").exists()

@@ -231,6 +231,8 @@ def fit_classes(cfg: Config, *, explicit: bool = False) -> Config:
     if meta.num_classes == cfg.model.num_classes:
         return cfg
     source = f"{d.root}/classes.json" if d.dataset == "folder" else f"the {d.dataset} class table"
+    if d.dataset == "coco_panoptic" and d.panoptic_json:
+        source = f"the categories of {Path(d.root) / d.panoptic_json.replace('{split}', d.train_split)}"
     if explicit:
         raise ConfigError(
             f"model.num_classes={cfg.model.num_classes} but {source} lists {meta.num_classes} classes: "

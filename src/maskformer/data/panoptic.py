@@ -27,12 +27,19 @@ __all__ = ["PanopticDataset", "load_panoptic_json", "semantic_from_panoptic", "c
 
 
 def load_panoptic_json(
-    json_file: Path, image_dir: Path, panoptic_dir: Path, meta: DatasetMeta, *, semantic_dir: Path | None = None
+    json_file: Path,
+    image_dir: Path,
+    panoptic_dir: Path,
+    meta: DatasetMeta,
+    *,
+    semantic_dir: Path | None = None,
+    check_files: bool = True,
 ) -> list[dict[str, Any]]:
     """Entries from a COCO-panoptic JSON (``annotations`` with ``file_name`` and ``segments_info``).
 
     The image file comes from the JSON ``images`` list when it names the image, else ``<png stem>.jpg``
-    (the original's assumption). Unknown category ids raise ``DataError`` naming the JSON file.
+    (the original's assumption). Unknown category ids raise ``DataError`` naming the JSON file; with
+    ``check_files`` so does a missing image or PNG, here rather than when a training step first reads it.
     """
     if not json_file.is_file():
         raise DataError(f"{json_file}: panoptic JSON not found")
@@ -74,6 +81,10 @@ def load_panoptic_json(
         }
         if semantic_dir is not None:
             entry["sem_seg_file_name"] = str(semantic_dir / png)
+        if check_files:
+            for key in ("file_name", "pan_seg_file_name"):
+                if not Path(entry[key]).is_file():
+                    raise DataError(f"{entry[key]}: file not found (image {image_id} of {json_file})")
         entries.append(entry)
     return entries
 
@@ -172,12 +183,20 @@ def panoptic_json_meta(json_file: Path) -> DatasetMeta:
     if not json_file.is_file():
         raise DataError(f"{json_file}: panoptic JSON not found")
     try:
-        categories = json.loads(read_user_text(json_file, error=DataError))["categories"]
+        data = json.loads(read_user_text(json_file, error=DataError))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{json_file}: not a COCO panoptic JSON ({type(e).__name__}: {e})") from None
+    try:
+        categories = data["categories"]
         ids_names = sorted((int(c["id"]), str(c["name"])) for c in categories)
     except (ValueError, KeyError, TypeError) as e:
         raise DataError(f"{json_file}: no readable 'categories' list ({type(e).__name__}: {e})") from None
     if ids_names == sorted((i, coco.classes[c]) for i, c in coco.dataset_id_to_contiguous.items()):
         return coco
+    unsaid = [c["name"] for c in categories if c.get("isthing") not in (0, 1, True, False)]
+    if unsaid:  # all stuff by default would train a panoptic model without things, silently
+        raise DataError(f"{json_file}: categories need 'isthing' (1 for things, 0 for stuff); missing or not 0/1 for "
+                        f"{', '.join(map(str, unsaid[:5]))}{' ...' if len(unsaid) > 5 else ''}")  # fmt: skip
     return meta_from_dict({"ignore_label": coco.ignore_label, "classes": categories}, name="coco_panoptic",
                           where=f"{json_file}: categories")  # fmt: skip
 
@@ -204,8 +223,9 @@ def coco_panoptic(
     meta = meta or load_meta("coco_panoptic")
     jf = base / (json_file or f"annotations/panoptic_{split}2017.json")
     entries = load_panoptic_json(
-        jf, base / (image_dir or f"{split}2017"), base / (panoptic_dir or f"panoptic_{split}2017"), meta
-    )
+        jf, base / (image_dir or f"{split}2017"), base / (panoptic_dir or f"panoptic_{split}2017"), meta,
+        check_files=not skip_bad_samples,
+    )  # fmt: skip
     return PanopticDataset(entries=entries, meta=meta, mapper=mapper, skip_bad_samples=skip_bad_samples, where=str(jf))
 
 
