@@ -9,11 +9,14 @@ Imports nothing of the package (everything may import it).
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS}
 
 __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "new_file_mode", "read_user_text"]
 
@@ -52,7 +55,7 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = ".tmp", fsync: bool = 
                 os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:  # a full disk while writing: the error names the file asked for, not the hidden one
-        if e.filename is None or str(e.filename) == str(tmp):
+        if str(e.filename) == str(tmp) or (e.filename is None and e.errno in _WRITE_ERRNOS):
             e.filename = str(path)
         raise
     finally:
