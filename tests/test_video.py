@@ -153,25 +153,29 @@ def test_a_bad_video_among_other_files_is_skipped_and_named(checkpoint: Path, tm
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_labels.png", "a_overlay.png"]
 
 
-def test_variable_frame_times_and_a_rotation_tag_are_kept(checkpoint: Path, tmp_path: Path) -> None:
-    """A variable-rate clip keeps each frame's time (it came out at a constant rate: 3 s of video in 0.24 s), and
-    a phone clip tagged "rotate 90" comes out upright, as a player shows it and as EXIF-rotated photos are read."""
-    if "libx264" not in av.codecs_available or not hasattr(av.video.stream.VideoStream, "set_display_rotation"):
-        pytest.skip("this FFmpeg build has no libx264 encoder, or this PyAV cannot tag a rotation")
+def _timed_mkv(path: Path, times_ms: list[int]) -> None:
     from fractions import Fraction
 
-    times = [0, 40, 80, 1000, 1040, 3000]  # ms
-    with av.open(str(tmp_path / "vfr.mkv"), "w") as out:
+    with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=25)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
         stream.codec_context.time_base = Fraction(1, 1000)
-        for i, ms in enumerate(times):
+        for i, ms in enumerate(times_ms):
             frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 * i, np.uint8), format="rgb24")
             frame.pts, frame.time_base = ms, Fraction(1, 1000)
             for packet in stream.encode(frame):
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
+
+
+def test_variable_frame_times_and_a_rotation_tag_are_kept(checkpoint: Path, tmp_path: Path) -> None:
+    """A variable-rate clip keeps each frame's time (it came out at a constant rate: 3 s of video in 0.24 s), and
+    a phone clip tagged "rotate 90" comes out upright, as a player shows it and as EXIF-rotated photos are read."""
+    if "libx264" not in av.codecs_available or not hasattr(av.video.stream.VideoStream, "set_display_rotation"):
+        pytest.skip("this FFmpeg build has no libx264 encoder, or this PyAV cannot tag a rotation")
+    times = [0, 40, 80, 1000, 1040, 3000]  # ms
+    _timed_mkv(tmp_path / "vfr.mkv", times)
     with av.open(str(tmp_path / "phone.mp4"), "w") as out:
         stream = out.add_stream("libx264", rate=10)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
@@ -192,22 +196,6 @@ def test_variable_frame_times_and_a_rotation_tag_are_kept(checkpoint: Path, tmp_
     assert len(upright) == 3 and upright[0].shape == (64, 48, 3)
     corner = {"top right": upright[0][:8, -8:].mean(), "top left": upright[0][:8, :8].mean()}
     assert corner["top right"] > corner["top left"] + 40, corner
-
-
-def _timed_mkv(path: Path, times_ms: list[int]) -> None:
-    from fractions import Fraction
-
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        stream.codec_context.time_base = Fraction(1, 1000)
-        for i, ms in enumerate(times_ms):
-            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 * i, np.uint8), format="rgb24")
-            frame.pts, frame.time_base = ms, Fraction(1, 1000)
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
 
 
 def test_a_late_start_and_irregular_times_are_kept_exactly(checkpoint: Path, tmp_path: Path) -> None:

@@ -264,16 +264,22 @@ def test_unknown_names_are_one_clear_error(tmp_path: Path, monkeypatch: pytest.M
         maskformer.from_pretrained(tmp_path)  # a folder that is not a transformers folder
 
 
-def test_hub_id_from_a_prepopulated_offline_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    transformers = pytest.importorskip("transformers")
-    pytest.importorskip("huggingface_hub")
-    config = transformers.MaskFormerConfig(
+def _tiny_hf_config(transformers):
+    """A transformers MaskFormerConfig small enough to build in a test: ResNet of 4 blocks, 1 decoder layer,
+    classes cat and dog."""
+    return transformers.MaskFormerConfig(
         backbone_config={"model_type": "resnet", "depths": [1, 1, 1, 1], "hidden_sizes": [32, 64, 128, 256],
                          "embedding_size": 16, "out_features": ["stage1", "stage2", "stage3", "stage4"]},
         decoder_config={"model_type": "detr", "decoder_layers": 1, "d_model": 32, "decoder_attention_heads": 2,
                         "decoder_ffn_dim": 64, "num_queries": 5},
         fpn_feature_size=32, mask_feature_size=32, id2label={0: "cat", 1: "dog"},
     )  # fmt: skip
+
+
+def test_hub_id_from_a_prepopulated_offline_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("huggingface_hub")
+    config = _tiny_hf_config(transformers)
     torch.manual_seed(0)
     hf = transformers.MaskFormerForInstanceSegmentation(config).eval()
     revision = "0123456789abcdef0123456789abcdef01234567"
@@ -326,13 +332,7 @@ def test_hub_id_from_a_server_then_from_the_cache_when_the_hub_does_not_answer(t
 
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("huggingface_hub")
-    config = transformers.MaskFormerConfig(
-        backbone_config={"model_type": "resnet", "depths": [1, 1, 1, 1], "hidden_sizes": [32, 64, 128, 256],
-                         "embedding_size": 16, "out_features": ["stage1", "stage2", "stage3", "stage4"]},
-        decoder_config={"model_type": "detr", "decoder_layers": 1, "d_model": 32, "decoder_attention_heads": 2,
-                        "decoder_ffn_dim": 64, "num_queries": 5},
-        fpn_feature_size=32, mask_feature_size=32, id2label={0: "cat", 1: "dog"},
-    )  # fmt: skip
+    config = _tiny_hf_config(transformers)
     transformers.MaskFormerForInstanceSegmentation(config).save_pretrained(tmp_path / "repo")
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "x.png")
     env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
