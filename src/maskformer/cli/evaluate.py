@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from maskformer.cli.inference_options import MODEL_HELP, add_inference_options, predictor_options
+from maskformer.cli.inference_options import MODEL_HELP, add_inference_options, check_output_dir, predictor_options
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -54,9 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_images is not None and args.max_images < 1:
         raise ConfigError(f"--max-images must be at least 1, got {args.max_images}")
     out = Path(args.output_dir)
-    blocker = next((p for p in (out, *out.parents) if p.exists()), None)  # before the evaluation, not after it
-    if blocker is not None and not blocker.is_dir():
-        raise ConfigError(f"--output-dir {out}: {blocker} exists and is not a folder")
+    check_output_dir(args.output_dir)  # before the evaluation, not after it
     device = dist.init_from_env()
     model, cfg, meta = load_model_and_config(resolve_model(args.checkpoint))
     overrides = list(args.overrides)

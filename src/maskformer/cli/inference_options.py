@@ -53,3 +53,26 @@ def predictor_options(args: argparse.Namespace) -> dict:
         "compile": args.compile,
         "optimize": not args.reference,
     }
+
+
+def check_output_dir(name: str) -> None:
+    """One ``DataError`` line, before any work, when files cannot be made in the output folder ``name`` (made only
+    when the first result is written): empty, not a folder, a broken link, or no write permission on it or on the
+    nearest folder above it that exists. For ``predict`` and ``eval``."""
+    import os
+    from pathlib import Path
+
+    from maskformer.errors import DataError
+
+    if not name.strip():
+        raise DataError("--output-dir is empty: name a folder (. for the current one)")
+    out = Path(name)
+    if out.is_symlink() and not out.exists():
+        raise DataError(f"{out}: a symbolic link to {os.readlink(out)}, which does not exist")
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder")
+    existing = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise DataError(f"{out}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DataError(f"{out}: cannot write there (no write permission on {existing})")

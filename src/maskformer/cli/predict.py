@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from maskformer.cli.inference_options import MODEL_HELP, add_inference_options, predictor_options
+from maskformer.cli.inference_options import MODEL_HELP, add_inference_options, check_output_dir, predictor_options
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
@@ -88,29 +88,6 @@ def _collect(inputs: list[str]) -> list:
     return files
 
 
-def _check_output_dir(name: str) -> None:
-    """One line, before the model loads, when files cannot be made in the folder ``name`` (which is made only when
-    the first result is written): not a folder, a broken link, or no write permission on it or the nearest folder
-    above it that exists."""
-    import os
-    from pathlib import Path
-
-    from maskformer.errors import DataError
-
-    if not name.strip():
-        raise DataError("--output-dir is empty: name a folder (. for the current one)")
-    out = Path(name)
-    if out.is_symlink() and not out.exists():
-        raise DataError(f"{out}: a symbolic link to {os.readlink(out)}, which does not exist")
-    if out.exists() and not out.is_dir():
-        raise DataError(f"{out}: exists and is not a folder")
-    existing = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
-    if not existing.is_dir():
-        raise DataError(f"{out}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise DataError(f"{out}: cannot write there (no write permission on {existing})")
-
-
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -137,14 +114,14 @@ def _run(args: argparse.Namespace) -> int:
     from maskformer.fileio import atomic_write_text
     from maskformer.inference.predictor import PANOPTIC_TTA, Predictor
     from maskformer.inference.preprocess import load_image
-    from maskformer.inference.render import label_file_values, render
+    from maskformer.inference.render import dataset_ids, label_file_values, render
     from maskformer.inference.visualize import save_png
     from maskformer.zoo import resolve_model
 
     if args.every < 1 or args.batch_size < 1:
         raise DataError(f"--every and --batch-size must be positive, got {args.every} and {args.batch_size}")
     files = _collect(args.inputs)
-    _check_output_dir(args.output_dir)
+    check_output_dir(args.output_dir)
     options = predictor_options(args)
     predictor = Predictor(load_model(resolve_model(args.checkpoint), args.device), device=args.device, **options)
     task = args.task or predictor.task_default
@@ -153,9 +130,7 @@ def _run(args: argparse.Namespace) -> int:
     predictor.check_task(task)  # before any progress bar or output
     names, colors = predictor.class_names, np.asarray(predictor.colors, dtype=np.uint8)
     thing = predictor.thing_ids
-    # predictions.json speaks the dataset's own category ids (COCO: 1..200 with gaps), as its ground truth does
-    to_dataset_id = dict(getattr(predictor.meta, "contiguous_to_dataset_id", None) or {})
-    dataset_ids = [int(to_dataset_id.get(i, i)) for i in range(len(names))]
+    ids = dataset_ids(predictor)  # predictions.json speaks the dataset's own category ids, as its ground truth does
     label_values = label_file_values(predictor)  # a folder dataset's own ids in _labels.png, as its label files
     out = Path(args.output_dir)
     videos = [f for f in files if _is_video(f)]
@@ -181,7 +156,7 @@ def _run(args: argparse.Namespace) -> int:
             return
         save_png(shown.label, out / f"{stem}_panoptic.png")
         segments_info = [
-            {"id": s["id"], "category_id": dataset_ids[s["category_id"]], "isthing": s["isthing"], "area": s["area"],
+            {"id": s["id"], "category_id": ids[s["category_id"]], "isthing": s["isthing"], "area": s["area"],
              "category_name": s["label"]}
             for s in shown.segments
         ]  # fmt: skip
@@ -202,7 +177,7 @@ def _run(args: argparse.Namespace) -> int:
                 write(p, image, result)
             batch = []
     if annotations:  # (videos alone write none)
-        categories = [{"id": dataset_ids[i], "name": n, "isthing": int(i in thing)} for i, n in enumerate(names)]
+        categories = [{"id": ids[i], "name": n, "isthing": int(i in thing)} for i, n in enumerate(names)]
         atomic_write_text(out / "predictions.json", json.dumps({"annotations": annotations, "categories": categories}))
     done = len(files) - len(failed)
     print(f"wrote results for {done} file(s) to {out}")

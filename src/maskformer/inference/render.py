@@ -14,7 +14,7 @@ from PIL import Image
 
 from maskformer.inference.visualize import id2rgb, overlay, panoptic_picture, segment_colors, semantic_picture
 
-__all__ = ["Rendered", "label_file_values", "render"]
+__all__ = ["Rendered", "dataset_ids", "label_file_values", "render"]
 
 
 @dataclass
@@ -92,3 +92,10 @@ def label_file_values(predictor: object) -> list[int] | None:
     to_id = meta.contiguous_to_dataset_id
     values = [int(to_id.get(i, i)) for i in range(meta.num_classes)]
     return None if values == list(range(len(values))) else values
+
+
+def dataset_ids(predictor: object) -> list[int]:
+    """The dataset's own category id of each class position (COCO: 1..200 with gaps; a folder dataset: its
+    ``classes.json`` ids; otherwise the position): what ``predictions.json`` and the serve API call category_id."""
+    to_id = dict(getattr(getattr(predictor, "meta", None), "contiguous_to_dataset_id", None) or {})
+    return [int(to_id.get(i, i)) for i in range(len(predictor.class_names))]

@@ -34,7 +34,7 @@ from starlette.routing import Route
 
 from maskformer.errors import ConfigError, DataError
 from maskformer.inference.preprocess import pil_to_rgb
-from maskformer.inference.render import label_file_values, render
+from maskformer.inference.render import dataset_ids, label_file_values, render
 from maskformer.inference.visualize import id2rgb
 
 __all__ = ["build_app"]
@@ -70,9 +70,7 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
     colors = np.asarray(predictor.colors, dtype=np.uint8)
     names = predictor.class_names
     label_values = label_file_values(predictor)
-    # a segment's category_id is the dataset's own id (COCO: 1..200 with gaps), as in predict's predictions.json;
-    # class_index is the model's class position 0..K-1
-    to_dataset_id = dict(getattr(predictor.meta, "contiguous_to_dataset_id", None) or {})
+    ids = dataset_ids(predictor)  # category_id as in predict's predictions.json; class_index: the position 0..K-1
     tasks = tasks or offered_tasks(predictor)
     if predictor.task_default not in tasks:
         raise ConfigError(f"task {predictor.task_default!r} is not available for {name} (it can do {list(tasks)})")
@@ -87,8 +85,8 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
         return {
             "task": task, "width": int(image.shape[1]), "height": int(image.shape[0]),
             "time_ms": round(1000 * elapsed, 1),
-            "segments": [{**seg, "category_id": int(to_dataset_id.get(seg["category_id"], seg["category_id"])),
-                          "class_index": seg["category_id"]} for seg in shown.segments],
+            "segments": [{**seg, "category_id": ids[seg["category_id"]], "class_index": seg["category_id"]}
+                         for seg in shown.segments],
             "overlay_png": _png(shown.overlay), "label_png": _png(shown.label),
             "segments_png": _png(id2rgb(shown.segment_ids)),
         }  # fmt: skip
@@ -100,7 +98,7 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
         return JSONResponse({"status": "ok", "model": name})
 
     async def info(request: Request) -> JSONResponse:
-        classes = [{"id": int(to_dataset_id.get(i, i)), "class_index": i, "name": n,
+        classes = [{"id": ids[i], "class_index": i, "name": n,
                     "color": [int(v) for v in colors[i]], "isthing": i in predictor.thing_ids}
                    for i, n in enumerate(names)]  # fmt: skip
         return JSONResponse({"model": name, "tasks": list(tasks), "default_task": predictor.task_default,
