@@ -19,6 +19,7 @@ from ..config import Config, config_from_dict, config_to_dict
 from ..data.metadata import DatasetMeta, meta_from_checkpoint
 from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_path
+from ..inference.device import check_device
 
 FORMAT = "maskformer-checkpoint"
 VERSION = 1
@@ -43,24 +44,6 @@ def save_checkpoint(
     obj = {"format": FORMAT, "version": VERSION, "config": config_to_dict(cfg), "model": state, "meta": meta or {}}
     obj.update(training_state)
     atomic_torch_save(obj, path)
-
-
-def check_device(name: str | torch.device) -> torch.device:
-    """The device ``name`` means, or one ``ConfigError`` line: not a device name, a device kind this package does
-    not run on (it runs on cpu and cuda), or CUDA asked for where there is none."""
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"--device {name!r}: not a device name (cpu, cuda or cuda:N)") from None
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"--device {name}: this package runs on cpu or cuda, not {device.type}")
-    if device.type == "cpu" and device.index not in (None, 0):
-        raise ConfigError(f"--device {name}: the CPU is one device: use --device cpu")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return device
 
 
 def _kind_of_file(path: Path) -> str | None:

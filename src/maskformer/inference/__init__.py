@@ -3,7 +3,8 @@
 - ``preprocess``: read an image, the original's test-time resize, normalise and pad.
 - ``postprocess``: semantic / panoptic inference from the model outputs (the original's logic), TTA.
 - ``predictor``: ``Predictor`` owns the whole image path: load -> (optional) accelerate -> preprocess -> model ->
-  postprocess; ``visualize``: overlays and legends; ``export``: ONNX.
+  postprocess; ``visualize``: overlays and legends; ``render``: the pictures and segment lists of one result;
+  ``video``: prediction on videos; ``device``: which devices the package runs on; ``export``: ONNX.
 - ``accelerate/``: CPU speed-ups behind one function (``accelerate.accelerate``), chosen by the Predictor; the exact
   reference path is always available and gives the same labels.
 

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from maskformer.errors import ConfigError
 from maskformer.inference.accelerate import accelerate
+from maskformer.inference.device import check_device
 from maskformer.inference.postprocess import Size, panoptic_keep, semantic_from_outputs
 from maskformer.inference.preprocess import (
     ImageInput,
@@ -94,8 +95,6 @@ class Predictor:
         task_default = task_default or ("panoptic" if panoptic_default else "semantic")
         if task_default not in _TASKS:
             raise ValueError(f"task_default must be one of {_TASKS}, got {task_default!r}")
-        from maskformer.engine.checkpoint import check_device
-
         self.device = check_device(device)
         self.cfg = cfg
         self.min_size = int(_setting(min_size, cfg, "test", "min_size", 0))
