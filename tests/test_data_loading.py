@@ -143,3 +143,18 @@ def test_packed_batch_round_trip() -> None:
     assert torch.equal(out[1][0]["labels"], torch.tensor([3, 1])) and out[1][0]["masks"].shape == (0, 5, 5)
     assert torch.equal(out[2][0]["sem_seg"], torch.full((2, 2), 7)) and out[2][0]["aug"] == {"flip": True}
     assert out[2][0]["name"] == "a" and out[2][0]["height"] == 2
+
+
+def test_more_workers_than_cpus_are_capped_without_torch_warning() -> None:
+    import os
+    import warnings
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    loader = _loader(cpus + 3)
+    assert loader.num_workers == cpus
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's "will create N worker processes" warning would raise here
+        first = next(iter(loader))
+    assert torch.equal(first[0], next(iter(_loader(0)))[0])
+    test = build_test_loader(SyntheticDataset(split="val", length=2, image_size=32), num_workers=cpus + 3)
+    assert test.num_workers == cpus

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,7 +21,15 @@ __all__ = [
     "build_train_loader",
     "build_test_loader",
     "trivial_collate",
+    "usable_workers",
 ]
+
+
+def usable_workers(requested: int) -> int:
+    """``requested`` DataLoader workers, at most one per CPU this process may run on (torch warns above that and
+    the extra workers only compete for the same cores). Batches are the same whatever the count."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(requested, cpus))
 
 
 def seed_everything(seed: int) -> None:
@@ -142,7 +151,7 @@ class TrainLoader:
         self.grouped = AspectRatioBatchSampler(sampler, group_of, batch_size_per_process) if group_of else None
         self.batch_size = batch_size_per_process
         self.sampler = sampler
-        self.num_workers = num_workers
+        self.num_workers = usable_workers(num_workers)
         self.collate_fn = collate_fn
         self.seed = seed
         self.prefetch_factor = prefetch_factor
@@ -229,7 +238,7 @@ def build_test_loader(
         dataset,
         batch_size=1,
         sampler=InferenceSampler(len(dataset), rank, world_size),
-        num_workers=num_workers,
+        num_workers=usable_workers(num_workers),
         collate_fn=collate_fn,
         worker_init_fn=worker_init_fn,
     )

@@ -188,6 +188,8 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
                 f"batch {t.batch_size} = {world} x {t.grad_accum} x {per_step}")  # fmt: skip
     if resume_note:
         logger.note(resume_note)
+    if loader.num_workers < cfg.data.num_workers:
+        logger.note(f"data.num_workers={cfg.data.num_workers}: {loader.num_workers} loader workers, one per CPU here")
     deadline = time.monotonic() + 60 * t.max_minutes if t.max_minutes > 0 else math.inf
     max_iters = t.max_iters
     fit_at = start + max(5, min(30, t.max_iters // 20))  # when a time budget is set, size the schedule after this
