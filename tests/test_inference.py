@@ -19,6 +19,7 @@ from maskformer.inference.postprocess import (
     semantic_from_outputs,
     semantic_from_sem_logits,
     semantic_inference,
+    semantic_labels,
 )
 from maskformer.inference.tta import semantic_tta
 
@@ -150,6 +151,30 @@ def test_per_pixel_semantic_path():
     ref0 = F.interpolate(up[0:1, :, :30, :29], size=(15, 20), mode="bilinear", align_corners=False)[0]
     torch.testing.assert_close(ours[0], ref0)
     torch.testing.assert_close(direct[1], F.interpolate(up[1:2], size=(64, 64), mode="bilinear")[0])
+
+
+@pytest.mark.parametrize("budget", [1, 3 * 97 * 130 + 5, 1 << 30])  # one class, 3 classes, all at once
+def test_semantic_labels_in_class_chunks_equal_the_argmax_of_the_scores(monkeypatch, budget):
+    """Large outputs take their labels a few classes at a time: the same labels as the argmax of the full scores,
+    ties (equal classes here) going to the first class as in argmax."""
+    import maskformer.inference.postprocess.semantic as post
+
+    monkeypatch.setattr(post, "_RESIZE_FLOATS", budget)
+    g = torch.Generator().manual_seed(5)
+    masks = torch.randn(2, 6, 16, 24, generator=g)
+    logits = torch.randn(2, 6, 8, generator=g)
+    logits[:, :3, 1] += 4.0
+    logits[:, :, 3] = logits[:, :, 1]  # classes 1 and 3 tie everywhere (and win where the first queries do)
+    out = {"pred_logits": logits, "pred_masks": masks}
+    sizes = ([(61, 90), (50, 73)], [(97, 130), (50, 73)])
+    for fast in (False, True):
+        want = [s.argmax(0) for s in semantic_from_outputs(out, *sizes, input_size=(64, 96), fast=fast)]
+        got = semantic_labels(out, *sizes, input_size=(64, 96), fast=fast)
+        assert all(torch.equal(a, b) for a, b in zip(got, want))
+        assert not any((lab == 3).any() for lab in got) and any((lab == 1).any() for lab in got)
+    sem = {"sem_logits": torch.randn(2, 7, 16, 24, generator=g)}
+    want = [s.argmax(0) for s in semantic_from_outputs(sem, *sizes, input_size=(64, 96))]
+    assert all(torch.equal(a, b) for a, b in zip(semantic_labels(sem, *sizes, input_size=(64, 96)), want))
 
 
 # ---------------------------------------------------------------- panoptic: the original's outputs

@@ -199,3 +199,27 @@ def test_a_file_is_read_as_a_viewer_shows_it(tmp_path):
     Image.fromarray(deep).save(tmp_path / "deep.png")
     grey = (deep >> 8).astype(np.uint8)
     assert torch.equal(predictor(tmp_path / "deep.png"), predictor(np.repeat(grey[:, :, None], 3, axis=2)))
+
+
+@pytest.mark.parametrize("optimize", [True, False])
+def test_large_outputs_resize_a_few_classes_at_a_time_with_the_same_labels(monkeypatch, optimize):
+    """An image far larger than the test size: the labels equal the argmax of the full scores, and no resize to the
+    output size holds more than the budget's classes (a 20-megapixel photo with 150 classes took 13 GB before)."""
+    import maskformer.inference.postprocess.semantic as semantic
+
+    model = _Stub(queries=5, classes=5)
+    image = _image(150, 230, seed=3)
+    predictor = Predictor(model, min_size=40, max_size=1000, optimize=optimize)
+    want = predictor.semantic_scores(image).argmax(0)
+    monkeypatch.setattr(semantic, "_RESIZE_FLOATS", 2 * 150 * 230)
+    channels: list[int] = []
+    resize = semantic.sem_seg_postprocess
+
+    def counting(x, image_size, output_size):
+        channels.append(int(x.shape[0]))
+        return resize(x, image_size, output_size)
+
+    monkeypatch.setattr(semantic, "sem_seg_postprocess", counting)
+    labels = predictor(image)
+    assert torch.equal(labels, want) and len(labels.unique()) > 1
+    assert channels and max(channels) == 2 and sum(channels) == 5  # 2 + 2 + 1 classes

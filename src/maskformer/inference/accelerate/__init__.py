@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from maskformer.allocator import reuse_freed_memory
-from maskformer.inference.postprocess import Size, panoptic_from_outputs, semantic_from_outputs
+from maskformer.inference.postprocess import Size, panoptic_from_outputs, semantic_labels
 
 __all__ = ["Accelerated", "accelerate", "supported"]
 
@@ -61,8 +61,7 @@ def _plain_labels(
     corner_labels: bool = False,
 ) -> list[Tensor]:
     del corner_labels  # an approximation of the accelerated path only
-    scores = semantic_from_outputs(outputs, image_sizes, output_sizes, input_size=input_size, fast=fast)
-    return [s.argmax(0) for s in scores]
+    return semantic_labels(outputs, image_sizes, output_sizes, input_size=input_size, fast=fast)
 
 
 class _Autocast(nn.Module):

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import maskformer.inference.accelerate.cell_bounds as cell_bounds
-from maskformer.inference.postprocess import Size, _input_size, _resample_grid, semantic_from_outputs
+from maskformer.inference.postprocess.semantic import Size, _input_size, _resample_grid, semantic_labels
 
 __all__ = ["semantic_labels_from_outputs"]
 
@@ -204,8 +204,7 @@ def semantic_labels_from_outputs(
     outputs: {"pred_logits": [B, Q, K+1], "pred_masks": [B, Q, h, w]} or {"sem_logits": ...} (unfused).
     """
     if "sem_logits" in outputs:
-        scores = semantic_from_outputs(outputs, image_sizes, output_sizes, input_size=input_size)
-        return [s.argmax(0) for s in scores]
+        return semantic_labels(outputs, image_sizes, output_sizes, input_size=input_size)
     mask_cls, mask_pred = outputs["pred_logits"].float(), outputs["pred_masks"].float()
     low = (int(mask_pred.shape[-2]), int(mask_pred.shape[-1]))
     padded = _input_size(low, input_size)
@@ -225,6 +224,5 @@ def semantic_labels_from_outputs(
             labels.append(_exact_labels(mask_cls[i], mask_pred[i], image_size))
         else:
             one = {"pred_logits": mask_cls[i : i + 1], "pred_masks": mask_pred[i : i + 1]}
-            scores = semantic_from_outputs(one, [image_size], [output_size], input_size=padded)[0]
-            labels.append(scores.argmax(0))
+            labels.append(semantic_labels(one, [image_size], [output_size], input_size=padded)[0])
     return labels

@@ -20,14 +20,8 @@ import torch
 from torch import Tensor
 
 from maskformer.inference.accelerate.labels import _first_argmax, _sigmoid_rows, _strip_rows
-from maskformer.inference.postprocess import (
-    SegmentInfo,
-    Size,
-    _input_size,
-    panoptic_from_outputs,
-    panoptic_keep,
-    panoptic_segments,
-)
+from maskformer.inference.postprocess import SegmentInfo, Size, panoptic_from_outputs, panoptic_keep, panoptic_segments
+from maskformer.inference.postprocess.semantic import _input_size
 
 __all__ = ["panoptic_from_outputs_in_strips"]
 
