@@ -286,3 +286,61 @@ def test_a_folder_of_images_and_videos_gives_both(checkpoint: Path, tmp_path: Pa
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == ["clip_overlay.mp4", "still_labels.png", "still_overlay.png"], names
     assert len(_read(tmp_path / "out" / "clip_overlay.mp4")[0]) == 3
+
+
+def _talking_clip(path: Path, codec: str, sample_format: str) -> None:
+    """2 s of video at 12 fps whose first frame is at 0.25 s, and 2.5 s of a 440 Hz tone from 0 s (16 kHz mono)."""
+    with av.open(str(path), "w") as out:
+        video, audio = out.add_stream("libx264", rate=12), out.add_stream(codec, rate=16000)
+        video.width, video.height, video.pix_fmt = 96, 64, "yuv420p"
+        audio.layout = "mono"
+        tone = np.sin(2 * np.pi * 440 * np.arange(40000) / 16000).astype(np.float32) * 0.5
+        chunks = [(s / 16000, "a", s) for s in range(0, 40000, 1024)] + [((i + 3) / 12, "v", i) for i in range(24)]
+        for _, kind, i in sorted(chunks):
+            if kind == "v":
+                frame = av.VideoFrame.from_ndarray(np.full((64, 96, 3), 9 * i, np.uint8), "rgb24")
+                frame.pts = i + 3
+                out.mux(video.encode(frame))
+                continue
+            part = tone[i : i + 1024][None]
+            if sample_format == "s16":
+                part = (part * 32767).astype(np.int16)
+            sound = av.AudioFrame.from_ndarray(part, format=sample_format, layout="mono")
+            sound.sample_rate, sound.pts = 16000, i
+            out.mux(audio.encode(sound))
+        out.mux(video.encode())
+        out.mux(audio.encode())
+
+
+def _sound(path: Path) -> tuple[str, list[bytes], float, float]:
+    """(codec, packet bytes, first time, seconds of samples) of a file's first audio track."""
+    with av.open(str(path)) as container:
+        track = container.streams.audio[0]
+        packets = [bytes(p) for p in container.demux(track) if p.size]
+    with av.open(str(path)) as container:
+        frames = list(container.decode(container.streams.audio[0]))
+        rate = frames[0].sample_rate
+        return track.codec_context.name, packets, float(frames[0].time), sum(f.samples for f in frames) / rate
+
+
+@pytest.mark.parametrize(
+    ("name", "codec", "sample_format"), [("talk.mp4", "aac", "fltp"), ("talk.mkv", "pcm_s16le", "s16")]
+)
+def test_the_sound_is_kept_and_cut_to_the_video(checkpoint: Path, tmp_path: Path, name, codec, sample_format) -> None:
+    """AAC is copied packet for packet; PCM (which MP4 does not hold) is re-encoded to AAC. The sound before the first
+    frame and after the last one is left out, so sound and pictures stay together."""
+    if "libx264" not in av.codecs_available or "aac" not in av.codecs_available:
+        pytest.skip("this FFmpeg build lacks libx264 or aac")
+    _talking_clip(tmp_path / name, codec, sample_format)
+    assert main(["predict", str(checkpoint), str(tmp_path / name), "--output-dir", str(tmp_path / "out")]) == 0
+    overlay = tmp_path / "out" / "talk_overlay.mp4"
+    assert len(_read(overlay)[0]) == 24
+    out_codec, packets, first, seconds = _sound(overlay)
+    assert out_codec == "aac" and abs(first) < 0.03 and abs(seconds - 2.0) < 0.1
+    source_packets = _sound(tmp_path / name)[1]
+    if codec == "aac":  # copied: the packets of the source's 0.25-2.25 s
+        assert set(packets) <= set(source_packets) and 28 <= len(packets) <= 33
+    assert main(["predict", str(checkpoint), str(tmp_path / name), "--output-dir", str(tmp_path / "mute"),
+                 "--no-audio"]) == 0  # fmt: skip
+    with av.open(str(tmp_path / "mute" / "talk_overlay.mp4")) as container:
+        assert not container.streams.audio and len(container.streams.video) == 1

@@ -56,6 +56,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         " to the largest, which the attention then sees)",
     )
     p.add_argument("--every", type=int, default=1, metavar="N", help="videos: run the model on every Nth frame")
+    p.add_argument("--no-audio", action="store_true", help="videos: leave the sound out of the overlay video")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.set_defaults(func=run)
@@ -140,7 +141,8 @@ def _run(args: argparse.Namespace) -> int:
         from maskformer.inference.video import predict_video
 
         try:
-            predict_video(predictor, video, out / f"{video.stem}_overlay.mp4", task=task, every=args.every)
+            predict_video(predictor, video, out / f"{video.stem}_overlay.mp4", task=task, every=args.every,
+                          with_audio=not args.no_audio)  # fmt: skip
         except DataError as e:
             if args.strict or len(files) == 1:
                 raise

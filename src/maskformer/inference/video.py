@@ -1,5 +1,6 @@
 """Prediction on videos: every frame through the Predictor, overlaid, written as a video with the same frame count and
-frame rate. Decoding and encoding use PyAV (its wheels carry FFmpeg; extra ``video``)."""
+frame rate, and the source's first audio track. Decoding and encoding use PyAV (its wheels carry FFmpeg; extra
+``video``)."""
 
 from __future__ import annotations
 
@@ -74,6 +75,80 @@ def _add_stream(av, out, time_base: Fraction, rate: Fraction, width: int, height
     return stream
 
 
+class _Audio:
+    """The source's first audio track into the output, interleaved with the video by time: AAC and MP3 packets as
+    they are (MP4 holds them), other codecs re-encoded to AAC. Times are shifted so that the first video frame is 0;
+    sound before it and after the video's end is dropped. A track that fails to decode stops with a note, keeping
+    the sound up to there."""
+
+    _COPIED = ("aac", "mp3")
+
+    def __init__(self, av, source: Path, out, start: float) -> None:
+        self.av, self.source, self.start, self.failed = av, source, start, False
+        self.container = av.open(str(source))
+        track = self.container.streams.audio[0]
+        codec = track.codec_context.codec
+        self.copy = getattr(codec, "canonical_name", codec.name) in self._COPIED  # (MP3's decoder is "mp3float")
+        if self.copy:
+            self.stream = out.add_stream_from_template(track)
+        else:
+            self.stream = out.add_stream("aac", rate=track.codec_context.sample_rate or 48000)
+            layout = track.codec_context.layout
+            # PCM in Matroska may state a channel count without an order ("1 channels"): name the usual one
+            named = "mono" if layout.nb_channels == 1 else "stereo"
+            self.stream.layout = named if layout.nb_channels == 1 or "channels" in layout.name else layout.name
+        self.time_base = track.time_base or Fraction(1, track.codec_context.sample_rate or 48000)
+        self.items = self.container.demux(track) if self.copy else self.container.decode(track)
+        self.pending = None
+        self.out = out
+
+    def until(self, seconds: float) -> None:
+        """Mux the track's packets that start before ``seconds`` of output time."""
+        try:
+            while not self.failed:
+                item = self.pending if self.pending is not None else next(self.items, None)
+                self.pending = None
+                if item is None:
+                    return
+                if item.pts is None:
+                    continue
+                at = float(item.pts * self.time_base) - self.start
+                if at >= seconds:
+                    self.pending = item
+                    return
+                if at < 0:
+                    continue
+                item.pts = round(at / self.time_base)
+                if self.copy:
+                    if item.size == 0:
+                        continue
+                    item.dts = item.pts
+                    item.stream = self.stream
+                    self.out.mux(item)
+                else:
+                    item.time_base = self.time_base
+                    self.out.mux(self.stream.encode(item))
+        except self.av.error.FFmpegError as e:
+            if getattr(e, "errno", None) in _WRITE_ERRNOS:
+                raise
+            self.failed = True
+            print(f"{self.source}: audio copied up to {seconds:.2f} s only ({e})", file=sys.stderr)
+
+    def close(self) -> None:
+        if not self.copy and not self.failed:
+            self.out.mux(self.stream.encode(None))
+        self.container.close()
+
+
+def _open_audio(av, source: Path, out, start: float) -> _Audio | None:
+    """``_Audio`` for the source, or None with a note when its track cannot be set up (the video goes on)."""
+    try:
+        return _Audio(av, source, out, start)
+    except (av.error.FFmpegError, ValueError) as e:
+        print(f"{source}: the overlay video has no sound (cannot copy the audio track: {e})", file=sys.stderr)
+        return None
+
+
 def _stated_seconds(container, stream) -> float | None:
     """The video stream's duration as the file states it: the stream's own (MP4, AVI), the DURATION tag that
     Matroska/WebM muxers write per track, or the container's when the video is its only stream."""
@@ -107,9 +182,10 @@ def _check_complete(source: Path, container, stream, last: float | None, rate: F
 
 
 def predict_video(predictor, source: str | Path, output: str | Path, *, task: str = "semantic", every: int = 1,
-                  progress: bool = True) -> dict:  # fmt: skip
+                  progress: bool = True, with_audio: bool = True) -> dict:  # fmt: skip
     """Write ``output`` (mp4, H.264 at the source's frame rate) with the prediction of every ``every``-th frame
-    drawn over each frame (frames in between reuse the last prediction). Returns {"frames", "fps", "seconds"}.
+    drawn over each frame (frames in between reuse the last prediction) and, ``with_audio``, the source's sound.
+    Returns {"frames", "fps", "seconds"}.
 
     A file PyAV cannot read is one ``DataError`` naming it; ``output`` appears only when complete.
     """
@@ -129,7 +205,7 @@ def predict_video(predictor, source: str | Path, output: str | Path, *, task: st
     rate = Fraction(stream.average_rate or stream.guessed_rate or 25)
     # a progress total: the container's count, else (Matroska/WebM keep none) duration x rate
     total = stream.frames or (round(container.duration * rate / 1_000_000) if container.duration else None)
-    count, start, result, end = 0, time.perf_counter(), None, None
+    count, start, result, end, audio = 0, time.perf_counter(), None, None, None
     clock = _Clock(rate, float(stream.time_base or Fraction(1, 1000)))
     try:
         with atomic_path(output, suffix=".mp4") as tmp, av.open(str(tmp), mode="w") as out:
@@ -144,6 +220,8 @@ def predict_video(predictor, source: str | Path, output: str | Path, *, task: st
                 if encoder is None:
                     encoder = _add_stream(av, out, clock.time_base, rate, picture.shape[1] + picture.shape[1] % 2,
                                           picture.shape[0] + picture.shape[0] % 2)  # fmt: skip
+                    if container.streams.audio and with_audio:
+                        audio = _open_audio(av, source, out, frame.time or 0.0)
                 # yuv420p needs even sides: an odd last row/column is repeated
                 picture = np.pad(picture, ((0, picture.shape[0] % 2), (0, picture.shape[1] % 2), (0, 0)), mode="edge")
                 drawn = av.VideoFrame.from_ndarray(picture, format="rgb24")
@@ -152,9 +230,14 @@ def predict_video(predictor, source: str | Path, output: str | Path, *, task: st
                     out.mux(packet)
                 count += 1
                 end = frame.time if end is None or frame.time is None else max(end, frame.time)
+                if audio is not None:
+                    audio.until(drawn.pts * float(clock.time_base))
             if encoder is None:
                 raise DataError(f"{source}: the video has no frames")
             _check_complete(source, container, stream, end, rate)
+            if audio is not None:  # the sound up to the end of the last frame
+                audio.until(clock.last * float(clock.time_base) + 1 / float(rate))
+                audio.close()
             for packet in encoder.encode():
                 out.mux(packet)
     except av.error.FFmpegError as e:
@@ -163,6 +246,8 @@ def predict_video(predictor, source: str | Path, output: str | Path, *, task: st
         raise DataError(f"{source}: cannot decode video ({e})") from None
     finally:
         container.close()
+        if audio is not None:
+            audio.container.close()
     seconds = time.perf_counter() - start
     if progress:
         print(f"{source.name}: {count} frames in {seconds:.1f} s ({count / seconds:.2f} frames/s) -> {output}",
