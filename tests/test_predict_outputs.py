@@ -175,3 +175,24 @@ def test_eval_tta_on_a_panoptic_only_model_is_refused_as_predict_does(tmp_path: 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "test-time augmentation is for semantic labels only" in err[0], err
     assert "--set inference.panoptic_on=false" in err[0] and "--task" not in err[0]  # eval has no --task
+
+
+def test_legend_letters_beyond_ascii_are_drawn_not_boxed() -> None:
+    """A Cyrillic class name and an accented file name: drawn with an outline font that has the letters (Pillow's
+    default font draws boxes for them); ASCII legends keep the default font and its width."""
+    import pytest
+
+    from maskformer.inference import visualize
+
+    font = visualize._font(["дорога", "straße.jpg"])
+    if not hasattr(font, "path") or not isinstance(font.path, str):
+        pytest.skip(f"none of {visualize._WIDE_FONTS} is installed (Debian: fonts-dejavu-core)")
+    assert all(visualize._has_glyph(font, ch) for ch in "доргаß")
+    assert not visualize._has_glyph(font, "\u0378")  # an unassigned Greek code point: the box, so the test can fail
+    image = np.zeros((40, 60, 3), np.uint8)
+    wide = visualize.with_legend(image, [("дорога", (9, 9, 9))], title="straße.jpg")
+    boxed = visualize.with_legend(image, [("\u0378" * 6, (9, 9, 9))], title="stra\u0378e.jpg")
+    assert np.asarray(wide).tobytes() != np.asarray(boxed).tobytes()
+    ascii_font = visualize._font(["road", "street.jpg"])
+    assert not isinstance(getattr(ascii_font, "path", None), str)  # Pillow's own default
+    assert visualize.with_legend(image, [("road", (9, 9, 9))], title="street.jpg").size == (60 + 12 + 70 + 24, 48)

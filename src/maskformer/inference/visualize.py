@@ -41,11 +41,54 @@ def overlay(
     return out.clip(0, 255).astype(np.uint8)
 
 
+# Outline fonts with more than Latin letters, tried in order for non-ASCII legends (Debian's fonts-dejavu-core,
+# Noto CJK, macOS, Windows); Pillow's own default font draws other letters as boxes.
+_WIDE_FONTS = (
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/noto-cjk/NotoSansCJK-Regular.ttc",
+    "/System/Library/Fonts/Supplemental/Arial Unicode.ttf",
+    "C:/Windows/Fonts/arial.ttf",
+)
+
+
+def _font(texts: Sequence[str]) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's default font for ASCII text; for other letters the first outline font of ``_WIDE_FONTS`` that has
+    a glyph for each of them (else the one with the most), at the same size."""
+    wide = {ch for text in texts for ch in text if ord(ch) > 126}
+    if not wide:
+        return ImageFont.load_default()
+    best, best_count = None, -1
+    for path in _WIDE_FONTS:
+        try:
+            font = ImageFont.truetype(path, 11)
+        except OSError:
+            continue
+        count = sum(1 for ch in wide if _has_glyph(font, ch))
+        if count > best_count:
+            best, best_count = font, count
+        if count == len(wide):
+            break
+    return best if best is not None else ImageFont.load_default()
+
+
+def _has_glyph(font: ImageFont.FreeTypeFont, ch: str) -> bool:
+    """Whether ``font`` draws ``ch`` as itself rather than as its missing-glyph box (drawn for U+FFFF)."""
+
+    def ink(text: str) -> bytes:
+        picture = Image.new("L", (32, 32))
+        ImageDraw.Draw(picture).text((4, 4), text, font=font, fill=255)
+        return picture.tobytes()
+
+    return ink(ch) != ink("\uffff")
+
+
 def with_legend(image: np.ndarray, entries: Sequence[tuple[str, Sequence[int]]], *, title: str = "") -> Image.Image:
     """Put a legend column (colour swatch + name per entry) to the right of ``image``."""
-    font = ImageFont.load_default()
+    font = _font([title] + [name for name, _ in entries])
     row = 16
-    width = 12 + max([len(name) for name, _ in entries] + [len(title)] + [8]) * 7 + 24
+    text_width = max(max(7 * len(text), font.getlength(text)) for text in [title, "x" * 8] + [n for n, _ in entries])
+    width = 12 + int(np.ceil(text_width)) + 24
     h = max(image.shape[0], row * (len(entries) + 2))
     canvas = Image.new("RGB", (image.shape[1] + width, h), (255, 255, 255))
     canvas.paste(Image.fromarray(image), (0, 0))
