@@ -90,3 +90,29 @@ def test_bad_training_data_leaves_no_run_behind(tmp_path: Path, capsys) -> None:
     (kept / "notes.txt").write_text("mine")
     assert main(["train", str(CONFIGS / "folder" / "small.yaml"), "--output-dir", str(kept), *args]) == 2
     assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"]
+
+
+def test_a_bad_label_found_after_some_steps_leaves_a_run_only_if_it_can_be_resumed(tmp_path: Path, capsys) -> None:
+    """The bad pair (a3) is drawn in step 2 of the default seed's order (2 images per step). Without a checkpoint by
+    then the run folder goes (one step of metrics is no run); with one (checkpoint_period=1) it stays, resumable."""
+    import itertools
+
+    from conftest import CONFIGS
+    from maskformer.cli import main
+    from maskformer.data import InfiniteSampler
+
+    order = [i for i, _ in itertools.islice(iter(InfiniteSampler(4, seed=0, tag_with_seed=True)), 4)]
+    assert order.index(3) in (2, 3)  # a3 (the 4th file) comes in step 2: one step completes before it
+    root = _folder(tmp_path / "data", bad=True)
+    args = ["--data-root", str(root), "--quiet", "--set", "train.max_iters=4", "--set", "train.batch_size=2",
+            "--set", "data.num_workers=0", "--set", "data.crop_size=[32,32]", "--set", "data.min_size_train=[40]",
+            "--set", "train.eval_period=-1"]  # fmt: skip
+    small = str(CONFIGS / "folder" / "small.yaml")
+    assert main(["train", small, "--output-dir", str(tmp_path / "run"), *args]) == 2
+    assert "a3.png" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    assert (
+        main(["train", small, "--output-dir", str(tmp_path / "kept"), *args, "--set", "train.checkpoint_period=1"]) == 2
+    )
+    assert (tmp_path / "kept" / "checkpoint_last.pt").is_file() and (tmp_path / "kept" / "config.yaml").is_file()
+    assert not (tmp_path / "kept" / "model_final.pt").exists()

@@ -89,16 +89,17 @@ def train(
     """Train ``cfg`` and return the final metrics (``{}`` when ``train.eval_period`` < 0). Writes into ``output_dir``.
 
     ``stop_at``: leave after this iteration as if interrupted (checkpoint written, no final model); for tests.
-    A user error (bad data, config or checkpoint) before the first completed step removes what this call wrote
-    (config.yaml, metrics.jsonl, tb/ and the folder itself when it made it), so a failed start leaves no run behind.
+    A user error (bad data, config or checkpoint) before this call saved a checkpoint removes what it wrote
+    (config.yaml, metrics.jsonl, tb/ and the folder itself when it made it): a run that stops on a bad label at step 3
+    leaves nothing behind, one that stops after its first checkpoint keeps it for ``--resume``.
     """
     out = Path(output_dir)
     before = set(out.iterdir()) if out.is_dir() else None
-    steps = [0]
+    steps = [0, 0]
     try:
         return _train(cfg, out, resume=resume, progress=progress, stop_at=stop_at, steps=steps)
     except UserError:
-        if steps[0] == 0 and not resume and dist.is_main():
+        if steps[1] == 0 and not resume and dist.is_main():
             _remove_new(out, before)
         raise
 
@@ -117,7 +118,7 @@ def _remove_new(out: Path, before: set[Path] | None) -> None:
 
 
 def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int | None, steps: list[int]) -> dict:
-    """The body of :func:`train`; ``steps[0]`` counts the completed steps of this call."""
+    """The body of :func:`train`; ``steps`` counts the completed steps and the checkpoints saved by this call."""
     from ..data import InfiniteSampler, build_train_loader, collate, seed_everything
 
     device = dist.init_from_env()
@@ -175,6 +176,7 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
     ddp = nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
     def save_last(iteration: int) -> None:
+        steps[1] += 1
         if dist.is_main():
             save_checkpoint(
                 last, cfg=cfg, model=model, meta=meta.to_dict(), optimizer=optimizer.state_dict(),
