@@ -5,10 +5,10 @@ The exported graph is ``images [1, 3, H, W]`` (normalised, padded to the model's
 into the convolutions (accelerate.fast_model).
 Normalisation, padding and post-processing stay outside, as in ``Predictor``.
 
-Shapes: H and W are exported as dynamic axes (multiples of 32) through torch.export. If a backbone's Python-side
-control flow on sizes (Swin's window padding) prevents a dynamic export, or the dynamic graph does not run in
-onnxruntime at the export size and at a second one, the graph is exported for the given size only and
-``ExportReport.dynamic`` says so.
+Shapes: H and W are exported as dynamic axes (multiples of 32) through torch.export, for ResNet and Swin backbones
+(size arithmetic in the model avoids negative operands of ``%`` and ``//``: ONNX truncates where Python floors). If a
+model's size logic prevents a dynamic export, or the dynamic graph does not run in onnxruntime at the export size and
+at a second one, the graph is exported for the given size only and ``ExportReport.dynamic`` says so.
 """
 
 from __future__ import annotations

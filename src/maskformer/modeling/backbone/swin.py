@@ -97,7 +97,7 @@ class SwinBlock(nn.Module):
         b, _, c = x.shape
         ws = self.window_size
         y = self.norm1(x).view(b, h, w, c)
-        pad_b, pad_r = (-h) % ws, (-w) % ws
+        pad_b, pad_r = (ws - h % ws) % ws, (ws - w % ws) % ws  # (never negative, also where % truncates: ONNX)
         y = F.pad(y, (0, 0, 0, pad_r, 0, pad_b))  # padded tokens take part in attention, unmasked (as the original)
         hp, wp = h + pad_b, w + pad_r
         if self.shift:
@@ -162,7 +162,7 @@ class SwinStage(nn.Module):
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         ws = self.window_size
-        hp, wp = -(-h // ws) * ws, -(-w // ws) * ws
+        hp, wp = (h + ws - 1) // ws * ws, (w + ws - 1) // ws * ws  # (no negative operands: ONNX truncates them)
         mask = shifted_window_mask(hp, wp, ws, ws // 2, x.device).to(x.dtype) if len(self.blocks) > 1 else None
         for blk in self.blocks:
             x = blk(x, h, w, mask)
@@ -213,7 +213,7 @@ class SwinTransformer(Backbone):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """``x [B,3,H,W] -> {res{i+2}: [B, C*2^i, ceil(H/4)/2^i.., ...]}``."""
         p = self.patch_size
-        x = F.pad(x, (0, (-x.shape[3]) % p, 0, (-x.shape[2]) % p))
+        x = F.pad(x, (0, (p - x.shape[3] % p) % p, 0, (p - x.shape[2] % p) % p))
         x = self.patch_embed.proj(x)
         h, w = x.shape[2:]
         x = self.patch_embed.norm(x.flatten(2).transpose(1, 2))
