@@ -300,6 +300,32 @@ def test_panoptic_from_outputs_resizes_only_kept_queries_with_the_same_result(im
 
 
 # ---------------------------------------------------------------- TTA and resizing
+@pytest.mark.parametrize("budget", [1, 3 * 64 * 64])  # one kept query at a time, three at a time
+@pytest.mark.parametrize("resized", [False, True])
+def test_panoptic_of_large_outputs_in_query_chunks_equals_all_at_once(monkeypatch, budget, resized):
+    """Outputs over the budget take the kept queries a few at a time: the same map and segments as the rule on every
+    kept query's map at once. Unresized, query 9 is a copy of query 2 (an exact tie: the first one owns the pixels,
+    as in argmax); a resize of a few maps can round differently from one of all maps (1 ulp, by the number of maps),
+    so there the queries are distinct."""
+    import maskformer.inference.postprocess.panoptic as panoptic
+
+    g = torch.Generator().manual_seed(0)
+    cls = torch.randn(1, 12, 6, generator=g) * 4
+    masks = torch.randn(1, 12, 16, 16, generator=g) * 3
+    if not resized:
+        cls[0, 9], masks[0, 9] = cls[0, 2], masks[0, 2]
+    kw = {"thing_ids": {0, 1}, "object_mask_threshold": 0.3, "overlap_threshold": 0.0}  # (8 queries kept)
+    sizes = ([(50, 63)], [(97, 120)]) if resized else ([(64, 64)], [(64, 64)])
+    args = ({"pred_logits": cls, "pred_masks": masks}, *sizes)
+    (want, want_segments), = panoptic_from_outputs(*args, **kw)  # fmt: skip
+    calls = []
+    monkeypatch.setattr(panoptic, "_CHUNK_FLOATS", budget)
+    chunked = panoptic._panoptic_in_chunks
+    monkeypatch.setattr(panoptic, "_panoptic_in_chunks", lambda *a, **k: calls.append(1) or chunked(*a, **k))
+    (pan, segments), = panoptic_from_outputs(*args, **kw)  # fmt: skip
+    assert calls and torch.equal(pan, want) and segments == want_segments and len(segments) > 2
+
+
 def test_shortest_edge_size_hand_computed():
     assert resize_shortest_edge_size(480, 640, 512, 2048) == (512, 683)  # 640 * 512/480 = 682.67
     assert resize_shortest_edge_size(640, 480, 512, 2048) == (683, 512)

@@ -21,6 +21,9 @@ __all__ = [
 
 SegmentInfo = dict[str, object]
 
+# Floats of kept queries' output-size maps held at once by `panoptic_from_outputs` (256 MB; below that, all at once).
+_CHUNK_FLOATS = 1 << 26
+
 
 def overlap_passes(areas: Tensor, original_areas: Tensor, overlap_threshold: float) -> Tensor:
     """Which kept queries survive the overlap test: both areas > 0 and ``area / original_area`` not below the
@@ -126,6 +129,8 @@ def panoptic_from_outputs(
 
     Only the queries that `panoptic_inference` keeps (a real top class with probability > object_mask_threshold) are
     resized: resizing works per query, so the kept maps are the same numbers, and the dropped ones were never read.
+    Large outputs (a phone photo's 12 megapixels x 30 kept queries held 1.4 GB per map, several maps at once) take
+    the kept queries a few at a time (`_panoptic_in_chunks`).
     """
     mask_cls, mask_pred = outputs["pred_logits"], outputs["pred_masks"].contiguous()  # (see semantic_from_outputs)
     padded = _input_size(tuple(mask_pred.shape[-2:]), input_size)
@@ -137,6 +142,11 @@ def panoptic_from_outputs(
             results.append((empty, []))
             continue
         up = F.interpolate(mask_pred[i : i + 1, keep], size=padded, mode="bilinear", align_corners=False)[0]
+        if up.shape[0] * output_size[0] * output_size[1] > _CHUNK_FLOATS:
+            results.append(_panoptic_in_chunks(mask_cls[i], up, image_size, output_size, thing_ids=thing_ids,
+                                               object_mask_threshold=object_mask_threshold,
+                                               overlap_threshold=overlap_threshold))  # fmt: skip
+            continue
         logits = sem_seg_postprocess(up, image_size, output_size)
         results.append(
             panoptic_inference(
@@ -148,3 +158,40 @@ def panoptic_from_outputs(
             )
         )
     return results
+
+
+def _panoptic_in_chunks(
+    mask_cls: Tensor,
+    up: Tensor,
+    image_size: Size,
+    output_size: Size,
+    *,
+    thing_ids: Collection[int],
+    object_mask_threshold: float,
+    overlap_threshold: float,
+) -> tuple[Tensor, list[SegmentInfo]]:
+    """`panoptic_inference` of the kept queries' maps ``up`` [n, Hpad, Wpad] (at the input size), resized a few
+    queries at a time: per chunk the sigmoid, the pixels >= 0.5 of each query and the best score x sigmoid so far
+    (the first of equal values wins, as in argmax). The same rule on the same numbers, up to float-rounding ties."""
+    scores, classes, keep = panoptic_keep(mask_cls, object_mask_threshold)
+    scores, classes = scores[keep], classes[keep]
+    n, (height, width) = int(classes.shape[0]), output_size
+    chunk = max(1, _CHUNK_FLOATS // (height * width))
+    original_areas = torch.empty(n, dtype=torch.int64, device=up.device)
+    best = owner = None
+    for j in range(0, n, chunk):
+        masks = sem_seg_postprocess(up[j : j + chunk], image_size, output_size).sigmoid_()
+        original_areas[j : j + chunk] = (masks >= 0.5).flatten(1).sum(1)
+        value, index = (scores[j : j + chunk, None, None] * masks).max(0)
+        if best is None or owner is None:
+            best, owner = value, index
+            continue
+        better = value > best
+        torch.where(better, value, best, out=best)
+        torch.where(better, index + j, owner, out=owner)
+    assert owner is not None
+    areas = torch.bincount(owner.flatten(), minlength=n)
+    segment_of_query, segments = panoptic_segments(
+        classes, areas, original_areas, thing_ids=thing_ids, overlap_threshold=overlap_threshold
+    )
+    return segment_of_query.to(owner.device)[owner], segments

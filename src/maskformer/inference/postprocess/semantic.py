@@ -121,7 +121,9 @@ def semantic_labels(
     """``[s.argmax(0) for s in semantic_from_outputs(...)]`` (int64 [H_i, W_i]) with memory bounded for large outputs:
     the last resize to the output size works per class, so it runs a few classes at a time and keeps a running
     maximum (the first of equal scores wins, as in argmax). A 20-megapixel output of a 150-class model would
-    otherwise hold 12 GB of scores."""
+    otherwise hold 12 GB of scores. Outputs within ``_RESIZE_FLOATS`` take one resize, as before; over it, a resize
+    of a few maps can round differently from one of all maps (1 ulp, depending on the number of maps and threads),
+    so labels can differ only where two classes tie to that precision."""
     parts = _semantic_parts(outputs, image_sizes, output_sizes, input_size, fast, False)
     return [_argmax_resized(low, resize, tuple(size)) for (low, resize), size in zip(parts, output_sizes)]
 
