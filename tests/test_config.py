@@ -80,3 +80,35 @@ def test_bad_config_at_cli_is_one_line(tmp_path, capsys):
         lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
         assert len(lines) == 1 and lines[0].startswith("maskformer info: error:") and names in lines[0], lines
     assert maskformer.__version__
+
+
+def test_values_out_of_range_are_one_line_errors_before_anything_is_written(tmp_path, capsys):
+    """Each was a traceback from deep inside training (or, for max_iters=-1, a 'trained' model after 0 steps)."""
+    from maskformer.cli import main
+
+    cases = {
+        "solver.base_lr=-1": "solver.base_lr=-1.0: must be at least 0",
+        "train.max_iters=0": "train.max_iters=0: must be at least 1",
+        "train.max_iters=-1": "train.max_iters=-1: must be at least 1",
+        "train.batch_size=0": "train.batch_size=0: must be at least 1",
+        "train.log_period=0": "train.log_period=0: must be at least 1",
+        "data.min_size_train=[]": "data.min_size_train: must not be empty",
+        "data.num_workers=-1": "data.num_workers=-1: must be at least 0",
+        "model.num_queries=0": "model.num_queries=0: must be at least 1",
+        "model.pixel_std=[58.4,0,57.4]": "model.pixel_std=[58.4, 0.0, 57.4]: must be above 0",
+        "inference.overlap_threshold=1.5": "inference.overlap_threshold=1.5: must be between 0 and 1",
+    }
+    for override, message in cases.items():
+        out = tmp_path / "run"
+        assert main(["train", str(CONFIGS / "demo.yaml"), "--output-dir", str(out), "--set", override]) == 2
+        lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+        assert len(lines) == 1 and message in lines[0], (override, lines)
+        assert not out.exists()
+
+
+def test_a_section_given_whole_is_merged_into_the_file_s():
+    """`--set 'train={"max_iters": 2}'` kept the file's other train keys? It reset them to the library defaults."""
+    cfg = load_config(CONFIGS / "demo.yaml")
+    merged = load_config(CONFIGS / "demo.yaml", ['train={"max_iters": 2}'])
+    assert merged.train.max_iters == 2 and merged.train.batch_size == cfg.train.batch_size != 16
+    assert config_to_dict(load_config(CONFIGS / "demo.yaml", ["train={}"])) == config_to_dict(cfg)
