@@ -268,3 +268,46 @@ def test_batchnorm_on_a_single_value_per_channel_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code != 0 and len(err.splitlines()) == 1, err
     assert "train.batch_size" in err and "data.crop_size" in err and "Traceback" not in err
+
+
+def test_a_folder_that_holds_a_run_is_not_trained_into_anew(tmp_path, capsys):
+    """Training twice into one folder without --resume interleaved both runs' metrics.jsonl lines and replaced the
+    first run's checkpoints without a word; now the second call is one line and changes nothing."""
+    from maskformer.cli import main
+
+    args = ["train", str(CONFIGS / "demo.yaml"), "--output-dir", str(tmp_path / "run"), "--quiet"]
+    args += [x for o in [*TINY, "train.max_iters=2"] for x in ("--set", o)]
+    assert main(args) == 0
+    files = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert main(args) == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "holds a run already" in lines[0] and "--resume" in lines[0], lines
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()} == files
+
+
+def test_a_resumed_run_logs_each_iteration_once(tmp_path):
+    """A run killed after logging iterations past its last checkpoint logs them again when resumed: the lines after
+    the checkpoint are dropped first (the file listed 1..7, 6, 7, 8..)."""
+    cfg = maskformer.load_config(CONFIGS / "demo.yaml", [*TINY, "train.max_iters=5"])
+    train(cfg, output_dir=tmp_path / "b", progress=False, stop_at=2)
+    log = tmp_path / "b" / "metrics.jsonl"
+    with open(log, "a") as f:  # what a kill at iteration 3, after its log line and before a checkpoint, leaves
+        f.write(json.dumps({"iteration": 3, "loss": 1.0, "lr": 0.1, "time": 0.1}) + "\n")
+    train(cfg, output_dir=tmp_path / "b", progress=False, resume=True)
+    iterations = [json.loads(line)["iteration"] for line in open(log) if '"loss"' in line]
+    assert iterations == [1, 2, 3, 4, 5]
+
+
+def test_the_demo_runs_again_into_its_own_folder(tmp_path, capsys):
+    """`make demo` twice: the second demo replaces the first demo's run (a folder holding a run refuses `train`)."""
+    from maskformer.cli import main
+
+    args = ["demo", "--output-dir", str(tmp_path / "demo"), "--pictures", "1", "--set", "train.max_iters=2",
+            "--set", "data.synthetic_val_size=2", "--set", "data.num_workers=0"]  # fmt: skip
+    assert main(args) == 0
+    assert main(args) == 0
+    assert "replacing the earlier demo run" in capsys.readouterr().err
+    log = tmp_path / "demo" / "metrics.jsonl"
+    assert [json.loads(line)["iteration"] for line in open(log) if '"loss"' in line] == [2]  # one run's lines
+    assert (tmp_path / "demo" / "model_final.pt").is_file() and (tmp_path / "demo" / "metrics.json").is_file()

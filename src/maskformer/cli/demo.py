@@ -4,6 +4,8 @@ set for a bounded time, evaluate it (mIoU and PQ), and draw what it sees."""
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -75,10 +77,22 @@ def draw_pictures(cfg, model, meta, out_dir, count: int) -> list:
     return written
 
 
+def _clear_previous_demo(out: Path) -> None:
+    """A demo starts anew: the files of an earlier demo run in ``out`` (its run and metrics) are removed first."""
+    import shutil
+
+    from maskformer.engine.train import RUN_FILES
+
+    old = [out / name for name in (*RUN_FILES, "config.yaml", "metrics.json", "tb") if (out / name).exists()]
+    if old:
+        print(f"[maskformer] replacing the earlier demo run in {out}", file=sys.stderr)
+    for path in old:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def run(args: argparse.Namespace) -> int:
     import json
     import time
-    from pathlib import Path
 
     import maskformer
     from maskformer.build import build_meta
@@ -90,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         raise maskformer.ConfigError("--minutes must be positive")
     cfg = maskformer.load_config(demo_config_path(), [*args.overrides, f"train.max_minutes={args.minutes}"])
     out = Path(args.output_dir)
+    _clear_previous_demo(out)
     t0 = time.monotonic()
     metrics = train(cfg, output_dir=out)
     minutes = (time.monotonic() - t0) / 60

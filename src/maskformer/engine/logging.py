@@ -8,6 +8,25 @@ import sys
 import time
 from pathlib import Path
 
+from maskformer.fileio import atomic_write_text
+
+
+def _open_log(path: Path, start: int):
+    """``metrics.jsonl`` for appending after iteration ``start``: a new run starts an empty file; a resumed one drops
+    the lines logged after its checkpoint (iterations > start), which the resumed run logs again."""
+    if start <= 0 or not path.exists():
+        return open(path, "w")
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if int(json.loads(line).get("iteration", 0)) > start:
+                continue
+        except (ValueError, TypeError, AttributeError):
+            pass  # not a metrics line: kept as it is
+        kept.append(line + "\n")
+    atomic_write_text(path, "".join(kept))
+    return open(path, "a")
+
 
 class MetricLogger:
     """Writes ``metrics.jsonl`` lines ``{"iteration", "loss", <terms>, "lr", "time"}`` every ``period`` iterations
@@ -27,7 +46,7 @@ class MetricLogger:
         self.console = enabled and console
         self.period = period
         self.total = total
-        self.file = open(Path(output_dir) / "metrics.jsonl", "a") if enabled else None
+        self.file = _open_log(Path(output_dir) / "metrics.jsonl", start) if enabled else None
         self.bar = None
         if self.console and sys.stderr.isatty():
             from tqdm import tqdm

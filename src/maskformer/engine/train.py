@@ -94,6 +94,8 @@ def train(
     leaves nothing behind, one that stops after its first checkpoint keeps it for ``--resume``.
     """
     out = Path(output_dir)
+    if not resume:
+        check_no_run(out)
     before = set(out.iterdir()) if out.is_dir() else None
     steps = [0, 0]
     try:
@@ -102,6 +104,18 @@ def train(
         if steps[1] == 0 and not resume and dist.is_main():
             _remove_new(out, before)
         raise
+
+
+RUN_FILES = ("checkpoint_last.pt", "model_final.pt", "metrics.jsonl")
+
+
+def check_no_run(out: Path) -> None:
+    """A ``ConfigError`` when ``out`` holds a run: training anew there would interleave two runs' metrics and replace
+    the checkpoints of the first without a word."""
+    for name in RUN_FILES:
+        if (out / name).exists():
+            raise ConfigError(f"{out} holds a run already ({name}): --resume continues it; another --output-dir "
+                              "(or deleting that folder) starts anew")  # fmt: skip
 
 
 def _remove_new(out: Path, before: set[Path] | None) -> None:
