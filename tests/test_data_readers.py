@@ -241,6 +241,41 @@ def test_folder_dataset_flat_and_list_layouts(tmp_path: Path) -> None:
         DATASETS["folder"](root=str(tmp_path), split="val")
 
 
+@pytest.mark.parametrize(
+    ("classes_file", "message"),
+    [
+        ({"ignore_lable": 0, "classes": ["a", "b"]}, "unknown key 'ignore_lable' (did you mean 'ignore_label'?)"),
+        ({"ignore_index": 0, "classes": ["a", "b"]}, "unknown key 'ignore_index' (did you mean 'ignore_label'?)"),
+        ({"classes": [{"name": "a"}, {"name": "car", "is_thing": True}]}, "classes[1] has an unknown key 'is_thing'"),
+        ({"classes": [{"name": "a", "colour": [1, 2, 3]}, "b"]}, "classes[0] has an unknown key 'colour'"),
+        ({"classes": [{"name": "sky", "isthing": "no"}, "b"]}, "classes[0] (sky) has isthing 'no': write true or"),
+        ({"classes": ["sky", "road", "sky"]}, "classes[0] and classes[2] are both named 'sky'"),
+        ({"num_classes": 3, "classes": ["a", "b"]}, "num_classes is 3 but 'classes' lists 2"),
+    ],
+)
+def test_classes_file_misspellings_and_bad_values_are_named(tmp_path: Path, classes_file, message) -> None:
+    """Each was accepted without a word: a misspelt key fell back to its default (Car trained as stuff, the colour
+    replaced), "isthing": "no" made a thing, and two classes shared a name in tables and predictions."""
+    (tmp_path / "classes.json").write_text(json.dumps(classes_file))
+    _rgb(tmp_path / "images/x.png")
+    _save(tmp_path / "labels/x.png", np.zeros((8, 10), dtype=np.uint8))
+    with pytest.raises(DataError) as e:
+        DATASETS["folder"](root=str(tmp_path), split="all")
+    assert str(e.value).startswith(str(tmp_path / "classes.json")) and message in str(e.value), str(e.value)
+
+
+def test_classes_file_keys_of_its_own_are_left_alone(tmp_path: Path, shared_dir: Path) -> None:
+    """A source note, a trainId or a consistent num_classes are not errors: CamVid's own file carries several."""
+    (tmp_path / "classes.json").write_text(json.dumps({"source": "mine", "num_classes": 2, "ignore_name": "void",
+                                                       "classes": [{"name": "a", "trainId": 0}, "b"]}))  # fmt: skip
+    _rgb(tmp_path / "images/x.png")
+    _save(tmp_path / "labels/x.png", np.zeros((8, 10), dtype=np.uint8))
+    assert DATASETS["folder"](root=str(tmp_path), split="all")[0]["labels"].tolist() == [0]
+    from maskformer.data.folder import read_folder_meta
+
+    assert len(read_folder_meta(shared_dir / "datasets" / "camvid").classes) == 11
+
+
 def test_ade20k_panoptic_tree(tmp_path: Path) -> None:
     base = tmp_path / "ADEChallengeData2016"
     _rgb(base / "images/validation/ADE_val_1.jpg", 8, 10)

@@ -15,6 +15,7 @@ layouts: ``{split}.txt`` pair lists; ``images/{split}/`` + ``labels/{split}/`` (
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
 from collections.abc import Callable
@@ -80,6 +81,7 @@ def _read_classes_file(root: Path) -> tuple[DatasetMeta, int]:
             raise DataError(f"{f}: not valid {f.suffix[1:].upper()} ({str(e).splitlines()[0]})") from None
         if not isinstance(data, dict) or not isinstance(data.get("classes"), list):
             raise DataError(f"{f}: expected a mapping with a 'classes' list")
+        _check_keys(data, f)
         file_ignore = data.get("ignore_label", 255)
         ids = [c.get("id", i) if isinstance(c, dict) else i for i, c in enumerate(data["classes"])]
         if not isinstance(file_ignore, int) or file_ignore in ids:
@@ -88,6 +90,31 @@ def _read_classes_file(root: Path) -> tuple[DatasetMeta, int]:
         ignore = file_ignore if not 0 <= file_ignore < k else (255 if k < 255 else 65535)
         return meta_from_dict(dict(data, ignore_label=ignore), name="folder", where=str(f)), file_ignore
     raise DataError(f"{root}: no classes.json or classes.yaml describing the classes")
+
+
+_CLASS_KEYS = ("name", "id", "color", "isthing")
+
+
+def _check_keys(data: dict, f: Path) -> None:
+    """A misspelt key ("ignore_lable", "is_thing", "colour") was ignored and its default used, and two classes with
+    one name could not be told apart in tables and predictions. Other keys (a source, notes) are left alone."""
+    for key in data:
+        misspelt = key != "ignore_label" and difflib.get_close_matches(key, ["ignore_label"], cutoff=0.85)
+        if misspelt or (key in ("ignore_index", "ignore_value", "ignore") and "ignore_label" not in data):
+            raise DataError(f"{f}: unknown key {key!r} (did you mean 'ignore_label'?)")
+    if "num_classes" in data and data["num_classes"] != len(data["classes"]):
+        raise DataError(f"{f}: num_classes is {data['num_classes']!r} but 'classes' lists {len(data['classes'])}")
+    seen: dict[str, int] = {}
+    for i, c in enumerate(data["classes"]):
+        for key in c if isinstance(c, dict) else []:
+            near = difflib.get_close_matches(key, _CLASS_KEYS, n=1, cutoff=0.75) if key not in _CLASS_KEYS else []
+            if near:
+                raise DataError(f"{f}: classes[{i}] has an unknown key {key!r} (did you mean {near[0]!r}?)")
+        name = c.get("name") if isinstance(c, dict) else c
+        if isinstance(name, str) and name in seen:
+            raise DataError(f"{f}: classes[{seen[name]}] and classes[{i}] are both named {name!r}")
+        if isinstance(name, str):
+            seen[name] = i
 
 
 def read_folder_meta(root: Path) -> DatasetMeta:

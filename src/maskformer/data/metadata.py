@@ -130,7 +130,10 @@ def meta_from_dict(data: dict[str, Any], *, name: str, where: str) -> DatasetMet
         names.append(c["name"])
         # Classes without a colour get a deterministic, well-spread one (golden-ratio hue steps).
         colors.append(_color(c["color"], f"{where}: classes[{i}]") if "color" in c else _default_color(i))
-        isthing.append(bool(c.get("isthing", False)))
+        thing = c.get("isthing", False)
+        if thing not in (True, False):  # (0 and 1 too: COCO's JSON writes them)
+            raise DataError(f"{where}: classes[{i}] ({c['name']}) has isthing {thing!r}: write true or false")
+        isthing.append(bool(thing))
         dataset_id = c.get("id", i)
         if not isinstance(dataset_id, int) or dataset_id in ids:
             raise DataError(f"{where}: classes[{i}] has a missing, non-integer or repeated id {dataset_id!r}")
