@@ -116,3 +116,33 @@ def test_a_bad_label_found_after_some_steps_leaves_a_run_only_if_it_can_be_resum
     )
     assert (tmp_path / "kept" / "checkpoint_last.pt").is_file() and (tmp_path / "kept" / "config.yaml").is_file()
     assert not (tmp_path / "kept" / "model_final.pt").exists()
+
+
+def test_eval_on_data_with_other_classes_is_refused_and_renamed_classes_noted(tmp_path: Path, capsys) -> None:
+    """eval scored an 11-class model on 12-class data (mIoU over 12, a table of 11) with exit 0; renamed classes
+    came from the data without a word."""
+    import json
+
+    from conftest import CONFIGS
+    from maskformer.cli import main
+
+    root = _folder(tmp_path / "data", bad=False)
+    sets = ["train.max_iters=1", "train.batch_size=2", "data.num_workers=0", "data.crop_size=[32,32]",
+            "data.min_size_train=[40]", "train.eval_period=-1"]  # fmt: skip
+    args = ["--quiet", *[x for s in sets for x in ("--set", s)]]
+    run = tmp_path / "run"
+    assert main(["train", str(CONFIGS / "folder" / "small.yaml"), "--data-root", str(root), "--output-dir", str(run),
+                 *args]) == 0  # fmt: skip
+    capsys.readouterr()
+    (root / "classes.json").write_text('{"classes": ["bg", "a", "b", "c", "d"]}')
+    assert (
+        main(["eval", str(run / "model_final.pt"), "--data-root", str(root), "--output-dir", str(tmp_path / "e")]) == 2
+    )
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "the data has 5 classes, the model 4" in lines[0] and "classes.json" in lines[0], lines
+    (root / "classes.json").write_text('{"classes": ["bg", "a", "b", "Himmel"]}')
+    assert main(["eval", str(run / "model_final.pt"), "--data-root", str(root), "--output-dir", str(tmp_path / "e"),
+                 "--json"]) == 0  # fmt: skip
+    captured = capsys.readouterr()
+    assert "the model's 'c' is 'Himmel'" in captured.err
+    assert list(json.loads(captured.out)["IoU_by_class"]) == ["bg", "a", "b", "Himmel"]

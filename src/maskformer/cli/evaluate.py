@@ -37,6 +37,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _note_renamed_classes(model_classes, cfg) -> None:
+    """A note when the data names the model's classes otherwise (the metrics are keyed by the data's names)."""
+    import sys
+
+    from maskformer.build import build_meta
+
+    data_classes = build_meta(cfg).classes
+    pairs = [(m, d) for m, d in zip(model_classes, data_classes) if m != d]
+    if pairs and len(data_classes) == len(model_classes):
+        print(f"maskformer eval: note: the data names {len(pairs)} of the model's classes otherwise (e.g. the model's "
+              f"{pairs[0][0]!r} is {pairs[0][1]!r}); the metrics use the data's names", file=sys.stderr)  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> int:
     import json
     import sys
@@ -74,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
                               "inference.panoptic_on=false --set inference.semantic_on=true")  # fmt: skip
         print("maskformer eval: note: --tta applies to the semantic metrics only; PQ is computed without it (as in"
               " the original)", file=sys.stderr)  # fmt: skip
+    _note_renamed_classes(meta.classes, cfg)
     model.cfg = cfg  # with the --set overrides
     metrics = evaluate_model(cfg, model, device=device, max_images=args.max_images, progress=not args.json, **options)
     dist.cleanup()
@@ -84,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(text)
         return 0
-    names = meta.classes
+    names = list(metrics.get("IoU_by_class", {})) or meta.classes  # (the data's names, as in metrics.json)
     if "mIoU" in metrics:
         print(format_semantic_table(metrics, class_names=names))
     if "All" in metrics:

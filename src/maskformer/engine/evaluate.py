@@ -12,6 +12,7 @@ from torch import nn
 
 from ..build import build_dataset, build_meta
 from ..config import Config
+from ..errors import ConfigError
 from . import distributed as dist
 from .runtime import set_tf32
 
@@ -41,6 +42,10 @@ def evaluate_model(
     set_tf32(cfg.train.tf32)
     was_training = model.training
     meta = build_meta(cfg)
+    if meta.num_classes != cfg.model.num_classes:  # scores of one class table against labels of another
+        where = f"{cfg.data.root}/classes.json" if cfg.data.dataset == "folder" else f"data.dataset={cfg.data.dataset}"
+        raise ConfigError(f"{where}: the data has {meta.num_classes} classes, the model {cfg.model.num_classes}: "
+                          "evaluate on data labelled with the model's classes")  # fmt: skip
     options = {k: v for k, v in predictor_options.items() if v is not None}
     predictor = Predictor(model, meta=meta, device=device, **options)  # type: ignore[arg-type]
     dataset = build_dataset(cfg, split=cfg.data.val_split, train=False, root=root)
