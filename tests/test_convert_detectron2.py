@@ -358,3 +358,22 @@ def test_a_file_that_is_no_weights_is_named_without_torchs_unsafe_advice(tmp_pat
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(image) in err and "not a torch weight file" in err, err
     assert "weights_only" not in err and not (tmp_path / "o.pt").exists()
+
+
+def test_the_demo_model_keeps_its_class_table_through_the_original_format(tmp_path, capsys):
+    """The demo's synthetic classes (names, thing flags, colours) came back as "class 0..7", all stuff, after
+    to-detectron2 and back with the run's config.yaml: only shipped tables and folder data were looked up."""
+    from conftest import DEMO_YAML
+    from maskformer.build import build_meta
+
+    cfg = maskformer.load_config(DEMO_YAML)
+    model = maskformer.build_model(cfg)
+    meta = build_meta(cfg)
+    assert any(meta.isthing) and not meta.classes[0].startswith("class ")
+    save_checkpoint(tmp_path / "demo.pt", cfg=cfg, model=model, meta=meta.to_dict())
+    save_config(cfg, tmp_path / "config.yaml")
+    assert main(["convert", "to-detectron2", str(tmp_path / "demo.pt"), str(tmp_path / "demo.pkl")]) == 0
+    assert main(["convert", "detectron2", str(tmp_path / "demo.pkl"), str(tmp_path / "back.pt"), "--config",
+                 str(tmp_path / "config.yaml")]) == 0  # fmt: skip
+    _, _, back_meta = load_model_and_config(tmp_path / "back.pt")
+    assert back_meta.to_dict() == meta.to_dict()

@@ -81,15 +81,16 @@ def _dataset_table(name: str) -> DatasetMeta | None:
 
 
 def _config_table(cfg: Config) -> DatasetMeta | None:
-    """The class table of ``cfg``'s dataset: a shipped one, or for own data (``data.dataset: folder``, e.g. the
-    ``config.yaml`` that ``maskformer train`` wrote) the ``classes.json`` under ``data.root`` when it is there."""
-    if cfg.data.dataset != "folder":
-        return _dataset_table(cfg.data.dataset)
-    from ..data.folder import read_folder_meta
+    """The class table of ``cfg``'s dataset, as training builds it (``build.build_meta``): a shipped one, the
+    synthetic set's, or for own data (``data.dataset: folder``, e.g. the ``config.yaml`` that ``maskformer train``
+    wrote) the ``classes.json`` under ``data.root`` (a COCO-format panoptic JSON) when it is there."""
+    from ..build import build_meta
     from ..errors import DataError
 
+    if cfg.data.dataset not in ("folder", "synthetic", "coco_panoptic"):
+        return _dataset_table(cfg.data.dataset)
     try:
-        return read_folder_meta(Path(cfg.data.root))
+        return build_meta(cfg)
     except DataError as e:
         _note(f"class names, colours and thing flags not found ({e}); pass --set data.root=DIR of your data")
         return None
