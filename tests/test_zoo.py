@@ -262,6 +262,17 @@ def test_unknown_names_are_one_clear_error(tmp_path: Path, monkeypatch: pytest.M
         maskformer.from_pretrained("ade20k-150/no_such_model")
     with pytest.raises(CheckpointError, match="config.json"):
         maskformer.from_pretrained(tmp_path)  # a folder that is not a transformers folder
+    # a typo in a local path was looked up on the Hub ("Name or service not known"); a run folder was "without
+    # config.json"
+    (tmp_path / "runs" / "long").mkdir(parents=True)
+    (tmp_path / "runs" / "long" / "model_final.pt").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointError, match=r"runs/lng: no such file or folder \(did you mean runs/long\?\)"):
+        maskformer.from_pretrained("runs/lng")
+    with pytest.raises(CheckpointError, match="a training run's folder: give its checkpoint, e.g. runs/long/model_fi"):
+        maskformer.from_pretrained("runs/long")
+    with pytest.raises(CheckpointError, match=r"did you mean runs/long/model_final.pt\?\)$"):
+        maskformer.from_pretrained("runs/long/model_finl.pt")
 
 
 def _tiny_hf_config(transformers):

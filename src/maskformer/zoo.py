@@ -118,6 +118,9 @@ def resolve_model(name_or_path: str | Path) -> Path:
         return path
     if path.is_dir():
         if not (path / "config.json").is_file():
+            run = [path / n for n in ("model_final.pt", "checkpoint_last.pt") if (path / n).is_file()]
+            if run:
+                raise CheckpointError(f"{path}: a training run's folder: give its checkpoint, e.g. {run[0]}")
             raise CheckpointError(f"{path}: a folder without config.json (not a transformers save_pretrained folder)")
         key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
         stamp = max(p.stat().st_mtime_ns for p in path.iterdir())
@@ -133,6 +136,14 @@ def resolve_model(name_or_path: str | Path) -> Path:
         close = difflib.get_close_matches(text, sorted(_zoo_names()), n=2, cutoff=0.6)
         hint = f"did you mean {' or '.join(close)}? " if close else ""
         raise CheckpointError(f"{text}: no such model name ({hint}`maskformer models` lists them)")
+    if path.parent.is_dir() and str(path.parent) != ".":  # a typo in a local path, not a Hub id
+        import difflib
+
+        close = difflib.get_close_matches(path.name, sorted(p.name for p in path.parent.iterdir()), n=2, cutoff=0.6)
+        hint = f" (did you mean {' or '.join(str(path.parent / c) for c in close)}?)" if close else ""
+        hub = text.count("/") == 1 and not path.suffix
+        note = f"; a Hub id owner/name is looked up only when no folder {path.parent} is here" if hub else ""
+        raise CheckpointError(f"{text}: no such file or folder{hint}{note}")
     if text.count("/") == 1 and not text.startswith((".", "/")) and not path.suffix:
         return _converted(text, lambda out: _hub(text, out), where="hub")
     raise CheckpointError(
