@@ -276,6 +276,21 @@ def test_classes_file_keys_of_its_own_are_left_alone(tmp_path: Path, shared_dir:
     assert len(read_folder_meta(shared_dir / "datasets" / "camvid").classes) == 11
 
 
+def test_a_listed_file_that_is_missing_is_named_before_any_sample_is_read(tmp_path: Path) -> None:
+    """A train.txt line naming a missing image, or an image without its label, was found only if a training step drew
+    it: a short run finished with exit 0. skip_bad_samples keeps the old behaviour (the sample is skipped when read)."""
+    (tmp_path / "classes.json").write_text(json.dumps({"classes": ["a", "b"]}))
+    for name in ("x", "y"):
+        _rgb(tmp_path / f"images/train/{name}.png")
+    _save(tmp_path / "labels/train/x.png", np.zeros((8, 10), dtype=np.uint8))
+    with pytest.raises(DataError, match=r"labels/train/y.png: file not found$"):
+        DATASETS["folder"](root=str(tmp_path), split="train")
+    (tmp_path / "val.txt").write_text("images/train/x.png labels/train/x.png\nimages/z.png labels/z.png\n")
+    with pytest.raises(DataError, match=r"images/z.png: file not found \(and 1 more listed files\)"):
+        DATASETS["folder"](root=str(tmp_path), split="val")
+    assert len(DATASETS["folder"](root=str(tmp_path), split="val", skip_bad_samples=True)) == 2
+
+
 def test_ade20k_panoptic_tree(tmp_path: Path) -> None:
     base = tmp_path / "ADEChallengeData2016"
     _rgb(base / "images/validation/ADE_val_1.jpg", 8, 10)

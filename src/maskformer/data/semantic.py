@@ -32,6 +32,14 @@ __all__ = [
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 
+def _check_files_exist(entries: list[dict[str, Any]]) -> None:
+    """A ``DataError`` naming the first listed image or label that is not a file (and how many more are missing)."""
+    missing = [e[k] for e in entries for k in ("file_name", "sem_seg_file_name") if not Path(e[k]).is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more listed files)" if len(missing) > 1 else ""
+        raise DataError(f"{missing[0]}: file not found{more}")
+
+
 class SemanticDataset(SegmentationDataset):
     """Image + single-channel label map per sample; entries hold ``file_name`` and ``sem_seg_file_name``.
 
@@ -54,6 +62,8 @@ class SemanticDataset(SegmentationDataset):
         where: str = "",
     ) -> None:
         super().__init__(entries=entries, meta=meta, mapper=mapper, skip_bad_samples=skip_bad_samples, where=where)
+        if not skip_bad_samples:  # a missing file now, not when (or if) a training step first draws it
+            _check_files_exist(entries)
         self.label_bits = label_bits
         self.lut = lut
         self.allowed = allowed
