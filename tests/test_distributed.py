@@ -58,3 +58,40 @@ def test_torchrun_train_command(tmp_path):
     lines = [json.loads(ln) for ln in open(tmp_path / "metrics.jsonl")]
     assert [ln["iteration"] for ln in lines if "loss" in ln][-1] == 3
     assert any("eval" in ln and ln["eval"]["images"] == 4 for ln in lines)  # both ranks' shards counted once
+
+
+def test_torchrun_errors_are_said_once_and_a_stopped_peer_says_why(tmp_path):
+    """A config error was printed by each process; a bad label met by one process left its peer with a gloo
+    traceback ("Connection closed by peer"); a finished run printed its metrics once per process. (torchrun adds its
+    own failure summary after the workers' lines: that part is the launcher's.)"""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "data"
+    (root / "classes.json").parent.mkdir(parents=True)
+    (root / "classes.json").write_text('{"classes": ["bg", "a"]}')
+    for split in ("train", "val"):
+        for i in range(4):
+            for sub, array in (
+                ("images", np.full((40, 48, 3), 60 * i, np.uint8)),
+                ("labels", np.zeros((40, 48), np.uint8)),
+            ):
+                (root / sub / split).mkdir(parents=True, exist_ok=True)
+                if sub == "labels" and split == "train":
+                    array[0, 0] = 7  # no such class: every training image is bad, whichever process draws it
+                Image.fromarray(array).save(root / sub / split / f"{i}.png")
+    base = [*TORCHRUN, "-m", "maskformer.cli", "train", str(CONFIGS / "folder" / "small.yaml"), "--data-root",
+            str(root), "--set", "train.max_iters=2", "--set", "data.num_workers=0", "--set", "data.crop_size=[32,32]",
+            "--set", "data.min_size_train=[40]"]  # fmt: skip
+    r = subprocess.run([*base, "--output-dir", str(tmp_path / "a"), "--set", "train.batch_size=3"],
+                       capture_output=True, text=True, env=_env(), timeout=300)  # fmt: skip
+    assert r.returncode != 0
+    said = [ln for ln in r.stderr.splitlines() if ln.startswith("maskformer train: error:")]
+    assert said == ["maskformer train: error: train.batch_size (3) must be divisible by processes x grad_accum (2 x 1)"]
+    r = subprocess.run([*base, "--output-dir", str(tmp_path / "b"), "--set", "train.batch_size=2"],
+                       capture_output=True, text=True, env=_env(), timeout=300)  # fmt: skip
+    assert r.returncode != 0
+    said = [ln for ln in r.stderr.splitlines() if ln.startswith("maskformer train: error:")]
+    assert said and all("label value 7 is not a class id" in ln or "another process of this run failed" in ln
+                        for ln in said), r.stderr[-3000:]  # fmt: skip
+    assert "[rank" not in r.stderr and "Connection closed" not in r.stderr

@@ -48,6 +48,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _ranks() -> tuple[int, int]:
+    """(rank, world size) of this process as torchrun set them (1 process otherwise)."""
+    return int(os.environ.get("RANK", "0") or 0), int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def _said_by_rank_0(error: UserError) -> bool:
+    """Under torchrun every process checks the same config and checkpoint: only rank 0 prints those errors (each
+    process printed it). Data errors come from one process's share of the data and are printed where they occur."""
+    from ..errors import CheckpointError, ConfigError
+
+    rank, world = _ranks()
+    return world > 1 and rank != 0 and isinstance(error, ConfigError | CheckpointError)
+
+
+def _peer_failed(error: RuntimeError) -> bool:
+    """A process of a torchrun run whose peer stopped (a collective fails with a closed connection): the peer's own
+    error is the one to read."""
+    if _ranks()[1] <= 1:
+        return False
+    import torch.distributed as torch_dist
+
+    backend_error = getattr(torch_dist, "DistBackendError", None)
+    text = str(error)
+    return (backend_error is not None and isinstance(error, backend_error)) or any(
+        words in text for words in ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -57,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as e:
-        print(f"maskformer {args.command}: error: {one_line(e)}", file=sys.stderr)
+        if not _said_by_rank_0(e):
+            print(f"maskformer {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
     except (FileNotFoundError, IsADirectoryError, PermissionError, FileExistsError, NotADirectoryError) as e:
         # FileExistsError / NotADirectoryError: an output folder asked for where a file is (--output-dir README.md)
@@ -75,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         why = e.strerror or str(e) or type(e).__name__
         print(f"maskformer {args.command}: error: {f'{name}: ' if name else ''}{why}", file=sys.stderr)
         return 1
+    except RuntimeError as e:
+        if not _peer_failed(e):
+            raise
+        print(f"maskformer {args.command}: error: stopped: another process of this run failed (its error is above)",
+              file=sys.stderr)  # fmt: skip
+        return 2
     except KeyboardInterrupt:
         print(f"maskformer {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -90,8 +90,9 @@ def run(args: argparse.Namespace) -> int:
     _note_renamed_classes(meta.classes, cfg)
     model.cfg = cfg  # with the --set overrides
     metrics = evaluate_model(cfg, model, device=device, max_images=args.max_images, progress=not args.json, **options)
+    main_process = dist.is_main()  # (after cleanup every process would count as the main one)
     dist.cleanup()
-    if not dist.is_main():
+    if not main_process:
         return 0
     text = json.dumps(metrics, indent=1)
     atomic_write_text(out / "metrics.json", text)

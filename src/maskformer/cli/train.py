@@ -44,8 +44,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = fit_classes(cfg, explicit=any(o.replace(" ", "").startswith("model.num_classes=") for o in overrides))
     try:
         metrics = train(cfg, output_dir=args.output_dir, resume=args.resume, progress=not args.quiet)
+        main_process = dist.is_main()  # (after cleanup every process would count as the main one)
     finally:
         dist.cleanup()
-    if metrics and dist.is_main() and not args.quiet:
+    if metrics and main_process and not args.quiet:
         print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, int | float)}, indent=1))
     return 0
