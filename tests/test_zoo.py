@@ -206,6 +206,8 @@ def test_tiny_zoo_model_from_a_mirror_then_every_command_from_the_cache(
     assert len(lines) == 1 + len(zoo_table())
     assert [line.split()[-1] for line in lines if line.startswith(R50 + " ")] == ["yes"]
     assert sum(line.endswith("yes") for line in lines) == 1
+    at = lines[0].index("backbone")  # every row's backbone starts under its heading (ade20k-150-panoptic pushed it)
+    assert all(line[at - 2 : at] == "  " and line[at] != " " for line in lines[1:])
 
 
 def test_a_local_zoo_pkl_is_converted_with_the_tables_config(

@@ -32,10 +32,24 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    width = max(len(r["name"]) for r in rows)
-    print(f"{'name':<{width}}  {'task':<8}  {'dataset':<18}  {'backbone':<12}  {'reported':>9}  cached")
     for r in rows:
-        metric = f"{r['reported']:.1f} {r['metric']}" if r["reported"] is not None else "(Hub)"
-        print(f"{r['name']:<{width}}  {r['task']:<8}  {r['dataset']:<18}  {r['backbone']:<12}  {metric:>9}  "
-              f"{'yes' if r['cached'] else '-'}")  # fmt: skip
+        r["shown"] = f"{r['reported']:.1f} {r['metric']}" if r["reported"] is not None else "(Hub)"
+    # each column as wide as its longest entry (a fixed width cut "ade20k-150-panoptic" short of its column)
+    w = {
+        k: max(len(head), *(len(str(r[k])) for r in rows))
+        for k, head in (
+            ("name", "name"),
+            ("task", "task"),
+            ("dataset", "dataset"),
+            ("backbone", "backbone"),
+            ("shown", "reported"),
+        )
+    }
+    print(f"{'name':<{w['name']}}  {'task':<{w['task']}}  {'dataset':<{w['dataset']}}  {'backbone':<{w['backbone']}}  "
+          f"{'reported':>{w['shown']}}  cached")  # fmt: skip
+    for r in rows:
+        print(
+            f"{r['name']:<{w['name']}}  {r['task']:<{w['task']}}  {r['dataset']:<{w['dataset']}}  "
+            f"{r['backbone']:<{w['backbone']}}  {r['shown']:>{w['shown']}}  {'yes' if r['cached'] else '-'}"
+        )
     return 0
