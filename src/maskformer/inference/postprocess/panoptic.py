@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .semantic import Size, _input_size, sem_seg_postprocess
+from .semantic import Size, _input_size, first_argmax_of_chunks, sem_seg_postprocess
 
 __all__ = [
     "SegmentInfo",
@@ -178,18 +178,14 @@ def _panoptic_in_chunks(
     n, (height, width) = int(classes.shape[0]), output_size
     chunk = max(1, _CHUNK_FLOATS // (height * width))
     original_areas = torch.empty(n, dtype=torch.int64, device=up.device)
-    best = owner = None
-    for j in range(0, n, chunk):
-        masks = sem_seg_postprocess(up[j : j + chunk], image_size, output_size).sigmoid_()
-        original_areas[j : j + chunk] = (masks >= 0.5).flatten(1).sum(1)
-        value, index = (scores[j : j + chunk, None, None] * masks).max(0)
-        if best is None or owner is None:
-            best, owner = value, index
-            continue
-        better = value > best
-        torch.where(better, value, best, out=best)
-        torch.where(better, index + j, owner, out=owner)
-    assert owner is not None
+
+    def chunks():  # (first query, score x sigmoid of the chunk's queries), counting their pixels >= 0.5 on the way
+        for j in range(0, n, chunk):
+            masks = sem_seg_postprocess(up[j : j + chunk], image_size, output_size).sigmoid_()
+            original_areas[j : j + chunk] = (masks >= 0.5).flatten(1).sum(1)
+            yield j, masks.mul_(scores[j : j + chunk, None, None])
+
+    owner = first_argmax_of_chunks(chunks())
     areas = torch.bincount(owner.flatten(), minlength=n)
     segment_of_query, segments = panoptic_segments(
         classes, areas, original_areas, thing_ids=thing_ids, overlap_threshold=overlap_threshold

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -134,17 +134,24 @@ def _argmax_resized(low: Tensor, resize: Callable[[Tensor], Tensor], size: Size)
     chunk = max(1, _RESIZE_FLOATS // max(1, size[0] * size[1]))
     if chunk >= k:
         return resize(low).argmax(0)
-    best = labels = None
-    for k0 in range(0, k, chunk):
-        value, index = resize(low[k0 : k0 + chunk]).max(0)  # (the first maximal index, as argmax)
-        if best is None or labels is None:
-            best, labels = value, index
+    return first_argmax_of_chunks((k0, resize(low[k0 : k0 + chunk])) for k0 in range(0, k, chunk))
+
+
+def first_argmax_of_chunks(chunks: Iterable[tuple[int, Tensor]]) -> Tensor:
+    """argmax over dim 0 of the concatenation of ``chunks`` (pairs of the first row's index and its [n, H, W]
+    values, in order) without holding it: a running maximum in which the first of equal values wins, as in argmax."""
+    best = owner = None
+    for first, values in chunks:
+        value, index = values.max(0)  # (the first maximal index, as argmax)
+        if best is None or owner is None:
+            best, owner = value, index
             continue
         better = value > best
         torch.where(better, value, best, out=best)
-        torch.where(better, index + k0, labels, out=labels)
-    assert labels is not None
-    return labels
+        torch.where(better, index + first, owner, out=owner)
+    if owner is None:
+        raise ValueError("first_argmax_of_chunks: no chunks")
+    return owner
 
 
 def _semantic_parts(
