@@ -284,6 +284,10 @@ def test_a_folder_that_holds_a_run_is_not_trained_into_anew(tmp_path, capsys):
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(lines) == 1 and "holds a run already" in lines[0] and "--resume" in lines[0], lines
     assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()} == files
+    (tmp_path / "run" / "checkpoint_last.pt").unlink()  # a log without a checkpoint: --resume could not continue it
+    assert main(args) == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "without a checkpoint to resume from" in lines[0] and "--resume" not in lines[0]
 
 
 def test_a_resumed_run_logs_each_iteration_once(tmp_path):

@@ -112,10 +112,12 @@ RUN_FILES = ("checkpoint_last.pt", "model_final.pt", "metrics.jsonl")
 def check_no_run(out: Path) -> None:
     """A ``ConfigError`` when ``out`` holds a run: training anew there would interleave two runs' metrics and replace
     the checkpoints of the first without a word."""
-    for name in RUN_FILES:
+    anew = "another --output-dir (or deleting that folder) starts anew"
+    if (out / "checkpoint_last.pt").exists():
+        raise ConfigError(f"{out} holds a run already (checkpoint_last.pt): --resume continues it; {anew}")
+    for name in RUN_FILES[1:]:
         if (out / name).exists():
-            raise ConfigError(f"{out} holds a run already ({name}): --resume continues it; another --output-dir "
-                              "(or deleting that folder) starts anew")  # fmt: skip
+            raise ConfigError(f"{out} holds an earlier run ({name}) without a checkpoint to resume from: {anew}")
 
 
 def _remove_new(out: Path, before: set[Path] | None) -> None:
