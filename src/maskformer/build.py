@@ -216,6 +216,7 @@ def fit_classes(cfg: Config, *, explicit: bool = False) -> Config:
     """``cfg`` with ``model.num_classes`` taken from the data's class table (own data: ``classes.json``) when they
     disagree; with ``explicit`` (the user set ``model.num_classes`` on the command line) a disagreement is one
     ``ConfigError`` naming both numbers. Also rejects panoptic training on semantic-only data."""
+    import os
     import sys
     from dataclasses import replace
 
@@ -238,8 +239,9 @@ def fit_classes(cfg: Config, *, explicit: bool = False) -> Config:
             f"model.num_classes={cfg.model.num_classes} but {source} lists {meta.num_classes} classes: "
             "drop --set model.num_classes (it is taken from the data) or fix the class table"
         )
-    print(f"maskformer: note: model.num_classes {cfg.model.num_classes} -> {meta.num_classes} (from {source})",
-          file=sys.stderr)  # fmt: skip
+    if os.environ.get("RANK", "0") in ("", "0"):  # (under torchrun, every process fits the same table)
+        print(f"maskformer: note: model.num_classes {cfg.model.num_classes} -> {meta.num_classes} (from {source})",
+              file=sys.stderr)  # fmt: skip
     return replace(cfg, model=replace(cfg.model, num_classes=meta.num_classes))
 
 
