@@ -1,0 +1,57 @@
+"""Value ranges of the configuration: counts and sizes at least 1, rates and periods at least 0, thresholds in
+[0, 1]. Checked once, when a Config is built from a dict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ConfigError
+from .sections import Config
+
+__all__ = ["check_ranges"]
+
+# The smallest value each number may take (counts and sizes >= 1; rates, weights and periods that may be 0 >= 0);
+# for lists, every item. Probabilities (thresholds) are checked to lie in [0, 1].
+_AT_LEAST = {
+    1: (
+        "model.num_classes model.num_queries model.hidden_dim model.nheads model.dim_feedforward model.dec_layers "
+        "model.convs_dim model.mask_dim model.backbone.embed_dim model.backbone.window_size model.backbone.patch_size "
+        "model.backbone.depths model.backbone.num_heads data.crop_size data.min_size_train data.max_size_train "
+        "train.max_iters train.batch_size train.grad_accum train.log_period test.min_size test.max_size "
+        "test.tta_min_sizes test.tta_max_size loss.num_points"
+    ),
+    0: (
+        "model.size_divisibility model.enc_layers model.dropout model.backbone.drop_path_rate data.num_workers "
+        "solver.base_lr solver.weight_decay solver.warmup_iters solver.clip_grad_norm train.checkpoint_period "
+        "train.max_minutes loss.class_weight loss.mask_weight loss.dice_weight loss.no_object_weight"
+    ),
+}
+_NOT_EMPTY = "data.min_size_train test.tta_min_sizes model.pixel_mean model.pixel_std"
+_POSITIVE = "model.pixel_std"
+_FRACTIONS = "inference.object_mask_threshold inference.overlap_threshold loss.importance_sample_ratio"
+
+
+def _value(cfg: Config, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def check_ranges(cfg: Config) -> None:
+    """A ``ConfigError`` naming the first value out of its range (``_AT_LEAST``, ``_NOT_EMPTY``, ``_POSITIVE``,
+    ``_FRACTIONS``)."""
+    for key in _NOT_EMPTY.split():
+        if not _value(cfg, key):
+            raise ConfigError(f"{key}: must not be empty")
+    for minimum, keys in _AT_LEAST.items():
+        for key in keys.split():
+            value = _value(cfg, key)
+            if any(v < minimum for v in (value if isinstance(value, list) else [value])):
+                raise ConfigError(f"{key}={value}: must be at least {minimum}")
+    for key in _POSITIVE.split():
+        if any(v <= 0 for v in _value(cfg, key)):
+            raise ConfigError(f"{key}={_value(cfg, key)}: must be above 0")
+    for key in _FRACTIONS.split():
+        if not 0.0 <= _value(cfg, key) <= 1.0:
+            raise ConfigError(f"{key}={_value(cfg, key)}: must be between 0 and 1")
