@@ -102,20 +102,20 @@ class _Audio:
         self.pending = None
         self.out = out
 
-    def until(self, seconds: float) -> None:
-        """Mux the track's packets that start before ``seconds`` of output time."""
+    def until(self, seconds: float, *, last: bool = False) -> None:
+        """Mux the track's packets that start before ``seconds`` of output time; ``last``: then flush the encoder."""
         try:
             while not self.failed:
                 item = self.pending if self.pending is not None else next(self.items, None)
                 self.pending = None
                 if item is None:
-                    return
+                    break
                 if item.pts is None:
                     continue
                 at = float(item.pts * self.time_base) - self.start
                 if at >= seconds:
                     self.pending = item
-                    return
+                    break
                 if at < 0:
                     continue
                 item.pts = round(at / self.time_base)
@@ -128,17 +128,13 @@ class _Audio:
                 else:
                     item.time_base = self.time_base
                     self.out.mux(self.stream.encode(item))
+            if last and not self.copy and not self.failed:
+                self.out.mux(self.stream.encode(None))
         except self.av.error.FFmpegError as e:
             if getattr(e, "errno", None) in _WRITE_ERRNOS:
                 raise
             self.failed = True
             print(f"{self.source}: audio copied up to {seconds:.2f} s only ({e})", file=sys.stderr)
-
-    def close(self) -> None:
-        if not self.copy and not self.failed:
-            self.out.mux(self.stream.encode(None))
-        self.container.close()
-
 
 def _open_audio(av, source: Path, out, start: float) -> _Audio | None:
     """``_Audio`` for the source, or None with a note when its track cannot be set up (the video goes on)."""
@@ -236,8 +232,7 @@ def predict_video(predictor, source: str | Path, output: str | Path, *, task: st
                 raise DataError(f"{source}: the video has no frames")
             _check_complete(source, container, stream, end, rate)
             if audio is not None:  # the sound up to the end of the last frame
-                audio.until(clock.last * float(clock.time_base) + 1 / float(rate))
-                audio.close()
+                audio.until(clock.last * float(clock.time_base) + 1 / float(rate), last=True)
             for packet in encoder.encode():
                 out.mux(packet)
     except av.error.FFmpegError as e:
