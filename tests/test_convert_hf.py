@@ -419,3 +419,26 @@ def test_unrecognised_classes_evaluate_on_the_users_folder(tmp_path, capsys):
         assert json.loads(capsys.readouterr().out)["images"] == 3
     _, back_cfg, _ = load_model_and_config(tmp_path / "back.pt")
     assert (back_cfg.test.min_size, back_cfg.test.max_size) == (96, 384)
+
+
+def test_to_hf_into_a_folder_that_holds_files_is_refused_and_overwrite_replaces_it_whole(tmp_path, capsys):
+    """`convert to-hf` wrote into an existing folder file by file: another model's weights written earlier
+    (pytorch_model.bin, which transformers may load) stayed beside the new ones. Now such a folder is one line and
+    exit 2, untouched; --overwrite replaces it whole, with files readable as a plain write leaves them."""
+    cfg = _small_ours("resnet")
+    save_checkpoint(tmp_path / "ours.pt", cfg=cfg, model=maskformer.build_model(cfg), meta={"classes": list("abcde")})
+    out = tmp_path / "hf"
+    out.mkdir()
+    (out / "pytorch_model.bin").write_bytes(b"another model")
+    capsys.readouterr()
+    assert main(["convert", "to-hf", str(tmp_path / "ours.pt"), str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(out) in err and "--overwrite" in err
+    assert sorted(p.name for p in out.iterdir()) == ["pytorch_model.bin"]
+    assert main(["convert", "to-hf", str(tmp_path / "ours.pt"), str(out), "--overwrite"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert "pytorch_model.bin" not in names and "model.safetensors" in names and "config.json" in names
+    assert all(p.stat().st_mode & 0o044 == 0o044 for p in out.iterdir())  # (0644 with the usual umask)
+    assert out.stat().st_mode & 0o755 == 0o755
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary folder left
+    MaskFormerForInstanceSegmentation.from_pretrained(out)

@@ -18,18 +18,23 @@ from pathlib import Path
 
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS}
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "new_file_mode", "read_user_text"]
+__all__ = ["atomic_folder", "atomic_path", "atomic_write_bytes", "atomic_write_text", "new_file_mode", "read_user_text"]
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux tells it (changing it races with other threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
 
 
 def new_file_mode() -> int:
     """``0o666`` without the process's umask bits: the mode ``open(path, "w")`` gives a new file."""
-    try:  # Linux tells the umask without changing it (changing it races with other threads)
-        with open("/proc/self/status", encoding="ascii") as f:
-            mask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
-    except (OSError, StopIteration, ValueError, IndexError):
-        mask = os.umask(0o022)
-        os.umask(mask)
-    return 0o666 & ~mask
+    return 0o666 & ~_umask()
 
 
 @contextmanager
@@ -60,6 +65,33 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = ".tmp", fsync: bool = 
         raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """Yield a fresh hidden folder beside ``folder``; when the block ends normally, give its files the usual mode and
+    put it in place of ``folder`` (an earlier ``folder`` is moved aside first and removed after, so no file of it is
+    left among the new ones). On any exception nothing of the new folder is left and ``folder`` is as it was."""
+    import shutil
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    old = None
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # (mkdtemp gives 0700) the mode mkdir gives a folder
+        for f in tmp.rglob("*"):
+            if f.is_file():  # (writers that go through mkstemp leave 0600 files)
+                os.chmod(f, new_file_mode())
+        if folder.exists():
+            old = folder.parent / f"{tmp.name}.old"
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

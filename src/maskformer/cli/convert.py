@@ -59,7 +59,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="MODEL",
         help=MODEL_HELP,
     )
-    to_hf.add_argument("output_dir", help="folder to write")
+    to_hf.add_argument("output_dir", help="folder to write (new or empty)")
+    to_hf.add_argument("--overwrite", action="store_true", help="replace OUTPUT_DIR if it holds files (all of them go)")
     to_d2 = sub.add_parser(
         "to-detectron2",
         help="a checkpoint -> an original MaskFormer (detectron2) .pkl",
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.format == "hf":
         summary = convert_hf(args.source, args.output, config=args.config)
     elif args.format == "to-hf":
-        summary = convert_to_hf(resolve_model(args.checkpoint), args.output_dir)
+        summary = convert_to_hf(resolve_model(args.checkpoint), args.output_dir, overwrite=args.overwrite)
     else:
         summary = convert_to_detectron2(resolve_model(args.checkpoint), args.output)
     print(summary)

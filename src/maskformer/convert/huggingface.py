@@ -15,17 +15,14 @@ and the in-memory one (``o_proj``, ``mlp.fc1``).
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..errors import CheckpointError
-from ..fileio import new_file_mode
+from ..errors import CheckpointError, UserError
+from ..fileio import atomic_folder
 from .rename import DROP, _short, convert_state, rename_keys
 
 _PLM = r"model\.pixel_level_module\."
@@ -303,11 +300,18 @@ def write_hf_folder(
     *,
     source_name: str,
     preprocessor: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> int:
     """Build transformers' ``MaskFormerForInstanceSegmentation`` from ``hf_kwargs`` (see
     ``hf_config.hf_config_from_ours``), load our ``state`` into it and ``save_pretrained`` it (plus
-    ``preprocessor_config.json`` when ``preprocessor`` kwargs are given). Files are written into a temporary sibling
-    folder first and then moved into ``folder``. Returns the number of tensors written."""
+    ``preprocessor_config.json`` when ``preprocessor`` kwargs are given). The files are written into a temporary
+    sibling folder that then takes the place of ``folder`` (``fileio.atomic_folder``); a ``folder`` that holds files
+    is an error unless ``overwrite``, which replaces it whole. Returns the number of tensors written."""
+    folder = Path(folder)
+    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+        raise UserError(f"{folder}: the folder exists and is not empty (write to a new folder, or pass --overwrite)")
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder}: exists and is not a folder")
     try:
         from transformers import MaskFormerConfig, MaskFormerForInstanceSegmentation
     except ImportError:
@@ -318,18 +322,10 @@ def write_hf_folder(
     missing, unexpected = model.load_state_dict(hf_state, strict=False)
     # (BatchNorm does not report a missing num_batches_tracked: it keeps its own)
     assert not unexpected and set(missing) <= set(dropped_hf_keys(list(target))), (missing, unexpected)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as tmp:
         model.save_pretrained(tmp)
         if preprocessor is not None:
             from transformers import MaskFormerImageProcessor
 
             MaskFormerImageProcessor(**preprocessor).save_pretrained(tmp)
-        for f in tmp.iterdir():  # transformers writes some files through mkstemp (0600): give them the usual mode
-            os.chmod(f, new_file_mode())
-            os.replace(f, folder / f.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return len(hf_state)

@@ -204,8 +204,9 @@ def convert_hf(source: str | Path, output: str | Path, *, config: str | Path | N
     return f"converted {len(hf_state)} tensors: {source} -> {output} ({arch}, {len(tr.classes)} classes)"
 
 
-def convert_to_hf(checkpoint: str | Path, output_dir: str | Path) -> str:
-    """Our checkpoint -> transformers save_pretrained folder. Returns the summary line."""
+def convert_to_hf(checkpoint: str | Path, output_dir: str | Path, *, overwrite: bool = False) -> str:
+    """Our checkpoint -> transformers save_pretrained folder (a folder holding files is an error unless
+    ``overwrite``, which replaces it). Returns the summary line."""
     from ..config import config_to_dict
     from ..convert.hf_config import hf_config_from_ours, hf_preprocessor_from_ours
     from ..convert.huggingface import write_hf_folder
@@ -222,7 +223,9 @@ def convert_to_hf(checkpoint: str | Path, output_dir: str | Path) -> str:
     pre = hf_preprocessor_from_ours(cfg, ignore_label=int(meta.ignore_label))
     # for a round trip without --config (transformers keeps keys it does not know in config.json)
     kwargs[CARRIED] = {"config": config_to_dict(cfg), "meta": meta.to_dict()}
-    n = write_hf_folder(output_dir, kwargs, obj["model"], source_name=str(checkpoint), preprocessor=pre)
+    n = write_hf_folder(
+        output_dir, kwargs, obj["model"], source_name=str(checkpoint), preprocessor=pre, overwrite=overwrite
+    )
     return f"converted {n} tensors: {checkpoint} -> {output_dir} (transformers MaskFormerForInstanceSegmentation)"
 
 

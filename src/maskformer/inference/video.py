@@ -136,6 +136,7 @@ class _Audio:
             self.failed = True
             print(f"{self.source}: audio copied up to {seconds:.2f} s only ({e})", file=sys.stderr)
 
+
 def _open_audio(av, source: Path, out, start: float) -> _Audio | None:
     """``_Audio`` for the source, or None with a note when its track cannot be set up (the video goes on)."""
     try:
