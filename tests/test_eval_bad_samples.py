@@ -1,5 +1,6 @@
 """``data.skip_bad_samples`` at evaluation: a bad file is left out and counted, not replaced by a duplicate."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -146,3 +147,27 @@ def test_eval_on_data_with_other_classes_is_refused_and_renamed_classes_noted(tm
     captured = capsys.readouterr()
     assert "the model's 'c' is 'Himmel'" in captured.err
     assert list(json.loads(captured.out)["IoU_by_class"]) == ["bg", "a", "b", "Himmel"]
+
+
+def test_a_bad_validation_label_stops_training_before_the_first_step(tmp_path: Path, capsys) -> None:
+    """A label with a value that is no class in the evaluation split was found at the first evaluation: after the
+    whole training. Now the split is read once before training: one line naming the file, no run left behind;
+    with data.skip_bad_samples the run trains and the evaluation leaves the file out."""
+    from conftest import CONFIGS
+    from maskformer.cli import main
+
+    root = _folder(tmp_path / "data", bad=True)
+    for sub in ("images", "labels"):  # a3 (label value 9) only in val
+        (root / sub / "train" / "a3.png").unlink()
+    out = tmp_path / "run"
+    argv = ["train", str(CONFIGS / "folder" / "small.yaml"), "--data-root", str(root), "--output-dir", str(out),
+            "--quiet", "--set", "train.max_iters=1", "--set", "train.batch_size=2", "--set", "data.num_workers=0",
+            "--set", "data.crop_size=[32,32]", "--set", "data.min_size_train=[40]"]  # fmt: skip
+    assert main(argv) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln]
+    assert len(err) == 1 and str(Path("labels", "val", "a3.png")) in err[0] and "label value 9" in err[0], err
+    assert "train.eval_period=-1" in err[0]
+    assert not out.exists()
+    assert main([*argv, "--set", "data.skip_bad_samples=true"]) == 0
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["eval"]["images"] == 3 and metrics[-1]["eval"]["skipped_images"] == 1

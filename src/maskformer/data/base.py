@@ -125,12 +125,30 @@ class SegmentationDataset(Dataset):
             f"{self.meta.name}: {len(skipped)} consecutive unreadable samples from index {index}; first: {first}"
         )
 
-    def check_all(self) -> list[tuple[str, str]]:
-        """Read every sample once (no mapper) and return the (file, reason) of each bad one."""
-        bad: list[tuple[str, str]] = []
-        for entry in self.entries:
+    def check_all(self, *, raise_first: bool = False, progress: str = "", threads: int = 1) -> list[tuple[str, str]]:
+        """Read every sample once (no mapper) and return the (file, reason) of each bad one; ``raise_first``: raise
+        the ``DataError`` of the first bad sample (in entry order) instead. ``threads`` read in parallel (image
+        decoding releases the GIL); ``progress``: the label of a progress bar (none if empty)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def check(entry: dict[str, Any]) -> tuple[str, str] | None:
             try:
                 self.load(entry)
             except DataError as e:
-                bad.append((str(entry.get("file_name", "?")), str(e)))
+                return str(entry.get("file_name", "?")), str(e)
+            return None
+
+        bad: list[tuple[str, str]] = []
+        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+            results = pool.map(check, self.entries)
+            if progress:
+                from tqdm import tqdm
+
+                results = tqdm(results, total=len(self.entries), desc=progress, leave=False)
+            for result in results:
+                if result is not None and raise_first:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise DataError(result[1])
+                if result is not None:
+                    bad.append(result)
         return bad

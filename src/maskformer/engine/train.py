@@ -136,6 +136,7 @@ def _remove_new(out: Path, before: set[Path] | None) -> None:
 def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int | None, steps: list[int]) -> dict:
     """The body of :func:`train`; ``steps`` counts the completed steps and the checkpoints saved by this call."""
     from ..data import InfiniteSampler, build_train_loader, collate, seed_everything
+    from ..data.loader import usable_workers
 
     device = dist.init_from_env()
     rank, world = dist.rank(), dist.world_size()
@@ -163,9 +164,12 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
         model.to(memory_format=torch.channels_last)
     criterion = build_criterion(cfg, ignore_label=meta.ignore_label).to(device)
     dataset = build_dataset(cfg, split=cfg.data.train_split, train=True)
-    if t.eval_period >= 0:  # index the evaluation split now (file lists only): a missing one fails before training
+    if t.eval_period >= 0:  # the evaluation split is read once now: a bad file there fails before training
         try:
-            build_dataset(cfg, split=cfg.data.val_split, train=False)
+            val = build_dataset(cfg, split=cfg.data.val_split, train=False)
+            if not val.skip_bad_samples:
+                bar = f"checking {cfg.data.val_split}" if progress and dist.is_main() else ""
+                val.check_all(raise_first=True, progress=bar, threads=usable_workers(2))
         except DataError as e:
             raise DataError(f"{e} (data.val_split={cfg.data.val_split} is evaluated during and after training; "
                             "--set train.eval_period=-1 trains without evaluation)") from None  # fmt: skip
