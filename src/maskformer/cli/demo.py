@@ -81,7 +81,7 @@ def _clear_previous_demo(out: Path) -> None:
     """A demo starts anew: the files of an earlier demo run in ``out`` (its run and metrics) are removed first."""
     import shutil
 
-    from maskformer.engine.train import RUN_FILES
+    from maskformer.engine.run_folder import RUN_FILES
 
     old = [out / name for name in (*RUN_FILES, "config.yaml", "metrics.json", "tb") if (out / name).exists()]
     if old:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import math
-import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -27,6 +26,7 @@ from ..optim import shorten_schedule
 from . import distributed as dist
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, unwrap
 from .logging import MetricLogger
+from .run_folder import check_no_run, remove_new
 from .runtime import set_tf32
 
 
@@ -102,35 +102,8 @@ def train(
         return _train(cfg, out, resume=resume, progress=progress, stop_at=stop_at, steps=steps)
     except UserError:
         if steps[1] == 0 and not resume and dist.is_main():
-            _remove_new(out, before)
+            remove_new(out, before)
         raise
-
-
-RUN_FILES = ("checkpoint_last.pt", "model_final.pt", "metrics.jsonl")
-
-
-def check_no_run(out: Path) -> None:
-    """A ``ConfigError`` when ``out`` holds a run: training anew there would interleave two runs' metrics and replace
-    the checkpoints of the first without a word."""
-    anew = "another --output-dir (or deleting that folder) starts anew"
-    if (out / "checkpoint_last.pt").exists():
-        raise ConfigError(f"{out} holds a run already (checkpoint_last.pt): --resume continues it; {anew}")
-    for name in RUN_FILES[1:]:
-        if (out / name).exists():
-            raise ConfigError(f"{out} holds an earlier run ({name}) without a checkpoint to resume from: {anew}")
-
-
-def _remove_new(out: Path, before: set[Path] | None) -> None:
-    """Delete the entries of ``out`` that are not in ``before`` (and ``out`` itself when ``before`` is None)."""
-    if not out.is_dir():
-        return
-    for entry in set(out.iterdir()) - (before or set()):
-        if entry.is_dir():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
-    if before is None and not any(out.iterdir()):
-        out.rmdir()
 
 
 def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int | None, steps: list[int]) -> dict:

@@ -1,0 +1,37 @@
+"""The run folder of ``maskformer train``: which files make a run, refusing to train anew into one, and removing
+what a failed start wrote."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ..errors import ConfigError
+
+__all__ = ["RUN_FILES", "check_no_run", "remove_new"]
+
+RUN_FILES = ("checkpoint_last.pt", "model_final.pt", "metrics.jsonl")
+
+
+def check_no_run(out: Path) -> None:
+    """A ``ConfigError`` when ``out`` holds a run: training anew there would interleave two runs' metrics and replace
+    the checkpoints of the first without a word."""
+    anew = "another --output-dir (or deleting that folder) starts anew"
+    if (out / "checkpoint_last.pt").exists():
+        raise ConfigError(f"{out} holds a run already (checkpoint_last.pt): --resume continues it; {anew}")
+    for name in RUN_FILES[1:]:
+        if (out / name).exists():
+            raise ConfigError(f"{out} holds an earlier run ({name}) without a checkpoint to resume from: {anew}")
+
+
+def remove_new(out: Path, before: set[Path] | None) -> None:
+    """Delete the entries of ``out`` that are not in ``before`` (and ``out`` itself when ``before`` is None)."""
+    if not out.is_dir():
+        return
+    for entry in set(out.iterdir()) - (before or set()):
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    if before is None and not any(out.iterdir()):
+        out.rmdir()
