@@ -304,32 +304,3 @@ def hf_config_from_ours(cfg: Config, classes: list[str]) -> dict[str, Any]:
         "id2label": {i: name for i, name in enumerate(classes)},
         "label2id": {name: i for i, name in enumerate(classes)},
     }
-
-
-def apply_preprocessor(cfg: Config, pre: dict, *, source: str) -> None:
-    """Take the normalisation of a ``preprocessor_config.json`` (0..1 mean/std and rescale factor) as
-    ``model.pixel_mean/pixel_std`` in 0..255. Resize settings are not taken: transformers stretches to a multiple of
-    ``size_divisor`` where the original pads (HF_NOTES §8.8), and its sizes are not the original test sizes."""
-    if pre.get("do_normalize", True) is False:
-        raise CheckpointError(f"{source}: do_normalize=false: this model always normalises its input")
-    mean, std = pre.get("image_mean"), pre.get("image_std")
-    if mean is None and std is None:
-        return
-    scale = float(pre.get("rescale_factor", 1 / 255)) if pre.get("do_rescale", True) else 1.0
-    if not (isinstance(mean, list) and isinstance(std, list) and len(mean) == 3 and len(std) == 3):
-        raise CheckpointError(f"{source}: image_mean/image_std must be lists of 3 numbers")
-    # rounded so that 0.485 / (1 / 255) gives back 123.675 exactly (a round trip keeps the config)
-    cfg.model.pixel_mean = [round(float(m) / scale, 6) for m in mean]
-    cfg.model.pixel_std = [round(float(s) / scale, 6) for s in std]
-
-
-def hf_preprocessor_from_ours(cfg: Config, *, ignore_label: int = 255) -> dict[str, Any]:
-    """Keyword arguments of transformers' ``MaskFormerImageProcessor`` matching our test-time input."""
-    return {
-        "image_mean": [m / 255.0 for m in cfg.model.pixel_mean],
-        "image_std": [s / 255.0 for s in cfg.model.pixel_std],
-        "size": {"shortest_edge": cfg.test.min_size, "longest_edge": cfg.test.max_size},
-        "size_divisor": cfg.model.size_divisibility,
-        "ignore_index": ignore_label,
-        "do_reduce_labels": False,
-    }

@@ -14,15 +14,11 @@ and the in-memory one (``o_proj``, ``mlp.fc1``).
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
-from typing import Any
 
 import torch
 
-from ..errors import CheckpointError, UserError
-from ..fileio import atomic_folder
+from ..errors import CheckpointError
 from .rename import DROP, _short, convert_state, rename_keys
 
 _PLM = r"model\.pixel_level_module\."
@@ -221,111 +217,3 @@ def dropped_hf_keys(keys: list[str]) -> list[str]:
     """The keys of a transformers state dict that the table consumes without loading."""
     names = rename_keys([p[0] if (p := _packed_part(k)) else k for k in keys], HF_RULES)
     return [k for k in keys if names[p[0] if (p := _packed_part(k)) else k] is None]
-
-
-# ------------------------------------------------------------------------------------------------- folders
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: not readable JSON ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object")
-    return data
-
-
-def _read_weight_file(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError:
-            raise CheckpointError(f"{path}: reading .safetensors needs `pip install 'maskformer[hf]'`") from None
-        try:
-            return dict(load_file(str(path), device="cpu"))
-        except Exception as e:
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            raise CheckpointError(f"{path}: unreadable safetensors file ({type(e).__name__}: {msg[:200]})") from None
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: unreadable weight file ({msg[:200]})") from None
-    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
-        raise CheckpointError(f"{path}: expected a dict of tensors")
-    return data
-
-
-def read_hf_folder(folder: str | Path) -> tuple[dict, dict[str, torch.Tensor], dict | None]:
-    """A ``save_pretrained`` folder -> (config.json dict, state dict, preprocessor_config.json dict or None).
-
-    Weights: ``model.safetensors``, ``pytorch_model.bin`` or their sharded ``*.index.json`` forms.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        hint = "expected what save_pretrained writes: config.json + weights"
-        if len(folder.parts) == 2 and not folder.exists():  # looks like a Hub id such as facebook/maskformer-...
-            hint += f"; for a Hub model, download it first: huggingface-cli download {folder} --local-dir DIR"
-        raise CheckpointError(f"{folder}: not a folder ({hint})")
-    config_file = folder / "config.json"
-    if not config_file.is_file():
-        raise CheckpointError(f"{config_file}: not found (is {folder} a save_pretrained folder?)")
-    config = _read_json(config_file)
-    state: dict[str, torch.Tensor] = {}
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        index = folder / f"{name}.index.json"
-        if (folder / name).is_file():
-            state = _read_weight_file(folder / name)
-            break
-        if index.is_file():
-            weight_map = _read_json(index).get("weight_map")
-            if not isinstance(weight_map, dict):
-                raise CheckpointError(f"{index}: no weight_map")
-            for shard in sorted(set(weight_map.values())):
-                state.update(_read_weight_file(folder / str(shard)))
-            break
-    else:
-        raise CheckpointError(f"{folder}: no model.safetensors or pytorch_model.bin")
-    if not state:
-        raise CheckpointError(f"{folder}: the weight file holds no tensors")
-    pre = folder / "preprocessor_config.json"
-    return config, state, (_read_json(pre) if pre.is_file() else None)
-
-
-def write_hf_folder(
-    folder: str | Path,
-    hf_kwargs: dict[str, Any],
-    state: dict[str, torch.Tensor],
-    *,
-    source_name: str,
-    preprocessor: dict[str, Any] | None = None,
-    overwrite: bool = False,
-) -> int:
-    """Build transformers' ``MaskFormerForInstanceSegmentation`` from ``hf_kwargs`` (see
-    ``hf_config.hf_config_from_ours``), load our ``state`` into it and ``save_pretrained`` it (plus
-    ``preprocessor_config.json`` when ``preprocessor`` kwargs are given). The files are written into a temporary
-    sibling folder that then takes the place of ``folder`` (``fileio.atomic_folder``); a ``folder`` that holds files
-    is an error unless ``overwrite``, which replaces it whole. Returns the number of tensors written."""
-    folder = Path(folder)
-    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
-        raise UserError(f"{folder}: the folder exists and is not empty (write to a new folder, or pass --overwrite)")
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"{folder}: exists and is not a folder")
-    try:
-        from transformers import MaskFormerConfig, MaskFormerForInstanceSegmentation
-    except ImportError:
-        raise CheckpointError("writing a transformers folder needs `pip install 'maskformer[hf]'`") from None
-    model = MaskFormerForInstanceSegmentation(MaskFormerConfig(**hf_kwargs)).eval()
-    target = model.state_dict()
-    hf_state = ours_state_to_hf(state, target, source_name=source_name)
-    missing, unexpected = model.load_state_dict(hf_state, strict=False)
-    # (BatchNorm does not report a missing num_batches_tracked: it keeps its own)
-    assert not unexpected and set(missing) <= set(dropped_hf_keys(list(target))), (missing, unexpected)
-    with atomic_folder(folder) as tmp:
-        model.save_pretrained(tmp)
-        if preprocessor is not None:
-            from transformers import MaskFormerImageProcessor
-
-            MaskFormerImageProcessor(**preprocessor).save_pretrained(tmp)
-    return len(hf_state)

@@ -164,8 +164,9 @@ def _carried(hf_config: dict, where: str) -> tuple[Config, dict] | None:
 def convert_hf(source: str | Path, output: str | Path, *, config: str | Path | None = None) -> str:
     """transformers folder -> our checkpoint. Returns the summary line (notes go to stderr)."""
     from ..config import load_config
-    from ..convert.hf_config import apply_preprocessor, config_from_hf
-    from ..convert.huggingface import hf_state_to_ours, read_hf_folder
+    from ..convert.hf_config import config_from_hf
+    from ..convert.hf_folder import apply_preprocessor, read_hf_folder
+    from ..convert.huggingface import hf_state_to_ours
     from ..errors import CheckpointError, ConfigError
 
     hf_config, hf_state, pre = read_hf_folder(source)
@@ -208,8 +209,8 @@ def convert_to_hf(checkpoint: str | Path, output_dir: str | Path, *, overwrite: 
     """Our checkpoint -> transformers save_pretrained folder (a folder holding files is an error unless
     ``overwrite``, which replaces it). Returns the summary line."""
     from ..config import config_to_dict
-    from ..convert.hf_config import hf_config_from_ours, hf_preprocessor_from_ours
-    from ..convert.huggingface import write_hf_folder
+    from ..convert.hf_config import hf_config_from_ours
+    from ..convert.hf_folder import hf_preprocessor_from_ours, write_hf_folder
     from ..errors import CheckpointError
     from .checkpoint import config_of, load_checkpoint, meta_of
 
