@@ -227,6 +227,31 @@ def test_a_cut_animated_gif_is_named_and_leaves_no_folder(checkpoint: Path, tmp_
     assert not (tmp_path / "new").exists()  # the folders it would have made are not left behind empty
 
 
+def test_a_gif_cut_between_two_frames_is_named_too(checkpoint: Path, tmp_path: Path, capsys) -> None:
+    """A GIF cut right after a frame decodes without an error (it looked like a shorter GIF and got an overlay of
+    its first frames); its blocks end before the trailer, and that is now checked. Bytes after the trailer are fine."""
+    from PIL import Image
+
+    from maskformer.inference.video import gif_ends
+
+    rng = np.random.default_rng(1)
+    frames = [Image.fromarray(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)) for _ in range(6)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    data = (tmp_path / "anim.gif").read_bytes()
+    starts = [i for i in range(len(data) - 2) if data[i : i + 3] == b"\x21\xf9\x04"]  # each frame's control block
+    assert len(starts) == 6
+    (tmp_path / "cut.gif").write_bytes(data[: starts[4]])  # four whole frames
+    with Image.open(tmp_path / "cut.gif") as gif:
+        assert gif.n_frames == 4  # (what a reader sees: a shorter GIF)
+    assert gif_ends(data) and gif_ends(data + b"\0" * 7)
+    assert not any(gif_ends(data[:n]) for n in range(len(data)))
+    capsys.readouterr()
+    assert main(["predict", str(checkpoint), str(tmp_path / "cut.gif"), "--output-dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cut.gif" in err and "truncated" in err, err
+    assert not (tmp_path / "o" / "cut_overlay.mp4").exists()
+
+
 def test_a_file_without_a_video_stream_says_so(checkpoint: Path, tmp_path: Path, capsys) -> None:
     if "aac" not in av.codecs_available:
         pytest.skip("this FFmpeg build has no aac encoder")

@@ -163,6 +163,34 @@ def _stated_seconds(container, stream) -> float | None:
     return None
 
 
+def gif_ends(data: bytes) -> bool:
+    """Whether a GIF's blocks run to its trailer (0x3B): header, screen descriptor and colour table, then extension
+    and image blocks (each a chain of length-prefixed sub-blocks ending in a 0 length) until the trailer. A file cut
+    between two frames decodes without an error, so this is how it is told from a shorter GIF. Bytes after the
+    trailer are allowed."""
+
+    def sub_blocks(i: int) -> int:  # the index after a chain of sub-blocks (len(data) + 1 when cut)
+        while i < len(data) and data[i]:
+            i += data[i] + 1
+        return i + 1
+
+    if len(data) < 13 or data[:3] != b"GIF":
+        return False
+    i = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
+    while i < len(data):
+        kind = data[i]
+        if kind == 0x3B:
+            return True
+        if kind == 0x21:  # extension: label, sub-blocks
+            i = sub_blocks(i + 2)
+        elif kind == 0x2C and i + 10 <= len(data):  # image: descriptor, local colour table, LZW code size, data
+            flags = data[i + 9]
+            i = sub_blocks(i + 10 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0) + 1)
+        else:
+            return False
+    return False
+
+
 def _check_complete(source: Path, container, stream, last: float | None, rate: Fraction) -> None:
     """A ``DataError`` when decoding stopped well before the duration the file states for its video: a truncated
     file whose frames decode up to the cut (Matroska/WebM/AVI end without an error; a cut MP4 does not open at
@@ -191,6 +219,8 @@ def predict_video(predictor, source: str | Path, output: str | Path, *, task: st
 
     source, output = Path(source), Path(output)
     names, colors = predictor.class_names, np.asarray(predictor.colors, dtype=np.uint8)
+    if source.suffix.lower() == ".gif" and source.is_file() and not gif_ends(source.read_bytes()):
+        raise DataError(f"{source}: the GIF ends before its last frame is complete (a truncated or damaged file?)")
     try:
         container = av.open(str(source))
     except (av.error.FFmpegError, OSError) as e:
