@@ -29,6 +29,10 @@ from .logging import MetricLogger
 from .run_folder import check_no_run, remove_new
 from .runtime import set_tf32
 
+# training splits of up to this many samples are read once before the first step (a bad file is named at once;
+# larger ones are checked as steps read them); the validation split is always read first
+CHECK_FIRST = 2000
+
 
 class TrainingError(UserError):
     """Training cannot go on (e.g. a non-finite loss); the message says where the last good checkpoint is."""
@@ -137,12 +141,17 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
         model.to(memory_format=torch.channels_last)
     criterion = build_criterion(cfg, ignore_label=meta.ignore_label).to(device)
     dataset = build_dataset(cfg, split=cfg.data.train_split, train=True)
-    if t.eval_period >= 0:  # the evaluation split is read once now: a bad file there fails before training
+
+    def check_first(data, split: str) -> None:  # every sample read once now, not when (or if) a step draws it
+        if not data.skip_bad_samples:
+            bar = f"checking {split}" if progress and dist.is_main() else ""
+            data.check_all(raise_first=True, progress=bar, threads=usable_workers(2))
+
+    if len(dataset) <= CHECK_FIRST:
+        check_first(dataset, cfg.data.train_split)
+    if t.eval_period >= 0:  # the evaluation split is always read now: a bad file there fails before training
         try:
-            val = build_dataset(cfg, split=cfg.data.val_split, train=False)
-            if not val.skip_bad_samples:
-                bar = f"checking {cfg.data.val_split}" if progress and dist.is_main() else ""
-                val.check_all(raise_first=True, progress=bar, threads=usable_workers(2))
+            check_first(build_dataset(cfg, split=cfg.data.val_split, train=False), cfg.data.val_split)
         except DataError as e:
             raise DataError(f"{e} (data.val_split={cfg.data.val_split} is evaluated during and after training; "
                             "--set train.eval_period=-1 trains without evaluation)") from None  # fmt: skip
