@@ -9,6 +9,7 @@ DataLoader sets per worker; see ``worker_init_fn``).
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -128,7 +129,7 @@ class SegmentationDataset(Dataset):
     def check_all(self, *, raise_first: bool = False, progress: str = "", threads: int = 1) -> list[tuple[str, str]]:
         """Read every sample once (no mapper) and return the (file, reason) of each bad one; ``raise_first``: raise
         the ``DataError`` of the first bad sample (in entry order) instead. ``threads`` read in parallel (image
-        decoding releases the GIL); ``progress``: the label of a progress bar (none if empty)."""
+        decoding releases the GIL); ``progress``: the label of a progress bar on a terminal (none if empty)."""
         from concurrent.futures import ThreadPoolExecutor
 
         def check(entry: dict[str, Any]) -> tuple[str, str] | None:
@@ -144,7 +145,9 @@ class SegmentationDataset(Dataset):
             if progress:
                 from tqdm import tqdm
 
-                results = tqdm(results, total=len(self.entries), desc=progress, leave=False)
+                results = tqdm(
+                    results, total=len(self.entries), desc=progress, leave=False, disable=not sys.stderr.isatty()
+                )
             for result in results:
                 if result is not None and raise_first:
                     pool.shutdown(wait=False, cancel_futures=True)
