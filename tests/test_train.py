@@ -315,3 +315,15 @@ def test_the_demo_runs_again_into_its_own_folder(tmp_path, capsys):
     log = tmp_path / "demo" / "metrics.jsonl"
     assert [json.loads(line)["iteration"] for line in open(log) if '"loss"' in line] == [2]  # one run's lines
     assert (tmp_path / "demo" / "model_final.pt").is_file() and (tmp_path / "demo" / "metrics.json").is_file()
+
+
+def test_a_frozenbn_resnet_from_scratch_is_noted() -> None:
+    """configs/folder/maskformer_R50.yaml without ImageNet weights trained a ResNet whose FrozenBN layers are fixed
+    identities, without a word (only a comment in the YAML said so)."""
+    from maskformer.engine.train import load_initial_weights
+
+    cfg = maskformer.load_config(CONFIGS / "folder" / "maskformer_R50.yaml", overrides=["model.backbone.blocks=[1,1,1,1]"])
+    note = load_initial_weights(cfg, maskformer.build_model(cfg))
+    assert note.startswith("random initialisation") and "model.backbone.norm=BN" in note
+    cfg.model.backbone.norm = "BN"
+    assert load_initial_weights(cfg, maskformer.build_model(cfg)) == "random initialisation"

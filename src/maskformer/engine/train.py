@@ -60,6 +60,12 @@ def load_initial_weights(cfg: Config, model: nn.Module) -> str:
             )
         load_backbone_weights(model, path)
         return f"backbone weights from {path}"
+    bb = cfg.model.backbone
+    if bb.type == "resnet" and bb.norm == "FrozenBN":  # fixed statistics of a pretrained net: identity when random
+        return (
+            "random initialisation (note: the ResNet's FrozenBN layers stay identity without pretrained weights: "
+            "give model.backbone.weights, or --set model.backbone.norm=BN to train them from scratch)"
+        )
     return "random initialisation"
 
 
