@@ -322,7 +322,9 @@ def test_a_frozenbn_resnet_from_scratch_is_noted() -> None:
     identities, without a word (only a comment in the YAML said so)."""
     from maskformer.engine.train import load_initial_weights
 
-    cfg = maskformer.load_config(CONFIGS / "folder" / "maskformer_R50.yaml", overrides=["model.backbone.blocks=[1,1,1,1]"])
+    cfg = maskformer.load_config(
+        CONFIGS / "folder" / "maskformer_R50.yaml", overrides=["model.backbone.blocks=[1,1,1,1]"]
+    )
     note = load_initial_weights(cfg, maskformer.build_model(cfg))
     assert note.startswith("random initialisation") and "model.backbone.norm=BN" in note
     cfg.model.backbone.norm = "BN"
