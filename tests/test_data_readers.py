@@ -407,6 +407,11 @@ def test_coco_format_panoptic_data_with_its_own_categories(tmp_path: Path, capsy
     model = tmp_path / "run" / "model_final.pt"
     assert main(["eval", str(model), "--json", "--output-dir", str(tmp_path / "e")]) == 0
     assert json.loads(capsys.readouterr().out)["images"] == 1
+    # validation data alone (no train.json): its categories are the class table ("train.json: not found" before)
+    (tmp_path / "train.json").rename(tmp_path / "train.json.away")
+    assert main(["eval", str(model), "--json", "--output-dir", str(tmp_path / "e")]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 1
+    (tmp_path / "train.json.away").rename(tmp_path / "train.json")
     out = tmp_path / "out"
     assert main(["predict", str(model), str(tmp_path / "img" / "val"), "--output-dir", str(out)]) == 0
     written = json.loads((out / "predictions.json").read_text())

@@ -208,8 +208,16 @@ def build_meta(cfg: Config):
     if d.dataset == "coco_panoptic" and d.panoptic_json:  # COCO-format data of one's own: its JSON's categories
         from .data.panoptic import panoptic_json_meta
 
-        return panoptic_json_meta(Path(d.root) / d.panoptic_json.replace("{split}", d.train_split))
+        return panoptic_json_meta(_categories_json(cfg))
     return load_meta(d.dataset)
+
+
+def _categories_json(cfg: Config) -> Path:
+    """The panoptic JSON whose categories are the class table: the training split's, or the evaluation split's when
+    only that one is at hand (evaluating on one's own validation data)."""
+    d = cfg.data
+    paths = [Path(d.root) / d.panoptic_json.replace("{split}", split) for split in (d.train_split, d.val_split)]
+    return next((p for p in paths if p.is_file()), paths[0])
 
 
 def fit_classes(cfg: Config, *, explicit: bool = False) -> Config:
@@ -233,7 +241,7 @@ def fit_classes(cfg: Config, *, explicit: bool = False) -> Config:
         return cfg
     source = f"{d.root}/classes.json" if d.dataset == "folder" else f"the {d.dataset} class table"
     if d.dataset == "coco_panoptic" and d.panoptic_json:
-        source = f"the categories of {Path(d.root) / d.panoptic_json.replace('{split}', d.train_split)}"
+        source = f"the categories of {_categories_json(cfg)}"
     if explicit:
         raise ConfigError(
             f"model.num_classes={cfg.model.num_classes} but {source} lists {meta.num_classes} classes: "
