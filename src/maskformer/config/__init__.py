@@ -2,7 +2,7 @@
 
 A YAML file may name a parent with ``_base_: relative/path.yaml``; the child's keys are merged over it.
 Unknown keys and values of the wrong type are errors that name the key (``ConfigError``).
-Modules never read this object: ``build.py`` turns it into plain constructor arguments.
+Modules never read this object: ``maskformer.build`` turns it into plain constructor arguments.
 ``sections.py`` holds the dataclasses, ``ranges.py`` the value ranges; everything is re-exported here.
 
 May import: ``errors``, ``fileio``.

@@ -254,7 +254,7 @@ def hf_config_from_ours(cfg: Config, classes: list[str]) -> dict[str, Any]:
         blocks = list(b.blocks) or list(DEPTH_BLOCKS.get(b.depth, []))
         if len(blocks) != 4:
             raise _fail("model.backbone.depth", b.depth, "unknown ResNet depth")
-        grid = b.res5_multi_grid if len(b.res5_multi_grid) == blocks[3] else []  # as build.py applies it
+        grid = b.res5_multi_grid if len(b.res5_multi_grid) == blocks[3] else []  # as maskformer.build applies it
         if any(g != 1 for g in grid):
             raise _fail("model.backbone.res5_multi_grid", b.res5_multi_grid, "transformers' ResNet has no dilation")
         if b.norm not in ("FrozenBN", "BN"):

@@ -2,8 +2,8 @@
 the paper's per-pixel baselines. ``forward`` maps normalised, padded images to the outputs dict; it never computes
 losses and never post-processes.
 
-May import: torch (and timm for the adapter), ``maskformer.errors``. Never imports ``config`` (``build.py`` turns a
-config into these constructors' keyword arguments), ``data``, ``criterion``, ``inference``, ``evaluation``,
+May import: torch (and timm for the adapter), ``maskformer.errors``. Never imports ``config`` (``maskformer.build``
+turns a config into these constructors' keyword arguments), ``data``, ``criterion``, ``inference``, ``evaluation``,
 ``engine`` or ``cli``.
 """
 
