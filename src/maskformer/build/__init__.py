@@ -6,8 +6,6 @@ May import: every folder below it (``modeling``, ``criterion``, ``data``, ``opti
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from torch import nn
 
 from ..config import BackboneConfig, Config, ModelConfig
