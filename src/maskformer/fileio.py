@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -72,18 +73,17 @@ def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
     """Yield a fresh hidden folder beside ``folder``; when the block ends normally, give its files the usual mode and
     put it in place of ``folder`` (an earlier ``folder`` is moved aside first and removed after, so no file of it is
     left among the new ones). On any exception nothing of the new folder is left and ``folder`` is as it was."""
-    import shutil
-
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     old = None
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())  # (mkdtemp gives 0700) the mode mkdir gives a folder
+        mask = _umask()
+        os.chmod(tmp, 0o777 & ~mask)  # (mkdtemp gives 0700) the mode mkdir gives a folder
         for f in tmp.rglob("*"):
             if f.is_file():  # (writers that go through mkstemp leave 0600 files)
-                os.chmod(f, new_file_mode())
+                os.chmod(f, 0o666 & ~mask)
         if folder.exists():
             old = folder.parent / f"{tmp.name}.old"
             os.replace(folder, old)
