@@ -154,20 +154,26 @@ def test_eval_on_data_with_other_classes_is_refused_and_renamed_classes_noted(tm
     assert list(json.loads(captured.out)["IoU_by_class"]) == ["bg", "a", "b", "Himmel"]
 
 
+def _one_step(root: Path, out: Path) -> list[str]:
+    """`maskformer train` arguments: configs/folder/small.yaml on ``root`` for one step of 2 small crops."""
+    from conftest import CONFIGS
+
+    return ["train", str(CONFIGS / "folder" / "small.yaml"), "--data-root", str(root), "--output-dir", str(out),
+            "--quiet", "--set", "train.max_iters=1", "--set", "train.batch_size=2", "--set", "data.num_workers=0",
+            "--set", "data.crop_size=[32,32]", "--set", "data.min_size_train=[40]"]  # fmt: skip
+
+
 def test_a_bad_validation_label_stops_training_before_the_first_step(tmp_path: Path, capsys) -> None:
     """A label with a value that is no class in the evaluation split was found at the first evaluation: after the
     whole training. Now the split is read once before training: one line naming the file, no run left behind;
     with data.skip_bad_samples the run trains and the evaluation leaves the file out."""
-    from conftest import CONFIGS
     from maskformer.cli import main
 
     root = _folder(tmp_path / "data", bad=True)
     for sub in ("images", "labels"):  # a3 (label value 9) only in val
         (root / sub / "train" / "a3.png").unlink()
     out = tmp_path / "run"
-    argv = ["train", str(CONFIGS / "folder" / "small.yaml"), "--data-root", str(root), "--output-dir", str(out),
-            "--quiet", "--set", "train.max_iters=1", "--set", "train.batch_size=2", "--set", "data.num_workers=0",
-            "--set", "data.crop_size=[32,32]", "--set", "data.min_size_train=[40]"]  # fmt: skip
+    argv = _one_step(root, out)
     assert main(argv) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln]
     assert len(err) == 1 and str(Path("labels", "val", "a3.png")) in err[0] and "label value 9" in err[0], err
@@ -181,16 +187,13 @@ def test_a_bad_validation_label_stops_training_before_the_first_step(tmp_path: P
 def test_a_bad_label_in_a_small_training_split_is_named_before_the_first_step(tmp_path: Path, capsys) -> None:
     """One step of 2 images never draws a3 (the seed's order reaches it in step 2), so a bad label there trained
     without a word; a split of up to CHECK_FIRST samples is now read whole first."""
-    from conftest import CONFIGS
     from maskformer.cli import main
 
     root = _folder(tmp_path / "data", bad=True)
     for sub in ("images", "labels"):
         (root / sub / "val" / "a3.png").unlink()  # the evaluation split is clean
     out = tmp_path / "run"
-    argv = ["train", str(CONFIGS / "folder" / "small.yaml"), "--data-root", str(root), "--output-dir", str(out),
-            "--quiet", "--set", "train.max_iters=1", "--set", "train.batch_size=2", "--set", "data.num_workers=0",
-            "--set", "data.crop_size=[32,32]", "--set", "data.min_size_train=[40]"]  # fmt: skip
+    argv = _one_step(root, out)
     assert main(argv) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln]
     assert len(err) == 1 and str(Path("labels", "train", "a3.png")) in err[0] and "label value 9" in err[0], err
