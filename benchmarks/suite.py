@@ -22,7 +22,7 @@ that would speed them up too; ``--same-process`` shows that case):
 - ``train`` (``--train``): ``compare_transformers.py --parts train`` for R50 (fresh process per side).
 
 Run: .venv/bin/python benchmarks/suite.py [--models r50,swin-t] [--reps 5] [--train] [--pause 0.1] [--output F]
-     [--same-process]
+     [--same-process]        (--models also takes swin-s and swin-b)
 """
 
 from __future__ import annotations
@@ -51,6 +51,15 @@ MODELS = {
     "swin-t": (
         "configs/ade20k-150/swin/maskformer_swin_tiny_bs16_160k.yaml",
         "configs/coco-panoptic/swin/maskformer_panoptic_swin_tiny_bs64_554k.yaml",
+    ),
+    # (not in the default run: --models swin-s,swin-b)
+    "swin-s": (
+        "configs/ade20k-150/swin/maskformer_swin_small_bs16_160k.yaml",
+        "configs/coco-panoptic/swin/maskformer_panoptic_swin_small_bs64_554k.yaml",
+    ),
+    "swin-b": (
+        "configs/ade20k-150/swin/maskformer_swin_base_IN21k_384_bs16_160k_res640.yaml",
+        "configs/coco-panoptic/swin/maskformer_panoptic_swin_base_IN21k_384_bs64_554k.yaml",
     ),
 }
 SIZE = 512
