@@ -163,13 +163,36 @@ def test_cli_bad_inputs_are_one_line(tmp_path, capsys, monkeypatch):
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "bad.pt" in r.stderr, r.stderr
 
 
-@pytest.mark.parametrize("cmd", ["train", "eval", "predict", "info", "convert", "demo", "eval-predictions"])
-def test_every_command_has_help(cmd, capsys):
+def _all_commands() -> list[list[str]]:
+    """Every command and sub-command of the CLI, as argv prefixes (``["convert", "to-hf"]``)."""
+    import argparse
+
+    from maskformer.cli import build_parser
+
+    def walk(parser: argparse.ArgumentParser, prefix: list[str]) -> list[list[str]]:
+        found = [prefix] if prefix else []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    found += walk(child, [*prefix, name])
+        return found
+
+    return walk(build_parser(), [])
+
+
+def test_every_command_has_help_for_users(capsys):
+    """``--help`` of every command and sub-command exits 0 with its usage, and reads as text for users: no reST
+    markup (double backticks) and no module names of the source tree."""
     from maskformer.cli import main
 
-    with pytest.raises(SystemExit) as e:
-        main([cmd, "--help"])
-    assert e.value.code == 0 and capsys.readouterr().out.startswith(f"usage: maskformer {cmd}")
+    commands = _all_commands()
+    assert len(commands) >= 17 and ["convert", "to-hf"] in commands and ["benchmark"] in commands
+    for argv in commands:
+        with pytest.raises(SystemExit) as e:
+            main([*argv, "--help"])
+        out = capsys.readouterr().out
+        assert e.value.code == 0 and out.startswith(f"usage: maskformer {' '.join(argv)}"), argv
+        assert "``" not in out and "accelerate.fast_model" not in out, (argv, out)
 
 
 def test_info_takes_a_trained_model_as_well_as_a_config(tmp_path, capsys):

@@ -14,12 +14,27 @@ from __future__ import annotations
 
 import argparse
 
+DESCRIPTION = """\
+How fast this project's model runs on this machine (no other library needed; for the comparison with transformers
+and onnxruntime see benchmarks/suite.py). Each repetition times every variant in turn, so load from other programs
+hits them alike; medians are printed.
+
+  reference   the model as built + the plain semantic post-processing (what --reference runs)
+  optimized   the default: the model's CPU-optimised copy + the fused label post-processing; with --bf16 / --compile
+              / --fast as in `maskformer predict`
+  forward     the network alone; post = image-sized labels from its outputs; predict = image in, labels out
+  ceiling     a 3x3 convolution (256 -> 256 channels at 128x128) measured in the same run: what this CPU can do,
+              in FLOP/s, and the lowest time the forward could take at that rate
+
+Example: maskformer benchmark configs/ade20k-150/maskformer_R50_bs16_160k.yaml --reps 5 --bf16
+"""
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "benchmark",
         help="time forward, post-processing and predict; compare with the machine's conv ceiling",
-        description=__doc__,
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
