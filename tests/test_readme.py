@@ -47,3 +47,49 @@ def test_readme_python_snippets_run_as_written(tmp_path: Path) -> None:
         assert run.returncode == 0, f"README snippet failed:\n{block}\n{run.stderr[-2000:]}"
     if not names:
         pytest.fail("README's snippets no longer show from_pretrained")
+
+
+def _synopsis() -> dict[str, str]:
+    """README's "Command line" block: command (``convert to-hf``) -> its line and continuation lines."""
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index("## Command line") :]
+    block = block[block.index("```\n") + 4 :]
+    block = block[: block.index("```")]
+    found: dict[str, str] = {}
+    name = ""
+    for line in block.splitlines():
+        if line.startswith("maskformer "):
+            words = [w for w in line.split()[1:3] if re.fullmatch(r"[a-z0-9-]+", w)]
+            name = " ".join(words)
+            found[name] = line
+        elif name:
+            found[name] += " " + line
+    return found
+
+
+def test_readme_command_synopsis_names_every_option_of_help() -> None:
+    """Every command's options (``--help``) appear on its line of README's synopsis, and no option that --help lacks."""
+    import argparse
+
+    from maskformer.cli import build_parser
+
+    synopsis = _synopsis()
+
+    def options(parser: argparse.ArgumentParser) -> set[str]:
+        return {s for a in parser._actions for s in a.option_strings if s.startswith("--") and s != "--help"}
+
+    def walk(parser: argparse.ArgumentParser, prefix: list[str]) -> None:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if prefix and not subs:
+            key = " ".join(prefix)
+            # `export` takes its format as a positional choice: its line is `maskformer export onnx ...`
+            line = next((v for k, v in synopsis.items() if k == key or k.startswith(key + " ")), None)
+            assert line is not None, f"README's command synopsis has no line for `maskformer {key}`"
+            written = set(re.findall(r"--[a-z0-9-]+", line))
+            assert options(parser) <= written, (key, options(parser) - written)
+            assert written <= options(parser), (key, written - options(parser))
+        for action in subs:
+            for name, child in action.choices.items():
+                walk(child, [*prefix, name])
+
+    walk(build_parser(), [])
