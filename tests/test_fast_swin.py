@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import maskformer
 from conftest import DEMO_YAML, TINY_SWIN
 from maskformer.inference.accelerate.fast_model import prepare_for_inference
-from maskformer.inference.accelerate.onednn import use_onednn_layers
+from maskformer.inference.accelerate.onednn import Linear, use_onednn_layers
 from maskformer.inference.accelerate.swin import ChannelsLastSwin, SwinBlock, use_fast_swin_blocks, window_index
 from maskformer.modeling.backbone.swin import SwinBlock as ReferenceBlock
 from maskformer.modeling.backbone.swin import shifted_window_mask
@@ -98,6 +98,61 @@ def test_bf16_swin_copy_is_close_to_fp32():
         got = fast16(x)["pred_masks"]
     assert got.dtype == torch.float32
     assert (got - expected).abs().max() < 0.05 * expected.abs().max()
+    # every linear layer runs through oneDNN with its weight stored in bf16 (packed once); torch's attention stays
+    assert not any(type(m) is torch.nn.Linear for m in fast16.modules())
+    linears = [m for m in fast16.modules() if isinstance(m, Linear)]
+    assert len(linears) > 10 and all(m.weight.dtype == torch.bfloat16 for m in linears)
+    assert any(isinstance(m, torch.nn.MultiheadAttention) for m in fast16.modules())
+
+
+@pytest.mark.parametrize("h, w, shift, batch", [(14, 14, 3, 1), (9, 16, 3, 2), (9, 16, 0, 2)])
+def test_bf16_fast_block_follows_the_reference_block_under_autocast(h, w, shift, batch):
+    """The bf16 inference copy's block (bf16 weights, linear layers through oneDNN with fc1 + GELU fused, baddbmm
+    attention with the per-window mask) against the reference block in fp32: bf16-close, and closer than a block
+    whose shifted-window mask were left out."""
+    reference = _block(32, 2, shift, seed=h * w + shift)
+    holder = torch.nn.Module()
+    holder.block = copy.deepcopy(reference).requires_grad_(False)
+    for m in holder.modules():
+        if isinstance(m, torch.nn.Linear):
+            m.to(torch.bfloat16)
+    use_onednn_layers(holder, attention=False)
+    use_fast_swin_blocks(holder)
+    assert all(
+        isinstance(m, Linear) and m.weight.dtype == torch.bfloat16 for m in (holder.block.qkv, holder.block.mlp.fc1)
+    )
+    x = torch.randn(batch, h * w, 32)
+    hp, wp = -(-h // 7) * 7, -(-w // 7) * 7
+    mask = shifted_window_mask(hp, wp, 7, 3, x.device) if shift else None
+    with torch.inference_mode():
+        expected = reference(x, h, w, mask)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = holder.block(x, h, w).float()
+            unmasked = reference(x, h, w, None).float()
+    scale = (expected - x).abs().max()
+    err = (got - expected).abs().max()
+    assert err < 0.05 * scale, (err, scale)
+    if shift:  # the mask matters at these sizes: leaving it out is far off
+        assert (unmasked - expected).abs().max() > 4 * err
+
+
+def test_bf16_linear_through_onednn_equals_autocast_linear():
+    """``onednn.linear`` with a bf16 weight takes the input in bf16 (as autocast does) and gives what autocast's
+    linear gives, up to bf16 rounding; fused GELU likewise."""
+    from maskformer.inference.accelerate.onednn import linear
+    from maskformer.inference.accelerate.swin import _linear
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(96, 384).to(torch.bfloat16).requires_grad_(False)
+    wrapped = Linear(layer)
+    x = torch.randn(2, 50, 96)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = layer(x)
+        got = linear(x, layer.weight, layer.bias)
+        gelu = _linear(wrapped, x, post="gelu")
+    assert got.dtype == gelu.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), plain.float(), rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(gelu.float(), F.gelu(plain.float()), rtol=2e-2, atol=2e-2)
 
 
 def test_fast_forwards_never_format_a_tensor(monkeypatch):

@@ -257,12 +257,13 @@ def _optimized_copy(model: nn.Module, *, channels_last: bool, fold_frozen_bn: bo
         fold_frozen_batchnorm(fast)
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)
-    if not bf16:  # fp32 linear layers and attention projections through oneDNN (maskformer.inference.accelerate.onednn)
-        use_onednn_layers(fast)
     if bf16:  # store conv/linear weights in bf16 once, instead of autocast converting them on every call
         for module in fast.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 module.to(torch.bfloat16)
+    # linear layers (fp32: and the DETR decoder's attention) through oneDNN with packed weights (maskformer.inference
+    # .accelerate.onednn); in bf16 nn.MultiheadAttention stays as it is (its fp32 parts keep the labels closer)
+    use_onednn_layers(fast, attention=not bf16)
     if channels_last:  # conv + bias + ReLU (+ residual add) in one oneDNN call (maskformer.inference.accelerate.onednn)
         use_onednn_convolutions(fast)
     use_fast_swin_blocks(fast)  # Swin backbones: window gathers, SDPA, fused projections (accelerate.swin)

@@ -58,8 +58,10 @@ def linear(
     x: Tensor, weight: Tensor, bias: Tensor | None = None, *, relu: bool = False, packed: _Packed | None = None
 ) -> Tensor:
     """``F.linear(x, weight, bias)`` (then ReLU if ``relu``): x [..., in], weight [out, in] -> [..., out].
-    ``packed``: a cache for ``weight`` in oneDNN's layout (layers whose weight is reused across calls)."""
-    if _eager_onednn(x, weight) and x.dtype == weight.dtype == torch.float32:
+    ``packed``: a cache for ``weight`` in oneDNN's layout (layers whose weight is reused across calls). A bfloat16
+    weight (the bf16 inference copy) takes x in bfloat16 and gives bfloat16, as autocast's linear does."""
+    if _eager_onednn(x, weight) and (x.dtype == weight.dtype == torch.float32 or weight.dtype == torch.bfloat16):
+        x = x.to(weight.dtype)
         if packed is not None:
             rows = x.numel() // max(1, x.shape[-1])
             weight = packed.get(weight, lambda: torch.ops.mkldnn._reorder_linear_weight(weight, rows))
@@ -113,19 +115,21 @@ class MultiheadAttention(nn.Module):
         return self.out_proj(out.permute(2, 0, 1, 3).reshape(length, batch, dim)), None
 
 
-def use_onednn_layers(model: nn.Module) -> int:
-    """Swap every ``nn.Linear`` / ``nn.MultiheadAttention`` of ``model`` in place (see module docstring); returns the
-    number of swapped modules. Inference only: the swapped layers keep the parameters but not training semantics."""
+def use_onednn_layers(model: nn.Module, *, attention: bool = True) -> int:
+    """Swap every ``nn.Linear`` (and, with ``attention``, every ``nn.MultiheadAttention``) of ``model`` in place (see
+    module docstring); returns the number of swapped modules. Inference only: the swapped layers keep the parameters
+    but not training semantics."""
     swapped = 0
     for name, child in list(model.named_children()):
         if isinstance(child, nn.MultiheadAttention):
-            setattr(model, name, MultiheadAttention(child))
-            swapped += 1
+            if attention:
+                setattr(model, name, MultiheadAttention(child))
+                swapped += 1
         elif isinstance(child, nn.Linear):
             setattr(model, name, Linear(child))
             swapped += 1
         else:
-            swapped += use_onednn_layers(child)
+            swapped += use_onednn_layers(child, attention=attention)
     return swapped
 
 

@@ -11,13 +11,13 @@ the reference (``modeling/backbone/swin.py``):
   copies, and window reverse + roll back + crop is another;
 - the output projection runs after the crop (on h*w tokens, not the padded windows), with the residual addition in
   the same oneDNN call (``_linear_pointwise.binary``, bit-identical to linear + add);
-- attention is ``F.scaled_dot_product_attention`` (fp32; bf16: two batched products, faster at N = 49 there) with
-  the relative-position bias and the shifted-window mask added once into a cached [nW, heads, N, N] mask
-  (summation order only, ~1e-6);
-- fp32: fc1 + GELU (erf) in one oneDNN call, fc2 + residual addition in another (bit-identical here).
+- attention is ``F.scaled_dot_product_attention`` (fp32; bf16: ``baddbmm`` of the mask and the scaled q k^T, softmax,
+  ``bmm``, faster at N = 49 there) with the relative-position bias and the shifted-window mask added once into a
+  cached [nW, heads, N, N] mask (summation order only, ~1e-6);
+- fc1 + GELU (erf) in one oneDNN call; in fp32 also fc2 + residual addition in another (bit-identical here).
 
-In bf16 (autocast) the projections stay the autocast ``nn.Linear`` calls; only the gathers, the bias-row padding
-and the attention kernel change. Equality with the reference: tests/test_fast_swin.py.
+In bf16 (autocast) the linear layers hold bf16 weights packed for oneDNN and take their input in bf16, as autocast's
+linear would; the residual sums stay fp32. Equality with the reference: tests/test_fast_swin.py.
 """
 
 from __future__ import annotations
@@ -54,7 +54,10 @@ def window_index(h: int, w: int, window: int, shift: int, device: torch.device) 
 
 def _linear(layer: nn.Module, x: Tensor, *, post: str = "none", other: Tensor | None = None) -> Tensor:
     """``layer(x)`` followed by GELU (``post="gelu"``) or plus ``other``, fused into one oneDNN call where the layer
-    is this folder's fp32 oneDNN ``Linear``; the plain ops otherwise (bf16 autocast ``nn.Linear``)."""
+    is this folder's oneDNN ``Linear``; the plain ops otherwise. With bf16 weights x is taken in bf16 (what autocast
+    does) and GELU is fused; the residual sum stays in fp32, unfused (a bf16 sum would round the residual stream)."""
+    if isinstance(layer, Linear) and _eager_onednn(x, layer.weight) and layer.weight.dtype == torch.bfloat16:
+        x = x.to(torch.bfloat16)
     if isinstance(layer, Linear) and _eager_onednn(x, layer.weight) and x.dtype == layer.weight.dtype:
         rows = x.numel() // x.shape[-1]
         weight = layer._packed.get(layer.weight, lambda: torch.ops.mkldnn._reorder_linear_weight(layer.weight, rows))
@@ -94,6 +97,8 @@ class SwinBlock(nn.Module):
             if self.shift:
                 hp, wp = -(-h // ws) * ws, -(-w // ws) * ws
                 mask = mask + shifted_window_mask(hp, wp, ws, ws // 2, device)[:, None]  # [nW, heads, N, N]
+            if dtype != torch.float32:  # bf16: one mask per window, the input of baddbmm in forward (a view there)
+                mask = mask.expand(gather.numel() // n, heads, n, n)
             self._cache = {key: (gather, scatter, mask.to(dtype).contiguous())}  # one map size at a time
         return self._cache[key]
 
@@ -111,9 +116,16 @@ class SwinBlock(nn.Module):
         q, k, v = windows[0], windows[1], windows[2]  # [B * nW, heads, N, d]
         if q.dtype == torch.float32:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=self.scale)
-        else:  # bf16: two batched products beat the fused kernel at N = 49 (measured on this project's CPU)
-            scores = torch.matmul(q, k.transpose(-2, -1)).mul_(self.scale).add_(attn_mask)
-            out = torch.matmul(scores.softmax(-1), v)
+        else:  # bf16: mask + scale * q k^T in one batched product, then softmax and a second product: faster than
+            # the fused kernel at N = 49 (benchmarks/profile_predict.py --model swin-t --bf16)
+            d = c // heads
+            scores = torch.baddbmm(
+                attn_mask.reshape(-1, n, n),
+                q.reshape(-1, n, d),
+                k.reshape(-1, n, d).transpose(1, 2),
+                alpha=self.scale,
+            )
+            out = torch.bmm(scores.softmax(-1), v.reshape(-1, n, d)).view(q.shape)
         out = out.transpose(1, 2).reshape(b, -1, c).index_select(1, scatter)  # [B, h*w, C]
         x = _linear(self.proj, out, other=x)
         return _linear(self.mlp.fc2, _linear(self.mlp.fc1, self.norm2(x), post="gelu"), other=x)
