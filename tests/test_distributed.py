@@ -95,3 +95,53 @@ def test_torchrun_errors_are_said_once_and_a_stopped_peer_says_why(tmp_path):
     assert said and all("label value 7 is not a class id" in ln or "another process of this run failed" in ln
                         for ln in said), r.stderr[-3000:]  # fmt: skip
     assert "[rank" not in r.stderr and "Connection closed" not in r.stderr
+
+
+def _folder_data(root: Path, bad: set[int]) -> Path:
+    """4 train + 4 val images of 40x48 with two classes; the train labels numbered in ``bad`` hold value 7."""
+    import numpy as np
+    from PIL import Image
+
+    root.mkdir(parents=True)
+    (root / "classes.json").write_text('{"classes": ["bg", "a"]}')
+    for split in ("train", "val"):
+        for i in range(4):
+            labels = np.zeros((40, 48), np.uint8)
+            labels[10:30, 5:20] = 1
+            if split == "train" and i in bad:
+                labels[0, 0] = 7
+            for sub, array in (("images", np.full((40, 48, 3), 60 * i, np.uint8)), ("labels", labels)):
+                (root / sub / split).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(array).save(root / sub / split / f"{i}.png")
+    return root
+
+
+def test_train_nproc_runs_the_processes_itself_and_says_errors_in_one_line(tmp_path):
+    """``maskformer train --nproc 2``: the same run as torchrun's (two processes, DDP over gloo), without the
+    launcher's warnings or its traceback when a process fails; a bad file is said once, with the exit code 2."""
+    root = _folder_data(tmp_path / "data", bad=set())
+    base = [sys.executable, "-m", "maskformer.cli", "train", str(CONFIGS / "folder" / "small.yaml"), "--data-root",
+            str(root), "--quiet", "--nproc", "2", "--set", "train.max_iters=2", "--set", "data.num_workers=0",
+            "--set", "data.crop_size=[32,32]", "--set", "data.min_size_train=[40]", "--set", "train.batch_size=4",
+            "--set", "test.min_size=40"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "WORLD_SIZE", "RANK")}
+    r = subprocess.run([*base, "--output-dir", str(tmp_path / "ok")], capture_output=True, text=True, env=env,
+                       timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr and "OMP_NUM_THREADS" not in r.stderr, r.stderr[-3000:]
+    lines = [json.loads(ln) for ln in open(tmp_path / "ok" / "metrics.jsonl")]
+    assert [ln["iteration"] for ln in lines if "loss" in ln][-1] == 2
+    assert any("eval" in ln and ln["eval"]["images"] == 4 for ln in lines)  # both processes' shards, counted once
+
+    bad = _folder_data(tmp_path / "bad", bad={2})  # one bad file: one process meets it, the other is stopped
+    r = subprocess.run([*base, "--data-root", str(bad), "--output-dir", str(tmp_path / "b")], capture_output=True,
+                       text=True, env=env, timeout=300)  # fmt: skip
+    said = [ln for ln in r.stderr.splitlines() if "error" in ln.lower() and "another process of this run" not in ln]
+    assert r.returncode == 2 and len(said) == 1 and "labels/train/2.png: label value 7" in said[0], r.stderr[-3000:]
+    assert len(r.stderr.splitlines()) <= 3, r.stderr  # the note on num_classes, the error, maybe the peer's stop
+    assert "Traceback" not in r.stderr and not (tmp_path / "b").exists()
+
+    r = subprocess.run([*base, "--nproc", "0"], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "maskformer train: error: --nproc must be at least 1, got 0"
+    ]

@@ -79,6 +79,7 @@ def _peer_failed(error: RuntimeError) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # (train --nproc starts workers with the same line)
     from ..engine.runtime import keep_freed_memory
 
     keep_freed_memory()  # reuse freed activation memory instead of page-faulting it in again (engine/runtime.py)

@@ -9,8 +9,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
         help="train a model from a config",
-        description="Train from a YAML config. Multi-process: torchrun --nproc_per_node N -m maskformer.cli train CFG."
-        " Writes OUTPUT_DIR/checkpoint_last.pt (resumable), model_final.pt, metrics.jsonl and config.yaml.",
+        description="Train from a YAML config, in one process or, with --nproc N, in N processes of one run on this"
+        " machine (DDP: gloo on CPU, NCCL on GPUs; train.batch_size is the total). Many machines: torchrun --nnodes ..."
+        " -m maskformer.cli train CONFIG. Writes OUTPUT_DIR/checkpoint_last.pt (resumable), model_final.pt,"
+        " metrics.jsonl and config.yaml.",
     )
     p.add_argument("config", help="YAML config file (see configs/)")
     p.add_argument(
@@ -25,11 +27,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", help="shortcut for --set data.root=DIR")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint_last.pt")
     p.add_argument("--quiet", action="store_true", help="no progress output (metrics.jsonl is still written)")
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train as N processes on this machine (like torchrun --standalone --nproc_per_node N; default 1)",
+    )
     p.set_defaults(func=run)
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line for the worker processes: ``--nproc N`` / ``--nproc=N`` removed."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import os
     from pathlib import Path
 
     import maskformer
@@ -38,6 +61,13 @@ def run(args: argparse.Namespace) -> int:
     from maskformer.engine.train import train
 
     overrides = list(args.overrides) + ([f"data.root={args.data_root}"] if args.data_root else [])
+    if args.nproc < 1:
+        raise maskformer.ConfigError(f"--nproc must be at least 1, got {args.nproc}")
+    if args.nproc > 1:
+        if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+            raise maskformer.ConfigError("--nproc under torchrun: torchrun already started the processes")
+        maskformer.load_config(args.config, overrides)  # a bad config or key is said once, before any process starts
+        return dist.launch_local(args.nproc, _without_nproc(args.argv))
     cfg = maskformer.load_config(args.config, overrides)
     if cfg.data.dataset not in ("synthetic",) and not Path(cfg.data.root).exists():
         raise maskformer.ConfigError(f"data.root: {cfg.data.root} does not exist (pass --data-root DIR)")

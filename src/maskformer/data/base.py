@@ -126,10 +126,14 @@ class SegmentationDataset(Dataset):
             f"{self.meta.name}: {len(skipped)} consecutive unreadable samples from index {index}; first: {first}"
         )
 
-    def check_all(self, *, raise_first: bool = False, progress: str = "", threads: int = 1) -> list[tuple[str, str]]:
+    def check_all(
+        self, *, raise_first: bool = False, progress: str = "", threads: int = 1, share: tuple[int, int] = (0, 1)
+    ) -> list[tuple[str, str]]:
         """Read every sample once (no mapper) and return the (file, reason) of each bad one; ``raise_first``: raise
         the ``DataError`` of the first bad sample (in entry order) instead. ``threads`` read in parallel (image
-        decoding releases the GIL); ``progress``: the label of a progress bar on a terminal (none if empty)."""
+        decoding releases the GIL); ``progress``: the label of a progress bar on a terminal (none if empty).
+        ``share=(rank, world)``: only entries rank, rank + world, ... (the processes of a run split the reading)."""
+        entries = self.entries[share[0] :: share[1]]
         from concurrent.futures import ThreadPoolExecutor
 
         def check(entry: dict[str, Any]) -> tuple[str, str] | None:
@@ -141,13 +145,11 @@ class SegmentationDataset(Dataset):
 
         bad: list[tuple[str, str]] = []
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            results = pool.map(check, self.entries)
+            results = pool.map(check, entries)
             if progress:
                 from tqdm import tqdm
 
-                results = tqdm(
-                    results, total=len(self.entries), desc=progress, leave=False, disable=not sys.stderr.isatty()
-                )
+                results = tqdm(results, total=len(entries), desc=progress, leave=False, disable=not sys.stderr.isatty())
             for result in results:
                 if result is not None and raise_first:
                     pool.shutdown(wait=False, cancel_futures=True)

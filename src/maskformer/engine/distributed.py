@@ -60,3 +60,36 @@ def all_reduce_mean(values: dict[str, float]) -> dict[str, float]:
 def cleanup() -> None:
     if is_distributed():
         dist.destroy_process_group()
+
+
+def launch_local(nproc: int, argv: list[str]) -> int:
+    """Run ``python -m maskformer.cli *argv`` as ``nproc`` processes of one run on this machine (what ``torchrun
+    --standalone --nproc_per_node nproc`` does, through the same launcher API), and return their exit code: 0, or the
+    first failed process's code. Each process prints its own errors (one line each); the launcher's failure report
+    and log lines are kept quiet. Each process gets ``OMP_NUM_THREADS`` = CPU cores // nproc unless it is set."""
+    import logging
+    import sys
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    if "OMP_NUM_THREADS" not in os.environ:  # (torchrun sets 1 and warns; the children inherit the environment)
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nproc,
+        run_id=str(uuid.uuid4()),
+        rdzv_backend="c10d",
+        rdzv_endpoint="127.0.0.1:0",  # a free port on this machine only
+        max_restarts=0,
+        monitor_interval=0.1,
+    )
+    try:
+        elastic_launch(config, entrypoint=sys.executable)("-m", "maskformer.cli", *argv)
+    except ChildFailedError as e:
+        codes = [f.exitcode for _, f in sorted(e.failures.items()) if f.exitcode]
+        return next((c for c in codes if c > 0), 1)
+    return 0

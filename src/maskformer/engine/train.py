@@ -149,9 +149,9 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
     dataset = build_dataset(cfg, split=cfg.data.train_split, train=True)
 
     def check_first(data, split: str) -> None:  # every sample read once now, not when (or if) a step draws it
-        if not data.skip_bad_samples:
+        if not data.skip_bad_samples:  # (each process of a run reads its share: a bad file is said once)
             bar = f"checking {split}" if progress and dist.is_main() else ""
-            data.check_all(raise_first=True, progress=bar, threads=usable_workers(2))
+            data.check_all(raise_first=True, progress=bar, threads=usable_workers(2), share=(rank, world))
 
     if len(dataset) <= CHECK_FIRST:
         check_first(dataset, cfg.data.train_split)
