@@ -112,5 +112,6 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)  # fmt: skip
         return 2
     except KeyboardInterrupt:
-        print(f"maskformer {args.command}: interrupted", file=sys.stderr)
+        if _ranks()[0] == 0:  # (Ctrl-C reaches every process of a run: one says it)
+            print(f"maskformer {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -71,12 +71,15 @@ def launch_local(nproc: int, argv: list[str]) -> int:
     import sys
     import uuid
 
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     if "OMP_NUM_THREADS" not in os.environ:  # (torchrun sets 1 and warns; the children inherit the environment)
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    for name in list(logging.root.manager.loggerDict):  # the launcher's loggers set their own level: quiet each one
+        if name.startswith("torch.distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     config = LaunchConfig(
         min_nodes=1,
         max_nodes=1,
@@ -92,4 +95,6 @@ def launch_local(nproc: int, argv: list[str]) -> int:
     except ChildFailedError as e:
         codes = [f.exitcode for _, f in sorted(e.failures.items()) if f.exitcode]
         return next((c for c in codes if c > 0), 1)
+    except SignalException as e:  # Ctrl-C / SIGTERM: the launcher stopped the processes, which said "interrupted"
+        return 128 + int(e.sigval)
     return 0
