@@ -133,13 +133,15 @@ def test_train_nproc_runs_the_processes_itself_and_says_errors_in_one_line(tmp_p
     assert [ln["iteration"] for ln in lines if "loss" in ln][-1] == 2
     assert any("eval" in ln and ln["eval"]["images"] == 4 for ln in lines)  # both processes' shards, counted once
 
-    bad = _folder_data(tmp_path / "bad", bad={2})  # one bad file: one process meets it, the other is stopped
-    r = subprocess.run([*base, "--data-root", str(bad), "--output-dir", str(tmp_path / "b")], capture_output=True,
-                       text=True, env=env, timeout=300)  # fmt: skip
-    said = [ln for ln in r.stderr.splitlines() if "error" in ln.lower() and "another process of this run" not in ln]
-    assert r.returncode == 2 and len(said) == 1 and "labels/train/2.png: label value 7" in said[0], r.stderr[-3000:]
-    assert len(r.stderr.splitlines()) <= 3, r.stderr  # the note on num_classes, the error, maybe the peer's stop
-    assert "Traceback" not in r.stderr and not (tmp_path / "b").exists()
+    for index in (2, 1):  # one bad file, in the share of process 0, then of process 1 (process 0 is stopped)
+        bad = _folder_data(tmp_path / f"bad{index}", bad={index})
+        r = subprocess.run([*base, "--data-root", str(bad), "--output-dir", str(tmp_path / f"b{index}")],
+                           capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+        said = [ln for ln in r.stderr.splitlines() if "error" in ln.lower() and "another process of this run" not in ln]
+        assert r.returncode == 2 and len(said) == 1, r.stderr[-3000:]
+        assert f"labels/train/{index}.png: label value 7" in said[0], r.stderr[-3000:]
+        assert len(r.stderr.splitlines()) <= 3, r.stderr  # the note on num_classes, the error, maybe the peer's stop
+        assert "Traceback" not in r.stderr and not (tmp_path / f"b{index}").exists()  # a failed start leaves nothing
 
     r = subprocess.run([*base, "--nproc", "0"], capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [

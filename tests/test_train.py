@@ -340,6 +340,48 @@ def test_the_demo_runs_again_into_its_own_folder(tmp_path, capsys):
     assert (tmp_path / "demo" / "model_final.pt").is_file() and (tmp_path / "demo" / "metrics.json").is_file()
 
 
+def test_the_demo_never_replaces_a_run_that_is_not_a_demo(tmp_path, capsys):
+    """`maskformer demo --output-dir runs/mine` deleted the CamVid run there and trained the demo in its place."""
+    from maskformer.cli import main
+
+    run = tmp_path / "mine"
+    run.mkdir()
+    (run / "config.yaml").write_text("data:\n  dataset: camvid\n")
+    (run / "model_final.pt").write_bytes(b"weights of a real run")
+    capsys.readouterr()
+    assert main(["demo", "--output-dir", str(run), "--set", "train.max_iters=1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a demo run" in err[0] and str(run) in err[0]
+    assert (run / "model_final.pt").read_bytes() == b"weights of a real run"
+
+
+def test_ctrl_c_before_the_first_checkpoint_leaves_nothing(tmp_path, monkeypatch):
+    """A run interrupted before its first checkpoint left config.yaml and metrics.jsonl: --resume had nothing to
+    resume and a new start was refused (the folder "holds an earlier run")."""
+    import maskformer.engine.train as engine_train
+
+    cfg = maskformer.load_config(CONFIGS / "demo.yaml", ["data.num_workers=0", "train.eval_period=-1"])
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine_train, "build_criterion", interrupt)  # (config.yaml is written by then)
+    with pytest.raises(KeyboardInterrupt):
+        engine_train.train(cfg, output_dir=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_resnet_blocks_other_than_four_stages_are_one_line(capsys):
+    from maskformer.cli import main
+
+    assert (
+        main(["info", str(CONFIGS / "folder" / "small.yaml"), "--set", "model.backbone.blocks=[2,2]", "--no-flops"])
+        == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.backbone.blocks" in err[0]
+
+
 def test_a_frozenbn_resnet_from_scratch_is_noted() -> None:
     """configs/folder/maskformer_R50.yaml without ImageNet weights trained a ResNet whose FrozenBN layers are fixed
     identities, without a word (only a comment in the YAML said so)."""

@@ -31,6 +31,8 @@ def _resnet(c: BackboneConfig) -> Backbone:
     blocks = c.blocks or DEPTH_BLOCKS.get(c.depth)
     if not blocks:
         raise ConfigError(f"model.backbone.depth: unsupported ResNet depth {c.depth} (use 50, 101, ... or blocks)")
+    if len(blocks) != 4 or min(blocks) < 1:
+        raise ConfigError(f"model.backbone.blocks: four stages of at least one block each, got {list(blocks)}")
     return ResNet(
         blocks=list(blocks),
         stem=c.stem,

@@ -77,13 +77,27 @@ def draw_pictures(cfg, model, meta, out_dir, count: int) -> list:
     return written
 
 
+def _is_demo_run(out: Path) -> bool:
+    """Whether the run in ``out`` was trained on the demo's generated scenes (its config.yaml says so)."""
+    try:
+        import yaml
+
+        saved = yaml.safe_load((out / "config.yaml").read_text())
+        return saved["data"]["dataset"] == "synthetic"
+    except Exception:  # no, unreadable or foreign config.yaml: not a demo run
+        return False
+
+
 def _clear_previous_demo(out: Path) -> None:
     """A demo starts anew: the files of an earlier demo run in ``out`` (its run and metrics) are removed first."""
     import shutil
 
     from maskformer.engine.run_folder import RUN_FILES
+    from maskformer.errors import ConfigError
 
     old = [out / name for name in (*RUN_FILES, "config.yaml", "metrics.json", "tb") if (out / name).exists()]
+    if any(path.name in RUN_FILES for path in old) and not _is_demo_run(out):
+        raise ConfigError(f"{out} holds a training run that is not a demo run: pass another --output-dir")
     if old:
         print(f"[maskformer] replacing the earlier demo run in {out}", file=sys.stderr)
     for path in old:

@@ -67,7 +67,14 @@ def run(args: argparse.Namespace) -> int:
         if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
             raise maskformer.ConfigError("--nproc under torchrun: torchrun already started the processes")
         maskformer.load_config(args.config, overrides)  # a bad config or key is said once, before any process starts
-        return dist.launch_local(args.nproc, _without_nproc(args.argv))
+        from maskformer.engine.run_folder import remove_new
+
+        out = Path(args.output_dir)
+        before = set(out.iterdir()) if out.is_dir() else None
+        code = dist.launch_local(args.nproc, _without_nproc(args.argv))
+        if code and not args.resume and not (out / "checkpoint_last.pt").exists():
+            remove_new(out, before)  # a stopped process may not have cleaned up: a failed start leaves nothing
+        return code
     cfg = maskformer.load_config(args.config, overrides)
     if cfg.data.dataset not in ("synthetic",) and not Path(cfg.data.root).exists():
         raise maskformer.ConfigError(f"data.root: {cfg.data.root} does not exist (pass --data-root DIR)")

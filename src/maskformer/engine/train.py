@@ -99,7 +99,7 @@ def train(
     """Train ``cfg`` and return the final metrics (``{}`` when ``train.eval_period`` < 0). Writes into ``output_dir``.
 
     ``stop_at``: leave after this iteration as if interrupted (checkpoint written, no final model); for tests.
-    A user error (bad data, config or checkpoint) before this call saved a checkpoint removes what it wrote
+    A user error (bad data, config or checkpoint) or Ctrl-C before this call saved a checkpoint removes what it wrote
     (config.yaml, metrics.jsonl, tb/ and the folder itself when it made it): a run that stops on a bad label at step 3
     leaves nothing behind, one that stops after its first checkpoint keeps it for ``--resume``.
     """
@@ -110,7 +110,7 @@ def train(
     steps = [0, 0]
     try:
         return _train(cfg, out, resume=resume, progress=progress, stop_at=stop_at, steps=steps)
-    except UserError:
+    except (UserError, KeyboardInterrupt):  # (Ctrl-C before the first checkpoint: nothing to resume, start anew)
         if steps[1] == 0 and not resume and dist.is_main():
             remove_new(out, before)
         raise
