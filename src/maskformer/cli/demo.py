@@ -79,12 +79,11 @@ def draw_pictures(cfg, model, meta, out_dir, count: int) -> list:
 
 def _is_demo_run(out: Path) -> bool:
     """Whether the run in ``out`` was trained on the demo's generated scenes (its config.yaml says so)."""
-    try:
-        import yaml
+    import maskformer
 
-        saved = yaml.safe_load((out / "config.yaml").read_text())
-        return saved["data"]["dataset"] == "synthetic"
-    except Exception:  # no, unreadable or foreign config.yaml: not a demo run
+    try:
+        return maskformer.load_config(out / "config.yaml").data.dataset == "synthetic"
+    except (maskformer.UserError, OSError):  # no, unreadable or foreign config.yaml: not a demo run
         return False
 
 

@@ -37,19 +37,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _without_nproc(argv: list[str]) -> list[str]:
-    """The command line for the worker processes: ``--nproc N`` / ``--nproc=N`` removed."""
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--nproc":
-            skip = True
-        elif not arg.startswith("--nproc="):
-            out.append(arg)
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     import json
     import os
@@ -71,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
         out = Path(args.output_dir)
         before = set(out.iterdir()) if out.is_dir() else None
-        code = dist.launch_local(args.nproc, _without_nproc(args.argv))
+        code = dist.launch_local(args.nproc, [*args.argv, "--nproc", "1"])  # (the last --nproc counts)
         if code and not args.resume and not (out / "checkpoint_last.pt").exists():
             remove_new(out, before)  # a stopped process may not have cleaned up: a failed start leaves nothing
         return code
