@@ -286,6 +286,43 @@ def test_checkpoint_outputs_need_their_suffix(trained: Path, camvid_folder: Path
     assert code == 2 and "--max-images" in err and len(err.strip().splitlines()) == 1
 
 
+def test_convert_and_export_never_replace_what_exists_unless_asked(trained: Path, tmp_path: Path, capsys) -> None:
+    """A second convert to the same file, or a convert whose output is its own input, replaced it silently (the
+    trained checkpoint was lost); now an existing output needs --overwrite and the input is never replaced."""
+    run = tmp_path / "run"
+    run.mkdir()
+    ckpt = run / "model_final.pt"
+    shutil.copy(trained, ckpt)
+    original = ckpt.read_bytes()
+    pkl = tmp_path / "mine.pkl"
+    assert _run(capsys, "convert", "to-detectron2", ckpt, pkl)[0] == 0
+    first = pkl.stat().st_mtime_ns
+    config = ["--config", trained.parent / "config.yaml"]
+    for argv, words in (
+        (["convert", "to-detectron2", ckpt, pkl], "exists"),
+        (["convert", "detectron2", pkl, ckpt, *config], "exists"),
+        (["convert", "detectron2", pkl, pkl.with_suffix(".pt"), *config], "fine"),
+        (["convert", "to-detectron2", ckpt, ckpt, "--overwrite"], "would replace the input"),
+        (["convert", "to-hf", ckpt, run, "--overwrite"], "would replace the input"),
+        (["export", "onnx", ckpt, ckpt, "--overwrite"], "must end in .onnx"),
+    ):
+        code, out, err = _run(capsys, *argv)
+        if words == "fine":
+            assert code == 0, err
+            continue
+        assert code == 2 and words in err and len(err.strip().splitlines()) == 1, (argv, err)
+    assert ckpt.read_bytes() == original and pkl.stat().st_mtime_ns == first
+    (tmp_path / "graph.onnx").write_text("keep me")
+    code, _, err = _run(capsys, "export", "onnx", ckpt, tmp_path / "graph.onnx", "--static", "--size", "64", "64")
+    assert code == 2 and "--overwrite" in err and (tmp_path / "graph.onnx").read_text() == "keep me"
+    assert _run(capsys, "convert", "to-detectron2", ckpt, pkl, "--overwrite")[0] == 0
+    assert pkl.stat().st_mtime_ns != first
+    assert _run(capsys, "convert", "detectron2", pkl, tmp_path / "back.pt", *config)[0] == 0
+    code, _, err = _run(capsys, "convert", "detectron2", pkl, tmp_path / "back.pt", *config)
+    assert code == 2 and "back.pt" in err and "--overwrite" in err
+    assert _run(capsys, "convert", "detectron2", pkl, tmp_path / "back.pt", *config, "--overwrite")[0] == 0
+
+
 def test_predict_output_is_scored_by_eval_predictions_as_eval_scores_it(
     trained: Path, camvid_folder: Path, tmp_path: Path, capsys
 ) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 
 from maskformer.cli.inference_options import MODEL_HELP
+from maskformer.cli.outputs import OVERWRITE_HELP, check_new_file, check_not_input
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -36,6 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     d2.add_argument("output", help="checkpoint to write (.pt)")
     d2.add_argument("--config", help="YAML config of the model (default: the zoo's config for a zoo file name)")
     d2.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    d2.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     hf = sub.add_parser(
         "hf",
         help="a transformers MaskFormerForInstanceSegmentation folder -> checkpoint",
@@ -47,6 +49,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     hf.add_argument("source", help="folder written by save_pretrained")
     hf.add_argument("output", help="checkpoint to write (.pt)")
     hf.add_argument("--config", help="YAML config for everything but the model section (optional)")
+    hf.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     to_hf = sub.add_parser(
         "to-hf",
         help="a checkpoint -> a transformers save_pretrained folder",
@@ -60,7 +63,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help=MODEL_HELP,
     )
     to_hf.add_argument("output_dir", help="folder to write (new or empty)")
-    to_hf.add_argument("--overwrite", action="store_true", help="replace OUTPUT_DIR if it holds files (all of them go)")
+    to_hf.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUTPUT_DIR if it holds files (all of them go; never a folder holding MODEL)",
+    )
     to_d2 = sub.add_parser(
         "to-detectron2",
         help="a checkpoint -> an original MaskFormer (detectron2) .pkl",
@@ -70,6 +77,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     to_d2.add_argument("checkpoint", metavar="MODEL", help=MODEL_HELP)
     to_d2.add_argument("output", help="the .pkl file to write")
+    to_d2.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.set_defaults(func=run)
 
 
@@ -79,15 +87,20 @@ def run(args: argparse.Namespace) -> int:
 
     if args.format in ("detectron2", "hf"):
         _check_checkpoint_output(args.output)
+        check_new_file(args.output, overwrite=args.overwrite, sources=(args.source,))
     if args.format == "detectron2":
         config = args.config or _zoo_config(args.source)
         summary = convert_detectron2(args.source, args.output, config=config, overrides=args.overrides)
     elif args.format == "hf":
         summary = convert_hf(args.source, args.output, config=args.config)
     elif args.format == "to-hf":
-        summary = convert_to_hf(resolve_model(args.checkpoint), args.output_dir, overwrite=args.overwrite)
+        source = resolve_model(args.checkpoint)
+        check_not_input(args.output_dir, (source,))
+        summary = convert_to_hf(source, args.output_dir, overwrite=args.overwrite)
     else:
-        summary = convert_to_detectron2(resolve_model(args.checkpoint), args.output)
+        source = resolve_model(args.checkpoint)
+        check_new_file(args.output, overwrite=args.overwrite, sources=(source,))
+        summary = convert_to_detectron2(source, args.output)
     print(summary)
     return 0
 

@@ -22,6 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help=MODEL_HELP + "; or a YAML config with --random-weights",
     )
     p.add_argument("output", help="the .onnx file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     p.add_argument("--size", nargs=2, type=int, default=[512, 512], metavar=("H", "W"), help="example input size")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset, 18 or more (default 18)")
     p.add_argument("--static", action="store_true", help="fixed H and W: the --size (default 512 512)")
@@ -40,6 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from maskformer.cli.outputs import check_new_file
     from maskformer.errors import UserError
 
     if Path(args.output).suffix != ".onnx":
@@ -60,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     source = Path(args.checkpoint) if args.random_weights else resolve_model(args.checkpoint)
     if not source.is_file():
         raise UserError(f"{source}: no such file")
+    check_new_file(args.output, overwrite=args.overwrite, sources=(source,))
     import maskformer
     from maskformer.engine.checkpoint import load_model
     from maskformer.inference.export import export_onnx
