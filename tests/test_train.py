@@ -313,6 +313,28 @@ def test_a_folder_that_holds_a_run_is_not_trained_into_anew(tmp_path, capsys):
     assert len(lines) == 1 and "without a checkpoint to resume from" in lines[0] and "--resume" not in lines[0]
 
 
+def test_resume_from_the_cli_keeps_the_runs_own_config(tmp_path, capsys):
+    """`train CONFIG --set ... ; train CONFIG --resume`: the resumed run trains with the run's config.yaml (its
+    --set values: batch, crop, ...), not with CONFIG's (it silently went back to them), plus the new --set values,
+    and says which of CONFIG's values it did not take."""
+    from maskformer.cli import main
+
+    sets = [a for s in TINY for a in ("--set", s)]
+    run = tmp_path / "run"
+    assert main(["train", str(CONFIGS / "demo.yaml"), "--output-dir", str(run), "--quiet", *sets,
+                 "--set", "train.max_iters=2"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["train", str(CONFIGS / "demo.yaml"), "--output-dir", str(run), "--resume",
+                 "--set", "train.max_iters=3"]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "--resume keeps the values of" in err and "data.crop_size=[64, 64] (there [128, 128])" in err, err
+    saved = maskformer.load_config(run / "config.yaml")
+    assert saved.data.crop_size == [64, 64] and saved.train.batch_size == 2 and saved.train.max_iters == 3
+    rows = [json.loads(line) for line in open(run / "metrics.jsonl") if '"loss"' in line]
+    assert [r["iteration"] for r in rows] == [1, 2, 3]
+    assert load_checkpoint(run / "checkpoint_last.pt")["iteration"] == 3
+
+
 def test_a_resumed_run_logs_each_iteration_once(tmp_path):
     """A run killed after logging iterations past its last checkpoint logs them again when resumed: the lines after
     the checkpoint are dropped first (the file listed 1..7, 6, 7, 8..)."""

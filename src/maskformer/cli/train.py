@@ -25,7 +25,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--output-dir", default="output", help="where checkpoints and logs go (default: output)")
     p.add_argument("--data-root", help="shortcut for --set data.root=DIR")
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint_last.pt")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUTPUT_DIR/checkpoint_last.pt with the run's config.yaml (plus this command's --set)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output (metrics.jsonl is still written)")
     p.add_argument(
         "--nproc",
@@ -62,10 +66,16 @@ def run(args: argparse.Namespace) -> int:
         if code and not args.resume and not (out / "checkpoint_last.pt").exists():
             remove_new(out, before)  # a stopped process may not have cleaned up: a failed start leaves nothing
         return code
+    explicit = any(o.replace(" ", "").startswith("model.num_classes=") for o in overrides)
     cfg = maskformer.load_config(args.config, overrides)
+    saved = Path(args.output_dir) / "config.yaml"
+    if args.resume and saved.is_file():  # the run's own values, not CONFIG's: an earlier --set stays in force
+        given, cfg = cfg, maskformer.load_config(saved, overrides)
     if cfg.data.dataset not in ("synthetic",) and not Path(cfg.data.root).exists():
         raise maskformer.ConfigError(f"data.root: {cfg.data.root} does not exist (pass --data-root DIR)")
-    cfg = fit_classes(cfg, explicit=any(o.replace(" ", "").startswith("model.num_classes=") for o in overrides))
+    cfg = fit_classes(cfg, explicit=explicit)
+    if args.resume and saved.is_file() and not args.quiet and os.environ.get("RANK", "0") == "0":
+        _say_kept_values(saved, args.config, fit_classes(given, explicit=explicit), cfg)
     try:
         metrics = train(cfg, output_dir=args.output_dir, resume=args.resume, progress=not args.quiet)
         main_process = dist.is_main()  # (after cleanup every process would count as the main one)
@@ -74,3 +84,31 @@ def run(args: argparse.Namespace) -> int:
     if metrics and main_process and not args.quiet:
         print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, int | float)}, indent=1))
     return 0
+
+
+def _say_kept_values(saved, config: str, given, cfg) -> None:
+    """One note on stderr naming the values where CONFIG (with this command's --set) differs from the run's
+    config.yaml, which ``--resume`` keeps."""
+    import sys
+
+    from maskformer.config import config_to_dict
+
+    def flat(data: dict, prefix: str = "") -> dict:
+        out = {}
+        for key, value in data.items():
+            if isinstance(value, dict):
+                out.update(flat(value, f"{prefix}{key}."))
+            else:
+                out[prefix + key] = value
+        return out
+
+    ours, theirs = flat(config_to_dict(cfg)), flat(config_to_dict(given))
+    differ = [k for k in ours if ours[k] != theirs.get(k)]
+    if differ:
+        shown = ", ".join(f"{k}={ours[k]} (there {theirs.get(k)})" for k in differ[:5])
+        more = f" and {len(differ) - 5} more" if len(differ) > 5 else ""
+        print(
+            f"note: --resume keeps the values of {saved} where {config} differs: {shown}{more};"
+            " --set KEY=VALUE changes a value",
+            file=sys.stderr,
+        )
