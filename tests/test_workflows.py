@@ -199,10 +199,19 @@ def test_checkpoint_errors_are_one_clear_line(tmp_path: Path, trained: Path, cap
     cut.write_bytes(trained.read_bytes()[: trained.stat().st_size // 2])
     text = tmp_path / "notes.pt"
     text.write_text("hello, not weights\n")
+    readme = tmp_path / "README.md"  # (text with "model" and ":" was called a config)
+    readme.write_text("# My model\n\nUsage: maskformer predict model_final.pt image.jpg\n")
+    graph = tmp_path / "model.onnx"
+    graph.write_bytes(b"\x08\x08\x12\x07pytorch")
+    config = tmp_path / "config_without_suffix"
+    config.write_text("# mine\n_base_: demo.yaml\nmodel:\n  num_queries: 10\n")
     cases = {
         cut: "truncated or corrupt",
         CONFIGS / "demo.yaml": "a config (YAML), not a checkpoint",
-        text: "not a torch checkpoint",
+        config: "a config (YAML), not a checkpoint",
+        text: "a text file, not a torch checkpoint",
+        readme: "a text file, not a torch checkpoint",
+        graph: "an ONNX graph",
         tmp_path / "missing.pt": "no such file",
     }
     image = tmp_path / "x.png"

@@ -46,6 +46,9 @@ def save_checkpoint(
     atomic_torch_save(obj, path)
 
 
+_CONFIG_SECTIONS = ("_base_", "model", "loss", "data", "solver", "train", "test", "inference")
+
+
 def _kind_of_file(path: Path) -> str | None:
     """Why ``path`` is not a torch checkpoint, judged from its first bytes, or None when it may be one."""
     with open(path, "rb") as f:
@@ -54,10 +57,18 @@ def _kind_of_file(path: Path) -> str | None:
         return None  # torch's zip format or a legacy pickle
     if not head:
         return "an empty file"
-    if path.suffix.lower() in (".yaml", ".yml") or b"\x00" not in head and b":" in head and b"model" in head:
+    suffix = path.suffix.lower()
+    text = b"\x00" not in head
+    lines = [x.strip() for x in head.decode("utf-8", "replace").splitlines()] if text else []
+    first = next((x for x in lines if x and not x.startswith("#")), "")
+    if suffix in (".yaml", ".yml") or ":" in first and first.split(":")[0].strip() in _CONFIG_SECTIONS:
         return "a config (YAML), not a checkpoint: train it with `maskformer train` or pass a checkpoint"
-    if path.suffix.lower() == ".pkl":
+    if suffix == ".pkl":
         return "an original detectron2 .pkl: convert it with `maskformer convert detectron2` first"
+    if suffix == ".onnx":
+        return "an ONNX graph (for onnxruntime), not a checkpoint: pass the checkpoint it was exported from"
+    if text:
+        return "a text file, not a torch checkpoint"
     return "not a torch checkpoint file"
 
 
