@@ -126,6 +126,22 @@ def test_bad_uploads_get_a_json_error_and_the_server_stays_up(server: str, field
     assert _post(server, {"image": ("ok.png", _png(_scenes()[0]))})[0] == 200
 
 
+def test_a_picture_over_pillows_own_limit_gets_the_servers_limit_message(server: str, tmp_path: Path) -> None:
+    """Over ~179 MP Pillow refuses to open a file before the server reads its size; the answer was Pillow's
+    'decompression bomb DOS attack' text. predict says the file is too large to decode, in one line."""
+    buffer = io.BytesIO()
+    Image.new("1", (14000, 13000)).save(buffer, format="PNG")  # 182 MP in 22 kB
+    status, data = _post(server, {"image": ("huge.png", buffer.getvalue())})
+    assert status == 413 and data["error"] == "huge.png: 182000000 pixels is over the limit of 500000 pixels"
+    assert _post(server, {"image": ("ok.png", _png(_scenes()[0]))})[0] == 200
+    from maskformer.errors import DataError
+    from maskformer.inference.preprocess import load_image
+
+    (tmp_path / "huge.png").write_bytes(buffer.getvalue())
+    with pytest.raises(DataError, match=r"huge.png: too large to decode \(Image size \(182000000 pixels\)"):
+        load_image(tmp_path / "huge.png")
+
+
 def test_a_phone_photo_is_segmented_as_the_page_shows_it(server: str) -> None:
     """The browser shows an upload with its EXIF orientation applied; the overlay and label map must match that."""
     stored = _scenes()[1]  # 72 x 92

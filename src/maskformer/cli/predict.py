@@ -34,8 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         " <name>_labels.png (class per pixel: a folder dataset's classes.json ids, else the class index) or,"
         " panoptic, <name>_panoptic.png (COCO-panoptic id PNG) with"
         " one predictions.json in COCO-panoptic format for all images (category ids as the dataset writes them);"
-        " a video (.mp4 .avi .mov .mkv .webm, or an animated .gif) gives <name>_overlay.mp4 with the same frames and"
-        " rate. Folders are searched for images and videos (not recursively). An unreadable image or video is named"
+        " a video (.mp4 .avi .mov .mkv .webm .m4v, or an animated .gif) gives <name>_overlay.mp4 with the same frames"
+        " and rate. Folders are searched for images and videos (not recursively). An unreadable image or video is named"
         " and skipped; the exit code is 2 at the end if any was (--strict: stop at once).",
     )
     p.add_argument(

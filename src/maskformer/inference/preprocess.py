@@ -52,7 +52,9 @@ def load_image(image: ImageInput) -> np.ndarray:
             with Image.open(image) as pil:
                 pil.load()
                 return pil_to_rgb(pil, str(image))
-        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+        except Image.DecompressionBombError as exc:
+            raise DataError(f"{image}: too large to decode ({str(exc).split(',')[0]}); downscale it") from None
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
             raise DataError(f"{image}: cannot read image ({type(exc).__name__}: {exc})") from None
     if isinstance(image, Image.Image):  # the same picture as its path gives (16-bit grey was clipped, EXIF ignored)
         return pil_to_rgb(image)

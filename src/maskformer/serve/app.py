@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import re
 import threading
 import time
 from importlib import resources
@@ -158,8 +159,10 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
                 image = pil_to_rgb(pil, filename)  # EXIF orientation, 16-bit grey: as eval and predict read it
         except DataError as e:  # (a ValueError: before the generic handler below)
             return _error(400, str(e))
-        except Image.DecompressionBombError as e:  # PIL's own guard (more pixels than it will decode)
-            return _error(413, f"{filename}: {e}")
+        except Image.DecompressionBombError as e:  # PIL's own guard, before the header check above could run
+            pixels = re.search(r"\((\d+) pixels\)", str(e))
+            size = f"{int(pixels[1])} pixels" if pixels else "the image"
+            return _error(413, f"{filename}: {size} is over the limit of {max_pixels} pixels")
         except (OSError, ValueError) as e:
             return _error(400, f"{filename}: not a readable image ({type(e).__name__})")
         if image.shape[0] < 1 or image.shape[1] < 1:
