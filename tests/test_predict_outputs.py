@@ -196,3 +196,18 @@ def test_legend_letters_beyond_ascii_are_drawn_not_boxed() -> None:
     ascii_font = visualize._font(["road", "street.jpg"])
     assert not isinstance(getattr(ascii_font, "path", None), str)  # Pillow's own default
     assert visualize.with_legend(image, [("road", (9, 9, 9))], title="street.jpg").size == (60 + 12 + 70 + 24, 48)
+
+
+def test_an_empty_panoptic_result_says_so_in_its_legend() -> None:
+    """No segment over the thresholds: the picture was the bare image with an empty legend column, which reads as a
+    failure to draw; now the legend says that nothing was found."""
+    from maskformer.inference import visualize
+
+    image = np.full((40, 60, 3), 90, np.uint8)
+    pan = np.zeros((40, 60), np.int32)
+    picture = np.asarray(visualize.panoptic_picture(image, pan, [], ["road"], np.array([[9, 9, 9]]), title="a.jpg"))
+    untitled = np.asarray(visualize.panoptic_picture(image, pan, [], ["road"], np.array([[9, 9, 9]])))
+    assert (picture[:, :60] == 90).all()  # the image itself is left as it is
+    note_rows = untitled[4:20, 60:]  # the first legend row (no title): the note
+    assert (note_rows < 255).any() and (untitled[20:, 60:] == 255).all()
+    assert (picture[20:36, 60:] < 255).any()  # under the title

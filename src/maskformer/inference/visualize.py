@@ -83,11 +83,13 @@ def _has_glyph(font: ImageFont.FreeTypeFont, ch: str) -> bool:
     return ink(ch) != ink("\uffff")
 
 
-def with_legend(image: np.ndarray, entries: Sequence[tuple[str, Sequence[int]]], *, title: str = "") -> Image.Image:
-    """Put a legend column (colour swatch + name per entry) to the right of ``image``."""
-    font = _font([title] + [name for name, _ in entries])
+def with_legend(image: np.ndarray, entries: Sequence[tuple[str, Sequence[int]]], *, title: str = "",
+                empty: str = "nothing found") -> Image.Image:  # fmt: skip
+    """Put a legend column (colour swatch + name per entry, or the ``empty`` note) to the right of ``image``."""
+    font = _font([title, empty] + [name for name, _ in entries])
     row = 16
-    text_width = max(max(7 * len(text), font.getlength(text)) for text in [title, "x" * 8] + [n for n, _ in entries])
+    texts = [title, "x" * 8] + ([n for n, _ in entries] or [empty])
+    text_width = max(max(7 * len(text), font.getlength(text)) for text in texts)
     width = 12 + int(np.ceil(text_width)) + 24
     h = max(image.shape[0], row * (len(entries) + 2))
     canvas = Image.new("RGB", (image.shape[1] + width, h), (255, 255, 255))
@@ -101,6 +103,8 @@ def with_legend(image: np.ndarray, entries: Sequence[tuple[str, Sequence[int]]],
         draw.rectangle([x0, y + 2, x0 + 12, y + 12], fill=tuple(int(c) for c in color), outline=(0, 0, 0))
         draw.text((x0 + 18, y), name, fill=(0, 0, 0), font=font)
         y += row
+    if not entries:
+        draw.text((x0, y), empty, fill=(96, 96, 96), font=font)
     return canvas
 
 
@@ -129,7 +133,8 @@ def panoptic_picture(image: np.ndarray, pan: np.ndarray, segments: Sequence[dict
         name = class_names[s["category_id"]] if s["category_id"] < len(class_names) else str(s["category_id"])
         entries.append((f"{name}" + (f" #{s['id']}" if s.get("isthing") else ""), base))
     labels = np.where(pan > 0, pan, -1)
-    return with_legend(overlay(image, labels, seg_colors), entries[:40], title=title)
+    return with_legend(overlay(image, labels, seg_colors), entries[:40], title=title,
+                       empty="no segments found")  # fmt: skip
 
 
 def segment_colors(segments: Sequence[dict], colors: np.ndarray) -> dict[int, list[int]]:
