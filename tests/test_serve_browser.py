@@ -72,6 +72,8 @@ def test_upload_shows_overlay_and_legend(browser, server: str, tmp_path: Path) -
     overlay = browser.find_element(By.CSS_SELECTOR, ".card img.overlay")
     wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", overlay))
     legend = browser.find_element(By.CSS_SELECTOR, ".card .legend").text
+    hint = browser.find_element(By.CSS_SELECTOR, ".card .picked").text
+    assert hint == "Hover the overlay for a segment's class and area; click to keep it here.", hint  # no score
     names = browser.execute_script("return fetch('/api/info').then(r => r.json()).then(i => i.classes.map(c => "
                                    "c.name))")  # fmt: skip
     assert any(name in legend for name in names), legend
@@ -106,6 +108,10 @@ def test_upload_shows_overlay_and_legend(browser, server: str, tmp_path: Path) -
                and d.find_element(By.CSS_SELECTOR, ".card").get_attribute("data-done") == "1")  # fmt: skip
     assert len(browser.find_elements(By.CSS_SELECTOR, ".card")) == 1
     assert "model time" in browser.find_element(By.CSS_SELECTOR, ".card .meta").text
+
+    # picking the same file again is a new upload (the input kept its value, so nothing happened)
+    browser.find_element(By.ID, "files").send_keys(str(tmp_path / "scene.png"))
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".card[data-done='1']")) == 2)
 
 
 def _api_label_png(url: str, image: Path) -> bytes:
