@@ -112,3 +112,11 @@ def test_a_section_given_whole_is_merged_into_the_file_s():
     merged = load_config(CONFIGS / "demo.yaml", ['train={"max_iters": 2}'])
     assert merged.train.max_iters == 2 and merged.train.batch_size == cfg.train.batch_size != 16
     assert config_to_dict(load_config(CONFIGS / "demo.yaml", ["train={}"])) == config_to_dict(cfg)
+
+
+def test_an_override_that_replaces_a_section_is_the_one_blamed() -> None:
+    """`--set train=5 --set train.max_iters=1` blamed the second, correct override; the first replaced a section."""
+    with pytest.raises(maskformer.ConfigError, match=r"^override 'train=5': 'train' is a section, not a value$"):
+        maskformer.load_config(CONFIGS / "demo.yaml", ["train=5", "train.max_iters=1"])
+    with pytest.raises(maskformer.ConfigError, match=r"^override 'train.max_iters.x=1': 'max_iters' is not a section"):
+        maskformer.load_config(CONFIGS / "demo.yaml", ["train.max_iters.x=1"])

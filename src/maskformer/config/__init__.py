@@ -169,13 +169,18 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
     data = _deep_merge({}, data)
+    set_by: dict[tuple[str, ...], str] = {}  # the override that put a value where a section was expected
     for text in overrides or []:
         path, value = parse_override(text)
         node = data
-        for part in path[:-1]:
+        for i, part in enumerate(path[:-1]):
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
+                culprit = set_by.get(tuple(path[: i + 1]))
+                if culprit is not None:
+                    raise ConfigError(f"override '{culprit}': '{'.'.join(path[: i + 1])}' is a section, not a value")
                 raise ConfigError(f"override '{text}': '{part}' is not a section")
+        set_by[tuple(path)] = text
         if isinstance(value, dict) and isinstance(node.get(path[-1]), dict):  # a section: merged, not replaced
             value = _deep_merge(node[path[-1]], value)
         node[path[-1]] = value
