@@ -213,3 +213,43 @@ def test_every_sample_bad_with_skipping_says_so(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no readable sample among all 2") as e:
         ds[0]
     assert "\n" not in str(e.value) and "0.png" in str(e.value)
+
+
+def _folder_tree(root: Path, ids: list[int]) -> None:
+    """A folder dataset with two samples in images/train + labels/train and classes.json with these ids."""
+    for i in range(2):
+        _write_rgb(root / "images" / "train" / f"{i}.png", seed=i)
+        _write_label(root / "labels" / "train" / f"{i}.png", np.full((12, 16), ids[0], dtype=np.uint8))
+    classes = [{"name": f"c{j}", "id": d} for j, d in enumerate(ids)]
+    (root / "classes.json").write_text(json.dumps({"classes": classes}))
+
+
+@pytest.mark.parametrize("bad_id", [70000, -3])
+def test_a_class_id_no_label_png_can_hold_names_classes_json(tmp_path: Path, bad_id: int) -> None:
+    _folder_tree(tmp_path, [0, bad_id])
+    with pytest.raises(DataError, match=rf"classes.json: classes\[1\] has id {bad_id}, outside 0..65535"):
+        DATASETS["folder"](root=str(tmp_path), split="train")
+
+
+def test_folder_pairing_refuses_two_images_of_one_name_and_a_label_without_image(tmp_path: Path) -> None:
+    """Both went unsaid: a.jpg and a.png were two samples with one label, and a label whose image was missing was
+    left out of training."""
+    _folder_tree(tmp_path, [0, 1])
+    assert len(DATASETS["folder"](root=str(tmp_path), split="train")) == 2
+    _write_label(tmp_path / "labels" / "train" / "2.png", np.zeros((12, 16), np.uint8))
+    with pytest.raises(DataError, match=r"labels/train/2.png: no image of that name in .*images/train"):
+        DATASETS["folder"](root=str(tmp_path), split="train")
+    _write_rgb(tmp_path / "images" / "train" / "2.png")
+    _write_rgb(tmp_path / "images" / "train" / "2.jpg")
+    with pytest.raises(DataError, match=r"2.jpg and .*2.png: two images named '2'"):
+        DATASETS["folder"](root=str(tmp_path), split="train")
+
+
+def test_an_unknown_dataset_name_lists_every_dataset(tmp_path: Path) -> None:
+    import maskformer
+    from conftest import CONFIGS
+    from maskformer.build import build_meta
+
+    cfg = maskformer.load_config(CONFIGS / "demo.yaml", ["data.dataset=foldr"])
+    with pytest.raises(maskformer.ConfigError, match=r"data.dataset: unknown 'foldr' \(expected one of .*'folder'"):
+        build_meta(cfg)

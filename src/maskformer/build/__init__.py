@@ -19,11 +19,11 @@ from ..modeling import (
     TransformerPredictor,
 )
 from ..modeling.backbone import DEPTH_BLOCKS, Backbone, ResNet, SwinTransformer, TimmBackbone
-from .datasets import build_dataset, build_mapper, build_meta, fit_classes
+from .datasets import build_dataset, build_mapper, build_meta, check_dataset_name, fit_classes
 
 __all__ = [
     "BACKBONES", "build_backbone", "build_criterion", "build_dataset", "build_mapper", "build_meta", "build_model",
-    "build_optimizer", "build_pixel_decoder", "build_predictor", "build_scheduler", "fit_classes",
+    "build_optimizer", "build_pixel_decoder", "build_predictor", "build_scheduler", "check_dataset_name", "fit_classes",
 ]  # fmt: skip
 
 

@@ -8,7 +8,15 @@ from pathlib import Path
 from ..config import Config
 from ..errors import ConfigError
 
-__all__ = ["build_dataset", "build_mapper", "build_meta", "fit_classes"]
+__all__ = ["build_dataset", "build_mapper", "build_meta", "check_dataset_name", "fit_classes"]
+
+
+def check_dataset_name(cfg: Config) -> None:
+    """One ``ConfigError`` naming the datasets there are when ``data.dataset`` is none of them."""
+    from ..data import DATASETS
+
+    if cfg.data.dataset not in DATASETS:
+        raise ConfigError(f"data.dataset: unknown '{cfg.data.dataset}' (expected one of {sorted(DATASETS)})")
 
 
 def build_meta(cfg: Config):
@@ -18,6 +26,7 @@ def build_meta(cfg: Config):
     from ..data.synthetic import synthetic_meta
 
     d = cfg.data
+    check_dataset_name(cfg)
     if d.dataset == "synthetic":
         return synthetic_meta(num_classes=d.synthetic_num_classes)
     if d.dataset == "folder":
@@ -46,6 +55,7 @@ def fit_classes(cfg: Config, *, explicit: bool = False) -> Config:
     from dataclasses import replace
 
     d = cfg.data
+    check_dataset_name(cfg)
     if d.mapper != "semantic" and d.dataset not in ("coco_panoptic", "ade20k_panoptic", "synthetic"):
         raise ConfigError(
             f"data.mapper={d.mapper}: data.dataset={d.dataset} has semantic labels only; train a semantic config "
@@ -104,8 +114,7 @@ def build_dataset(cfg: Config, *, split: str, train: bool, root: str | None = No
     from ..data import DATASETS
 
     d = cfg.data
-    if d.dataset not in DATASETS:
-        raise ConfigError(f"data.dataset: unknown '{d.dataset}' (expected one of {sorted(DATASETS)})")
+    check_dataset_name(cfg)
     meta = build_meta(cfg)
     mapper = build_mapper(cfg, train=train, ignore_label=meta.ignore_label)
     kwargs = {"root": root or d.root, "split": split, "mapper": mapper, "skip_bad_samples": d.skip_bad_samples}

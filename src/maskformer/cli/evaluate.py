@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
+    from maskformer.build import check_dataset_name
     from maskformer.config import apply_overrides, config_from_dict, config_to_dict
     from maskformer.engine import distributed as dist
     from maskformer.engine.checkpoint import load_model_and_config
@@ -76,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     if args.split:
         overrides.append(f"data.val_split={args.split}")
     cfg = config_from_dict(apply_overrides(config_to_dict(cfg), overrides))
+    check_dataset_name(cfg)
     if cfg.data.dataset != "synthetic" and not Path(cfg.data.root).exists():
         raise ConfigError(f"data.root: {cfg.data.root} does not exist (pass --data-root DIR)")
     options = predictor_options(args)

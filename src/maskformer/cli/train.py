@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     import maskformer
-    from maskformer.build import fit_classes
+    from maskformer.build import check_dataset_name, fit_classes
     from maskformer.engine import distributed as dist
     from maskformer.engine.train import train
 
@@ -71,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     saved = Path(args.output_dir) / "config.yaml"
     if args.resume and saved.is_file():  # the run's own values, not CONFIG's: an earlier --set stays in force
         given, cfg = cfg, maskformer.load_config(saved, overrides)
+    check_dataset_name(cfg)
     if cfg.data.dataset not in ("synthetic",) and not Path(cfg.data.root).exists():
         raise maskformer.ConfigError(f"data.root: {cfg.data.root} does not exist (pass --data-root DIR)")
     cfg = fit_classes(cfg, explicit=explicit)

@@ -86,6 +86,9 @@ def _read_classes_file(root: Path) -> tuple[DatasetMeta, int]:
         ids = [c.get("id", i) if isinstance(c, dict) else i for i, c in enumerate(data["classes"])]
         if not isinstance(file_ignore, int) or file_ignore in ids:
             raise DataError(f"{f}: ignore_label {file_ignore!r} must be an integer that is no class's id")
+        for i, d in enumerate(ids):
+            if isinstance(d, int) and not 0 <= d <= 65535:
+                raise DataError(f"{f}: classes[{i}] has id {d}, outside 0..65535 (the values of 8/16-bit label PNGs)")
         k = len(data["classes"])
         ignore = file_ignore if not 0 <= file_ignore < k else (255 if k < 255 else 65535)
         return meta_from_dict(dict(data, ignore_label=ignore), name="folder", where=str(f)), file_ignore
@@ -178,9 +181,9 @@ def folder(*, root: str, split: str, mapper: Mapper | None = None, skip_bad_samp
     if (base / f"{split}.txt").is_file():
         entries = read_pair_list(base, base / f"{split}.txt")
     elif (base / "images" / split).is_dir():
-        entries = pair_by_stem(base / "images" / split, base / "labels" / split, ".png")
+        entries = pair_by_stem(base / "images" / split, base / "labels" / split, ".png", every_label=True)
     elif split == "all" and (base / "images").is_dir():
-        entries = pair_by_stem(base / "images", base / "labels", ".png")
+        entries = pair_by_stem(base / "images", base / "labels", ".png", every_label=True)
     else:
         raise DataError(
             f"{base}: no {split}.txt, no images/{split}/ folder"
