@@ -416,3 +416,29 @@ def test_a_frozenbn_resnet_from_scratch_is_noted() -> None:
     assert note.startswith("random initialisation") and "model.backbone.norm=BN" in note
     cfg.model.backbone.norm = "BN"
     assert load_initial_weights(cfg, maskformer.build_model(cfg)) == "random initialisation"
+
+
+def test_a_time_budget_is_used_when_the_first_steps_are_slow(monkeypatch) -> None:
+    """The schedule was fitted once, on the first steps' pace; their start-up cost made the demo stop at 43-78 % of
+    --minutes. Simulated clock: 5 steps of 2 s, then 0.5 s per step, a 60 s budget: the run must end in the last
+    tenth of it, and never after it."""
+    from types import SimpleNamespace
+
+    from maskformer.engine import run_schedule
+
+    clock = [0.0]
+    monkeypatch.setattr(run_schedule.time, "monotonic", lambda: clock[0])
+    totals: list[int] = []
+    schedule = SimpleNamespace(set_max_iters=lambda n: totals.append(n))
+    scheduler = SimpleNamespace(lr_lambdas=[schedule])
+    logger = SimpleNamespace(set_total=lambda n: None, note=lambda text: None)
+    t = SimpleNamespace(max_iters=100_000, max_minutes=1.0)
+    max_iters, fit_at, mark, iteration = t.max_iters, 5, (0, 0.0, True), 0
+    while iteration < max_iters and clock[0] <= 60.0:
+        clock[0] += 2.0 if iteration < 5 else 0.5
+        iteration += 1
+        if iteration == fit_at:
+            max_iters, fit_at, mark = run_schedule.fit_to_deadline(iteration, mark, 60.0, max_iters, t, scheduler,
+                                                                   logger)  # fmt: skip
+    assert 54.0 <= clock[0] <= 60.0 and iteration == max_iters, (clock[0], iteration, totals)
+    assert totals[-1] == max_iters and len(totals) >= 2  # the LR decay ends where training does

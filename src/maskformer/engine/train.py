@@ -22,11 +22,11 @@ from ..allocator import reuse_freed_memory
 from ..build import build_criterion, build_dataset, build_meta, build_model, build_optimizer, build_scheduler
 from ..config import Config, save_config
 from ..errors import CheckpointError, ConfigError, DataError, UserError
-from ..optim import shorten_schedule
 from . import distributed as dist
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, unwrap
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, unwrap
 from .logging import MetricLogger
 from .run_folder import check_no_run, remove_new
+from .run_schedule import fit_to_deadline, resume_from
 from .runtime import set_tf32
 
 # training splits of up to this many samples are read once before the first step (a bad file is named at once;
@@ -179,7 +179,7 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
     start = 0
     resume_note = ""
     if resume:
-        start, resume_note = _resume(last, model, optimizer, scheduler, loader, t.max_iters)
+        start, resume_note = resume_from(last, model, optimizer, scheduler, loader, t.max_iters)
         init_note = f"resumed from {last} at iteration {start}"
     ddp = nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
@@ -203,7 +203,7 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
     deadline = time.monotonic() + 60 * t.max_minutes if t.max_minutes > 0 else math.inf
     max_iters = t.max_iters
     fit_at = start + max(5, min(30, t.max_iters // 20))  # when a time budget is set, size the schedule after this
-    run_start = time.monotonic()
+    mark = (start, time.monotonic(), True)  # (iteration, time, is the start) the pace is measured from
     batches = iter(loader)
     iteration = start
     while iteration < max_iters:
@@ -254,16 +254,7 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
             logger.close()
             return {}
         if iteration == fit_at and deadline < math.inf:
-            per_iter = (time.monotonic() - run_start) / (iteration - start)
-            fitted = iteration + int(0.97 * (deadline - time.monotonic()) / per_iter)
-            if fitted < max_iters:
-                max_iters = max(fitted, iteration + 1)
-                shorten_schedule(scheduler, max_iters)
-                logger.set_total(max_iters)
-                logger.note(
-                    f"{per_iter:.2f} s/iteration: the schedule is fitted to {max_iters} iterations "
-                    f"(train.max_minutes={t.max_minutes})"
-                )
+            max_iters, fit_at, mark = fit_to_deadline(iteration, mark, deadline, max_iters, t, scheduler, logger)
         if time.monotonic() > deadline:
             logger.note(f"time limit train.max_minutes={t.max_minutes} reached at iteration {iteration}")
             break
@@ -278,31 +269,6 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
         logger.log_eval(iteration, metrics)
     logger.close()
     return metrics
-
-
-def _resume(last: Path, model: nn.Module, optimizer, scheduler, loader, max_iters: int) -> tuple[int, str]:
-    """Load ``checkpoint_last.pt`` into the run's parts; returns (iteration, a note or ""). The LR schedule decays to
-    the config's ``train.max_iters`` also when it differs from the saved run's (training extended or cut short)."""
-    state = load_checkpoint(last)
-    try:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-    except (RuntimeError, ValueError, KeyError) as e:
-        why = " ".join(str(e).split())[:200] or type(e).__name__  # (torch's message spans lines)
-        raise CheckpointError(f"{last}: does not fit this config ({why}); resume with the run's config.yaml") from None
-    scheduler.load_state_dict(state["scheduler"])  # (this restores the saved run's max_iters too)
-    try:
-        loader.load_state_dict(state["data"])
-    except ValueError as e:
-        raise CheckpointError(f"{last}: {e}; resume with the same data, train.seed and number of processes") from None
-    set_rng_state(state["rng"])
-    note, saved = "", scheduler.lr_lambdas[0].kwargs["max_iters"]
-    if saved != max_iters:
-        shorten_schedule(scheduler, max_iters)
-        for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
-            group["lr"] = base * factor(scheduler.last_epoch)  # this iteration's LR on the new decay
-        note = f"the LR schedule now ends at train.max_iters={max_iters} (was {saved})"
-    return int(state["iteration"]), note
 
 
 def _to_float(outputs: dict) -> dict:

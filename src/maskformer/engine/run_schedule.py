@@ -1,0 +1,57 @@
+"""Where a run's schedule starts and ends: resuming from ``checkpoint_last.pt`` (also with another
+``train.max_iters``) and fitting the schedule to a time budget (``train.max_minutes``, the demo's ``--minutes``)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from torch import nn
+
+from ..errors import CheckpointError
+from ..optim import shorten_schedule
+from .checkpoint import load_checkpoint, set_rng_state
+
+
+def resume_from(last: Path, model: nn.Module, optimizer, scheduler, loader, max_iters: int) -> tuple[int, str]:
+    """Load ``checkpoint_last.pt`` into the run's parts; returns (iteration, a note or ""). The LR schedule decays to
+    the config's ``train.max_iters`` also when it differs from the saved run's (training extended or cut short)."""
+    state = load_checkpoint(last)
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        why = " ".join(str(e).split())[:200] or type(e).__name__  # (torch's message spans lines)
+        raise CheckpointError(f"{last}: does not fit this config ({why}); resume with the run's config.yaml") from None
+    scheduler.load_state_dict(state["scheduler"])  # (this restores the saved run's max_iters too)
+    try:
+        loader.load_state_dict(state["data"])
+    except ValueError as e:
+        raise CheckpointError(f"{last}: {e}; resume with the same data, train.seed and number of processes") from None
+    set_rng_state(state["rng"])
+    note, saved = "", scheduler.lr_lambdas[0].kwargs["max_iters"]
+    if saved != max_iters:
+        shorten_schedule(scheduler, max_iters)
+        for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            group["lr"] = base * factor(scheduler.last_epoch)  # this iteration's LR on the new decay
+        note = f"the LR schedule now ends at train.max_iters={max_iters} (was {saved})"
+    return int(state["iteration"]), note
+
+
+def fit_to_deadline(iteration: int, mark: tuple[int, float, bool], deadline: float, max_iters: int, t, scheduler,
+                     logger) -> tuple[int, int, tuple[int, float, bool]]:  # fmt: skip
+    """Size the schedule so that training ends at ``deadline`` (``train.max_minutes``), at most ``train.max_iters``,
+    from the pace since ``mark`` = (iteration, time, is the run's start). Refitted after each quarter of what is
+    left, from the pace after the first fit: the first steps are slower (start-up), and fitting once on them ended the
+    demo at half its time. Returns (max_iters, the next fit's iteration or -1, the mark for the next fit)."""
+    now = time.monotonic()
+    per_iter = (now - mark[1]) / max(1, iteration - mark[0])
+    fitted = min(t.max_iters, max(iteration + 1, iteration + int(0.97 * (deadline - now) / per_iter)))
+    if abs(fitted - max_iters) > 0.02 * max_iters:
+        shorten_schedule(scheduler, fitted)
+        logger.set_total(fitted)
+        logger.note(f"{per_iter:.2f} s/iteration: the schedule is fitted to {fitted} iterations "
+                    f"(train.max_minutes={t.max_minutes})")  # fmt: skip
+        max_iters = fitted
+    next_fit = iteration + max(5, (max_iters - iteration) // 4)
+    return max_iters, next_fit if next_fit < max_iters else -1, (iteration, now, False) if mark[2] else mark
