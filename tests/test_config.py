@@ -120,3 +120,10 @@ def test_an_override_that_replaces_a_section_is_the_one_blamed() -> None:
         maskformer.load_config(CONFIGS / "demo.yaml", ["train=5", "train.max_iters=1"])
     with pytest.raises(maskformer.ConfigError, match=r"^override 'train.max_iters.x=1': 'max_iters' is not a section"):
         maskformer.load_config(CONFIGS / "demo.yaml", ["train.max_iters.x=1"])
+
+
+@pytest.mark.parametrize("value", ["[96]", "[96,128,3]"])
+def test_a_crop_size_of_other_than_two_numbers_is_one_line(value: str) -> None:
+    """[96] crashed the mapper with a traceback (and `info` too); [96,128,3] trained with the third value dropped."""
+    with pytest.raises(ConfigError, match=r"^data.crop_size=\[.*\]: must be 2 numbers \[H, W\]$"):
+        load_config(CONFIGS / "demo.yaml", [f"data.crop_size={value}"])

@@ -28,6 +28,7 @@ _AT_LEAST = {
 }
 _NOT_EMPTY = "data.min_size_train test.tta_min_sizes model.pixel_mean model.pixel_std"
 _POSITIVE = "model.pixel_std"
+_LENGTHS = {"data.crop_size": 2, "model.pixel_mean": 3, "model.pixel_std": 3}  # [H, W]; one value per RGB channel
 _FRACTIONS = "inference.object_mask_threshold inference.overlap_threshold loss.importance_sample_ratio"
 
 
@@ -39,11 +40,16 @@ def _value(cfg: Config, key: str) -> Any:
 
 
 def check_ranges(cfg: Config) -> None:
-    """A ``ConfigError`` naming the first value out of its range (``_AT_LEAST``, ``_NOT_EMPTY``, ``_POSITIVE``,
-    ``_FRACTIONS``)."""
+    """A ``ConfigError`` naming the first value out of its range (``_AT_LEAST``, ``_NOT_EMPTY``, ``_LENGTHS``,
+    ``_POSITIVE``, ``_FRACTIONS``)."""
     for key in _NOT_EMPTY.split():
         if not _value(cfg, key):
             raise ConfigError(f"{key}: must not be empty")
+    for key, length in _LENGTHS.items():
+        if len(_value(cfg, key)) != length:
+            raise ConfigError(
+                f"{key}={_value(cfg, key)}: must be {length} numbers" + (" [H, W]" if length == 2 else "")
+            )
     for minimum, keys in _AT_LEAST.items():
         for key in keys.split():
             value = _value(cfg, key)
