@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         raise maskformer.ConfigError(f"data.root: {cfg.data.root} does not exist (pass --data-root DIR)")
     cfg = fit_classes(cfg, explicit=explicit)
     if args.resume and saved.is_file() and not args.quiet and os.environ.get("RANK", "0") == "0":
-        _say_kept_values(saved, args.config, fit_classes(given, explicit=explicit), cfg)
+        _say_kept_values(saved, args.config, given, cfg)
     try:
         metrics = train(cfg, output_dir=args.output_dir, resume=args.resume, progress=not args.quiet)
         main_process = dist.is_main()  # (after cleanup every process would count as the main one)
@@ -104,7 +104,7 @@ def _say_kept_values(saved, config: str, given, cfg) -> None:
         return out
 
     ours, theirs = flat(config_to_dict(cfg)), flat(config_to_dict(given))
-    differ = [k for k in ours if ours[k] != theirs.get(k)]
+    differ = [k for k in ours if ours[k] != theirs.get(k) and k != "model.num_classes"]  # (fitted to the data)
     if differ:
         shown = ", ".join(f"{k}={ours[k]} (there {theirs.get(k)})" for k in differ[:5])
         more = f" and {len(differ) - 5} more" if len(differ) > 5 else ""
