@@ -114,8 +114,7 @@ def build_dataset(cfg: Config, *, split: str, train: bool, root: str | None = No
     from ..data import DATASETS
 
     d = cfg.data
-    check_dataset_name(cfg)
-    meta = build_meta(cfg)
+    meta = build_meta(cfg)  # (checks data.dataset first)
     mapper = build_mapper(cfg, train=train, ignore_label=meta.ignore_label)
     kwargs = {"root": root or d.root, "split": split, "mapper": mapper, "skip_bad_samples": d.skip_bad_samples}
     paths = {"json_file": d.panoptic_json, "image_dir": d.panoptic_images, "panoptic_dir": d.panoptic_masks}
