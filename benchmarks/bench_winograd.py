@@ -1,55 +1,78 @@
-"""Direct vs Winograd 3x3 convolution on the FPN's largest layer (256 -> 256 channels at 128x128, R50 at 512x512).
+"""Winograd F(2x2, 3x3) against oneDNN's direct kernel on the 3x3 convolutions of MaskFormer's R50 / Swin models.
 
-Direct: oneDNN (``F.conv2d`` on channels-last tensors, what the optimized model runs). Winograd: NNPACK's F(6x6, 3x3)
-(``torch._nnpack_spatial_convolution``, part of PyTorch's CPU build). Reports median times (interleaved) and the
-maximum absolute error of each against a float64 convolution, to show why the exact path keeps the direct one: the
-Winograd transform's rounding error is about an order of magnitude larger, enough to move labels at near-ties.
+Both run as the optimised Predictor runs them (``accelerate/onednn.py``'s ``Conv``: packed weight, channels-last
+input, the allocator setting), timed interleaved in one process (median of --reps rounds); the error columns are
+the max deviation from a float64 convolution, relative to the output range. Shapes marked "used" pass
+``winograd.suits`` (at least ``MIN_CHANNELS`` in and out); the others show why the threshold is there.
 
-Run: .venv/bin/python benchmarks/bench_winograd.py [--reps 10]
+Run: .venv/bin/python benchmarks/bench_winograd.py [--reps 10] [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+# (Cin, Cout, side): 512x512 input; FPN output convolutions at 1/4..1/32, ResNet stage 3x3s, Swin-T's last stage
+SHAPES = [
+    (256, 256, 128),
+    (256, 256, 64),
+    (256, 256, 32),
+    (2048, 256, 16),
+    (768, 256, 16),
+    (512, 512, 16),
+    (256, 100, 128),  # the folded mask_features convolution (Q = 100 outputs)
+    (128, 128, 64),
+    (64, 64, 128),
+]
+
 
 def main() -> int:
+    from maskformer.allocator import reuse_freed_memory
+    from maskformer.engine.timing import interleaved_medians
+    from maskformer.inference.accelerate import onednn, winograd
+    from maskformer.modeling.layers import ConvNorm
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=10, help="timed repetitions per side (default 10)")
+    parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    if not torch._nnpack_available():
-        print("NNPACK is not available in this PyTorch build")
-        return 1
+    torch.set_num_threads(args.threads)
+    reuse_freed_memory()
+    print(f"{args.threads} thread(s), median of {args.reps}; error = max |y - float64| / max |float64|")
+    print(f"{'Cin -> Cout @ side':>20} {'direct ms':>10} {'Winograd ms':>12} {'ratio':>6} {'err direct':>11} "
+          f"{'err Winograd':>13}  used")  # fmt: skip
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(1, 256, 128, 128, generator=g)
-    w = torch.randn(256, 256, 3, 3, generator=g) / 48
-    b = torch.randn(256, generator=g)
-    x_cl, w_cl = x.contiguous(memory_format=torch.channels_last), w.contiguous(memory_format=torch.channels_last)
-    sides = {
-        "direct (oneDNN, channels-last)": lambda: F.conv2d(x_cl, w_cl, b, padding=1),
-        "Winograd F(6x6,3x3) (NNPACK)": lambda: torch._nnpack_spatial_convolution(x, w, b, [1, 1], [1, 1]),
-    }
-    times: dict[str, list[float]] = {k: [] for k in sides}
-    with torch.inference_mode():
-        exact = F.conv2d(x.double(), w.double(), b.double(), padding=1)
-        errors = {k: float((fn().double() - exact).abs().max()) for k, fn in sides.items()}
-        for _ in range(args.reps):
-            for k, fn in sides.items():
-                start = time.perf_counter()
-                fn()
-                times[k].append(time.perf_counter() - start)
-    flops = 2 * 256 * 256 * 9 * 128 * 128
-    print(f"3x3 conv 256->256 at 128x128, {torch.get_num_threads()} threads, median of {args.reps}")
-    print(f"{'side':34s} {'ms':>8s} {'GFLOP/s (direct count)':>24s} {'max |err| vs fp64':>19s}")
-    for k, v in times.items():
-        med = statistics.median(v)
-        print(f"{k:34s} {med * 1e3:8.1f} {flops / med / 1e9:24.0f} {errors[k]:19.2e}")
-    print(f"output magnitude: max |y| = {float(exact.abs().max()):.2f}")
+    for cin, cout, side in SHAPES:
+        layer = ConvNorm(cin, cout, 3, padding=1, bias=True, norm=None, relu=False).eval().requires_grad_(False)
+        direct = onednn.Conv(layer, relu=False)
+        direct.winograd = False
+        u = winograd.filters(layer.weight)
+        x = torch.randn(1, cin, side, side, generator=g).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            med = interleaved_medians(
+                {
+                    "direct": lambda direct=direct, x=x: direct(x),
+                    "winograd": lambda x=x, u=u, b=layer.bias: winograd.winograd_conv3x3(x, u, b),
+                },
+                args.reps,
+            )
+            exact = F.conv2d(x.double(), layer.weight.double(), layer.bias.double(), padding=1)
+            scale = exact.abs().max()
+            errors = [
+                float((y.double() - exact).abs().max() / scale)
+                for y in (direct(x), winograd.winograd_conv3x3(x, u, layer.bias))
+            ]
+        used = winograd.suits(layer.weight, (1, 1), (1, 1), (1, 1), 1)
+        times = f"{med['direct'] * 1e3:10.2f} {med['winograd'] * 1e3:12.2f} {med['winograd'] / med['direct']:6.2f}"
+        shape = f"{cin} -> {cout} @ {side}"
+        print(f"{shape:>20} {times} {errors[0]:11.1e} {errors[1]:13.1e}  {'yes' if used else 'no'}")
     return 0
 
 

@@ -3,10 +3,11 @@
 Builds the suite's model (benchmarks/suite.py: same configs and spread random weights), runs a few predicts on a
 512x512 picture with forward hooks on every oneDNN ``Conv`` of ``accelerate/onednn.py`` (the ResNet bottlenecks'
 last convolution is timed through its fused add), and prints the slowest layers with their GFLOP/s (2 per
-multiply-add; a layer with GroupNorm includes it), then the total over all of them. Compare with the 3x3
+multiply-add of the direct convolution, also for the layers that take Winograd's algorithm; a layer with GroupNorm
+includes it), then the total over all of them. Compare with the 3x3
 convolution ceiling of ``maskformer benchmark``.
 
-Run: .venv/bin/python benchmarks/profile_layers.py [--model r50|swin-t] [--threads 1] [--rows 20]
+Run: .venv/bin/python benchmarks/profile_layers.py [--model r50|swin-t] [--threads 1] [--rows 20] [--no-winograd]
 """
 
 from __future__ import annotations
@@ -31,17 +32,22 @@ def main() -> int:
     parser.add_argument("--model", default="r50", choices=sorted(suite.MODELS))
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: least disturbed by other load)")
     parser.add_argument("--rows", type=int, default=20, help="layers to list")
+    parser.add_argument("--no-winograd", action="store_true", help="oneDNN's direct kernel for every convolution")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     _, ours, _, _ = suite._build(suite.MODELS[args.model][0], transformers=False)
     predictor = Predictor(ours, min_size=suite.SIZE, max_size=4 * suite.SIZE)
     image = suite._image(0)
+    for module in predictor.model.modules():
+        if isinstance(module, Conv):
+            module.winograd = not args.no_winograd
     predictor(image)
     records: dict[str, list[tuple[float, int, tuple]]] = {}
 
     def record(name: str, seconds: float, out: torch.Tensor, weight: torch.Tensor, x: torch.Tensor) -> None:
         macs = out.numel() * weight.shape[1] * weight.shape[2] * weight.shape[3]
-        records.setdefault(name, []).append((seconds, macs, (tuple(x.shape), tuple(weight.shape))))
+        shapes = (tuple(x.shape), tuple(weight.shape))
+        records.setdefault(name, []).append((seconds, macs, shapes))
 
     for name, module in predictor.model.named_modules():
         if not isinstance(module, Conv):
@@ -68,8 +74,10 @@ def main() -> int:
         rows.append((seconds, name, calls[-1][1], calls[-1][2]))
     rows.sort(reverse=True)
     print(f"{args.model}, {args.threads} thread(s), the default Predictor's optimised copy, 512x512:")
+    modules = dict(predictor.model.named_modules())
     for seconds, name, macs, (x, w) in rows[: args.rows]:
-        print(f"{seconds * 1e3:8.2f} ms {2 * macs / seconds / 1e9:6.0f} GFLOP/s  {name}  input {x} weight {w}")
+        wino = " (Winograd)" if modules[name].winograd and modules[name]._suits_winograd() else ""
+        print(f"{seconds * 1e3:8.2f} ms {2 * macs / seconds / 1e9:6.0f} GFLOP/s  {name}  input {x} weight {w}{wino}")
     total_s, total_macs = sum(r[0] for r in rows), sum(r[2] for r in rows)
     print(f"all {len(rows)} convolutions: {total_s:.3f} s, {2 * total_macs / 1e9:.1f} GFLOP, "
           f"{2 * total_macs / total_s / 1e9:.0f} GFLOP/s")  # fmt: skip

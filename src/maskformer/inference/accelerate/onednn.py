@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+import maskformer.inference.accelerate.winograd as winograd
 from maskformer.modeling.backbone.resnet import Bottleneck as ResNetBottleneck
 from maskformer.modeling.layers import ConvNorm
 
@@ -149,10 +150,13 @@ class _Packed:
     def __deepcopy__(self, memo: dict) -> _Packed:
         return _Packed()
 
-    def get(self, weight: Tensor, pack: Callable[[], Tensor]) -> Tensor:
-        if weight.is_inference():  # (made under inference_mode: no version counter to notice in-place changes)
+    def get(self, weight: Tensor, pack: Callable[[], Tensor], *, always: bool = False) -> Tensor:
+        """The packed weight; an inference tensor (made under inference_mode: no version counter to notice in-place
+        changes) is used unpacked, or with ``always`` (a transform the call cannot do without) packed once."""
+        if weight.is_inference() and not always:
             return weight
-        key = (weight.data_ptr(), weight._version, weight.dtype, tuple(weight.shape))
+        version = -1 if weight.is_inference() else weight._version
+        key = (weight.data_ptr(), version, weight.dtype, tuple(weight.shape))
         if self.key != key or self.weight is None:
             self.weight = pack()
             self.key = key
@@ -162,6 +166,8 @@ class _Packed:
 class Conv(nn.Module):
     """A ``ConvNorm`` (conv + bias [+ norm] [+ ReLU]) with the convolution through oneDNN and a pre-packed weight
     (``_Packed``); without a norm the ReLU runs inside the same call. [B, Cin, H, W] -> [B, Cout, H', W'].
+    fp32 3x3 convolutions with many channels take Winograd's F(2x2, 3x3) instead (``winograd.py``; ``winograd``
+    False keeps oneDNN's direct kernel).
 
     Inputs are cast to the weight's dtype (what bf16 autocast does for a convolution)."""
 
@@ -172,6 +178,8 @@ class Conv(nn.Module):
         if isinstance(self.padding, str):
             raise ValueError("string padding is not supported")
         self._packed = _Packed()
+        self.winograd = True
+        self._filters = _Packed()  # winograd.filters(weight)
 
     def _args(self, x: Tensor) -> tuple:
         padding, stride, dilation = list(self.padding), list(self.stride), list(self.dilation)
@@ -185,7 +193,10 @@ class Conv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         fused_relu = self.relu and self.norm is None
-        if _eager_onednn(x, self.weight):
+        if self.winograd and _eager_onednn(x, self.weight) and x.dtype == torch.float32 and self._suits_winograd():
+            u = self._filters.get(self.weight, lambda: winograd.filters(self.weight), always=True)
+            y = winograd.winograd_conv3x3(x, u, self.bias, relu=fused_relu)
+        elif _eager_onednn(x, self.weight):
             x = x.to(self.weight.dtype)
             y = torch.ops.mkldnn._convolution_pointwise.default(
                 x, *self._args(x), "relu" if fused_relu else "none", [], ""
@@ -197,6 +208,9 @@ class Conv(nn.Module):
             return y
         y = self.norm(y)
         return F.relu_(y) if self.relu else y
+
+    def _suits_winograd(self) -> bool:
+        return winograd.suits(self.weight, self.stride, self.padding, self.dilation, self.groups)
 
     def add_relu(self, x: Tensor, other: Tensor, *, inplace: bool) -> Tensor:
         """relu(conv(x) + other), written into ``other`` when ``inplace`` (norm-free convolutions only)."""

@@ -1,0 +1,109 @@
+"""Winograd F(2x2, 3x3) for the inference copy's wide 3x3 convolutions (``inference/accelerate/winograd.py``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import maskformer
+from maskformer.inference.accelerate import onednn, winograd
+from maskformer.modeling.layers import ConvNorm
+
+
+def _error(y: torch.Tensor, exact: torch.Tensor) -> float:
+    return float((y.double() - exact).abs().max() / exact.abs().max())
+
+
+@pytest.mark.parametrize(
+    ("batch", "cin", "cout", "size", "bias", "relu", "channels_last"),
+    [
+        (1, 256, 256, (16, 16), True, False, True),
+        (2, 256, 320, (9, 13), False, True, False),  # odd sizes: the last tile row and column are cropped
+        (1, 512, 256, (1, 3), True, True, True),
+    ],
+)
+def test_winograd_is_as_close_to_the_exact_convolution_as_the_direct_kernel(
+    batch: int, cin: int, cout: int, size: tuple, bias: bool, relu: bool, channels_last: bool
+) -> None:
+    g = torch.Generator().manual_seed(cin + cout + size[0])
+    x = torch.randn(batch, cin, *size, generator=g)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    w = torch.randn(cout, cin, 3, 3, generator=g) / (3 * cin**0.5)
+    b = torch.randn(cout, generator=g) if bias else None
+    exact = F.conv2d(x.double(), w.double(), None if b is None else b.double(), padding=1)
+    if relu:
+        exact = exact.relu()
+    y = winograd.winograd_conv3x3(x, winograd.filters(w), b, relu=relu)
+    assert y.shape == exact.shape and y.dtype == torch.float32
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    # F(2x2, 3x3)'s transforms hold only 0, +-1/2 and +-1: ~6e-7 of the output range, where oneDNN's direct
+    # channels-last kernel (the one it replaces) is at ~2e-6 on these shapes
+    assert _error(y, exact) < 1e-6
+
+
+def test_winograd_is_taken_only_where_it_pays() -> None:
+    w = torch.zeros(256, 256, 3, 3)
+    one = (1, 1)
+    assert winograd.suits(w, one, one, one, 1)
+    assert not winograd.suits(w, (2, 2), one, one, 1)  # strided
+    assert not winograd.suits(w, one, (2, 2), (2, 2), 1)  # dilated
+    assert not winograd.suits(w, one, one, one, 2)  # grouped
+    assert not winograd.suits(w.bfloat16(), one, one, one, 1)  # bf16 keeps oneDNN's AMX kernels
+    assert not winograd.suits(torch.zeros(256, 128, 3, 3), one, one, one, 1)  # too few channels in
+    assert not winograd.suits(torch.zeros(100, 256, 3, 3), one, one, one, 1)  # too few out (the folded mask conv)
+    assert not winograd.suits(torch.zeros(256, 256, 1, 1), one, (0, 0), one, 1)
+
+
+def test_the_onednn_conv_layer_takes_winograd_and_follows_weight_changes(monkeypatch) -> None:
+    calls = []
+    real = winograd.winograd_conv3x3
+    monkeypatch.setattr(winograd, "winograd_conv3x3", lambda *a, **k: calls.append(1) or real(*a, **k))
+    g = torch.Generator().manual_seed(5)
+    layer = ConvNorm(256, 256, 3, padding=1, bias=True, norm=None, relu=True).eval().requires_grad_(False)
+    with torch.no_grad():
+        layer.bias.normal_(generator=g)
+    conv = onednn.Conv(layer, relu=True)
+    x = torch.randn(1, 256, 10, 12, generator=g).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        torch.testing.assert_close(conv(x), layer(x), atol=1e-5, rtol=1e-5)
+        assert len(calls) == 1
+        layer.weight.mul_(-2)  # the same Parameter: the transformed filters must follow
+        torch.testing.assert_close(conv(x), layer(x), atol=1e-5, rtol=1e-5)
+        conv.winograd = False
+        torch.testing.assert_close(conv(x), layer(x), atol=1e-5, rtol=1e-5)
+        assert len(calls) == 2
+        with torch.enable_grad():  # training (autograd) keeps the plain convolution
+            conv.winograd = True
+            layer.weight.requires_grad_(True)
+            conv(x.clone().requires_grad_(True))
+        assert len(calls) == 2
+
+
+def test_filters_of_inference_tensors_are_transformed_once(monkeypatch) -> None:
+    with torch.inference_mode():
+        layer = ConvNorm(256, 256, 3, padding=1, bias=False, norm=None, relu=False).eval().requires_grad_(False)
+        assert layer.weight.is_inference()
+        conv = onednn.Conv(layer, relu=False)
+        x = torch.randn(1, 256, 6, 6)
+        first = conv(x)
+        transformed = conv._filters.weight
+        assert transformed is not None and transformed.shape == (16, 256, 256)
+        monkeypatch.setattr(winograd, "filters", lambda w: pytest.fail("transformed again"))
+        assert torch.equal(conv(x), first)
+
+
+def test_default_predictor_with_a_wide_pixel_decoder_keeps_the_exact_labels() -> None:
+    torch.manual_seed(0)
+    cfg = maskformer.load_config(None, ["data.dataset=synthetic", "model.num_classes=7", "model.num_queries=12",
+        "model.backbone.blocks=[1,1,1,1]", "model.backbone.stem_out_channels=16", "model.backbone.width_per_group=8",
+        "model.hidden_dim=32", "model.nheads=2", "model.dim_feedforward=64", "model.dec_layers=2",
+        "model.convs_dim=256", "model.mask_dim=256", "test.min_size=64", "test.max_size=256"])  # fmt: skip
+    model = maskformer.build_model(cfg).eval()
+    fast, exact = maskformer.Predictor(model), maskformer.Predictor(model, optimize=False)
+    wide = [m for m in fast.model.modules() if isinstance(m, onednn.Conv) and m._suits_winograd()]
+    assert len(wide) == 4  # the FPN's output convolutions of every level
+    image = np.random.default_rng(1).integers(0, 256, (70, 90, 3), dtype=np.uint8)
+    assert torch.equal(fast(image, task="semantic"), exact(image, task="semantic"))
