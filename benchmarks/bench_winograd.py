@@ -5,7 +5,11 @@ input, the allocator setting), timed interleaved in one process (median of --rep
 the max deviation from a float64 convolution, relative to the output range. Shapes marked "used" pass
 ``winograd.suits`` (at least ``MIN_CHANNELS`` in and out); the others show why the threshold is there.
 
-Run: .venv/bin/python benchmarks/bench_winograd.py [--reps 10] [--threads 2]
+With ``--predict r50,swin-t`` it also times the default Predictor (semantic and panoptic, the suite's configs and
+weights, ``benchmarks/suite.py``) with Winograd on and off, interleaved, and counts the pixels whose semantic labels
+differ from the unmodified model's (``optimize=False``) on the suite's four pictures.
+
+Run: .venv/bin/python benchmarks/bench_winograd.py [--reps 10] [--threads 2] [--predict r50,swin-t]
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # suite.py
 
 # (Cin, Cout, side): 512x512 input; FPN output convolutions at 1/4..1/32, ResNet stage 3x3s, Swin-T's last stage
 SHAPES = [
@@ -42,6 +47,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--predict", default="", help="comma-separated suite models for the whole-Predictor A/B")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     reuse_freed_memory()
@@ -73,7 +79,47 @@ def main() -> int:
         times = f"{med['direct'] * 1e3:10.2f} {med['winograd'] * 1e3:12.2f} {med['winograd'] / med['direct']:6.2f}"
         shape = f"{cin} -> {cout} @ {side}"
         print(f"{shape:>20} {times} {errors[0]:11.1e} {errors[1]:13.1e}  {'yes' if used else 'no'}")
+    for model in filter(None, args.predict.split(",")):
+        _predict_ab(model, args.reps)
     return 0
+
+
+def _predict_ab(model: str, reps: int) -> None:
+    """The default Predictor with and without Winograd, interleaved, semantic and panoptic (see module docstring)."""
+    import suite
+
+    for task, config in zip(("semantic", "panoptic"), suite.MODELS[model]):
+        _, ours, _, _ = suite._build(config, transformers=False)
+        print(f"{model} {task}: {_ab_line(ours, task, reps, [suite._image(seed) for seed in range(4)])}")
+
+
+def _ab_line(ours: torch.nn.Module, task: str, reps: int, images: list) -> str:
+    from maskformer import Predictor
+    from maskformer.engine.timing import interleaved_medians
+    from maskformer.inference.accelerate import onednn
+
+    kw = {"min_size": images[0].shape[0], "max_size": 4 * images[0].shape[0]}
+    on, off = Predictor(ours, **kw), Predictor(ours, **kw)
+    layers = [m for m in off.model.modules() if isinstance(m, onednn.Conv)]
+    for m in layers:
+        m.winograd = False
+    used = sum(m._suits_winograd() for m in layers)
+    with torch.inference_mode():
+        med = interleaved_medians(
+            {"winograd": lambda: on(images[0], task=task), "direct": lambda: off(images[0], task=task)},
+            reps,
+            pause=0.1,
+        )
+        if task == "semantic":
+            exact = Predictor(ours, optimize=False, **kw)
+            differ = [(int((on(im) != exact(im)).sum()), int((off(im) != exact(im)).sum())) for im in images]
+            note = f"pixels differing from optimize=False (Winograd, direct) per picture: {differ}"
+        else:
+            a, b = on(images[0], task=task), off(images[0], task=task)
+            note = f"same panoptic map and segments: {bool(torch.equal(a[0], b[0]) and a[1] == b[1])}"
+    ratio = med["winograd"] / med["direct"]
+    return (f"{used} Winograd layers; predict {med['winograd']:.3f} s with, {med['direct']:.3f} s without "
+            f"({ratio:.2f}x); {note}")  # fmt: skip
 
 
 if __name__ == "__main__":
