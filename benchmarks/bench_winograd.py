@@ -48,8 +48,12 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--predict", default="", help="comma-separated suite models for the whole-Predictor A/B")
+    parser.add_argument("--ab", default="", help=argparse.SUPPRESS)  # MODEL:TASK, one A/B (the fresh process)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.ab:
+        _ab_main(args.ab, args.reps)
+        return 0
     reuse_freed_memory()
     print(f"{args.threads} thread(s), median of {args.reps}; error = max |y - float64| / max |float64|")
     print(f"{'Cin -> Cout @ side':>20} {'direct ms':>10} {'Winograd ms':>12} {'ratio':>6} {'err direct':>11} "
@@ -85,12 +89,23 @@ def main() -> int:
 
 
 def _predict_ab(model: str, reps: int) -> None:
-    """The default Predictor with and without Winograd, interleaved, semantic and panoptic (see module docstring)."""
+    """The default Predictor with and without Winograd, interleaved, semantic and panoptic, each in a fresh process
+    (in a process that had run the other parts, R50 panoptic took three times as long on both sides)."""
+    import subprocess
+
+    for task in ("semantic", "panoptic"):
+        run = subprocess.run([sys.executable, __file__, "--ab", f"{model}:{task}", "--reps", str(reps), "--threads",
+                              str(torch.get_num_threads())],
+                             capture_output=True, text=True, check=True)  # fmt: skip
+        print(f"{model} {task}: {run.stdout.strip()}", flush=True)
+
+
+def _ab_main(which: str, reps: int) -> None:
     import suite
 
-    for task, config in zip(("semantic", "panoptic"), suite.MODELS[model]):
-        _, ours, _, _ = suite._build(config, transformers=False)
-        print(f"{model} {task}: {_ab_line(ours, task, reps, [suite._image(seed) for seed in range(4)])}")
+    model, task = which.split(":")
+    _, ours, _, _ = suite._build(suite.MODELS[model][task == "panoptic"], transformers=False)
+    print(_ab_line(ours, task, reps, [suite._image(seed) for seed in range(4)]))
 
 
 def _ab_line(ours: torch.nn.Module, task: str, reps: int, images: list) -> str:
