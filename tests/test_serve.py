@@ -52,8 +52,12 @@ def _png(image: np.ndarray) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    checkpoint = train_tiny(tmp_path_factory.mktemp("run"))
+def checkpoint(tmp_path_factory) -> Path:
+    return train_tiny(tmp_path_factory.mktemp("run"))
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint: Path):
     with serving(checkpoint, "--max-upload-mb", "0.5", "--max-megapixels", "0.5") as url:
         yield url
 
@@ -394,3 +398,22 @@ def test_a_client_gone_mid_upload_and_a_malformed_body_leave_a_quiet_log(tmp_pat
         log.close()
     text = (tmp_path / "serve.log").read_text()
     assert "Traceback" not in text and "ClientDisconnect" not in text and "Expected" not in text, text
+
+
+def test_tta_serves_semantic_labels_only_and_a_panoptic_default_is_refused_at_start(checkpoint: Path) -> None:
+    """TTA has no panoptic form (as predict and eval say): serve offers semantic alone, and refuses to start when its
+    default task would be panoptic, instead of answering every default request with a 500."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "maskformer.cli", "serve", str(checkpoint), "--tta", "--task",
+                          "panoptic"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1 and "semantic labels only" in lines[0], run.stderr
+    with serving(checkpoint, "--tta", "--task", "semantic") as url:
+        assert _info(url)["tasks"] == ["semantic"]
+        image = _png(_scenes()[2])
+        status, data = _post(url, {"image": ("a.png", image), "task": "panoptic"})
+        assert status == 400 and "semantic labels only" in data["error"]
+        status, data = _post(url, {"image": ("a.png", image)})
+        assert status == 200 and data["task"] == "semantic"

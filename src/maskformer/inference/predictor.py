@@ -35,7 +35,7 @@ __all__ = ["Predictor"]
 _TASKS = ("semantic", "panoptic")
 PANOPTIC_TTA = (
     "tta: test-time augmentation is for semantic labels only, as in the original (panoptic predictions have none): "
-    "drop --tta (tta=False) or use --task semantic"
+    "drop --tta (Python: tta=False) or ask for the semantic task (--task semantic)"
 )
 
 

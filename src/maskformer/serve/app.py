@@ -34,6 +34,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from maskformer.errors import ConfigError, DataError
+from maskformer.inference.predictor import PANOPTIC_TTA
 from maskformer.inference.preprocess import pil_to_rgb
 from maskformer.inference.render import dataset_ids, label_file_values, render
 from maskformer.inference.visualize import id2rgb
@@ -73,6 +74,10 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
     label_values = label_file_values(predictor)
     ids = dataset_ids(predictor)  # category_id as in predict's predictions.json; class_index: the position 0..K-1
     tasks = tasks or offered_tasks(predictor)
+    if getattr(predictor, "tta", False) and "panoptic" in tasks:  # TTA is for semantic labels only (as predict says)
+        if predictor.task_default == "panoptic":
+            raise ConfigError(f"{PANOPTIC_TTA} ({name} answers panoptic by default)")
+        tasks = tuple(t for t in tasks if t != "panoptic")
     if predictor.task_default not in tasks:
         raise ConfigError(f"task {predictor.task_default!r} is not available for {name} (it can do {list(tasks)})")
     page = resources.files("maskformer.serve").joinpath("page.html").read_text()
@@ -147,6 +152,8 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
             return _error(400, "no file in the multipart field 'image'")
         task = str(form.get("task") or predictor.task_default)
         if task not in tasks:
+            if task == "panoptic" and getattr(predictor, "tta", False):
+                return _error(400, PANOPTIC_TTA)
             return _error(400, f"task must be one of {list(tasks)}, got {task!r}")
         data = await upload.read()
         filename = upload.filename or "upload"
