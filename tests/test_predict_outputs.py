@@ -211,3 +211,20 @@ def test_an_empty_panoptic_result_says_so_in_its_legend() -> None:
     note_rows = untitled[4:20, 60:]  # the first legend row (no title): the note
     assert (note_rows < 255).any() and (untitled[20:, 60:] == 255).all()
     assert (picture[20:36, 60:] < 255).any()  # under the title
+
+
+def test_a_file_named_twice_is_predicted_once_and_two_files_of_one_name_are_refused(tmp_path: Path, capfd) -> None:
+    checkpoint = _checkpoint(tmp_path / "m.pt", "inference.panoptic_on=true")
+    images = _images(tmp_path / "in", 3)
+    out = tmp_path / "out"
+    twice = [str(images / "im1.png"), str(images / ".." / "in" / "im1.png")]
+    assert main(["predict", str(checkpoint), str(images), *twice, "--output-dir", str(out), "--task", "panoptic"]) == 0
+    pred = json.loads((out / "predictions.json").read_text())
+    assert sorted(a["image_id"] for a in pred["annotations"]) == ["im0", "im1", "im2"]
+    assert "3 file(s)" in capfd.readouterr().out
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.fromarray(np.zeros((40, 56, 3), dtype=np.uint8)).save(other / "im1.png")
+    code = main(["predict", str(checkpoint), str(images), str(other / "im1.png"), "--output-dir", str(tmp_path / "o2")])
+    err = capfd.readouterr().err
+    assert code == 2 and "same name 'im1'" in err and not (tmp_path / "o2").exists()

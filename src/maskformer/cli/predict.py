@@ -80,13 +80,16 @@ def _collect(inputs: list[str]) -> list:
             files.append(path)
         else:
             raise DataError(f"{path}: no such file or folder")
-    seen: dict[tuple[bool, str], Path] = {}  # outputs are named by stem: two inputs must not write the same files
+    unique: dict[Path, Path] = {}  # a file named twice (or also inside a folder given) is predicted once
     for path in files:
+        unique.setdefault(path.resolve(), path)
+    seen: dict[tuple[bool, str], Path] = {}  # outputs are named by stem: two inputs must not write the same files
+    for path in unique.values():
         key = (_is_video(path), path.stem)
-        if key in seen and seen[key] != path:
+        if key in seen:
             raise DataError(f"{seen[key]} and {path}: same name {path.stem!r}: their outputs would overwrite")
         seen[key] = path
-    return files
+    return list(unique.values())
 
 
 def run(args: argparse.Namespace) -> int:
