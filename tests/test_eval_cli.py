@@ -337,3 +337,23 @@ def test_semantic_table_shows_the_papers_pq_st() -> None:
         ["SQ^St", "70.50"],
         ["RQ^St", "44.00"],
     ]
+
+
+def test_cli_semantic_against_raw_ade20k_annotations(tmp_path, capsys):
+    """ADE20K's raw annotations hold 0 = other and k = class k - 1; --ade20k-raw reads them as `maskformer eval`
+    does, so predictions of the right classes score 100 (without it every class is off by one)."""
+    raw = [[0, 1, 2, 150], [150, 3, 3, 0]]
+    gt = write_labels(tmp_path / "annotations", {"scene": raw})
+    pred = write_labels(tmp_path / "pred", {"scene_labels": [[7, 0, 1, 149], [149, 2, 2, 9]]})  # 0s: anything
+    argv = ["eval-predictions", "semantic", "--gt-dir", str(gt), "--pred-dir", str(pred), "--json"]
+    assert main(argv + ["--ade20k-raw"]) == 0
+    right = json.loads(capsys.readouterr().out)
+    assert right["mIoU"] == 100.0 and right["pACC"] == 100.0 and len(right["IoU"]) == 150
+    assert main(argv + ["--num-classes", "151", "--ignore-label", "0"]) == 0  # the raw values taken as they are
+    assert json.loads(capsys.readouterr().out)["pACC"] == 0.0
+    write_labels(gt, {"scene": [[0, 151, 2, 150], [150, 3, 3, 0]]})
+    assert main(argv + ["--ade20k-raw"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and "scene.png: value 151 is not an ADE20K-150 raw annotation" in err
+    assert main(argv + ["--ade20k-raw", "--num-classes", "100"]) == 2
+    assert "--ade20k-raw means 150 classes" in capsys.readouterr().err

@@ -53,6 +53,13 @@ def add_parser(subparsers: Any) -> None:
         " `maskformer predict` writes them for such a model; gives K and the ignore value",
     )
     sem.add_argument(
+        "--ade20k-raw",
+        action="store_true",
+        help="the ground truth is ADE20K's raw annotations/ (0 = other, 1..150 = the classes), as `maskformer eval`"
+        " reads them: shifted to 0..149 with 0 ignored, for predictions of an ADE20K-150 model (gives K and the"
+        " ignore value)",
+    )
+    sem.add_argument(
         "--miou-formula",
         choices=("d2_2021", "d2_current"),
         default="d2_2021",
@@ -85,6 +92,12 @@ def run(args: argparse.Namespace) -> int:
         table = format_panoptic_table(metrics)
     else:
         num_classes, ignore_label, to_positions, names = _semantic_classes(args)
+        gt_map = None
+        if args.ade20k_raw:
+            from ..data import load_meta
+            from ..evaluation.offline import ade20k_raw_positions
+
+            gt_map, names = ade20k_raw_positions, list(load_meta("ade20k_150").classes)
         metrics = evaluate_semantic_folder(
             args.gt_dir,
             args.pred_dir,
@@ -93,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
             miou_formula=args.miou_formula,
             workers=args.workers,
             to_positions=to_positions,
+            gt_to_positions=gt_map,
         )
         table = format_semantic_table(metrics, names)
     if args.output is not None:
@@ -106,6 +120,11 @@ def _semantic_classes(args: argparse.Namespace) -> tuple[int, int, Any, list[str
     --ignore-label."""
     from ..errors import UserError
 
+    if args.ade20k_raw:
+        if args.classes is not None or args.num_classes not in (None, 150) or args.ignore_label not in (None, 255):
+            raise UserError("--ade20k-raw means 150 classes and ignore value 255: leave out --classes, --num-classes "
+                            "and --ignore-label")  # fmt: skip
+        return 150, 255, None, None
     if args.classes is None:
         if args.num_classes is None or args.ignore_label is None:
             raise UserError("give --num-classes and --ignore-label, or --classes DATA_ROOT (a folder dataset)")

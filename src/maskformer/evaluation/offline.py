@@ -217,7 +217,15 @@ def _category_map(pred_categories: Any, gt_categories: Sequence[Mapping[str, Any
 
 
 LabelMap = Callable[[np.ndarray, Path], np.ndarray]  # (label file values, file) -> class positions 0..K-1 / ignore
-_SemanticItem = tuple[Path, Path, int, int, LabelMap | None]
+_SemanticItem = tuple[Path, Path, int, int, LabelMap | None, LabelMap | None]  # (.., ground truth's map, predictions')
+
+
+def ade20k_raw_positions(label: np.ndarray, path: Path) -> np.ndarray:
+    """ADE20K's raw ``annotations/`` PNGs (0 = other, k = class k - 1 of the 150) -> positions, 255 = ignore: the
+    shift ``maskformer eval`` applies when it reads them (``data.semantic.ade20k_150``)."""
+    if label.size and int(label.max()) > 150:
+        raise DataError(f"{path}: value {int(label.max())} is not an ADE20K-150 raw annotation (0..150)")
+    return ((label.astype(np.int64) - 1) % 256).astype(np.uint8)
 
 
 def _read_positions(path: Path, to_positions: LabelMap | None) -> np.ndarray:
@@ -228,8 +236,8 @@ def _read_positions(path: Path, to_positions: LabelMap | None) -> np.ndarray:
 def _semantic_chunk(items: Sequence[_SemanticItem]) -> np.ndarray:
     num_classes, ignore_label = items[0][2], items[0][3]
     evaluator = SemanticEvaluator(num_classes=num_classes, ignore_label=ignore_label)
-    for gt_png, pred_png, _, _, to_positions in items:
-        gt = _read_positions(gt_png, to_positions)
+    for gt_png, pred_png, _, _, gt_map, to_positions in items:
+        gt = _read_positions(gt_png, gt_map)
         pred = _read_positions(pred_png, to_positions)
         if pred.shape != gt.shape:
             raise DataError(
@@ -254,10 +262,12 @@ def evaluate_semantic_folder(
     miou_formula: str = "d2_2021",
     workers: int = 0,
     to_positions: LabelMap | None = None,
+    gt_to_positions: LabelMap | None = None,
 ) -> dict[str, Any]:
     """mIoU & co. over label PNGs: each ``gt_dir/NAME.png`` is paired with ``pred_dir/NAME.png``, else with
     ``pred_dir/NAME_labels.png`` (``maskformer predict``'s name). ``to_positions``: both hold class ids that this maps
-    to positions 0..num_classes-1, checking them (a folder dataset's: ``data.folder.folder_label_map``).
+    to positions 0..num_classes-1, checking them (a folder dataset's: ``data.folder.folder_label_map``);
+    ``gt_to_positions``: the ground truth's own map instead (e.g. ``ade20k_raw_positions``).
 
     Extra prediction files are ignored. Returns ``SemanticEvaluator.compute()``'s dict.
     """
@@ -276,7 +286,8 @@ def evaluate_semantic_folder(
             pred_png = pred_dir / f"{gt_png.stem}_labels.png"
         if not pred_png.is_file():
             raise DataError(f"{pred_dir / gt_png.name} (or {pred_png.name}): prediction for {gt_png} not found")
-        items.append((gt_png, pred_png, num_classes, ignore_label, to_positions))
+        gt_map = to_positions if gt_to_positions is None else gt_to_positions
+        items.append((gt_png, pred_png, num_classes, ignore_label, gt_map, to_positions))
     total = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
     for conf in _run(_semantic_chunk, items, workers):
         total += conf
