@@ -442,3 +442,25 @@ def test_a_time_budget_is_used_when_the_first_steps_are_slow(monkeypatch) -> Non
                                                                    logger)  # fmt: skip
     assert 54.0 <= clock[0] <= 60.0 and iteration == max_iters, (clock[0], iteration, totals)
     assert totals[-1] == max_iters and len(totals) >= 2  # the LR decay ends where training does
+
+
+def test_a_layout_that_serves_train_and_val_from_the_same_images_is_noted(tmp_path, capsys):
+    """A flat ADE20K folder (images/ + annotations/, no training/validation subfolders) is read for every split:
+    the run says its evaluation measures training images instead of leaving the user to find out."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "ade"
+    for sub in ("images", "annotations"):
+        (root / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        Image.fromarray(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(root / "images" / f"{name}.jpg")
+        Image.fromarray(rng.integers(0, 151, (64, 80), dtype=np.uint8)).save(root / "annotations" / f"{name}.png")
+    sets = [*TINY, "train.max_iters=1", "train.eval_period=0", "data.dataset=ade20k_150", f"data.root={root}",
+            "model.num_classes=150", "data.mapper=semantic", "inference.panoptic_on=false"]  # fmt: skip
+    train(maskformer.load_config(CONFIGS / "demo.yaml", sets), output_dir=tmp_path / "run", progress=True)
+    assert "the train and val splits are the same 2 images" in capsys.readouterr().err
+    train(maskformer.load_config(CONFIGS / "demo.yaml", [*TINY, "train.max_iters=1", "train.eval_period=0"]),
+          output_dir=tmp_path / "synthetic", progress=True)  # fmt: skip
+    assert "same" not in capsys.readouterr().err

@@ -155,9 +155,13 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
 
     if len(dataset) <= CHECK_FIRST:
         check_first(dataset, cfg.data.train_split)
+    same_split = False
     if t.eval_period >= 0:  # the evaluation split is always read now: a bad file there fails before training
         try:
-            check_first(build_dataset(cfg, split=cfg.data.val_split, train=False), cfg.data.val_split)
+            val = build_dataset(cfg, split=cfg.data.val_split, train=False)
+            files = [[e.get("file_name") for e in getattr(d, "entries", [])] for d in (dataset, val)]
+            same_split = bool(files[0]) and files[0] == files[1]
+            check_first(val, cfg.data.val_split)
         except DataError as e:
             raise DataError(f"{e} (data.val_split={cfg.data.val_split} is evaluated during and after training; "
                             "--set train.eval_period=-1 trains without evaluation)") from None  # fmt: skip
@@ -198,6 +202,9 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
                 f"batch {t.batch_size} = {world} x {t.grad_accum} x {per_step}")  # fmt: skip
     if resume_note:
         logger.note(resume_note)
+    if same_split:  # (e.g. a flat images/ + annotations/ folder, which serves every split)
+        logger.note(f"data: the {cfg.data.train_split} and {cfg.data.val_split} splits are the same {len(dataset)} "
+                    "images: the evaluation measures training images")  # fmt: skip
     if loader.num_workers < cfg.data.num_workers:
         logger.note(f"data.num_workers={cfg.data.num_workers}: {loader.num_workers} loader workers, one per CPU here")
     deadline = time.monotonic() + 60 * t.max_minutes if t.max_minutes > 0 else math.inf
