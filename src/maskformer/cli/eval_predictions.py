@@ -94,10 +94,9 @@ def run(args: argparse.Namespace) -> int:
         num_classes, ignore_label, to_positions, names = _semantic_classes(args)
         gt_map = None
         if args.ade20k_raw:
-            from ..data import load_meta
             from ..evaluation.offline import ade20k_raw_positions
 
-            gt_map, names = ade20k_raw_positions, list(load_meta("ade20k_150").classes)
+            gt_map = ade20k_raw_positions
         metrics = evaluate_semantic_folder(
             args.gt_dir,
             args.pred_dir,
@@ -124,7 +123,9 @@ def _semantic_classes(args: argparse.Namespace) -> tuple[int, int, Any, list[str
         if args.classes is not None or args.num_classes not in (None, 150) or args.ignore_label not in (None, 255):
             raise UserError("--ade20k-raw means 150 classes and ignore value 255: leave out --classes, --num-classes "
                             "and --ignore-label")  # fmt: skip
-        return 150, 255, None, None
+        from ..data import load_meta
+
+        return 150, 255, None, list(load_meta("ade20k_150").classes)
     if args.classes is None:
         if args.num_classes is None or args.ignore_label is None:
             raise UserError("give --num-classes and --ignore-label, or --classes DATA_ROOT (a folder dataset)")

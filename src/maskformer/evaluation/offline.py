@@ -279,6 +279,7 @@ def evaluate_semantic_folder(
     gt_files = sorted(gt_dir.glob("*.png"))
     if not gt_files:
         raise DataError(f"{gt_dir}: no .png label files")
+    gt_map = to_positions if gt_to_positions is None else gt_to_positions
     items: list[_SemanticItem] = []
     for gt_png in gt_files:
         pred_png = pred_dir / gt_png.name
@@ -286,7 +287,6 @@ def evaluate_semantic_folder(
             pred_png = pred_dir / f"{gt_png.stem}_labels.png"
         if not pred_png.is_file():
             raise DataError(f"{pred_dir / gt_png.name} (or {pred_png.name}): prediction for {gt_png} not found")
-        gt_map = to_positions if gt_to_positions is None else gt_to_positions
         items.append((gt_png, pred_png, num_classes, ignore_label, gt_map, to_positions))
     total = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
     for conf in _run(_semantic_chunk, items, workers):

@@ -193,10 +193,11 @@ class Conv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         fused_relu = self.relu and self.norm is None
-        if self.winograd and _eager_onednn(x, self.weight) and x.dtype == torch.float32 and self._suits_winograd():
+        eager = _eager_onednn(x, self.weight)
+        if eager and self.winograd and x.dtype == torch.float32 and self._suits_winograd():
             u = self._filters.get(self.weight, lambda: winograd.filters(self.weight), always=True)
             y = winograd.winograd_conv3x3(x, u, self.bias, relu=fused_relu)
-        elif _eager_onednn(x, self.weight):
+        elif eager:
             x = x.to(self.weight.dtype)
             y = torch.ops.mkldnn._convolution_pointwise.default(
                 x, *self._args(x), "relu" if fused_relu else "none", [], ""
