@@ -19,7 +19,9 @@ How fast this project's model runs on this machine (no other library needed; for
 and onnxruntime see benchmarks/suite.py). Each repetition times every variant in turn, so load from other programs
 hits them alike; medians are printed.
 
-  reference   the model as built + the plain semantic post-processing (what --reference runs)
+  reference   the model as built; its post row is the plain semantic post-processing (full-size score maps per
+              class, then argmax), its predict row what --reference runs (the unmodified model with the fused label
+              post-processing, whose labels are bit-identical to the plain one's): so post can exceed predict
   optimized   the default: the model's CPU-optimised copy + the fused label post-processing; with --bf16 / --compile
               / --fast as in `maskformer predict`
   forward     the network alone; post = image-sized labels from its outputs; predict = image in, labels out
