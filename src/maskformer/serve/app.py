@@ -74,7 +74,8 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
     label_values = label_file_values(predictor)
     ids = dataset_ids(predictor)  # category_id as in predict's predictions.json; class_index: the position 0..K-1
     tasks = tasks or offered_tasks(predictor)
-    if getattr(predictor, "tta", False) and "panoptic" in tasks:  # TTA is for semantic labels only (as predict says)
+    tta = bool(getattr(predictor, "tta", False))
+    if tta and "panoptic" in tasks:  # TTA is for semantic labels only (as predict says)
         if predictor.task_default == "panoptic":
             raise ConfigError(f"{PANOPTIC_TTA} ({name} answers panoptic by default)")
         tasks = tuple(t for t in tasks if t != "panoptic")
@@ -152,7 +153,7 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
             return _error(400, "no file in the multipart field 'image'")
         task = str(form.get("task") or predictor.task_default)
         if task not in tasks:
-            if task == "panoptic" and getattr(predictor, "tta", False):
+            if task == "panoptic" and tta:
                 return _error(400, PANOPTIC_TTA)
             return _error(400, f"task must be one of {list(tasks)}, got {task!r}")
         data = await upload.read()

@@ -16,6 +16,8 @@ project's shapes. Inference only (no autograd), fp32 only (bfloat16 keeps oneDNN
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -49,7 +51,9 @@ def filters(weight: Tensor) -> Tensor:
     return u.reshape(16, weight.shape[1], weight.shape[0]).to(weight.dtype).contiguous()
 
 
+@functools.cache
 def _kron(rows: tuple, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """kron(T, T) of a transform (the 2-D transform of a flattened tile), made once per dtype and device."""
     t = torch.tensor(rows, dtype=dtype, device=device)
     return torch.kron(t, t)
 
