@@ -37,7 +37,8 @@ def _owners_in_strips(scores: Tensor, masks: Tensor, size: Size) -> tuple[Tensor
     for y0 in range(0, h, step):
         y1 = min(h, y0 + step)
         sig = _sigmoid_rows(masks, y0, y1, w)  # [n, rows * w]
-        original_areas += (sig >= 0.5).sum(1)
+        # (a bool's bytes summed as int32: one vectorised pass, where bool.sum(1) widens every element to int64)
+        original_areas += torch.ge(sig, 0.5).view(torch.uint8).sum(1, dtype=torch.int32)
         owner[y0:y1] = _first_argmax(sig.mul_(scores[:, None])).view(y1 - y0, w)
     return owner, torch.bincount(owner.flatten(), minlength=n), original_areas
 
