@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -64,8 +65,35 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = ".tmp", fsync: bool = 
         if str(e.filename) == str(tmp) or (e.filename is None and e.errno in _WRITE_ERRNOS):
             e.filename = str(path)
         raise
+    except Exception as e:
+        mapped = _as_write_error(e, path)
+        if mapped is e:
+            raise
+        raise mapped from e
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _free_bytes(folder: Path) -> int:
+    """Bytes this process may still write in ``folder``'s file system (root may use the reserved blocks)."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return -1
+    return (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
+
+
+def _as_write_error(error: Exception, path: Path) -> Exception:
+    """A writer library's own error for a failed write as the ``OSError`` it stands for, naming ``path``: torch.save
+    on a full disk raises ``RuntimeError: [enforce fail at inline_container.cc] unexpected pos``, safetensors a
+    ``SafetensorError: ... (os error 28)``. Any other error is returned as it is."""
+    code = re.search(r"\(os error (\d+)\)", str(error))
+    if code:
+        number = int(code.group(1))
+        return OSError(number, os.strerror(number), str(path))
+    if 0 <= _free_bytes(path.parent) < (1 << 20):  # (the library did not say why; a full file system is why)
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return error
 
 
 @contextmanager
@@ -75,7 +103,11 @@ def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
     left among the new ones). On any exception nothing of the new folder is left and ``folder`` is as it was."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    except OSError as e:  # e.g. a read-only folder: name it, not the temporary name tried in it
+        e.filename = str(folder.parent)
+        raise
     old = None
     try:
         yield tmp
@@ -88,6 +120,13 @@ def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
             old = folder.parent / f"{tmp.name}.old"
             os.replace(folder, old)
         os.replace(tmp, folder)
+    except OSError:
+        raise
+    except Exception as e:
+        mapped = _as_write_error(e, folder)
+        if mapped is e:
+            raise
+        raise mapped from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if old is not None:

@@ -9,6 +9,7 @@ May import: anything in the package (the top floor); nothing imports ``cli`` exc
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -100,11 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `maskformer models | head`
         sys.stderr.close()
         return 0
-    except OSError as e:  # the system's side: a full disk, a quota, an I/O error (one line, exit 1)
+    except OSError as e:  # a full disk, a quota, an I/O error: the system's side (exit 1); read-only: the user's (2)
         name = getattr(e, "filename", None)
         why = e.strerror or str(e) or type(e).__name__
         print(f"maskformer {args.command}: error: {f'{name}: ' if name else ''}{why}", file=sys.stderr)
-        return 1
+        return 2 if e.errno == errno.EROFS else 1
     except RuntimeError as e:
         if not _peer_failed(e):
             raise

@@ -110,8 +110,9 @@ def train(
     steps = [0, 0]
     try:
         return _train(cfg, out, resume=resume, progress=progress, stop_at=stop_at, steps=steps)
-    except (UserError, KeyboardInterrupt):  # (Ctrl-C before the first checkpoint: nothing to resume, start anew)
-        if steps[1] == 0 and not resume and dist.is_main():
+    except (UserError, OSError, KeyboardInterrupt):  # (Ctrl-C or a full disk before the first checkpoint: start anew)
+        saved = steps[1] > 0 and (out / "checkpoint_last.pt").is_file()  # (not when the disk filled up writing it)
+        if not saved and not resume and dist.is_main():
             remove_new(out, before)
         raise
 

@@ -1,0 +1,169 @@
+"""Outputs that cannot be written (a full disk, a read-only place) and config files that name the wrong thing: one
+line naming the file, a non-zero exit (2 where the user chose the place), and nothing left behind.
+
+Found by a new user's walk: torch.save and safetensors report a full disk as their own errors (a traceback), a run
+that failed writing its first checkpoint left a folder that blocked both a new start and --resume, and a read-only
+output folder ended with exit 1 where every other unwritable place gives 2."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+import maskformer
+import maskformer.fileio as fileio
+from conftest import CONFIGS
+from maskformer.cli import main
+from maskformer.errors import ConfigError, DataError
+
+TINY = ["train.batch_size=2", "train.checkpoint_period=2", "train.eval_period=-1", "data.num_workers=0",
+        "data.synthetic_image_size=64", "data.crop_size=[64,64]", "data.min_size_train=[64]",
+        "test.min_size=64"]  # fmt: skip
+SETS = [a for s in TINY for a in ("--set", s)]
+TORCH_FULL_DISK = "[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"  # torch.save's own words
+
+
+def test_a_writer_libraries_full_disk_error_becomes_the_oserror_naming_the_file(tmp_path: Path, monkeypatch) -> None:
+    target = tmp_path / "x.pt"
+
+    def write(error: Exception) -> None:
+        with fileio.atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise error
+
+    monkeypatch.setattr(fileio, "_free_bytes", lambda folder: 0)  # the file system is full
+    with pytest.raises(OSError) as raised:
+        write(RuntimeError(TORCH_FULL_DISK))
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(target)
+    monkeypatch.setattr(fileio, "_free_bytes", lambda folder: 1 << 40)  # room left: the library's error stands
+    with pytest.raises(RuntimeError, match="unexpected pos"):
+        write(RuntimeError(TORCH_FULL_DISK))
+    with pytest.raises(OSError) as raised:  # safetensors (Rust) says the errno in its message
+        write(Exception("Error while serializing: IoError(No space left on device (os error 28))"))
+    assert raised.value.errno == 28 and raised.value.filename == str(target)
+    assert list(tmp_path.iterdir()) == []  # no temporary file stays
+
+
+def test_a_read_only_folder_is_named_not_the_temporary_tried_in_it(tmp_path: Path, monkeypatch) -> None:
+    def read_only(*args, dir=None, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", os.path.join(dir, ".hf.fh3y2g_w"))
+
+    monkeypatch.setattr(fileio.tempfile, "mkdtemp", read_only)
+    with pytest.raises(OSError) as raised, fileio.atomic_folder(tmp_path / "hf"):
+        pass
+    assert raised.value.filename == str(tmp_path)
+
+
+def test_a_full_disk_at_the_first_checkpoint_is_one_line_and_leaves_no_run_folder(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    import maskformer.engine.checkpoint as checkpoint
+
+    def full(obj, path):
+        Path(path).write_bytes(b"part of a checkpoint")
+        raise RuntimeError(TORCH_FULL_DISK)
+
+    monkeypatch.setattr(checkpoint.torch, "save", full)
+    monkeypatch.setattr(fileio, "_free_bytes", lambda folder: 0)
+    run = tmp_path / "run"
+    capsys.readouterr()
+    assert main(["train", str(CONFIGS / "demo.yaml"), "--output-dir", str(run), "--quiet", *SETS]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"maskformer train: error: {run / 'checkpoint_last.pt'}: No space left on device"], err
+    assert not run.exists()  # (it left config.yaml + metrics.jsonl, which refused both a new start and --resume)
+
+
+def test_a_read_only_output_folder_is_the_users_error_exit_2(tmp_path: Path, capsys, monkeypatch) -> None:
+    import maskformer.cli.demo as demo
+
+    def read_only(args):
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "ro"))
+
+    monkeypatch.setattr(demo, "run", read_only)
+    capsys.readouterr()
+    assert main(["demo", "--output-dir", str(tmp_path / "ro")]) == 2
+    assert capsys.readouterr().err.strip() == f"maskformer demo: error: {tmp_path / 'ro'}: Read-only file system"
+
+
+def test_resuming_a_finished_run_says_how_to_train_on(tmp_path: Path, capsys) -> None:
+    """It evaluated the finished model again and appended another evaluation to metrics.jsonl, every time."""
+    run = tmp_path / "run"
+    assert main(["train", str(CONFIGS / "demo.yaml"), "--output-dir", str(run), "--quiet", *SETS,
+                 "--set", "train.max_iters=2"]) == 0  # fmt: skip
+    metrics = (run / "metrics.jsonl").read_text()
+    capsys.readouterr()
+    assert main(["train", str(CONFIGS / "demo.yaml"), "--output-dir", str(run), "--resume"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # (after the --resume note)
+    assert len(err) == 1 and "finished run (iteration 2 of train.max_iters=2)" in err[0], err
+    assert "--set train.max_iters=N" in err[0]
+    assert (run / "metrics.jsonl").read_text() == metrics
+    assert main(["train", str(CONFIGS / "demo.yaml"), "--output-dir", str(run), "--resume", "--quiet",
+                 "--set", "train.max_iters=3"]) == 0  # fmt: skip
+    assert torch.load(run / "checkpoint_last.pt", weights_only=True)["iteration"] == 3
+
+
+def test_config_errors_name_the_file_that_holds_the_mistake(tmp_path: Path) -> None:
+    base = tmp_path / "base.yaml"
+    base.write_text("model:\n  num_querys: 5\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("_base_: base.yaml\nmodel:\n  num_classes: 3\n")
+    with pytest.raises(ConfigError, match=rf"^{base}: unknown config key 'model.num_querys'$"):
+        maskformer.load_config(child)
+    base.write_text("model:\n  num_queries: 5\n")
+    child.write_text("_base_: base.yaml\nmodel:\n  num_classes: three\n")
+    with pytest.raises(ConfigError, match=rf"^{child}: config key 'model.num_classes' must be an integer"):
+        maskformer.load_config(child)
+    with pytest.raises(ConfigError, match=r"^unknown config key 'model.foo'$"):  # a --set key: no file to name
+        maskformer.load_config(CONFIGS / "demo.yaml", ["model.foo=1"])
+    child.write_text("_base_: nothere.yaml\n")
+    with pytest.raises(ConfigError, match=rf"^{child}: _base_ nothere.yaml: config file not found"):
+        maskformer.load_config(child)
+    with pytest.raises(ConfigError, match="a folder, not a config file"):
+        maskformer.load_config(tmp_path)
+
+
+def test_a_folder_named_classes_json_is_said_as_such(tmp_path: Path) -> None:
+    from maskformer.data.folder import read_folder_meta
+
+    (tmp_path / "classes.json").mkdir()
+    with pytest.raises(DataError, match=r"classes.json: a folder, not a file describing the classes"):
+        read_folder_meta(tmp_path)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path):
+    """A 2 MiB tmpfs: a real full disk (root in a sandbox that allows mounts; skipped elsewhere)."""
+    where = tmp_path / "small"
+    where.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(where)], capture_output=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip() or done.returncode})")
+    yield where
+    subprocess.run(["umount", str(where)], check=False)
+
+
+def test_a_real_full_disk_under_train_is_one_line(small_tmpfs: Path, capsys) -> None:
+    capsys.readouterr()
+    run = small_tmpfs / "run"
+    assert main(["train", str(CONFIGS / "demo.yaml"), "--output-dir", str(run), "--quiet", *SETS]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"maskformer train: error: {run / 'checkpoint_last.pt'}: No space left on device"
+    ]
+    assert list(small_tmpfs.iterdir()) == []
+
+
+def test_a_real_full_disk_under_convert_to_hf_is_one_line(tmp_path: Path, small_tmpfs: Path, capsys) -> None:
+    pytest.importorskip("transformers")
+    run = tmp_path / "run"
+    assert main(["train", str(CONFIGS / "demo.yaml"), "--output-dir", str(run), "--quiet", *SETS,
+                 "--set", "train.max_iters=1", "--set", "model.transformer_in_feature=res5"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["convert", "to-hf", str(run / "model_final.pt"), str(small_tmpfs / "hf")]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # (transformers' own bar)
+    assert err == [f"maskformer convert: error: {small_tmpfs / 'hf'}: No space left on device"], err
+    assert list(small_tmpfs.iterdir()) == []
