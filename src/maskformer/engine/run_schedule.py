@@ -8,7 +8,7 @@ from pathlib import Path
 
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from ..optim import shorten_schedule
 from .checkpoint import load_checkpoint, set_rng_state
 
@@ -17,6 +17,10 @@ def resume_from(last: Path, model: nn.Module, optimizer, scheduler, loader, max_
     """Load ``checkpoint_last.pt`` into the run's parts; returns (iteration, a note or ""). The LR schedule decays to
     the config's ``train.max_iters`` also when it differs from the saved run's (training extended or cut short)."""
     state = load_checkpoint(last)
+    done = int(state.get("iteration", 0))
+    if done >= max_iters and (last.parent / "model_final.pt").is_file():  # (not a finished run's evaluation again)
+        raise ConfigError(f"{last.parent} is a finished run (iteration {done} of train.max_iters={max_iters}): to "
+                          f"train on, resume with --set train.max_iters=N for an N above {done}")  # fmt: skip
     try:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
