@@ -108,9 +108,43 @@ def _from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     for k, v in data.items():
         key = f"{prefix}.{k}" if prefix else str(k)
         if k not in names:
-            raise ConfigError(f"unknown config key '{key}'")
-        kwargs[k] = _coerce(v, hints[k], key)
+            raise _key_error(f"unknown config key '{key}'", key)
+        try:
+            kwargs[k] = _coerce(v, hints[k], key)
+        except ConfigError as e:
+            e.key = getattr(e, "key", key)  # (the innermost key: where in the YAML files to look)
+            raise
     return cls(**kwargs)
+
+
+def _key_error(message: str, key: str) -> ConfigError:
+    error = ConfigError(message)
+    error.key = key
+    return error
+
+
+def _file_with_key(path: Path, key: str) -> Path | None:
+    """The file of ``path``'s ``_base_`` chain (the child first) that sets the dotted ``key``."""
+    seen: set[Path] = set()
+    while path.is_file() and path.resolve() not in seen:
+        seen.add(path.resolve())
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError):
+            return None
+        node = data
+        for part in key.split("."):
+            node = node.get(part, _MISSING) if isinstance(node, dict) else _MISSING
+        if node is not _MISSING:
+            return path
+        base = data.get("_base_") if isinstance(data, dict) else None
+        if not base:
+            return None
+        path = path.parent / str(base)
+    return None
+
+
+_MISSING = object()
 
 
 def config_from_dict(data: dict) -> Config:
@@ -138,6 +172,8 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"{path}: _base_ cycle")
+    if path.is_dir():
+        raise ConfigError(f"{path}: a folder, not a config file (name a .yaml file)")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
@@ -150,7 +186,9 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"{path}: a config file must be a mapping")
     base = data.pop("_base_", None)
     if base:
-        parent = _read_yaml(path.parent / base, (*seen, path))
+        if not (path.parent / str(base)).is_file():
+            raise ConfigError(f"{path}: _base_ {base}: config file not found (the path is relative to this file)")
+        parent = _read_yaml(path.parent / str(base), (*seen, path))
         data = _deep_merge(parent, data)
     return data
 
@@ -190,7 +228,20 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML config (with ``_base_`` inheritance) and apply ``a.b=c`` overrides, checking every key."""
     data = _read_yaml(Path(path)) if path else {}
-    return config_from_dict(apply_overrides(data, overrides))
+    try:
+        return config_from_dict(apply_overrides(data, overrides))
+    except ConfigError as e:  # a bad key of a YAML file (not of a --set override) names the file
+        key = getattr(e, "key", None)
+        set_by_override = key and any(".".join(parse_override(o)[0]) in (key, *_parents(key)) for o in overrides or [])
+        where = _file_with_key(Path(path), key) if path and key and not set_by_override else None
+        if where is None:
+            raise
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _parents(key: str) -> list[str]:
+    parts = key.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

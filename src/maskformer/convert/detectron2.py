@@ -77,7 +77,8 @@ def read_checkpoint_state(path: str | Path) -> dict[str, np.ndarray | torch.Tens
             why = "not a torch weight file, or one holding objects other than tensors (not unpickled, for safety)"
         else:
             first = (str(e).splitlines() or [""])[0]
-            why = f"not a torch weight file, nor a .pkl of the original's: {type(e).__name__}: {first}"
+            detail = "" if isinstance(e, KeyError | IndexError | EOFError) or len(first) < 12 else f": {first}"
+            why = f"not a torch weight file, nor a .pkl of the original's{detail}"  # (a KeyError's number says nothing)
         raise CheckpointError(f"{path}: cannot read checkpoint ({why})") from None
     if isinstance(data, dict):
         for key in ("model", "state_dict"):

@@ -72,6 +72,8 @@ def _read_classes_file(root: Path) -> tuple[DatasetMeta, int]:
     """
     for name in ("classes.json", "classes.yaml", "classes.yml"):
         f = root / name
+        if f.is_dir():
+            raise DataError(f"{f}: a folder, not a file describing the classes")
         if not f.is_file():
             continue
         try:
