@@ -202,3 +202,22 @@ def test_hover_and_click_find_the_segment_under_the_cursor(browser, server: str,
     # the download keeps the whole picture, legend panel included
     href = browser.find_element(By.CSS_SELECTOR, ".card a.dl[download$='_overlay.png']").get_attribute("href")
     assert href == "data:image/png;base64," + answer["overlay_png"]
+
+
+def test_a_dropped_file_that_is_no_image_gets_a_card_that_says_so(browser, server: str) -> None:
+    """Dropped files whose browser type was not image/* were dropped silently (no card, no message)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(server + "/")
+    wait = WebDriverWait(browser, 60)
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#task option")) == 2)
+    browser.execute_script("""
+        const files = new DataTransfer();
+        files.items.add(new File(["just some words"], "notes.txt", {type: "text/plain"}));
+        document.getElementById("drop").dispatchEvent(new DragEvent("drop", {dataTransfer: files, bubbles: true}));
+    """)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".card[data-done='error']"))
+    card = browser.find_element(By.CSS_SELECTOR, ".card")
+    assert "notes.txt" in card.find_element(By.TAG_NAME, "h2").text
+    assert "image" in card.find_element(By.CSS_SELECTOR, ".meta.error").text.lower()
