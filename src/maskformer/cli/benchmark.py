@@ -44,7 +44,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="CONFIG|CHECKPOINT",
         help="a YAML config (random weights), or a checkpoint (.pt) or model name (see `maskformer models`)",
     )
-    p.add_argument("--size", nargs=2, type=int, default=[512, 512], metavar=("H", "W"), help="input size")
+    p.add_argument(
+        "--size", nargs=2, type=int, default=[512, 512], metavar=("H", "W"), help="input size (default 512 512)"
+    )
     p.add_argument("--reps", type=int, default=10, help="timed repetitions after one warm-up (default 10)")
     p.add_argument("--fast", action="store_true", help="approximate semantic labels (see predict --help)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast forward in the optimized variant")

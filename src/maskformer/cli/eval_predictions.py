@@ -63,7 +63,8 @@ def add_parser(subparsers: Any) -> None:
         "--miou-formula",
         choices=("d2_2021", "d2_current"),
         default="d2_2021",
-        help="d2_2021 (paper; predicted-but-absent classes count as 0) or d2_current (detectron2 >= 2022-07)",
+        help="d2_2021 (the default, as the paper: predicted-but-absent classes count as 0) or d2_current "
+        "(detectron2 >= 2022-07)",
     )
 
     for task in (pan, sem):

@@ -23,7 +23,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("output", help="the .onnx file to write")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
-    p.add_argument("--size", nargs=2, type=int, default=[512, 512], metavar=("H", "W"), help="example input size")
+    p.add_argument(
+        "--size", nargs=2, type=int, default=[512, 512], metavar=("H", "W"), help="example input size (default 512 512)"
+    )
     p.add_argument("--opset", type=int, default=18, help="ONNX opset, 18 or more (default 18)")
     p.add_argument("--static", action="store_true", help="fixed H and W: the --size (default 512 512)")
     p.add_argument(

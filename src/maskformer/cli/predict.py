@@ -55,7 +55,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="images per forward pass (default 1, as the original evaluates; images of different sizes are padded"
         " to the largest, which the attention then sees)",
     )
-    p.add_argument("--every", type=int, default=1, metavar="N", help="videos: run the model on every Nth frame")
+    p.add_argument(
+        "--every",
+        type=int,
+        default=1,
+        metavar="N",
+        help="videos: run the model on every Nth frame (default 1: every frame)",
+    )
     p.add_argument("--no-audio", action="store_true", help="videos: leave the sound out of the overlay video")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
