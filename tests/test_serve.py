@@ -417,3 +417,16 @@ def test_tta_serves_semantic_labels_only_and_a_panoptic_default_is_refused_at_st
         assert status == 400 and "semantic labels only" in data["error"]
         status, data = _post(url, {"image": ("a.png", image)})
         assert status == 200 and data["task"] == "semantic"
+
+
+def test_the_overlay_download_is_headed_by_the_uploads_name_as_predicts_is(server: str) -> None:
+    """predict's overlay PNG names its file above the legend; the page's download had no name on it."""
+    scene = _png(_scenes()[0])
+    pictures = []
+    for name in ("first-name.png", "another-longer-file-name.png"):
+        status, data = _post(server, {"image": (name, scene), "task": "semantic"})
+        assert status == 200
+        pictures.append(np.asarray(Image.open(io.BytesIO(base64.b64decode(data["overlay_png"]))).convert("RGB")))
+    h, w = data["height"], data["width"]
+    assert np.array_equal(pictures[0][:h, :w], pictures[1][:h, :w])  # the image part the page shows: the same
+    assert pictures[0].shape != pictures[1].shape or not np.array_equal(pictures[0], pictures[1])  # the titles differ

@@ -83,12 +83,14 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
         raise ConfigError(f"task {predictor.task_default!r} is not available for {name} (it can do {list(tasks)})")
     page = resources.files("maskformer.serve").joinpath("page.html").read_text()
 
-    def infer(image: np.ndarray, task: str) -> dict:
+    def infer(image: np.ndarray, task: str, filename: str) -> dict:
         with lock:
             start = time.perf_counter()
             result = predictor(image, task=task)
             elapsed = time.perf_counter() - start
-        shown = render(image, result, task, names, colors, label_values=label_values, thing_ids=predictor.thing_ids)
+        shown = render(
+            image, result, task, names, colors, title=filename, label_values=label_values, thing_ids=predictor.thing_ids
+        )  # (the title heads the legend panel, as predict's overlay)
         return {
             "task": task, "width": int(image.shape[1]), "height": int(image.shape[0]),
             "time_ms": round(1000 * elapsed, 1),
@@ -176,7 +178,7 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
         if image.shape[0] < 1 or image.shape[1] < 1:
             return _error(400, f"{filename}: empty image")
         try:
-            return JSONResponse(await run_in_threadpool(infer, image, task))
+            return JSONResponse(await run_in_threadpool(infer, image, task, filename))
         except DataError as e:
             return _error(400, str(e))
 
