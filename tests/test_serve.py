@@ -430,3 +430,13 @@ def test_the_overlay_download_is_headed_by_the_uploads_name_as_predicts_is(serve
     h, w = data["height"], data["width"]
     assert np.array_equal(pictures[0][:h, :w], pictures[1][:h, :w])  # the image part the page shows: the same
     assert pictures[0].shape != pictures[1].shape or not np.array_equal(pictures[0], pictures[1])  # the titles differ
+
+
+def test_a_very_long_upload_name_does_not_widen_the_overlay_without_bound(server: str) -> None:
+    scene = _png(_scenes()[0])
+    widths = []
+    for name in ("a" * 120 + ".png", "a" * 900 + ".png"):
+        status, data = _post(server, {"image": (name, scene), "task": "semantic"})
+        assert status == 200
+        widths.append(Image.open(io.BytesIO(base64.b64decode(data["overlay_png"]))).width)
+    assert widths[0] == widths[1]

@@ -88,8 +88,9 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
             start = time.perf_counter()
             result = predictor(image, task=task)
             elapsed = time.perf_counter() - start
+        title = filename if len(filename) <= 100 else filename[:99] + "…"  # (the legend panel is as wide as it)
         shown = render(
-            image, result, task, names, colors, title=filename, label_values=label_values, thing_ids=predictor.thing_ids
+            image, result, task, names, colors, title=title, label_values=label_values, thing_ids=predictor.thing_ids
         )  # (the title heads the legend panel, as predict's overlay)
         return {
             "task": task, "width": int(image.shape[1]), "height": int(image.shape[0]),
