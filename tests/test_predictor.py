@@ -223,3 +223,22 @@ def test_large_outputs_resize_a_few_classes_at_a_time_with_the_same_labels(monke
     labels = predictor(image)
     assert torch.equal(labels, want) and len(labels.unique()) > 1
     assert channels and max(channels) == 2 and sum(channels) == 5  # 2 + 2 + 1 classes
+
+
+@pytest.mark.parametrize("optimize", [True, False])
+def test_a_predictor_leaves_the_models_training_mode_as_it_was(optimize: bool) -> None:
+    """Building a Predictor on a model inside a training loop switched the whole model to eval mode for good (dropout
+    and BatchNorm statistics silently off for the rest of training); a module kept in eval mode stays so."""
+    import maskformer
+    from conftest import CONFIGS
+
+    cfg = maskformer.load_config(CONFIGS / "demo.yaml", ["model.dropout=0.1"])
+    model = maskformer.build_model(cfg).train()
+    model.backbone.eval()  # (a fine-tuning loop may keep some modules in eval mode)
+    before = [m.training for m in model.modules()]
+    predictor = Predictor(model, optimize=optimize)
+    assert [m.training for m in model.modules()] == before
+    image = _image(64, 80)
+    first = predictor(image, task="semantic")
+    assert [m.training for m in model.modules()] == before
+    assert torch.equal(predictor(image, task="semantic"), first)  # every forward in eval mode: no dropout

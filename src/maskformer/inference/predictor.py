@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from maskformer.errors import ConfigError
 from maskformer.inference.accelerate import accelerate
 from maskformer.inference.device import check_device
+from maskformer.inference.modes import eval_mode
 from maskformer.inference.postprocess import Size, panoptic_keep, semantic_from_outputs
 from maskformer.inference.preprocess import (
     ImageInput,
@@ -62,8 +63,10 @@ class Predictor:
         object_mask_threshold, overlap_threshold: panoptic thresholds (config ``inference.*``).
         fast: approximate semantic labels (block corner labels / masks combined at 1/4 resolution); ``test.fast``.
         tta: multi-scale + flip test-time augmentation for semantic labels (config ``test.tta*``).
-        optimize: run the optimised copy (``inference.accelerate``; fp32 labels differ only at float-rounding ties).
-            False: the unmodified model.
+        optimize: run the optimised copy (``inference.accelerate``; fp32 labels differ only at float-rounding ties),
+            made when the Predictor is built: later changes to the model's weights need a new Predictor.
+            False: the unmodified model, as it is at each call. Either way the model's training mode is left as it
+            was (each forward runs in eval mode).
         bf16: bfloat16 autocast forward (labels from block corners unless ``corner_labels=False``).
         compile: torch.compile the forward.
         device: where the model and images go.
@@ -123,9 +126,10 @@ class Predictor:
         self.num_classes = int(num_classes)
         meta_things = [i for i, t in enumerate(self.meta.isthing) if t] if self.meta is not None else []
         self.thing_ids = frozenset(int(i) for i in (thing_ids if thing_ids is not None else meta_things))
-        self.reference = model.to(self.device).eval()
-        acc = accelerate(self.reference, enabled=optimize, bf16=bf16, compile=compile, device=str(self.device))
-        self.model, self._semantic_labels, self.accelerated = acc.model.eval(), acc.semantic_labels, acc.active
+        self.reference = model.to(self.device)
+        with eval_mode(model):  # the optimised copy is made in eval mode; the caller's model keeps its own mode
+            acc = accelerate(model, enabled=optimize, bf16=bf16, compile=compile, device=str(self.device))
+        self.model, self._semantic_labels, self.accelerated = acc.model, acc.semantic_labels, acc.active
         self._panoptic = acc.panoptic
         self.corner_labels = acc.bf16 if corner_labels is None else corner_labels
         self.pixel_mean = torch.as_tensor(model.pixel_mean).detach().float().to(self.device).view(3)
@@ -186,8 +190,9 @@ class Predictor:
 
         Returns:
             Per image, semantic: label map int64 [H, W] (or (labels, scores) with return_scores); panoptic:
-            (panoptic map int32 [H, W], segments_info list of {"id", "isthing", "category_id"}). CPU
-            tensors at the original image size. A list in, a list out.
+            (panoptic map int32 [H, W], segments_info list of {"id", "isthing", "category_id"}), where
+            category_id is the class's position in ``class_names`` (``predict``'s predictions.json gives the
+            dataset's own ids instead). CPU tensors at the original image size. A list in, a list out.
         """
         task = self._task(task)
         if task == "panoptic" and self.tta:
@@ -317,8 +322,9 @@ class Predictor:
         Returns (outputs, per-image valid (h, w), padded (H, W)).
         """
         batch, sizes, padded = normalize_and_pad(images, self.pixel_mean, self.pixel_std, self.size_divisibility)
-        if mask_queries is not None:
-            outputs = self.model(batch, with_aux=False, mask_queries=mask_queries)
-        else:
-            outputs = self.model(batch, with_aux=False) if self._lean else self.model(batch)
+        with eval_mode(self.model):
+            if mask_queries is not None:
+                outputs = self.model(batch, with_aux=False, mask_queries=mask_queries)
+            else:
+                outputs = self.model(batch, with_aux=False) if self._lean else self.model(batch)
         return outputs, sizes, padded
