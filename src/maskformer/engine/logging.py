@@ -122,10 +122,13 @@ class MetricLogger:
         self.note(f"eval at {iteration}: " + ", ".join(shown))
 
     def close(self) -> None:
+        """Close the bar, the metrics file and TensorBoard's writer (again: nothing)."""
         if self.bar:
             self.bar.close()
+            self.bar = None
         if self.file:
             self.file.close()
             self.file = None
         if self.tb:
             self.tb.close()
+            self.tb = None

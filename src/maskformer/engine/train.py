@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
 import torch
@@ -109,7 +109,8 @@ def train(
     before = set(out.iterdir()) if out.is_dir() else None
     steps = [0, 0]
     try:
-        return _train(cfg, out, resume=resume, progress=progress, stop_at=stop_at, steps=steps)
+        with ExitStack() as cleanup:  # (the metrics file and TensorBoard are closed also when training fails)
+            return _train(cfg, out, resume=resume, progress=progress, stop_at=stop_at, steps=steps, cleanup=cleanup)
     except (UserError, OSError, KeyboardInterrupt):  # (Ctrl-C or a full disk before the first checkpoint: start anew)
         saved = steps[1] > 0 and (out / "checkpoint_last.pt").is_file()  # (not when the disk filled up writing it)
         if not saved and not resume and dist.is_main():
@@ -117,7 +118,8 @@ def train(
         raise
 
 
-def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int | None, steps: list[int]) -> dict:
+def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int | None, steps: list[int],
+           cleanup: ExitStack) -> dict:  # fmt: skip
     """The body of :func:`train`; ``steps`` counts the completed steps and the checkpoints saved by this call."""
     from ..data import InfiniteSampler, build_train_loader, collate, seed_everything
     from ..data.loader import usable_workers
@@ -199,6 +201,7 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
     logger = MetricLogger(
         out, total=t.max_iters, start=start, enabled=dist.is_main(), console=progress, period=t.log_period
     )
+    cleanup.callback(logger.close)
     logger.note(f"{init_note}; {sum(p.numel() for p in model.parameters()):,} parameters; {world} process(es); "
                 f"batch {t.batch_size} = {world} x {t.grad_accum} x {per_step}")  # fmt: skip
     if resume_note:
@@ -279,19 +282,13 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
     return metrics
 
 
-def _to_float(outputs: dict) -> dict:
-    """Losses are computed in fp32 even under autocast."""
-
-    def cast(x):
-        if isinstance(x, torch.Tensor):
-            return x.float()
-        if isinstance(x, list):
-            return [cast(v) for v in x]
-        if isinstance(x, dict):
-            return {k: cast(v) for k, v in x.items()}
-        return x
-
-    return cast(outputs)
+def _to_float(x):
+    """Losses are computed in fp32 even under autocast: the outputs' tensors (in dicts and lists) as float32."""
+    if isinstance(x, torch.Tensor):
+        return x.float()
+    if isinstance(x, list):
+        return [_to_float(v) for v in x]
+    return {k: _to_float(v) for k, v in x.items()} if isinstance(x, dict) else x
 
 
 def _evaluate(cfg: Config, model: nn.Module, device: torch.device) -> dict:
