@@ -219,6 +219,22 @@ def test_info_takes_a_trained_model_as_well_as_a_config(tmp_path, capsys):
     assert len(err) == 1 and "model.bogus" in err[0] and "m.pt" in err[0]
 
 
+def test_info_lists_the_operators_under_the_graph_they_add_up_to(capsys):
+    """The per-operator lines (of the original graph) were printed under the lean graph's line."""
+    import re
+
+    from maskformer.cli import main
+
+    capsys.readouterr()
+    assert main(["info", str(CONFIGS / "demo.yaml"), "--size", "64", "64"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    graph = {k: i for i, line in enumerate(lines) for k in ("original", "lean") if line.strip().startswith(k)}
+    total = lambda i: float(re.search(r"([\d.]+) G", lines[i])[1])  # noqa: E731
+    operators = [total(i) for i in range(graph["original"] + 1, len(lines)) if i != graph["lean"]]
+    assert graph["lean"] == len(lines) - 1 and len(operators) >= 3
+    assert abs(sum(operators) - total(graph["original"])) <= 0.0005 * len(operators) + 0.01
+
+
 def test_predictor_from_checkpoint_uses_the_checkpoint_config(tmp_path):
     import numpy as np
 

@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             f"    original graph  {f['original'] / 1e9:>9.2f} G   "
             f"(all {cfg.model.dec_layers} decoder layers' mask heads, as the original)"
         )
-        print(f"    lean graph      {f['lean'] / 1e9:>9.2f} G   (last decoder layer only, this project's inference)")
-        for op, n in sorted(f["original_by_operator"].items(), key=lambda kv: -kv[1]):
+        for op, n in sorted(f["original_by_operator"].items(), key=lambda kv: -kv[1]):  # (they add up to it)
             print(f"      {op:<26}{n / 1e9:>9.3f} G")
+        print(f"    lean graph      {f['lean'] / 1e9:>9.2f} G   (last decoder layer only, this project's inference)")
     return 0
