@@ -115,3 +115,9 @@ def test_benchmark_errors_are_one_line(tmp_path, capsys):
     assert "nope.yaml" in capsys.readouterr().err
     assert main(["benchmark", str(DEMO_YAML), "--reps", "0"]) == 2
     assert "--reps" in capsys.readouterr().err
+
+
+def test_small_rates_are_not_printed_as_zero() -> None:
+    from maskformer.cli.benchmark import _rate
+
+    assert [_rate(v) for v in (0.35, 0.0049, 9.96, 12.7, 347.2)] == ["0.35", "0.0049", "10", "13", "347"]

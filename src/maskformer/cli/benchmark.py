@@ -187,9 +187,9 @@ def _table(r: dict) -> str:
     lines.append(
         f"forward (network only, 2 FLOP per multiply-add) {r['forward_reference_real_gflop']:.1f} GFLOP reference, "
         f"{r['forward_optimized_real_gflop']:.1f} GFLOP optimized (mask_features folded); "
-        f"reference {r['forward_reference_gflops']:.0f} GFLOP/s, optimized {r['forward_optimized_gflops']:.0f} "
-        f"GFLOP/s; 3x3-conv ceiling fp32 {r['conv_ceiling_gflops_fp32']:.0f} GFLOP/s"
-        + (f", bf16 {r['conv_ceiling_gflops_bf16']:.0f} GFLOP/s" if "conv_ceiling_gflops_bf16" in r else "")
+        f"reference {_rate(r['forward_reference_gflops'])} GFLOP/s, optimized {_rate(r['forward_optimized_gflops'])} "
+        f"GFLOP/s; 3x3-conv ceiling fp32 {_rate(r['conv_ceiling_gflops_fp32'])} GFLOP/s"
+        + (f", bf16 {_rate(r['conv_ceiling_gflops_bf16'])} GFLOP/s" if "conv_ceiling_gflops_bf16" in r else "")
         + f"; optimized = {100 * r['forward_optimized_fraction_of_ceiling']:.0f} % of the {r['ceiling_dtype']} ceiling"
         f" (lower bound for this forward: {r['forward_lower_bound_seconds']:.3f} s)"
     )
@@ -216,3 +216,9 @@ def run(args: argparse.Namespace) -> int:
     )
     print(json.dumps(result, indent=1) if args.json else _table(result))
     return 0
+
+
+def _rate(gflops: float) -> str:
+    """A GFLOP/s figure: whole numbers, and two significant digits below 10 (a tiny model or a loaded machine
+    printed "0 GFLOP/s")."""
+    return f"{gflops:.0f}" if gflops >= 10 else f"{gflops:.2g}"
