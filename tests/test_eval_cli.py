@@ -349,6 +349,7 @@ def test_cli_semantic_against_raw_ade20k_annotations(tmp_path, capsys):
     assert main(argv + ["--ade20k-raw"]) == 0
     right = json.loads(capsys.readouterr().out)
     assert right["mIoU"] == 100.0 and right["pACC"] == 100.0 and len(right["IoU"]) == 150
+    assert right["classes"][0] == "wall" and right["IoU_by_class"]["wall"] == 100.0  # (as eval's metrics.json)
     assert main(argv + ["--num-classes", "151", "--ignore-label", "0"]) == 0  # the raw values taken as they are
     assert json.loads(capsys.readouterr().out)["pACC"] == 0.0
     write_labels(gt, {"scene": [[0, 151, 2, 150], [150, 3, 3, 0]]})

@@ -109,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
             gt_to_positions=gt_map,
         )
         table = format_semantic_table(metrics, names)
+        if names:  # (the keys of eval's metrics.json)
+            metrics.update(classes=list(names), IoU_by_class=dict(zip(names, metrics["IoU"])))
     if args.output is not None:
         atomic_write_text(args.output, json.dumps(metrics, indent=2) + "\n")
     print(json.dumps(metrics, indent=2) if args.json else table)
