@@ -27,8 +27,8 @@ VERSION = 1
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``."""
-    with atomic_path(path, fsync=True) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path, fsync=True) as tmp, open(tmp, "wb") as f:  # (our handle: closed when the save fails too)
+        torch.save(obj, f)
 
 
 def save_checkpoint(
