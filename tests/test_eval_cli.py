@@ -358,3 +358,20 @@ def test_cli_semantic_against_raw_ade20k_annotations(tmp_path, capsys):
     assert err.splitlines() == [err] and "scene.png: value 151 is not an ADE20K-150 raw annotation" in err
     assert main(argv + ["--ade20k-raw", "--num-classes", "100"]) == 2
     assert "--ade20k-raw means 150 classes" in capsys.readouterr().err
+
+
+def test_a_prediction_holding_the_ignore_value_is_named_by_its_file_value(tmp_path, capsys):
+    """With --classes the error said "predicted label 255 outside [0, 2)": 255 and [0, 2) are internal positions
+    the user never wrote; the file holds 0 (the dataset's ignore value)."""
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "classes.json").write_text(json.dumps({"ignore_label": 0, "classes": [
+        {"name": "road", "id": 100}, {"name": "car", "id": 107}]}))  # fmt: skip
+    gt = write_labels(tmp_path / "gt", {"scene": [[100, 107], [107, 0]]})
+    pred = write_labels(tmp_path / "pred", {"scene_labels": [[100, 0], [107, 107]]})
+    capsys.readouterr()
+    argv = ["eval-predictions", "semantic", "--gt-dir", str(gt), "--pred-dir", str(pred), "--classes", str(root)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and "scene_labels.png: value 0 names no class of --classes" in err, err
+    assert "255" not in err

@@ -247,6 +247,11 @@ def _semantic_chunk(items: Sequence[_SemanticItem]) -> np.ndarray:
         try:
             evaluator.update(pred, gt)
         except ValueError as e:
+            if to_positions is not None and str(e).startswith("predicted"):  # name the file's values, not positions
+                raw = read_label_png(pred_png)[(pred < 0) | (pred >= num_classes)]
+                values = ", ".join(str(v) for v in np.unique(raw)[:5])
+                raise DataError(f"{pred_png}: value {values} names no class of --classes (a prediction holds a "
+                                "class id at every pixel; the ignore value is for ground truth)") from e  # fmt: skip
             culprit = gt_png if "ground-truth" in str(e) else pred_png
             hint = "; if the files hold a folder dataset's class ids, pass --classes" if to_positions is None else ""
             raise DataError(f"{culprit}: {e}{hint}") from e
