@@ -247,6 +247,7 @@ def test_a_bad_download_is_one_line_and_caches_nothing(mirror: _Mirror, tmp_path
     unusable = "not a usable checkpoint"
     expected = {"truncated": "truncated", "cut pickle": unusable, "not a pickle": unusable, "missing": "HTTP 404"}
     assert expected[damage] in text
+    assert ".download." not in text  # (the deleted temporary file's path was in it)
     cache = tmp_path / "cache"
     assert not cache.exists() or not list(cache.iterdir())  # no file, and no empty zoo/ade20k-150/ folders either
     image = tmp_path / "x.png"

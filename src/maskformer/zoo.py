@@ -207,7 +207,8 @@ def _download_and_convert(entry: ZooEntry, out: Path) -> None:
         try:
             _convert_pkl(pkl, entry, out)
         except CheckpointError as e:
-            raise CheckpointError(f"{entry.name}: {url}: the download is not a usable checkpoint ({e})") from None
+            why = str(e).replace(f"{pkl}: ", "").rstrip(".")  # (the temporary file is gone: its name says nothing)
+            raise CheckpointError(f"{entry.name}: {url}: the download is not a usable checkpoint ({why})") from None
 
 
 def _download(url: str, dest: Path, *, what: str) -> None:
