@@ -125,6 +125,9 @@ def test_config_errors_name_the_file_that_holds_the_mistake(tmp_path: Path) -> N
         maskformer.load_config(child)
     with pytest.raises(ConfigError, match="a folder, not a config file"):
         maskformer.load_config(tmp_path)
+    child.write_text("_base_: [base.yaml]\n")  # (mmcv-style): was "_base_ ['base.yaml']: config file not found"
+    with pytest.raises(ConfigError, match=r"_base_ must be one path \(a string\), got \['base.yaml'\]"):
+        maskformer.load_config(child)
 
 
 def test_a_folder_named_classes_json_is_said_as_such(tmp_path: Path) -> None:
@@ -133,6 +136,11 @@ def test_a_folder_named_classes_json_is_said_as_such(tmp_path: Path) -> None:
     (tmp_path / "classes.json").mkdir()
     with pytest.raises(DataError, match=r"classes.json: a folder, not a file describing the classes"):
         read_folder_meta(tmp_path)
+    (tmp_path / "classes.json").rmdir()
+    for ignore in (70000, -1):  # (accepted; the mistake showed later as a label error)
+        (tmp_path / "classes.json").write_text(f'{{"ignore_label": {ignore}, "classes": ["road", "car"]}}')
+        with pytest.raises(DataError, match=rf"ignore_label {ignore} is outside 0..65535"):
+            read_folder_meta(tmp_path)
 
 
 @pytest.fixture

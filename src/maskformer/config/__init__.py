@@ -185,6 +185,8 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config file must be a mapping")
     base = data.pop("_base_", None)
+    if base and not isinstance(base, str):  # (mmcv-style configs list several bases)
+        raise ConfigError(f"{path}: _base_ must be one path (a string), got {base!r}")
     if base:
         if not (path.parent / str(base)).is_file():
             raise ConfigError(f"{path}: _base_ {base}: config file not found (the path is relative to this file)")

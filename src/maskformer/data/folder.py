@@ -88,6 +88,8 @@ def _read_classes_file(root: Path) -> tuple[DatasetMeta, int]:
         ids = [c.get("id", i) if isinstance(c, dict) else i for i, c in enumerate(data["classes"])]
         if not isinstance(file_ignore, int) or file_ignore in ids:
             raise DataError(f"{f}: ignore_label {file_ignore!r} must be an integer that is no class's id")
+        if not 0 <= file_ignore <= 65535:
+            raise DataError(f"{f}: ignore_label {file_ignore} is outside 0..65535 (the values of 8/16-bit label PNGs)")
         for i, d in enumerate(ids):
             if isinstance(d, int) and not 0 <= d <= 65535:
                 raise DataError(f"{f}: classes[{i}] has id {d}, outside 0..65535 (the values of 8/16-bit label PNGs)")

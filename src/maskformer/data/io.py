@@ -142,7 +142,7 @@ def check_label_values(
         if bad.size:
             raise DataError(
                 f"{path}: label value {int(bad[0])} is not one of this dataset's label values "
-                f"(valid: {_ranges(np.flatnonzero(allowed))}; {bad.size} bad value(s))"
+                f"(valid: {_ranges(np.flatnonzero(allowed))}; {bad.size} distinct bad value(s))"
             )
         return
     else:
@@ -150,7 +150,7 @@ def check_label_values(
     if bad.size:
         raise DataError(
             f"{path}: label value {int(bad[0])} is not a class id (0..{num_classes - 1}) "
-            f"nor the ignore value {ignore_label} ({bad.size} such value(s))"
+            f"nor the ignore value {ignore_label} ({bad.size} distinct such value(s))"
         )
 
 
