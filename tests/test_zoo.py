@@ -37,7 +37,7 @@ class _Mirror:
     Content-Length announces the whole file, as a dropped connection would look)."""
 
     def __init__(self, root: Path) -> None:
-        self.root, self.truncate, self.requests = root, set(), []
+        self.root, self.truncate, self.stall, self.requests = root, set(), set(), []
         mirror = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -51,6 +51,11 @@ class _Mirror:
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
+                if self.path in mirror.stall:  # half the file, then silence (bounded) before the rest
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    time.sleep(3)
+                    data = data[len(data) // 2 :]
                 self.wfile.write(data[: len(data) // 2] if self.path in mirror.truncate else data)
 
             def log_message(self, *args: object) -> None:
@@ -257,6 +262,29 @@ def test_a_bad_download_is_one_line_and_caches_nothing(mirror: _Mirror, tmp_path
     err = capsys.readouterr().err  # (a progress bar may come first)
     errors = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("maskformer")]
     assert len(errors) == 1 and name in errors[0] and "Traceback" not in err
+
+
+def test_a_stalled_download_says_how_long_it_waited(mirror: _Mirror, tmp_path: Path, monkeypatch) -> None:
+    import maskformer.zoo as zoo
+
+    monkeypatch.setattr(zoo, "_TIMEOUT", 1.0)
+    name = "ade20k-150/per_pixel_baseline_R50_bs16_160k"
+    mirror.stall.add(_publish(mirror, name, {"x": np.zeros(300_000, np.float32)}))
+    with pytest.raises(CheckpointError, match=r"download failed \(no data for 1 s, timed out\)"):
+        maskformer.from_pretrained(name)
+    assert not list((tmp_path / "cache").rglob("*.pt"))
+
+
+def test_a_damaged_cache_entry_says_it_is_the_cached_copy(tmp_path: Path, monkeypatch) -> None:
+    """A truncated cached model.pt was named only as "model.pt: the file is truncated or corrupt"."""
+    monkeypatch.setenv("MASKFORMER_CACHE", str(tmp_path / "cache"))
+    name = "ade20k-150/per_pixel_baseline_R50_bs16_160k"
+    cached = tmp_path / "cache" / "zoo" / name / "model.pt"
+    cached.parent.mkdir(parents=True)
+    torch.save({"x": torch.zeros(1000)}, cached)
+    cached.write_bytes(cached.read_bytes()[:-200])
+    with pytest.raises(CheckpointError, match=rf"the cached copy of {name} is damaged .*delete it"):
+        maskformer.from_pretrained(name)
 
 
 def test_unknown_names_are_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -28,6 +28,7 @@ import tempfile
 import threading
 import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -164,6 +165,9 @@ def from_pretrained(name_or_path: str | Path, map_location: str = "cpu"):
 
 def _converted(name: str, make, where: str = "zoo") -> Path:
     out = cache_dir() / where / name / "model.pt"
+    if out.is_file() and not zipfile.is_zipfile(out):  # (a checkpoint is a zip archive; its directory is at the end)
+        raise CheckpointError(f"{out}: the cached copy of {name} is damaged (not a complete checkpoint): delete it, "
+                              "and the next use downloads and converts it again")  # fmt: skip
     return out if out.is_file() else _write(out, make)
 
 
@@ -219,7 +223,7 @@ def _download(url: str, dest: Path, *, what: str) -> None:
         with urllib.request.urlopen(url, timeout=_TIMEOUT) as response, open(dest, "wb") as f:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {Path(url).name}", leave=False) as bar:
-                while chunk := response.read(1 << 20):
+                while chunk := response.read1(1 << 20):  # (what has arrived: the bar moves also on a slow link)
                     f.write(chunk)
                     bar.update(len(chunk))
         size = dest.stat().st_size
@@ -227,6 +231,8 @@ def _download(url: str, dest: Path, *, what: str) -> None:
         raise CheckpointError(f"{what}: {url}: download failed (HTTP {e.code} {e.reason})") from None
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
         reason = getattr(e, "reason", None) or e
+        if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+            reason = f"no data for {_TIMEOUT:.0f} s, timed out"
         raise CheckpointError(f"{what}: {url}: download failed ({reason})") from None
     if total is not None and size != total:
         raise CheckpointError(f"{what}: {url}: download truncated ({size} of {total} bytes)")
