@@ -253,3 +253,12 @@ def test_an_unknown_dataset_name_lists_every_dataset(tmp_path: Path) -> None:
     cfg = maskformer.load_config(CONFIGS / "demo.yaml", ["data.dataset=foldr"])
     with pytest.raises(maskformer.ConfigError, match=r"data.dataset: unknown 'foldr' \(expected one of .*'folder'"):
         build_meta(cfg)
+
+
+def test_a_missing_label_says_which_file_of_that_name_there_is(tmp_path: Path) -> None:
+    """labels/train/1.PNG (or 1.jpg) gave only "labels/train/1.png: file not found"."""
+    _folder_tree(tmp_path, [0, 1])
+    label = tmp_path / "labels" / "train" / "1.png"
+    label.rename(label.with_suffix(".PNG"))
+    with pytest.raises(DataError, match=r"train/1.png: file not found; there is 1.PNG \(label maps are lossless"):
+        DATASETS["folder"](root=str(tmp_path), split="train")

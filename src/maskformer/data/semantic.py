@@ -9,6 +9,7 @@ and Cityscapes ``*_labelIds.png`` are mapped to trainIds when ``*_labelTrainIds.
 
 from __future__ import annotations
 
+import glob
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,17 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 def _check_files_exist(entries: list[dict[str, Any]]) -> None:
     """A ``DataError`` naming the first listed image or label that is not a file (and how many more are missing)."""
-    missing = [e[k] for e in entries for k in ("file_name", "sem_seg_file_name") if not Path(e[k]).is_file()]
+    missing = [(e[k], k) for e in entries for k in ("file_name", "sem_seg_file_name") if not Path(e[k]).is_file()]
     if missing:
         more = f" (and {len(missing) - 1} more listed files)" if len(missing) > 1 else ""
-        raise DataError(f"{missing[0]}: file not found{more}")
+        first, kind = Path(missing[0][0]), missing[0][1]
+        others = (
+            sorted(p.name for p in first.parent.glob(f"{glob.escape(first.stem)}.*")) if first.parent.is_dir() else []
+        )
+        near = f"; there is {', '.join(others)}" if others else ""  # (e.g. X.PNG, or a label saved as X.jpg)
+        if others and kind == "sem_seg_file_name":
+            near += " (label maps are lossless .png files)"
+        raise DataError(f"{first}: file not found{more}{near}")
 
 
 class SemanticDataset(SegmentationDataset):
