@@ -262,3 +262,14 @@ def test_a_missing_label_says_which_file_of_that_name_there_is(tmp_path: Path) -
     label.rename(label.with_suffix(".PNG"))
     with pytest.raises(DataError, match=r"train/1.png: file not found; there is 1.PNG \(label maps are lossless"):
         DATASETS["folder"](root=str(tmp_path), split="train")
+
+
+def test_a_jpeg_label_map_is_said_to_be_lossy() -> None:
+    from maskformer.data.io import check_label_values
+
+    label = np.array([[0, 1], [7, 1]], np.uint8)  # 7: a value JPEG blurred in between two classes
+    with pytest.raises(DataError, match=r"x.jpg: label value 7 .*a JPEG label map: its compression changes values"):
+        check_label_values(label, num_classes=2, ignore_label=255, path="x.jpg")
+    with pytest.raises(DataError) as plain:
+        check_label_values(label, num_classes=2, ignore_label=255, path="x.png")
+    assert "JPEG" not in str(plain.value)

@@ -142,7 +142,7 @@ def check_label_values(
         if bad.size:
             raise DataError(
                 f"{path}: label value {int(bad[0])} is not one of this dataset's label values "
-                f"(valid: {_ranges(np.flatnonzero(allowed))}; {bad.size} distinct bad value(s))"
+                f"(valid: {_ranges(np.flatnonzero(allowed))}; {bad.size} distinct bad value(s)){_jpeg_hint(path)}"
             )
         return
     else:
@@ -150,8 +150,18 @@ def check_label_values(
     if bad.size:
         raise DataError(
             f"{path}: label value {int(bad[0])} is not a class id (0..{num_classes - 1}) "
-            f"nor the ignore value {ignore_label} ({bad.size} distinct such value(s))"
+            f"nor the ignore value {ignore_label} ({bad.size} distinct such value(s)){_jpeg_hint(path)}"
         )
+
+
+def _jpeg_hint(path: object) -> str:
+    """A JPEG label map: its compression blurs the class ids at every edge."""
+    suffix = str(path).lower().rsplit(".", 1)[-1]
+    return (
+        "; a JPEG label map: its compression changes values, save label maps as PNG"
+        if suffix in ("jpg", "jpeg")
+        else ""
+    )
 
 
 def _ranges(values: np.ndarray) -> str:
