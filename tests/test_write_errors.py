@@ -125,6 +125,9 @@ def test_config_errors_name_the_file_that_holds_the_mistake(tmp_path: Path) -> N
         maskformer.load_config(child)
     with pytest.raises(ConfigError, match="a folder, not a config file"):
         maskformer.load_config(tmp_path)
+    child.write_text("# nothing yet\n")
+    with pytest.raises(ConfigError, match="empty config file"):
+        maskformer.load_config(child)
     child.write_text("_base_: [base.yaml]\n")  # (mmcv-style): was "_base_ ['base.yaml']: config file not found"
     with pytest.raises(ConfigError, match=r"_base_ must be one path \(a string\), got \['base.yaml'\]"):
         maskformer.load_config(child)

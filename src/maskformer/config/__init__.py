@@ -177,7 +177,9 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if data is None:  # (an empty file gave the built-in defaults, an R50 for ADE20K, without a word)
+            raise ConfigError(f"{path}: empty config file (write keys, or `_base_: some.yaml` to start from one)")
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     except UnicodeDecodeError:  # e.g. `maskformer info run/model_final.pt`
