@@ -10,9 +10,10 @@ from maskformer.cli.inference_options import MODEL_HELP, add_inference_options, 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "eval",
-        help="evaluate a checkpoint (mIoU, PQ^St; PQ for panoptic models)",
-        description="Evaluate CHECKPOINT on the validation split of the dataset in its config. Prints a table and"
-        " writes OUTPUT_DIR/metrics.json (semantic: mIoU, fwIoU, mACC, pACC in percent; panoptic: All/Things/Stuff"
+        help="evaluate a model (mIoU, PQ^St; PQ for panoptic models)",
+        description="Evaluate MODEL (a checkpoint, zoo name, Hub id or transformers folder) on the validation split"
+        " of the dataset in its config. Prints a table and writes OUTPUT_DIR/metrics.json (semantic: mIoU, fwIoU,"
+        " mACC, pACC in percent; panoptic: All/Things/Stuff"
         " with pq, sq, rq, n as fractions plus PQ, SQ, RQ in percent).",
     )
     p.add_argument(

@@ -5,8 +5,8 @@ the page (plain HTML/JS shipped in this package; nothing is fetched from the int
 concurrently; inference runs in the thread pool behind one lock (one model, two CPU cores: running two forwards at
 once would only split the cores), so answers never mix.
 
-- ``GET /``: the page; ``GET /health``: 200 ``{"status": "ok"}`` once the model is loaded; ``GET /api/info``: model,
-  tasks, classes with colours.
+- ``GET /``: the page; ``GET /health``: 200 ``{"status": "ok", "model"}`` once the model is loaded; ``GET
+  /api/info``: model, tasks, classes with colours.
 - ``POST /api/predict`` (multipart ``image``, optional ``task``): ``{"task", "width", "height", "time_ms",
   "segments": [{"id", "label", "category_id", "isthing", "area", "color"}], "overlay_png", "label_png",
   "segments_png"}`` (PNG files as base64; ``label_png`` is the file ``maskformer predict`` writes, ``segments_png`` the
