@@ -55,21 +55,17 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = ".tmp", fsync: bool = 
     os.close(fd)
     tmp = Path(name)
     try:
-        yield tmp
-        os.chmod(tmp, new_file_mode())
-        if fsync:
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with _as_write_errors(path):
+            yield tmp
+            os.chmod(tmp, new_file_mode())
+            if fsync:
+                with open(tmp, "rb") as f:
+                    os.fsync(f.fileno())
+            os.replace(tmp, path)
     except OSError as e:  # a full disk while writing: the error names the file asked for, not the hidden one
         if str(e.filename) == str(tmp) or (e.filename is None and e.errno in _WRITE_ERRNOS):
             e.filename = str(path)
         raise
-    except Exception as e:
-        mapped = _as_write_error(e, path)
-        if mapped is e:
-            raise
-        raise mapped from e
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -83,17 +79,23 @@ def _free_bytes(folder: Path) -> int:
     return (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
 
 
-def _as_write_error(error: Exception, path: Path) -> Exception:
-    """A writer library's own error for a failed write as the ``OSError`` it stands for, naming ``path``: torch.save
-    on a full disk raises ``RuntimeError: [enforce fail at inline_container.cc] unexpected pos``, safetensors a
-    ``SafetensorError: ... (os error 28)``. Any other error is returned as it is."""
-    code = re.search(r"\(os error (\d+)\)", str(error))
-    if code:
-        number = int(code.group(1))
-        return OSError(number, os.strerror(number), str(path))
-    if 0 <= _free_bytes(path.parent) < (1 << 20):  # (the library did not say why; a full file system is why)
-        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-    return error
+@contextmanager
+def _as_write_errors(target: Path) -> Iterator[None]:
+    """Re-raise a writer library's own error for a failed write as the ``OSError`` it stands for, naming ``target``:
+    torch.save on a full disk raises ``RuntimeError: [enforce fail at inline_container.cc] unexpected pos``,
+    safetensors a ``SafetensorError: ... (os error 28)``. Other errors pass unchanged."""
+    try:
+        yield
+    except OSError:
+        raise
+    except Exception as e:
+        code = re.search(r"\(os error (\d+)\)", str(e))
+        if code:
+            number = int(code.group(1))
+            raise OSError(number, os.strerror(number), str(target)) from e
+        if 0 <= _free_bytes(target.parent) < (1 << 20):  # (the library did not say why; a full file system is why)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target)) from e
+        raise
 
 
 @contextmanager
@@ -110,23 +112,17 @@ def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
         raise
     old = None
     try:
-        yield tmp
-        mask = _umask()
-        os.chmod(tmp, 0o777 & ~mask)  # (mkdtemp gives 0700) the mode mkdir gives a folder
-        for f in tmp.rglob("*"):
-            if f.is_file():  # (writers that go through mkstemp leave 0600 files)
-                os.chmod(f, 0o666 & ~mask)
-        if folder.exists():
-            old = folder.parent / f"{tmp.name}.old"
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-    except OSError:
-        raise
-    except Exception as e:
-        mapped = _as_write_error(e, folder)
-        if mapped is e:
-            raise
-        raise mapped from e
+        with _as_write_errors(folder):
+            yield tmp
+            mask = _umask()
+            os.chmod(tmp, 0o777 & ~mask)  # (mkdtemp gives 0700) the mode mkdir gives a folder
+            for f in tmp.rglob("*"):
+                if f.is_file():  # (writers that go through mkstemp leave 0600 files)
+                    os.chmod(f, 0o666 & ~mask)
+            if folder.exists():
+                old = folder.parent / f"{tmp.name}.old"
+                os.replace(folder, old)
+            os.replace(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if old is not None:
