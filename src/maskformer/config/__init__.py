@@ -123,28 +123,13 @@ def _key_error(message: str, key: str) -> ConfigError:
     return error
 
 
-def _file_with_key(path: Path, key: str) -> Path | None:
-    """The file of ``path``'s ``_base_`` chain (the child first) that sets the dotted ``key``."""
-    seen: set[Path] = set()
-    while path.is_file() and path.resolve() not in seen:
-        seen.add(path.resolve())
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError):
-            return None
-        node = data
-        for part in key.split("."):
-            node = node.get(part, _MISSING) if isinstance(node, dict) else _MISSING
-        if node is not _MISSING:
-            return path
-        base = data.get("_base_") if isinstance(data, dict) else None
-        if not base:
-            return None
-        path = path.parent / str(base)
-    return None
-
-
-_MISSING = object()
+def _sets_key(data: dict, key: str) -> bool:
+    """Whether the nested dict of one YAML file sets the dotted ``key``."""
+    for part in key.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return False
+        data = data[part]
+    return True
 
 
 def config_from_dict(data: dict) -> Config:
@@ -168,7 +153,8 @@ def _deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+def _yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict]]:
+    """(file, its keys without ``_base_``) for ``path`` and its ``_base_`` ancestors, the child first."""
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"{path}: _base_ cycle")
@@ -189,12 +175,11 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     base = data.pop("_base_", None)
     if base and not isinstance(base, str):  # (mmcv-style configs list several bases)
         raise ConfigError(f"{path}: _base_ must be one path (a string), got {base!r}")
-    if base:
-        if not (path.parent / str(base)).is_file():
-            raise ConfigError(f"{path}: _base_ {base}: config file not found (the path is relative to this file)")
-        parent = _read_yaml(path.parent / str(base), (*seen, path))
-        data = _deep_merge(parent, data)
-    return data
+    if not base:
+        return [(path, data)]
+    if not (path.parent / str(base)).is_file():
+        raise ConfigError(f"{path}: _base_ {base}: config file not found (the path is relative to this file)")
+    return [(path, data), *_yaml_chain(path.parent / str(base), (*seen, path))]
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -231,13 +216,16 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML config (with ``_base_`` inheritance) and apply ``a.b=c`` overrides, checking every key."""
-    data = _read_yaml(Path(path)) if path else {}
+    chain = _yaml_chain(Path(path)) if path else []
+    data: dict = {}
+    for _, keys in reversed(chain):  # the base first, each child's keys merged over it
+        data = _deep_merge(data, keys)
     try:
         return config_from_dict(apply_overrides(data, overrides))
     except ConfigError as e:  # a bad key of a YAML file (not of a --set override) names the file
         key = getattr(e, "key", None)
         set_by_override = key and any(".".join(parse_override(o)[0]) in (key, *_parents(key)) for o in overrides or [])
-        where = _file_with_key(Path(path), key) if path and key and not set_by_override else None
+        where = next((f for f, keys in chain if _sets_key(keys, key)), None) if key and not set_by_override else None
         if where is None:
             raise
         raise ConfigError(f"{where}: {e}") from None
