@@ -156,12 +156,8 @@ def check_label_values(
 
 def _jpeg_hint(path: object) -> str:
     """A JPEG label map: its compression blurs the class ids at every edge."""
-    suffix = str(path).lower().rsplit(".", 1)[-1]
-    return (
-        "; a JPEG label map: its compression changes values, save label maps as PNG"
-        if suffix in ("jpg", "jpeg")
-        else ""
-    )
+    jpeg = Path(path).suffix.lower() in (".jpg", ".jpeg")
+    return "; a JPEG label map: its compression changes values, save label maps as PNG" if jpeg else ""
 
 
 def _ranges(values: np.ndarray) -> str:

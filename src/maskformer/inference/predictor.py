@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Collection, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -130,6 +131,7 @@ class Predictor:
         with eval_mode(model):  # the optimised copy is made in eval mode; the caller's model keeps its own mode
             acc = accelerate(model, enabled=optimize, bf16=bf16, compile=compile, device=str(self.device))
         self.model, self._semantic_labels, self.accelerated = acc.model, acc.semantic_labels, acc.active
+        self._callers_model = not acc.active  # the unmodified model (maybe wrapped): each forward sets eval mode
         self._panoptic = acc.panoptic
         self.corner_labels = acc.bf16 if corner_labels is None else corner_labels
         self.pixel_mean = torch.as_tensor(model.pixel_mean).detach().float().to(self.device).view(3)
@@ -322,7 +324,7 @@ class Predictor:
         Returns (outputs, per-image valid (h, w), padded (H, W)).
         """
         batch, sizes, padded = normalize_and_pad(images, self.pixel_mean, self.pixel_std, self.size_divisibility)
-        with eval_mode(self.model):
+        with eval_mode(self.model) if self._callers_model else nullcontext():  # (our copy is always in eval mode)
             if mask_queries is not None:
                 outputs = self.model(batch, with_aux=False, mask_queries=mask_queries)
             else:
