@@ -298,6 +298,48 @@ def test_narrow_score_products_equal_the_columns_of_a_wide_one():
             assert torch.equal(fused._argmax_scores(sig[:, cols], probs_t), fused._first_argmax(wide[:, cols]))
 
 
+def _unfused_sigmoid(mask_pred: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The unfused path's sigmoid of the upsampled, cropped mask logits [Q, h, w] (semantic_from_outputs)."""
+    low = mask_pred.shape[-2:]
+    up = F.interpolate(mask_pred[None].contiguous(), size=(4 * low[0], 4 * low[1]), mode="bilinear")[0]
+    return up[:, : size[0], : size[1]].sigmoid()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(
+    ("low", "size"),
+    [
+        ((128, 128), (512, 512)),
+        ((20, 72), (80, 285)),
+        ((6, 20), (24, 77)),
+        ((40, 9), (160, 35)),
+        ((10, 8), (37, 32)),
+        ((3, 5), (12, 19)),
+    ],
+)  # (a full-width row whose width is not a multiple of 32 is vectorised otherwise: the certified path declines it)
+def test_exact_pieces_are_bit_identical_to_the_unfused_sigmoid(low, size, threads):
+    """The exact pieces (full-width row strips, near-tie tiles) give the very sigmoid values of the unfused path at
+    their pixels, for maps whose height + width is below the upsample kernel's threshold too (narrow strips of a
+    taller map were rounded otherwise: 1 ulp, enough to flip an exact-path label at a near-tie)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(low[0] * 1000 + low[1])
+        masks = torch.randn(23, *low, generator=g) * 6
+        expected = _unfused_sigmoid(masks, size)
+        h, w = size
+        for y0 in range(0, h, 8):
+            rows = fused._sigmoid_rows(masks, y0, min(h, y0 + 8), w)
+            assert torch.equal(rows, expected[:, y0 : y0 + 8].reshape(23, -1)), (low, y0)
+        uncertain = torch.rand(size, generator=g) < 0.02
+        uncertain[-1, -1] = uncertain[0, 0] = True
+        where, columns = fused._near_tie_tiles(masks, uncertain)
+        assert torch.equal(torch.sort(where).values, uncertain.view(-1).nonzero()[:, 0])
+        assert torch.equal(columns, expected.reshape(23, -1)[:, where]), low
+    finally:
+        torch.set_num_threads(previous)
+
+
 @pytest.mark.parametrize("seed", [5, 6, 7])
 def test_certified_labels_with_ties_in_few_pixels_per_band(monkeypatch, seed):
     """Exact ties in a cropped, unaligned output (80 x 285 of 80 x 288) where a band holds only a handful of near-tie
@@ -349,6 +391,38 @@ def test_cell_blocks_reproduce_the_bilinear_upsample():
         image = cell_bounds.blocks_to_image(logits[:, :, q].t().contiguous(), (6, 7), (24, 28))
         expected = F.interpolate(masks[None, q : q + 1], size=(24, 28), mode="bilinear")[0, 0]
         torch.testing.assert_close(image, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_groups_scored_together_give_the_labels_and_leads_of_scoring_each_apart(monkeypatch, seed):
+    """fill_blocks joins the uncertain cells' groups into a few products against the union of their classes: the
+    blocks equal those of one block_top2 per group wherever that settles them, it marks every near-tie that does and
+    few more (a class the bounds ruled out never wins a block, as runner-up it can only shorten a lead); another
+    chunking of the bounds gives the same candidates; the certified labels stay the unfused ones."""
+    outputs = _confident_outputs(24, 60, (24, 40), seed, ties=seed == 1)
+    masks, probs = outputs["pred_masks"][0], F.softmax(outputs["pred_logits"][0], -1)[:, :-1].contiguous()
+    cm, tol = cell_bounds.padded_cell_major(masks), cell_bounds.relative_tolerance(masks)
+    candidate, groups = cell_bounds.certain_cells(probs, cm, tol)
+    assert len(groups) >= 3 and len(cell_bounds._merged(groups)) < len(groups)
+    blocks, near_tie = cell_bounds.fill_blocks(cm, candidate, groups, probs, tol)
+    apart_blocks, apart_near = candidate[:, None].expand(-1, 16).clone(), torch.zeros_like(near_tie)
+    for cells, classes in groups:
+        best, top, lead = cell_bounds.block_top2(cm, cells, probs[:, classes])
+        apart_blocks[cells] = classes[best]
+        apart_near[cells] = lead <= tol * top + cell_bounds.ABSOLUTE_TOLERANCE
+    assert bool((near_tie >= apart_near).all()) and int(near_tie.sum()) <= int(apart_near.sum()) + 16
+    assert torch.equal(blocks[~near_tie], apart_blocks[~near_tie])
+    monkeypatch.setattr(cell_bounds, "_CHUNK_BOUNDS", 50)  # one row of cells per chunk
+    chunked, chunked_groups = cell_bounds.certain_cells(probs, cm, tol)
+    assert torch.equal(chunked, candidate)
+    assert torch.equal(
+        torch.sort(torch.cat([c for c, _ in chunked_groups])).values,
+        torch.sort(torch.cat([c for c, _ in groups])).values,
+    )
+    expected = semantic_from_outputs(outputs, [(96, 157)], [(96, 157)], input_size=(96, 160))[0].argmax(0)
+    monkeypatch.setattr(fused, "_MAX_UNCERTAIN", 1.0)
+    monkeypatch.setattr(fused, "_MIN_CLASS_QUERY_PAIRS", 0)
+    assert torch.equal(fused._certified_labels(outputs["pred_logits"][0], masks, (96, 157)), expected)
 
 
 def test_bounds_hold_and_block_leads_match_exact_scores():

@@ -43,7 +43,9 @@ __all__ = [
 
 _PRESENT = 16  # classes kept for cells whose candidate clears every other class's image-wide bound
 _FEW_RIVALS = 8  # uncertain cells with at most this many rival classes are scored apart from the others
-_CHUNK_ROWS = 32  # rows of cells per chunk of certain_cells (at 512 wide: 4128 cells, [cells, 2Q] bounds 3.3 MB)
+_CHUNK_BOUNDS = 1 << 15  # cells per chunk of certain_cells ([cells, 2Q] bounds: 26 MB at Q = 100; a 512 x 512 picture
+# is one chunk: fewer, larger products were faster than cache-sized chunks of 32 rows, benchmarks/profile_predict.py)
+_MERGED_CLASSES = 32  # classes of one batch of groups in fill_blocks (more: the product outgrows what merging saves)
 _CHUNK_CELLS = 2048  # cells per chunk of block_top2 (32768 pixels): larger chunks were no faster, smaller ones slower
 
 
@@ -81,7 +83,7 @@ def certain_cells(probs: Tensor, cm: Tensor, tol: float) -> tuple[Tensor, list[t
     (cells int64 [n], classes int64 [m >= 2]) of uncertain cells sharing a candidate and the only classes that can
     win anywhere in their blocks (the candidate and every class its bound does not beat). probs [Q, K], cm from
     ``padded_cell_major``; a bound counts when it beats ``tol`` (``relative_tolerance``) times the cell's largest
-    possible score. Works through ``_CHUNK_ROWS`` rows of cells at a time (their [cells, 2Q] bounds stay in cache).
+    possible score. Works through whole rows of at most ``_CHUNK_BOUNDS`` cells at a time.
 
     Classes that are nowhere likely: a class's score never exceeds sum_q p_qk sigmoid(max of m_q over the image).
     Beyond the ``_PRESENT`` classes with the largest such bound, every class stays below ``tau``; candidates come from
@@ -97,8 +99,9 @@ def certain_cells(probs: Tensor, cm: Tensor, tol: float) -> tuple[Tensor, list[t
     weight[2 * p, num_queries:] = probs.amax(1)
     cols = cm.shape[1] - 1
     candidates, groups = [], []
-    for r0 in range(0, cm.shape[0] - 1, _CHUNK_ROWS):
-        r1 = min(cm.shape[0] - 1, r0 + _CHUNK_ROWS)
+    step = max(1, _CHUNK_BOUNDS // cols)
+    for r0 in range(0, cm.shape[0] - 1, step):
+        r1 = min(cm.shape[0] - 1, r0 + step)
         candidate, chunk_groups = _certain_chunk(probs, cm[r0 : r1 + 1], tol, present, tau, weight)
         candidates.append(candidate)
         groups += [(cells + r0 * cols, classes) for cells, classes in chunk_groups]
@@ -209,14 +212,34 @@ def fill_blocks(
 ) -> tuple[Tensor, Tensor]:
     """Per-cell labels [C] and the (cells, classes) groups of ``certain_cells`` / ``corner_labels`` -> (blocks int64
     [C, 16], near_tie bool [C, 16]): every block filled with its cell's label, the listed cells' blocks with the best
-    of their classes by ``block_top2``; near_tie marks pixels whose lead is within ``tol`` of their score."""
+    of their classes by ``block_top2``; near_tie marks pixels whose lead is within ``tol`` of their score.
+
+    Groups are scored together, a few large products instead of a small one per group, each batch against the union
+    of its groups' classes (at most ``_MERGED_CLASSES``; a group with more stays alone). A class that a cell's bounds
+    ruled out trails its candidate by more than the tolerance everywhere in its block, so it never wins there; as the
+    runner-up it can only shorten a lead, that is mark a near-tie the exact path then settles."""
     blocks = label[:, None].expand(-1, 16).contiguous()
     near_tie = torch.zeros(blocks.shape, dtype=torch.bool, device=blocks.device)
-    for cells, classes in groups:
+    for cells, classes in _merged(groups):
         best, top, lead = block_top2(cm, cells, probs[:, classes])
         blocks.index_copy_(0, cells, classes[best])
         near_tie.index_copy_(0, cells, lead <= tol * top + ABSOLUTE_TOLERANCE)
     return blocks, near_tie
+
+
+def _merged(groups: list[tuple[Tensor, Tensor]]) -> list[tuple[Tensor, Tensor]]:
+    """The (cells, classes) groups joined, fewest classes first, into batches (cells, the union of their classes)
+    of at most ``_MERGED_CLASSES`` classes."""
+    batches: list[tuple[list[Tensor], set[int]]] = []
+    for cells, classes in sorted(groups, key=lambda group: len(group[1])):
+        keys = set(classes.tolist())
+        if batches and len(batches[-1][1] | keys) <= _MERGED_CLASSES:
+            batches[-1][0].append(cells)
+            batches[-1][1].update(keys)
+        else:
+            batches.append(([cells], keys))
+    device = groups[0][1].device if groups else None
+    return [(torch.cat(cells), torch.tensor(sorted(keys), device=device)) for cells, keys in batches]
 
 
 def blocks_to_image(blocks: Tensor, low: tuple[int, int], size: tuple[int, int]) -> Tensor:

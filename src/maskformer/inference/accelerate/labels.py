@@ -19,11 +19,11 @@ the cell's candidate class - score of every other class) over its whole block se
 at once. (2) The other blocks get approximate scores (their 16 pixels' logits from the four corners, sigmoid, a matmul
 restricted to the classes the bound could not rule out), which agree with the exact ones to fp32 rounding; a pixel
 whose best class leads by more than a generous rounding tolerance has that label in the exact path too. (3) Only the
-remaining near-ties (exact ties, boundaries within ~1e-4 of a tie) are computed exactly: their row band is upsampled
-and passed through the sigmoid exactly as the strips do (PyTorch vectorises elementwise ops in runs and finishes each
-run with scalar code that can round differently, so the runs must be the same), then only their columns enter the
-[K, Q] x [Q, n] matmul, whose dot products do not depend on n (for n >= 2; one column would switch to a
-matrix-vector kernel). The result is the exact label map; when most pixels are near-ties (e.g. untrained weights whose
+remaining near-ties (exact ties, boundaries within ~1e-4 of a tie) are computed exactly: each 8 x 32 tile holding any
+is upsampled from a window of logits and passed through the sigmoid as the unfused path does (PyTorch vectorises
+elementwise ops in runs of 32 and finishes each run with scalar code that can round differently, so the runs must
+be the same; ``_upsampled_window`` for the upsample), then only their columns enter the [K, Q] x [Q, n] matmul, whose
+dot products do not depend on n (padded to 32 columns: narrower products switch kernels). The result is the exact label map; when most pixels are near-ties (e.g. untrained weights whose
 classes tie everywhere) the plain strips are used.
 """
 
@@ -70,12 +70,37 @@ def _exact_labels(mask_cls: Tensor, mask_pred: Tensor, image_size: Size) -> Tens
 
 def _sigmoid_rows(mask_pred: Tensor, y0: int, y1: int, w: int) -> Tensor:
     """sigmoid of output rows y0..y1 (first w columns) of the 4x bilinear upsample of mask_pred [Q, hl, wl], bit for
-    bit as the full upsample gives them (one low-resolution row of margin on each side). Returns [Q, (y1 - y0) * w]."""
+    bit as the full upsample gives them (one low-resolution row of margin on each side, ``_upsampled_window``).
+    Returns [Q, (y1 - y0) * w]."""
     low_h, low_w = mask_pred.shape[-2:]
-    lo, hi = max(0, y0 // 4 - 1), min(low_h, math.ceil(y1 / 4) + 1)
-    rows = mask_pred[None, :, lo:hi].contiguous()  # (channels-last logits: the same kernel as the unfused path)
-    up = F.interpolate(rows, size=(4 * (hi - lo), 4 * low_w), mode="bilinear")[0]
+    up, lo, _ = _upsampled_window(mask_pred, max(0, y0 // 4 - 1), min(low_h, math.ceil(y1 / 4) + 1), 0, low_w)
     return up[:, y0 - 4 * lo : y1 - 4 * lo, :w].sigmoid().reshape(mask_pred.shape[0], -1)
+
+
+def _upsampled_window(mask_pred: Tensor, lo: int, hi: int, c0: int, c1: int) -> tuple[Tensor, int, int]:
+    """(up, lo', c0'): the 4x bilinear upsample [Q, 4 (hi' - lo'), 4 (c1' - c0')] of the logits rows lo'..hi', columns
+    c0'..c1' of mask_pred [Q, hl, wl], a window holding lo..hi x c0..c1, whose output pixels away from the window's
+    inner edges are bit-identical to the full upsample's.
+
+    The 4x scale is exact in binary, so a pixel's weights do not depend on the window, but PyTorch's kernel (torch
+    2.14, NCHW) rounds in another order for maps whose height + width is below ``_MIN_SPAN``: a smaller window is grown
+    (columns, then rows) to that span, or to the whole map when the map itself is smaller (then both agree).
+    Contiguous logits: the unfused path's kernel (``tests/test_fast_inference.py`` checks windows bit for bit)."""
+    low_h, low_w = mask_pred.shape[-2:]
+    deficit = _MIN_SPAN - (hi - lo) - (c1 - c0)
+    if deficit > 0:
+        c0, c1 = _grow(c0, c1, low_w, deficit)
+        deficit = _MIN_SPAN - (hi - lo) - (c1 - c0)
+    if deficit > 0:
+        lo, hi = _grow(lo, hi, low_h, deficit)
+    window = mask_pred[None, :, lo:hi, c0:c1].contiguous()
+    return F.interpolate(window, size=(4 * (hi - lo), 4 * (c1 - c0)), mode="bilinear")[0], lo, c0
+
+
+def _grow(lo: int, hi: int, n: int, more: int) -> tuple[int, int]:
+    """The range lo..hi of 0..n grown by ``more`` (after first, then before; less at the ends of 0..n)."""
+    hi2 = min(n, hi + more)
+    return max(0, lo - (more - (hi2 - hi))), hi2
 
 
 def _scores(sig: Tensor, probs_t: Tensor) -> Tensor:
@@ -109,8 +134,9 @@ def _first_argmax(scores: Tensor) -> Tensor:
     return num - found.long()
 
 
-_ALIGN = 32  # every CPU vector loop's run (2 x 16 floats) divides this
-_BAND = 8  # output rows per band of exact pieces (2 low-resolution rows)
+_ALIGN = 32  # every CPU vector loop's run (2 x 16 floats) divides this; the width of a tile of exact pieces
+_BAND = 8  # output rows per tile of exact pieces (2 low-resolution rows)
+_MIN_SPAN = 33  # logit maps with height + width below this are upsampled in another rounding order (_upsampled_window)
 _MAX_UNCERTAIN = 0.6  # above this fraction of uncertain pixels, plain strips are cheaper
 _MIN_CLASS_QUERY_PAIRS = 2048  # below this K x Q the per-pixel matmul is cheap and the bounds do not pay for themselves
 
@@ -142,15 +168,39 @@ def _certified_labels(mask_cls: Tensor, mask_pred: Tensor, image_size: Size) -> 
         return None  # (a full-width row whose length is not aligned is vectorised differently by the unfused path)
     probs_t = probs.t().contiguous()
     flat = labels.view(-1)
-    for y0 in range(0, h, _BAND):
-        y1 = min(h, y0 + _BAND)
-        where = uncertain[y0:y1].reshape(-1).nonzero()[:, 0]
-        if where.numel() == 0:
-            continue
-        # the band exactly as _exact_labels computes it, then only the near-tie pixels' columns through the matmul
-        band = _sigmoid_rows(mask_pred, y0, y1, w)  # [Q, rows * w]
-        flat[y0 * w + where] = _argmax_scores(band[:, where], probs_t)
+    # only the near-tie pixels' columns through the matmul, their sigmoids computed per tile as the unfused path does
+    where, columns = _near_tie_tiles(mask_pred, uncertain)
+    flat[where] = _argmax_scores(columns, probs_t)
     return labels
+
+
+def _near_tie_tiles(mask_pred: Tensor, uncertain: Tensor) -> tuple[Tensor, Tensor]:
+    """(flat pixel indices int64 [n], their sigmoids [Q, n]) for the True pixels of uncertain [h, w], computed per
+    ``_BAND`` x ``_ALIGN`` tile that holds any (``_sigmoid_tile``), bit for bit as the unfused path's."""
+    h, w = uncertain.shape
+    rows, cols = -(-h // _BAND), -(-w // _ALIGN)
+    padded = F.pad(uncertain, (0, cols * _ALIGN - w, 0, rows * _BAND - h))
+    occupied = padded.view(rows, _BAND, cols, _ALIGN).any(3).any(1).nonzero().tolist()
+    where, columns = [], []
+    for ty, tx in occupied:
+        y0, x0 = ty * _BAND, tx * _ALIGN
+        y1, x1 = min(h, y0 + _BAND), min(w, x0 + _ALIGN)
+        dy, dx = uncertain[y0:y1, x0:x1].nonzero().unbind(1)
+        columns.append(_sigmoid_tile(mask_pred, y0, y1, x0, x1)[:, dy, dx])
+        where.append((y0 + dy) * w + x0 + dx)
+    return torch.cat(where), torch.cat(columns, 1)
+
+
+def _sigmoid_tile(mask_pred: Tensor, y0: int, y1: int, x0: int, x1: int) -> Tensor:
+    """sigmoid of output rows y0..y1, columns x0..x1 of the 4x bilinear upsample of mask_pred [Q, hl, wl], bit for
+    bit as the unfused path's (for x0 a multiple of ``_ALIGN``, x1 - x0 <= ``_ALIGN``). Returns [Q, y1 - y0, x1 - x0].
+
+    The upsample of a window as in ``_upsampled_window``; the sigmoid's run is the tile's row, vectorised whole when it
+    is ``_ALIGN`` long and by scalar code when it is a last, narrower piece, as the unfused path's rows end."""
+    low_h, low_w = mask_pred.shape[-2:]
+    lo, hi = max(0, y0 // 4 - 1), min(low_h, math.ceil(y1 / 4) + 1)
+    up, lo, c0 = _upsampled_window(mask_pred, lo, hi, max(0, x0 // 4 - 1), min(low_w, math.ceil(x1 / 4) + 1))
+    return up[:, y0 - 4 * lo : y1 - 4 * lo, x0 - 4 * c0 : x1 - 4 * c0].sigmoid()
 
 
 def _corner_labels(mask_cls: Tensor, mask_pred: Tensor, image_size: Size) -> Tensor:
