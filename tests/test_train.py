@@ -480,3 +480,60 @@ def test_a_layout_that_serves_train_and_val_from_the_same_images_is_noted(tmp_pa
     train(maskformer.load_config(CONFIGS / "demo.yaml", [*TINY, "train.max_iters=1", "train.eval_period=0"]),
           output_dir=tmp_path / "synthetic", progress=True)  # fmt: skip
     assert "same" not in capsys.readouterr().err
+
+
+def _train_until(tmp_path, run, ready, extra: list[str]) -> subprocess.CompletedProcess:
+    """`maskformer train` of the demo config in a process of its own, sent SIGTERM once ``ready(run)`` holds."""
+    args = [sys.executable, "-m", "maskformer.cli", "train", str(CONFIGS / "demo.yaml"), "--output-dir", str(run),
+            "--quiet", *[a for kv in TINY + ["train.max_iters=100000", *extra] for a in ("--set", kv)]]  # fmt: skip
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while not ready(run) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(args, proc.returncode, "", err)
+
+
+def test_sigterm_is_handled_as_ctrl_c_and_says_how_to_resume(tmp_path):
+    """`kill` / `timeout` / a job scheduler stop training with SIGTERM: before the first checkpoint it left
+    config.yaml and metrics.jsonl behind (blocking a new start); after one, nothing said what was kept."""
+    early = _train_until(tmp_path, tmp_path / "early", lambda run: (run / "metrics.jsonl").is_file(),
+                         ["train.checkpoint_period=100000"])  # fmt: skip
+    assert early.returncode == 130 and "Traceback" not in early.stderr, early.stderr
+    assert early.stderr.strip().splitlines()[-1] == "maskformer train: interrupted"
+    assert not (tmp_path / "early").exists()
+    late = _train_until(tmp_path, tmp_path / "late", lambda run: (run / "checkpoint_last.pt").is_file(), [])
+    assert late.returncode == 130 and "Traceback" not in late.stderr, late.stderr
+    note = late.stderr.strip().splitlines()[-2]
+    iteration = load_checkpoint(tmp_path / "late" / "checkpoint_last.pt")["iteration"]
+    assert f"holds iteration {iteration}" in note and "--resume" in note and str(tmp_path / "late") in note
+
+
+def test_diverging_training_stops_with_one_line_and_writes_no_broken_model(tmp_path, monkeypatch):
+    """A learning rate that blows the weights up: the matcher raised on NaN costs (a traceback) before the loss
+    check, and a run that ended right after the step saved a model full of NaN without a word."""
+    from maskformer.engine.train import TrainingError
+
+    tiny = [*TINY, "train.eval_period=-1", "solver.clip_grad_norm=0.0", "solver.warmup_iters=0"]
+    cfg = maskformer.load_config(CONFIGS / "demo.yaml", [*tiny, "solver.base_lr=1e30", "train.max_iters=4"])
+    with pytest.raises(TrainingError, match="non-finite predictions at iteration 2; no checkpoint was saved"):
+        train(cfg, output_dir=tmp_path / "a", progress=False)
+    assert not (tmp_path / "a").exists()
+    import maskformer.engine.train as engine_train
+
+    build_optimizer = engine_train.build_optimizer
+
+    def overflowing(cfg, model):  # an update that overflows, in the last step, where no later loss would show it
+        optimizer = build_optimizer(cfg, model)
+        optimizer.register_step_post_hook(lambda *_: next(model.parameters()).data.mul_(float("inf")))
+        return optimizer
+
+    monkeypatch.setattr(engine_train, "build_optimizer", overflowing)
+    cfg = maskformer.load_config(CONFIGS / "demo.yaml", [*tiny, "train.max_iters=1"])
+    with pytest.raises(TrainingError, match="the weights became non-finite in iteration 1"):
+        train(cfg, output_dir=tmp_path / "b", progress=False)
+    assert not (tmp_path / "b" / "model_final.pt").exists()
+    for bad in ("nan", "inf", "-.inf"):
+        with pytest.raises(maskformer.ConfigError, match="solver.base_lr' must be a finite number"):
+            maskformer.load_config(CONFIGS / "demo.yaml", [f"solver.base_lr={bad}"])

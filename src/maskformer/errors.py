@@ -1,5 +1,12 @@
 """Errors a user can cause. The CLI prints them as one line and exits non-zero; internals may assert."""
 
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+
 
 class UserError(Exception):
     """Base class: bad input from a user (file, key, value). The message names the file or key."""
@@ -27,3 +34,22 @@ def one_line(error: BaseException) -> str:
         head, sep, rest = last.partition(": ")
         return rest if sep and "." in head and " " not in head else last
     return text.splitlines()[0] if text else type(error).__name__
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, ``timeout``, a job scheduler) raises KeyboardInterrupt meanwhile, so the cleanup that runs
+    for Ctrl-C runs for it too (no partial download, no half-made run folder). Main thread only (where handlers can
+    be set); the previous handler comes back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

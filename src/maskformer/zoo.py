@@ -18,24 +18,20 @@ leaves nothing in the cache.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import json
 import os
-import signal
 import tempfile
-import threading
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from .errors import CheckpointError
+from .errors import CheckpointError, terminate_as_interrupt
 from .fileio import atomic_path
 
 __all__ = ["ZooEntry", "zoo_table", "resolve_model", "from_pretrained", "cache_dir", "configs_dir", "zoo_url"]
@@ -171,28 +167,10 @@ def _converted(name: str, make, where: str = "zoo") -> Path:
     return out if out.is_file() else _write(out, make)
 
 
-@contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (``kill``, a job scheduler) raises KeyboardInterrupt meanwhile, so the cleanup below runs as for
-    Ctrl-C instead of leaving a partial download in the cache. Main thread only (where handlers can be set)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _write(out: Path, make) -> Path:
     """Run ``make(tmp_path)`` and rename its result to ``out``; on any failure (or SIGTERM) remove what it left."""
     try:
-        with _terminate_as_interrupt(), atomic_path(out, suffix=".pt.tmp") as tmp:
+        with terminate_as_interrupt(), atomic_path(out, suffix=".pt.tmp") as tmp:
             make(tmp)
     except BaseException:
         folder, root = out.parent, cache_dir()

@@ -9,12 +9,13 @@ May import: anything in the package (the top floor); nothing imports ``cli`` exc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
 import os
 import sys
 
-from ..errors import UserError, one_line
+from ..errors import UserError, one_line, terminate_as_interrupt
 
 # command name -> module under maskformer.cli
 COMMANDS: dict[str, str] = {
@@ -85,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
 
     keep_freed_memory()  # reuse freed activation memory instead of page-faulting it in again (engine/runtime.py)
     try:
-        return int(args.func(args) or 0)
+        # SIGTERM as Ctrl-C, but not in a torchrun worker, which its launcher stops
+        with terminate_as_interrupt() if _ranks()[1] <= 1 else contextlib.nullcontext():
+            return int(args.func(args) or 0)
     except UserError as e:
         if not _said_by_rank_0(e):
             print(f"maskformer {args.command}: error: {one_line(e)}", file=sys.stderr)

@@ -73,6 +73,11 @@ def run(args: argparse.Namespace) -> int:
     device = dist.init_from_env()
     model, cfg, meta = load_model_and_config(resolve_model(args.checkpoint))
     overrides = list(args.overrides)
+    for override in overrides:  # the network and its training are the checkpoint's: such a key would change nothing
+        key = override.split("=", 1)[0].strip()
+        if key.split(".")[0] in ("model", "solver", "train", "loss"):
+            raise ConfigError(f"--set {key}: eval runs the checkpoint's network as it was trained; --set changes "
+                              "only its data., test. and inference. settings")  # fmt: skip
     if args.data_root:
         overrides.append(f"data.root={args.data_root}")
     if args.split:
@@ -107,4 +112,5 @@ def run(args: argparse.Namespace) -> int:
         print(format_semantic_table(metrics, class_names=names))
     if "All" in metrics:
         print(format_panoptic_table(metrics))
+    print(f"maskformer eval: wrote {out / 'metrics.json'}", file=sys.stderr)
     return 0

@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     from maskformer.engine import distributed as dist
     from maskformer.engine.train import train
 
-    overrides = list(args.overrides) + ([f"data.root={args.data_root}"] if args.data_root else [])
+    # (an absolute data root: the run's config.yaml then works from any folder, for eval and --resume)
+    overrides = list(args.overrides) + ([f"data.root={os.path.abspath(args.data_root)}"] if args.data_root else [])
     if args.nproc < 1:
         raise maskformer.ConfigError(f"--nproc must be at least 1, got {args.nproc}")
     if args.nproc > 1:
@@ -80,11 +81,32 @@ def run(args: argparse.Namespace) -> int:
     try:
         metrics = train(cfg, output_dir=args.output_dir, resume=args.resume, progress=not args.quiet)
         main_process = dist.is_main()  # (after cleanup every process would count as the main one)
+    except KeyboardInterrupt:
+        if dist.is_main():
+            _say_how_to_resume(Path(args.output_dir), args.config)
+        raise
     finally:
         dist.cleanup()
     if metrics and main_process and not args.quiet:
         print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, int | float)}, indent=1))
     return 0
+
+
+def _say_how_to_resume(out, config: str) -> None:
+    """After Ctrl-C or SIGTERM: which checkpoint is kept (the steps after it are lost) and how to go on from it."""
+    import sys
+
+    import torch
+
+    last = out / "checkpoint_last.pt"
+    if not last.is_file():
+        return
+    try:  # (memory-mapped: the iteration without reading the weights)
+        iteration = torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("iteration", "?")
+    except Exception:  # noqa: BLE001 - a note only; --resume checks the file itself
+        iteration = "?"
+    print(f"maskformer train: {last} holds iteration {iteration} (the steps after it are lost); "
+          f"`maskformer train {config} --output-dir {out} --resume` goes on from it", file=sys.stderr)  # fmt: skip
 
 
 def _say_kept_values(saved, config: str, given, cfg) -> None:

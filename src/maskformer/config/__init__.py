@@ -11,6 +11,7 @@ May import: ``errors``, ``fileio``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -80,11 +81,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+        if not math.isfinite(value):  # (YAML reads .nan and .inf, float() reads "nan" and "inf")
+            raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -216,6 +219,8 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML config (with ``_base_`` inheritance) and apply ``a.b=c`` overrides, checking every key."""
+    if isinstance(overrides, str):  # one override given as a string, not a list of them
+        overrides = [overrides]
     chain = _yaml_chain(Path(path)) if path else []
     data: dict = {}
     for _, keys in reversed(chain):  # the base first, each child's keys merged over it

@@ -67,9 +67,49 @@ def _kind_of_file(path: Path) -> str | None:
         return "an original detectron2 .pkl: convert it with `maskformer convert detectron2` first"
     if suffix == ".onnx":
         return "an ONNX graph (for onnxruntime), not a checkpoint: pass the checkpoint it was exported from"
-    if text:
+    if text and _looks_like_text(head):
         return "a text file, not a torch checkpoint"
     return "not a torch checkpoint file"
+
+
+def _looks_like_text(head: bytes) -> bool:
+    """UTF-8 (a character cut at the end of ``head`` aside) made of printable characters and line breaks."""
+    try:
+        chars = head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 3:
+            return False
+        chars = head[: e.start].decode("utf-8")
+    return sum(c.isprintable() or c in "\r\n\t" for c in chars) >= 0.95 * max(1, len(chars))
+
+
+def weights_mismatch(model: nn.Module, state: object) -> str | None:
+    """Why the state dict ``state`` does not load into ``model`` (strict), naming keys and shapes; None when it fits."""
+    if not isinstance(state, dict):
+        return f"its weights are a {type(state).__name__}, not a dict of tensors"
+    expected = model.state_dict()
+    problems = []
+    for what, keys in (
+        ("missing", [k for k in expected if k not in state]),
+        ("unexpected", [k for k in state if k not in expected]),
+    ):
+        if keys:
+            problems.append(f"{what} {keys[0]}" + (f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""))
+    for k, v in expected.items():
+        got = state.get(k)
+        if isinstance(got, torch.Tensor) and tuple(got.shape) != tuple(v.shape):
+            problems.append(f"{k} is {list(got.shape)} in the file, {list(v.shape)} in the model")
+            break
+    return "; ".join(problems) or None
+
+
+def non_finite_weights(state: dict) -> str | None:
+    """The first floating-point tensor of ``state`` holding NaN or infinity (with how many more do), or None."""
+    bad = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]  # fmt: skip
+    if not bad:
+        return None
+    return bad[0] + (f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else "")
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -89,6 +129,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         text = str(e)
         if "central directory" in text or "zip archive" in text or isinstance(e, EOFError) or "EOF" in text:
             raise CheckpointError(f"{path}: the file is truncated or corrupt (incomplete archive)") from None
+        if "Weights only load failed" in text or "weights_only" in text:
+            raise CheckpointError(
+                f"{path}: holds Python objects other than tensors and plain values; not loaded, as unpickling them "
+                "could run code (a maskformer checkpoint holds none: write it with `maskformer train` or `convert`)"
+            ) from None
         first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
         raise CheckpointError(f"{path}: not a readable maskformer checkpoint ({first.rstrip('.')[:160]})") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
@@ -100,6 +145,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def config_of(obj: dict, path: str | Path) -> Config:
     """The config stored in a loaded checkpoint ``obj`` (errors name ``path``)."""
+    if "config" not in obj:
+        raise CheckpointError(f"{path}: holds no config (a maskformer checkpoint carries the config it was built from)")
     try:
         return config_from_dict(obj["config"])
     except (ConfigError, KeyError, TypeError) as e:
@@ -126,10 +173,18 @@ def load_model_and_config(
     cfg = config_of(obj, path)
     meta = meta_of(obj, cfg, path)
     model = build_model(cfg)
-    try:
-        model.load_state_dict(obj["model"], strict=True)
-    except (RuntimeError, KeyError) as e:
-        raise CheckpointError(f"{path}: weights do not fit its config ({str(e).splitlines()[0][:300]})") from None
+    why = weights_mismatch(model, obj.get("model"))
+    if why is None:
+        try:
+            model.load_state_dict(obj["model"], strict=True)
+        except (RuntimeError, KeyError) as e:
+            why = str(e).splitlines()[0][:300]
+    if why is not None:
+        raise CheckpointError(f"{path}: weights do not fit its config ({why})") from None
+    bad = non_finite_weights(obj["model"])
+    if bad is not None:
+        raise CheckpointError(f"{path}: weights {bad} hold NaN or infinite values (the training that wrote them "
+                              "diverged): use an earlier checkpoint")  # fmt: skip
     model.class_meta = meta
     return model.to(map_location).eval(), cfg, meta
 

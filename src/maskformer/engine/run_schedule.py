@@ -10,7 +10,7 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError
 from ..optim import shorten_schedule
-from .checkpoint import load_checkpoint, set_rng_state
+from .checkpoint import load_checkpoint, set_rng_state, weights_mismatch
 
 
 def resume_from(last: Path, model: nn.Module, optimizer, scheduler, loader, max_iters: int) -> tuple[int, str]:
@@ -22,10 +22,13 @@ def resume_from(last: Path, model: nn.Module, optimizer, scheduler, loader, max_
         raise ConfigError(f"{last.parent} is a finished run (iteration {done} of train.max_iters={max_iters}): to "
                           f"train on, resume with --set train.max_iters=N for an N above {done}")  # fmt: skip
     try:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        why = weights_mismatch(model, state.get("model"))
+        if why is None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError, KeyError) as e:
-        why = " ".join(str(e).split())[:200] or type(e).__name__  # (torch's message spans lines)
+        why = " ".join(str(e).split())[:300] or type(e).__name__  # (torch's message spans lines)
+    if why is not None:
         raise CheckpointError(f"{last}: does not fit this config ({why}); resume with the run's config.yaml") from None
     scheduler.load_state_dict(state["scheduler"])  # (this restores the saved run's max_iters too)
     try:

@@ -191,6 +191,12 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
     ddp = nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
     def save_last(iteration: int) -> None:
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            logger.close()
+            raise TrainingError(
+                f"the weights became non-finite in iteration {iteration}; {_last_good(last)}"
+                " (lower solver.base_lr or set solver.clip_grad_norm)"
+            )
         steps[1] += 1
         if dist.is_main():
             save_checkpoint(
@@ -237,6 +243,12 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
                         f"a BatchNorm layer saw one value per channel ({per_step} image(s) per step of "
                         f"{tuple(images.shape[-2:])} px): raise train.batch_size or data.crop_size"
                     ) from None
+            if not _finite_outputs(outputs):  # (before the matcher, which cannot match non-finite costs)
+                logger.close()
+                raise TrainingError(
+                    f"non-finite predictions at iteration {iteration + 1}; {_last_good(last)}"
+                    " (lower solver.base_lr or check the data)"
+                )
             losses = criterion(_to_float(outputs), targets)
             (losses["loss"] / t.grad_accum).backward()
             for k, v in losses.items():
@@ -244,7 +256,7 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
         if not math.isfinite(terms["loss"]):
             logger.close()
             raise TrainingError(
-                f"non-finite loss at iteration {iteration + 1} ({terms['loss']}); the last good checkpoint is {last}"
+                f"non-finite loss at iteration {iteration + 1} ({terms['loss']}); {_last_good(last)}"
                 " (lower solver.base_lr or check the data)"
             )
         if cfg.solver.clip_grad_norm > 0:
@@ -280,6 +292,15 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
         logger.log_eval(iteration, metrics)
     logger.close()
     return metrics
+
+
+def _last_good(last: Path) -> str:
+    return f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was saved before"
+
+
+def _finite_outputs(outputs: dict) -> bool:
+    """Whether the model's main outputs (class and mask logits, or per-pixel logits) hold only finite values."""
+    return all(bool(torch.isfinite(v).all()) for k, v in outputs.items() if isinstance(v, torch.Tensor))
 
 
 def _to_float(x):

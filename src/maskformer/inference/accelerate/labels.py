@@ -23,8 +23,9 @@ remaining near-ties (exact ties, boundaries within ~1e-4 of a tie) are computed 
 is upsampled from a window of logits and passed through the sigmoid as the unfused path does (PyTorch vectorises
 elementwise ops in runs of 32 and finishes each run with scalar code that can round differently, so the runs must
 be the same; ``_upsampled_window`` for the upsample), then only their columns enter the [K, Q] x [Q, n] matmul, whose
-dot products do not depend on n (padded to 32 columns: narrower products switch kernels). The result is the exact label map; when most pixels are near-ties (e.g. untrained weights whose
-classes tie everywhere) the plain strips are used.
+dot products do not depend on n (padded to 32 columns: narrower products switch kernels). The result is the exact
+label map; when most pixels are near-ties (e.g. untrained weights whose classes tie everywhere) the plain strips are
+used.
 """
 
 from __future__ import annotations
