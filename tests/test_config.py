@@ -127,3 +127,16 @@ def test_a_crop_size_of_other_than_two_numbers_is_one_line(value: str) -> None:
     """[96] crashed the mapper with a traceback (and `info` too); [96,128,3] trained with the third value dropped."""
     with pytest.raises(ConfigError, match=r"^data.crop_size=\[.*\]: must be 2 numbers \[H, W\]$"):
         load_config(CONFIGS / "demo.yaml", [f"data.crop_size={value}"])
+
+
+def test_a_key_written_twice_and_non_finite_numbers_are_refused(tmp_path):
+    """A YAML key written twice let the last value win without a word; `nan` / `inf` learning rates went on to a
+    traceback in the optimizer or the matcher."""
+    path = tmp_path / "dup.yaml"
+    path.write_text("train:\n  max_iters: 5\n  batch_size: 2\n  max_iters: 7\n")
+    with pytest.raises(ConfigError, match=r"dup.yaml: .*'max_iters' appears twice .*line 4"):
+        load_config(path)
+    for value in ("nan", ".nan", "inf", "-inf", "1e999"):
+        with pytest.raises(ConfigError, match="loss.dice_weight' must be a finite number"):
+            load_config(None, [f"loss.dice_weight={value}"])
+    assert load_config(None, "train.max_iters=5").train.max_iters == 5  # (one override as a string)

@@ -273,3 +273,29 @@ def test_a_jpeg_label_map_is_said_to_be_lossy() -> None:
     with pytest.raises(DataError) as plain:
         check_label_values(label, num_classes=2, ignore_label=255, path="x.png")
     assert "JPEG" not in str(plain.value)
+
+
+def test_missing_files_listed_twice_count_once_and_a_folder_is_called_a_folder(tmp_path: Path) -> None:
+    """A list naming one missing pair 1001 times said "(and 2001 more listed files)"; a label path that is a folder
+    said "file not found; there is <the folder itself>"."""
+    _camvid_tree(tmp_path)
+    (tmp_path / "train.txt").write_text((tmp_path / "train.txt").read_text() + "train/9.png trainannot/9.png\n" * 50)
+    with pytest.raises(DataError) as e:
+        DATASETS["camvid"](root=str(tmp_path), split="train")
+    assert str(e.value) == f"{tmp_path / 'train' / '9.png'}: file not found (and 1 more listed files)"
+    _camvid_tree(tmp_path)
+    label = tmp_path / "trainannot" / "2.png"
+    label.unlink()
+    label.mkdir()
+    with pytest.raises(DataError) as e:
+        DATASETS["camvid"](root=str(tmp_path), split="train")
+    assert str(e.value) == f"{label}: is a folder, not a label file"
+
+
+def test_jpeg_data_under_a_png_name_gets_the_jpeg_hint(tmp_path: Path) -> None:
+    from maskformer.data.io import check_label_values
+
+    path = tmp_path / "x.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(path, format="JPEG")
+    with pytest.raises(DataError, match="a JPEG label map"):
+        check_label_values(np.array([[0, 7]], np.uint8), num_classes=2, ignore_label=255, path=path)

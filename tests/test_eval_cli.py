@@ -375,3 +375,21 @@ def test_a_prediction_holding_the_ignore_value_is_named_by_its_file_value(tmp_pa
     err = capsys.readouterr().err.strip()
     assert err.splitlines() == [err] and "scene_labels.png: value 0 names no class of --classes" in err, err
     assert "255" not in err
+
+
+def test_with_classes_whose_ids_are_positions_a_bad_prediction_never_asks_for_classes(tmp_path, capsys):
+    """A classes.json whose ids are the positions: the error for a bad prediction said "pass --classes" to a command
+    that had --classes."""
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "classes.json").write_text(
+        json.dumps({"ignore_label": 255, "classes": [{"name": "road"}, {"name": "car"}]})
+    )
+    gt = write_labels(tmp_path / "gt", {"scene": [[0, 1], [1, 255]]})
+    pred = write_labels(tmp_path / "pred", {"scene_labels": [[0, 5], [1, 1]]})
+    capsys.readouterr()
+    argv = ["eval-predictions", "semantic", "--gt-dir", str(gt), "--pred-dir", str(pred), "--classes", str(root)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and "scene_labels.png: value 5 names no class of --classes" in err, err
+    assert "pass --classes" not in err

@@ -121,3 +121,14 @@ def test_label_of_the_stored_size_under_an_exif_rotation_names_the_cause(tmp_pat
     assert "phone.png: label size 60x40 differs" in msg and "EXIF orientation 6" in msg and "\n" not in msg
     Image.fromarray(np.zeros((60, 40), dtype=np.uint8)).save(tmp_path / "labels" / "train" / "phone.png")
     assert DATASETS["folder"](root=str(tmp_path), split="train")[0]["image"].shape == (3, 60, 40)
+
+
+def test_grey_pictures_are_taken_in_every_container_a_grey_array_is() -> None:
+    """A 2-D numpy array was read as grey, but a 2-D (or 1xHxW) uint8 tensor and an HxWx1 array were refused."""
+    import torch
+
+    grey = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    expected = load_image(grey)
+    assert expected.shape == (3, 4, 3)
+    for other in (grey[:, :, None], torch.from_numpy(grey), torch.from_numpy(grey)[None]):
+        assert np.array_equal(load_image(other), expected)

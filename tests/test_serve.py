@@ -21,10 +21,12 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
 
-def _multipart(fields: dict[str, tuple[str, bytes] | str]) -> tuple[bytes, str]:
+def _multipart(fields: dict[str, tuple[str, bytes] | str | list]) -> tuple[bytes, str]:
+    """A multipart body; a list value sends the field once per item."""
     boundary = uuid.uuid4().hex
     out = io.BytesIO()
-    for name, value in fields.items():
+    parts = [(name, v) for name, value in fields.items() for v in (value if isinstance(value, list) else [value])]
+    for name, value in parts:
         out.write(f"--{boundary}\r\n".encode())
         if isinstance(value, tuple):
             out.write(f'Content-Disposition: form-data; name="{name}"; filename="{value[0]}"\r\n'.encode())
@@ -122,6 +124,7 @@ def test_predict_json_and_eight_concurrent_requests(server: str) -> None:
         ({"image": ("x.png", _png(np.zeros((8, 8, 3), np.uint8))), "task": "instance"}, 400, "task"),
         ({"image": ("big.bin", bytes(600_000))}, 413, "limit"),
         ({"image": ("wide.png", _png(np.zeros((500, 1001, 3), np.uint8)))}, 413, "1001x500 pixels"),
+        ({"image": [("a.png", _png(np.zeros((8, 8, 3), np.uint8)))] * 2}, 400, "more than one file"),
     ],
 )
 def test_bad_uploads_get_a_json_error_and_the_server_stays_up(server: str, fields, status: int, words: str) -> None:

@@ -491,7 +491,12 @@ def _train_until(tmp_path, run, ready, extra: list[str]) -> subprocess.Completed
     while not ready(run) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:  # (never left running for the tests after this one)
+        proc.kill()
+        _, err = proc.communicate()
+        err += "\n[test: still running 60 s after SIGTERM, killed]"
     return subprocess.CompletedProcess(args, proc.returncode, "", err)
 
 
@@ -501,13 +506,13 @@ def test_sigterm_is_handled_as_ctrl_c_and_says_how_to_resume(tmp_path):
     early = _train_until(tmp_path, tmp_path / "early", lambda run: (run / "metrics.jsonl").is_file(),
                          ["train.checkpoint_period=100000"])  # fmt: skip
     assert early.returncode == 130 and "Traceback" not in early.stderr, early.stderr
-    assert early.stderr.strip().splitlines()[-1] == "maskformer train: interrupted"
-    assert not (tmp_path / "early").exists()
+    assert early.stderr.strip().splitlines()[-1] == "maskformer train: interrupted", early.stderr
+    assert not (tmp_path / "early").exists(), early.stderr
     late = _train_until(tmp_path, tmp_path / "late", lambda run: (run / "checkpoint_last.pt").is_file(), [])
     assert late.returncode == 130 and "Traceback" not in late.stderr, late.stderr
     note = late.stderr.strip().splitlines()[-2]
     iteration = load_checkpoint(tmp_path / "late" / "checkpoint_last.pt")["iteration"]
-    assert f"holds iteration {iteration}" in note and "--resume" in note and str(tmp_path / "late") in note
+    assert f"holds iteration {iteration}" in note and "--resume" in note and str(tmp_path / "late") in note, late.stderr
 
 
 def test_diverging_training_stops_with_one_line_and_writes_no_broken_model(tmp_path, monkeypatch):
@@ -537,3 +542,19 @@ def test_diverging_training_stops_with_one_line_and_writes_no_broken_model(tmp_p
     for bad in ("nan", "inf", "-.inf"):
         with pytest.raises(maskformer.ConfigError, match="solver.base_lr' must be a finite number"):
             maskformer.load_config(CONFIGS / "demo.yaml", [f"solver.base_lr={bad}"])
+
+
+def test_the_eta_stays_within_a_time_budget(tmp_path, capsys, monkeypatch):
+    """The demo's first ETAs came from train.max_iters before the run was fitted to its minutes (eta 183 min in a
+    0.4-minute run)."""
+    from maskformer.engine.logging import MetricLogger
+
+    logger = MetricLogger(tmp_path, total=100_000, period=1)
+    clock = [logger.t0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    logger.deadline = logger.t0 + 60  # one minute of budget
+    clock[0] += 1.0  # one second per step: 99,999 more steps would be 27 hours
+    logger.step(1, {"loss": 1.0}, lr=0.1, seconds=1.0)
+    logger.close()
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.endswith("eta 1.0 min"), line

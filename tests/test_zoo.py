@@ -357,6 +357,15 @@ def test_hub_id_from_a_prepopulated_offline_cache(tmp_path: Path, monkeypatch: p
     [converted] = (tmp_path / "c" / "local").glob("*.pt")
     stamp = converted.stat().st_mtime_ns
     assert resolve_model(folder) == converted and converted.stat().st_mtime_ns == stamp
+    # a changed folder is converted again and replaces its cache entry (one per folder; they piled up before)
+    os.utime(folder / "config.json", ns=(stamp + 10**9, stamp + 10**9))
+    again = resolve_model(folder)
+    assert again != converted and list((tmp_path / "c" / "local").glob("*.pt")) == [again]
+    # writing the transformers folder onto itself is refused, --overwrite or not (its cache entry is not the input)
+    from maskformer.cli import main
+
+    assert main(["convert", "to-hf", str(folder), str(folder), "--overwrite"]) == 2
+    assert (folder / "config.json").is_file()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "x.png")
     missing = subprocess.run([sys.executable, "-m", "maskformer.cli", "predict", "tiny-org/absent", "x.png",
                               "--output-dir", "o"], env=env, cwd=tmp_path, capture_output=True, text=True)  # fmt: skip

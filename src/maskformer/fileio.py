@@ -83,12 +83,15 @@ def _free_bytes(folder: Path) -> int:
 def _as_write_errors(target: Path) -> Iterator[None]:
     """Re-raise a writer library's own error for a failed write as the ``OSError`` it stands for, naming ``target``:
     torch.save on a full disk raises ``RuntimeError: [enforce fail at inline_container.cc] unexpected pos``,
-    safetensors a ``SafetensorError: ... (os error 28)``. Other errors pass unchanged."""
+    safetensors a ``SafetensorError: ... (os error 28)``. An error raised while a Ctrl-C (or SIGTERM) unwound the
+    writer is that interrupt again (torch.save's zip writer then fails to close). Other errors pass unchanged."""
     try:
         yield
     except OSError:
         raise
     except Exception as e:
+        if isinstance(e.__context__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
         code = re.search(r"\(os error (\d+)\)", str(e))
         if code:
             number = int(code.group(1))

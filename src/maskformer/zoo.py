@@ -122,7 +122,13 @@ def resolve_model(name_or_path: str | Path) -> Path:
         key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
         stamp = max(p.stat().st_mtime_ns for p in path.iterdir())
         out = cache_dir() / "local" / f"{key}-{stamp}.pt"
-        return out if out.is_file() else _write(out, lambda tmp: _convert_hf(path, tmp))
+        if out.is_file():
+            return out
+        written = _write(out, lambda tmp: _convert_hf(path, tmp))
+        for stale in out.parent.glob(f"{key}-*.pt"):  # the folder's earlier contents: one entry per folder is kept
+            if stale != out:
+                stale.unlink(missing_ok=True)
+        return written
     entry = entries.get(text.removesuffix(".yaml"))
     if entry is not None and not entry.hub:
         return _converted(entry.name, lambda out: _download_and_convert(entry, out))

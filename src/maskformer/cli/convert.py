@@ -95,14 +95,21 @@ def run(args: argparse.Namespace) -> int:
         summary = convert_hf(args.source, args.output, config=args.config)
     elif args.format == "to-hf":
         source = resolve_model(args.checkpoint)
-        check_not_input(args.output_dir, (source,))
+        check_not_input(args.output_dir, (source, *_given_path(args.checkpoint)))
         summary = convert_to_hf(source, args.output_dir, overwrite=args.overwrite)
     else:
         source = resolve_model(args.checkpoint)
-        check_new_file(args.output, overwrite=args.overwrite, sources=(source,))
+        check_new_file(args.output, overwrite=args.overwrite, sources=(source, *_given_path(args.checkpoint)))
         summary = convert_to_detectron2(source, args.output)
     print(summary)
     return 0
+
+
+def _given_path(model: str) -> tuple[str, ...]:
+    """MODEL as the user named it, when it is a file or folder (a transformers folder resolves to a cache entry)."""
+    from pathlib import Path
+
+    return (model,) if Path(model).exists() else ()
 
 
 def _check_checkpoint_output(output: str) -> None:

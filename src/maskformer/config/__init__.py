@@ -166,7 +166,7 @@ def _yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dic
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
         if data is None:  # (an empty file gave the built-in defaults, an R50 for ADE20K, without a word)
             raise ConfigError(f"{path}: empty config file (write keys, or `_base_: some.yaml` to start from one)")
     except yaml.YAMLError as e:
@@ -183,6 +183,21 @@ def _yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dic
     if not (path.parent / str(base)).is_file():
         raise ConfigError(f"{path}: _base_ {base}: config file not found (the path is relative to this file)")
     return [(path, data), *_yaml_chain(path.parent / str(base), (*seen, path))]
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader that refuses a key written twice in one mapping (the last one silently won)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping (line {key_node.start_mark.line + 1})"
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -129,14 +129,18 @@ def read_folder_meta(root: Path) -> DatasetMeta:
     return _read_classes_file(root)[0]
 
 
-def folder_label_map(root: Path) -> tuple[DatasetMeta, Callable[[np.ndarray, Path], np.ndarray] | None]:
+def folder_label_map(root: Path) -> tuple[DatasetMeta, Callable[[np.ndarray, Path], np.ndarray]]:
     """(class table, ``f(label file values, file) -> class positions``) of the folder dataset at ``root``; f checks
-    the values as training does and is None when the files hold the positions and the ignore label as they are."""
+    the values as training does (the values as they are when the files hold the positions and the ignore label)."""
     meta, file_ignore = _read_classes_file(root)
     _, lut, allowed = _value_tables(meta, file_ignore)
     if lut is None or allowed is None:
-        return meta, None
+        return meta, _as_is
     return meta, functools.partial(_to_positions, lut=lut, allowed=allowed)  # (picklable for worker processes)
+
+
+def _as_is(label: np.ndarray, path: Path) -> np.ndarray:
+    return label
 
 
 def _to_positions(label: np.ndarray, path: Path, *, lut: np.ndarray, allowed: np.ndarray) -> np.ndarray:

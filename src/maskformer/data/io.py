@@ -157,6 +157,12 @@ def check_label_values(
 def _jpeg_hint(path: object) -> str:
     """A JPEG label map: its compression blurs the class ids at every edge."""
     jpeg = Path(path).suffix.lower() in (".jpg", ".jpeg")
+    if not jpeg:  # (JPEG data under another name)
+        try:
+            with open(path, "rb") as f:  # type: ignore[arg-type]
+                jpeg = f.read(3) == b"\xff\xd8\xff"
+        except (OSError, TypeError):
+            pass
     return "; a JPEG label map: its compression changes values, save label maps as PNG" if jpeg else ""
 
 

@@ -35,12 +35,17 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 def _check_files_exist(entries: list[dict[str, Any]]) -> None:
     """A ``DataError`` naming the first listed image or label that is not a file (and how many more are missing)."""
-    missing = [(e[k], k) for e in entries for k in ("file_name", "sem_seg_file_name") if not Path(e[k]).is_file()]
-    if missing:
+    missing = {str(e[k]): k for e in entries for k in ("file_name", "sem_seg_file_name") if not Path(e[k]).is_file()}
+    if missing:  # (a dict: a file listed twice counts once)
         more = f" (and {len(missing) - 1} more listed files)" if len(missing) > 1 else ""
-        first, kind = Path(missing[0][0]), missing[0][1]
+        name, kind = next(iter(missing.items()))
+        first = Path(name)
+        if first.is_dir():
+            raise DataError(f"{first}: is a folder, not {'an image' if kind == 'file_name' else 'a label'} file{more}")
         others = (
-            sorted(p.name for p in first.parent.glob(f"{glob.escape(first.stem)}.*")) if first.parent.is_dir() else []
+            sorted(p.name for p in first.parent.glob(f"{glob.escape(first.stem)}.*") if p.is_file())
+            if first.parent.is_dir()
+            else []
         )
         near = f"; there is {', '.join(others)}" if others else ""  # (e.g. X.PNG, or a label saved as X.jpg)
         if others and kind == "sem_seg_file_name":

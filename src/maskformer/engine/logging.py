@@ -4,6 +4,7 @@ TensorBoard scalars when tensorboard is installed."""
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -65,6 +66,7 @@ class MetricLogger:
         self._acc: dict[str, float] = {}
         self._n = 0
         self.train_seconds = 0.0  # summed step times of this run (evaluation excluded)
+        self.deadline = math.inf  # time.monotonic() at which a time budget (train.max_minutes) ends training
 
     def set_total(self, total: int) -> None:
         self.total = total
@@ -103,7 +105,8 @@ class MetricLogger:
             self.tb.add_scalar("train/lr", lr, iteration)
         if self.console and not self.bar:
             done = iteration - self.start
-            eta = (time.monotonic() - self.t0) / max(done, 1) * (self.total - iteration)
+            now = time.monotonic()
+            eta = min((now - self.t0) / max(done, 1) * (self.total - iteration), max(0.0, self.deadline - now))
             print(f"[maskformer] iter {iteration}/{self.total} loss {avg['loss']:.4f} lr {lr:.2e} "
                   f"eta {eta / 60:.1f} min", file=sys.stderr, flush=True)  # fmt: skip
 

@@ -133,6 +133,8 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
         )
     per_step = t.batch_size // (world * t.grad_accum)
     last = out / "checkpoint_last.pt"
+    if resume and last.is_dir():
+        raise CheckpointError(f"{last}: is a folder, not a checkpoint file")
     if resume and not last.is_file():  # before anything is written into the folder
         raise CheckpointError(f"{last}: nothing to resume from (run without --resume to start)")
     if dist.is_main():
@@ -218,6 +220,7 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
     if loader.num_workers < cfg.data.num_workers:
         logger.note(f"data.num_workers={cfg.data.num_workers}: {loader.num_workers} loader workers, one per CPU here")
     deadline = time.monotonic() + 60 * t.max_minutes if t.max_minutes > 0 else math.inf
+    logger.deadline = deadline  # (the first ETAs, before the iterations are fitted to the budget, stay within it)
     max_iters = t.max_iters
     fit_at = start + max(5, min(30, t.max_iters // 20))  # when a time budget is set, size the schedule after this
     mark = (start, time.monotonic(), True)  # (iteration, time, is the start) the pace is measured from

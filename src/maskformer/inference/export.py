@@ -151,7 +151,9 @@ def export_onnx(
                 raise UserError(f"{output}: not written: onnxruntime cannot run the graph ({first[:200]})") from None
         worst = max(diffs.values(), default=0.0)
         if tolerance is not None and worst > tolerance:
-            raise UserError(f"{output}: not written: onnxruntime differs from PyTorch by {worst:.2e} > {tolerance}")
+            raise UserError(f"{output}: not written: onnxruntime differs from PyTorch by {worst:.2e} > {tolerance} "
+                            "(a model whose outputs are sensitive to rounding can need more: --tolerance "
+                            "sets the bound)")  # fmt: skip
     return ExportReport(path=output, opset=written, dynamic=dynamic, max_abs_diff=diffs)
 
 

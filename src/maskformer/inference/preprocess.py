@@ -44,8 +44,9 @@ def pil_to_rgb(pil: Image.Image, name: str = "image") -> np.ndarray:
 
 
 def load_image(image: ImageInput) -> np.ndarray:
-    """uint8 HWC RGB array from a path (any PIL-readable file, read by ``pil_to_rgb``), a uint8 HWC RGB (or HW grey)
-    array, a PIL image (read as its file is: EXIF orientation, 16-bit grey scaled) or a uint8 CHW torch tensor.
+    """uint8 HWC RGB array from a path (any PIL-readable file, read by ``pil_to_rgb``), a uint8 HWC RGB (or HW / HW1
+    grey) array, a PIL image (read as its file is: EXIF orientation, 16-bit grey scaled) or a uint8 CHW (or HW / 1HW
+    grey) torch tensor.
     Anything else is one ``DataError`` line."""
     if isinstance(image, str | Path):
         try:
@@ -59,9 +60,14 @@ def load_image(image: ImageInput) -> np.ndarray:
     if isinstance(image, Image.Image):  # the same picture as its path gives (16-bit grey was clipped, EXIF ignored)
         return pil_to_rgb(image)
     if type(image).__module__.startswith("torch"):
-        if image.dtype.is_floating_point or image.ndim != 3 or image.shape[0] != 3 or str(image.dtype) != "torch.uint8":
-            raise DataError(f"image: expected a uint8 3xHxW tensor, got {image.dtype} of shape {tuple(image.shape)}")
-        image = image.detach().cpu().permute(1, 2, 0).numpy()
+        grey = image.ndim == 2 or (image.ndim == 3 and image.shape[0] == 1)  # HxW or 1xHxW
+        if str(image.dtype) != "torch.uint8" or not (grey or (image.ndim == 3 and image.shape[0] == 3)):
+            raise DataError(f"image: expected a uint8 3xHxW (or HxW grey) tensor, got {image.dtype} of shape "
+                            f"{tuple(image.shape)}")  # fmt: skip
+        image = image.detach().cpu()
+        image = image.reshape(image.shape[-2:]).numpy() if grey else image.permute(1, 2, 0).numpy()
+    if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 1:  # HxWx1 grey
+        image = image[:, :, 0]
     if isinstance(image, np.ndarray) and image.ndim == 2 and image.dtype == np.uint8:
         image = np.repeat(image[:, :, None], 3, axis=2)
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:

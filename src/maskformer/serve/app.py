@@ -154,6 +154,8 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
             if boundary and f"--{boundary}--".encode() not in request._body:
                 return _error(400, "the multipart body is incomplete (no closing boundary): was the upload cut?")
             return _error(400, "no file in the multipart field 'image'")
+        if len(form.getlist("image")) > 1:  # (one picture per request: which one would be answered?)
+            return _error(400, "more than one file in the field 'image': send one picture per request")
         task = str(form.get("task") or predictor.task_default)
         if task not in tasks:
             if task == "panoptic" and tta:
