@@ -90,3 +90,11 @@ def test_eval_refuses_settings_that_would_not_reach_the_network(saved, tmp_path,
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and f"--set {key.split('=')[0]}" in err[0] and "test." in err[0]
     assert not (tmp_path / "e" / "metrics.json").exists()
+
+
+def test_a_checkpoint_of_a_newer_format_is_refused(saved, tmp_path):
+    """`version: 999` loaded as if it were this format."""
+    path = _rewrite(saved, tmp_path, lambda s: s.update(version=999))
+    with pytest.raises(maskformer.CheckpointError, match="format version 999, newer than this maskformer reads"):
+        load_checkpoint(path)
+    assert load_checkpoint(saved)["version"] == 1

@@ -140,6 +140,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(
             f"{path}: not a maskformer checkpoint (convert original or transformers weights with `maskformer convert`)"
         )
+    version = obj.get("version", VERSION)
+    if not isinstance(version, int) or version > VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {version!r}, newer than this maskformer reads "
+                              f"(up to {VERSION}): upgrade maskformer")  # fmt: skip
     return obj
 
 
