@@ -482,15 +482,19 @@ def test_a_layout_that_serves_train_and_val_from_the_same_images_is_noted(tmp_pa
     assert "same" not in capsys.readouterr().err
 
 
-def _train_until(tmp_path, run, ready, extra: list[str]) -> subprocess.CompletedProcess:
-    """`maskformer train` of the demo config in a process of its own, sent SIGTERM once ``ready(run)`` holds."""
+def _train_until(tmp_path, run, ready, extra: list[str], group: bool = False) -> subprocess.CompletedProcess:
+    """`maskformer train` of the demo config in a process of its own, sent SIGTERM once ``ready(run)`` holds (with
+    ``group``, to its whole process group, DataLoader workers included, as `timeout` and schedulers do)."""
     args = [sys.executable, "-m", "maskformer.cli", "train", str(CONFIGS / "demo.yaml"), "--output-dir", str(run),
             "--quiet", *[a for kv in TINY + ["train.max_iters=100000", *extra] for a in ("--set", kv)]]  # fmt: skip
-    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, cwd=tmp_path, start_new_session=group)
     deadline = time.monotonic() + 120
     while not ready(run) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    if group:
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        proc.send_signal(signal.SIGTERM)
     try:
         _, err = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:  # (never left running for the tests after this one)
@@ -513,6 +517,35 @@ def test_sigterm_is_handled_as_ctrl_c_and_says_how_to_resume(tmp_path):
     note = late.stderr.strip().splitlines()[-2]
     iteration = load_checkpoint(tmp_path / "late" / "checkpoint_last.pt")["iteration"]
     assert f"holds iteration {iteration}" in note and "--resume" in note and str(tmp_path / "late") in note, late.stderr
+    # the whole group, with loader workers (their end surfaced as "DataLoader worker ... killed by signal" within
+    # the interrupt: a traceback, the run folder left behind, "holds iteration ?")
+    for name, ready, extra in (
+        ("group_early", lambda run: (run / "metrics.jsonl").is_file(), ["train.checkpoint_period=100000"]),
+        ("group_late", lambda run: (run / "checkpoint_last.pt").is_file(), ["train.checkpoint_period=1"]),
+    ):
+        stopped = _train_until(tmp_path, tmp_path / name, ready, [*extra, "data.num_workers=2"], group=True)
+        assert stopped.returncode == 130 and "Traceback" not in stopped.stderr, stopped.stderr
+        assert stopped.stderr.strip().splitlines()[-1] == "maskformer train: interrupted", stopped.stderr
+        if name == "group_early":
+            assert not (tmp_path / name).exists(), stopped.stderr
+        else:
+            held = load_checkpoint(tmp_path / name / "checkpoint_last.pt")["iteration"]
+            assert f"holds iteration {held} " in stopped.stderr, stopped.stderr
+
+
+def test_the_end_of_loader_workers_within_an_interrupt_is_the_interrupt() -> None:
+    from maskformer.errors import is_interrupt
+
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("DataLoader worker (pid 7) is killed by signal: Killed. ") from None
+    except RuntimeError as e:
+        assert is_interrupt(e)  # (raised while the interrupt unwound)
+    assert is_interrupt(RuntimeError("DataLoader worker (pid(s) 26139) is killed by signal: Terminated. "))
+    assert not is_interrupt(RuntimeError("DataLoader worker (pid 7) is killed by signal: Killed. "))  # (e.g. OOM)
+    assert not is_interrupt(ValueError("bad label"))
 
 
 def test_diverging_training_stops_with_one_line_and_writes_no_broken_model(tmp_path, monkeypatch):

@@ -53,3 +53,21 @@ def terminate_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def is_interrupt(error: BaseException) -> bool:
+    """Ctrl-C or SIGTERM, also as the error it caused while unwinding: a signal sent to the whole process group
+    (``timeout``, a terminal's Ctrl-C, a scheduler) stops the DataLoader's workers too, and their end can surface as
+    "DataLoader worker (pid N) is killed by signal: Terminated" (or Interrupt) raised within the interrupt."""
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        text = str(e)
+        if isinstance(e, KeyboardInterrupt) or (
+            isinstance(e, RuntimeError) and "DataLoader worker" in text and
+            ("signal: Terminated" in text or "signal: Interrupt" in text)
+        ):  # fmt: skip
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False

@@ -15,7 +15,7 @@ import importlib
 import os
 import sys
 
-from ..errors import UserError, one_line, terminate_as_interrupt
+from ..errors import UserError, is_interrupt, one_line, terminate_as_interrupt
 
 # command name -> module under maskformer.cli
 COMMANDS: dict[str, str] = {
@@ -110,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"maskformer {args.command}: error: {f'{name}: ' if name else ''}{why}", file=sys.stderr)
         return 2 if e.errno == errno.EROFS else 1
     except RuntimeError as e:
+        if is_interrupt(e):  # (DataLoader workers stopped by the same Ctrl-C / SIGTERM)
+            if _ranks()[0] == 0:
+                print(f"maskformer {args.command}: interrupted", file=sys.stderr)
+            return 130
         if not _peer_failed(e):
             raise
         print(f"maskformer {args.command}: error: stopped: another process of this run failed (its error is above)",

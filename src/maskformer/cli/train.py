@@ -81,9 +81,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         metrics = train(cfg, output_dir=args.output_dir, resume=args.resume, progress=not args.quiet)
         main_process = dist.is_main()  # (after cleanup every process would count as the main one)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if dist.is_main():
-            _say_how_to_resume(Path(args.output_dir), args.config)
+            _say_how_to_resume(Path(args.output_dir), args.config, getattr(e, "checkpoint_iteration", -1))
         raise
     finally:
         dist.cleanup()
@@ -92,19 +92,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _say_how_to_resume(out, config: str) -> None:
+def _say_how_to_resume(out, config: str, iteration: int) -> None:
     """After Ctrl-C or SIGTERM: which checkpoint is kept (the steps after it are lost) and how to go on from it."""
     import sys
 
-    import torch
-
     last = out / "checkpoint_last.pt"
-    if not last.is_file():
+    if iteration < 0 or not last.is_file():
         return
-    try:  # (memory-mapped: the iteration without reading the weights)
-        iteration = torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("iteration", "?")
-    except Exception:  # noqa: BLE001 - a note only; --resume checks the file itself
-        iteration = "?"
     print(f"maskformer train: {last} holds iteration {iteration} (the steps after it are lost); "
           f"`maskformer train {config} --output-dir {out} --resume` goes on from it", file=sys.stderr)  # fmt: skip
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import math
+import signal
+import threading
 import time
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
@@ -21,7 +23,7 @@ from torch import nn
 from ..allocator import reuse_freed_memory
 from ..build import build_criterion, build_dataset, build_meta, build_model, build_optimizer, build_scheduler
 from ..config import Config, save_config
-from ..errors import CheckpointError, ConfigError, DataError, UserError
+from ..errors import CheckpointError, ConfigError, DataError, UserError, is_interrupt
 from . import distributed as dist
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, unwrap
 from .logging import MetricLogger
@@ -107,20 +109,33 @@ def train(
     if not resume:
         check_no_run(out)
     before = set(out.iterdir()) if out.is_dir() else None
-    steps = [0, 0]
+    steps = [0, 0, -1]
     try:
         with ExitStack() as cleanup:  # (the metrics file and TensorBoard are closed also when training fails)
             return _train(cfg, out, resume=resume, progress=progress, stop_at=stop_at, steps=steps, cleanup=cleanup)
-    except (UserError, OSError, KeyboardInterrupt):  # (Ctrl-C or a full disk before the first checkpoint: start anew)
+    except BaseException as e:  # (Ctrl-C, SIGTERM or a full disk before the first checkpoint: start anew)
+        interrupted = is_interrupt(e)
+        if not (interrupted or isinstance(e, UserError | OSError)):
+            raise
+        if interrupted and hasattr(signal, "SIGCHLD") and threading.current_thread() is threading.main_thread():
+            # the DataLoader's handler would raise again for each worker the same signal stopped, up to the exit
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         saved = steps[1] > 0 and (out / "checkpoint_last.pt").is_file()  # (not when the disk filled up writing it)
         if not saved and not resume and dist.is_main():
             remove_new(out, before)
+        if interrupted and not isinstance(e, KeyboardInterrupt):  # (the workers' end, raised within the interrupt)
+            stop = KeyboardInterrupt()
+            stop.checkpoint_iteration = steps[2]  # type: ignore[attr-defined]
+            raise stop from None
+        if interrupted:
+            e.checkpoint_iteration = steps[2]  # type: ignore[attr-defined]
         raise
 
 
 def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int | None, steps: list[int],
            cleanup: ExitStack) -> dict:  # fmt: skip
-    """The body of :func:`train`; ``steps`` counts the completed steps and the checkpoints saved by this call."""
+    """The body of :func:`train`; ``steps``: the completed steps, the checkpoints saved by this call and the iteration
+    checkpoint_last.pt holds (-1: none yet)."""
     from ..data import InfiniteSampler, build_train_loader, collate, seed_everything
     from ..data.loader import usable_workers
 
@@ -189,6 +204,7 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
     resume_note = ""
     if resume:
         start, resume_note = resume_from(last, model, optimizer, scheduler, loader, t.max_iters)
+        steps[2] = start
         init_note = f"resumed from {last} at iteration {start}"
     ddp = nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
@@ -205,6 +221,7 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
                 last, cfg=cfg, model=model, meta=meta.to_dict(), optimizer=optimizer.state_dict(),
                 scheduler=scheduler.state_dict(), iteration=iteration, rng=rng_state(), data=loader.state_dict(),
             )  # fmt: skip
+        steps[2] = iteration  # (the iteration checkpoint_last.pt holds)
 
     logger = MetricLogger(
         out, total=t.max_iters, start=start, enabled=dist.is_main(), console=progress, period=t.log_period
