@@ -360,36 +360,33 @@ def test_cli_semantic_against_raw_ade20k_annotations(tmp_path, capsys):
     assert "--ade20k-raw means 150 classes" in capsys.readouterr().err
 
 
+def _bad_prediction_with_classes(tmp_path, capsys, classes: dict, gt: list, pred: list) -> str:
+    """The one error line of `eval-predictions semantic --classes` for a folder dataset's classes.json ``classes``
+    and one ground-truth / prediction pair."""
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "classes.json").write_text(json.dumps(classes))
+    gt_dir = write_labels(tmp_path / "gt", {"scene": gt})
+    pred_dir = write_labels(tmp_path / "pred", {"scene_labels": pred})
+    capsys.readouterr()
+    argv = ["eval-predictions", "semantic", "--gt-dir", str(gt_dir), "--pred-dir", str(pred_dir)]
+    assert main([*argv, "--classes", str(root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err], err
+    return err
+
+
 def test_a_prediction_holding_the_ignore_value_is_named_by_its_file_value(tmp_path, capsys):
     """With --classes the error said "predicted label 255 outside [0, 2)": 255 and [0, 2) are internal positions
     the user never wrote; the file holds 0 (the dataset's ignore value)."""
-    root = tmp_path / "data"
-    root.mkdir()
-    (root / "classes.json").write_text(json.dumps({"ignore_label": 0, "classes": [
-        {"name": "road", "id": 100}, {"name": "car", "id": 107}]}))  # fmt: skip
-    gt = write_labels(tmp_path / "gt", {"scene": [[100, 107], [107, 0]]})
-    pred = write_labels(tmp_path / "pred", {"scene_labels": [[100, 0], [107, 107]]})
-    capsys.readouterr()
-    argv = ["eval-predictions", "semantic", "--gt-dir", str(gt), "--pred-dir", str(pred), "--classes", str(root)]
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.splitlines() == [err] and "scene_labels.png: value 0 names no class of --classes" in err, err
-    assert "255" not in err
+    classes = {"ignore_label": 0, "classes": [{"name": "road", "id": 100}, {"name": "car", "id": 107}]}
+    err = _bad_prediction_with_classes(tmp_path, capsys, classes, [[100, 107], [107, 0]], [[100, 0], [107, 107]])
+    assert "scene_labels.png: value 0 names no class of --classes" in err and "255" not in err, err
 
 
 def test_with_classes_whose_ids_are_positions_a_bad_prediction_never_asks_for_classes(tmp_path, capsys):
     """A classes.json whose ids are the positions: the error for a bad prediction said "pass --classes" to a command
     that had --classes."""
-    root = tmp_path / "data"
-    root.mkdir()
-    (root / "classes.json").write_text(
-        json.dumps({"ignore_label": 255, "classes": [{"name": "road"}, {"name": "car"}]})
-    )
-    gt = write_labels(tmp_path / "gt", {"scene": [[0, 1], [1, 255]]})
-    pred = write_labels(tmp_path / "pred", {"scene_labels": [[0, 5], [1, 1]]})
-    capsys.readouterr()
-    argv = ["eval-predictions", "semantic", "--gt-dir", str(gt), "--pred-dir", str(pred), "--classes", str(root)]
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.splitlines() == [err] and "scene_labels.png: value 5 names no class of --classes" in err, err
-    assert "pass --classes" not in err
+    classes = {"ignore_label": 255, "classes": [{"name": "road"}, {"name": "car"}]}
+    err = _bad_prediction_with_classes(tmp_path, capsys, classes, [[0, 1], [1, 255]], [[0, 5], [1, 1]])
+    assert "scene_labels.png: value 5 names no class of --classes" in err and "pass --classes" not in err, err

@@ -1,4 +1,5 @@
-"""Errors a user can cause. The CLI prints them as one line and exits non-zero; internals may assert."""
+"""Errors a user can cause, and interrupts (Ctrl-C, SIGTERM). The CLI prints errors as one line and exits non-zero,
+and an interrupt as "interrupted" (exit 130); internals may assert."""
 
 from __future__ import annotations
 
