@@ -47,6 +47,7 @@ def terminate_as_interrupt() -> Iterator[None]:
         return
 
     def interrupt(signum: int, frame: object) -> None:
+        _terminated.set()
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, interrupt)
@@ -54,6 +55,18 @@ def terminate_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        _terminated.clear()
+
+
+# set by SIGTERM under terminate_as_interrupt: a KeyboardInterrupt raised where Python ignores exceptions (a fork
+# hook of the logging module while DataLoader workers start, a __del__) is lost, so long loops also check this
+_terminated = threading.Event()
+
+
+def raise_if_terminated() -> None:
+    """KeyboardInterrupt when a SIGTERM arrived whose KeyboardInterrupt was swallowed (see ``_terminated``)."""
+    if _terminated.is_set():
+        raise KeyboardInterrupt
 
 
 def is_interrupt(error: BaseException) -> bool:

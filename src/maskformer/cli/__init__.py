@@ -50,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupted(command: str) -> int:
+    """Ctrl-C or SIGTERM: said once (it reaches every process of a run: rank 0 says it); exit code 130."""
+    if _ranks()[0] == 0:
+        print(f"maskformer {command}: interrupted", file=sys.stderr)
+    return 130
+
+
 def _ranks() -> tuple[int, int]:
     """(rank, world size) of this process as torchrun set them (1 process otherwise)."""
     return int(os.environ.get("RANK", "0") or 0), int(os.environ.get("WORLD_SIZE", "1") or 1)
@@ -111,15 +118,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if e.errno == errno.EROFS else 1
     except RuntimeError as e:
         if is_interrupt(e):  # (DataLoader workers stopped by the same Ctrl-C / SIGTERM)
-            if _ranks()[0] == 0:
-                print(f"maskformer {args.command}: interrupted", file=sys.stderr)
-            return 130
+            return _interrupted(args.command)
         if not _peer_failed(e):
             raise
         print(f"maskformer {args.command}: error: stopped: another process of this run failed (its error is above)",
               file=sys.stderr)  # fmt: skip
         return 2
     except KeyboardInterrupt:
-        if _ranks()[0] == 0:  # (Ctrl-C reaches every process of a run: one says it)
-            print(f"maskformer {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted(args.command)

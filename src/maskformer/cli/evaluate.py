@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from maskformer.build import check_dataset_name
-    from maskformer.config import apply_overrides, config_from_dict, config_to_dict
+    from maskformer.config import apply_overrides, config_from_dict, config_to_dict, parse_override
     from maskformer.engine import distributed as dist
     from maskformer.engine.checkpoint import load_model_and_config
     from maskformer.engine.evaluate import evaluate_model
@@ -74,8 +74,9 @@ def run(args: argparse.Namespace) -> int:
     model, cfg, meta = load_model_and_config(resolve_model(args.checkpoint))
     overrides = list(args.overrides)
     for override in overrides:  # the network and its training are the checkpoint's: such a key would change nothing
-        key = override.split("=", 1)[0].strip()
-        if key.split(".")[0] in ("model", "solver", "train", "loss"):
+        path = parse_override(override)[0]
+        key = ".".join(path)
+        if path[0] in ("model", "solver", "train", "loss"):
             raise ConfigError(f"--set {key}: eval runs the checkpoint's network as it was trained; --set changes "
                               "only its data., test. and inference. settings")  # fmt: skip
     if args.data_root:

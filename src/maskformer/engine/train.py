@@ -23,7 +23,7 @@ from torch import nn
 from ..allocator import reuse_freed_memory
 from ..build import build_criterion, build_dataset, build_meta, build_model, build_optimizer, build_scheduler
 from ..config import Config, save_config
-from ..errors import CheckpointError, ConfigError, DataError, UserError, is_interrupt
+from ..errors import CheckpointError, ConfigError, DataError, UserError, is_interrupt, raise_if_terminated
 from . import distributed as dist
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, unwrap
 from .logging import MetricLogger
@@ -273,6 +273,7 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
             (losses["loss"] / t.grad_accum).backward()
             for k, v in losses.items():
                 terms[k] = terms.get(k, 0.0) + v.item() / t.grad_accum
+        raise_if_terminated()  # (a SIGTERM whose KeyboardInterrupt Python swallowed, e.g. in a fork hook)
         if not math.isfinite(terms["loss"]):
             logger.close()
             raise TrainingError(
