@@ -30,22 +30,10 @@ from maskformer.inference.preprocess import (
     resize_image,
     resize_shortest_edge_size,
 )
+from maskformer.inference.settings import PANOPTIC_TTA, TASKS, predictor_settings
 from maskformer.inference.tta import semantic_tta
 
-__all__ = ["Predictor"]
-
-_TASKS = ("semantic", "panoptic")
-PANOPTIC_TTA = (
-    "tta: test-time augmentation is for semantic labels only, as in the original (panoptic predictions have none): "
-    "drop --tta (Python: tta=False) or ask for the semantic task (--task semantic)"
-)
-
-
-def _setting(value: object, cfg: object, section: str, key: str, fallback: object) -> object:
-    """An explicit argument, else the model config's ``section.key``, else ``fallback``."""
-    if value is not None:
-        return value
-    return getattr(getattr(cfg, section), key) if cfg is not None else fallback
+__all__ = ["PANOPTIC_TTA", "Predictor"]
 
 
 class Predictor:
@@ -93,35 +81,20 @@ class Predictor:
         device: str | torch.device = "cpu",
     ) -> None:
         cfg = getattr(model, "cfg", None)
-        if cfg is None and (min_size is None or max_size is None):
-            raise ValueError("Predictor: pass min_size and max_size (this model carries no config: model.cfg)")
-        panoptic_default = cfg is not None and cfg.inference.panoptic_on and cfg.model.meta_arch == "maskformer"
-        task_default = task_default or ("panoptic" if panoptic_default else "semantic")
-        if task_default not in _TASKS:
-            raise ValueError(f"task_default must be one of {_TASKS}, got {task_default!r}")
+        settings = predictor_settings(
+            cfg, min_size=min_size, max_size=max_size, task_default=task_default, fast=fast, tta=tta,
+            object_mask_threshold=object_mask_threshold, overlap_threshold=overlap_threshold,
+        )  # fmt: skip
         self.device = check_device(device)
         self.cfg = cfg
-        self.min_size = int(_setting(min_size, cfg, "test", "min_size", 0))
-        self.max_size = int(_setting(max_size, cfg, "test", "max_size", 0))
-        if self.min_size <= 0:
-            raise ConfigError(f"test.min_size (Predictor min_size): the short side must be > 0, got {self.min_size}")
-        self.task_default = task_default
-        self.object_mask_threshold = float(
-            _setting(object_mask_threshold, cfg, "inference", "object_mask_threshold", 0.8)
-        )
-        self.overlap_threshold = float(_setting(overlap_threshold, cfg, "inference", "overlap_threshold", 0.8))
-        self.fast = bool(_setting(fast, cfg, "test", "fast", False))
-        # the original combines resized mask logits (instead of resizing the combined scores) when the flag is set or
-        # panoptic inference is on (OFFICIAL_SPEC §4); ``fast`` keeps its own order
-        self.postprocess_before_inference = (
-            cfg is not None
-            and cfg.model.meta_arch == "maskformer"
-            and bool(cfg.inference.sem_seg_postprocess_before_inference or cfg.inference.panoptic_on)
-        )
-        self.tta = bool(_setting(tta, cfg, "test", "tta", False))
-        self.tta_min_sizes = list(cfg.test.tta_min_sizes) if cfg is not None else [self.min_size]
-        self.tta_max_size = int(cfg.test.tta_max_size) if cfg is not None else self.max_size
-        self.tta_flip = bool(cfg.test.tta_flip) if cfg is not None else True
+        self.task_default = settings.task_default
+        self.min_size, self.max_size = settings.min_size, settings.max_size
+        self.object_mask_threshold = settings.object_mask_threshold
+        self.overlap_threshold = settings.overlap_threshold
+        self.fast = settings.fast
+        self.postprocess_before_inference = settings.postprocess_before_inference
+        self.tta, self.tta_flip = settings.tta, settings.tta_flip
+        self.tta_min_sizes, self.tta_max_size = list(settings.tta_min_sizes), settings.tta_max_size
         self.meta = meta if meta is not None else getattr(model, "class_meta", None)
         num_classes = cfg.model.num_classes if cfg is not None else (len(self.meta.classes) if self.meta else 0)
         self.num_classes = int(num_classes)
@@ -303,8 +276,8 @@ class Predictor:
 
     def _task(self, task: str | None) -> str:
         task = task or self.task_default
-        if task not in _TASKS:
-            raise ValueError(f"task must be one of {_TASKS}, got {task!r}")
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         return task
 
     def _resize(self, image: np.ndarray) -> np.ndarray:
