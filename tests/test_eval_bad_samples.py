@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 import maskformer
@@ -198,3 +199,37 @@ def test_a_bad_label_in_a_small_training_split_is_named_before_the_first_step(tm
     err = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln]
     assert len(err) == 1 and str(Path("labels", "train", "a3.png")) in err[0] and "label value 9" in err[0], err
     assert not out.exists()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_sigterm_a_library_swallowed_still_stops_eval(tmp_path: Path, monkeypatch) -> None:
+    """A SIGTERM whose KeyboardInterrupt Python ignored (raised in a __del__ or a fork hook, e.g. as DataLoader
+    workers start) left ``eval`` running over the whole split: each image now checks the handler's flag."""
+    import os
+    import signal
+    import time
+
+    from maskformer.errors import terminate_as_interrupt
+    from maskformer.inference.predictor import Predictor
+
+    calls = []
+    plain = Predictor.predict_resized
+
+    class Swallowing:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.01)  # (the handler runs here, inside __del__, whose exceptions Python ignores)
+
+    def predict_then_swallow(self, *args, **kwargs):
+        calls.append(1)
+        result = plain(self, *args, **kwargs)
+        Swallowing()
+        return result
+
+    monkeypatch.setattr(Predictor, "predict_resized", predict_then_swallow)
+    sets = ["data.dataset=folder", "data.num_workers=0", "model.num_classes=4", "test.min_size=64",
+            "test.max_size=128", f"data.root={_folder(tmp_path / 'data', bad=False)}"]  # fmt: skip
+    cfg = maskformer.load_config(DEMO_YAML, overrides=sets)
+    with terminate_as_interrupt(), pytest.raises(KeyboardInterrupt):
+        evaluate_model(cfg, maskformer.build_model(cfg), optimize=False)
+    assert len(calls) == 1  # stopped before the second of three images

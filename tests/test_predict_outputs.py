@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 import maskformer
@@ -228,3 +229,35 @@ def test_a_file_named_twice_is_predicted_once_and_two_files_of_one_name_are_refu
     code = main(["predict", str(checkpoint), str(images), str(other / "im1.png"), "--output-dir", str(tmp_path / "o2")])
     err = capfd.readouterr().err
     assert code == 2 and "same name 'im1'" in err and not (tmp_path / "o2").exists()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_sigterm_a_library_swallowed_still_stops_predict_over_a_folder(tmp_path: Path, capfd, monkeypatch) -> None:
+    """The KeyboardInterrupt of a SIGTERM that lands where Python ignores exceptions (a __del__, a fork hook) used to
+    leave ``predict`` running over the rest of a folder: the CLI's handler also sets a flag each image checks."""
+    import os
+    import signal
+    import time
+
+    from maskformer.inference.predictor import Predictor
+
+    calls = []
+    plain = Predictor.__call__
+
+    class Swallowing:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.01)  # (the handler runs here, inside __del__, whose exceptions Python ignores)
+
+    def predict_then_swallow(self, *args, **kwargs):
+        calls.append(1)
+        result = plain(self, *args, **kwargs)
+        Swallowing()
+        return result
+
+    monkeypatch.setattr(Predictor, "__call__", predict_then_swallow)
+    checkpoint, images, out = _checkpoint(tmp_path / "m.pt"), _images(tmp_path / "images", 4), tmp_path / "out"
+    code = main(["predict", str(checkpoint), str(images), "--output-dir", str(out), "--task", "semantic"])
+    err = capfd.readouterr().err
+    assert code == 130 and "maskformer predict: interrupted" in err, err
+    assert len(calls) == 1  # stopped before the second image

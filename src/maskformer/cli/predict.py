@@ -120,7 +120,7 @@ def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from maskformer.engine.checkpoint import load_model
-    from maskformer.errors import ConfigError, DataError
+    from maskformer.errors import ConfigError, DataError, raise_if_terminated
     from maskformer.fileio import atomic_write_text
     from maskformer.inference.predictor import PANOPTIC_TTA, Predictor
     from maskformer.inference.preprocess import load_image
@@ -175,6 +175,7 @@ def _run(args: argparse.Namespace) -> int:
 
     batch: list = []  # (path, image) pairs run through the model together (padded to the largest)
     for i, path in enumerate(tqdm(images, desc="predict", disable=len(images) < 2)):
+        raise_if_terminated()  # (a SIGTERM whose KeyboardInterrupt Python swallowed somewhere inside a library)
         try:
             batch.append((path, load_image(path)))
         except DataError as e:

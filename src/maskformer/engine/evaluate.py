@@ -12,7 +12,7 @@ from torch import nn
 
 from ..build import build_dataset, build_meta
 from ..config import Config
-from ..errors import ConfigError
+from ..errors import ConfigError, raise_if_terminated
 from . import distributed as dist
 from .runtime import set_tf32
 
@@ -67,6 +67,7 @@ def evaluate_model(
     skipped: list[tuple[str, str]] = []
     try:
         for (rec,) in iterator:
+            raise_if_terminated()  # (a SIGTERM whose KeyboardInterrupt Python swallowed, e.g. in a fork hook)
             if max_images is not None and seen >= max_images:
                 break
             if rec.get("skipped"):

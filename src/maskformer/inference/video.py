@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maskformer.errors import DataError
+from maskformer.errors import DataError, raise_if_terminated
 from maskformer.fileio import atomic_path
 from maskformer.inference.render import render
 
@@ -239,6 +239,7 @@ def predict_video(predictor, source: str | Path, output: str | Path, *, task: st
             encoder = None
             frames = container.decode(stream)
             for frame in tqdm(frames, total=total, desc=f"video {source.name}", unit="frame", disable=not progress):
+                raise_if_terminated()  # (a SIGTERM whose KeyboardInterrupt a library swallowed)
                 # upright, as players show it (a phone's rotation tag) and as EXIF-rotated photos are read
                 image = np.ascontiguousarray(np.rot90(frame.to_ndarray(format="rgb24"), k=_quarter_turns(frame)))
                 if count % every == 0 or result is None:
