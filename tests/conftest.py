@@ -28,3 +28,31 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"{SHARED} is absent: real-data and parity tests need ../shared beside the repo")
     return SHARED
+
+
+class SwallowsASigterm:
+    """Sends this process a SIGTERM from inside ``__del__``, where Python ignores the KeyboardInterrupt its handler
+    raises (as it does in logging's fork hook while DataLoader workers start)."""
+
+    def __del__(self) -> None:
+        import os
+        import signal
+        import time
+
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)  # (the handler runs here)
+
+
+def swallow_a_sigterm_after(monkeypatch: pytest.MonkeyPatch, owner: type, name: str) -> list[int]:
+    """Make each call of ``owner.name`` end with a swallowed SIGTERM; returns the list that counts the calls."""
+    calls: list[int] = []
+    plain = getattr(owner, name)
+
+    def then_swallow(self, *args, **kwargs):
+        calls.append(1)
+        result = plain(self, *args, **kwargs)
+        SwallowsASigterm()
+        return result
+
+    monkeypatch.setattr(owner, name, then_swallow)
+    return calls

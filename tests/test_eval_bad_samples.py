@@ -205,28 +205,11 @@ def test_a_bad_label_in_a_small_training_split_is_named_before_the_first_step(tm
 def test_a_sigterm_a_library_swallowed_still_stops_eval(tmp_path: Path, monkeypatch) -> None:
     """A SIGTERM whose KeyboardInterrupt Python ignored (raised in a __del__ or a fork hook, e.g. as DataLoader
     workers start) left ``eval`` running over the whole split: each image now checks the handler's flag."""
-    import os
-    import signal
-    import time
-
+    from conftest import swallow_a_sigterm_after
     from maskformer.errors import terminate_as_interrupt
     from maskformer.inference.predictor import Predictor
 
-    calls = []
-    plain = Predictor.predict_resized
-
-    class Swallowing:
-        def __del__(self) -> None:
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(0.01)  # (the handler runs here, inside __del__, whose exceptions Python ignores)
-
-    def predict_then_swallow(self, *args, **kwargs):
-        calls.append(1)
-        result = plain(self, *args, **kwargs)
-        Swallowing()
-        return result
-
-    monkeypatch.setattr(Predictor, "predict_resized", predict_then_swallow)
+    calls = swallow_a_sigterm_after(monkeypatch, Predictor, "predict_resized")
     sets = ["data.dataset=folder", "data.num_workers=0", "model.num_classes=4", "test.min_size=64",
             "test.max_size=128", f"data.root={_folder(tmp_path / 'data', bad=False)}"]  # fmt: skip
     cfg = maskformer.load_config(DEMO_YAML, overrides=sets)

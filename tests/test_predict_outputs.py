@@ -235,27 +235,10 @@ def test_a_file_named_twice_is_predicted_once_and_two_files_of_one_name_are_refu
 def test_a_sigterm_a_library_swallowed_still_stops_predict_over_a_folder(tmp_path: Path, capfd, monkeypatch) -> None:
     """The KeyboardInterrupt of a SIGTERM that lands where Python ignores exceptions (a __del__, a fork hook) used to
     leave ``predict`` running over the rest of a folder: the CLI's handler also sets a flag each image checks."""
-    import os
-    import signal
-    import time
-
+    from conftest import swallow_a_sigterm_after
     from maskformer.inference.predictor import Predictor
 
-    calls = []
-    plain = Predictor.__call__
-
-    class Swallowing:
-        def __del__(self) -> None:
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(0.01)  # (the handler runs here, inside __del__, whose exceptions Python ignores)
-
-    def predict_then_swallow(self, *args, **kwargs):
-        calls.append(1)
-        result = plain(self, *args, **kwargs)
-        Swallowing()
-        return result
-
-    monkeypatch.setattr(Predictor, "__call__", predict_then_swallow)
+    calls = swallow_a_sigterm_after(monkeypatch, Predictor, "__call__")
     checkpoint, images, out = _checkpoint(tmp_path / "m.pt"), _images(tmp_path / "images", 4), tmp_path / "out"
     code = main(["predict", str(checkpoint), str(images), "--output-dir", str(out), "--task", "semantic"])
     err = capfd.readouterr().err

@@ -597,15 +597,11 @@ def test_the_eta_stays_within_a_time_budget(tmp_path, capsys, monkeypatch):
 def test_a_sigterm_swallowed_where_python_ignores_exceptions_still_stops_training() -> None:
     """The KeyboardInterrupt of a SIGTERM that lands in a fork hook or a __del__ is "ignored" by Python: a group
     SIGTERM while DataLoader workers started left training running (1 run in 6 hung)."""
+    from conftest import SwallowsASigterm
     from maskformer.errors import raise_if_terminated, terminate_as_interrupt
 
-    class Swallowing:
-        def __del__(self) -> None:
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(0.01)  # (the handler runs here, inside __del__, whose exceptions Python ignores)
-
     with terminate_as_interrupt():
-        Swallowing()
+        SwallowsASigterm()
         with pytest.raises(KeyboardInterrupt):
             raise_if_terminated()
     raise_if_terminated()  # (cleared with the handler)
