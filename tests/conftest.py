@@ -31,15 +31,19 @@ def shared_dir() -> Path:
 
 
 class SwallowsASigterm:
-    """Sends this process a SIGTERM from inside ``__del__``, where Python ignores the KeyboardInterrupt its handler
-    raises (as it does in logging's fork hook while DataLoader workers start)."""
+    """Sends this process a SIGTERM (or ``signum``) from inside ``__del__``, where Python ignores the
+    KeyboardInterrupt its handler raises (as it does in logging's fork hook while DataLoader workers start)."""
+
+    def __init__(self, signum: int | None = None) -> None:
+        import signal
+
+        self.signum = signal.SIGTERM if signum is None else signum
 
     def __del__(self) -> None:
         import os
-        import signal
         import time
 
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), self.signum)
         time.sleep(0.01)  # (the handler runs here)
 
 

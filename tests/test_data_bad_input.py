@@ -299,3 +299,31 @@ def test_jpeg_data_under_a_png_name_gets_the_jpeg_hint(tmp_path: Path) -> None:
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(path, format="JPEG")
     with pytest.raises(DataError, match="a JPEG label map"):
         check_label_values(np.array([[0, 7]], np.uint8), num_classes=2, ignore_label=255, path=path)
+
+
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        # a bool is an int to Python, and as an index into the label tables it selected every value: all labels
+        # silently became class 2 / were all ignored
+        ({"classes": [{"name": "bg", "id": 0}, {"name": "road", "id": True}, {"name": "car", "id": 2}]},
+         r"classes\[1\] has a missing, non-integer or repeated id True"),
+        ({"ignore_label": True, "classes": [{"name": "a", "id": 5}, {"name": "b", "id": 6}]},
+         "ignore_label True must be"),
+        ({"classes": [{"name": ""}]}, r"classes\[0\] needs a non-empty 'name' string"),
+        ({"classes": [f"c{i}" for i in range(300)]}, r"ignore_label 255 \(the default\) .* \(e.g. 65535"),
+    ],
+)  # fmt: skip
+def test_class_tables_with_booleans_empty_names_or_a_clashing_default_are_named(tmp_path, table, message) -> None:
+    _folder_tree(tmp_path, [0, 1])
+    (tmp_path / "classes.json").write_text(json.dumps(table))
+    with pytest.raises(DataError, match=message):
+        DATASETS["folder"](root=str(tmp_path), split="train")
+
+
+def test_a_yaml_boolean_where_a_class_name_goes_says_to_quote_it(tmp_path: Path) -> None:
+    _folder_tree(tmp_path, [0, 1])
+    (tmp_path / "classes.json").unlink()
+    (tmp_path / "classes.yaml").write_text("classes:\n  - name: no\n  - name: road\n")
+    with pytest.raises(DataError, match=r"classes\[0\] .* got False \(YAML reads .* quote the name\)"):
+        DATASETS["folder"](root=str(tmp_path), split="train")

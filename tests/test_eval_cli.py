@@ -390,3 +390,20 @@ def test_with_classes_whose_ids_are_positions_a_bad_prediction_never_asks_for_cl
     classes = {"ignore_label": 255, "classes": [{"name": "road"}, {"name": "car"}]}
     err = _bad_prediction_with_classes(tmp_path, capsys, classes, [[0, 1], [1, 255]], [[0, 5], [1, 1]])
     assert "scene_labels.png: value 5 names no class of --classes" in err and "pass --classes" not in err, err
+
+
+def test_undefined_metrics_are_json_null_not_nan(tmp_path, capsys):
+    """A split whose labels are all "ignore" has no mIoU: metrics.json held a bare NaN, which strict JSON parsers
+    (JavaScript's JSON.parse, jq) reject; per-class values were already null."""
+    gt = write_labels(tmp_path / "gt", {"a": [[255, 255]]})
+    pred = write_labels(tmp_path / "pred", {"a": [[0, 1]]})
+    out = tmp_path / "m.json"
+    argv = ["eval-predictions", "semantic", "--gt-dir", str(gt), "--pred-dir", str(pred), "--num-classes", "2"]
+    assert main([*argv, "--ignore-label", "255", "--json", "--output", str(out)]) == 0
+
+    def strict(constant: str) -> None:
+        raise ValueError(f"not JSON: {constant}")
+
+    for text in (capsys.readouterr().out, out.read_text()):
+        metrics = json.loads(text, parse_constant=strict)
+        assert metrics["mIoU"] is None and metrics["IoU"] == [None, None]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -40,8 +41,10 @@ def one_line(error: BaseException) -> str:
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
     """SIGTERM (``kill``, ``timeout``, a job scheduler) raises KeyboardInterrupt meanwhile, so the cleanup that runs
-    for Ctrl-C runs for it too (no partial download, no half-made run folder). Main thread only (where handlers can
-    be set); the previous handler comes back afterwards."""
+    for Ctrl-C runs for it too (no partial download, no half-made run folder). Both signals also set the flag that
+    ``raise_if_terminated`` reads, and an interrupt Python had to swallow prints no "Exception ignored ...
+    Traceback" (the flag raises it again at the next check). Main thread only (where handlers can be set); the
+    previous handlers come back afterwards."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -50,21 +53,32 @@ def terminate_as_interrupt() -> Iterator[None]:
         _terminated.set()
         raise KeyboardInterrupt
 
+    def unraisable(info: sys.UnraisableHookArgs) -> None:
+        if not (_terminated.is_set() and isinstance(info.exc_value, KeyboardInterrupt)):
+            previous_hook(info)
+
     previous = signal.signal(signal.SIGTERM, interrupt)
+    previous_int = signal.getsignal(signal.SIGINT)
+    if previous_int is signal.default_int_handler:  # (a handler someone else set stays)
+        signal.signal(signal.SIGINT, interrupt)
+    previous_hook, sys.unraisablehook = sys.unraisablehook, unraisable
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if previous_int is signal.default_int_handler:
+            signal.signal(signal.SIGINT, previous_int)
+        sys.unraisablehook = previous_hook
         _terminated.clear()
 
 
-# set by SIGTERM under terminate_as_interrupt: a KeyboardInterrupt raised where Python ignores exceptions (a fork
-# hook of the logging module while DataLoader workers start, a __del__) is lost, so long loops also check this
+# set by SIGTERM / SIGINT under terminate_as_interrupt: a KeyboardInterrupt raised where Python ignores exceptions
+# (a fork hook of the logging module while DataLoader workers start, a __del__) is lost, so long loops check this
 _terminated = threading.Event()
 
 
 def raise_if_terminated() -> None:
-    """KeyboardInterrupt when a SIGTERM arrived whose KeyboardInterrupt was swallowed (see ``_terminated``)."""
+    """KeyboardInterrupt when a SIGTERM or Ctrl-C arrived whose KeyboardInterrupt was swallowed (``_terminated``)."""
     if _terminated.is_set():
         raise KeyboardInterrupt
 

@@ -10,6 +10,8 @@ Imports nothing of the package (everything may import it).
 from __future__ import annotations
 
 import errno
+import json
+import math
 import os
 import re
 import shutil
@@ -20,7 +22,15 @@ from pathlib import Path
 
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS}
 
-__all__ = ["atomic_folder", "atomic_path", "atomic_write_bytes", "atomic_write_text", "new_file_mode", "read_user_text"]
+__all__ = [
+    "atomic_folder",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "json_text",
+    "new_file_mode",
+    "read_user_text",
+]
 
 
 def _umask() -> int:
@@ -155,3 +165,19 @@ def read_user_text(path: str | Path, *, error: type[Exception]) -> str:
         raise error(
             f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); save the file as UTF-8"
         ) from None
+
+
+def _finite(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def json_text(value: object, *, indent: int | None = None) -> str:
+    """Standard JSON of ``value``: an undefined metric (NaN, inf: e.g. the mIoU of a split with no labelled pixel)
+    is ``null``, as strict parsers (JavaScript's ``JSON.parse``, ``jq``) reject Python's bare ``NaN``."""
+    return json.dumps(_finite(value), indent=indent, allow_nan=False)

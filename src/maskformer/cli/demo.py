@@ -104,14 +104,13 @@ def _clear_previous_demo(out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     import time
 
     import maskformer
     from maskformer.build import build_meta
     from maskformer.engine.checkpoint import load_model
     from maskformer.engine.train import train
-    from maskformer.fileio import atomic_write_text
+    from maskformer.fileio import atomic_write_text, json_text
 
     if args.minutes <= 0:
         raise maskformer.ConfigError("--minutes must be positive")
@@ -124,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(out / "model_final.pt")
     pictures = draw_pictures(cfg, model, build_meta(cfg), out, args.pictures)
     metrics["train_and_eval_minutes"] = round(minutes, 2)
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
+    atomic_write_text(out / "metrics.json", json_text(metrics, indent=1))
     print(
         f"\nmaskformer demo: {minutes:.1f} min; synthetic val mIoU {metrics.get('mIoU', float('nan')):.1f} %, "
         f"PQ {metrics.get('PQ', float('nan')):.1f}; PQ^St {metrics.get('PQ_St', {}).get('PQ', float('nan')):.1f}"

@@ -7,7 +7,6 @@ semantic: label PNGs paired by file name, detectron2's SemSegEvaluator metrics (
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         format_panoptic_table,
         format_semantic_table,
     )
-    from ..fileio import atomic_write_text
+    from ..fileio import atomic_write_text, json_text
 
     if args.workers < 0:
         raise UserError(f"--workers must be >= 0, got {args.workers}")
@@ -112,8 +111,8 @@ def run(args: argparse.Namespace) -> int:
         if names:  # (the keys of eval's metrics.json)
             metrics.update(classes=list(names), IoU_by_class=dict(zip(names, metrics["IoU"])))
     if args.output is not None:
-        atomic_write_text(args.output, json.dumps(metrics, indent=2) + "\n")
-    print(json.dumps(metrics, indent=2) if args.json else table)
+        atomic_write_text(args.output, json_text(metrics, indent=2) + "\n")
+    print(json_text(metrics, indent=2) if args.json else table)
     return 0
 
 

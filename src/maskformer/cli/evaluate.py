@@ -52,7 +52,6 @@ def _note_renamed_classes(model_classes, cfg) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     import sys
     from pathlib import Path
 
@@ -63,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from maskformer.engine.evaluate import evaluate_model
     from maskformer.errors import ConfigError
     from maskformer.evaluation import format_panoptic_table, format_semantic_table
-    from maskformer.fileio import atomic_write_text
+    from maskformer.fileio import atomic_write_text, json_text
     from maskformer.zoo import resolve_model
 
     if args.max_images is not None and args.max_images < 1:
@@ -103,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     dist.cleanup()
     if not main_process:
         return 0
-    text = json.dumps(metrics, indent=1)
+    text = json_text(metrics, indent=1)
     atomic_write_text(out / "metrics.json", text)
     if args.json:
         print(text)

@@ -43,7 +43,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     import os
     from pathlib import Path
 
@@ -51,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from maskformer.build import check_dataset_name, fit_classes
     from maskformer.engine import distributed as dist
     from maskformer.engine.train import train
+    from maskformer.fileio import json_text
 
     # (an absolute data root: the run's config.yaml then works from any folder, for eval and --resume)
     overrides = list(args.overrides) + ([f"data.root={os.path.abspath(args.data_root)}"] if args.data_root else [])
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         dist.cleanup()
     if metrics and main_process and not args.quiet:
-        print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, int | float)}, indent=1))
+        print(json_text({k: v for k, v in metrics.items() if isinstance(v, int | float)}, indent=1))
     return 0
 
 

@@ -29,7 +29,7 @@ from ..errors import DataError
 from ..fileio import read_user_text
 from .base import Mapper
 from .io import check_label_values
-from .metadata import DatasetMeta, load_meta, meta_from_dict
+from .metadata import DatasetMeta, is_integer, load_meta, meta_from_dict
 from .semantic import SemanticDataset, pair_by_stem
 
 __all__ = ["read_pair_list", "read_folder_meta", "camvid", "folder"]
@@ -86,12 +86,16 @@ def _read_classes_file(root: Path) -> tuple[DatasetMeta, int]:
         _check_keys(data, f)
         file_ignore = data.get("ignore_label", 255)
         ids = [c.get("id", i) if isinstance(c, dict) else i for i, c in enumerate(data["classes"])]
-        if not isinstance(file_ignore, int) or file_ignore in ids:
-            raise DataError(f"{f}: ignore_label {file_ignore!r} must be an integer that is no class's id")
+        if not is_integer(file_ignore) or file_ignore in ids:
+            default = "" if "ignore_label" in data else " (the default)"
+            hint = " (e.g. 65535 for 16-bit label PNGs)" if file_ignore == 255 and file_ignore in ids else ""
+            raise DataError(
+                f"{f}: ignore_label {file_ignore!r}{default} must be an integer that is no class's id{hint}"
+            )
         if not 0 <= file_ignore <= 65535:
             raise DataError(f"{f}: ignore_label {file_ignore} is outside 0..65535 (the values of 8/16-bit label PNGs)")
         for i, d in enumerate(ids):
-            if isinstance(d, int) and not 0 <= d <= 65535:
+            if is_integer(d) and not 0 <= d <= 65535:
                 raise DataError(f"{f}: classes[{i}] has id {d}, outside 0..65535 (the values of 8/16-bit label PNGs)")
         k = len(data["classes"])
         ignore = file_ignore if not 0 <= file_ignore < k else (255 if k < 255 else 65535)

@@ -98,8 +98,13 @@ class DatasetMeta:
         }
 
 
+def is_integer(value: Any) -> bool:
+    """An int that is no bool (``true`` in JSON/YAML is an int to Python, and as an index it selects everything)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _color(value: Any, where: str) -> list[int]:
-    if not (isinstance(value, list | tuple) and len(value) == 3 and all(isinstance(v, int) for v in value)):
+    if not (isinstance(value, list | tuple) and len(value) == 3 and all(is_integer(v) for v in value)):
         raise DataError(f"{where}: a colour must be a list of three integers, got {value!r}")
     if not all(0 <= v <= 255 for v in value):
         raise DataError(f"{where}: colour values must be in 0..255, got {value!r}")
@@ -125,8 +130,11 @@ def meta_from_dict(data: dict[str, Any], *, name: str, where: str) -> DatasetMet
     for i, c in enumerate(raw):
         if isinstance(c, str):
             c = {"name": c}
-        if not isinstance(c, dict) or not isinstance(c.get("name"), str):
-            raise DataError(f"{where}: classes[{i}] needs a 'name' string")
+        if not isinstance(c, dict) or not isinstance(c.get("name"), str) or not c["name"].strip():
+            got = c.get("name") if isinstance(c, dict) else c
+            hint = " (YAML reads yes/no/on/off/true/false unquoted as a boolean: quote the name)" if isinstance(
+                got, bool) else ""  # fmt: skip
+            raise DataError(f"{where}: classes[{i}] needs a non-empty 'name' string, got {got!r}{hint}")
         names.append(c["name"])
         # Classes without a colour get a deterministic, well-spread one (golden-ratio hue steps).
         colors.append(_color(c["color"], f"{where}: classes[{i}]") if "color" in c else _default_color(i))
@@ -135,11 +143,11 @@ def meta_from_dict(data: dict[str, Any], *, name: str, where: str) -> DatasetMet
             raise DataError(f"{where}: classes[{i}] ({c['name']}) has isthing {thing!r}: write true or false")
         isthing.append(bool(thing))
         dataset_id = c.get("id", i)
-        if not isinstance(dataset_id, int) or dataset_id in ids:
+        if not is_integer(dataset_id) or dataset_id in ids:
             raise DataError(f"{where}: classes[{i}] has a missing, non-integer or repeated id {dataset_id!r}")
         ids[dataset_id] = i
     ignore = data.get("ignore_label", 255)
-    if not isinstance(ignore, int) or 0 <= ignore < len(names):
+    if not is_integer(ignore) or 0 <= ignore < len(names):
         raise DataError(f"{where}: ignore_label must be an integer outside 0..{len(names) - 1}, got {ignore!r}")
     table = {int(k): int(v) for k, v in (data.get("label_id_to_train_id") or {}).items()}
     return DatasetMeta(

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from maskformer.fileio import atomic_write_text
+from maskformer.fileio import atomic_write_text, json_text
 
 
 def _open_log(path: Path, start: int):
@@ -97,7 +97,7 @@ class MetricLogger:
             "time": round(seconds, 4),
         }
         if self.show and self.file:
-            self.file.write(json.dumps(record) + "\n")
+            self.file.write(json_text(record) + "\n")
             self.file.flush()
         if self.tb:
             for k, v in avg.items():
@@ -115,7 +115,7 @@ class MetricLogger:
             return
         if self.file:
             record = {"iteration": iteration, "train_seconds": round(self.train_seconds, 2), "eval": metrics}
-            self.file.write(json.dumps(record) + "\n")
+            self.file.write(json_text(record) + "\n")
             self.file.flush()
         flat = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
         if self.tb:
