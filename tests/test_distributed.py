@@ -149,25 +149,31 @@ def test_train_nproc_runs_the_processes_itself_and_says_errors_in_one_line(tmp_p
     ]
 
 
-def test_train_nproc_stops_on_ctrl_c_without_a_traceback(tmp_path):
-    """Ctrl-C (SIGINT to the launching process) stops every process: exit code 130, one "interrupted" line."""
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_train_nproc_stops_on_ctrl_c_without_a_traceback(tmp_path, signum):
+    """Ctrl-C or SIGTERM (``kill``, ``timeout``) to the launching process stops every process: exit code 130, one
+    "interrupted" line and, once a checkpoint is written, which iteration it holds (SIGTERM said nothing before)."""
     import signal
     import time
 
     args = [sys.executable, "-m", "maskformer.cli", "train", str(CONFIGS / "demo.yaml"), "--output-dir",
             str(tmp_path / "o"), "--quiet", "--nproc", "2", "--set", "train.max_iters=100000", "--set",
             "train.batch_size=4", "--set", "data.num_workers=0", "--set", "data.synthetic_image_size=64", "--set",
-            "data.crop_size=[64,64]", "--set", "data.min_size_train=[64]", "--set", "train.eval_period=-1"]  # fmt: skip
+            "data.crop_size=[64,64]", "--set", "data.min_size_train=[64]", "--set", "train.eval_period=-1",
+            "--set", "train.checkpoint_period=1"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "WORLD_SIZE", "RANK")}
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         deadline = time.monotonic() + 120
-        while not (tmp_path / "o" / "config.yaml").exists() and proc.poll() is None and time.monotonic() < deadline:
+        last = tmp_path / "o" / "checkpoint_last.pt"
+        while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
-        time.sleep(2)  # the processes are training now
-        proc.send_signal(signal.SIGINT)
+        time.sleep(1)  # the processes are training now
+        proc.send_signal(getattr(signal, signum))
         _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
     assert proc.returncode == 130, err[-3000:]
-    assert "Traceback" not in err and err.strip().splitlines() == ["maskformer train: interrupted"], err[-3000:]
+    said = err.strip().splitlines()
+    assert "Traceback" not in err and said[-1] == "maskformer train: interrupted", err[-3000:]
+    assert len(said) == 2 and f"{last} holds iteration" in said[0] and "--resume" in said[0], err[-3000:]

@@ -44,6 +44,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import os
+    import signal
     from pathlib import Path
 
     import maskformer
@@ -67,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
         code = dist.launch_local(args.nproc, [*args.argv, "--nproc", "1"])  # (the last --nproc counts)
         if code and not args.resume and not (out / "checkpoint_last.pt").exists():
             remove_new(out, before)  # a stopped process may not have cleaned up: a failed start leaves nothing
+        if code == 128 + signal.SIGTERM:  # the launcher stopped the processes, which had no time to say it
+            _say_how_to_resume(out, args.config, _held_iteration(out / "checkpoint_last.pt"))
+            raise KeyboardInterrupt  # ("interrupted", exit code 130, as one process says it)
         return code
     explicit = any(o.replace(" ", "").startswith("model.num_classes=") for o in overrides)
     cfg = maskformer.load_config(args.config, overrides)
@@ -102,6 +106,16 @@ def _say_how_to_resume(out: Path, config: str, iteration: int) -> None:
         return
     print(f"maskformer train: {last} holds iteration {iteration} (the steps after it are lost); "
           f"`maskformer train {config} --output-dir {out} --resume` goes on from it", file=sys.stderr)  # fmt: skip
+
+
+def _held_iteration(path: Path) -> int:
+    """The iteration a run's checkpoint_last.pt holds (-1 when there is none or it cannot be read)."""
+    import torch
+
+    try:  # (memory-mapped: only the one number is read)
+        return int(torch.load(path, map_location="cpu", mmap=True, weights_only=True)["iteration"])
+    except Exception:  # noqa: BLE001 - no number to tell: the note is left out
+        return -1
 
 
 def _say_kept_values(saved, config: str, given, cfg) -> None:
