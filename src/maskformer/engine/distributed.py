@@ -47,6 +47,15 @@ def barrier() -> None:
         dist.barrier()
 
 
+def all_gather_objects(value: object) -> list[object]:
+    """Every process's ``value`` in rank order, on every process (``[value]`` in one process)."""
+    if not is_distributed():
+        return [value]
+    out: list[object] = [None] * world_size()
+    dist.all_gather_object(out, value)
+    return out
+
+
 def all_reduce_mean(values: dict[str, float]) -> dict[str, float]:
     """Average a dict of scalars over processes (for logging)."""
     if not is_distributed() or not values:

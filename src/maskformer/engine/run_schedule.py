@@ -10,6 +10,7 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError
 from ..optim import shorten_schedule
+from . import distributed as dist
 from .checkpoint import load_checkpoint, set_rng_state, weights_mismatch
 
 
@@ -31,11 +32,13 @@ def resume_from(last: Path, model: nn.Module, optimizer, scheduler, loader, max_
     if why is not None:
         raise CheckpointError(f"{last}: does not fit this config ({why}); resume with the run's config.yaml") from None
     scheduler.load_state_dict(state["scheduler"])  # (this restores the saved run's max_iters too)
+    processes = state.get("processes") or [state]  # (a run of N processes keeps each one's data position and RNG)
+    own = processes[dist.rank()] if len(processes) == dist.world_size() else state
     try:
-        loader.load_state_dict(state["data"])
+        loader.load_state_dict(own["data"])
     except ValueError as e:
         raise CheckpointError(f"{last}: {e}; resume with the same data, train.seed and number of processes") from None
-    set_rng_state(state["rng"])
+    set_rng_state(own["rng"])
     note, saved = "", scheduler.lr_lambdas[0].kwargs["max_iters"]
     if saved != max_iters:
         shorten_schedule(scheduler, max_iters)

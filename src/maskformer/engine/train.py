@@ -216,10 +216,14 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
                 " (lower solver.base_lr or set solver.clip_grad_norm)"
             )
         steps[1] += 1
+        # each process's data position (its aspect-ratio buckets differ) and random state, so a resumed run of
+        # N processes goes on bit for bit: ``processes`` [rank] (``data`` and ``rng`` are rank 0's)
+        own = {"data": loader.state_dict(), "rng": rng_state()}
+        every = {"processes": dist.all_gather_objects(own)} if world > 1 else {}
         if dist.is_main():
             save_checkpoint(
                 last, cfg=cfg, model=model, meta=meta.to_dict(), optimizer=optimizer.state_dict(),
-                scheduler=scheduler.state_dict(), iteration=iteration, rng=rng_state(), data=loader.state_dict(),
+                scheduler=scheduler.state_dict(), iteration=iteration, **own, **every,
             )  # fmt: skip
         steps[2] = iteration  # (the iteration checkpoint_last.pt holds)
 
