@@ -327,3 +327,24 @@ def test_a_yaml_boolean_where_a_class_name_goes_says_to_quote_it(tmp_path: Path)
     (tmp_path / "classes.yaml").write_text("classes:\n  - name: no\n  - name: road\n")
     with pytest.raises(DataError, match=r"classes\[0\] .* got False \(YAML reads .* quote the name\)"):
         DATASETS["folder"](root=str(tmp_path), split="train")
+
+
+def test_folder_pairs_read_subfolders_and_leave_hidden_files_out(tmp_path: Path) -> None:
+    """Pairs in subfolders (images/train/city/x.jpg + labels/train/city/x.png, as Cityscapes keeps them) were left
+    out without a word, and macOS's ``._x.png`` resource forks were read as images whose label was missing."""
+    _folder_tree(tmp_path, [0, 1])
+    _write_rgb(tmp_path / "images" / "train" / "city" / "2.png", seed=2)
+    _write_label(tmp_path / "labels" / "train" / "city" / "2.png", np.ones((12, 16), dtype=np.uint8))
+    _write_rgb(tmp_path / "images" / "train" / "other" / "2.png", seed=3)  # the same stem in another folder
+    _write_label(tmp_path / "labels" / "train" / "other" / "2.png", np.zeros((12, 16), dtype=np.uint8))
+    (tmp_path / "images" / "train" / "._0.png").write_bytes(b"\0\5\26\7 resource fork")
+    (tmp_path / "images" / "train" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    dataset = DATASETS["folder"](root=str(tmp_path), split="train")
+    names = [Path(e["file_name"]).relative_to(tmp_path / "images" / "train").as_posix() for e in dataset.entries]
+    assert names == ["0.png", "1.png", "city/2.png", "other/2.png"]
+    assert dataset.check_all() == []
+    city = dataset.load(dataset.entries[2])["sem_seg"]
+    assert set(np.unique(np.asarray(city)).tolist()) == {1}  # its own label, from labels/train/city/
+    _write_label(tmp_path / "labels" / "train" / "lost" / "9.png", np.zeros((12, 16), dtype=np.uint8))
+    with pytest.raises(DataError, match=r"lost/9.png: no image of that name"):
+        DATASETS["folder"](root=str(tmp_path), split="train")

@@ -10,7 +10,8 @@ Folder dataset: ``classes.json`` or ``classes.yaml`` in the root::
 (``classes`` may be a plain list of names; ``id`` = the value written in the label files, default = position;
 ``isthing`` optional; ``ignore_label`` = the files' ignore value, any value that is no class id) and one of these
 layouts: ``{split}.txt`` pair lists; ``images/{split}/`` + ``labels/{split}/`` (labels matched by file stem,
-``.png``); or, for ``split="all"``, flat ``images/`` + ``labels/``.
+``.png``, in the same subfolder: subfolders are read too, hidden files are not); or, for ``split="all"``, flat
+``images/`` + ``labels/``.
 """
 
 from __future__ import annotations
@@ -193,9 +194,11 @@ def folder(*, root: str, split: str, mapper: Mapper | None = None, skip_bad_samp
     if (base / f"{split}.txt").is_file():
         entries = read_pair_list(base, base / f"{split}.txt")
     elif (base / "images" / split).is_dir():
-        entries = pair_by_stem(base / "images" / split, base / "labels" / split, ".png", every_label=True)
+        entries = pair_by_stem(
+            base / "images" / split, base / "labels" / split, ".png", every_label=True, recursive=True
+        )
     elif split == "all" and (base / "images").is_dir():
-        entries = pair_by_stem(base / "images", base / "labels", ".png", every_label=True)
+        entries = pair_by_stem(base / "images", base / "labels", ".png", every_label=True, recursive=True)
     else:
         raise DataError(
             f"{base}: no {split}.txt, no images/{split}/ folder"

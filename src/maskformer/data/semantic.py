@@ -123,28 +123,46 @@ def _split(split: str, names: dict[str, str], dataset: str) -> str:
     return names[split]
 
 
+def _files(folder: Path, recursive: bool) -> list[Path]:
+    """Files of ``folder`` (and its subfolders when ``recursive``), sorted; hidden ones (``.DS_Store``, macOS's
+    ``._x.jpg`` resource forks, anything under a ``.folder``) left out."""
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in found if not any(part.startswith(".") for part in p.relative_to(folder).parts)
+                  and p.is_file())  # fmt: skip
+
+
 def pair_by_stem(
-    image_dir: Path, label_dir: Path, label_ext: str, *, suffix: str = "", every_label: bool = False
+    image_dir: Path,
+    label_dir: Path,
+    label_ext: str,
+    *,
+    suffix: str = "",
+    every_label: bool = False,
+    recursive: bool = False,
 ) -> list[dict[str, Any]]:
-    """One entry per image in ``image_dir``; its label is ``label_dir/<stem><suffix><label_ext>`` (may be missing:
-    that is reported when the sample is read). Two images of one stem (``a.jpg``, ``a.png``) are an error; with
-    ``every_label`` so is a label file that no image pairs with (it would be left out without a word)."""
+    """One entry per image in ``image_dir`` (with ``recursive`` also in its subfolders); its label is
+    ``label_dir/<relative folder>/<stem><suffix><label_ext>`` (may be missing: that is reported when the sample is
+    read). Two images of one stem (``a.jpg``, ``a.png``) are an error; with ``every_label`` so is a label file that
+    no image pairs with (it would be left out without a word)."""
     if not image_dir.is_dir():
         raise DataError(f"{image_dir}: image folder not found")
-    images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+    images = [p for p in _files(image_dir, recursive) if p.suffix.lower() in IMAGE_EXTS]
     if not images:
         raise DataError(f"{image_dir}: no images found")
     seen: dict[str, Path] = {}
     for p in images:
-        if p.stem in seen:
-            raise DataError(f"{seen[p.stem]} and {p}: two images named {p.stem!r} would share one label; keep one")
-        seen[p.stem] = p
+        key = p.relative_to(image_dir).with_suffix("").as_posix()
+        if key in seen:
+            raise DataError(f"{seen[key]} and {p}: two images named {p.stem!r} would share one label; keep one")
+        seen[key] = p
     if every_label and label_dir.is_dir():
         ending = f"{suffix}{label_ext}"
-        for label in sorted(label_dir.iterdir()):
-            if label.name.endswith(ending) and label.name[: -len(ending)] not in seen:
+        for label in _files(label_dir, recursive):
+            name = label.relative_to(label_dir).as_posix()
+            if name.endswith(ending) and name[: -len(ending)] not in seen:
                 raise DataError(f"{label}: no image of that name in {image_dir} (every label needs its image)")
-    return [{"file_name": str(p), "sem_seg_file_name": str(label_dir / f"{p.stem}{suffix}{label_ext}")} for p in images]
+    return [{"file_name": str(p), "sem_seg_file_name": str(label_dir / f"{key}{suffix}{label_ext}")}
+            for key, p in seen.items()]  # fmt: skip
 
 
 def ade20k_150(
