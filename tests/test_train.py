@@ -611,3 +611,15 @@ def test_a_sigterm_swallowed_where_python_ignores_exceptions_still_stops_trainin
     raise_if_terminated()  # (cleared with the handler)
     assert printed == []  # (nothing said by Python's hook: the flag raises the interrupt again)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_resume_from_a_mistyped_run_folder_names_the_folder_not_the_data(tmp_path, capsys):
+    """``--resume`` into a folder that does not exist said "data.root: mydata does not exist (pass --data-root)"."""
+    from maskformer.cli import main
+
+    argv = ["train", str(CONFIGS / "folder" / "small.yaml"), "--output-dir", str(tmp_path / "typo"), "--resume"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"maskformer train: error: --output-dir {tmp_path / 'typo'}: no such folder, so nothing to resume "
+                   "from (check the path, or run without --resume to start)")  # fmt: skip
+    assert not (tmp_path / "typo").exists()

@@ -57,6 +57,12 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + ([f"data.root={os.path.abspath(args.data_root)}"] if args.data_root else [])
     if args.nproc < 1:
         raise maskformer.ConfigError(f"--nproc must be at least 1, got {args.nproc}")
+    last = Path(args.output_dir) / "checkpoint_last.pt"
+    if args.resume and not last.exists():  # (before the config's data root is checked: the run folder is mistyped)
+        if not last.parent.is_dir():
+            raise maskformer.CheckpointError(f"--output-dir {last.parent}: no such folder, so nothing to resume from "
+                                             "(check the path, or run without --resume to start)")  # fmt: skip
+        raise maskformer.CheckpointError(f"{last}: nothing to resume from (run without --resume to start)")
     if args.nproc > 1:
         if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
             raise maskformer.ConfigError("--nproc under torchrun: torchrun already started the processes")
