@@ -348,3 +348,17 @@ def test_folder_pairs_read_subfolders_and_leave_hidden_files_out(tmp_path: Path)
     _write_label(tmp_path / "labels" / "train" / "lost" / "9.png", np.zeros((12, 16), dtype=np.uint8))
     with pytest.raises(DataError, match=r"lost/9.png: no image of that name"):
         DATASETS["folder"](root=str(tmp_path), split="train")
+
+
+def test_pair_lists_take_file_names_with_spaces_when_a_tab_separates_them(tmp_path: Path) -> None:
+    _folder_tree(tmp_path, [0, 1])
+    _write_rgb(tmp_path / "images" / "my photo.png", seed=4)
+    _write_label(tmp_path / "labels" / "my photo.png", np.ones((12, 16), dtype=np.uint8))
+    lines = "images/train/0.png labels/train/0.png\nimages/my photo.png\tlabels/my photo.png\n"
+    (tmp_path / "train.txt").write_text(lines)
+    dataset = DATASETS["folder"](root=str(tmp_path), split="train")
+    assert [Path(e["file_name"]).name for e in dataset.entries] == ["0.png", "my photo.png"]
+    assert dataset.check_all() == []
+    (tmp_path / "train.txt").write_text("images/my photo.png labels/my photo.png\n")
+    with pytest.raises(DataError, match="train.txt:1: expected 'image label'.*put one tab between the two paths"):
+        DATASETS["folder"](root=str(tmp_path), split="train")

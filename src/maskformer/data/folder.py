@@ -47,7 +47,8 @@ def _resolve(root: Path, text: str) -> Path:
 
 
 def read_pair_list(root: Path, list_file: Path) -> list[dict[str, Any]]:
-    """Entries from a text file of ``image label`` lines (blank lines and ``#`` comments ignored)."""
+    """Entries from a text file of ``image label`` lines (blank lines and ``#`` comments ignored; a line with one
+    tab is split at the tab, so file names may hold spaces)."""
     if not list_file.is_file():
         raise DataError(f"{list_file}: split list not found")
     entries: list[dict[str, Any]] = []
@@ -55,9 +56,10 @@ def read_pair_list(root: Path, list_file: Path) -> list[dict[str, Any]]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        parts = line.split()
+        parts = [p.strip() for p in line.split("\t")] if line.count("\t") == 1 else line.split()
         if len(parts) != 2:
-            raise DataError(f"{list_file}:{n}: expected 'image label', got {line!r}")
+            hint = " (for file names with spaces, put one tab between the two paths)" if len(parts) > 2 else ""
+            raise DataError(f"{list_file}:{n}: expected 'image label', got {line!r}{hint}")
         entries.append({"file_name": str(_resolve(root, parts[0])), "sem_seg_file_name": str(_resolve(root, parts[1]))})
     if not entries:
         raise DataError(f"{list_file}: no samples listed")
