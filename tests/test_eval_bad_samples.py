@@ -123,6 +123,9 @@ def test_a_bad_label_found_after_some_steps_leaves_a_run_only_if_it_can_be_resum
     )
     assert (tmp_path / "kept" / "checkpoint_last.pt").is_file() and (tmp_path / "kept" / "config.yaml").is_file()
     assert not (tmp_path / "kept" / "model_final.pt").exists()
+    said = [ln for ln in capsys.readouterr().err.strip().splitlines() if "error" in ln]
+    assert len(said) == 1 and "a3.png" in said[0] and "checkpoint_last.pt holds iteration 1" in said[0], said
+    assert said[0].endswith(f"--output-dir {tmp_path / 'kept'} --resume` goes on from it"), said
 
 
 def test_eval_on_data_with_other_classes_is_refused_and_renamed_classes_noted(tmp_path: Path, capsys) -> None:

@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from maskformer.build import check_dataset_name, fit_classes
     from maskformer.engine import distributed as dist
     from maskformer.engine.train import train
+    from maskformer.errors import one_line
     from maskformer.fileio import json_text
 
     # (an absolute data root: the run's config.yaml then works from any folder, for eval and --resume)
@@ -96,6 +97,13 @@ def run(args: argparse.Namespace) -> int:
         if dist.is_main():
             _say_how_to_resume(Path(args.output_dir), args.config, getattr(e, "checkpoint_iteration", -1))
         raise
+    except maskformer.DataError as e:  # a bad file met after a checkpoint: the run goes on once it is fixed
+        held = getattr(e, "checkpoint_iteration", -1)
+        if held < 0:
+            raise
+        raise maskformer.DataError(f"{one_line(e)}; {Path(args.output_dir) / 'checkpoint_last.pt'} holds iteration "
+                                   f"{held}: once the file is fixed, `maskformer train {args.config} --output-dir "
+                                   f"{args.output_dir} --resume` goes on from it") from None  # fmt: skip
     finally:
         dist.cleanup()
     if metrics and main_process and not args.quiet:

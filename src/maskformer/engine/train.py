@@ -127,7 +127,7 @@ def train(
             stop = KeyboardInterrupt()
             stop.checkpoint_iteration = steps[2]  # type: ignore[attr-defined]
             raise stop from None
-        if interrupted:
+        if interrupted or (saved and isinstance(e, DataError)):  # (a bad file found mid-run: resumable once fixed)
             e.checkpoint_iteration = steps[2]  # type: ignore[attr-defined]
         raise
 
