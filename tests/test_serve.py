@@ -443,3 +443,14 @@ def test_a_very_long_upload_name_does_not_widen_the_overlay_without_bound(server
         assert status == 200
         widths.append(Image.open(io.BytesIO(base64.b64decode(data["overlay_png"]))).width)
     assert widths[0] == widths[1]
+
+
+@pytest.mark.parametrize("flag", ["--max-upload-mb", "--max-megapixels"])
+@pytest.mark.parametrize("value", ["nan", "inf", "0"])
+def test_limits_that_are_no_positive_number_are_one_line(tmp_path: Path, capsys, flag: str, value: str) -> None:
+    """``--max-megapixels nan`` / ``inf`` ended in a traceback (cannot convert float NaN / infinity to integer)."""
+    from maskformer.cli import main
+
+    assert main(["serve", str(tmp_path / "unread.pt"), flag, value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"maskformer serve: error: {flag} must be a positive number, got {float(value)}", err

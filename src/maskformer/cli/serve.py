@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from maskformer.cli.inference_options import MODEL_HELP, add_inference_options, predictor_options
 
@@ -48,9 +49,9 @@ def run(args: argparse.Namespace) -> int:
         from maskformer.serve.app import build_app
     except ImportError as e:
         raise UserError(f"serve needs the web stack: pip install 'maskformer[serve]' ({e.name} is missing)") from None
-    if args.max_upload_mb <= 0 or args.max_megapixels <= 0:
-        raise UserError(f"--max-upload-mb and --max-megapixels must be positive, got {args.max_upload_mb} and "
-                        f"{args.max_megapixels}")  # fmt: skip
+    for flag, value in (("--max-upload-mb", args.max_upload_mb), ("--max-megapixels", args.max_megapixels)):
+        if not (math.isfinite(value) and value > 0):  # (nan and inf too: a limit is a positive number)
+            raise UserError(f"{flag} must be a positive number, got {value}")
     port = _check_port(args.host, args.port)  # before the model loads: a busy port is one line at once
     path = resolve_model(args.checkpoint)
     predictor = Predictor(load_model(path, args.device), device=args.device, **predictor_options(args))
