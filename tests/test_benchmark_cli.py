@@ -121,3 +121,13 @@ def test_small_rates_are_not_printed_as_zero() -> None:
     from maskformer.cli.benchmark import _rate
 
     assert [_rate(v) for v in (0.35, 0.0049, 9.96, 12.7, 347.2)] == ["0.35", "0.0049", "10", "13", "347"]
+
+
+def test_benchmark_runs_on_a_per_pixel_baseline(tmp_path, capsys):
+    """The FLOP count read ``pred_masks``, which a per-pixel baseline has none of: a KeyError traceback."""
+    config = tmp_path / "per_pixel.yaml"
+    config.write_text(f"_base_: {DEMO_YAML}\nmodel: {{meta_arch: per_pixel}}\n")
+    assert main(["benchmark", str(config), "--size", "64", "64", "--reps", "1", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["forward_reference_real_gflop"] == r["forward_optimized_real_gflop"] > 0
+    assert r["mask_features_folded"] is False and r["predict_label_agreement"] > 0.999

@@ -96,7 +96,9 @@ class _Call(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.fn(self.model, x)
-        return out["pred_masks"] if isinstance(out, dict) else out
+        if not isinstance(out, dict):
+            return out
+        return out["pred_masks"] if "pred_masks" in out else out["sem_logits"]  # (a per-pixel baseline's scores)
 
 
 def count_forward_flops(model: nn.Module, fn, images: torch.Tensor) -> int:
