@@ -454,3 +454,26 @@ def test_sigterm_during_a_download_leaves_nothing_in_the_cache(tmp_path: Path, m
         zoo._write(out, make_in_tempdir)
     assert not (tmp_path / "cache" / "zoo").exists()
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_hub_ids_of_res640_recipes_keep_the_recipes_test_sizes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """facebook/maskformer-swin-base-ade was converted from the res640 recipe (test 640 / 2560), but a Hub folder
+    was given ADE20K's defaults (512 / 2048): the same weights as the zoo name predicted 4.9 % other labels."""
+    transformers = pytest.importorskip("transformers")
+    from maskformer import zoo
+    from maskformer.data import load_meta
+    from maskformer.engine.checkpoint import load_checkpoint
+
+    config = _tiny_hf_config(transformers)
+    config.id2label = dict(enumerate(load_meta("ade20k_150").classes))
+    config.label2id = {v: k for k, v in config.id2label.items()}
+    torch.manual_seed(0)
+    transformers.MaskFormerForInstanceSegmentation(config).save_pretrained(tmp_path / "snapshot")
+    monkeypatch.setattr(zoo, "_hub_snapshot", lambda repo_id: tmp_path / "snapshot")
+    monkeypatch.setenv("MASKFORMER_CACHE", str(tmp_path / "c"))
+    sizes = {}
+    for name in ("facebook/maskformer-swin-base-ade", "facebook/maskformer-swin-tiny-ade"):
+        test = load_checkpoint(resolve_model(name))["config"]["test"]
+        sizes[name] = (test["min_size"], test["max_size"], test["tta_min_sizes"][-1])
+    assert sizes == {"facebook/maskformer-swin-base-ade": (640, 2560, 1120),
+                     "facebook/maskformer-swin-tiny-ade": (512, 2048, 896)}  # fmt: skip

@@ -43,7 +43,9 @@ _TIMEOUT = 60.0  # seconds without data before a download gives up
 @dataclass(frozen=True)
 class ZooEntry:
     """One released checkpoint: ``name`` (= config path without .yaml), ``path`` (relative to the zoo URL), task,
-    dataset, backbone, the zoo's own metric. Hub entries have ``path=""`` and no metric."""
+    dataset, backbone, the zoo's own metric. Hub entries have ``path=""`` and no metric; ``config`` names the
+    original recipe a Hub repo was converted from when its test settings are not the dataset's defaults (the
+    res640 ADE20K Swin-B/L: 640/2560 instead of 512/2048)."""
 
     name: str
     path: str
@@ -52,6 +54,7 @@ class ZooEntry:
     backbone: str
     metric: str = ""
     reported: float | None = None
+    config: str = ""
 
     @property
     def hub(self) -> bool:
@@ -231,10 +234,10 @@ def _convert_pkl(pkl: Path, entry: ZooEntry, out: Path) -> None:
     convert_detectron2(pkl, out, config=config)
 
 
-def _convert_hf(folder: Path, out: Path) -> None:
+def _convert_hf(folder: Path, out: Path, config: Path | None = None) -> None:
     from .engine.conversion import convert_hf
 
-    convert_hf(folder, out)
+    convert_hf(folder, out, config=config)
 
 
 def _hub_snapshot(repo_id: str) -> Path:
@@ -271,7 +274,9 @@ def _hub(repo_id: str, out: Path) -> None:
             first = f"no answer within {_etag_timeout()} s"
         why = f"could not be fetched from the Hub nor found in its cache ({first[:200]})"
         raise CheckpointError(f"{repo_id}: {why}") from None
-    _convert_hf(folder, out)
+    entry = zoo_table().get(repo_id)
+    recipe = configs_dir() / f"{entry.config}.yaml" if entry is not None and entry.config else None
+    _convert_hf(folder, out, config=recipe)
 
 
 def _etag_timeout() -> float:
