@@ -477,3 +477,20 @@ def test_hub_ids_of_res640_recipes_keep_the_recipes_test_sizes(tmp_path: Path, m
         sizes[name] = (test["min_size"], test["max_size"], test["tta_min_sizes"][-1])
     assert sizes == {"facebook/maskformer-swin-base-ade": (640, 2560, 1120),
                      "facebook/maskformer-swin-tiny-ade": (512, 2048, 896)}  # fmt: skip
+
+
+def test_convert_hf_with_a_config_of_another_class_count_is_refused(tmp_path: Path, capsys) -> None:
+    """A 2-class transformers folder converted with the 19-class Cityscapes config exited 0: the checkpoint said
+    data.dataset=cityscapes over 2 classes, with generic colours and Cityscapes' test sizes."""
+    transformers = pytest.importorskip("transformers")
+    from conftest import CONFIGS
+    from maskformer.cli import main
+
+    transformers.MaskFormerForInstanceSegmentation(_tiny_hf_config(transformers)).save_pretrained(tmp_path / "hf")
+    capsys.readouterr()  # (transformers' own progress bar)
+    config = CONFIGS / "cityscapes" / "maskformer_R101c_bs16_90k.yaml"
+    assert main(["convert", "hf", str(tmp_path / "hf"), str(tmp_path / "out.pt"), "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("maskformer convert: error: ") and len(err.splitlines()) == 1, err
+    assert "model.num_classes is 19 (data.dataset=cityscapes)" in err and "has 2 classes" in err, err
+    assert not (tmp_path / "out.pt").exists()

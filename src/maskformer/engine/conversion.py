@@ -174,6 +174,11 @@ def convert_hf(source: str | Path, output: str | Path, *, config: str | Path | N
     carried = None if config else _carried(hf_config, where)
     base = load_config(config) if config else carried[0] if carried else None
     tr = config_from_hf(hf_config, source=where, base=base)
+    if config and base is not None and base.model.num_classes != len(tr.classes):
+        raise CheckpointError(
+            f"{config}: model.num_classes is {base.model.num_classes} (data.dataset={base.data.dataset}) but {where} "
+            f"has {len(tr.classes)} classes: give the config of the data these weights were trained on"
+        )
     if pre is not None:
         apply_preprocessor(tr.cfg, pre, source=str(Path(source) / "preprocessor_config.json"))
     table = None if carried else _config_table(tr.cfg) if base is not None else match_dataset(tr.classes)
