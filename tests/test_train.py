@@ -623,3 +623,13 @@ def test_resume_from_a_mistyped_run_folder_names_the_folder_not_the_data(tmp_pat
     assert err == (f"maskformer train: error: --output-dir {tmp_path / 'typo'}: no such folder, so nothing to resume "
                    "from (check the path, or run without --resume to start)")  # fmt: skip
     assert not (tmp_path / "typo").exists()
+
+
+def test_info_on_a_per_pixel_baseline_speaks_of_no_decoder_layers(tmp_path, capsys):
+    from maskformer.cli import main
+
+    config = tmp_path / "per_pixel.yaml"
+    config.write_text(f"_base_: {CONFIGS / 'demo.yaml'}\nmodel: {{meta_arch: per_pixel}}\n")
+    assert main(["info", str(config), "--size", "64", "64"]) == 0
+    graphs = [ln for ln in capsys.readouterr().out.splitlines() if "graph" in ln]
+    assert len(graphs) == 2 and not any("decoder layer" in ln for ln in graphs), graphs

@@ -80,11 +80,12 @@ def run(args: argparse.Namespace) -> int:
     if "flops" in result:
         f = result["flops"]
         print(f"  FLOPs at {h}x{w} (fvcore, 1 multiply-add = 1 flop)")
-        print(
-            f"    original graph  {f['original'] / 1e9:>9.2f} G   "
-            f"(all {cfg.model.dec_layers} decoder layers' mask heads, as the original)"
-        )
+        mask_model = cfg.model.meta_arch == "maskformer"  # (a per-pixel baseline has no decoder layers)
+        heads = f"all {cfg.model.dec_layers} decoder layers' mask heads, " if mask_model else ""
+        what = f"{heads}as the original"
+        print(f"    original graph  {f['original'] / 1e9:>9.2f} G   ({what})")
         for op, n in sorted(f["original_by_operator"].items(), key=lambda kv: -kv[1]):  # (they add up to it)
             print(f"      {op:<26}{n / 1e9:>9.3f} G")
-        print(f"    lean graph      {f['lean'] / 1e9:>9.2f} G   (last decoder layer only, this project's inference)")
+        what = "last decoder layer only, this project's inference" if mask_model else "this project's inference"
+        print(f"    lean graph      {f['lean'] / 1e9:>9.2f} G   ({what})")
     return 0
