@@ -494,3 +494,22 @@ def test_convert_hf_with_a_config_of_another_class_count_is_refused(tmp_path: Pa
     assert err.startswith("maskformer convert: error: ") and len(err.splitlines()) == 1, err
     assert "model.num_classes is 19 (data.dataset=cityscapes)" in err and "has 2 classes" in err, err
     assert not (tmp_path / "out.pt").exists()
+
+
+def test_a_refusal_about_a_zoo_names_cached_copy_names_the_model(tmp_path: Path, monkeypatch, capsys) -> None:
+    """``convert to-hf cityscapes/maskformer_R101c_bs16_90k`` named ``.../cache/zoo/.../model.pt`` in its error."""
+    from conftest import DEMO_YAML
+    from maskformer.cli import main
+    from maskformer.engine.checkpoint import save_checkpoint
+
+    monkeypatch.setenv("MASKFORMER_CACHE", str(tmp_path / "c"))
+    name = "cityscapes/maskformer_R101c_bs16_90k"
+    cached = tmp_path / "c" / "zoo" / name / "model.pt"
+    cached.parent.mkdir(parents=True)
+    cfg = maskformer.load_config(DEMO_YAML, ["model.backbone.stem=deeplab"])
+    save_checkpoint(cached, cfg=cfg, model=maskformer.build_model(cfg))
+    assert resolve_model(name) == cached
+    assert main(["convert", "to-hf", name, str(tmp_path / "hf")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"maskformer convert: error: {name}: model.") and str(cached) not in err, err
+    assert "has no transformers equivalent" in err, err

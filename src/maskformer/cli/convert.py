@@ -12,6 +12,8 @@ The work is done by ``maskformer.engine.conversion``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
 
 from maskformer.cli.inference_options import MODEL_HELP
 from maskformer.cli.outputs import OVERWRITE_HELP, check_new_file, check_not_input
@@ -96,13 +98,29 @@ def run(args: argparse.Namespace) -> int:
     elif args.format == "to-hf":
         source = resolve_model(args.checkpoint)
         check_not_input(args.output_dir, (source, *_given_path(args.checkpoint)))
-        summary = convert_to_hf(source, args.output_dir, overwrite=args.overwrite)
+        with _named_as_given(source, args.checkpoint):
+            summary = convert_to_hf(source, args.output_dir, overwrite=args.overwrite)
     else:
         source = resolve_model(args.checkpoint)
         check_new_file(args.output, overwrite=args.overwrite, sources=(source, *_given_path(args.checkpoint)))
-        summary = convert_to_detectron2(source, args.output)
+        with _named_as_given(source, args.checkpoint):
+            summary = convert_to_detectron2(source, args.output)
     print(summary)
     return 0
+
+
+@contextlib.contextmanager
+def _named_as_given(source, model: str) -> Iterator[None]:
+    """A refusal about a zoo name's or Hub id's cached copy names the model as the user gave it, not the cache file."""
+    from maskformer.errors import UserError
+
+    try:
+        yield
+    except UserError as e:
+        text = str(e)
+        if _given_path(model) or not text.startswith(f"{source}: "):
+            raise
+        raise type(e)(f"{model}: {text[len(str(source)) + 2 :]}") from None
 
 
 def _given_path(model: str) -> tuple[str, ...]:
