@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     import maskformer
     from maskformer.build import check_dataset_name, fit_classes
     from maskformer.engine import distributed as dist
+    from maskformer.engine.run_folder import check_resumable, remove_new
     from maskformer.engine.train import train
     from maskformer.errors import one_line
     from maskformer.fileio import json_text
@@ -58,18 +59,12 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + ([f"data.root={os.path.abspath(args.data_root)}"] if args.data_root else [])
     if args.nproc < 1:
         raise maskformer.ConfigError(f"--nproc must be at least 1, got {args.nproc}")
-    last = Path(args.output_dir) / "checkpoint_last.pt"
-    if args.resume and not last.exists():  # (before the config's data root is checked: the run folder is mistyped)
-        if not last.parent.is_dir():
-            raise maskformer.CheckpointError(f"--output-dir {last.parent}: no such folder, so nothing to resume from "
-                                             "(check the path, or run without --resume to start)")  # fmt: skip
-        raise maskformer.CheckpointError(f"{last}: nothing to resume from (run without --resume to start)")
+    if args.resume:  # (before the config's data root is checked: a mistyped run folder is named as such)
+        check_resumable(Path(args.output_dir))
     if args.nproc > 1:
         if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
             raise maskformer.ConfigError("--nproc under torchrun: torchrun already started the processes")
         maskformer.load_config(args.config, overrides)  # a bad config or key is said once, before any process starts
-        from maskformer.engine.run_folder import remove_new
-
         out = Path(args.output_dir)
         before = set(out.iterdir()) if out.is_dir() else None
         code = dist.launch_local(args.nproc, [*args.argv, "--nproc", "1"])  # (the last --nproc counts)

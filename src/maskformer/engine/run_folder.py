@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 
 __all__ = ["RUN_FILES", "check_no_run", "remove_new"]
 
@@ -22,6 +22,20 @@ def check_no_run(out: Path) -> None:
     for name in RUN_FILES[1:]:
         if (out / name).exists():
             raise ConfigError(f"{out} holds an earlier run ({name}) without a checkpoint to resume from: {anew}")
+
+
+def check_resumable(out: Path) -> Path:
+    """``out/checkpoint_last.pt`` when ``--resume`` can go on from it, else one ``CheckpointError`` line (before
+    anything is written or the config's data is looked at: a mistyped run folder is named as such)."""
+    last = out / "checkpoint_last.pt"
+    if last.is_dir():
+        raise CheckpointError(f"{last}: is a folder, not a checkpoint file")
+    if not out.is_dir():
+        raise CheckpointError(f"--output-dir {out}: no such folder, so nothing to resume from (check the path, or "
+                              "run without --resume to start)")  # fmt: skip
+    if not last.is_file():
+        raise CheckpointError(f"{last}: nothing to resume from (run without --resume to start)")
+    return last
 
 
 def remove_new(out: Path, before: set[Path] | None) -> None:

@@ -23,11 +23,11 @@ from torch import nn
 from ..allocator import reuse_freed_memory
 from ..build import build_criterion, build_dataset, build_meta, build_model, build_optimizer, build_scheduler
 from ..config import Config, save_config
-from ..errors import CheckpointError, ConfigError, DataError, UserError, is_interrupt, raise_if_terminated
+from ..errors import ConfigError, DataError, UserError, is_interrupt, raise_if_terminated
 from . import distributed as dist
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, unwrap
 from .logging import MetricLogger
-from .run_folder import check_no_run, remove_new
+from .run_folder import check_no_run, check_resumable, remove_new
 from .run_schedule import fit_to_deadline, resume_from
 from .runtime import set_tf32
 
@@ -148,10 +148,8 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
         )
     per_step = t.batch_size // (world * t.grad_accum)
     last = out / "checkpoint_last.pt"
-    if resume and last.is_dir():
-        raise CheckpointError(f"{last}: is a folder, not a checkpoint file")
-    if resume and not last.is_file():  # before anything is written into the folder
-        raise CheckpointError(f"{last}: nothing to resume from (run without --resume to start)")
+    if resume:  # before anything is written into the folder
+        check_resumable(out)
     if dist.is_main():
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
