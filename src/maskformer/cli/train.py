@@ -96,9 +96,8 @@ def run(args: argparse.Namespace) -> int:
         held = getattr(e, "checkpoint_iteration", -1)
         if held < 0:
             raise
-        raise maskformer.DataError(f"{one_line(e)}; {Path(args.output_dir) / 'checkpoint_last.pt'} holds iteration "
-                                   f"{held}: once the file is fixed, `maskformer train {args.config} --output-dir "
-                                   f"{args.output_dir} --resume` goes on from it") from None  # fmt: skip
+        note = _resume_note(Path(args.output_dir), args.config, held, ": once the file is fixed, ")
+        raise maskformer.DataError(f"{one_line(e)}; {note}") from None
     finally:
         dist.cleanup()
     if metrics and main_process and not args.quiet:
@@ -110,11 +109,16 @@ def _say_how_to_resume(out: Path, config: str, iteration: int) -> None:
     """After Ctrl-C or SIGTERM: which checkpoint is kept (the steps after it are lost) and how to go on from it."""
     import sys
 
-    last = out / "checkpoint_last.pt"
-    if iteration < 0 or not last.is_file():
+    if iteration < 0 or not (out / "checkpoint_last.pt").is_file():
         return
-    print(f"maskformer train: {last} holds iteration {iteration} (the steps after it are lost); "
-          f"`maskformer train {config} --output-dir {out} --resume` goes on from it", file=sys.stderr)  # fmt: skip
+    note = _resume_note(out, config, iteration, " (the steps after it are lost); ")
+    print(f"maskformer train: {note}", file=sys.stderr)
+
+
+def _resume_note(out: Path, config: str, iteration: int, between: str) -> str:
+    """Which iteration the run's checkpoint holds and the command that goes on from it."""
+    return (f"{out / 'checkpoint_last.pt'} holds iteration {iteration}{between}"
+            f"`maskformer train {config} --output-dir {out} --resume` goes on from it")  # fmt: skip
 
 
 def _held_iteration(path: Path) -> int:
