@@ -50,10 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _interrupted(command: str) -> int:
-    """Ctrl-C or SIGTERM: said once (it reaches every process of a run: rank 0 says it); exit code 130."""
+def _interrupted(command: str, *, exiting: bool) -> int:
+    """Ctrl-C or SIGTERM: said once (it reaches every process of a run: rank 0 says it); exit code 130. A process that
+    exits now (the console command, not ``main([...])`` from Python) says nothing more: a DataLoader thread the
+    interrupt caught as it started would print "Exception ignored in thread started by ... Traceback" on the way out."""
     if _ranks()[0] == 0:
         print(f"maskformer {command}: interrupted", file=sys.stderr)
+    if exiting:
+        sys.unraisablehook = lambda info: None
     return 130
 
 
@@ -118,11 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if e.errno == errno.EROFS else 1
     except RuntimeError as e:
         if is_interrupt(e):  # (DataLoader workers stopped by the same Ctrl-C / SIGTERM)
-            return _interrupted(args.command)
+            return _interrupted(args.command, exiting=argv is None)
         if not _peer_failed(e):
             raise
         print(f"maskformer {args.command}: error: stopped: another process of this run failed (its error is above)",
               file=sys.stderr)  # fmt: skip
         return 2
     except KeyboardInterrupt:
-        return _interrupted(args.command)
+        return _interrupted(args.command, exiting=argv is None)
