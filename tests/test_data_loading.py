@@ -1,6 +1,7 @@
 """Batching, samplers and loaders: normalization/padding, sharding, exact resume, worker reproducibility."""
 
 import functools
+import signal
 
 import pytest
 import torch
@@ -13,7 +14,9 @@ from maskformer.data import (
     build_test_loader,
     build_train_loader,
     collate,
+    worker_init_fn,
 )
+from maskformer.errors import terminate_as_interrupt
 
 MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
 
@@ -158,3 +161,21 @@ def test_more_workers_than_cpus_are_capped_without_torch_warning() -> None:
     assert torch.equal(first[0], next(iter(_loader(0)))[0])
     test = build_test_loader(SyntheticDataset(split="val", length=2, image_size=32), num_workers=cpus + 3)
     assert test.num_workers == cpus
+
+
+class _WorkerSignalHandlers(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> tuple[bool, bool]:
+        return signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
+def test_loader_workers_leave_signals_to_the_main_process() -> None:
+    """Workers forked under a command's SIGTERM handler ran it: a group SIGTERM (``timeout``, a scheduler) made each
+    unwind a KeyboardInterrupt, and one printed "Traceback ... Bad file descriptor" from its queue's feeder thread
+    after the command's "interrupted". SIGTERM ends a worker at once; Ctrl-C is the main process's to handle."""
+    loader = torch.utils.data.DataLoader(_WorkerSignalHandlers(), num_workers=1, worker_init_fn=worker_init_fn)
+    with terminate_as_interrupt():
+        [(default_term, ignored_int)] = list(loader)
+    assert default_term.item() and ignored_int.item()

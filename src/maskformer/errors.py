@@ -72,6 +72,32 @@ def terminate_as_interrupt() -> Iterator[None]:
         _terminated.clear()
 
 
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Hold Ctrl-C, SIGTERM and SIGCHLD (a DataLoader worker's end) that arrive within the block, then give them to
+    the handlers that were there when it ends (a KeyboardInterrupt then comes from the block's end). For a write a
+    signal must not cut: torch.save's zip writer cut mid-record is left broken and aborts the whole process when it
+    is freed ("terminate called ... unexpected pos", SIGABRT). Main thread only (elsewhere the block runs as is)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+
+    def hold(signum: int, frame: object) -> None:
+        arrived.append(signum)
+
+    # (a handler set from C reads as None and cannot be put back: such a signal is not held)
+    held = [s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD) if signal.getsignal(s) is not None]
+    previous = {s: signal.signal(s, hold) for s in held}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in dict.fromkeys(arrived):
+            signal.raise_signal(s)
+
+
 # set by SIGTERM / SIGINT under terminate_as_interrupt: a KeyboardInterrupt raised where Python ignores exceptions
 # (a fork hook of the logging module while DataLoader workers start, a __del__) is lost, so long loops check this
 _terminated = threading.Event()

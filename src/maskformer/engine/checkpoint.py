@@ -17,7 +17,7 @@ from torch import nn
 from ..build import build_model
 from ..config import Config, config_from_dict, config_to_dict
 from ..data.metadata import DatasetMeta, meta_from_checkpoint
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, interrupts_held
 from ..fileio import atomic_path
 from ..inference.device import check_device
 
@@ -26,9 +26,12 @@ VERSION = 1
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``."""
-    with atomic_path(path, fsync=True) as tmp, open(tmp, "wb") as f:  # (our handle: closed when the save fails too)
-        torch.save(obj, f)
+    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``. A Ctrl-C or SIGTERM
+    meanwhile waits until the file is in place (``interrupts_held``: a torch.save cut mid-write aborts the process).
+    """
+    with interrupts_held(), atomic_path(path, fsync=True) as tmp:
+        with open(tmp, "wb") as f:  # (our handle: closed when the save fails too)
+            torch.save(obj, f)
 
 
 def save_checkpoint(

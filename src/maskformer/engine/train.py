@@ -23,7 +23,7 @@ from torch import nn
 from ..allocator import reuse_freed_memory
 from ..build import build_criterion, build_dataset, build_meta, build_model, build_optimizer, build_scheduler
 from ..config import Config, save_config
-from ..errors import ConfigError, DataError, UserError, is_interrupt, raise_if_terminated
+from ..errors import ConfigError, DataError, UserError, interrupts_held, is_interrupt, raise_if_terminated
 from . import distributed as dist
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, unwrap
 from .logging import MetricLogger
@@ -218,12 +218,13 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
         # N processes goes on bit for bit: ``processes`` [rank] (``data`` and ``rng`` are rank 0's)
         own = {"data": loader.state_dict(), "rng": rng_state()}
         every = {"processes": dist.all_gather_objects(own)} if world > 1 else {}
-        if dist.is_main():
-            save_checkpoint(
-                last, cfg=cfg, model=model, meta=meta.to_dict(), optimizer=optimizer.state_dict(),
-                scheduler=scheduler.state_dict(), iteration=iteration, **own, **every,
-            )  # fmt: skip
-        steps[2] = iteration  # (the iteration checkpoint_last.pt holds)
+        with interrupts_held():  # (a signal meanwhile waits until the file is written and its iteration noted)
+            if dist.is_main():
+                save_checkpoint(
+                    last, cfg=cfg, model=model, meta=meta.to_dict(), optimizer=optimizer.state_dict(),
+                    scheduler=scheduler.state_dict(), iteration=iteration, **own, **every,
+                )  # fmt: skip
+            steps[2] = iteration  # (the iteration checkpoint_last.pt holds)
 
     logger = MetricLogger(
         out, total=t.max_iters, start=start, enabled=dist.is_main(), console=progress, period=t.log_period
