@@ -47,6 +47,15 @@ def server(tmp_path_factory):
         yield url
 
 
+def _wait(browser):
+    """A 60 s wait whose conditions are tried again when the page replaced an element they had just found (a card
+    re-rendered between ``find_element`` and ``.text``: StaleElementReferenceException, once in CI)."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(browser, 60, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
+
+
 def _scene(path: Path) -> Path:
     rng = np.random.default_rng(0)
     scene = np.zeros((120, 160, 3), np.uint8)
@@ -60,11 +69,11 @@ def test_upload_shows_overlay_and_legend(browser, server: str, tmp_path: Path) -
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
-    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from selenium.webdriver.support.ui import Select
 
     _scene(tmp_path / "scene.png")
     browser.get(server + "/")
-    wait = WebDriverWait(browser, 60)
+    wait = _wait(browser)
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#task option")) == 2)
     Select(browser.find_element(By.ID, "task")).select_by_value("semantic")
     browser.find_element(By.ID, "files").send_keys(str(tmp_path / "scene.png"))
@@ -104,7 +113,7 @@ def test_upload_shows_overlay_and_legend(browser, server: str, tmp_path: Path) -
 
     # the card switches to the other task in place
     browser.find_element(By.CSS_SELECTOR, ".card button.switch").click()
-    wait.until(lambda d: "panoptic" in d.find_element(By.CSS_SELECTOR, ".card h2").text
+    wait.until(lambda d: "— panoptic" in d.find_element(By.CSS_SELECTOR, ".card h2").text  # (not "show panoptic")
                and d.find_element(By.CSS_SELECTOR, ".card").get_attribute("data-done") == "1")  # fmt: skip
     assert len(browser.find_elements(By.CSS_SELECTOR, ".card")) == 1
     assert "model time" in browser.find_element(By.CSS_SELECTOR, ".card .meta").text
@@ -156,7 +165,6 @@ def test_hover_and_click_find_the_segment_under_the_cursor(browser, server: str,
 
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     width, height = 200, 100
     ids = np.ones((height, width), np.uint8)
@@ -172,7 +180,7 @@ def test_hover_and_click_find_the_segment_under_the_cursor(browser, server: str,
         "overlay_png": _b64png(picture), "label_png": _b64png(ids - 1), "segments_png": _b64png(segments_png),
     }  # fmt: skip
     browser.get(server + "/")
-    wait = WebDriverWait(browser, 60)
+    wait = _wait(browser)
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#task option")) == 2)
     browser.execute_script(
         "const answer = arguments[0], real = window.fetch;"
@@ -207,10 +215,9 @@ def test_hover_and_click_find_the_segment_under_the_cursor(browser, server: str,
 def test_a_dropped_file_that_is_no_image_gets_a_card_that_says_so(browser, server: str) -> None:
     """Dropped files whose browser type was not image/* were dropped silently (no card, no message)."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(server + "/")
-    wait = WebDriverWait(browser, 60)
+    wait = _wait(browser)
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#task option")) == 2)
     browser.execute_script("""
         const files = new DataTransfer();
