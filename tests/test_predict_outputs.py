@@ -244,3 +244,43 @@ def test_a_sigterm_a_library_swallowed_still_stops_predict_over_a_folder(tmp_pat
     err = capfd.readouterr().err
     assert code == 130 and "maskformer predict: interrupted" in err, err
     assert len(calls) == 1  # stopped before the second image
+
+
+def test_recursive_folders_keep_their_layout_and_a_flat_search_says_where_images_are(tmp_path: Path, capsys) -> None:
+    """A Cityscapes-like tree (DIR/city/x.png) gave "no images found" with no hint; --recursive reads it, the outputs
+    keep the subfolders (two cities' x.png do not overwrite each other), hidden files, the output folder inside the
+    input and a symbolic link back up are left out."""
+    import json
+    import shutil
+
+    model = _checkpoint(tmp_path / "m.pt")
+    root = tmp_path / "in"
+    root.mkdir()
+    for city in ("bonn", "ulm"):
+        _images(root / city, 2)
+    (root / "bonn" / "._im0.png").write_bytes(b"macOS metadata")
+    (root / "ulm" / "up").symlink_to(root)
+    out = root / "pred"
+    assert main(["predict", str(model), str(root), "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith("its subfolders hold 4: add --recursive to read them"), err
+    for task, ending in (("semantic", "_labels.png"), ("panoptic", "_panoptic.png")):
+        assert main(["predict", str(model), str(root), "--output-dir", str(out), "--recursive", "--task", task]) == 0
+        assert "wrote results for 4 file(s)" in capsys.readouterr().out
+        written = sorted(p.relative_to(out).as_posix() for p in out.rglob(f"*{ending}"))
+        assert written == [f"{city}/im{i}{ending}" for city in ("bonn", "ulm") for i in (0, 1)], written
+    annotations = json.loads((out / "predictions.json").read_text())["annotations"]
+    assert [a["file_name"] for a in annotations] == [f"{c}/im{i}_panoptic.png" for c in ("bonn", "ulm") for i in (0, 1)]
+
+    # and scored against a ground truth of the same layout (here the predictions themselves: 100 % pixel accuracy)
+    gt = tmp_path / "gt"
+    for label in out.rglob("*_labels.png"):
+        (gt / label.parent.relative_to(out)).mkdir(parents=True, exist_ok=True)
+        shutil.copy(label, gt / label.relative_to(out).parent / label.name.replace("_labels", ""))
+    k = str(maskformer.load_config(DEMO_YAML).model.num_classes)
+    scored = ["eval-predictions", "semantic", "--gt-dir", str(gt), "--pred-dir", str(out), "--num-classes", k,
+              "--ignore-label", "255", "--json"]  # fmt: skip
+    assert main(scored) == 2
+    assert capsys.readouterr().err.strip().endswith("no .png label files (its subfolders hold 4: add --recursive)")
+    assert main([*scored, "--recursive"]) == 0
+    assert json.loads(capsys.readouterr().out)["pACC"] == 100.0

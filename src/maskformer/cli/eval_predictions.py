@@ -42,6 +42,12 @@ def add_parser(subparsers: Any) -> None:
     sem.add_argument(
         "--pred-dir", type=Path, required=True, help="folder of predicted label PNGs (same names, or NAME_labels.png)"
     )
+    sem.add_argument(
+        "--recursive",
+        action="store_true",
+        help="also GT_DIR's subfolders: GT_DIR/SUB/NAME.png with PRED_DIR/SUB/NAME[_labels].png (as `maskformer"
+        " predict --recursive` writes them)",
+    )
     sem.add_argument("--num-classes", type=int, help="number of classes K (labels 0..K-1); or --classes")
     sem.add_argument("--ignore-label", type=int, help="ground-truth value to ignore (e.g. 255); or --classes")
     sem.add_argument(
@@ -106,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             to_positions=to_positions,
             gt_to_positions=gt_map,
+            recursive=args.recursive,
         )
         table = format_semantic_table(metrics, names)
         if names:  # (the keys of eval's metrics.json)

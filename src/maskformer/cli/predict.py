@@ -35,7 +35,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         " panoptic, <name>_panoptic.png (COCO-panoptic id PNG) with"
         " one predictions.json in COCO-panoptic format for all images (category ids as the dataset writes them);"
         " a video (.mp4 .avi .mov .mkv .webm .m4v, or an animated .gif) gives <name>_overlay.mp4 with the same frames"
-        " and rate. Folders are searched for images and videos (not recursively). An unreadable image or video is named"
+        " and rate. Folders are searched for images and videos (with --recursive also in their subfolders, whose"
+        " layout the outputs keep). An unreadable image or video is named"
         " and skipped; the exit code is 2 at the end if any was (--strict: stop at once).",
     )
     p.add_argument(
@@ -63,39 +64,72 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="videos: run the model on every Nth frame (default 1: every frame)",
     )
     p.add_argument("--no-audio", action="store_true", help="videos: leave the sound out of the overlay video")
+    p.add_argument(
+        "--recursive",
+        action="store_true",
+        help="folders: also read their subfolders (hidden ones and OUTPUT_DIR left out); DIR/city/x.png gives"
+        " OUTPUT_DIR/city/x_overlay.png",
+    )
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.set_defaults(func=run)
 
 
-def _collect(inputs: list[str]) -> list:
+def _collect(inputs: list[str], *, recursive: bool = False, output_dir: str = "") -> dict:
+    """{input file: the name of its outputs without suffix}: a file's stem; for a folder's files, their path in it
+    (``city/x`` with ``recursive``, which leaves hidden files and folders and ``output_dir`` out)."""
     from pathlib import Path
 
     from maskformer.errors import DataError
 
-    files = []
+    wanted = IMAGE_SUFFIXES | VIDEO_SUFFIXES | {GIF}
+    skip = Path(output_dir).resolve() if output_dir.strip() else None
+    files: dict[Path, str] = {}
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            wanted = IMAGE_SUFFIXES | VIDEO_SUFFIXES | {GIF}
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in wanted and p.is_file())
+            found = _folder_files(path, wanted, recursive=recursive, skip=skip)
             if not found:
-                raise DataError(f"{path}: no images or videos found (looked for {', '.join(sorted(wanted))})")
-            files.extend(found)
+                below = "" if recursive else _in_subfolders(path, wanted)
+                raise DataError(f"{path}: no images or videos found (looked for {', '.join(sorted(wanted))}){below}")
+            for p in found:
+                files.setdefault(p, p.relative_to(path).with_suffix("").as_posix())
         elif path.is_file():
-            files.append(path)
+            files.setdefault(path, path.stem)
         else:
             raise DataError(f"{path}: no such file or folder")
-    unique: dict[Path, Path] = {}  # a file named twice (or also inside a folder given) is predicted once
-    for path in files:
-        unique.setdefault(path.resolve(), path)
-    seen: dict[tuple[bool, str], Path] = {}  # outputs are named by stem: two inputs must not write the same files
-    for path in unique.values():
-        key = (_is_video(path), path.stem)
+    unique: dict[Path, tuple[Path, str]] = {}  # a file named twice (or also inside a folder given) is predicted once
+    for path, name in files.items():
+        unique.setdefault(path.resolve(), (path, name))
+    seen: dict[tuple[bool, str], Path] = {}  # two inputs must not write the same files
+    for path, name in unique.values():
+        key = (_is_video(path), name)
         if key in seen:
-            raise DataError(f"{seen[key]} and {path}: same name {path.stem!r}: their outputs would overwrite")
+            raise DataError(f"{seen[key]} and {path}: same name {name!r}: their outputs would overwrite")
         seen[key] = path
-    return list(unique.values())
+    return dict(unique.values())
+
+
+def _folder_files(folder, wanted: set[str], *, recursive: bool, skip, seen: set | None = None) -> list:
+    """The folder's image and video files, sorted (with ``recursive``, those of its subfolders too; a folder met
+    again through a symbolic link is read once)."""
+    seen = set() if seen is None else seen
+    seen.add(folder.resolve())
+    found = []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith("."):
+            continue
+        if p.is_file() and p.suffix.lower() in wanted:
+            found.append(p)
+        elif recursive and p.is_dir() and p.resolve() not in seen and (skip is None or p.resolve() != skip):
+            found += _folder_files(p, wanted, recursive=True, skip=skip, seen=seen)
+    return found
+
+
+def _in_subfolders(folder, wanted: set[str]) -> str:
+    """'; its subfolders hold N: add --recursive' when they do, else ''."""
+    n = len(_folder_files(folder, wanted, recursive=True, skip=None))
+    return f"; its subfolders hold {n}: add --recursive to read them" if n else ""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -130,7 +164,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.every < 1 or args.batch_size < 1:
         raise DataError(f"--every and --batch-size must be positive, got {args.every} and {args.batch_size}")
-    files = _collect(args.inputs)
+    files = _collect(args.inputs, recursive=args.recursive, output_dir=args.output_dir)
     check_output_dir(args.output_dir)
     options = predictor_options(args)
     predictor = Predictor(load_model(resolve_model(args.checkpoint), args.device), device=args.device, **options)
@@ -143,14 +177,15 @@ def _run(args: argparse.Namespace) -> int:
     ids = dataset_ids(predictor)  # predictions.json speaks the dataset's own category ids, as its ground truth does
     label_values = label_file_values(predictor)  # a folder dataset's own ids in _labels.png, as its label files
     out = Path(args.output_dir)
-    videos = [f for f in files if _is_video(f)]
-    images = [f for f in files if f not in videos]
+    video = {f: _is_video(f) for f in files}
+    videos = [f for f in files if video[f]]
+    images = [f for f in files if not video[f]]
     annotations, failed = [], []
     for video in videos:
         from maskformer.inference.video import predict_video
 
         try:
-            predict_video(predictor, video, out / f"{video.stem}_overlay.mp4", task=task, every=args.every,
+            predict_video(predictor, video, out / f"{files[video]}_overlay.mp4", task=task, every=args.every,
                           with_audio=not args.no_audio)  # fmt: skip
         except DataError as e:
             if args.strict or len(files) == 1:
@@ -159,7 +194,7 @@ def _run(args: argparse.Namespace) -> int:
             failed.append(str(video))
 
     def write(path, image, result) -> None:
-        stem = path.stem
+        stem = files[path]
         shown = render(image, result, task, names, colors, title=path.name, label_values=label_values, thing_ids=thing)
         save_png(shown.overlay, out / f"{stem}_overlay.png")
         if task == "semantic":

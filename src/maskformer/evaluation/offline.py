@@ -268,10 +268,13 @@ def evaluate_semantic_folder(
     workers: int = 0,
     to_positions: LabelMap | None = None,
     gt_to_positions: LabelMap | None = None,
+    recursive: bool = False,
 ) -> dict[str, Any]:
     """mIoU & co. over label PNGs: each ``gt_dir/NAME.png`` is paired with ``pred_dir/NAME.png``, else with
-    ``pred_dir/NAME_labels.png`` (``maskformer predict``'s name). ``to_positions``: both hold class ids that this maps
-    to positions 0..num_classes-1, checking them (a folder dataset's: ``data.folder.folder_label_map``);
+    ``pred_dir/NAME_labels.png`` (``maskformer predict``'s name); with ``recursive`` also ``gt_dir/SUB/NAME.png``
+    with ``pred_dir/SUB/NAME[_labels].png`` (``maskformer predict --recursive``; hidden files and folders left out).
+    ``to_positions``: both hold class ids that this maps to positions 0..num_classes-1, checking them (a folder
+    dataset's: ``data.folder.folder_label_map``);
     ``gt_to_positions``: the ground truth's own map instead (e.g. ``ade20k_raw_positions``).
 
     Extra prediction files are ignored. Returns ``SemanticEvaluator.compute()``'s dict.
@@ -281,19 +284,38 @@ def evaluate_semantic_folder(
     for folder in (gt_dir, pred_dir):
         if not folder.is_dir():
             raise DataError(f"{folder}: not a directory")
-    gt_files = sorted(gt_dir.glob("*.png"))
+    gt_files = _png_files(gt_dir, recursive)
     if not gt_files:
-        raise DataError(f"{gt_dir}: no .png label files")
+        below = 0 if recursive else len(_png_files(gt_dir, True))
+        hint = f" (its subfolders hold {below}: add --recursive)" if below else ""
+        raise DataError(f"{gt_dir}: no .png label files{hint}")
     gt_map = to_positions if gt_to_positions is None else gt_to_positions
     items: list[_SemanticItem] = []
     for gt_png in gt_files:
-        pred_png = pred_dir / gt_png.name
-        if not pred_png.is_file():  # what `maskformer predict` writes
-            pred_png = pred_dir / f"{gt_png.stem}_labels.png"
+        same = pred_dir / gt_png.relative_to(gt_dir)
+        pred_png = same if same.is_file() else same.with_name(f"{gt_png.stem}_labels.png")  # (`maskformer predict`'s)
         if not pred_png.is_file():
-            raise DataError(f"{pred_dir / gt_png.name} (or {pred_png.name}): prediction for {gt_png} not found")
+            raise DataError(f"{same} (or {pred_png.name}): prediction for {gt_png} not found")
         items.append((gt_png, pred_png, num_classes, ignore_label, gt_map, to_positions))
     total = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
     for conf in _run(_semantic_chunk, items, workers):
         total += conf
     return semantic_metrics(total, miou_formula=miou_formula)
+
+
+def _png_files(folder: Path, recursive: bool) -> list[Path]:
+    """``folder``'s .png files, sorted, not hidden (with ``recursive``: its subfolders' too, each folder once)."""
+    found: list[Path] = []
+    seen: set[Path] = set()
+    todo = [folder]
+    while todo:
+        current = todo.pop()
+        seen.add(current.resolve())
+        for p in sorted(current.iterdir()):
+            if p.name.startswith("."):
+                continue
+            if p.suffix.lower() == ".png" and p.is_file():
+                found.append(p)
+            elif recursive and p.is_dir() and p.resolve() not in seen:
+                todo.append(p)
+    return sorted(found)
