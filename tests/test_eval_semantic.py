@@ -164,6 +164,9 @@ def test_bad_values_raise():
         ev.update(np.array([[-1]]), np.array([[0]]))
     with pytest.raises(ValueError, match="ground-truth label 7"):
         ev.update(np.array([[0]]), np.array([[7]]))
+    with pytest.raises(ValueError, match="ground-truth label 3 is neither"):  # K itself (it passed as ignored)
+        ev.update(np.array([[0, 0]]), np.array([[0, 3]]))
+    assert SemanticEvaluator(num_classes=3, ignore_label=3).update(np.array([[0]]), np.array([[3]])) is None
     with pytest.raises(ValueError, match="shape"):
         ev.update(np.zeros((2, 2), dtype=np.int64), np.zeros((2, 3), dtype=np.int64))
     with pytest.raises(ValueError, match="integer"):

@@ -77,13 +77,15 @@ class SemanticEvaluator:
         if p_min < 0 or p_max >= k:
             bad = p_min if p_min < 0 else p_max
             raise ValueError(f"predicted label {bad} outside [0, {k})")
-        g = np.where(g == self.ignore_label, k, g.astype(np.int64, copy=False))
-        g_min, g_max = int(g.min()), int(g.max())
-        if g_min < 0 or g_max > k:
-            bad = g_min if g_min < 0 else g_max
+        g = g.astype(np.int64, copy=False)
+        ignored = g == self.ignore_label
+        outside = ((g < 0) | (g >= k)) & ~ignored  # (K itself too: it would count as ignored below)
+        if outside.any():
+            bad = int(g[outside].flat[0])
             raise ValueError(
                 f"ground-truth label {bad} is neither in [0, {k}) nor the ignore label {self.ignore_label}"
             )
+        g = np.where(ignored, k, g)
         index = p.astype(np.int64, copy=False).ravel() * (k + 1) + g.ravel()
         self._conf += np.bincount(index, minlength=(k + 1) ** 2).reshape(k + 1, k + 1)
         self._synced = None
