@@ -223,7 +223,17 @@ def test_a_local_zoo_pkl_is_converted_with_the_tables_config(
     local.parent.mkdir()
     save_pkl({"model": _original_layout(config)}, local)
     model = maskformer.from_pretrained(local)
-    assert (tmp_path / "cache" / "zoo" / R50 / "model.pt").is_file() and not mirror.requests
+    assert len(list((tmp_path / "cache" / "local").glob("*.pt"))) == 1 and not mirror.requests
+    # the file is not the zoo name's weights: another file of the same name gives its own (it gave the first's), and
+    # the name itself is not cached by it (`maskformer models` said "yes")
+    assert not (tmp_path / "cache" / "zoo" / R50 / "model.pt").exists()
+    other = tmp_path / "elsewhere" / local.name
+    other.parent.mkdir()
+    save_pkl({"model": {k: v * 2 if v.dtype == np.float32 else v for k, v in _original_layout(config).items()}}, other)
+    doubled = maskformer.from_pretrained(other).state_dict()
+    assert all(
+        torch.equal(2 * a, b) for a, b in zip(model.state_dict().values(), doubled.values()) if a.is_floating_point()
+    )
     assert main(["convert", "detectron2", str(local), str(tmp_path / "o.pt")]) == 0  # no --config: the table's
     assert "maskformer_R50_bs16_160k.yaml" in capsys.readouterr().out
     again = maskformer.load_model(tmp_path / "o.pt")

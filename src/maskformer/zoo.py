@@ -7,7 +7,8 @@
   ``.pkl`` is downloaded from ``MASKFORMER_ZOO_URL`` (default ``https://dl.fbaipublicfiles.com/maskformer``) into
   ``MASKFORMER_CACHE`` (default ``~/.cache/maskformer``), read with the restricted unpickler, converted with the
   table's config (every key consumed) and cached as ``model.pt`` beside it; the next call is a plain load;
-- an original ``.pkl`` whose file name is in the table: converted with the table's config, cached the same way;
+- an original ``.pkl`` whose file name is in the table: converted with the table's config and cached by its path
+  (``local/``, as a transformers folder; a changed file is converted again), never as the zoo name's weights;
 - a transformers ``save_pretrained`` folder, or a Hub id (``facebook/maskformer-swin-tiny-ade``; through
   ``huggingface_hub``, with its usual ``HF_HOME`` / ``HF_HUB_OFFLINE`` rules): converted, cached.
 
@@ -108,8 +109,10 @@ def resolve_model(name_or_path: str | Path) -> Path:
     entries = zoo_table()
     by_file = {e.file_name: e for e in entries.values() if not e.hub}
     if path.is_file():
-        if path.suffix == ".pkl" and path.name in by_file:
-            return _converted(by_file[path.name].name, lambda out: _convert_pkl(path, by_file[path.name], out))
+        if path.suffix == ".pkl" and path.name in by_file:  # (cached by this file, not as the zoo name's weights)
+            info = path.stat()
+            return _local_converted(path, info.st_mtime_ns ^ info.st_size, lambda out: _convert_pkl(
+                path, by_file[path.name], out))  # fmt: skip
         if path.suffix == ".pkl":
             raise CheckpointError(
                 f"{path}: an original .pkl that is not in the model zoo table (its config is unknown): convert it with"
@@ -122,16 +125,8 @@ def resolve_model(name_or_path: str | Path) -> Path:
             if run:
                 raise CheckpointError(f"{path}: a training run's folder: give its checkpoint, e.g. {run[0]}")
             raise CheckpointError(f"{path}: a folder without config.json (not a transformers save_pretrained folder)")
-        key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
         stamp = max(p.stat().st_mtime_ns for p in path.iterdir())
-        out = cache_dir() / "local" / f"{key}-{stamp}.pt"
-        if out.is_file():
-            return out
-        written = _write(out, lambda tmp: _convert_hf(path, tmp))
-        for stale in out.parent.glob(f"{key}-*.pt"):  # the folder's earlier contents: one entry per folder is kept
-            if stale != out:
-                stale.unlink(missing_ok=True)
-        return written
+        return _local_converted(path, stamp, lambda tmp: _convert_hf(path, tmp))
     entry = entries.get(text.removesuffix(".yaml"))
     if entry is not None and not entry.hub:
         return _converted(entry.name, lambda out: _download_and_convert(entry, out))
@@ -166,6 +161,20 @@ def from_pretrained(name_or_path: str | Path, map_location: str = "cpu"):
 
 
 # ----- cache, download, conversion -----
+
+
+def _local_converted(path: Path, stamp: int, make) -> Path:
+    """The cached conversion of a local file or folder, keyed by its resolved path and ``stamp`` (its modification
+    time): a changed file is converted again, and one entry per path is kept."""
+    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    out = cache_dir() / "local" / f"{key}-{stamp}.pt"
+    if out.is_file():
+        return out
+    written = _write(out, make)
+    for stale in out.parent.glob(f"{key}-*.pt"):  # the path's earlier contents
+        if stale != out:
+            stale.unlink(missing_ok=True)
+    return written
 
 
 def _converted(name: str, make, where: str = "zoo") -> Path:
