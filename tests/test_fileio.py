@@ -48,3 +48,50 @@ def test_the_temporary_keeps_the_extension_writers_read(tmp_path: Path) -> None:
         assert tmp.parent == tmp_path and tmp.suffix == ".mp4" and tmp.name.startswith(".clip.mp4.")
         tmp.write_bytes(b"x")
     assert (tmp_path / "clip.mp4").read_bytes() == b"x"
+
+
+def test_links_devices_and_pipes_are_written_through_not_replaced(tmp_path: Path) -> None:
+    """`eval-predictions --output` on a symbolic link, a FIFO or /dev/full renamed a regular file over it (as root,
+    /dev/full became a JSON file, and the FIFO's reader got nothing)."""
+    import errno
+    import stat
+    import threading
+
+    target = tmp_path / "target.json"
+    target.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(target.name)
+    atomic_write_text(link, "new")
+    assert link.is_symlink() and target.read_text() == "new"
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
+    reader.start()
+    atomic_write_text(fifo, "through the pipe")
+    reader.join(timeout=30)
+    assert got == ["through the pipe"] and stat.S_ISFIFO(fifo.lstat().st_mode)
+
+    if Path("/dev/full").exists():
+        with pytest.raises(OSError) as e:
+            atomic_write_text("/dev/full", "x" * 100_000)
+        assert e.value.errno == errno.ENOSPC and e.value.filename == "/dev/full"
+        assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+
+
+def test_an_oserror_with_a_read_only_filename_still_names_the_file(tmp_path: Path) -> None:
+    """PyAV's OSError on a full disk has a read-only ``filename``: naming the file raised AttributeError (a traceback
+    from `predict` on a video)."""
+    import errno
+
+    class ReadOnlyName(OSError):
+        @property
+        def filename(self):
+            return None
+
+    with pytest.raises(OSError) as e:
+        with atomic_path(tmp_path / "clip_overlay.mp4", suffix=".mp4"):
+            raise ReadOnlyName(errno.ENOSPC, "No space left on device")
+    assert e.value.filename == str(tmp_path / "clip_overlay.mp4") and e.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []

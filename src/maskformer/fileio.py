@@ -54,8 +54,17 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = ".tmp", fsync: bool = 
     """Yield a fresh temporary path beside ``path`` (a hidden name ending in ``suffix``: give the real extension
     when the writer picks its format from it, e.g. ``.mp4``); when the block ends normally, give it the usual file
     mode, optionally fsync it, and rename it over ``path``. On any exception the temporary file is removed and
-    ``path`` is left as it was. The parent folder is created."""
+    ``path`` is left as it was. The parent folder is created.
+
+    A symbolic link is followed (its target is replaced, the link stays); a device or a pipe (``/dev/stdout``,
+    ``/dev/null``, a FIFO) cannot be replaced and is written through: yielded as it is."""
     path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
+    if path.exists() and not path.is_file() and not path.is_dir():
+        with _as_write_errors(path), _naming(path, path):
+            yield path
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
@@ -65,19 +74,29 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = ".tmp", fsync: bool = 
     os.close(fd)
     tmp = Path(name)
     try:
-        with _as_write_errors(path):
+        with _naming(path, tmp), _as_write_errors(path):
             yield tmp
             os.chmod(tmp, new_file_mode())
             if fsync:
                 with open(tmp, "rb") as f:
                     os.fsync(f.fileno())
             os.replace(tmp, path)
-    except OSError as e:  # a full disk while writing: the error names the file asked for, not the hidden one
-        if str(e.filename) == str(tmp) or (e.filename is None and e.errno in _WRITE_ERRNOS):
-            e.filename = str(path)
-        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def _naming(path: Path, tmp: Path) -> Iterator[None]:
+    """A write error (a full disk) names the file asked for, not the temporary one it was written to."""
+    try:
+        yield
+    except OSError as e:
+        if str(e.filename) == str(tmp) or (e.filename is None and e.errno in _WRITE_ERRNOS):
+            try:
+                e.filename = str(path)
+            except AttributeError:  # (PyAV's OSError has a read-only filename)
+                raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
 
 
 def _free_bytes(folder: Path) -> int:
