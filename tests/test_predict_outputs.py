@@ -284,3 +284,25 @@ def test_recursive_folders_keep_their_layout_and_a_flat_search_says_where_images
     assert capsys.readouterr().err.strip().endswith("no .png label files (its subfolders hold 4: add --recursive)")
     assert main([*scored, "--recursive"]) == 0
     assert json.loads(capsys.readouterr().out)["pACC"] == 100.0
+
+
+def test_results_never_overwrite_or_join_the_inputs(tmp_path: Path, capsys) -> None:
+    """--output-dir the input folder overwrote the user's photo_labels.png with photo.jpg's labels, and each new run
+    read the last one's outputs as images (2 -> 6 -> 14 files)."""
+    model = _checkpoint(tmp_path / "m.pt")
+    folder = _images(tmp_path / "in", 1)
+    (folder / "im0_labels.png").write_bytes((folder / "im0.png").read_bytes())
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    for inputs, words in (
+        ([str(folder)], f"--output-dir {folder} is an input folder too"),
+        ([str(folder / "im0.png"), str(folder / "im0_labels.png")],
+         f"{folder / 'im0_labels.png'}: the results of {folder / 'im0.png'} would overwrite it"),
+    ):  # fmt: skip
+        assert main(["predict", str(model), *inputs, "--output-dir", str(folder), "--task", "semantic"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0], err
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert (
+        main(["predict", str(model), str(folder / "im0.png"), "--output-dir", str(folder), "--task", "semantic"]) == 0
+    )
+    assert sorted(p.name for p in folder.iterdir()) == ["im0.png", "im0_labels.png", "im0_overlay.png"]  # (its own)

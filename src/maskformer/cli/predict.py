@@ -88,6 +88,9 @@ def _collect(inputs: list[str], *, recursive: bool = False, output_dir: str = ""
     for item in inputs:
         path = Path(item)
         if path.is_dir():
+            if skip is not None and path.resolve() == skip:
+                raise DataError(f"--output-dir {output_dir} is an input folder too: its results would overwrite its"
+                                " images or be read as images next time: choose another folder")  # fmt: skip
             found = _folder_files(path, wanted, recursive=recursive, skip=skip)
             if not found:
                 below = "" if recursive else _in_subfolders(path, wanted)
@@ -107,6 +110,13 @@ def _collect(inputs: list[str], *, recursive: bool = False, output_dir: str = ""
         if key in seen:
             raise DataError(f"{seen[key]} and {path}: same name {name!r}: their outputs would overwrite")
         seen[key] = path
+    if skip is not None:  # an input named like another one's output (photo.jpg, photo_labels.png in --output-dir)
+        for path, name in unique.values():
+            endings = ("_overlay.mp4",) if _is_video(path) else ("_overlay.png", "_labels.png", "_panoptic.png")
+            for output in (skip / f"{name}{ending}" for ending in endings):
+                if output.resolve() in unique:
+                    raise DataError(f"{unique[output.resolve()][0]}: the results of {path} would overwrite it: choose"
+                                    " another --output-dir")  # fmt: skip
     return dict(unique.values())
 
 
