@@ -12,18 +12,18 @@ from conftest import DEMO_YAML
 from maskformer.engine.evaluate import evaluate_model
 
 
-def _folder(root: Path, bad: bool) -> Path:
-    """4 classes, 3 good validation pairs (+ one whose label has a value that is no class id)."""
+def _folder(root: Path, bad: bool | int) -> Path:
+    """4 classes, 3 good validation pairs (+ ``bad`` ones whose label has a value that is no class id)."""
     root.mkdir(parents=True)
     (root / "classes.json").write_text('{"classes": ["bg", "a", "b", "c"]}')
-    names = ["a0", "a1", "a2"] + (["a3"] if bad else [])
+    names = ["a0", "a1", "a2"] + [f"a3{'x' * k}" for k in range(int(bad))]
     for split in ("train", "val"):
         (root / "images" / split).mkdir(parents=True)
         (root / "labels" / split).mkdir(parents=True)
         for i, name in enumerate(names):
             label = np.zeros((40, 56), dtype=np.uint8)
             label[5:30, 8 + 10 * i : 40] = 1 + i % 3
-            if name == "a3":
+            if name.startswith("a3"):
                 label[0, 0] = 9  # no such class
             pixels = np.random.default_rng(i).integers(0, 256, (40, 56, 3), dtype=np.uint8)  # the same in both folders
             Image.fromarray(pixels).save(root / "images" / split / f"{name}.png")
@@ -45,6 +45,10 @@ def test_eval_leaves_a_skipped_image_out_instead_of_scoring_its_neighbour_twice(
     assert got["images"] == 3 and got["skipped_images"] == 1  # (a3 was replaced by a0, scored twice)
     for key in ("mIoU", "fwIoU", "mACC", "pACC"):
         assert got[key] == expected[key], key
+    # two bad files side by side: 2 skipped (the first one's record listed both, and the second was counted again)
+    cfg_two = maskformer.load_config(DEMO_YAML, overrides=[*sets, f"data.root={_folder(tmp_path / 'two', bad=2)}"])
+    got = evaluate_model(cfg_two, model, optimize=False)
+    assert got["images"] == 3 and got["skipped_images"] == 2
 
 
 def test_a_missing_validation_split_stops_training_before_the_first_iteration(tmp_path: Path, capsys) -> None:
@@ -219,3 +223,26 @@ def test_a_sigterm_a_library_swallowed_still_stops_eval(tmp_path: Path, monkeypa
     with terminate_as_interrupt(), pytest.raises(KeyboardInterrupt):
         evaluate_model(cfg, maskformer.build_model(cfg), optimize=False)
     assert len(calls) == 1  # stopped before the second of three images
+
+
+def test_a_bad_image_under_loader_workers_is_one_line(tmp_path: Path) -> None:
+    """`maskformer eval` with data.num_workers=2 stopped by a corrupt image printed its one line and then, in 1 run
+    of 3, "Exception ignored in atexit callback ... DataLoader worker (pid N) is killed by signal: Terminated"."""
+    import subprocess
+    import sys
+
+    from maskformer.engine.checkpoint import save_checkpoint
+
+    root = _folder(tmp_path / "data", bad=False)
+    (root / "images" / "val" / "a1.png").write_bytes(b"\x89PNG\r\n\x1a\n cut")
+    sets = ["data.dataset=folder", "model.num_classes=4", "test.min_size=64", "test.max_size=128"]
+    cfg = maskformer.load_config(DEMO_YAML, overrides=[*sets, f"data.root={root}"])
+    save_checkpoint(tmp_path / "m.pt", cfg=cfg, model=maskformer.build_model(cfg))
+    command = [sys.executable, "-m", "maskformer.cli", "eval", str(tmp_path / "m.pt"), "--data-root", str(root),
+               "--set", "data.num_workers=2", "--output-dir", str(tmp_path / "o")]  # fmt: skip
+    for _ in range(3):
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        said = [
+            line for line in done.stderr.splitlines() if line.strip() and "it/s]" not in line and "note:" not in line
+        ]
+        assert done.returncode == 2 and len(said) == 1 and "a1.png" in said[0], done.stderr

@@ -407,3 +407,21 @@ def test_undefined_metrics_are_json_null_not_nan(tmp_path, capsys):
     for text in (capsys.readouterr().out, out.read_text()):
         metrics = json.loads(text, parse_constant=strict)
         assert metrics["mIoU"] is None and metrics["IoU"] == [None, None]
+
+
+def _signal_handlers(items) -> list[tuple[bool, bool]]:
+    import signal
+
+    return [(signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, signal.getsignal(signal.SIGINT) is signal.SIG_IGN)]
+
+
+def test_evaluation_pool_workers_leave_signals_to_the_command() -> None:
+    """--workers N under a command: the forked workers ran its SIGTERM handler when the pool ended them
+    (Pool.terminate sends SIGTERM), and printed "Process ForkPoolWorker-2: Traceback ... KeyboardInterrupt", also
+    after correct results."""
+    from maskformer.errors import terminate_as_interrupt
+    from maskformer.evaluation.offline import _run
+
+    with terminate_as_interrupt():
+        seen = _run(_signal_handlers, list(range(8)), workers=2)
+    assert seen and all(handlers == [(True, True)] for handlers in seen), seen

@@ -98,6 +98,15 @@ def interrupts_held() -> Iterator[None]:
             signal.raise_signal(s)
 
 
+def leave_signals_to_parent() -> None:
+    """For a worker process forked from a command (DataLoader workers, evaluation pools): drop the SIGTERM handler
+    it inherits (``terminate_as_interrupt``) and ignore Ctrl-C, so the parent ends its workers. A worker that ran the
+    inherited handler unwound a KeyboardInterrupt of its own (``Pool.terminate`` sends SIGTERM) and printed
+    "Process ForkPoolWorker ... Traceback" or, racing its queue's feeder thread, "OSError: Bad file descriptor"."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 # set by SIGTERM / SIGINT under terminate_as_interrupt: a KeyboardInterrupt raised where Python ignores exceptions
 # (a fork hook of the logging module while DataLoader workers start, a __del__) is lost, so long loops check this
 _terminated = threading.Event()

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import importlib
 import os
+import signal
 import sys
 
 from ..errors import UserError, is_interrupt, one_line, terminate_as_interrupt
@@ -96,6 +97,15 @@ def main(argv: list[str] | None = None) -> int:
     from ..engine.runtime import keep_freed_memory
 
     keep_freed_memory()  # reuse freed activation memory instead of page-faulting it in again (engine/runtime.py)
+    code = _run(args, argv)
+    if argv is None and code and hasattr(signal, "SIGCHLD"):
+        # the console command leaves on an error: DataLoader workers its traceback still holds are ended at exit, and
+        # the DataLoader's SIGCHLD handler would print "Exception ignored in atexit ... killed by signal: Terminated"
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    return code
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     try:
         # SIGTERM as Ctrl-C, but not in a torchrun worker, which its launcher stops
         with terminate_as_interrupt() if _ranks()[1] <= 1 else contextlib.nullcontext():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import signal
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
+from ..errors import leave_signals_to_parent
 from .samplers import AspectRatioBatchSampler, InferenceSampler, InfiniteSampler
 
 __all__ = [
@@ -42,14 +42,10 @@ def seed_everything(seed: int) -> None:
 
 def worker_init_fn(worker_id: int) -> None:
     """DataLoader worker seeding: torch already gives each worker ``base_seed + worker_id``; derive Python's and
-    numpy's global seeds from it so code using those in a worker is reproducible too.
-
-    A worker also drops the SIGTERM handler it inherits from a command (``errors.terminate_as_interrupt``) and ignores
-    Ctrl-C: the main process ends its workers. A worker that unwound a KeyboardInterrupt itself raced its queue's
-    feeder thread while closing the queue, and printed "Traceback ... OSError: [Errno 9] Bad file descriptor" after
-    the command's "interrupted" (a group SIGTERM or a terminal's Ctrl-C reaches the workers too)."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    numpy's global seeds from it so code using those in a worker is reproducible too. Signals are the main
+    process's to handle (``errors.leave_signals_to_parent``: a group SIGTERM or a terminal's Ctrl-C reaches the
+    workers too)."""
+    leave_signals_to_parent()
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)

@@ -72,8 +72,10 @@ def evaluate_model(
                 break
             if rec.get("skipped"):
                 # data.skip_bad_samples: a bad file's record is the next good sample, which is also scored at its own
-                # turn; scoring it here too would count one image twice (and hide that an image is missing)
-                skipped.extend(rec["skipped"])
+                # turn; scoring it here too would count one image twice (and hide that an image is missing). Only the
+                # sample asked for is counted: the bad ones after it are counted at their own turn (2 side by side
+                # were counted 3 times)
+                skipped.append(rec["skipped"][0])
                 continue
             seen += 1
             tasks = [t for t, on, key in (("semantic", semantic, "sem_seg"), ("panoptic", panoptic, "pan_seg"))

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import DataError
+from ..errors import DataError, leave_signals_to_parent
 from ..fileio import read_user_text
 from .panoptic import PanopticEvaluator, PQStats, pq_image_stats
 from .semantic import SemanticEvaluator, semantic_metrics
@@ -98,7 +98,7 @@ def _run(job: Callable[[Sequence[T]], Any], items: Sequence[T], workers: int) ->
         return []
     if workers <= 1 or len(items) <= 1:
         return [job(items)]
-    with multiprocessing.get_context().Pool(workers) as pool:
+    with multiprocessing.get_context().Pool(workers, initializer=leave_signals_to_parent) as pool:
         return list(pool.imap_unordered(job, _chunks(items, workers)))
 
 
