@@ -306,3 +306,19 @@ def test_results_never_overwrite_or_join_the_inputs(tmp_path: Path, capsys) -> N
         main(["predict", str(model), str(folder / "im0.png"), "--output-dir", str(folder), "--task", "semantic"]) == 0
     )
     assert sorted(p.name for p in folder.iterdir()) == ["im0.png", "im0_labels.png", "im0_overlay.png"]  # (its own)
+
+
+def test_a_panoptic_run_stopped_early_still_lists_its_written_segments(tmp_path: Path, capsys) -> None:
+    """--strict stopping at a bad image (or an interrupt) left *_panoptic.png files without predictions.json, whose
+    segment table they need."""
+    import json
+
+    model = _checkpoint(tmp_path / "m.pt")
+    folder = _images(tmp_path / "in", 3)
+    (folder / "im1.png").write_bytes(b"\x89PNG\r\n\x1a\n cut")
+    out = tmp_path / "o"
+    assert main(["predict", str(model), str(folder), "--output-dir", str(out), "--task", "panoptic", "--strict"]) == 2
+    assert "im1.png" in capsys.readouterr().err
+    assert sorted(p.name for p in out.glob("*_panoptic.png")) == ["im0_panoptic.png"]
+    listed = json.loads((out / "predictions.json").read_text())["annotations"]
+    assert [a["file_name"] for a in listed] == ["im0_panoptic.png"]

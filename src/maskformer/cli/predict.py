@@ -164,7 +164,7 @@ def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from maskformer.engine.checkpoint import load_model
-    from maskformer.errors import ConfigError, DataError, raise_if_terminated
+    from maskformer.errors import ConfigError, DataError, interrupts_held, raise_if_terminated
     from maskformer.fileio import atomic_write_text
     from maskformer.inference.predictor import PANOPTIC_TTA, Predictor
     from maskformer.inference.preprocess import load_image
@@ -219,23 +219,27 @@ def _run(args: argparse.Namespace) -> int:
         annotations.append({"image_id": stem, "file_name": f"{stem}_panoptic.png", "segments_info": segments_info})
 
     batch: list = []  # (path, image) pairs run through the model together (padded to the largest)
-    for i, path in enumerate(tqdm(images, desc="predict", disable=len(images) < 2)):
-        raise_if_terminated()  # (a SIGTERM whose KeyboardInterrupt Python swallowed somewhere inside a library)
-        try:
-            batch.append((path, load_image(path)))
-        except DataError as e:
-            if args.strict or len(files) == 1:
-                raise
-            tqdm.write(f"maskformer predict: skipped {e}", file=sys.stderr)  # (on its own line, not in the bar)
-            failed.append(str(path))
-        if batch and (len(batch) == args.batch_size or i == len(images) - 1):
-            results = predictor([image for _, image in batch], task=task)
-            for (p, image), result in zip(batch, results):
-                write(p, image, result)
-            batch = []
-    if annotations:  # (videos alone write none)
-        categories = [{"id": ids[i], "name": n, "isthing": int(i in thing)} for i, n in enumerate(names)]
-        atomic_write_text(out / "predictions.json", json.dumps({"annotations": annotations, "categories": categories}))
+    try:
+        for i, path in enumerate(tqdm(images, desc="predict", disable=len(images) < 2)):
+            raise_if_terminated()  # (a SIGTERM whose KeyboardInterrupt Python swallowed somewhere inside a library)
+            try:
+                batch.append((path, load_image(path)))
+            except DataError as e:
+                if args.strict or len(files) == 1:
+                    raise
+                tqdm.write(f"maskformer predict: skipped {e}", file=sys.stderr)  # (on its own line, not in the bar)
+                failed.append(str(path))
+            if batch and (len(batch) == args.batch_size or i == len(images) - 1):
+                results = predictor([image for _, image in batch], task=task)
+                for (p, image), result in zip(batch, results):
+                    write(p, image, result)
+                batch = []
+    finally:  # (also when stopped by --strict or an interrupt: the panoptic PNGs written need their segments' table)
+        if annotations:  # (videos alone write none)
+            categories = [{"id": ids[i], "name": n, "isthing": int(i in thing)} for i, n in enumerate(names)]
+            table = json.dumps({"annotations": annotations, "categories": categories})
+            with interrupts_held():
+                atomic_write_text(out / "predictions.json", table)
     done = len(files) - len(failed)
     print(f"wrote results for {done} file(s) to {out}")
     if failed:
