@@ -16,6 +16,7 @@ import maskformer
 from conftest import CONFIGS
 from maskformer.engine.checkpoint import load_checkpoint, load_model
 from maskformer.engine.train import train
+from maskformer.errors import ConfigError
 from maskformer.optim import lr_factor, param_groups
 
 TINY = [
@@ -633,3 +634,17 @@ def test_info_on_a_per_pixel_baseline_speaks_of_no_decoder_layers(tmp_path, caps
     assert main(["info", str(config), "--size", "64", "64"]) == 0
     graphs = [ln for ln in capsys.readouterr().out.splitlines() if "graph" in ln]
     assert len(graphs) == 2 and not any("decoder layer" in ln for ln in graphs), graphs
+
+
+def test_missing_imagenet_weights_say_the_whole_from_scratch_fix():
+    """The zoo's R50 configs without R-50.pkl said to pass only model.backbone.weights='': FrozenBN then stays
+    identity, which the README's from-scratch line (also norm=BN) avoids."""
+    from maskformer.engine.train import load_initial_weights
+
+    for config, says_norm in (("coco-panoptic/maskformer_panoptic_R50_bs64_554k.yaml", True),
+                              ("ade20k-150/swin/maskformer_swin_tiny_bs16_160k.yaml", False)):  # fmt: skip
+        cfg = maskformer.load_config(CONFIGS / config, overrides=["model.backbone.weights=/nonexistent/x.pkl"])
+        with pytest.raises(ConfigError) as e:
+            load_initial_weights(cfg, None)
+        assert "/nonexistent/x.pkl not found" in str(e.value)
+        assert ("--set model.backbone.weights='' --set model.backbone.norm=BN to train" in str(e.value)) == says_norm

@@ -280,7 +280,11 @@ def test_a_stalled_download_says_how_long_it_waited(mirror: _Mirror, tmp_path: P
     monkeypatch.setattr(zoo, "_TIMEOUT", 1.0)
     name = "ade20k-150/per_pixel_baseline_R50_bs16_160k"
     mirror.stall.add(_publish(mirror, name, {"x": np.zeros(300_000, np.float32)}))
-    with pytest.raises(CheckpointError, match=r"download failed \(no data for 1 s, timed out\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"download failed \(no data for 1 s, timed out\); without internet, give "
+        r"the file model_final_\w+\.pkl itself or set MASKFORMER_ZOO_URL to a mirror",
+    ):
         maskformer.from_pretrained(name)
     assert not list((tmp_path / "cache").rglob("*.pt"))
 
@@ -380,7 +384,10 @@ def test_hub_id_from_a_prepopulated_offline_cache(tmp_path: Path, monkeypatch: p
     missing = subprocess.run([sys.executable, "-m", "maskformer.cli", "predict", "tiny-org/absent", "x.png",
                               "--output-dir", "o"], env=env, cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
     assert missing.returncode == 2 and "tiny-org/absent" in missing.stderr and "Traceback" not in missing.stderr
-    assert missing.stderr.strip().endswith(")") and not (tmp_path / "c" / "hub" / "tiny-org" / "absent").exists()
+    assert (
+        missing.stderr.strip().endswith("(save_pretrained) instead")
+        and not (tmp_path / "c" / "hub" / "tiny-org" / "absent").exists()
+    )
 
 
 def test_hub_id_from_a_server_then_from_the_cache_when_the_hub_does_not_answer(tmp_path: Path) -> None:
@@ -427,7 +434,9 @@ def test_hub_id_from_a_server_then_from_the_cache_when_the_hub_does_not_answer(t
     assert (tmp_path / "c2" / "hub" / "tiny-org" / "maskformer-tiny" / "model.pt").is_file()
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert missing.stderr.strip().splitlines()[-1].endswith("tiny-org/absent: could not be fetched from the Hub nor "
-                                                            "found in its cache (no answer within 1 s)")  # fmt: skip
+                                                            "found in its cache (no answer within 1 s); without "
+                                                            "internet, give a folder of its files (save_pretrained) "
+                                                            "instead")  # fmt: skip
     assert seconds < 100  # bounded (the subprocess timeout would raise first if a call hung)
 
 

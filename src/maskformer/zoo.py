@@ -229,7 +229,8 @@ def _download(url: str, dest: Path, *, what: str) -> None:
         reason = getattr(e, "reason", None) or e
         if isinstance(reason, TimeoutError) or "timed out" in str(reason):
             reason = f"no data for {_TIMEOUT:.0f} s, timed out"
-        raise CheckpointError(f"{what}: {url}: download failed ({reason})") from None
+        offline = f"without internet, give the file {Path(url).name} itself or set MASKFORMER_ZOO_URL to a mirror"
+        raise CheckpointError(f"{what}: {url}: download failed ({reason}); {offline}") from None
     if total is not None and size != total:
         raise CheckpointError(f"{what}: {url}: download truncated ({size} of {total} bytes)")
 
@@ -281,7 +282,8 @@ def _hub(repo_id: str, out: Path) -> None:
         first = text.splitlines()[0].split(". ")[0].rstrip(".").removeprefix("Got: ")  # the rest is advice
         if "timed out" in first.lower() or type(e).__name__.endswith("Timeout"):
             first = f"no answer within {_etag_timeout()} s"
-        why = f"could not be fetched from the Hub nor found in its cache ({first[:200]})"
+        why = (f"could not be fetched from the Hub nor found in its cache ({first[:200]}); without internet, give"
+               " a folder of its files (save_pretrained) instead")  # fmt: skip
         raise CheckpointError(f"{repo_id}: {why}") from None
     entry = zoo_table().get(repo_id)
     recipe = configs_dir() / f"{entry.config}.yaml" if entry is not None and entry.config else None

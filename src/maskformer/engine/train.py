@@ -56,9 +56,11 @@ def load_initial_weights(cfg: Config, model: nn.Module) -> str:
     if cfg.model.backbone.weights:
         path = Path(cfg.model.backbone.weights)
         if not path.is_file():
+            frozen = cfg.model.backbone.type == "resnet" and cfg.model.backbone.norm == "FrozenBN"
+            norm = " --set model.backbone.norm=BN" if frozen else ""  # (FrozenBN is identity without the weights)
             raise ConfigError(
                 f"model.backbone.weights: {path} not found (download the ImageNet weights the config names, or pass "
-                "--set model.backbone.weights='' to train from scratch)"
+                f"--set model.backbone.weights=''{norm} to train from scratch)"
             )
         load_backbone_weights(model, path)
         return f"backbone weights from {path}"
