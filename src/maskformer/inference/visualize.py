@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -52,17 +53,23 @@ _WIDE_FONTS = (
 )
 
 
+@functools.cache
+def _outline_font(path: str) -> ImageFont.FreeTypeFont | None:
+    try:
+        return ImageFont.truetype(path, 11)
+    except OSError:
+        return None
+
+
 def _font(texts: Sequence[str]) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    """Pillow's default font for ASCII text; for other letters the first outline font of ``_WIDE_FONTS`` that has
-    a glyph for each of them (else the one with the most), at the same size."""
+    """The first outline font of ``_WIDE_FONTS`` that has a glyph for each letter of ``texts`` (else the one with
+    the most), at 11 px; Pillow's default font when none is installed (its spaces are about a pixel wide at this
+    size: "no segments found" read as "nosegmentsfound")."""
     wide = {ch for text in texts for ch in text if ord(ch) > 126}
-    if not wide:
-        return ImageFont.load_default()
     best, best_count = None, -1
     for path in _WIDE_FONTS:
-        try:
-            font = ImageFont.truetype(path, 11)
-        except OSError:
+        font = _outline_font(path)
+        if font is None:
             continue
         count = sum(1 for ch in wide if _has_glyph(font, ch))
         if count > best_count:
