@@ -140,3 +140,16 @@ def test_a_key_written_twice_and_non_finite_numbers_are_refused(tmp_path):
         with pytest.raises(ConfigError, match="loss.dice_weight' must be a finite number"):
             load_config(None, [f"loss.dice_weight={value}"])
     assert load_config(None, "train.max_iters=5").train.max_iters == 5  # (one override as a string)
+
+
+SMALL_AND_ADE = ["camvid/maskformer.yaml", "folder/small.yaml", "demo.yaml", "synthetic-classes/maskformer.yaml",
+                 "ade20k-150/maskformer_R50_bs16_160k.yaml"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", SMALL_AND_ADE)
+def test_tta_scales_follow_the_configs_test_size(name: str) -> None:
+    """CamVid, folder and demo configs inherited ADE20K's TTA sizes (256-896 for a 512 test size): --tta ran them
+    at 1.4-5x their trained scale, 40x slower. Each scale list spans 0.5x-1.75x of test.min_size, as ADE20K's."""
+    t = maskformer.load_config(CONFIGS / name).test
+    assert t.tta_min_sizes == [t.min_size * k // 4 for k in range(2, 8)], (t.min_size, t.tta_min_sizes)
+    assert t.tta_max_size == t.max_size * 7 // 4
