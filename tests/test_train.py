@@ -648,3 +648,25 @@ def test_missing_imagenet_weights_say_the_whole_from_scratch_fix():
             load_initial_weights(cfg, None)
         assert "/nonexistent/x.pkl not found" in str(e.value)
         assert ("--set model.backbone.weights='' --set model.backbone.norm=BN to train" in str(e.value)) == says_norm
+
+
+def test_info_on_a_folder_config_counts_the_classes_training_would(tmp_path, capsys):
+    """`info configs/folder/small.yaml --set data.root=mydata` counted the config's 150 classes where training takes
+    the 3 of mydata/classes.json (other parameter totals); without the folder, a note says which count is shown."""
+    import json
+
+    from maskformer.cli import main
+
+    data = tmp_path / "mydata"
+    data.mkdir()
+    (data / "classes.json").write_text('{"classes": ["road", "car", "sky"]}')
+    config = CONFIGS / "folder" / "small.yaml"
+    capsys.readouterr()
+    assert main(["info", str(config), "--no-flops", "--json", "--data-root", str(data)]) == 0
+    got = json.loads(capsys.readouterr().out)["parameters"]["total"]
+    three = maskformer.build_model(maskformer.load_config(config, ["model.num_classes=3"]))
+    assert got == sum(p.numel() for p in three.parameters())
+    assert main(["info", str(config), "--no-flops", "--json", "--set", f"data.root={tmp_path / 'absent'}"]) == 0
+    captured = capsys.readouterr()
+    shown = maskformer.load_config(config).model.num_classes
+    assert f"note: {shown} classes, as the config says" in captured.err

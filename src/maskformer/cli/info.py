@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from maskformer.cli.inference_options import MODEL_HELP
@@ -25,6 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="a YAML config file, or a model: " + MODEL_HELP + " (its saved config is used)",
     )
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    p.add_argument("--data-root", help="shortcut for --set data.root=DIR (a folder config counts its classes.json)")
     p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help="input size (default: the training crop)")
     p.add_argument(
         "--no-flops", action="store_true", help="parameters only (FLOP tracing takes a while for big models)"
@@ -42,7 +44,17 @@ def _config(name: str, overrides: list[str]):
     from maskformer.zoo import resolve_model
 
     if Path(name).suffix.lower() in (".yaml", ".yml"):
-        return maskformer.load_config(name, overrides)
+        cfg = maskformer.load_config(name, overrides)
+        if cfg.data.dataset != "folder":
+            return cfg
+        if Path(cfg.data.root).exists():  # the class count training takes from classes.json (a note says so)
+            from maskformer.build.datasets import fit_classes
+
+            explicit = any(o.replace(" ", "").startswith("model.num_classes=") for o in overrides)
+            return fit_classes(cfg, explicit=explicit)
+        note = f"{cfg.model.num_classes} classes, as the config says ({cfg.data.root} not found: --data-root DIR"
+        print(f"maskformer info: note: {note} counts its classes.json, as training does)", file=sys.stderr)
+        return cfg
     path = resolve_model(name)
     cfg = config_of(load_checkpoint(path), path)
     if not overrides:
@@ -60,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.size and min(args.size) < 32:
         raise UserError(f"--size must be at least 32x32, got {args.size[0]}x{args.size[1]}")
-    cfg = _config(args.config, args.overrides)
+    root = [f"data.root={Path(args.data_root).absolute()}"] if args.data_root else []
+    cfg = _config(args.config, [*args.overrides, *root])
     model = maskformer.build_model(cfg).eval()
     h, w = args.size or cfg.data.crop_size
     result: dict = {"config": args.config, "parameters": count_parameters(model)}
