@@ -369,11 +369,15 @@ def test_the_demo_runs_again_into_its_own_folder(tmp_path, capsys):
     """`make demo` twice: the second demo replaces the first demo's run (a folder holding a run refuses `train`)."""
     from maskformer.cli import main
 
-    args = ["demo", "--output-dir", str(tmp_path / "demo"), "--pictures", "1", "--set", "train.max_iters=2",
+    args = ["demo", "--output-dir", str(tmp_path / "demo"), "--set", "train.max_iters=2",
             "--set", "data.synthetic_val_size=2", "--set", "data.num_workers=0"]  # fmt: skip
-    assert main(args) == 0
-    assert main(args) == 0
+    assert main([*args, "--pictures", "2"]) == 0
+    assert main([*args, "--pictures", "1"]) == 0
     assert "replacing the earlier demo run" in capsys.readouterr().err
+    pictures = sorted(p.name for p in (tmp_path / "demo" / "pictures").iterdir())
+    assert pictures == ["val_000.png"], pictures  # (the first demo's val_001.png stayed among the new ones)
+    assert main([*args, "--pictures", "-1"]) == 2
+    assert capsys.readouterr().err.strip() == "maskformer demo: error: --pictures must be 0 or more, got -1"
     log = tmp_path / "demo" / "metrics.jsonl"
     assert [json.loads(line)["iteration"] for line in open(log) if '"loss"' in line] == [2]  # one run's lines
     assert (tmp_path / "demo" / "model_final.pt").is_file() and (tmp_path / "demo" / "metrics.json").is_file()

@@ -97,6 +97,8 @@ def _clear_previous_demo(out: Path) -> None:
     old = [out / name for name in (*RUN_FILES, "config.yaml", "metrics.json", "tb") if (out / name).exists()]
     if any(path.name in RUN_FILES for path in old) and not _is_demo_run(out):
         raise ConfigError(f"{out} holds a training run that is not a demo run: pass another --output-dir")
+    if old and (out / "pictures").is_dir():  # (its pictures too: a shorter --pictures left some of the earlier ones)
+        old.append(out / "pictures")
     if old:
         print(f"[maskformer] replacing the earlier demo run in {out}", file=sys.stderr)
     for path in old:
@@ -114,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.minutes <= 0:
         raise maskformer.ConfigError("--minutes must be positive")
+    if args.pictures < 0:
+        raise maskformer.ConfigError(f"--pictures must be 0 or more, got {args.pictures}")
     cfg = maskformer.load_config(demo_config_path(), [*args.overrides, f"train.max_minutes={args.minutes}"])
     out = Path(args.output_dir)
     _clear_previous_demo(out)
