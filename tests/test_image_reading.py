@@ -51,8 +51,26 @@ def test_a_pil_image_gives_the_pixels_of_its_file(tmp_path: Path) -> None:
 def test_float_image_is_one_data_error_in_predict_too(tmp_path: Path) -> None:
     Image.fromarray(np.zeros((4, 5), dtype=np.float32), mode="F").save(tmp_path / "f.tif")
     for reader in (read_image, load_image):
-        with pytest.raises(DataError, match=r"f\.tif: floating-point image"):
+        with pytest.raises(DataError, match=r"f\.tif: floating-point image") as e:
             reader(tmp_path / "f.tif")
+        assert str(e.value).count("f.tif") == 1, (
+            e.value
+        )  # (predict said "f.tif: cannot read image (DataError: f.tif..")
+
+
+def test_a_picture_above_pillows_warning_size_is_read_without_its_warning(tmp_path: Path, monkeypatch) -> None:
+    """A 10000x10000 photo printed Pillow's "DecompressionBombWarning: Image size ... exceeds limit" and its source
+    line among predict's output; it is read as asked (twice that size is one line refusing it)."""
+    import warnings
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # (a 12x12 picture stands for a 100-megapixel one)
+    Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(tmp_path / "big.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_image(tmp_path / "big.png").shape == (12, 12, 3)
+    Image.fromarray(np.zeros((15, 15, 3), np.uint8)).save(tmp_path / "huge.png")
+    with pytest.raises(DataError, match="huge.png: too large to decode"):
+        load_image(tmp_path / "huge.png")
 
 
 def _post_image(app, name: str, data: bytes) -> tuple[int, dict]:

@@ -5,6 +5,7 @@ divisibility. The training augmentations (``maskformer.data.transforms``) reuse 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -50,9 +51,13 @@ def load_image(image: ImageInput) -> np.ndarray:
     Anything else is one ``DataError`` line."""
     if isinstance(image, str | Path):
         try:
-            with Image.open(image) as pil:
-                pil.load()
-                return pil_to_rgb(pil, str(image))
+            with warnings.catch_warnings():  # (no "DecompressionBombWarning" among the lines: a picture that big
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # is read as asked, or refused)
+                with Image.open(image) as pil:
+                    pil.load()
+                    return pil_to_rgb(pil, str(image))
+        except DataError:  # (it names the file: not again inside "cannot read image (DataError: ...)")
+            raise
         except Image.DecompressionBombError as exc:
             raise DataError(f"{image}: too large to decode ({str(exc).split(',')[0]}); downscale it") from None
         except (OSError, UnidentifiedImageError, ValueError) as exc:
