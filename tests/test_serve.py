@@ -125,6 +125,17 @@ def test_predict_json_and_eight_concurrent_requests(server: str) -> None:
         ({"image": ("big.bin", bytes(600_000))}, 413, "limit"),
         ({"image": ("wide.png", _png(np.zeros((500, 1001, 3), np.uint8)))}, 413, "1001x500 pixels"),
         ({"image": [("a.png", _png(np.zeros((8, 8, 3), np.uint8)))] * 2}, 400, "more than one file"),
+        # `curl -F task=@file`: the answer was "got 'UploadFile(filename=...)'"; two tasks: the first was taken
+        (
+            {"image": ("x.png", _png(np.zeros((8, 8, 3), np.uint8))), "task": ("t.txt", b"semantic")},
+            400,
+            "the field 'task' takes one text value",
+        ),
+        (
+            {"image": ("x.png", _png(np.zeros((8, 8, 3), np.uint8))), "task": ["semantic", "panoptic"]},
+            400,
+            "the field 'task' takes one text value",
+        ),
     ],
 )
 def test_bad_uploads_get_a_json_error_and_the_server_stays_up(server: str, fields, status: int, words: str) -> None:

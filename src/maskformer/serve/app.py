@@ -156,7 +156,10 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
             return _error(400, "no file in the multipart field 'image'")
         if len(form.getlist("image")) > 1:  # (one picture per request: which one would be answered?)
             return _error(400, "more than one file in the field 'image': send one picture per request")
-        task = str(form.get("task") or predictor.task_default)
+        given = form.getlist("task")
+        if len(given) > 1 or not all(isinstance(t, str) for t in given):  # (a file there was answered by its repr)
+            return _error(400, "the field 'task' takes one text value (semantic or panoptic), not a file or several")
+        task = str(given[0] if given and given[0] else predictor.task_default)
         if task not in tasks:
             if task == "panoptic" and tta:
                 return _error(400, PANOPTIC_TTA)
