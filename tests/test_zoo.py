@@ -191,6 +191,8 @@ def test_tiny_zoo_model_from_a_mirror_then_every_command_from_the_cache(
         assert main(argv) == 0, command
     assert np.asarray(Image.open(tmp_path / "out" / "x_labels.png")).shape == (40, 56)
     assert (tmp_path / "hf" / "config.json").is_file()
+    said = capsys.readouterr().out
+    assert f": {R50} -> {tmp_path / 'hf'} (" in said, said  # the model as given, not its cache file
     # every command that takes a MODEL goes through the resolver: a name not in the cache, with the server gone, is
     # the resolver's one line (model and URL) and exit code 2 in each of them
     other = "ade20k-150/maskformer_R101_bs16_160k"
