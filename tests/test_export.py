@@ -151,3 +151,12 @@ def test_random_weights_are_the_same_each_run(tmp_path) -> None:
         assert main(argv) == 0
         graphs.append([np.asarray(onnx.numpy_helper.to_array(t)) for t in onnx.load(str(out)).graph.initializer])
     assert len(graphs[0]) == len(graphs[1]) > 0 and all(np.array_equal(a, b) for a, b in zip(*graphs))
+
+
+def test_a_config_without_random_weights_says_the_flag(tmp_path, capsys):
+    """`export onnx configs/folder/small.yaml x.onnx` said "train it or pass a checkpoint", not --random-weights."""
+    from conftest import CONFIGS
+
+    assert main(["export", "onnx", str(CONFIGS / "demo.yaml"), str(tmp_path / "x.onnx")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "add --random-weights" in err[0] and not (tmp_path / "x.onnx").exists(), err

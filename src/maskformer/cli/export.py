@@ -77,8 +77,11 @@ def run(args: argparse.Namespace) -> int:
 
         torch.manual_seed(0)  # (the same random weights each run: the same graph check)
         model = maskformer.build_model(maskformer.load_config(source))
+    elif source.suffix in (".yaml", ".yml"):
+        raise UserError(f"{source}: a config (YAML), not a checkpoint: add --random-weights to export its"
+                        " architecture with random weights, or pass a trained model")  # fmt: skip
     else:
-        model = load_model(source)  # a YAML here is "a config, not a checkpoint", as in every other command
+        model = load_model(source)
     from maskformer.modeling.maskformer import MaskFormer
 
     if not isinstance(model, MaskFormer):
