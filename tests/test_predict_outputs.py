@@ -326,3 +326,13 @@ def test_a_panoptic_run_stopped_early_still_lists_its_written_segments(tmp_path:
     assert sorted(p.name for p in out.glob("*_panoptic.png")) == ["im0_panoptic.png"]
     listed = json.loads((out / "predictions.json").read_text())["annotations"]
     assert [a["file_name"] for a in listed] == ["im0_panoptic.png"]
+
+
+def test_a_broken_link_in_a_folder_is_named_not_left_out(tmp_path: Path, capsys) -> None:
+    """A dangling photo.jpg link in a folder was left out without a word (exit 0)."""
+    model = _checkpoint(tmp_path / "m.pt")
+    folder = _images(tmp_path / "in", 1)
+    (folder / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    assert main(["predict", str(model), str(folder), "--output-dir", str(tmp_path / "o"), "--task", "semantic"]) == 2
+    assert f"1 of 2 file(s) unreadable: {folder / 'gone.jpg'}" in capsys.readouterr().err
+    assert (tmp_path / "o" / "im0_labels.png").is_file()

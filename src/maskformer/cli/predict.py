@@ -129,7 +129,7 @@ def _folder_files(folder, wanted: set[str], *, recursive: bool, skip, seen: set 
     for p in sorted(folder.iterdir()):
         if p.name.startswith("."):
             continue
-        if p.is_file() and p.suffix.lower() in wanted:
+        if p.suffix.lower() in wanted and not p.is_dir():  # (a broken link too: named as unreadable, not left out)
             found.append(p)
         elif recursive and p.is_dir() and p.resolve() not in seen and (skip is None or p.resolve() != skip):
             found += _folder_files(p, wanted, recursive=True, skip=skip, seen=seen)
