@@ -52,9 +52,7 @@ def _config(name: str, overrides: list[str]):
 
             explicit = any(o.replace(" ", "").startswith("model.num_classes=") for o in overrides)
             return fit_classes(cfg, explicit=explicit)
-        note = f"{cfg.model.num_classes} classes, as the config says ({cfg.data.root} not found: --data-root DIR"
-        print(f"maskformer info: note: {note} counts its classes.json, as training does)", file=sys.stderr)
-        return cfg
+        return cfg  # (run() says which class count it shows, once the model is built)
     path = resolve_model(name)
     cfg = config_of(load_checkpoint(path), path)
     if not overrides:
@@ -75,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
     root = [f"data.root={Path(args.data_root).absolute()}"] if args.data_root else []
     cfg = _config(args.config, [*args.overrides, *root])
     model = maskformer.build_model(cfg).eval()
+    yaml = Path(args.config).suffix.lower() in (".yaml", ".yml")
+    if yaml and cfg.data.dataset == "folder" and not Path(cfg.data.root).exists():
+        note = f"{cfg.model.num_classes} classes, as the config says ({cfg.data.root} not found: --data-root DIR"
+        print(f"maskformer info: note: {note} counts its classes.json, as training does)", file=sys.stderr)
     h, w = args.size or cfg.data.crop_size
     result: dict = {"config": args.config, "parameters": count_parameters(model)}
     if not args.no_flops:
