@@ -281,6 +281,7 @@ def test_recursive_folders_keep_their_layout_and_a_flat_search_says_where_images
     for label in out.rglob("*_labels.png"):
         (gt / label.parent.relative_to(out)).mkdir(parents=True, exist_ok=True)
         shutil.copy(label, gt / label.relative_to(out).parent / label.name.replace("_labels", ""))
+    (gt / "zlink").symlink_to(gt / "ulm")  # (the same folder again: read once, as predict reads its inputs)
     k = str(maskformer.load_config(DEMO_YAML).model.num_classes)
     scored = ["eval-predictions", "semantic", "--gt-dir", str(gt), "--pred-dir", str(out), "--num-classes", k,
               "--ignore-label", "255", "--json"]  # fmt: skip
@@ -288,6 +289,12 @@ def test_recursive_folders_keep_their_layout_and_a_flat_search_says_where_images
     assert capsys.readouterr().err.strip().endswith("no .png label files (its subfolders hold 4: add --recursive)")
     assert main([*scored, "--recursive"]) == 0
     assert json.loads(capsys.readouterr().out)["pACC"] == 100.0
+    # an --output-dir inside the tree is left out of the inputs: refused when it holds images of the user's own
+    (root / "ulm" / "mine").mkdir()
+    shutil.copy(root / "ulm" / "im0.png", root / "ulm" / "mine" / "own.png")
+    assert main(["predict", str(model), str(root), "--output-dir", str(root / "ulm" / "mine"), "--recursive"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds images that are not results" in err[0] and "own.png" in err[0], err
 
 
 def test_results_never_overwrite_or_join_the_inputs(tmp_path: Path, capsys) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS}
 
 __all__ = [
+    "files_in",
     "atomic_folder",
     "atomic_path",
     "atomic_write_bytes",
@@ -200,3 +201,28 @@ def json_text(value: object, *, indent: int | None = None) -> str:
     """Standard JSON of ``value``: an undefined metric (NaN, inf: e.g. the mIoU of a split with no labelled pixel)
     is ``null``, as strict parsers (JavaScript's ``JSON.parse``, ``jq``) reject Python's bare ``NaN``."""
     return json.dumps(_finite(value), indent=indent, allow_nan=False)
+
+
+def files_in(folder: str | os.PathLike, suffixes: set[str], *, recursive: bool = False,
+             leave_out: Path | None = None) -> list[Path]:  # fmt: skip
+    """``folder``'s files whose lower-case suffix is in ``suffixes``, in sorted order, hidden names left out; with
+    ``recursive`` its subfolders' too, depth first in sorted order, each real folder once (a symbolic link to a folder
+    already met, or a loop, is not read again: the first name met is kept) and ``leave_out`` (resolved) skipped.
+    A broken link with such a suffix is listed (its reader then names it)."""
+    found: list[Path] = []
+    seen: set[Path] = set()
+
+    def walk(current: Path) -> None:
+        seen.add(current.resolve())
+        for p in sorted(current.iterdir()):
+            if p.name.startswith("."):
+                continue
+            if p.is_dir():
+                real = p.resolve()
+                if recursive and real not in seen and real != leave_out:
+                    walk(p)
+            elif p.suffix.lower() in suffixes:
+                found.append(p)
+
+    walk(Path(folder))
+    return found

@@ -9,6 +9,7 @@ from maskformer.cli.inference_options import MODEL_HELP, add_inference_options, 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 GIF = ".gif"  # one frame: an image; animated: a video
+_OUTPUT_ENDINGS = ("_overlay.mp4", "_overlay.png", "_labels.png", "_panoptic.png")  # what predict writes
 
 
 def _is_video(path) -> bool:
@@ -81,6 +82,7 @@ def _collect(inputs: list[str], *, recursive: bool = False, output_dir: str = ""
     from pathlib import Path
 
     from maskformer.errors import DataError
+    from maskformer.fileio import files_in
 
     wanted = IMAGE_SUFFIXES | VIDEO_SUFFIXES | {GIF}
     skip = Path(output_dir).resolve() if output_dir.strip() else None
@@ -91,7 +93,12 @@ def _collect(inputs: list[str], *, recursive: bool = False, output_dir: str = ""
             if skip is not None and path.resolve() == skip:
                 raise DataError(f"--output-dir {output_dir} is an input folder too: its results would overwrite its"
                                 " images or be read as images next time: choose another folder")  # fmt: skip
-            found = _folder_files(path, wanted, recursive=recursive, skip=skip)
+            if recursive and skip is not None and path.resolve() in skip.parents and skip.is_dir():
+                own = [p for p in files_in(skip, wanted, recursive=True) if not p.name.endswith(_OUTPUT_ENDINGS)]
+                if own:  # (the output folder is left out of the inputs: its own images would be left out unsaid)
+                    raise DataError(f"--output-dir {output_dir} holds images that are not results ({own[0]}) inside"
+                                    f" {path}, which --recursive reads: choose another folder")  # fmt: skip
+            found = files_in(path, wanted, recursive=recursive, leave_out=skip)
             if not found:
                 below = "" if recursive else _in_subfolders(path, wanted)
                 raise DataError(f"{path}: no images or videos found (looked for {', '.join(sorted(wanted))}){below}")
@@ -112,7 +119,7 @@ def _collect(inputs: list[str], *, recursive: bool = False, output_dir: str = ""
         seen[key] = path
     if skip is not None:  # an input named like another one's output (photo.jpg, photo_labels.png in --output-dir)
         for path, name in unique.values():
-            endings = ("_overlay.mp4",) if _is_video(path) else ("_overlay.png", "_labels.png", "_panoptic.png")
+            endings = _OUTPUT_ENDINGS[:1] if _is_video(path) else _OUTPUT_ENDINGS[1:]
             for output in (skip / f"{name}{ending}" for ending in endings):
                 if output.resolve() in unique:
                     raise DataError(f"{unique[output.resolve()][0]}: the results of {path} would overwrite it: choose"
@@ -120,25 +127,11 @@ def _collect(inputs: list[str], *, recursive: bool = False, output_dir: str = ""
     return dict(unique.values())
 
 
-def _folder_files(folder, wanted: set[str], *, recursive: bool, skip, seen: set | None = None) -> list:
-    """The folder's image and video files, sorted (with ``recursive``, those of its subfolders too; a folder met
-    again through a symbolic link is read once)."""
-    seen = set() if seen is None else seen
-    seen.add(folder.resolve())
-    found = []
-    for p in sorted(folder.iterdir()):
-        if p.name.startswith("."):
-            continue
-        if p.suffix.lower() in wanted and not p.is_dir():  # (a broken link too: named as unreadable, not left out)
-            found.append(p)
-        elif recursive and p.is_dir() and p.resolve() not in seen and (skip is None or p.resolve() != skip):
-            found += _folder_files(p, wanted, recursive=True, skip=skip, seen=seen)
-    return found
-
-
 def _in_subfolders(folder, wanted: set[str]) -> str:
     """'; its subfolders hold N: add --recursive' when they do, else ''."""
-    n = len(_folder_files(folder, wanted, recursive=True, skip=None))
+    from maskformer.fileio import files_in
+
+    n = len(files_in(folder, wanted, recursive=True))
     return f"; its subfolders hold {n}: add --recursive to read them" if n else ""
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError, leave_signals_to_parent
-from ..fileio import read_user_text
+from ..fileio import files_in, read_user_text
 from .panoptic import PanopticEvaluator, PQStats, pq_image_stats
 from .semantic import SemanticEvaluator, semantic_metrics
 
@@ -284,9 +284,9 @@ def evaluate_semantic_folder(
     for folder in (gt_dir, pred_dir):
         if not folder.is_dir():
             raise DataError(f"{folder}: not a directory")
-    gt_files = _png_files(gt_dir, recursive)
+    gt_files = files_in(gt_dir, {".png"}, recursive=recursive)
     if not gt_files:
-        below = 0 if recursive else len(_png_files(gt_dir, True))
+        below = 0 if recursive else len(files_in(gt_dir, {".png"}, recursive=True))
         hint = f" (its subfolders hold {below}: add --recursive)" if below else ""
         raise DataError(f"{gt_dir}: no .png label files{hint}")
     gt_map = to_positions if gt_to_positions is None else gt_to_positions
@@ -301,21 +301,3 @@ def evaluate_semantic_folder(
     for conf in _run(_semantic_chunk, items, workers):
         total += conf
     return semantic_metrics(total, miou_formula=miou_formula)
-
-
-def _png_files(folder: Path, recursive: bool) -> list[Path]:
-    """``folder``'s .png files, sorted, not hidden (with ``recursive``: its subfolders' too, each folder once)."""
-    found: list[Path] = []
-    seen: set[Path] = set()
-    todo = [folder]
-    while todo:
-        current = todo.pop()
-        seen.add(current.resolve())
-        for p in sorted(current.iterdir()):
-            if p.name.startswith("."):
-                continue
-            if p.suffix.lower() == ".png" and p.is_file():
-                found.append(p)
-            elif recursive and p.is_dir() and p.resolve() not in seen:
-                todo.append(p)
-    return sorted(found)
