@@ -248,3 +248,15 @@ def test_a_bad_image_under_loader_workers_is_one_line(tmp_path: Path) -> None:
             if line.strip() and not line.startswith("eval:") and "note:" not in line
         ]
         assert done.returncode == 2 and len(said) == 1 and "a1.png" in said[0], done.stderr
+
+
+def test_max_images_reads_no_image_after_the_last_one(tmp_path: Path) -> None:
+    """`eval --max-images 2` read image 3 before stopping, and a bad third image ended the run with an error."""
+    root = _folder(tmp_path / "data", bad=False)
+    (root / "images" / "val" / "a2.png").write_bytes(b"\x89PNG\r\n\x1a\n cut")
+    sets = ["data.dataset=folder", "data.num_workers=0", "model.num_classes=4", "test.min_size=64",
+            "test.max_size=128", f"data.root={root}"]  # fmt: skip
+    cfg = maskformer.load_config(DEMO_YAML, overrides=sets)
+    model = maskformer.build_model(cfg).eval()
+    assert evaluate_model(cfg, model, optimize=False, max_images=2)["images"] == 2
+    assert evaluate_model(cfg, model, optimize=False, max_images=1)["images"] == 1

@@ -66,10 +66,8 @@ def evaluate_model(
     seen = 0
     skipped: list[tuple[str, str]] = []
     try:
-        for (rec,) in iterator:
+        for (rec,) in [] if max_images == 0 else iterator:
             raise_if_terminated()  # (a SIGTERM whose KeyboardInterrupt Python swallowed, e.g. in a fork hook)
-            if max_images is not None and seen >= max_images:
-                break
             if rec.get("skipped"):
                 # data.skip_bad_samples: a bad file's record is the next good sample, which is also scored at its own
                 # turn; scoring it here too would count one image twice (and hide that an image is missing). Only the
@@ -80,16 +78,17 @@ def evaluate_model(
             seen += 1
             tasks = [t for t, on, key in (("semantic", semantic, "sem_seg"), ("panoptic", panoptic, "pan_seg"))
                      if on and key in rec]  # fmt: skip
-            if not tasks:
-                continue
-            out_size = (int(rec["height"]), int(rec["width"]))
-            (result,) = predictor.predict_resized([rec["image"]], [out_size], tasks)
-            if "semantic" in result:
-                sem_eval.update(result["semantic"], rec["sem_seg"])
-                pq_st.update(result["semantic"], rec["sem_seg"])
-            if "panoptic" in result:
-                pan, segments = result["panoptic"]
-                pan_eval.update(pan, segments, rec["pan_seg"], rec["segments_info"])
+            if tasks:
+                out_size = (int(rec["height"]), int(rec["width"]))
+                (result,) = predictor.predict_resized([rec["image"]], [out_size], tasks)
+                if "semantic" in result:
+                    sem_eval.update(result["semantic"], rec["sem_seg"])
+                    pq_st.update(result["semantic"], rec["sem_seg"])
+                if "panoptic" in result:
+                    pan, segments = result["panoptic"]
+                    pan_eval.update(pan, segments, rec["pan_seg"], rec["segments_info"])
+            if max_images is not None and seen >= max_images:  # (before the loader reads one image more)
+                break
     except BaseException:
         if iterator is not loader:  # (a bad file ends the run in one line: no half-drawn bar above it)
             iterator.leave = False
