@@ -618,6 +618,30 @@ def test_a_sigterm_swallowed_where_python_ignores_exceptions_still_stops_trainin
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+class _StoppedWorkersIterator:
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __del__(self) -> None:  # (as a DataLoader iterator's __del__ meets workers the same SIGTERM stopped)
+        raise RuntimeError(self.text)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_loader_freed_after_a_sigterm_prints_nothing_about_its_stopped_workers(monkeypatch) -> None:
+    """1 SIGTERM in 16 to `train` with loader workers printed "Exception ignored in: <function
+    _MultiProcessingDataLoaderIter.__del__> ... DataLoader worker (pid N) is killed by signal: Terminated"."""
+    from conftest import SwallowsASigterm
+    from maskformer.errors import terminate_as_interrupt
+
+    printed: list[BaseException | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda info: printed.append(info.exc_value))
+    with terminate_as_interrupt():
+        SwallowsASigterm()
+        _StoppedWorkersIterator("DataLoader worker (pid 8154) is killed by signal: Terminated. ")
+        _StoppedWorkersIterator("some other failure")  # (still said)
+    assert [str(e) for e in printed] == ["some other failure"]
+
+
 def test_resume_from_a_mistyped_run_folder_names_the_folder_not_the_data(tmp_path, capsys):
     """``--resume`` into a folder that does not exist said "data.root: mydata does not exist (pass --data-root)"."""
     from maskformer.cli import main

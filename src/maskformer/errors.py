@@ -53,8 +53,8 @@ def terminate_as_interrupt() -> Iterator[None]:
         _terminated.set()
         raise KeyboardInterrupt
 
-    def unraisable(info: sys.UnraisableHookArgs) -> None:
-        if not (_terminated.is_set() and isinstance(info.exc_value, KeyboardInterrupt)):
+    def unraisable(info: sys.UnraisableHookArgs) -> None:  # (also a loader's __del__ meeting its stopped workers)
+        if not (_terminated.is_set() and info.exc_value is not None and is_interrupt(info.exc_value)):
             previous_hook(info)
 
     previous = signal.signal(signal.SIGTERM, interrupt)
