@@ -95,3 +95,20 @@ def test_an_oserror_with_a_read_only_filename_still_names_the_file(tmp_path: Pat
             raise ReadOnlyName(errno.ENOSPC, "No space left on device")
     assert e.value.filename == str(tmp_path / "clip_overlay.mp4") and e.value.errno == errno.ENOSPC
     assert list(tmp_path.iterdir()) == []
+
+
+def test_dev_stdout_and_links_to_it_write_to_the_pipe(tmp_path: Path) -> None:
+    """`eval-predictions ... --output /dev/stdout | head` said "/proc/PID/fd: No such file or directory": the link
+    resolved to a pipe that has no name to write a temporary file beside."""
+    import subprocess
+    import sys
+
+    if not Path("/dev/stdout").exists():
+        pytest.skip("no /dev/stdout here")
+    (tmp_path / "out").symlink_to("/proc/self/fd/1")
+    code = ("import sys\nfrom maskformer.fileio import atomic_write_text\n"
+            "for name in sys.argv[1:]:\n    atomic_write_text(name, name + '\\n')\n")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code, "/dev/stdout", str(tmp_path / "out")], capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0 and done.stdout == f"/dev/stdout\n{tmp_path / 'out'}\n", done.stderr
+    assert (tmp_path / "out").is_symlink()

@@ -1,5 +1,6 @@
 """``maskformer predict`` outputs on datasets whose category ids are not 0..K-1 (COCO panoptic: 1..200 with gaps)."""
 
+import io
 import json
 from pathlib import Path
 
@@ -152,13 +153,17 @@ def test_device_names_subfolders_and_output_folders_are_checked_first(tmp_path: 
 def test_a_full_disk_is_one_line_naming_the_output_and_leaves_no_file(tmp_path: Path, capsys, monkeypatch) -> None:
     import errno
 
-    def full(self, fp, *args, **kwargs):
-        Path(fp).write_bytes(b"half a png")  # what a writer leaves when the disk fills mid-file
-        raise OSError(errno.ENOSPC, "No space left on device")
+    write_bytes = Path.write_bytes
+
+    def full(self, data):
+        if self.suffix != ".png":
+            return write_bytes(self, data)
+        write_bytes(self, data[:10])  # what a writer leaves when the disk fills mid-file
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
 
     model = _checkpoint(tmp_path / "m.pt")
     _images(tmp_path / "in", 1)
-    monkeypatch.setattr(Image.Image, "save", full)
+    monkeypatch.setattr(Path, "write_bytes", full)
     capsys.readouterr()
     assert main(["predict", str(model), str(tmp_path / "in" / "im0.png"), "--output-dir", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -343,3 +348,20 @@ def test_a_broken_link_in_a_folder_is_named_not_left_out(tmp_path: Path, capsys)
     assert main(["predict", str(model), str(folder), "--output-dir", str(tmp_path / "o"), "--task", "semantic"]) == 2
     assert f"1 of 2 file(s) unreadable: {folder / 'gone.jpg'}" in capsys.readouterr().err
     assert (tmp_path / "o" / "im0_labels.png").is_file()
+
+
+def test_a_png_output_that_is_a_pipe_is_written_through(tmp_path: Path) -> None:
+    """A FIFO named x_labels.png ended `predict` with "File or stream is not seekable" (Pillow's PNG writer seeks)."""
+    import os
+    import threading
+
+    from maskformer.inference.visualize import save_png
+
+    fifo = tmp_path / "x_labels.png"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    save_png(np.full((4, 6), 7, np.uint8), fifo)
+    reader.join(timeout=30)
+    assert got and np.asarray(Image.open(io.BytesIO(got[0]))).tolist() == [[7] * 6] * 4

@@ -15,6 +15,7 @@ import math
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,12 +61,12 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = ".tmp", fsync: bool = 
     A symbolic link is followed (its target is replaced, the link stays); a device or a pipe (``/dev/stdout``,
     ``/dev/null``, a FIFO) cannot be replaced and is written through: yielded as it is."""
     path = Path(path)
-    if path.is_symlink():
-        path = Path(os.path.realpath(path))
-    if path.exists() and not path.is_file() and not path.is_dir():
+    if _is_stream(path):
         with _as_write_errors(path), _naming(path, path):
             yield path
         return
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
@@ -84,6 +85,23 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = ".tmp", fsync: bool = 
             os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _is_stream(path: Path) -> bool:
+    """A device or a pipe (a FIFO, ``/dev/null``), or a name that leads through ``/dev`` or ``/proc``
+    (``/dev/stdout`` and links to it, whose target is a pipe ``realpath`` cannot name): written through."""
+    name = str(path)
+    for _ in range(40):  # (a link chain; a loop ends here)
+        if name.startswith(("/dev/", "/proc/")):
+            return os.path.exists(name)
+        if not os.path.islink(name):
+            break
+        name = os.path.join(os.path.dirname(name), os.readlink(name))
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
 
 
 @contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -157,9 +158,12 @@ def segment_colors(segments: Sequence[dict], colors: np.ndarray) -> dict[int, li
 
 
 def save_png(img: Image.Image | np.ndarray, path: str | Path) -> None:
-    """Write a PNG atomically (temporary name, then rename)."""
+    """Write a PNG atomically (temporary name, then rename); encoded in memory first, so a pipe can take it too
+    (Pillow's PNG writer seeks in its file)."""
+    buffer = io.BytesIO()
+    (img if isinstance(img, Image.Image) else Image.fromarray(img)).save(buffer, format="PNG")
     with atomic_path(path, suffix=".png") as tmp:
-        (img if isinstance(img, Image.Image) else Image.fromarray(img)).save(tmp, format="PNG")
+        tmp.write_bytes(buffer.getvalue())
 
 
 def id2rgb(ids: np.ndarray) -> np.ndarray:
