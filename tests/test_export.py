@@ -157,6 +157,10 @@ def test_a_config_without_random_weights_says_the_flag(tmp_path, capsys):
     """`export onnx configs/folder/small.yaml x.onnx` said "train it or pass a checkpoint", not --random-weights."""
     from conftest import CONFIGS
 
-    assert main(["export", "onnx", str(CONFIGS / "demo.yaml"), str(tmp_path / "x.onnx")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "add --random-weights" in err[0] and not (tmp_path / "x.onnx").exists(), err
+    (tmp_path / "DEMO.YAML").write_text(
+        (CONFIGS / "demo.yaml").read_text().replace("../src", str(CONFIGS.parent / "src"))
+    )
+    for config in (CONFIGS / "demo.yaml", tmp_path / "DEMO.YAML"):
+        assert main(["export", "onnx", str(config), str(tmp_path / "x.onnx")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "add --random-weights" in err[0] and not (tmp_path / "x.onnx").exists(), err

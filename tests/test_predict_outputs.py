@@ -346,7 +346,9 @@ def test_a_broken_link_in_a_folder_is_named_not_left_out(tmp_path: Path, capsys)
     folder = _images(tmp_path / "in", 1)
     (folder / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
     assert main(["predict", str(model), str(folder), "--output-dir", str(tmp_path / "o"), "--task", "semantic"]) == 2
-    assert f"1 of 2 file(s) unreadable: {folder / 'gone.jpg'}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"1 of 2 file(s) unreadable: {folder / 'gone.jpg'}" in err
+    assert f"{folder / 'gone.jpg'}: a symbolic link to {tmp_path / 'nowhere.jpg'}, which does not exist" in err
     assert (tmp_path / "o" / "im0_labels.png").is_file()
 
 

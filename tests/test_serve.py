@@ -144,6 +144,12 @@ def test_bad_uploads_get_a_json_error_and_the_server_stays_up(server: str, field
     assert _post(server, {"image": ("ok.png", _png(_scenes()[0]))})[0] == 200
 
 
+def test_a_task_read_from_a_file_with_its_newline_is_taken(server: str) -> None:
+    """`curl -F "task=<task.txt"` sends the file's text with its line end: it got "got 'semantic\\n'"."""
+    status, data = _post(server, {"image": ("ok.png", _png(_scenes()[0])), "task": "semantic\n"})
+    assert status == 200 and data["task"] == "semantic", data
+
+
 def test_a_picture_over_pillows_own_limit_gets_the_servers_limit_message(server: str, tmp_path: Path) -> None:
     """Over ~179 MP Pillow refuses to open a file before the server reads its size; the answer was Pillow's
     'decompression bomb DOS attack' text. predict says the file is too large to decode, in one line."""

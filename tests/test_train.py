@@ -372,7 +372,10 @@ def test_the_demo_runs_again_into_its_own_folder(tmp_path, capsys):
     args = ["demo", "--output-dir", str(tmp_path / "demo"), "--set", "train.max_iters=2",
             "--set", "data.synthetic_val_size=2", "--set", "data.num_workers=0"]  # fmt: skip
     assert main([*args, "--pictures", "2"]) == 0
+    (tmp_path / "demo" / "pictures" / "mine.txt").write_text("the user's")  # (kept: not the demo's)
     assert main([*args, "--pictures", "1"]) == 0
+    assert (tmp_path / "demo" / "pictures" / "mine.txt").read_text() == "the user's"
+    (tmp_path / "demo" / "pictures" / "mine.txt").unlink()
     assert "replacing the earlier demo run" in capsys.readouterr().err
     pictures = sorted(p.name for p in (tmp_path / "demo" / "pictures").iterdir())
     assert pictures == ["val_000.png"], pictures  # (the first demo's val_001.png stayed among the new ones)
@@ -698,3 +701,7 @@ def test_info_on_a_folder_config_counts_the_classes_training_would(tmp_path, cap
     captured = capsys.readouterr()
     shown = maskformer.load_config(config).model.num_classes
     assert f"note: {shown} classes, as the config says" in captured.err
+    assert main(["info", str(config), "--no-flops", "--data-root", str(tmp_path / "absent")]) == 2
+    assert (
+        capsys.readouterr().err.strip() == f"maskformer info: error: --data-root {tmp_path / 'absent'}: no such folder"
+    )

@@ -97,8 +97,8 @@ def _clear_previous_demo(out: Path) -> None:
     old = [out / name for name in (*RUN_FILES, "config.yaml", "metrics.json", "tb") if (out / name).exists()]
     if any(path.name in RUN_FILES for path in old) and not _is_demo_run(out):
         raise ConfigError(f"{out} holds a training run that is not a demo run: pass another --output-dir")
-    if old and (out / "pictures").is_dir():  # (its pictures too: a shorter --pictures left some of the earlier ones)
-        old.append(out / "pictures")
+    if old and (out / "pictures").is_dir():  # (its pictures too: a shorter --pictures left some of the earlier ones;
+        old += sorted((out / "pictures").glob("val_[0-9][0-9][0-9].png"))  # only the demo's own files)
     if old:
         print(f"[maskformer] replacing the earlier demo run in {out}", file=sys.stderr)
     for path in old:

@@ -71,13 +71,13 @@ def run(args: argparse.Namespace) -> int:
     from maskformer.inference.export import export_onnx
 
     if args.random_weights:
-        if source.suffix not in (".yaml", ".yml"):
+        if source.suffix.lower() not in (".yaml", ".yml"):
             raise UserError(f"{source}: --random-weights takes a YAML config, not a checkpoint")
         import torch
 
         torch.manual_seed(0)  # (the same random weights each run: the same graph check)
         model = maskformer.build_model(maskformer.load_config(source))
-    elif source.suffix in (".yaml", ".yml"):
+    elif source.suffix.lower() in (".yaml", ".yml"):
         raise UserError(f"{source}: a config (YAML), not a checkpoint: add --random-weights to export its"
                         " architecture with random weights, or pass a trained model")  # fmt: skip
     else:

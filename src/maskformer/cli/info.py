@@ -70,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.size and min(args.size) < 32:
         raise UserError(f"--size must be at least 32x32, got {args.size[0]}x{args.size[1]}")
+    if args.data_root and not Path(args.data_root).is_dir():
+        raise UserError(f"--data-root {args.data_root}: no such folder")
     root = [f"data.root={Path(args.data_root).absolute()}"] if args.data_root else []
     cfg = _config(args.config, [*args.overrides, *root])
     model = maskformer.build_model(cfg).eval()

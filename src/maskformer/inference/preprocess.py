@@ -5,6 +5,7 @@ divisibility. The training augmentations (``maskformer.data.transforms``) reuse 
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,7 +62,10 @@ def load_image(image: ImageInput) -> np.ndarray:
         except Image.DecompressionBombError as exc:
             raise DataError(f"{image}: too large to decode ({str(exc).split(',')[0]}); downscale it") from None
         except (OSError, UnidentifiedImageError, ValueError) as exc:
-            raise DataError(f"{image}: cannot read image ({type(exc).__name__}: {exc})") from None
+            if isinstance(exc, FileNotFoundError) and os.path.islink(image):
+                raise DataError(f"{image}: a symbolic link to {os.readlink(image)}, which does not exist") from None
+            why = exc.strerror if isinstance(exc, OSError) and exc.filename and exc.strerror else exc  # (named once)
+            raise DataError(f"{image}: cannot read image ({type(exc).__name__}: {why})") from None
     if isinstance(image, Image.Image):  # the same picture as its path gives (16-bit grey was clipped, EXIF ignored)
         return pil_to_rgb(image)
     if type(image).__module__.startswith("torch"):

@@ -159,7 +159,7 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
         given = form.getlist("task")
         if len(given) > 1 or not all(isinstance(t, str) for t in given):  # (a file there was answered by its repr)
             return _error(400, "the field 'task' takes one text value (semantic or panoptic), not a file or several")
-        task = str(given[0] if given and given[0] else predictor.task_default)
+        task = str(given[0]).strip() if given and str(given[0]).strip() else predictor.task_default
         if task not in tasks:
             if task == "panoptic" and tta:
                 return _error(400, PANOPTIC_TTA)
