@@ -425,3 +425,23 @@ def test_evaluation_pool_workers_leave_signals_to_the_command() -> None:
     with terminate_as_interrupt():
         seen = _run(_signal_handlers, list(range(8)), workers=2)
     assert seen and all(handlers == [(True, True)] for handlers in seen), seen
+
+
+def test_panoptic_predictions_of_nested_folders_pair_by_their_path(tmp_path):
+    """`predict --recursive` names an image c1/d/b (its path in the folder); the ground truth's file_name is
+    c1/d/b.png: it was looked up by the stem "b" alone and said "no prediction for image_id 7"."""
+    rgb = np.zeros((4, 6, 3), np.uint8)
+    rgb[:, :3] = (1, 0, 0)  # segment id 1
+    gt_anns, pred_anns = [], []
+    for image_id, name in ((7, "c1/d/b"), (8, "c2/b")):  # (the same stem in two folders)
+        for folder, file_name in ((tmp_path / "gt", f"{name}.png"), (tmp_path / "pred", f"{name}_panoptic.png")):
+            (folder / file_name).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rgb).save(folder / file_name)
+        segment = {"id": 1, "category_id": 1, "area": 12, "iscrowd": 0}
+        gt_anns.append({"image_id": image_id, "file_name": f"{name}.png", "segments_info": [segment]})
+        pred_anns.append({"image_id": name, "file_name": f"{name}_panoptic.png", "segments_info": [segment]})
+    categories = [{"id": 1, "name": "thing", "isthing": 1}]
+    (tmp_path / "gt.json").write_text(json.dumps({"annotations": gt_anns, "categories": categories}))
+    (tmp_path / "pred.json").write_text(json.dumps({"annotations": pred_anns, "categories": categories}))
+    metrics = evaluate_panoptic_folder(tmp_path / "gt.json", tmp_path / "gt", tmp_path / "pred.json", tmp_path / "pred")
+    assert metrics["All"]["pq"] == 1.0 and metrics["All"]["n"] == 1

@@ -177,11 +177,14 @@ def evaluate_panoptic_folder(
     items: list[_PanopticItem] = []
     for gt_ann in gt_anns:
         pred_ann = pred_by_image.get(gt_ann["image_id"])
+        name = Path(str(gt_ann["file_name"])).with_suffix("")
         if pred_ann is None:
-            # `maskformer predict` names an image by its file's stem ("000000139769"), COCO by a number (139769)
-            pred_ann = pred_by_image.get(Path(str(gt_ann["file_name"])).stem)
+            # `maskformer predict` names an image by its file's stem ("000000139769"), COCO by a number (139769);
+            # with --recursive by its path in the folder ("city/000139769"), as the ground truth's file_name has it
+            pred_ann = pred_by_image.get(name.as_posix(), pred_by_image.get(name.name))
         if pred_ann is None:
-            raise DataError(f"{pred_json}: no prediction for image_id {gt_ann['image_id']}")
+            raise DataError(f"{pred_json}: no prediction for image_id {gt_ann['image_id']} (nor for its file name"
+                            f" {name.as_posix()!r}, as `maskformer predict` names them)")  # fmt: skip
         if to_gt:
             segments = [dict(s, category_id=to_gt.get(s.get("category_id"), s.get("category_id")))
                         for s in pred_ann["segments_info"]]  # fmt: skip
