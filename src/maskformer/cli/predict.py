@@ -180,9 +180,9 @@ def _run(args: argparse.Namespace) -> int:
     ids = dataset_ids(predictor)  # predictions.json speaks the dataset's own category ids, as its ground truth does
     label_values = label_file_values(predictor)  # a folder dataset's own ids in _labels.png, as its label files
     out = Path(args.output_dir)
-    video = {f: _is_video(f) for f in files}
-    videos = [f for f in files if video[f]]
-    images = [f for f in files if not video[f]]
+    is_video = {f: _is_video(f) for f in files}
+    videos = [f for f in files if is_video[f]]
+    images = [f for f in files if not is_video[f]]
     annotations, failed = [], []
     for video in videos:
         from maskformer.inference.video import predict_video
