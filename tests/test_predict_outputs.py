@@ -238,6 +238,10 @@ def test_a_file_named_twice_is_predicted_once_and_two_files_of_one_name_are_refu
     code = main(["predict", str(checkpoint), str(images), str(other / "im1.png"), "--output-dir", str(tmp_path / "o2")])
     err = capfd.readouterr().err
     assert code == 2 and "same name 'im1'" in err and not (tmp_path / "o2").exists()
+    Image.fromarray(np.zeros((40, 56, 3), dtype=np.uint8)).save(other / "im2.png")  # (all clashes said at once)
+    code = main(["predict", str(checkpoint), str(images), str(other), "--output-dir", str(tmp_path / "o2")])
+    err = capfd.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].endswith("would overwrite (and 1 more such pair(s))"), err
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

@@ -112,11 +112,15 @@ def _collect(inputs: list[str], *, recursive: bool = False, output_dir: str = ""
     for path, name in files.items():
         unique.setdefault(path.resolve(), (path, name))
     seen: dict[tuple[bool, str], Path] = {}  # two inputs must not write the same files
+    clashes = []
     for path, name in unique.values():
         key = (_is_video(path), name)
         if key in seen:
-            raise DataError(f"{seen[key]} and {path}: same name {name!r}: their outputs would overwrite")
-        seen[key] = path
+            clashes.append(f"{seen[key]} and {path}: same name {name!r}")
+        seen.setdefault(key, path)
+    if clashes:  # (all of them at once, not one per run)
+        more = f" (and {len(clashes) - 1} more such pair(s))" if len(clashes) > 1 else ""
+        raise DataError(f"{clashes[0]}: their outputs would overwrite{more}")
     if skip is not None:  # an input named like another one's output (photo.jpg, photo_labels.png in --output-dir)
         for path, name in unique.values():
             endings = _OUTPUT_ENDINGS[:1] if _is_video(path) else _OUTPUT_ENDINGS[1:]
