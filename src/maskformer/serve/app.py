@@ -16,6 +16,7 @@ once would only split the cores), so answers never mix.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import logging
@@ -68,6 +69,7 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
     (default: ``offered_tasks``). ``max_pixels`` bounds width x height of an upload (the label maps and overlays are
     made at the upload's size). Raises ``ConfigError`` when the predictor's default task is not offered."""
     lock = threading.Lock()
+    turn = asyncio.Lock()  # requests wait here for the model, where a client that has gone can be noticed
     logging.getLogger("python_multipart").setLevel(logging.ERROR)  # a malformed body is answered with a 400 already
     colors = np.asarray(predictor.colors, dtype=np.uint8)
     names = predictor.class_names
@@ -184,7 +186,10 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
         if image.shape[0] < 1 or image.shape[1] < 1:
             return _error(400, f"{filename}: empty image")
         try:
-            return JSONResponse(await run_in_threadpool(infer, image, task, filename))
+            async with turn:
+                if await request.is_disconnected():  # (gave up while waiting, e.g. a page closed: no work for it)
+                    return Response(status_code=400)
+                return JSONResponse(await run_in_threadpool(infer, image, task, filename))
         except DataError as e:
             return _error(400, str(e))
 
