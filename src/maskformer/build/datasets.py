@@ -46,6 +46,11 @@ def _categories_json(cfg: Config) -> Path:
     return next((p for p in paths if p.is_file()), paths[0])
 
 
+def sets_num_classes(overrides: list[str]) -> bool:
+    """Whether command-line ``--set`` values name ``model.num_classes`` (``fit_classes``'s ``explicit``)."""
+    return any(o.replace(" ", "").startswith("model.num_classes=") for o in overrides)
+
+
 def fit_classes(cfg: Config, *, explicit: bool = False) -> Config:
     """``cfg`` with ``model.num_classes`` taken from the data's class table (own data: ``classes.json``) when they
     disagree; with ``explicit`` (the user set ``model.num_classes`` on the command line) a disagreement is one

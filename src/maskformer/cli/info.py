@@ -48,10 +48,9 @@ def _config(name: str, overrides: list[str]):
         if cfg.data.dataset != "folder":
             return cfg
         if Path(cfg.data.root).exists():  # the class count training takes from classes.json (a note says so)
-            from maskformer.build.datasets import fit_classes
+            from maskformer.build.datasets import fit_classes, sets_num_classes
 
-            explicit = any(o.replace(" ", "").startswith("model.num_classes=") for o in overrides)
-            return fit_classes(cfg, explicit=explicit)
+            return fit_classes(cfg, explicit=sets_num_classes(overrides))
         return cfg  # (run() says which class count it shows, once the model is built)
     path = resolve_model(name)
     cfg = config_of(load_checkpoint(path), path)

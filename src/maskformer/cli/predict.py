@@ -76,9 +76,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _collect(inputs: list[str], *, recursive: bool = False, output_dir: str = "") -> dict:
-    """{input file: the name of its outputs without suffix}: a file's stem; for a folder's files, their path in it
-    (``city/x`` with ``recursive``, which leaves hidden files and folders and ``output_dir`` out)."""
+def _collect(inputs: list[str], *, recursive: bool = False, output_dir: str = "") -> tuple[dict, set]:
+    """({input file: the name of its outputs without suffix}, the videos among them): a file's name is its stem;
+    for a folder's files, their path in it (``city/x`` with ``recursive``, which leaves hidden files and folders and
+    ``output_dir`` out)."""
     from pathlib import Path
 
     from maskformer.errors import DataError
@@ -111,10 +112,11 @@ def _collect(inputs: list[str], *, recursive: bool = False, output_dir: str = ""
     unique: dict[Path, tuple[Path, str]] = {}  # a file named twice (or also inside a folder given) is predicted once
     for path, name in files.items():
         unique.setdefault(path.resolve(), (path, name))
+    videos = {path for path, _ in unique.values() if _is_video(path)}  # (a GIF is opened to tell)
     seen: dict[tuple[bool, str], Path] = {}  # two inputs must not write the same files
     clashes = []
     for path, name in unique.values():
-        key = (_is_video(path), name)
+        key = (path in videos, name)
         if key in seen:
             clashes.append(f"{seen[key]} and {path}: same name {name!r}")
         seen.setdefault(key, path)
@@ -123,12 +125,12 @@ def _collect(inputs: list[str], *, recursive: bool = False, output_dir: str = ""
         raise DataError(f"{clashes[0]}: their outputs would overwrite{more}")
     if skip is not None:  # an input named like another one's output (photo.jpg, photo_labels.png in --output-dir)
         for path, name in unique.values():
-            endings = _OUTPUT_ENDINGS[:1] if _is_video(path) else _OUTPUT_ENDINGS[1:]
+            endings = _OUTPUT_ENDINGS[:1] if path in videos else _OUTPUT_ENDINGS[1:]
             for output in (skip / f"{name}{ending}" for ending in endings):
                 if output.resolve() in unique:
                     raise DataError(f"{unique[output.resolve()][0]}: the results of {path} would overwrite it: choose"
                                     " another --output-dir")  # fmt: skip
-    return dict(unique.values())
+    return dict(unique.values()), videos
 
 
 def _in_subfolders(folder, wanted: set[str]) -> str:
@@ -171,7 +173,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.every < 1 or args.batch_size < 1:
         raise DataError(f"--every and --batch-size must be positive, got {args.every} and {args.batch_size}")
-    files = _collect(args.inputs, recursive=args.recursive, output_dir=args.output_dir)
+    files, video_files = _collect(args.inputs, recursive=args.recursive, output_dir=args.output_dir)
     check_output_dir(args.output_dir)
     options = predictor_options(args)
     predictor = Predictor(load_model(resolve_model(args.checkpoint), args.device), device=args.device, **options)
@@ -184,9 +186,8 @@ def _run(args: argparse.Namespace) -> int:
     ids = dataset_ids(predictor)  # predictions.json speaks the dataset's own category ids, as its ground truth does
     label_values = label_file_values(predictor)  # a folder dataset's own ids in _labels.png, as its label files
     out = Path(args.output_dir)
-    is_video = {f: _is_video(f) for f in files}
-    videos = [f for f in files if is_video[f]]
-    images = [f for f in files if not is_video[f]]
+    videos = [f for f in files if f in video_files]
+    images = [f for f in files if f not in video_files]
     annotations, failed = [], []
     for video in videos:
         from maskformer.inference.video import predict_video

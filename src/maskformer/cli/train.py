@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     import maskformer
     from maskformer.build import check_dataset_name, fit_classes
+    from maskformer.build.datasets import sets_num_classes
     from maskformer.engine import distributed as dist
     from maskformer.engine.run_folder import check_resumable, remove_new
     from maskformer.engine.train import train
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
             _say_how_to_resume(out, args.config, _held_iteration(out / "checkpoint_last.pt"))
             raise KeyboardInterrupt  # ("interrupted", exit code 130, as one process says it)
         return code
-    explicit = any(o.replace(" ", "").startswith("model.num_classes=") for o in overrides)
+    explicit = sets_num_classes(overrides)
     cfg = maskformer.load_config(args.config, overrides)
     saved = Path(args.output_dir) / "config.yaml"
     if args.resume and saved.is_file():  # the run's own values, not CONFIG's: an earlier --set stays in force
