@@ -431,7 +431,7 @@ def test_resnet_blocks_other_than_four_stages_are_one_line(capsys):
 def test_a_frozenbn_resnet_from_scratch_is_noted() -> None:
     """configs/folder/maskformer_R50.yaml without ImageNet weights trained a ResNet whose FrozenBN layers are fixed
     identities, without a word (only a comment in the YAML said so)."""
-    from maskformer.engine.train import load_initial_weights
+    from maskformer.engine.initial_weights import load_initial_weights
 
     cfg = maskformer.load_config(
         CONFIGS / "folder" / "maskformer_R50.yaml", overrides=["model.backbone.blocks=[1,1,1,1]"]
@@ -670,7 +670,7 @@ def test_info_on_a_per_pixel_baseline_speaks_of_no_decoder_layers(tmp_path, caps
 def test_missing_imagenet_weights_say_the_whole_from_scratch_fix():
     """The zoo's R50 configs without R-50.pkl said to pass only model.backbone.weights='': FrozenBN then stays
     identity, which the README's from-scratch line (also norm=BN) avoids."""
-    from maskformer.engine.train import load_initial_weights
+    from maskformer.engine.initial_weights import load_initial_weights
 
     for config, says_norm in (("coco-panoptic/maskformer_panoptic_R50_bs64_554k.yaml", True),
                               ("ade20k-150/swin/maskformer_swin_tiny_bs16_160k.yaml", False)):  # fmt: skip

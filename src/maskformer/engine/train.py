@@ -13,11 +13,10 @@ import math
 import signal
 import threading
 import time
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..allocator import reuse_freed_memory
@@ -25,11 +24,13 @@ from ..build import build_criterion, build_dataset, build_meta, build_model, bui
 from ..config import Config, save_config
 from ..errors import ConfigError, DataError, UserError, interrupts_held, is_interrupt, raise_if_terminated
 from . import distributed as dist
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, unwrap
+from .checkpoint import rng_state, save_checkpoint, unwrap
+from .initial_weights import load_initial_weights
 from .logging import MetricLogger
 from .run_folder import check_no_run, check_resumable, remove_new
 from .run_schedule import fit_to_deadline, resume_from
 from .runtime import set_tf32
+from .step import autocast, finite_outputs, targets_to, to_float
 
 # training splits of up to this many samples are read once before the first step (a bad file is named at once;
 # larger ones are checked as steps read them); the validation split is always read first
@@ -38,63 +39,6 @@ CHECK_FIRST = 2000
 
 class TrainingError(UserError):
     """Training cannot go on (e.g. a non-finite loss); the message says where the last good checkpoint is."""
-
-
-def load_initial_weights(cfg: Config, model: nn.Module) -> str:
-    """Full-model weights (``model.weights``) or backbone-only ImageNet weights (``model.backbone.weights``)."""
-    from ..convert.detectron2 import load_backbone_weights, load_detectron2_weights
-
-    if cfg.model.weights:
-        path = Path(cfg.model.weights)
-        if not path.is_file():
-            raise ConfigError(f"model.weights: {path} not found")
-        if path.suffix == ".pkl":
-            load_detectron2_weights(model, path)
-        else:
-            unwrap(model).load_state_dict(load_checkpoint(path)["model"], strict=True)
-        return f"model weights from {path}"
-    if cfg.model.backbone.weights:
-        path = Path(cfg.model.backbone.weights)
-        if not path.is_file():
-            frozen = cfg.model.backbone.type == "resnet" and cfg.model.backbone.norm == "FrozenBN"
-            norm = " --set model.backbone.norm=BN" if frozen else ""  # (FrozenBN is identity without the weights)
-            raise ConfigError(
-                f"model.backbone.weights: {path} not found (download the ImageNet weights the config names, or pass "
-                f"--set model.backbone.weights=''{norm} to train from scratch)"
-            )
-        load_backbone_weights(model, path)
-        return f"backbone weights from {path}"
-    bb = cfg.model.backbone
-    if bb.type == "resnet" and bb.norm == "FrozenBN":  # fixed statistics of a pretrained net: identity when random
-        return (
-            "random initialisation (note: the ResNet's FrozenBN layers stay identity without pretrained weights: "
-            "give model.backbone.weights, or --set model.backbone.norm=BN to train them from scratch)"
-        )
-    return "random initialisation"
-
-
-def _targets_to(targets: list[dict], records: list[dict], size: tuple[int, int], ignore: int, device) -> list[dict]:
-    out = []
-    for t, r in zip(targets, records):
-        t = {k: v.to(device, non_blocking=True) for k, v in t.items()}
-        if "sem_seg" in r:  # per-pixel baselines: labels padded with the ignore value to the batch size
-            sem = r["sem_seg"]
-            sem = F.pad(sem, (0, size[1] - sem.shape[-1], 0, size[0] - sem.shape[-2]), value=ignore)
-            t["sem_seg"] = sem.to(device)
-        out.append(t)
-    return out
-
-
-def _autocast(amp: str, device: torch.device):
-    if amp == "none":
-        return nullcontext()
-    if amp == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if amp == "fp16":
-        if device.type != "cuda":
-            raise ConfigError("train.amp=fp16 needs a GPU; use bf16 on CPU")
-        return torch.autocast("cuda", dtype=torch.float16)
-    raise ConfigError(f"train.amp: unknown '{amp}' (expected none, bf16 or fp16)")
 
 
 def train(
@@ -257,8 +201,8 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
             images = images.to(device, non_blocking=True)
             if t.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            targets = _targets_to(targets, records, images.shape[-2:], meta.ignore_label, device)
-            with _autocast(t.amp, device):
+            targets = targets_to(targets, records, images.shape[-2:], meta.ignore_label, device)
+            with autocast(t.amp, device):
                 try:
                     outputs = ddp(images)
                 except ValueError as e:  # torch's BatchNorm on a 1x1 map of a single image
@@ -268,13 +212,13 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
                         f"a BatchNorm layer saw one value per channel ({per_step} image(s) per step of "
                         f"{tuple(images.shape[-2:])} px): raise train.batch_size or data.crop_size"
                     ) from None
-            if not _finite_outputs(outputs):  # (before the matcher, which cannot match non-finite costs)
+            if not finite_outputs(outputs):  # (before the matcher, which cannot match non-finite costs)
                 logger.close()
                 raise TrainingError(
                     f"non-finite predictions at iteration {iteration + 1}; {_last_good(last)}"
                     " (lower solver.base_lr or check the data)"
                 )
-            losses = criterion(_to_float(outputs), targets)
+            losses = criterion(to_float(outputs), targets)
             (losses["loss"] / t.grad_accum).backward()
             for k, v in losses.items():
                 terms[k] = terms.get(k, 0.0) + v.item() / t.grad_accum
@@ -322,20 +266,6 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
 
 def _last_good(last: Path) -> str:
     return f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was saved before"
-
-
-def _finite_outputs(outputs: dict) -> bool:
-    """Whether the model's main outputs (class and mask logits, or per-pixel logits) hold only finite values."""
-    return all(bool(torch.isfinite(v).all()) for k, v in outputs.items() if isinstance(v, torch.Tensor))
-
-
-def _to_float(x):
-    """Losses are computed in fp32 even under autocast: the outputs' tensors (in dicts and lists) as float32."""
-    if isinstance(x, torch.Tensor):
-        return x.float()
-    if isinstance(x, list):
-        return [_to_float(v) for v in x]
-    return {k: _to_float(v) for k, v in x.items()} if isinstance(x, dict) else x
 
 
 def _evaluate(cfg: Config, model: nn.Module, device: torch.device) -> dict:
