@@ -369,3 +369,69 @@ def test_the_sound_is_kept_and_cut_to_the_video(checkpoint: Path, tmp_path: Path
                  "--no-audio"]) == 0  # fmt: skip
     with av.open(str(tmp_path / "mute" / "talk_overlay.mp4")) as container:
         assert not container.streams.audio and len(container.streams.video) == 1
+
+
+def _duration(path: Path) -> float:
+    """When the last frame of ``path``'s video stops showing: its time plus its duration."""
+    with av.open(str(path)) as container:
+        frames = list(container.decode(container.streams.video[0]))
+    return float(frames[-1].time + frames[-1].duration * frames[-1].time_base)
+
+
+def test_a_last_frame_held_long_is_not_a_cut_and_keeps_its_time(checkpoint: Path, tmp_path: Path) -> None:
+    """A GIF whose last frame stays 2 s and a clip whose last packet lasts 3 s are complete files: they were refused
+    as truncated ("stops after 0.87 s of the 2.30 s"), the last frame counted as 1 / average rate."""
+    from PIL import Image
+
+    frames = [Image.new("RGB", (64, 48), c) for c in ("red", "green", "blue", "white")]
+    frames[0].save(tmp_path / "hold.gif", save_all=True, append_images=frames[1:], duration=[100, 100, 100, 2000])
+    codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+    with av.open(str(tmp_path / "held.mkv"), "w") as out:
+        stream = out.add_stream(codec, rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        packets = []
+        for i in range(4):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 50 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = 100 * i, Fraction(1, 1000)
+            packets += stream.encode(frame)
+        packets += stream.encode()
+        last = max(packets, key=lambda p: p.pts)
+        last.duration = round(3 / last.time_base)  # (shown from 0.3 s to 3.3 s)
+        for packet in packets:
+            out.mux(packet)
+    args = ["predict", str(checkpoint), str(tmp_path / "hold.gif"), str(tmp_path / "held.mkv"), "--task", "semantic"]
+    assert main([*args, "--output-dir", str(tmp_path / "out")]) == 0
+    # the output's last frame is held as long as the source's (it lasted one average frame: 2.3 s came out 0.87 s)
+    assert _duration(tmp_path / "out" / "hold_overlay.mp4") == pytest.approx(2.3, abs=0.02)
+    assert _duration(tmp_path / "out" / "held_overlay.mp4") == pytest.approx(3.3, abs=0.02)
+
+
+def test_surround_pcm_keeps_its_channels_and_level(checkpoint: Path, tmp_path: Path) -> None:
+    """Matroska PCM states 6 channels without an order: it was named stereo, so 5.1 was mixed down and got louder
+    (RMS 0.21 -> 0.51). It is re-encoded as 5.1: the tone stays in its channel at its level."""
+    if "libx264" not in av.codecs_available or "aac" not in av.codecs_available:
+        pytest.skip("this FFmpeg build lacks libx264 or aac")
+    tone = (np.sin(2 * np.pi * 440 * np.arange(16000) / 16000) * 0.3 * 32767).astype(np.int16)
+    with av.open(str(tmp_path / "six.mkv"), "w") as out:
+        video, audio = out.add_stream("libx264", rate=12), out.add_stream("pcm_s16le", rate=16000)
+        video.width, video.height, video.pix_fmt, audio.layout = 64, 48, "yuv420p", "5.1"
+        for i in range(12):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 20 * i, np.uint8), "rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        for start in range(0, 16000, 1000):
+            samples = np.zeros((1000, 6), np.int16)
+            samples[:, 0] = tone[start : start + 1000]
+            sound = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="5.1")
+            sound.sample_rate, sound.pts = 16000, start
+            out.mux(audio.encode(sound))
+        out.mux(video.encode())
+        out.mux(audio.encode())
+    assert main(["predict", str(checkpoint), str(tmp_path / "six.mkv"), "--output-dir", str(tmp_path / "out")]) == 0
+    with av.open(str(tmp_path / "out" / "six_overlay.mp4")) as container:
+        track = container.streams.audio[0]
+        samples = np.concatenate([f.to_ndarray() for f in container.decode(track)], axis=1)  # fltp: [channels, n]
+    assert samples.shape[0] == 6
+    rms = np.sqrt((samples.astype(np.float64) ** 2).mean(axis=1))
+    assert rms[0] == pytest.approx(0.3 / np.sqrt(2), rel=0.1) and rms[1:].max() < 0.01, rms

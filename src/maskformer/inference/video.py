@@ -55,6 +55,11 @@ class _Clock:
         self.last, self.count = pts, self.count + 1
         return pts
 
+    def duration(self, seconds: float) -> int:
+        """A frame's display duration in output units: one nominal frame (1000) when within a source tick of it."""
+        units = round(seconds * self.rate * 1000)
+        return 1000 if abs(units - 1000) <= self.tolerance else max(1, units)
+
 
 def _quarter_turns(frame) -> int:
     """Counter-clockwise quarter turns that make ``frame`` upright: its display-matrix rotation (PyAV's
@@ -64,15 +69,20 @@ def _quarter_turns(frame) -> int:
 
 def _add_stream(av, out, time_base: Fraction, rate: Fraction, width: int, height: int):
     """An H.264 stream (plays in browsers and players; PyAV's wheels carry libx264), MPEG-4 part 2 where an FFmpeg
-    build lacks it; frames are stamped in ``time_base``, ``rate`` is the nominal frame rate."""
+    build lacks it; frames are stamped in ``time_base``, ``rate`` is the nominal frame rate. No B-frames: packets
+    come out in display order, so the last one's duration is the last frame's hold time (MP4 ends the track there)."""
     if "libx264" in av.codecs_available:
-        stream = out.add_stream("libx264", rate=rate, options={"crf": "18", "preset": "veryfast"})
+        stream = out.add_stream("libx264", rate=rate, options={"crf": "18", "preset": "veryfast", "bf": "0"})
     else:
         stream = out.add_stream("mpeg4", rate=rate)
         stream.bit_rate = 4_000_000
     stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
     stream.time_base = stream.codec_context.time_base = time_base
     return stream
+
+
+# channel count -> layout, for tracks that state no channel order (the WAVE / Matroska orders of those counts)
+_USUAL_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 
 
 class _Audio:
@@ -94,9 +104,10 @@ class _Audio:
         else:
             self.stream = out.add_stream("aac", rate=track.codec_context.sample_rate or 48000)
             layout = track.codec_context.layout
-            # PCM in Matroska may state a channel count without an order ("1 channels"): name the usual one
-            named = "mono" if layout.nb_channels == 1 else "stereo"
-            self.stream.layout = named if layout.nb_channels == 1 or "channels" in layout.name else layout.name
+            # PCM in Matroska may state a channel count without an order ("6 channels"): the usual layout of that
+            # count (FFmpeg's native AAC encoder holds up to 7.1; more channels are mixed down to stereo)
+            unordered = "channels" in layout.name or layout.nb_channels == 1
+            self.stream.layout = _USUAL_LAYOUTS.get(layout.nb_channels, "stereo") if unordered else layout.name
         self.time_base = track.time_base or Fraction(1, track.codec_context.sample_rate or 48000)
         self.items = self.container.demux(track) if self.copy else self.container.decode(track)
         self.pending = None
@@ -191,19 +202,30 @@ def gif_ends(data: bytes) -> bool:
     return False
 
 
-def _check_complete(source: Path, container, stream, last: float | None, rate: Fraction) -> None:
+def _check_complete(source: Path, container, stream, end: float | None) -> None:
     """A ``DataError`` when decoding stopped well before the duration the file states for its video: a truncated
     file whose frames decode up to the cut (Matroska/WebM/AVI end without an error; a cut MP4 does not open at
-    all). 10 % and two frames of slack cover rounding of the stated duration."""
+    all). ``end``: when the last decoded frame stops showing (its time plus its duration). 10 % and two average
+    frames of slack cover rounding of the stated duration."""
     stated = _stated_seconds(container, stream)
     if stated is None:
         return
     begin = float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
     # a clip cut from a longer one may start later: its stated duration can be its span or its end time
-    decoded = (max(last, last - begin) if last is not None else 0.0) + 1 / float(rate)
+    decoded = max(end, end - begin) if end is not None else 0.0
+    rate = stream.average_rate or stream.guessed_rate or 25
     if decoded < 0.9 * stated and stated - decoded > 2 / float(rate):
         raise DataError(f"{source}: the video stops after {decoded:.2f} s of the {stated:.2f} s its file "
                         "states (a truncated or damaged file?)")  # fmt: skip
+
+
+def _shown_for(frame, rate: Fraction) -> float:
+    """How long ``frame`` stays on screen: its own duration where the file gives one (a GIF's frame delay, the last
+    packet's duration), else one frame at the average rate."""
+    duration, time_base = getattr(frame, "duration", None), frame.time_base
+    if duration and time_base:
+        return float(duration * time_base)
+    return 1 / float(rate)
 
 
 def predict_video(predictor, source: str | Path, output: str | Path, *, task: str = "semantic", every: int = 1,
@@ -236,7 +258,13 @@ def predict_video(predictor, source: str | Path, output: str | Path, *, task: st
     clock = _Clock(rate, float(stream.time_base or Fraction(1, 1000)))
     try:
         with atomic_path(output, suffix=".mp4") as tmp, av.open(str(tmp), mode="w") as out:
-            encoder = None
+            encoder, durations = None, {}
+
+            def mux(packets) -> None:  # each frame's duration onto its packet: a long-held last frame stays long
+                for packet in packets:
+                    packet.duration = durations.pop(packet.pts, 0)
+                    out.mux(packet)
+
             frames = container.decode(stream)
             for frame in tqdm(frames, total=total, desc=f"video {source.name}", unit="frame", disable=not progress):
                 raise_if_terminated()  # (a SIGTERM whose KeyboardInterrupt a library swallowed)
@@ -254,19 +282,20 @@ def predict_video(predictor, source: str | Path, output: str | Path, *, task: st
                 picture = np.pad(picture, ((0, picture.shape[0] % 2), (0, picture.shape[1] % 2), (0, 0)), mode="edge")
                 drawn = av.VideoFrame.from_ndarray(picture, format="rgb24")
                 drawn.pts, drawn.time_base = clock.pts(frame.time), clock.time_base
-                for packet in encoder.encode(drawn):
-                    out.mux(packet)
+                shown = _shown_for(frame, rate)
+                durations[drawn.pts] = clock.duration(shown)  # (the encoder drops frames' durations)
+                mux(encoder.encode(drawn))
                 count += 1
-                end = frame.time if end is None or frame.time is None else max(end, frame.time)
+                if frame.time is not None:
+                    end = frame.time + shown if end is None else max(end, frame.time + shown)
                 if audio is not None:
                     audio.until(drawn.pts * float(clock.time_base))
             if encoder is None:
                 raise DataError(f"{source}: the video has no frames")
-            _check_complete(source, container, stream, end, rate)
+            _check_complete(source, container, stream, end)
             if audio is not None:  # the sound up to the end of the last frame
-                audio.until(clock.last * float(clock.time_base) + 1 / float(rate), last=True)
-            for packet in encoder.encode():
-                out.mux(packet)
+                audio.until(clock.last * float(clock.time_base) + shown, last=True)
+            mux(encoder.encode())
     except av.error.FFmpegError as e:
         if getattr(e, "errno", None) in _WRITE_ERRNOS:  # the output's side (a full disk), not the source's
             raise OSError(e.errno, os.strerror(e.errno), str(output)) from None
