@@ -1,5 +1,7 @@
 """Training data, eval, predict and serve decode an image file to the same pixels (one rule: ``pil_to_rgb``)."""
 
+import base64
+import io
 from pathlib import Path
 
 import numpy as np
@@ -176,3 +178,36 @@ def test_serve_does_no_work_for_a_client_that_has_gone(tmp_path: Path, monkeypat
     _post_image(app, "a.png", data, client_gone=True)
     assert calls == []
     assert _post_image(app, "a.png", data)[0] == 200 and calls == [1]
+
+
+def test_serve_reads_pictures_up_to_its_own_limit_and_gives_a_png_of_those_browsers_cannot_show(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """--max-megapixels 300 answered a 180 MP upload "180000000 pixels is over the limit of 300000000 pixels"
+    (Pillow's own guard, which the server never raised). A TIFF upload showed as a broken picture on the page: the
+    reply now carries the picture as read (``image_png``) for formats browsers do not show."""
+    pytest.importorskip("starlette")
+    import warnings
+
+    import maskformer
+    import maskformer.serve.app as serve_app
+    from conftest import DEMO_YAML
+
+    model = maskformer.build_model(maskformer.load_config(DEMO_YAML)).eval()
+    app = serve_app.build_app(maskformer.Predictor(model, optimize=False), max_pixels=300_000_000)
+    big = io.BytesIO()
+    Image.new("1", (15000, 12000)).save(big, format="PNG")  # 180 MP in a few kB
+    read = serve_app.pil_to_rgb
+    monkeypatch.setattr(serve_app, "pil_to_rgb", lambda pil, name: read(pil.resize((30, 24)), name))  # (a quick model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        status, reply = _post_image(app, "big.png", big.getvalue())
+    assert status == 200 and (reply["width"], reply["height"]) == (30, 24), reply
+    assert "image_png" not in reply and Image.MAX_IMAGE_PIXELS == 89_478_485  # (Pillow's own limit put back)
+    monkeypatch.setattr(serve_app, "pil_to_rgb", read)
+    picture = np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    Image.fromarray(picture).save(tmp_path / "scan.tif")
+    status, reply = _post_image(app, "scan.tif", (tmp_path / "scan.tif").read_bytes())
+    assert status == 200 and np.array_equal(
+        np.asarray(Image.open(io.BytesIO(base64.b64decode(reply["image_png"])))), picture
+    )

@@ -4,12 +4,14 @@ says what it owns and what it may import. Reads the sources with ``ast``: import
 from __future__ import annotations
 
 import ast
+import os
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "maskformer"
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "maskformer"
 
 _BELOW_BUILD = {
     "allocator",
@@ -217,3 +219,23 @@ def test_no_source_file_is_ignored_by_git() -> None:
     ).stdout.split()  # fmt: skip
     hidden = [p for p in listed if "__pycache__" not in p and ".egg-info" not in p and not p.endswith(".pyc")]
     assert hidden == [], f"ignored by .gitignore but part of the project: {hidden}"
+
+
+def test_the_command_line_starts_without_torch_and_takes_an_early_ctrl_c_in_one_line() -> None:
+    """``import maskformer`` imported torch (~2 s) before the command set up its interrupt handling: a Ctrl-C in the
+    first seconds of any command printed a 30-line traceback. The package's names are now imported when first used."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    probe = "import sys, maskformer, maskformer.cli; maskformer.cli.build_parser(); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True).stdout == "False\n"
+    early = (
+        "import os, signal, sys, threading\n"
+        "from maskformer.cli import main\n"
+        "threading.Timer(0.05, lambda: os.kill(os.getpid(), signal.SIGINT)).start()\n"
+        "sys.argv = ['maskformer', 'info', 'configs/demo.yaml']\n"
+        "sys.exit(main())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", early], env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 130 and done.stderr.strip() == "maskformer info: interrupted", done.stderr

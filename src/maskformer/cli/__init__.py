@@ -91,8 +91,11 @@ def _peer_failed(error: RuntimeError) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:  # (``import maskformer`` loads no torch: a Ctrl-C this early is said in one line too)
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+        return _interrupted(words[0] if words else "", exiting=argv is None)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # (train --nproc starts workers with the same line)
     from ..engine.runtime import keep_freed_memory
 

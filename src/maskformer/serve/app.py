@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import logging
 import re
 import threading
 import time
+import warnings
 from importlib import resources
 
 import numpy as np
@@ -41,6 +43,27 @@ from maskformer.inference.render import dataset_ids, label_file_values, render
 from maskformer.inference.visualize import id2rgb
 
 __all__ = ["build_app"]
+
+
+# formats every current browser shows in an <img> (the page shows the upload itself; other formats get image_png)
+BROWSER_FORMATS = frozenset({"PNG", "JPEG", "GIF", "WEBP", "BMP", "ICO", "AVIF"})
+
+
+@contextlib.contextmanager
+def _pillow_limit(max_pixels: int):
+    """Pillow's decompression-bomb guard (an error above twice ``Image.MAX_IMAGE_PIXELS``, a warning above it) raised
+    to the server's own limit, which is checked on the header before any pixel is decoded: a --max-megapixels above
+    179 answered "225000000 pixels is over the limit of 300000000 pixels". Requests are read one at a time on the
+    event loop, so the module-wide value is set and put back around one read."""
+    before = Image.MAX_IMAGE_PIXELS
+    if before is not None:
+        Image.MAX_IMAGE_PIXELS = max(before, max_pixels)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = before
 
 
 def _png(array_or_image: np.ndarray | Image.Image) -> str:
@@ -85,7 +108,7 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
         raise ConfigError(f"task {predictor.task_default!r} is not available for {name} (it can do {list(tasks)})")
     page = resources.files("maskformer.serve").joinpath("page.html").read_text()
 
-    def infer(image: np.ndarray, task: str, filename: str) -> dict:
+    def infer(image: np.ndarray, task: str, filename: str, shown_as_is: bool = True) -> dict:
         with lock:
             start = time.perf_counter()
             result = predictor(image, task=task)
@@ -101,6 +124,8 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
                          for seg in shown.segments],
             "overlay_png": _png(shown.overlay), "label_png": _png(shown.label),
             "segments_png": _png(id2rgb(shown.segment_ids)),
+            # the picture as read, for the page, where a browser cannot show the upload itself (e.g. TIFF)
+            **({} if shown_as_is else {"image_png": _png(image)}),
         }  # fmt: skip
 
     async def index(request: Request) -> HTMLResponse:
@@ -169,12 +194,13 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
         data = await upload.read()
         filename = upload.filename or "upload"
         try:
-            with Image.open(io.BytesIO(data)) as pil:
+            with _pillow_limit(max_pixels), Image.open(io.BytesIO(data)) as pil:
                 width, height = pil.size  # from the header: refuse a huge picture before decoding its pixels
                 if width * height > max_pixels:
                     return _error(413, f"{filename}: {width}x{height} pixels is over the limit of {max_pixels} pixels")
                 pil.load()
                 image = pil_to_rgb(pil, filename)  # EXIF orientation, 16-bit grey: as eval and predict read it
+                shown_as_is = pil.format in BROWSER_FORMATS
         except DataError as e:  # (a ValueError: before the generic handler below)
             return _error(400, str(e))
         except Image.DecompressionBombError as e:  # PIL's own guard, before the header check above could run
@@ -189,7 +215,7 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
             async with turn:
                 if await request.is_disconnected():  # (gave up while waiting, e.g. a page closed: no work for it)
                     return Response(status_code=400)
-                return JSONResponse(await run_in_threadpool(infer, image, task, filename))
+                return JSONResponse(await run_in_threadpool(infer, image, task, filename, shown_as_is))
         except DataError as e:
             return _error(400, str(e))
 
