@@ -371,3 +371,28 @@ def test_a_png_output_that_is_a_pipe_is_written_through(tmp_path: Path) -> None:
     save_png(np.full((4, 6), 7, np.uint8), fifo)
     reader.join(timeout=30)
     assert got and np.asarray(Image.open(io.BytesIO(got[0]))).tolist() == [[7] * 6] * 4
+
+
+def test_a_second_panoptic_run_into_the_folder_keeps_the_first_runs_entries(tmp_path: Path, capsys) -> None:
+    """Predicting a.png, then b.png, into one folder left a_panoptic.png without its segments in predictions.json
+    (also when the rest of an interrupted run is predicted). Entries of PNGs that still exist and that the later run
+    does not rewrite are kept; another model's table (other categories) is replaced, with a note."""
+    model = _checkpoint(tmp_path / "m.pt")
+    folder = _images(tmp_path / "in", 3)
+    out = tmp_path / "o"
+
+    def run(*names: str) -> list[str]:
+        args = ["predict", str(model), *(str(folder / n) for n in names), "--output-dir", str(out), "--task"]
+        assert main([*args, "panoptic"]) == 0
+        return [a["file_name"] for a in json.loads((out / "predictions.json").read_text())["annotations"]]
+
+    assert run("im0.png") == ["im0_panoptic.png"]
+    assert run("im1.png", "im0.png") == ["im1_panoptic.png", "im0_panoptic.png"]  # (im0 rewritten: listed once)
+    (out / "im1_panoptic.png").unlink()
+    assert run("im2.png") == ["im0_panoptic.png", "im2_panoptic.png"]  # (im1's PNG is gone: so is its entry)
+    table = json.loads((out / "predictions.json").read_text())
+    table["categories"][0]["name"] = "another model's class"
+    (out / "predictions.json").write_text(json.dumps(table))
+    capsys.readouterr()
+    assert run("im1.png") == ["im1_panoptic.png"]
+    assert "2 panoptic PNG(s) of an earlier run with other categories" in capsys.readouterr().err

@@ -29,3 +29,30 @@ def check_new_file(output: str | Path, *, overwrite: bool, sources: tuple[str | 
         raise UserError(f"{output}: is a folder; name the file to write")
     if out.exists() and not overwrite:
         raise UserError(f"{output}: exists (write to a new path, or pass --overwrite to replace it)")
+
+
+def panoptic_table(folder: Path, annotations: list[dict], categories: list[dict]) -> tuple[dict, str]:
+    """The predictions.json to write into ``folder`` for this run's ``annotations``, and a note ("" if none).
+
+    An earlier run into the same folder (other images, or the rest of an interrupted run) wrote panoptic PNGs that
+    its predictions.json describes: the entries of those PNGs that still exist and that this run does not rewrite
+    are kept when that table has the same categories (the same model's classes); otherwise it is replaced, and the
+    note says how many earlier PNGs lost their entries."""
+    import json
+
+    path = folder / "predictions.json"
+    table = {"annotations": annotations, "categories": categories}
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+        entries = [a for a in earlier["annotations"] if isinstance(a, dict) and isinstance(a.get("file_name"), str)]
+        same = earlier["categories"] == categories
+    except (OSError, ValueError, TypeError, KeyError):
+        return table, ""  # (none, or not a table this command wrote)
+    rewritten = {a["file_name"] for a in annotations}
+    kept = [a for a in entries if a["file_name"] not in rewritten and (folder / a["file_name"]).is_file()]
+    if not kept:
+        return table, ""
+    if not same:
+        return table, (f"{path}: replaced; the {len(kept)} panoptic PNG(s) of an earlier run with other categories "
+                       "are no longer described in it")  # fmt: skip
+    return {"annotations": kept + annotations, "categories": categories}, ""

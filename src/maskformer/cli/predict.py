@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from maskformer.cli.inference_options import MODEL_HELP, add_inference_options, check_output_dir, predictor_options
+from maskformer.cli.outputs import panoptic_table
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
@@ -34,7 +35,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="For every image: OUTPUT_DIR/<name>_overlay.png (colours + legend) and, semantic,"
         " <name>_labels.png (class per pixel: a folder dataset's classes.json ids, else the class index) or,"
         " panoptic, <name>_panoptic.png (COCO-panoptic id PNG) with"
-        " one predictions.json in COCO-panoptic format for all images (category ids as the dataset writes them);"
+        " one predictions.json in COCO-panoptic format for all images (category ids as the dataset writes them;"
+        " an earlier run's entries for other images in OUTPUT_DIR are kept);"
         " a video (.mp4 .avi .mov .mkv .webm .m4v, or an animated .gif) gives <name>_overlay.mp4 with the same frames"
         " and rate. Folders are searched for images and videos (with --recursive also in their subfolders, whose"
         " layout the outputs keep). An unreadable image or video is named"
@@ -235,9 +237,11 @@ def _run(args: argparse.Namespace) -> int:
     finally:  # (also when stopped by --strict or an interrupt: the panoptic PNGs written need their segments' table)
         if annotations:  # (videos alone write none)
             categories = [{"id": ids[i], "name": n, "isthing": int(i in thing)} for i, n in enumerate(names)]
-            table = json.dumps({"annotations": annotations, "categories": categories})
+            table, note = panoptic_table(out, annotations, categories)  # (with an earlier run's entries there)
             with interrupts_held():
-                atomic_write_text(out / "predictions.json", table)
+                atomic_write_text(out / "predictions.json", json.dumps(table))
+            if note:
+                print(f"maskformer predict: note: {note}", file=sys.stderr)
     done = len(files) - len(failed)
     print(f"wrote results for {done} file(s) to {out}")
     if failed:
