@@ -26,7 +26,8 @@ import json, resource, sys, torch
 {setup}
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(4):  # glibc settles the freed block's place in the heap over the first rounds
+for _ in range(10):  # glibc settles the freed block's place in the heap over the first rounds (6-7 after a bare
+    # `import torch`; ``import maskformer`` imported the whole package, after which it took fewer)
     torch.empty(16 * 2**20).fill_(1.0)
 before = faults()
 for _ in range(6):
