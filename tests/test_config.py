@@ -97,6 +97,16 @@ def test_values_out_of_range_are_one_line_errors_before_anything_is_written(tmp_
         "model.num_queries=0": "model.num_queries=0: must be at least 1",
         "model.pixel_std=[58.4,0,57.4]": "model.pixel_std=[58.4, 0.0, 57.4]: must be above 0",
         "inference.overlap_threshold=1.5": "inference.overlap_threshold=1.5: must be between 0 and 1",
+        # these were tracebacks (exit 1, config.yaml left behind) or trained on with a negative learning rate
+        "solver.optimizer=adam": "solver.optimizer: unknown 'adam' (expected adamw or sgd)",
+        "solver.lr_scheduler=cosine": "solver.lr_scheduler: unknown 'cosine' (expected poly or multistep)",
+        "loss.matching=Hungarian": "loss.matching: unknown 'Hungarian' (expected hungarian or fixed)",
+        "model.norm=BN": "model.norm: unknown 'BN' (expected GN or '')",
+        "train.seed=-1": "train.seed=-1: must be at least 0",
+        "solver.poly_power=-0.5": "solver.poly_power=-0.5: must be at least 0",
+        "solver.warmup_factor=-1": "solver.warmup_factor=-1.0: must be at least 0",
+        "solver.gamma=-0.1": "solver.gamma=-0.1: must be at least 0",
+        "solver.backbone_multiplier=-1": "solver.backbone_multiplier=-1.0: must be at least 0",
     }
     for override, message in cases.items():
         out = tmp_path / "run"

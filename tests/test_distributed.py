@@ -152,7 +152,8 @@ def test_train_nproc_runs_the_processes_itself_and_says_errors_in_one_line(tmp_p
 @pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
 def test_train_nproc_stops_on_ctrl_c_without_a_traceback(tmp_path, signum):
     """Ctrl-C or SIGTERM (``kill``, ``timeout``) to the launching process stops every process: exit code 130, one
-    "interrupted" line and, once a checkpoint is written, which iteration it holds (SIGTERM said nothing before)."""
+    "interrupted" line and, once a checkpoint is written, which iteration it holds (SIGTERM said nothing before) and
+    the command that resumes it."""
     import signal
     import time
 
@@ -161,7 +162,8 @@ def test_train_nproc_stops_on_ctrl_c_without_a_traceback(tmp_path, signum):
             "train.batch_size=4", "--set", "data.num_workers=0", "--set", "data.synthetic_image_size=64", "--set",
             "data.crop_size=[64,64]", "--set", "data.min_size_train=[64]", "--set", "train.eval_period=-1",
             "--set", "train.checkpoint_period=1"]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "WORLD_SIZE", "RANK")}
+    unset = ("OMP_NUM_THREADS", "WORLD_SIZE", "RANK", "MASKFORMER_NPROC")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         deadline = time.monotonic() + 120
@@ -176,7 +178,9 @@ def test_train_nproc_stops_on_ctrl_c_without_a_traceback(tmp_path, signum):
     assert proc.returncode == 130, err[-3000:]
     said = err.strip().splitlines()
     assert "Traceback" not in err and said[-1] == "maskformer train: interrupted", err[-3000:]
-    assert len(said) == 2 and f"{last} holds iteration" in said[0] and "--resume" in said[0], err[-3000:]
+    assert len(said) == 2 and f"{last} holds iteration" in said[0], err[-3000:]
+    # with as many processes (it said `... --resume`, which refused the checkpoint's 2 data streams)
+    assert said[0].endswith("--resume --nproc 2` goes on from it"), said[0]
 
 
 def test_two_processes_resume_bit_for_bit_with_aspect_ratio_grouping(tmp_path):

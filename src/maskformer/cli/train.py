@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         if code and not args.resume and not (out / "checkpoint_last.pt").exists():
             remove_new(out, before)  # a stopped process may not have cleaned up: a failed start leaves nothing
         if code == 128 + signal.SIGTERM:  # the launcher stopped the processes, which had no time to say it
-            _say_how_to_resume(out, args.config, _held_iteration(out / "checkpoint_last.pt"))
+            _say_how_to_resume(out, args.config, _held_iteration(out / "checkpoint_last.pt"), nproc=args.nproc)
             raise KeyboardInterrupt  # ("interrupted", exit code 130, as one process says it)
         return code
     explicit = sets_num_classes(overrides)
@@ -106,20 +106,33 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _say_how_to_resume(out: Path, config: str, iteration: int) -> None:
+def _say_how_to_resume(out: Path, config: str, iteration: int, *, nproc: int = 0) -> None:
     """After Ctrl-C or SIGTERM: which checkpoint is kept (the steps after it are lost) and how to go on from it."""
     import sys
 
     if iteration < 0 or not (out / "checkpoint_last.pt").is_file():
         return
-    note = _resume_note(out, config, iteration, " (the steps after it are lost); ")
+    note = _resume_note(out, config, iteration, " (the steps after it are lost); ", nproc=nproc)
     print(f"maskformer train: {note}", file=sys.stderr)
 
 
-def _resume_note(out: Path, config: str, iteration: int, between: str) -> str:
-    """Which iteration the run's checkpoint holds and the command that goes on from it."""
-    return (f"{out / 'checkpoint_last.pt'} holds iteration {iteration}{between}"
-            f"`maskformer train {config} --output-dir {out} --resume` goes on from it")  # fmt: skip
+def _resume_note(out: Path, config: str, iteration: int, between: str, *, nproc: int = 0) -> str:
+    """Which iteration the run's checkpoint holds and the command that goes on from it: with as many processes as
+    the run had (its saved data stream is one per process). ``nproc``: the --nproc launcher's count (in the parent),
+    else read from the environment torchrun or the launcher set."""
+    import os
+
+    line, where = f"{config} --output-dir {out} --resume", ""
+    world = nproc or int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world > 1 and (nproc or os.environ.get("MASKFORMER_NPROC")):  # (started by --nproc)
+        command = f"maskformer train {line} --nproc {world}"
+    elif world > 1:  # torchrun
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)) or world)
+        where = "" if local == world else f" on each of the run's {world // local} nodes"
+        command = f"torchrun --nproc_per_node {local} -m maskformer.cli train {line}"
+    else:
+        command = f"maskformer train {line}"
+    return f"{out / 'checkpoint_last.pt'} holds iteration {iteration}{between}`{command}`{where} goes on from it"
 
 
 def _held_iteration(path: Path) -> int:

@@ -18,17 +18,30 @@ _AT_LEAST = {
         "model.convs_dim model.mask_dim model.backbone.embed_dim model.backbone.window_size model.backbone.patch_size "
         "model.backbone.depths model.backbone.num_heads data.crop_size data.min_size_train data.max_size_train "
         "train.max_iters train.batch_size train.grad_accum train.log_period test.min_size test.max_size "
-        "test.tta_min_sizes test.tta_max_size loss.num_points"
+        "test.tta_min_sizes test.tta_max_size loss.num_points loss.oversample_ratio"
     ),
     0: (
         "model.size_divisibility model.enc_layers model.dropout model.backbone.drop_path_rate data.num_workers "
         "solver.base_lr solver.weight_decay solver.warmup_iters solver.clip_grad_norm train.checkpoint_period "
-        "train.max_minutes loss.class_weight loss.mask_weight loss.dice_weight loss.no_object_weight"
+        "train.max_minutes loss.class_weight loss.mask_weight loss.dice_weight loss.no_object_weight "
+        "solver.weight_decay_norm solver.weight_decay_embed solver.backbone_multiplier solver.poly_power "
+        "solver.warmup_factor solver.gamma solver.steps train.seed"
     ),
 }
 _NOT_EMPTY = "data.min_size_train test.tta_min_sizes model.pixel_mean model.pixel_std"
 _POSITIVE = "model.pixel_std"
 _LENGTHS = {"data.crop_size": 2, "model.pixel_mean": 3, "model.pixel_std": 3}  # [H, W]; one value per RGB channel
+# the values a word-valued key takes (as the builders read them; the model's own choices, e.g. model.backbone.type,
+# are checked where the model is built, next to the lists they come from)
+_CHOICES = {
+    "model.backbone.stem": ("basic", "deeplab"),
+    "model.backbone.norm": ("FrozenBN", "BN", "SyncBN", "GN", ""),
+    "model.norm": ("GN", ""),
+    "loss.matching": ("hungarian", "fixed"),
+    "solver.optimizer": ("adamw", "sgd"),
+    "solver.lr_scheduler": ("poly", "multistep"),
+    "train.amp": ("none", "bf16", "fp16"),
+}
 _FRACTIONS = "inference.object_mask_threshold inference.overlap_threshold loss.importance_sample_ratio"
 
 
@@ -41,7 +54,11 @@ def _value(cfg: Config, key: str) -> Any:
 
 def check_ranges(cfg: Config) -> None:
     """A ``ConfigError`` naming the first value out of its range (``_AT_LEAST``, ``_NOT_EMPTY``, ``_LENGTHS``,
-    ``_POSITIVE``, ``_FRACTIONS``)."""
+    ``_POSITIVE``, ``_FRACTIONS``) or not among its ``_CHOICES``."""
+    for key, choices in _CHOICES.items():
+        if _value(cfg, key) not in choices:
+            named = [repr(c) if c == "" else c for c in choices]
+            raise ConfigError(f"{key}: unknown '{_value(cfg, key)}' (expected {', '.join(named[:-1])} or {named[-1]})")
     for key in _NOT_EMPTY.split():
         if not _value(cfg, key):
             raise ConfigError(f"{key}: must not be empty")

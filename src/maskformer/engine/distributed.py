@@ -86,6 +86,7 @@ def launch_local(nproc: int, argv: list[str]) -> int:
 
     if "OMP_NUM_THREADS" not in os.environ:  # (torchrun sets 1 and warns; the children inherit the environment)
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+    os.environ["MASKFORMER_NPROC"] = str(nproc)  # (the processes say `--nproc N`, not torchrun, in a resume hint)
     for name in list(logging.root.manager.loggerDict):  # the launcher's loggers set their own level: quiet each one
         if name.startswith("torch.distributed"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
