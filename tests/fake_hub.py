@@ -14,8 +14,8 @@ SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
 class FakeHub:
-    def __init__(self, repos: dict[str, Path]) -> None:
-        self.repos, self.requests = repos, []
+    def __init__(self, repos: dict[str, Path], sha: str = SHA) -> None:
+        self.repos, self.requests, self.sha = repos, [], sha  # (set ``sha`` to publish a new revision)
         hub = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -34,20 +34,21 @@ class FakeHub:
             def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
                 path = unquote(urlsplit(self.path).path)
                 hub.requests.append(f"{self.command} {path}")
+                sha = hub.sha
                 for repo, folder in hub.repos.items():
                     files = sorted(f for f in folder.iterdir() if f.is_file())
                     if path in (f"/api/models/{repo}", f"/api/models/{repo}/revision/main"):
-                        return self._json({"id": repo, "sha": SHA, "siblings": [{"rfilename": f.name} for f in files]})
-                    if path == f"/api/models/{repo}/tree/{SHA}":
+                        return self._json({"id": repo, "sha": sha, "siblings": [{"rfilename": f.name} for f in files]})
+                    if path == f"/api/models/{repo}/tree/{sha}":
                         oids = [hashlib.sha1(f.read_bytes()).hexdigest() for f in files]
                         tree = [{"type": "file", "path": f.name, "size": f.stat().st_size, "oid": oid}
                                 for f, oid in zip(files, oids)]  # fmt: skip
                         return self._json(tree)
-                    name = path.removeprefix(f"/{repo}/resolve/{SHA}/")
+                    name = path.removeprefix(f"/{repo}/resolve/{sha}/")
                     if name != path and (folder / name).is_file():
                         data = (folder / name).read_bytes()
                         tag = hashlib.sha1(data).hexdigest()
-                        return self._send(200, data, {"X-Repo-Commit": SHA, "ETag": f'"{tag}"'})
+                        return self._send(200, data, {"X-Repo-Commit": sha, "ETag": f'"{tag}"'})
                 self._send(404, b'{"error": "Repository not found"}', {"X-Error-Code": "RepoNotFound"})
 
             do_HEAD = do_GET  # noqa: N815

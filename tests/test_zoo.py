@@ -534,3 +534,52 @@ def test_a_refusal_about_a_zoo_names_cached_copy_names_the_model(tmp_path: Path,
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"maskformer convert: error: {name}: model.") and str(cached) not in err, err
     assert "has no transformers equivalent" in err, err
+
+
+def test_a_hub_ids_new_revision_and_a_folders_swapped_weights_are_converted_again(tmp_path: Path) -> None:
+    """A Hub id's converted copy was used for good once made: weights pushed to the repo later were never seen (it is
+    now kept with the commit it came from). A save_pretrained folder was keyed by its newest file time: weights
+    copied in with an older time (`cp -p`, `rsync -a`, `tar x`) kept the old conversion."""
+    from fake_hub import FakeHub
+
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("huggingface_hub")
+    config = _tiny_hf_config(transformers)
+    torch.manual_seed(0)
+    transformers.MaskFormerForInstanceSegmentation(config).save_pretrained(tmp_path / "repo")
+    torch.manual_seed(1)
+    transformers.MaskFormerForInstanceSegmentation(config).save_pretrained(tmp_path / "v2")
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env.update(HF_HOME=str(tmp_path / "hf"), MASKFORMER_CACHE=str(tmp_path / "c"), HF_HUB_DISABLE_TELEMETRY="1")
+    probe = ("import sys, maskformer\n"
+             "m = maskformer.from_pretrained(sys.argv[1])\n"
+             "print(round(float(m.predictor.class_embed.weight.sum()), 4))\n")  # fmt: skip
+
+    def weights_sum(model: str, endpoint: str = "") -> str:
+        run = subprocess.run([sys.executable, "-c", probe, model], env={**env, "HF_ENDPOINT": endpoint}, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        return run.stdout.strip()
+
+    hub = FakeHub({"tiny-org/maskformer-tiny": tmp_path / "repo"})
+    try:
+        first = weights_sum("tiny-org/maskformer-tiny", hub.url)
+        for f in (tmp_path / "v2").iterdir():  # the owner pushes new weights: a new commit
+            (tmp_path / "repo" / f.name).write_bytes(f.read_bytes())
+        hub.sha = "fedcba9876543210fedcba9876543210fedcba98"
+        second = weights_sum("tiny-org/maskformer-tiny", hub.url)
+    finally:
+        hub.stop()
+    assert second != first
+    assert (tmp_path / "c" / "hub" / "tiny-org" / "maskformer-tiny" / "revision").read_text() == hub.sha
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for f in (tmp_path / "v2").iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    os.utime(folder / "model.safetensors", (1e9, 1e9))  # older than config.json
+    assert weights_sum(str(folder)) == second
+    torch.manual_seed(0)
+    transformers.MaskFormerForInstanceSegmentation(config).save_pretrained(tmp_path / "v1")
+    (folder / "model.safetensors").write_bytes((tmp_path / "v1" / "model.safetensors").read_bytes())
+    os.utime(folder / "model.safetensors", (1e9 + 1, 1e9 + 1))  # still older than config.json: copied with its time
+    assert weights_sum(str(folder)) == first

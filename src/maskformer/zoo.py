@@ -9,8 +9,10 @@
   table's config (every key consumed) and cached as ``model.pt`` beside it; the next call is a plain load;
 - an original ``.pkl`` whose file name is in the table: converted with the table's config and cached by its path
   (``local/``, as a transformers folder; a changed file is converted again), never as the zoo name's weights;
-- a transformers ``save_pretrained`` folder, or a Hub id (``facebook/maskformer-swin-tiny-ade``; through
-  ``huggingface_hub``, with its usual ``HF_HOME`` / ``HF_HUB_OFFLINE`` rules): converted, cached.
+- a transformers ``save_pretrained`` folder (cached by its path and its files' names, sizes and times), or a Hub id
+  (``facebook/maskformer-swin-tiny-ade``; through ``huggingface_hub``, with its usual ``HF_HOME`` /
+  ``HF_HUB_OFFLINE`` rules; cached with the commit it was converted from, and converted again when the repo has a
+  newer one): converted, cached.
 
 Every download goes to a temporary file that is renamed only when complete (its size checked against
 Content-Length) and converted; a failure is one ``CheckpointError`` line naming the model, the URL and the cause, and
@@ -33,7 +35,7 @@ from importlib import resources
 from pathlib import Path
 
 from .errors import CheckpointError, terminate_as_interrupt
-from .fileio import atomic_path
+from .fileio import atomic_path, atomic_write_text
 
 __all__ = ["ZooEntry", "zoo_table", "resolve_model", "from_pretrained", "cache_dir", "configs_dir", "zoo_url"]
 
@@ -111,7 +113,7 @@ def resolve_model(name_or_path: str | Path) -> Path:
     if path.is_file():
         if path.suffix == ".pkl" and path.name in by_file:  # (cached by this file, not as the zoo name's weights)
             info = path.stat()
-            return _local_converted(path, info.st_mtime_ns ^ info.st_size, lambda out: _convert_pkl(
+            return _local_converted(path, f"{info.st_mtime_ns ^ info.st_size}", lambda out: _convert_pkl(
                 path, by_file[path.name], out))  # fmt: skip
         if path.suffix == ".pkl":
             raise CheckpointError(
@@ -125,8 +127,7 @@ def resolve_model(name_or_path: str | Path) -> Path:
             if run:
                 raise CheckpointError(f"{path}: a training run's folder: give its checkpoint, e.g. {run[0]}")
             raise CheckpointError(f"{path}: a folder without config.json (not a transformers save_pretrained folder)")
-        stamp = max(p.stat().st_mtime_ns for p in path.iterdir())
-        return _local_converted(path, stamp, lambda tmp: _convert_hf(path, tmp))
+        return _local_converted(path, _folder_stamp(path), lambda tmp: _convert_hf(path, tmp))
     entry = entries.get(text.removesuffix(".yaml"))
     if entry is not None and not entry.hub:
         return _converted(entry.name, lambda out: _download_and_convert(entry, out))
@@ -146,7 +147,7 @@ def resolve_model(name_or_path: str | Path) -> Path:
         note = f"; a Hub id owner/name is looked up only when no folder {path.parent} is here" if hub else ""
         raise CheckpointError(f"{text}: no such file or folder{hint}{note}")
     if text.count("/") == 1 and not text.startswith((".", "/")) and not path.suffix:
-        return _converted(text, lambda out: _hub(text, out), where="hub")
+        return _hub_converted(text)
     raise CheckpointError(
         f"{text}: no such file, and not a model name (`maskformer models` lists them; Hub ids look like owner/name)"
     )
@@ -163,9 +164,16 @@ def from_pretrained(name_or_path: str | Path, map_location: str = "cpu"):
 # ----- cache, download, conversion -----
 
 
-def _local_converted(path: Path, stamp: int, make) -> Path:
+def _folder_stamp(folder: Path) -> str:
+    """A folder's contents as the cache sees them: every file's name, size and modification time (the newest time
+    alone missed weights copied in with an older one, as ``cp -p``, ``rsync -a`` and ``tar x`` keep it)."""
+    files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file())
+    return hashlib.sha256(repr(files).encode()).hexdigest()[:16]
+
+
+def _local_converted(path: Path, stamp: str, make) -> Path:
     """The cached conversion of a local file or folder, keyed by its resolved path and ``stamp`` (its modification
-    time): a changed file is converted again, and one entry per path is kept."""
+    time and size, or ``_folder_stamp``): a changed file is converted again, and one entry per path is kept."""
     key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
     out = cache_dir() / "local" / f"{key}-{stamp}.pt"
     if out.is_file():
@@ -270,13 +278,36 @@ def _hub_snapshot(repo_id: str) -> Path:
     return Path(snapshot_download(repo_id, allow_patterns=patterns))  # the Hub answers: fetch as usual
 
 
-def _hub(repo_id: str, out: Path) -> None:
+def _hub_converted(repo_id: str) -> Path:
+    """The converted checkpoint of a Hub id's current revision: the repo is looked up (or huggingface_hub's cache
+    read, offline) and the cached conversion is used when it was made from that revision (its commit is noted beside
+    it), else made again, so new weights pushed to the repo are seen. When the Hub cannot be reached and its cache has
+    no snapshot, an earlier conversion is used as it is."""
+    out = cached_model_path(repo_id)
+    noted = out.parent / "revision"
+    try:
+        folder = _hub_folder(repo_id)
+    except CheckpointError:
+        if out.is_file() and zipfile.is_zipfile(out):
+            return out
+        raise
+    if out.is_file() and noted.is_file() and noted.read_text().strip() == folder.name:  # (snapshots/<commit>)
+        return out
+    entry = zoo_table().get(repo_id)
+    recipe = configs_dir() / f"{entry.config}.yaml" if entry is not None and entry.config else None
+    _write(out, lambda tmp: _convert_hf(folder, tmp, config=recipe))
+    atomic_write_text(noted, folder.name)
+    return out
+
+
+def _hub_folder(repo_id: str) -> Path:
+    """The Hub id's snapshot folder, or one ``CheckpointError`` line saying why there is none."""
     try:
         import huggingface_hub  # noqa: F401
     except ImportError:
         raise CheckpointError(f"{repo_id}: Hub ids need huggingface_hub (pip install 'maskformer[hf]')") from None
     try:
-        folder = _hub_snapshot(repo_id)
+        return _hub_snapshot(repo_id)
     except Exception as e:  # noqa: BLE001 - huggingface_hub's and its HTTP client's errors, named in one line
         text = str(e).strip() or type(e).__name__
         first = text.splitlines()[0].split(". ")[0].rstrip(".").removeprefix("Got: ")  # the rest is advice
@@ -285,9 +316,6 @@ def _hub(repo_id: str, out: Path) -> None:
         why = (f"could not be fetched from the Hub nor found in its cache ({first[:200]}); without internet, give"
                " a folder of its files (save_pretrained) instead")  # fmt: skip
         raise CheckpointError(f"{repo_id}: {why}") from None
-    entry = zoo_table().get(repo_id)
-    recipe = configs_dir() / f"{entry.config}.yaml" if entry is not None and entry.config else None
-    _convert_hf(folder, out, config=recipe)
 
 
 def _etag_timeout() -> float:
