@@ -98,3 +98,46 @@ def test_a_checkpoint_of_a_newer_format_is_refused(saved, tmp_path):
     with pytest.raises(maskformer.CheckpointError, match="format version 999, newer than this maskformer reads"):
         load_checkpoint(path)
     assert load_checkpoint(saved)["version"] == 1
+
+
+def test_converters_refuse_non_finite_weights_and_write_nothing(tmp_path, capsys):
+    """Every converter copied NaN weights with exit 0; the copy failed only where it was loaded, named as that copy
+    (for a transformers folder: a file in the cache) and blamed on training."""
+    from maskformer.cli import main
+
+    cfg = maskformer.load_config(CONFIGS / "demo.yaml", ["model.transformer_in_feature=res5"])  # (transformers' own)
+    saved = tmp_path / "model.pt"
+    save_checkpoint(saved, cfg=cfg, model=maskformer.build_model(cfg))
+    good = tmp_path / "good"
+    assert main(["convert", "to-hf", str(saved), str(good)]) == 0
+    assert main(["convert", "to-detectron2", str(saved), str(tmp_path / "good.pkl")]) == 0
+
+    def poison(state):
+        state["model"]["predictor.class_embed.weight"][0, 0] = float("inf")
+
+    bad = _rewrite(saved, tmp_path, poison)
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(good / "model.safetensors")
+    name = next(k for k in weights if k.endswith("class_predictor.weight"))
+    weights[name][0, 0] = float("nan")
+    save_file(weights, good / "model.safetensors", metadata={"format": "pt"})
+    from maskformer.convert.pickle_io import load_pkl, save_pkl
+
+    pkl = load_pkl(tmp_path / "good.pkl")
+    next(v for k, v in pkl["model"].items() if k.endswith("class_embed.weight"))[0, 0] = float("nan")
+    save_pkl(pkl, tmp_path / "bad.pkl")
+    capsys.readouterr()
+    runs = {
+        str(good): ["convert", "hf", str(good), str(tmp_path / "a.pt")],
+        bad: ["convert", "to-hf", bad, str(tmp_path / "b")],
+        f"{bad}:": ["convert", "to-detectron2", bad, str(tmp_path / "c.pkl")],
+        str(tmp_path / "bad.pkl"): ["convert", "detectron2", str(tmp_path / "bad.pkl"), str(tmp_path / "d.pt"),
+                                    "--config", str(CONFIGS / "demo.yaml"), "--set",
+                                    "model.transformer_in_feature=res5"],
+    }  # fmt: skip
+    for source, args in runs.items():
+        assert main(args) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"maskformer convert: error: {source.rstrip(':')}: weights ") and "NaN or inf" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.pkl", "changed.pt", "good", "good.pkl", "model.pt"]

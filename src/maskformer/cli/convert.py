@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         check_new_file(args.output, overwrite=args.overwrite, sources=(source, *_given_path(args.checkpoint)))
         with _named_as_given(source, args.checkpoint):
             summary = convert_to_detectron2(source, args.output)
-    if args.format in ("to-hf", "to-detectron2") and not _given_path(args.checkpoint):
+    if args.format in ("to-hf", "to-detectron2") and str(source) != args.checkpoint:
         summary = summary.replace(f"{source} -> ", f"{args.checkpoint} -> ", 1)  # (the model, not its cache file)
     print(summary)
     return 0

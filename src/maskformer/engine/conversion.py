@@ -52,9 +52,22 @@ def _meta_model(cfg: Config) -> nn.Module:
         return build_model(cfg)
 
 
-def _save(output: str | Path, cfg: Config, model: nn.Module, state: dict, meta: dict) -> None:
+def _finite(state: dict, source: str | Path) -> None:
+    """Refuse weights holding NaN or infinity (a diverged training, a damaged file) before anything is written: a
+    converted copy would fail only where it is loaded, named as that copy (or a cache file)."""
+    from ..errors import CheckpointError
+    from .checkpoint import non_finite_weights
+
+    bad = non_finite_weights(state)
+    if bad is not None:
+        raise CheckpointError(f"{source}: weights {bad} hold NaN or infinite values (a diverged training or a damaged "
+                              "file): not converted")  # fmt: skip
+
+
+def _save(output: str | Path, cfg: Config, model: nn.Module, state: dict, meta: dict, source: str | Path) -> None:
     from .checkpoint import save_checkpoint
 
+    _finite(state, source)
     model.load_state_dict(state, strict=True, assign=True)
     assert not any(t.is_meta for t in model.state_dict().values())
     save_checkpoint(output, cfg=cfg, model=model, meta=meta)
@@ -130,7 +143,7 @@ def convert_detectron2(
     table = _config_table(cfg)
     fits = table is not None and table.num_classes == cfg.model.num_classes
     classes = table.classes if fits else [f"class {i}" for i in range(cfg.model.num_classes)]
-    _save(output, cfg, model, state, _meta_dict(classes, table))
+    _save(output, cfg, model, state, _meta_dict(classes, table), source)
     return f"converted {len(state)} tensors: {source} -> {output} (config {config})"
 
 
@@ -199,7 +212,7 @@ def convert_hf(source: str | Path, output: str | Path, *, config: str | Path | N
     except ConfigError as e:
         raise CheckpointError(f"{where}: describes a model this project cannot build ({e})") from None
     state = hf_state_to_ours(hf_state, model.state_dict(), source_name=str(source))
-    _save(output, tr.cfg, model, state, carried[1] if carried else _meta_dict(tr.classes, table))
+    _save(output, tr.cfg, model, state, carried[1] if carried else _meta_dict(tr.classes, table), source)
     for note in tr.notes:
         _note(note)
     if base is None and table is None:
@@ -226,6 +239,7 @@ def convert_to_hf(checkpoint: str | Path, output_dir: str | Path, *, overwrite: 
         kwargs = hf_config_from_ours(cfg, list(meta.classes))
     except CheckpointError as e:
         raise CheckpointError(f"{checkpoint}: {e}") from None
+    _finite(obj["model"], checkpoint)
     pre = hf_preprocessor_from_ours(cfg, ignore_label=int(meta.ignore_label))
     # for a round trip without --config (transformers keeps keys it does not know in config.json)
     kwargs[CARRIED] = {"config": config_to_dict(cfg), "meta": meta.to_dict()}
@@ -247,6 +261,7 @@ def convert_to_detectron2(checkpoint: str | Path, output: str | Path) -> str:
         raise UserError(f"{output}: the output must end in .pkl (detectron2 reads numpy weights from .pkl files)")
     obj = load_checkpoint(checkpoint)
     cfg = config_of(obj, checkpoint)
+    _finite(obj["model"], checkpoint)
     try:
         weights = ours_state_to_detectron2(obj["model"])
     except CheckpointError as e:
