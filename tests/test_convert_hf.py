@@ -442,3 +442,40 @@ def test_to_hf_into_a_folder_that_holds_files_is_refused_and_overwrite_replaces_
     assert out.stat().st_mode & 0o755 == 0o755
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary folder left
     MaskFormerForInstanceSegmentation.from_pretrained(out)
+
+
+# each dataset of resources/dataset_settings.json and the Base config of its recipe
+_BASES = {
+    "coco_panoptic": "coco-panoptic/Base-COCO-PanopticSegmentation.yaml",
+    "coco_stuff_10k": "coco-stuff-10k-171/Base-COCOStuff10K-171.yaml",
+    "cityscapes": "cityscapes/Base-Cityscapes.yaml",
+    "mapillary_vistas": "mapillary-vistas/Base-MapillaryVistas-65.yaml",
+    "camvid": "camvid/base.yaml",
+    "ade20k_full_847": "ade20k-full-847/Base-ADE20KFull-847.yaml",
+}
+
+
+def test_a_recognised_datasets_settings_are_its_recipes_tta_sizes_included(tmp_path):
+    """A Cityscapes (or ADE20K-full, COCO-Stuff, Vistas) transformers model converted without --config got ADE20K-150's
+    TTA sizes ([256..896], 3584: all below Cityscapes' single test size 1024); every setting of the table is the
+    recipe's, and a Cityscapes-named model converts with them."""
+    from importlib import resources
+
+    from conftest import CONFIGS
+    from maskformer.config import load_config
+    from maskformer.data.metadata import load_meta
+
+    table = json.loads(resources.files("maskformer.resources").joinpath("dataset_settings.json").read_text())
+    assert sorted(k for k in table if not k.startswith("_")) == sorted(_BASES)
+    for name, base in _BASES.items():
+        cfg = load_config(CONFIGS / base)
+        assert cfg.data.dataset == name
+        for section, values in table[name].items():
+            assert {k: getattr(getattr(cfg, section), k) for k in values} == values, (name, section)
+    city = load_meta("cityscapes")
+    torch.manual_seed(0)
+    MaskFormerForInstanceSegmentation(_hf_config("resnet", labels=city.classes)).save_pretrained(tmp_path / "hf")
+    convert_hf(tmp_path / "hf", tmp_path / "c.pt")
+    _, cfg, _ = load_model_and_config(tmp_path / "c.pt")
+    assert cfg.data.dataset == "cityscapes" and (cfg.test.min_size, cfg.test.max_size) == (1024, 2048)
+    assert (cfg.test.tta_min_sizes, cfg.test.tta_max_size) == ([512, 768, 1024, 1280, 1536, 1792], 4096)

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,20 +23,15 @@ if TYPE_CHECKING:
     from ..config import Config
     from ..data.metadata import DatasetMeta
 
-# Dataset-dependent test/inference settings of the original configs (OFFICIAL_SPEC §2.7), applied to a converted
-# transformers model when its class names identify a shipped dataset and no --config was given.
-_DATASET_SETTINGS: dict[str, dict[str, dict]] = {
-    "coco_panoptic": {
-        "model": {"size_divisibility": 0},
-        "test": {"min_size": 800, "max_size": 1333},
-        "inference": {"semantic_on": False, "panoptic_on": True, "object_mask_threshold": 0.8,
-                      "overlap_threshold": 0.8, "sem_seg_postprocess_before_inference": True},
-    },
-    "coco_stuff_10k": {"test": {"min_size": 640, "max_size": 2560}},
-    "cityscapes": {"test": {"min_size": 1024, "max_size": 2048}},
-    "mapillary_vistas": {"test": {"min_size": 2048, "max_size": 2048}},
-    "camvid": {"test": {"min_size": 180, "max_size": 1024}},
-}  # fmt: skip
+# Dataset-dependent test/inference settings of the original configs (OFFICIAL_SPEC §2.7, TTA sizes included), applied
+# to a converted transformers model when its class names identify a shipped dataset and no --config was given.
+def _dataset_settings(name: str) -> dict[str, dict]:
+    """The test-time and inference settings of a dataset's recipe (``resources/dataset_settings.json``, equal to its
+    Base config under configs/), by section; {} for a dataset whose settings are the library defaults (ADE20K-150)."""
+    from importlib import resources
+
+    table = json.loads(resources.files("maskformer.resources").joinpath("dataset_settings.json").read_text())
+    return table.get(name, {})
 
 
 def _note(text: str) -> None:
@@ -204,7 +200,7 @@ def convert_hf(source: str | Path, output: str | Path, *, config: str | Path | N
                 tr.cfg.test.max_size = size["longest_edge"]
     if base is None and table is not None:
         tr.cfg.data.dataset = table.name
-        for section, values in _DATASET_SETTINGS.get(table.name, {}).items():
+        for section, values in _dataset_settings(table.name).items():
             for key, value in values.items():
                 setattr(getattr(tr.cfg, section), key, value)
     try:
