@@ -251,8 +251,26 @@ def test_an_unknown_dataset_name_lists_every_dataset(tmp_path: Path) -> None:
     from maskformer.build import build_meta
 
     cfg = maskformer.load_config(CONFIGS / "demo.yaml", ["data.dataset=foldr"])
-    with pytest.raises(maskformer.ConfigError, match=r"data.dataset: unknown 'foldr' \(expected one of .*'folder'"):
+    with pytest.raises(
+        maskformer.ConfigError, match=r"unknown 'foldr' \(did you mean folder\? expected one of .*'folder'"
+    ):
         build_meta(cfg)
+
+
+def test_an_unknown_dataset_name_is_refused_by_info_and_convert_too(tmp_path: Path, capsys) -> None:
+    """`ade20k-150` (the zoo folder's spelling) passed `info` and `convert detectron2`, whose checkpoint then named
+    its classes "class 0", "class 1", ...; train and eval refused it."""
+    from conftest import CONFIGS
+    from maskformer.cli import main
+
+    config, typo = str(CONFIGS / "demo.yaml"), "data.dataset=synthetic-x"
+    (tmp_path / "m.pkl").write_bytes(b"never read")
+    assert main(["info", config, "--set", typo, "--no-flops"]) == 2
+    assert main(["convert", "detectron2", str(tmp_path / "m.pkl"), str(tmp_path / "m.pt"), "--config", config,
+                 "--set", typo]) == 2  # fmt: skip
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 2 and all("unknown 'synthetic-x' (did you mean synthetic?" in line for line in said), said
+    assert not (tmp_path / "m.pt").exists()
 
 
 def test_a_missing_label_says_which_file_of_that_name_there_is(tmp_path: Path) -> None:

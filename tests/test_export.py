@@ -119,6 +119,10 @@ def test_opsets_and_the_smallest_size(exported, tmp_path, capfd):
         assert main(["export", "onnx", str(ckpt), str(tmp_path / "o.onnx"), "--opset", opset]) == 2
         err = capfd.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "--opset: torch's ONNX exporter writes opsets 18 to" in err[0], err
+    for tolerance in ("nan", "-1", "0"):  # (NaN passed every check, -1 and 0 failed every export, after the export)
+        assert main(["export", "onnx", str(ckpt), str(tmp_path / "o.onnx"), "--tolerance", tolerance]) == 2
+        err = capfd.readouterr().err.strip().splitlines()
+        assert err == [f"maskformer export: error: --tolerance must be a positive number, got {float(tolerance)}"]
     assert not (tmp_path / "o.onnx").exists()
     assert main(["export", "onnx", str(ckpt), str(tmp_path / "s.onnx"), "--size", "32", "32", "--opset", "20"]) == 0
     out, err = capfd.readouterr()

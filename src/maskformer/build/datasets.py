@@ -16,7 +16,11 @@ def check_dataset_name(cfg: Config) -> None:
     from ..data import DATASETS
 
     if cfg.data.dataset not in DATASETS:
-        raise ConfigError(f"data.dataset: unknown '{cfg.data.dataset}' (expected one of {sorted(DATASETS)})")
+        import difflib
+
+        close = difflib.get_close_matches(cfg.data.dataset.replace("-", "_"), sorted(DATASETS), n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise ConfigError(f"data.dataset: unknown '{cfg.data.dataset}' ({hint}expected one of {sorted(DATASETS)})")
 
 
 def build_meta(cfg: Config):

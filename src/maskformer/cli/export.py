@@ -58,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
         newest = onnx_opset_version()
     except ImportError:  # the extra is missing: export_onnx names it
         newest = args.opset
+    if not args.tolerance > 0 or args.tolerance == float("inf"):  # (NaN passed every check; -1 failed every export)
+        raise UserError(f"--tolerance must be a positive number, got {args.tolerance}")
     if not 18 <= args.opset <= newest:
         raise UserError(f"--opset: torch's ONNX exporter writes opsets 18 to {newest} here, got {args.opset}")
     from maskformer.zoo import resolve_model

@@ -38,6 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def _config(name: str, overrides: list[str]):
     """The config of a YAML file, else of the model ``name`` resolves to (``--set`` applies to either)."""
     import maskformer
+    from maskformer.build.datasets import check_dataset_name
     from maskformer.config import apply_overrides, config_from_dict, config_to_dict
     from maskformer.engine.checkpoint import config_of, load_checkpoint
     from maskformer.errors import ConfigError
@@ -45,6 +46,7 @@ def _config(name: str, overrides: list[str]):
 
     if Path(name).suffix.lower() in (".yaml", ".yml"):
         cfg = maskformer.load_config(name, overrides)
+        check_dataset_name(cfg)  # (as train and eval read it)
         if cfg.data.dataset != "folder":
             return cfg
         if Path(cfg.data.root).exists():  # the class count training takes from classes.json (a note says so)
@@ -57,9 +59,11 @@ def _config(name: str, overrides: list[str]):
     if not overrides:
         return cfg
     try:
-        return config_from_dict(apply_overrides(config_to_dict(cfg), overrides))
+        cfg = config_from_dict(apply_overrides(config_to_dict(cfg), overrides))
     except ConfigError as e:
         raise ConfigError(f"--set on the config of {path}: {e}") from None
+    check_dataset_name(cfg)
+    return cfg
 
 
 def run(args: argparse.Namespace) -> int:

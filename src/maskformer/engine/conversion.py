@@ -125,6 +125,7 @@ def convert_detectron2(
     source: str | Path, output: str | Path, *, config: str | Path | None, overrides: list[str] | None = None
 ) -> str:
     """Original checkpoint -> our checkpoint for ``config``. Returns the summary line."""
+    from ..build.datasets import check_dataset_name
     from ..config import load_config
     from ..convert.detectron2 import convert_detectron2_state, zoo_file_configs
     from ..errors import UserError
@@ -134,6 +135,7 @@ def convert_detectron2(
         example = f"configs/{hint}" if hint else "the YAML in configs/ it was trained with"
         raise UserError(f"{source}: --config is required (a .pkl holds no config); pass {example}")
     cfg = load_config(config, overrides)
+    check_dataset_name(cfg)  # (its class names go into the checkpoint: a typo gave "class 0", "class 1", ...)
     model = _meta_model(cfg)
     state = convert_detectron2_state(source, model.state_dict())
     table = _config_table(cfg)
