@@ -141,3 +141,19 @@ def test_converters_refuse_non_finite_weights_and_write_nothing(tmp_path, capsys
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"maskformer convert: error: {source.rstrip(':')}: weights ") and "NaN or inf" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.pkl", "changed.pt", "good", "good.pkl", "model.pt"]
+
+
+def test_a_checkpoint_with_a_changed_byte_is_refused_by_its_checksum(saved, tmp_path):
+    """Bytes overwritten inside the weights (a bad copy, a disk error) loaded as other weights with exit 0: the
+    archive's CRC-32 of each member is now checked."""
+    import zipfile
+
+    data = bytearray(saved.read_bytes())
+    with zipfile.ZipFile(saved) as archive:
+        member = max(archive.infolist(), key=lambda m: m.file_size)  # the largest weight tensor
+    start = member.header_offset + 30 + len(member.filename.encode()) + len(member.extra)
+    for i in range(start + 100, start + 116):  # (inside its data: the local header's extra may differ; aim deep)
+        data[i] ^= 0x5A
+    (tmp_path / "flipped.pt").write_bytes(bytes(data))
+    with pytest.raises(maskformer.CheckpointError, match=r"flipped.pt: the file is damaged \(.* fails its checksum\)"):
+        load_checkpoint(tmp_path / "flipped.pt")
