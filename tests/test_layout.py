@@ -233,7 +233,7 @@ def test_the_command_line_starts_without_torch_and_takes_an_early_ctrl_c_in_one_
     early = (
         "import os, signal, sys, threading\n"
         "from maskformer.cli import main\n"
-        "threading.Timer(0.05, lambda: os.kill(os.getpid(), signal.SIGINT)).start()\n"
+        "threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()\n"
         "sys.argv = ['maskformer', 'info', 'configs/demo.yaml']\n"
         "sys.exit(main())\n"
     )

@@ -97,9 +97,6 @@ def main(argv: list[str] | None = None) -> int:
         words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
         return _interrupted(words[0] if words else "", exiting=argv is None)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # (train --nproc starts workers with the same line)
-    from ..engine.runtime import keep_freed_memory
-
-    keep_freed_memory()  # reuse freed activation memory instead of page-faulting it in again (engine/runtime.py)
     code = _run(args, argv)
     if argv is None and code and hasattr(signal, "SIGCHLD"):
         # the console command leaves on an error: DataLoader workers its traceback still holds are ended at exit, and
@@ -110,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     try:
+        from ..engine.runtime import keep_freed_memory
+
+        keep_freed_memory()  # reuse freed activation memory instead of page-faulting it in again (engine/runtime.py)
         # SIGTERM as Ctrl-C, but not in a torchrun worker, which its launcher stops
         with terminate_as_interrupt() if _ranks()[1] <= 1 else contextlib.nullcontext():
             return int(args.func(args) or 0)

@@ -13,7 +13,6 @@ allocator.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -25,11 +24,12 @@ _M_MMAP_THRESHOLD = -3
 
 def keep_freed_memory() -> bool:
     """Apply the malloc settings above; True when applied (Linux with glibc, not disabled by the environment)."""
-    if os.environ.get("MASKFORMER_DEFAULT_MALLOC") or not sys.platform.startswith("linux"):
+    if os.environ.get("MASKFORMER_DEFAULT_MALLOC") or os.environ.get("MASKFORMER_MALLOC") == "0":
+        return False  # (MASKFORMER_MALLOC=0: maskformer/allocator.py's opt-out, which turns this off too)
+    if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the C library the process runs on (find_library ran a subprocess)
     except (OSError, AttributeError):  # not glibc (e.g. musl has no mallopt)
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
