@@ -103,6 +103,7 @@ def test_values_out_of_range_are_one_line_errors_before_anything_is_written(tmp_
         "loss.matching=Hungarian": "loss.matching: unknown 'Hungarian' (expected hungarian or fixed)",
         "model.norm=BN": "model.norm: unknown 'BN' (expected GN or '')",
         "train.seed=-1": "train.seed=-1: must be at least 0",
+        "train.seed=18446744073709551616": "train.seed=18446744073709551616: must be at most 2147483647",
         "solver.poly_power=-0.5": "solver.poly_power=-0.5: must be at least 0",
         "solver.warmup_factor=-1": "solver.warmup_factor=-1.0: must be at least 0",
         "solver.gamma=-0.1": "solver.gamma=-0.1: must be at least 0",

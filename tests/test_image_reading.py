@@ -211,3 +211,9 @@ def test_serve_reads_pictures_up_to_its_own_limit_and_gives_a_png_of_those_brows
     assert status == 200 and np.array_equal(
         np.asarray(Image.open(io.BytesIO(base64.b64decode(reply["image_png"])))), picture
     )
+    exif = Image.Exif()
+    exif[0x0112] = 6  # a phone photo saved as WebP: browsers do not turn it by its EXIF, the model reads it upright
+    Image.fromarray(picture).save(tmp_path / "phone.webp", exif=exif, lossless=True)
+    status, reply = _post_image(app, "phone.webp", (tmp_path / "phone.webp").read_bytes())
+    shown = np.asarray(Image.open(io.BytesIO(base64.b64decode(reply["image_png"]))))
+    assert status == 200 and np.array_equal(shown, np.rot90(picture, -1)), shown.shape

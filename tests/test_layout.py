@@ -239,3 +239,30 @@ def test_the_command_line_starts_without_torch_and_takes_an_early_ctrl_c_in_one_
     )
     done = subprocess.run([sys.executable, "-c", early], env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 130 and done.stderr.strip() == "maskformer info: interrupted", done.stderr
+
+
+def test_subpackages_are_reached_from_the_package_and_an_import_cut_by_ctrl_c_is_an_interrupt(
+    monkeypatch, capsys
+) -> None:
+    """After the lazy package import, ``maskformer.zoo`` (and every subpackage) raised AttributeError; a Ctrl-C that
+    cut numpy's import surfaced as numpy's "Importing the numpy C-extensions failed" ImportError (exit 1)."""
+    import subprocess
+    import sys
+
+    import maskformer.cli.info as info
+    from maskformer.cli import main
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    probe = "import maskformer; print(maskformer.zoo.__name__, maskformer.errors.DataError.__name__)"
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert out.stdout == "maskformer.zoo DataError\n", out.stderr
+
+    def cut_import(args) -> int:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise ImportError("Importing the numpy C-extensions failed.")  # noqa: B904 - (as numpy raises it)
+
+    monkeypatch.setattr(info, "run", cut_import)
+    assert main(["info", "configs/demo.yaml"]) == 130
+    assert capsys.readouterr().err.strip() == "maskformer info: interrupted"

@@ -705,3 +705,21 @@ def test_info_on_a_folder_config_counts_the_classes_training_would(tmp_path, cap
     assert (
         capsys.readouterr().err.strip() == f"maskformer info: error: --data-root {tmp_path / 'absent'}: no such folder"
     )
+
+
+def test_the_resume_command_quotes_paths_with_spaces(monkeypatch) -> None:
+    """`maskformer train conv/my cfg.yaml --output-dir runs/my run --resume` (pasted) failed with "unrecognized
+    arguments: cfg.yaml run"; under torchrun the command is torchrun's."""
+    from pathlib import Path
+
+    from maskformer.cli.train import _resume_note
+
+    for name in ("WORLD_SIZE", "MASKFORMER_NPROC", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    note = _resume_note(Path("runs/my run"), "conv/my cfg.yaml", 8, "; ")
+    assert note.endswith("; `maskformer train 'conv/my cfg.yaml' --output-dir 'runs/my run' --resume` goes on from it")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    note = _resume_note(Path("runs/a"), "c.yaml", 8, "; ")
+    assert note.endswith("`torchrun --nproc_per_node 2 -m maskformer.cli train c.yaml --output-dir runs/a --resume` "
+                         "on each of the run's 2 nodes goes on from it")  # fmt: skip

@@ -298,7 +298,14 @@ def test_a_damaged_cache_entry_says_it_is_the_cached_copy(tmp_path: Path, monkey
     cached = tmp_path / "cache" / "zoo" / name / "model.pt"
     cached.parent.mkdir(parents=True)
     torch.save({"x": torch.zeros(1000)}, cached)
-    cached.write_bytes(cached.read_bytes()[:-200])
+    whole = cached.read_bytes()
+    cached.write_bytes(whole[:-200])
+    with pytest.raises(CheckpointError, match=rf"the cached copy of {name} is damaged .*delete it"):
+        maskformer.from_pretrained(name)
+    flipped = bytearray(whole)  # a changed byte inside the tensor's data: its checksum fails (said "copy it again")
+    at = whole.index(bytes(4000)) + 2000
+    flipped[at] ^= 0xFF
+    cached.write_bytes(bytes(flipped))
     with pytest.raises(CheckpointError, match=rf"the cached copy of {name} is damaged .*delete it"):
         maskformer.from_pretrained(name)
 

@@ -13,6 +13,7 @@ The names below are imported when first used (PEP 562): ``import maskformer`` do
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # (for type checkers and editors; at run time ``__getattr__`` imports them)
@@ -57,7 +58,9 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
-    if module is None:
+    if module is None:  # a subpackage or module (``maskformer.zoo``, ``maskformer.inference.render``, ...)
+        if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+            return importlib.import_module(f".{name}", __name__)
         raise AttributeError(f"module 'maskformer' has no attribute {name!r}")
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value  # (looked up once)

@@ -185,12 +185,23 @@ def _local_converted(path: Path, stamp: str, make) -> Path:
     return written
 
 
+def _check_cached(out: Path, name: str) -> None:
+    """A ``CheckpointError`` saying to delete the cached copy of ``name`` when it is cut (a checkpoint is a zip
+    archive whose directory is at the end) or a member fails its checksum."""
+    from .engine.checkpoint import damaged_archive
+
+    if zipfile.is_zipfile(out) and damaged_archive(out) is None:
+        return
+    raise CheckpointError(f"{out}: the cached copy of {name} is damaged (not a complete checkpoint): delete it, "
+                          "and the next use downloads and converts it again")  # fmt: skip
+
+
 def _converted(name: str, make, where: str = "zoo") -> Path:
     out = cache_dir() / where / name / "model.pt"
-    if out.is_file() and not zipfile.is_zipfile(out):  # (a checkpoint is a zip archive; its directory is at the end)
-        raise CheckpointError(f"{out}: the cached copy of {name} is damaged (not a complete checkpoint): delete it, "
-                              "and the next use downloads and converts it again")  # fmt: skip
-    return out if out.is_file() else _write(out, make)
+    if out.is_file():
+        _check_cached(out, name)
+        return out
+    return _write(out, make)
 
 
 def _write(out: Path, make) -> Path:
@@ -288,10 +299,12 @@ def _hub_converted(repo_id: str) -> Path:
     try:
         folder = _hub_folder(repo_id)
     except CheckpointError:
-        if out.is_file() and zipfile.is_zipfile(out):
+        if out.is_file():
+            _check_cached(out, repo_id)
             return out
         raise
     if out.is_file() and noted.is_file() and noted.read_text().strip() == folder.name:  # (snapshots/<commit>)
+        _check_cached(out, repo_id)
         return out
     entry = zoo_table().get(repo_id)
     recipe = configs_dir() / f"{entry.config}.yaml" if entry is not None and entry.config else None

@@ -143,3 +143,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         return 2
     except KeyboardInterrupt:
         return _interrupted(args.command, exiting=argv is None)
+    except Exception as e:  # e.g. numpy's "Importing the numpy C-extensions failed" when Ctrl-C cut that import
+        if is_interrupt(e):
+            return _interrupted(args.command, exiting=argv is None)
+        raise

@@ -121,8 +121,9 @@ def _resume_note(out: Path, config: str, iteration: int, between: str, *, nproc:
     the run had (its saved data stream is one per process). ``nproc``: the --nproc launcher's count (in the parent),
     else read from the environment torchrun or the launcher set."""
     import os
+    import shlex
 
-    line, where = f"{config} --output-dir {out} --resume", ""
+    line, where = f"{shlex.quote(str(config))} --output-dir {shlex.quote(str(out))} --resume", ""
     world = nproc or int(os.environ.get("WORLD_SIZE", "1") or 1)
     if world > 1 and (nproc or os.environ.get("MASKFORMER_NPROC")):  # (started by --nproc)
         command = f"maskformer train {line} --nproc {world}"

@@ -28,6 +28,7 @@ _AT_LEAST = {
         "solver.warmup_factor solver.gamma solver.steps train.seed"
     ),
 }
+_AT_MOST = {"train.seed": 2**31 - 1}  # (the seed + rank, data workers add theirs: kept well inside every RNG's range)
 _NOT_EMPTY = "data.min_size_train test.tta_min_sizes model.pixel_mean model.pixel_std"
 _POSITIVE = "model.pixel_std"
 _LENGTHS = {"data.crop_size": 2, "model.pixel_mean": 3, "model.pixel_std": 3}  # [H, W]; one value per RGB channel
@@ -72,6 +73,9 @@ def check_ranges(cfg: Config) -> None:
             value = _value(cfg, key)
             if any(v < minimum for v in (value if isinstance(value, list) else [value])):
                 raise ConfigError(f"{key}={value}: must be at least {minimum}")
+    for key, maximum in _AT_MOST.items():
+        if _value(cfg, key) > maximum:
+            raise ConfigError(f"{key}={_value(cfg, key)}: must be at most {maximum}")
     for key in _POSITIVE.split():
         if any(v <= 0 for v in _value(cfg, key)):
             raise ConfigError(f"{key}={_value(cfg, key)}: must be above 0")

@@ -116,7 +116,7 @@ def non_finite_weights(state: dict) -> str | None:
     return bad[0] + (f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else "")
 
 
-def _damaged(path: Path) -> str | None:
+def damaged_archive(path: Path) -> str | None:
     """Why a checkpoint's archive is damaged (a member whose bytes fail the CRC-32 the archive stores for it), or
     None. torch.load does not check them: a changed byte in the weights loaded as other weights, with exit 0. Reading
     the file once for it takes ~0.06 s per 165 MB (an R50 model)."""
@@ -136,7 +136,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     check_device(map_location)
-    why = _kind_of_file(path) or _damaged(path)
+    why = _kind_of_file(path) or damaged_archive(path)
     if why is not None:
         raise CheckpointError(f"{path}: {why}")
     try:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ..config import Config
     from ..data.metadata import DatasetMeta
 
+
 # Dataset-dependent test/inference settings of the original configs (OFFICIAL_SPEC §2.7, TTA sizes included), applied
 # to a converted transformers model when its class names identify a shipped dataset and no --config was given.
 def _dataset_settings(name: str) -> dict[str, dict]:
@@ -174,6 +175,7 @@ def _carried(hf_config: dict, where: str) -> tuple[Config, dict] | None:
 
 def convert_hf(source: str | Path, output: str | Path, *, config: str | Path | None = None) -> str:
     """transformers folder -> our checkpoint. Returns the summary line (notes go to stderr)."""
+    from ..build.datasets import check_dataset_name
     from ..config import load_config
     from ..convert.hf_config import config_from_hf
     from ..convert.hf_folder import apply_preprocessor, read_hf_folder
@@ -184,6 +186,8 @@ def convert_hf(source: str | Path, output: str | Path, *, config: str | Path | N
     where = str(Path(source) / "config.json")
     carried = None if config else _carried(hf_config, where)
     base = load_config(config) if config else carried[0] if carried else None
+    if config:
+        check_dataset_name(base)  # (as convert detectron2: its class table goes into the checkpoint)
     tr = config_from_hf(hf_config, source=where, base=base)
     if config and base is not None and base.model.num_classes != len(tr.classes):
         raise CheckpointError(

@@ -94,7 +94,7 @@ class _Audio:
     _COPIED = ("aac", "mp3")
 
     def __init__(self, av, source: Path, out, start: float) -> None:
-        self.av, self.source, self.start, self.failed = av, source, start, False
+        self.av, self.source, self.start, self.failed, self.relabel = av, source, start, False, False
         self.container = av.open(str(source))
         track = self.container.streams.audio[0]
         codec = track.codec_context.codec
@@ -108,6 +108,9 @@ class _Audio:
             # count (FFmpeg's native AAC encoder holds up to 7.1; more channels are mixed down to stereo)
             unordered = "channels" in layout.name or layout.nb_channels == 1
             self.stream.layout = _USUAL_LAYOUTS.get(layout.nb_channels, "stereo") if unordered else layout.name
+            # the decoded frames of such a track are relabelled with that layout: the encoder's resampler would read
+            # them as FFmpeg's default of the count (3 channels: 2.1) and remix them (the third channel fell silent)
+            self.relabel = unordered and layout.nb_channels in _USUAL_LAYOUTS
         self.time_base = track.time_base or Fraction(1, track.codec_context.sample_rate or 48000)
         self.items = self.container.demux(track) if self.copy else self.container.decode(track)
         self.pending = None
@@ -137,6 +140,8 @@ class _Audio:
                     item.stream = self.stream
                     self.out.mux(item)
                 else:
+                    if self.relabel:
+                        item = self._relabelled(item)
                     item.time_base = self.time_base
                     self.out.mux(self.stream.encode(item))
             if last and not self.copy and not self.failed:
@@ -146,6 +151,13 @@ class _Audio:
                 raise
             self.failed = True
             print(f"{self.source}: audio copied up to {seconds:.2f} s only ({e})", file=sys.stderr)
+
+    def _relabelled(self, frame):
+        """``frame``'s samples as a frame of the output's channel layout (same format, rate and time)."""
+        out = self.av.AudioFrame.from_ndarray(frame.to_ndarray(), format=frame.format.name,
+                                              layout=self.stream.layout.name)  # fmt: skip
+        out.sample_rate, out.pts = frame.sample_rate, frame.pts
+        return out
 
 
 def _open_audio(av, source: Path, out, start: float) -> _Audio | None:

@@ -200,7 +200,9 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
                     return _error(413, f"{filename}: {width}x{height} pixels is over the limit of {max_pixels} pixels")
                 pil.load()
                 image = pil_to_rgb(pil, filename)  # EXIF orientation, 16-bit grey: as eval and predict read it
-                shown_as_is = pil.format in BROWSER_FORMATS
+                # (a browser turns a JPEG by its EXIF orientation, but not e.g. a WebP: those get the upright PNG)
+                turned = pil.getexif().get(0x0112, 1) not in (0, 1)
+                shown_as_is = pil.format in BROWSER_FORMATS and (pil.format == "JPEG" or not turned)
         except DataError as e:  # (a ValueError: before the generic handler below)
             return _error(400, str(e))
         except Image.DecompressionBombError as e:  # PIL's own guard, before the header check above could run
