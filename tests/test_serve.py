@@ -471,3 +471,34 @@ def test_limits_that_are_no_positive_number_are_one_line(tmp_path: Path, capsys,
     assert main(["serve", str(tmp_path / "unread.pt"), flag, value]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"maskformer serve: error: {flag} must be a positive number, got {float(value)}", err
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_on_a_serving_server_says_interrupted(checkpoint: Path, signum: str) -> None:
+    """uvicorn.run swallowed the Ctrl-C it re-raises after its graceful shutdown: a serving server stopped by Ctrl-C
+    said nothing and exited 0, unlike every other command (one "interrupted" line, exit code 130)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from serve_helpers import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "maskformer.cli", "serve", str(checkpoint), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.3)
+        proc.send_signal(getattr(signal, signum))
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "maskformer serve: interrupted", err[-2000:]
+    assert "Traceback" not in err

@@ -60,7 +60,10 @@ def run(args: argparse.Namespace) -> int:
     app = build_app(predictor, name=str(args.checkpoint), max_upload_bytes=int(args.max_upload_mb * (1 << 20)),
                     max_pixels=int(args.max_megapixels * 1e6))  # fmt: skip
     print(f"maskformer serve: {args.checkpoint} on http://{args.host}:{port}/ (Ctrl+C stops)", flush=True)
-    uvicorn.run(app, host=args.host, port=port, log_level="warning")
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=port, log_level="warning"))
+    # (not uvicorn.run, which swallows the Ctrl-C it re-raises after the graceful shutdown: the command said nothing
+    # and ended with 0; now it is "interrupted", 130, as every command's Ctrl-C or SIGTERM)
+    server.run()
     return 0
 
 
