@@ -242,3 +242,34 @@ def test_a_predictor_leaves_the_models_training_mode_as_it_was(optimize: bool) -
     first = predictor(image, task="semantic")
     assert [m.training for m in model.modules()] == before
     assert torch.equal(predictor(image, task="semantic"), first)  # every forward in eval mode: no dropout
+
+
+def test_threads_sharing_a_reference_predictor_leave_a_training_models_statistics_alone() -> None:
+    """Two threads on one ``optimize=False`` Predictor over a model in training mode: one thread's restore of the
+    training flags ran under the other's forward, whose BatchNorms then updated the user's running statistics (24 of
+    them changed) and whose labels differed from a single thread's."""
+    import threading
+
+    import maskformer
+    from conftest import CONFIGS
+
+    cfg = maskformer.load_config(CONFIGS / "demo.yaml", ["model.backbone.norm=BN"])
+    torch.manual_seed(0)
+    model = maskformer.build_model(cfg).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    predictor = Predictor(model, optimize=False)
+    image = _image(48, 64)
+    want = predictor(image, task="semantic")
+    got: list[torch.Tensor] = []
+
+    def work() -> None:
+        for _ in range(30):
+            got.append(predictor(image, task="semantic"))
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed == [] and all(torch.equal(g, want) for g in got) and len(got) == 60, changed[:5]
