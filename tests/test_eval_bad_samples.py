@@ -260,3 +260,15 @@ def test_max_images_reads_no_image_after_the_last_one(tmp_path: Path) -> None:
     model = maskformer.build_model(cfg).eval()
     assert evaluate_model(cfg, model, optimize=False, max_images=2)["images"] == 2
     assert evaluate_model(cfg, model, optimize=False, max_images=1)["images"] == 1
+
+
+def test_a_panoptic_model_on_data_without_panoptic_ground_truth_reports_no_pq(tmp_path: Path) -> None:
+    """The demo config (panoptic_on) evaluated on a semantic folder printed "All 0.00 0.00 0.00 n=0" and wrote PQ 0.0:
+    a PQ that was never measured. It is left out, with a note."""
+    sets = ["data.dataset=folder", "data.num_workers=0", "model.num_classes=4", "test.min_size=64",
+            "test.max_size=128", "inference.panoptic_on=true", "inference.semantic_on=true"]  # fmt: skip
+    root = _folder(tmp_path / "data", bad=False)
+    cfg = maskformer.load_config(DEMO_YAML, overrides=[*sets, f"data.root={root}"])
+    got = evaluate_model(cfg, maskformer.build_model(cfg).eval(), optimize=False)
+    assert "mIoU" in got and not {"PQ", "All", "Things", "Stuff"} & set(got), sorted(got)
+    assert got["panoptic_note"] == "no panoptic ground truth in this split: PQ not measured"

@@ -112,5 +112,7 @@ def run(args: argparse.Namespace) -> int:
         print(format_semantic_table(metrics, class_names=names))
     if "All" in metrics:
         print(format_panoptic_table(metrics))
+    if "panoptic_note" in metrics:
+        print(f"maskformer eval: note: {metrics['panoptic_note']}", file=sys.stderr)
     print(f"maskformer eval: wrote {(out / 'metrics.json').resolve()}", file=sys.stderr)
     return 0

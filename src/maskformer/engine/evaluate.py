@@ -63,7 +63,7 @@ def evaluate_model(
         from tqdm import tqdm
 
         iterator = tqdm(loader, desc="eval", total=len(loader) if max_images is None else min(max_images, len(loader)))
-    seen = 0
+    seen = scored_panoptic = 0
     skipped: list[tuple[str, str]] = []
     try:
         for (rec,) in [] if max_images == 0 else iterator:
@@ -87,6 +87,7 @@ def evaluate_model(
                 if "panoptic" in result:
                     pan, segments = result["panoptic"]
                     pan_eval.update(pan, segments, rec["pan_seg"], rec["segments_info"])
+                    scored_panoptic += 1
             if max_images is not None and seen >= max_images:  # (before the loader reads one image more)
                 break
     except BaseException:
@@ -105,8 +106,13 @@ def evaluate_model(
         metrics["PQ_St"] = {"PQ": st["PQ"], "SQ": st["SQ"], "RQ": st["RQ"]}
     if pan_eval is not None:
         pan_eval.synchronize()
-        pan = pan_eval.compute()
-        metrics.update({key: pan[key] for key in ("All", "Things", "Stuff", "PQ", "SQ", "RQ") if key in pan})
+        # a panoptic model on data without panoptic ground truth (a semantic folder, CamVid): PQ is not measured,
+        # and is left out rather than reported as 0
+        if dist.all_reduce_mean({"n": float(scored_panoptic)})["n"] > 0:
+            pan = pan_eval.compute()
+            metrics.update({key: pan[key] for key in ("All", "Things", "Stuff", "PQ", "SQ", "RQ") if key in pan})
+        else:
+            metrics["panoptic_note"] = "no panoptic ground truth in this split: PQ not measured"
     metrics["images"] = int(dist.all_reduce_mean({"n": float(seen)})["n"] * dist.world_size())
     n_skipped = int(round(dist.all_reduce_mean({"n": float(len(skipped))})["n"] * dist.world_size()))
     if n_skipped:
