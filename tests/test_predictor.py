@@ -273,3 +273,46 @@ def test_threads_sharing_a_reference_predictor_leave_a_training_models_statistic
         t.join()
     changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
     assert changed == [] and all(torch.equal(g, want) for g in got) and len(got) == 60, changed[:5]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"object_mask_threshold": float("nan")}, "object_mask_threshold: a number between 0 and 1"),
+        ({"object_mask_threshold": 2.0}, "object_mask_threshold: a number between 0 and 1"),
+        ({"overlap_threshold": -3}, "overlap_threshold: a number between 0 and 1"),
+        ({"min_size": 2.5}, "min_size: a positive integer"),
+        ({"min_size": "128"}, "min_size: a positive integer"),
+        ({"tta": "no"}, "tta: True or False"),
+        ({"thing_ids": [99, -1]}, "thing_ids: class ids 0..7"),
+        ({"thing_ids": ["disc"]}, "thing_ids: class ids 0..7"),
+        ({"meta": {"classes": ["a"]}}, "meta: a class table"),
+        ({"task_default": "inst"}, "task_default must be one of"),
+    ],
+)
+def test_predictor_arguments_of_the_wrong_kind_are_one_config_error(kwargs: dict, words: str) -> None:
+    """Each was accepted and gave silently wrong results (NaN kept no segment, 2.5 resized to a 2-pixel side, "no"
+    switched TTA on) or a bare ValueError / AttributeError."""
+    import maskformer
+    from conftest import CONFIGS
+    from maskformer.errors import ConfigError
+
+    model = maskformer.build_model(maskformer.load_config(CONFIGS / "demo.yaml"))
+    with pytest.raises(ConfigError, match=words.replace("(", r"\(")):
+        Predictor(model, **kwargs)
+
+
+def test_a_meta_of_another_class_count_and_unknown_tasks_are_config_errors() -> None:
+    import maskformer
+    from conftest import CONFIGS
+    from maskformer.data.metadata import generic_meta
+    from maskformer.errors import ConfigError
+
+    model = maskformer.build_model(maskformer.load_config(CONFIGS / "demo.yaml"))
+    with pytest.raises(ConfigError, match="meta: 3 classes for a model of 8"):
+        Predictor(model, meta=generic_meta(3))
+    predictor = Predictor(model, optimize=False)
+    with pytest.raises(ConfigError, match="task must be one of"):
+        predictor(_image(32, 32), task="instance")
+    with pytest.raises(ConfigError, match="return_scores is only available for task='semantic'"):
+        predictor(_image(32, 32), task="panoptic", return_scores=True)

@@ -96,10 +96,18 @@ class Predictor:
         self.tta, self.tta_flip = settings.tta, settings.tta_flip
         self.tta_min_sizes, self.tta_max_size = list(settings.tta_min_sizes), settings.tta_max_size
         self.meta = meta if meta is not None else getattr(model, "class_meta", None)
+        if self.meta is not None and not (hasattr(self.meta, "classes") and hasattr(self.meta, "isthing")):
+            raise ConfigError(f"Predictor meta: a class table (DatasetMeta) is needed, got {type(self.meta).__name__}")
         num_classes = cfg.model.num_classes if cfg is not None else (len(self.meta.classes) if self.meta else 0)
         self.num_classes = int(num_classes)
+        if self.meta is not None and len(self.meta.classes) != self.num_classes:
+            raise ConfigError(f"Predictor meta: {len(self.meta.classes)} classes for a model of {self.num_classes}")
         meta_things = [i for i, t in enumerate(self.meta.isthing) if t] if self.meta is not None else []
-        self.thing_ids = frozenset(int(i) for i in (thing_ids if thing_ids is not None else meta_things))
+        things = list(thing_ids if thing_ids is not None else meta_things)
+        top = self.num_classes or float("inf")  # (a model without config or class table: its count is unknown)
+        if not all(isinstance(i, int | np.integer) and not isinstance(i, bool) and 0 <= i < top for i in things):
+            raise ConfigError(f"Predictor thing_ids: class ids 0..{top - 1} expected, got {things}")
+        self.thing_ids = frozenset(int(i) for i in things)
         self.reference = model.to(self.device)
         with eval_mode(model):  # the optimised copy is made in eval mode; the caller's model keeps its own mode
             acc = accelerate(model, enabled=optimize, bf16=bf16, compile=compile, device=str(self.device))
@@ -167,13 +175,16 @@ class Predictor:
             Per image, semantic: label map int64 [H, W] (or (labels, scores) with return_scores); panoptic:
             (panoptic map int32 [H, W], segments_info list of {"id", "isthing", "category_id"}), where
             category_id is the class's position in ``class_names`` (``predict``'s predictions.json gives the
-            dataset's own ids instead). CPU tensors at the original image size. A list in, a list out.
+            dataset's own ids instead). CPU tensors at the original image size. A list in, a list out: the
+            images of a list run as one batch, padded to the largest (as the original batches them), and the
+            attention sees that padding, so an image's result in a list of other sizes can differ from its result
+            alone; call once per image (or pass same-sized images) for results equal to single calls.
         """
         task = self._task(task)
         if task == "panoptic" and self.tta:
             raise ConfigError(PANOPTIC_TTA)
         if return_scores and task != "semantic":
-            raise ValueError("return_scores is only available for task='semantic'")
+            raise ConfigError("return_scores is only available for task='semantic'")
         batched = isinstance(image, list | tuple)
         if batched and not image:
             return []
@@ -277,7 +288,7 @@ class Predictor:
     def _task(self, task: str | None) -> str:
         task = task or self.task_default
         if task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+            raise ConfigError(f"task must be one of {TASKS}, got {task!r}")
         return task
 
     def _resize(self, image: np.ndarray) -> np.ndarray:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from maskformer.config import Config
 from maskformer.errors import ConfigError
 
@@ -50,6 +52,24 @@ def _setting(value: Any, cfg: Config | None, section: str, key: str, fallback: A
     return getattr(getattr(cfg, section), key) if cfg is not None else fallback
 
 
+def _check_arguments(**given: object) -> None:
+    """A ``ConfigError`` naming a Predictor argument of the wrong kind: sizes are positive integers, thresholds
+    numbers in [0, 1], switches True or False (a string "no" switched TTA on; NaN kept no segment)."""
+    for name, value in given.items():
+        if value is None:
+            continue
+        if name.endswith("_size"):
+            ok = isinstance(value, int | np.integer) and not isinstance(value, bool) and value > 0
+            want = "a positive integer"
+        elif name.endswith("_threshold"):
+            ok = isinstance(value, int | float | np.number) and not isinstance(value, bool) and 0 <= value <= 1
+            want = "a number between 0 and 1"
+        else:
+            ok, want = isinstance(value, bool | np.bool_), "True or False"
+        if not ok:
+            raise ConfigError(f"Predictor {name}: {want} expected, got {value!r}")
+
+
 def predictor_settings(
     cfg: Config | None,
     *,
@@ -64,12 +84,14 @@ def predictor_settings(
     """Settings from explicit arguments and the model config ``cfg`` (None: a model without one, which then needs
     ``min_size`` and ``max_size``). Raises ``ValueError``/``ConfigError`` naming the setting that is wrong."""
     if cfg is None and (min_size is None or max_size is None):
-        raise ValueError("Predictor: pass min_size and max_size (this model carries no config: model.cfg)")
+        raise ConfigError("Predictor: pass min_size and max_size (this model carries no config: model.cfg)")
+    _check_arguments(min_size=min_size, max_size=max_size, object_mask_threshold=object_mask_threshold,
+                     overlap_threshold=overlap_threshold, fast=fast, tta=tta)  # fmt: skip
     mask_model = cfg is not None and cfg.model.meta_arch == "maskformer"
     panoptic_on = mask_model and bool(cfg.inference.panoptic_on)
     task_default = task_default or ("panoptic" if panoptic_on else "semantic")
     if task_default not in TASKS:
-        raise ValueError(f"task_default must be one of {TASKS}, got {task_default!r}")
+        raise ConfigError(f"task_default must be one of {TASKS}, got {task_default!r}")
     resolved_min = int(_setting(min_size, cfg, "test", "min_size", 0))
     if resolved_min <= 0:
         raise ConfigError(f"test.min_size (Predictor min_size): the short side must be > 0, got {resolved_min}")
