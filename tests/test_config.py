@@ -164,3 +164,15 @@ def test_tta_scales_follow_the_configs_test_size(name: str) -> None:
     t = maskformer.load_config(CONFIGS / name).test
     assert t.tta_min_sizes == [t.min_size * k // 4 for k in range(2, 8)], (t.min_size, t.tta_min_sizes)
     assert t.tta_max_size == t.max_size * 7 // 4
+
+
+def test_override_values_are_read_as_a_shell_user_means_them() -> None:
+    """YAML 1.1 read `train.max_iters=010` as octal 8 and cut `data.root=/x/my #data` at the '#' (a comment)."""
+    from maskformer.config import parse_override
+
+    assert parse_override("train.max_iters=010") == (["train", "max_iters"], 10)
+    assert parse_override("data.root=/x/my #data") == (["data", "root"], "/x/my #data")
+    assert parse_override("model.pixel_mean=[1, 2, 3]")[1] == [1, 2, 3]
+    assert parse_override("solver.base_lr=0.5")[1] == 0.5 and parse_override("a=0")[1] == 0
+    cfg = load_config(CONFIGS / "demo.yaml", ["train.max_iters=010", "data.root=/x/my #data"])
+    assert cfg.train.max_iters == 10 and cfg.data.root == "/x/my #data"

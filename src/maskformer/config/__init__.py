@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -205,8 +206,13 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override '{text}' must look like key=value, e.g. model.num_queries=50")
     key, raw = text.split("=", 1)
+    word = raw.strip()
+    if re.fullmatch(r"[-+]?0[0-9_]+", word):  # (YAML 1.1 reads 010 as octal 8: a shell user means ten)
+        return key.strip().split("."), int(word.replace("_", ""))
+    if re.search(r"\s#", raw) and not word.startswith(("[", "{", "'", '"')):
+        return key.strip().split("."), word  # (a " #" in a path is part of it, not a YAML comment)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.safe_load(raw) if word else ""
     except yaml.YAMLError:
         value = raw
     return key.strip().split("."), value
