@@ -84,8 +84,10 @@ def test_tf32_follows_the_config(tf32: bool, tmp_path) -> None:
     before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     try:
         set_tf32(not tf32)
+        # (the stub's 4 classes)
         cfg = maskformer.load_config(None, ["data.dataset=synthetic", f"train.tf32={str(tf32).lower()}",
-                                            "data.synthetic_val_size=1", "model.num_classes=8"])  # fmt: skip
+                                            "data.synthetic_val_size=1", "model.num_classes=4",
+                                            "data.synthetic_num_classes=4"])  # fmt: skip
         from maskformer.engine.evaluate import evaluate_model
 
         evaluate_model(cfg, _stub_with(False, False), max_images=0)
