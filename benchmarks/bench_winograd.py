@@ -63,7 +63,7 @@ def main() -> int:
         layer = ConvNorm(cin, cout, 3, padding=1, bias=True, norm=None, relu=False).eval().requires_grad_(False)
         direct = onednn.Conv(layer, relu=False)
         direct.winograd = False
-        u = winograd.filters(layer.weight)
+        u = winograd.filters(layer.weight, (side // 2) ** 2)  # packed for this many tiles, as ``Conv`` does
         x = torch.randn(1, cin, side, side, generator=g).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             med = interleaved_medians(

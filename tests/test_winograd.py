@@ -90,8 +90,8 @@ def test_filters_of_inference_tensors_are_transformed_once(monkeypatch) -> None:
         x = torch.randn(1, 256, 6, 6)
         first = conv(x)
         transformed = conv._filters.weight
-        assert transformed is not None and transformed.shape == (16, 256, 256)
-        monkeypatch.setattr(winograd, "filters", lambda w: pytest.fail("transformed again"))
+        assert transformed is not None and len(transformed) == 16
+        monkeypatch.setattr(winograd, "filters", lambda *a: pytest.fail("transformed again"))
         assert torch.equal(conv(x), first)
 
 
@@ -107,3 +107,37 @@ def test_default_predictor_with_a_wide_pixel_decoder_keeps_the_exact_labels() ->
     assert len(wide) == 4  # the FPN's output convolutions of every level
     image = np.random.default_rng(1).integers(0, 256, (70, 90, 3), dtype=np.uint8)
     assert torch.equal(fast(image, task="semantic"), exact(image, task="semantic"))
+
+
+def test_the_folded_mask_convolution_takes_winograd_with_the_same_rows_when_queries_are_selected(monkeypatch) -> None:
+    """256 pixel-decoder channels and 64 queries: the mask convolution folded into the embeddings runs by Winograd; the
+    panoptic path's selected rows equal the full forward's bit for bit, and the masks stay as close to the
+    unmodified model's as the direct kernel's."""
+    from maskformer.inference.accelerate.fast_model import prepare_for_inference
+
+    calls = []
+    real = winograd.winograd_conv3x3
+    monkeypatch.setattr(
+        winograd, "winograd_conv3x3", lambda x, u, *a, **k: calls.append(len(u[0])) or real(x, u, *a, **k)
+    )
+    torch.manual_seed(0)
+    cfg = maskformer.load_config(None, ["data.dataset=synthetic", "model.num_classes=7", "model.num_queries=64",
+        "model.backbone.blocks=[1,1,1,1]", "model.backbone.stem_out_channels=16", "model.backbone.width_per_group=8",
+        "model.hidden_dim=32", "model.nheads=2", "model.dim_feedforward=64", "model.dec_layers=2",
+        "model.convs_dim=256", "model.mask_dim=256", "model.backbone.norm=FrozenBN"])  # fmt: skip
+    model = maskformer.build_model(cfg).eval()
+    fast = prepare_for_inference(model)
+    assert fast.fold_mask_features
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        ref = model(x, with_aux=False)["pred_masks"]
+        full = fast(x)["pred_masks"]
+        assert calls == [256] * 4 + [64]  # the FPN's outputs, then the folded convolution with all 64 rows
+        del calls[:]
+        torch.testing.assert_close(full, ref, atol=1e-5 * float(ref.abs().max()), rtol=1e-4)
+        for chosen in ([5], list(range(0, 64, 3)), list(range(64))):
+            wanted = torch.zeros(64, dtype=torch.bool)
+            wanted[chosen] = True
+            got = fast(x, mask_queries=lambda logits, w=wanted: w)["pred_masks"]
+            assert torch.equal(got[:, wanted], full[:, wanted]), chosen
+    assert calls[4::5] == [17, 22, 64]  # topped up to 17 rows, then as selected

@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from maskformer.inference.accelerate.onednn import linear, use_onednn_convolutions, use_onednn_layers
+import maskformer.inference.accelerate.winograd as winograd
+from maskformer.inference.accelerate.onednn import _eager_onednn, linear, use_onednn_convolutions, use_onednn_layers
 from maskformer.inference.accelerate.swin import use_fast_swin_blocks
 from maskformer.modeling.backbone.norm import FrozenBatchNorm2d
 from maskformer.modeling.layers import ConvNorm
@@ -129,14 +130,18 @@ def folded_mask_forward(
         weight = _fold_weight(embed[i], conv.weight.to(embed.dtype))
         bias = (embed[i] @ conv.bias.to(embed.dtype)[:, None])[:, 0] if conv.bias is not None else None
         rows = None if queries is None else _selected_rows(queries(logits[i].float()), _MIN_SELECTED)
+        # Winograd is chosen by all Q rows, so the selected rows take the same algorithm and give the same numbers
+        u = winograd.filters(weight) if _folded_winograd(y, weight, conv) else None
         if rows is None:
-            masks.append(_conv(y[i : i + 1], weight, bias, conv, layout))
+            masks.append(_conv(y[i : i + 1], weight, bias, conv, layout, u))
             continue
         # the folded weights are made for all queries first, so the selected rows are the same numbers
         size = [(n + 2 * p - (k - 1) - 1) // s + 1 for n, p, k, s in zip(y.shape[-2:], *_geometry(conv))]
         full = y.new_zeros(1, num_queries, *size).contiguous(memory_format=layout)
         if rows.numel():
-            full[:, rows] = _conv(y[i : i + 1], weight[rows], None if bias is None else bias[rows], conv, layout)
+            u_rows = None if u is None else tuple(m[rows].contiguous() for m in u)
+            b_rows = None if bias is None else bias[rows]
+            full[:, rows] = _conv(y[i : i + 1], weight[rows], b_rows, conv, layout, u_rows)
         masks.append(full)
     return {"pred_logits": logits, "pred_masks": torch.cat(masks)}
 
@@ -147,7 +152,24 @@ def _geometry(conv: nn.Conv2d) -> tuple[tuple[int, ...], tuple[int, ...], tuple[
     return tuple(conv.padding), tuple(conv.kernel_size), tuple(conv.stride)
 
 
-def _conv(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, conv: nn.Conv2d, layout) -> torch.Tensor:
+def _folded_winograd(y: torch.Tensor, weight: torch.Tensor, conv: nn.Conv2d) -> bool:
+    """Whether the folded convolution (all Q rows of ``weight``) takes Winograd's F(2x2, 3x3) (``winograd.py``): fp32
+    eager inference through oneDNN with at least 256 mask channels and ``MIN_FOLDED_OUT`` queries."""
+    geometry = (conv.stride, conv.padding, conv.dilation, conv.groups)
+    return _eager_onednn(y, weight) and winograd.suits(weight, *geometry, min_out=winograd.MIN_FOLDED_OUT)
+
+
+def _conv(
+    y: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    conv: nn.Conv2d,
+    layout,
+    u: tuple[torch.Tensor, ...] | None = None,
+) -> torch.Tensor:
+    """The folded convolution of y [1, D, h, w] -> [1, rows, h', w']; by Winograd with its filters ``u`` if given."""
+    if u is not None:
+        return winograd.winograd_conv3x3(y, u, bias).contiguous(memory_format=layout)
     weight = weight.contiguous(memory_format=layout)
     return F.conv2d(y, weight, bias, stride=conv.stride, padding=conv.padding)
 

@@ -23,6 +23,7 @@ the residual sum is rounded once instead of twice. The packed weights double the
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,8 @@ from torch import Tensor, nn
 import maskformer.inference.accelerate.winograd as winograd
 from maskformer.modeling.backbone.resnet import Bottleneck as ResNetBottleneck
 from maskformer.modeling.layers import ConvNorm
+
+_T = TypeVar("_T")
 
 __all__ = [
     "Bottleneck",
@@ -145,12 +148,12 @@ class _Packed:
 
     def __init__(self) -> None:
         self.key: tuple | None = None
-        self.weight: Tensor | None = None
+        self.weight: Any = None
 
     def __deepcopy__(self, memo: dict) -> _Packed:
         return _Packed()
 
-    def get(self, weight: Tensor, pack: Callable[[], Tensor], *, always: bool = False) -> Tensor:
+    def get(self, weight: Tensor, pack: Callable[[], _T], *, always: bool = False) -> _T:
         """The packed weight; an inference tensor (made under inference_mode: no version counter to notice in-place
         changes) is used unpacked, or with ``always`` (a transform the call cannot do without) packed once."""
         if weight.is_inference() and not always:
@@ -195,7 +198,8 @@ class Conv(nn.Module):
         fused_relu = self.relu and self.norm is None
         eager = _eager_onednn(x, self.weight)
         if eager and self.winograd and x.dtype == torch.float32 and self._suits_winograd():
-            u = self._filters.get(self.weight, lambda: winograd.filters(self.weight), always=True)
+            rows = x.shape[0] * -(-x.shape[2] // 2) * -(-x.shape[3] // 2)  # 2x2 output tiles
+            u = self._filters.get(self.weight, lambda: winograd.filters(self.weight, rows), always=True)
             y = winograd.winograd_conv3x3(x, u, self.bias, relu=fused_relu)
         elif eager:
             x = x.to(self.weight.dtype)
