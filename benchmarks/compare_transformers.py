@@ -257,6 +257,9 @@ def train_worker(side: str, steps: int, size: int) -> dict:
         if side != "ours_exact_contiguous":  # NHWC weights and input, as `maskformer train` does by default
             model = model.to(memory_format=torch.channels_last)
             x = x.contiguous(memory_format=torch.channels_last)
+        from maskformer.modeling.layers import set_winograd
+
+        set_winograd(model, cfg.train.winograd)  # Winograd for the wide 3x3 convolutions, as `maskformer train` does
 
         def step() -> None:
             with autocast:

@@ -141,3 +141,90 @@ def test_the_folded_mask_convolution_takes_winograd_with_the_same_rows_when_quer
             got = fast(x, mask_queries=lambda logits, w=wanted: w)["pred_masks"]
             assert torch.equal(got[:, wanted], full[:, wanted]), chosen
     assert calls[4::5] == [17, 22, 64]  # topped up to 17 rows, then as selected
+
+
+@pytest.mark.parametrize(("batch", "cin", "cout", "size", "bias"), [(2, 8, 5, (6, 7), True), (1, 3, 4, (1, 3), False)])
+def test_training_winograd_gives_the_convolutions_gradients(batch, cin, cout, size, bias) -> None:
+    """modeling.winograd.conv3x3 (training): output and input / weight / bias gradients of conv2d(padding=1), exact
+    in float64 (odd sizes crop the last tile row and column)."""
+    from maskformer.modeling.winograd import conv3x3
+
+    g = torch.Generator().manual_seed(size[0] * size[1])
+    x = torch.randn(batch, cin, *size, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(cout, cin, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(cout, generator=g, dtype=torch.float64, requires_grad=True) if bias else None
+    grad = torch.randn(batch, cout, *size, generator=g, dtype=torch.float64)
+    params = [x, w] + ([b] if bias else [])
+    got = torch.autograd.grad(conv3x3(x, w, b), params, grad)
+    want = torch.autograd.grad(F.conv2d(x, w, b, padding=1), params, grad)
+    torch.testing.assert_close(conv3x3(x, w, b), F.conv2d(x, w, b, padding=1), atol=1e-12, rtol=1e-12)
+    for a, e in zip(got, want):
+        torch.testing.assert_close(a, e, atol=1e-12, rtol=1e-12)
+
+
+def test_training_takes_winograd_on_wide_layers_with_fp32_gradients_as_close_as_the_direct_kernels(monkeypatch):
+    """ConvNorm.winograd (``train.winograd``): taken with autograd where it pays, not without (eval keeps the direct
+    kernel); its fp32 output and gradients are at least as close to float64 as the direct kernel's."""
+    from maskformer.modeling import layers
+    from maskformer.modeling import winograd as training
+
+    monkeypatch.setattr(training, "MIN_TRAIN_TILES", 16)
+    g = torch.Generator().manual_seed(3)
+    layer = ConvNorm(256, 256, 3, padding=1, bias=True, norm=nn_group_norm(), relu=True)
+    assert layers.set_winograd(torch.nn.Sequential(layer), True) == 1
+    calls = []
+    real = training.conv3x3
+    monkeypatch.setattr(layers, "conv3x3", lambda *a: calls.append(1) or real(*a))
+    x = torch.randn(2, 256, 8, 10, generator=g).contiguous(memory_format=torch.channels_last).requires_grad_()
+    grad = torch.randn(2, 256, 8, 10, generator=g)
+    with torch.no_grad():
+        layer(x)
+    assert not calls
+    errors = {}
+    for name in ("winograd", "direct"):
+        layer.winograd = name == "winograd"
+        layer.zero_grad()
+        x.grad = None
+        y = layer(x)
+        y.backward(grad)
+        errors[name] = (y.detach(), x.grad.clone(), layer.weight.grad.clone())
+    assert calls == [1]
+    exact = layer.double()
+    x64 = x.detach().double().requires_grad_()
+    y64 = exact(x64)
+    y64.backward(grad.double())
+    for got_w, got_d, want in zip(errors["winograd"], errors["direct"], (y64.detach(), x64.grad, exact.weight.grad)):
+        scale = float(want.abs().max())
+        err_w, err_d = (float((t.double() - want).abs().max()) / scale for t in (got_w, got_d))
+        assert err_w < max(2 * err_d, 1e-6), (err_w, err_d)
+
+
+def nn_group_norm() -> torch.nn.GroupNorm:
+    return torch.nn.GroupNorm(32, 256)
+
+
+def test_mask_product_with_the_winograd_mask_convolution_equals_the_direct_one(monkeypatch) -> None:
+    """The pixel decoder's mask_features convolution inside the mask product (training) by Winograd: the mask
+    logits and every gradient as with the direct convolution, to fp32 rounding."""
+    from maskformer.modeling import mask_product
+    from maskformer.modeling import winograd as training
+    from maskformer.modeling.mask_product import layer_mask_logits
+
+    monkeypatch.setattr(training, "MIN_TRAIN_TILES", 16)
+    calls = []
+    real = mask_product.apply_filters
+    monkeypatch.setattr(mask_product, "apply_filters", lambda *a: calls.append(1) or real(*a))
+    g = torch.Generator().manual_seed(4)
+    conv = torch.nn.Conv2d(256, 256, 3, padding=1)
+    y = torch.randn(2, 256, 12, 10, generator=g).requires_grad_()
+    embed = torch.randn(3, 2, 5, 256, generator=g).requires_grad_()
+    grads = [torch.randn(2, 5, 12, 10, generator=g) * (torch.rand(1, 5, 1, 1, generator=g) > 0.5) for _ in range(3)]
+    results = []
+    for on in (True, False):
+        conv.winograd = on
+        outs = layer_mask_logits(embed, y, conv)
+        params = (embed, y, conv.weight, conv.bias)
+        results.append((torch.stack(outs), *torch.autograd.grad(outs, params, grads)))
+    assert calls == [1]
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, atol=2e-5 * float(b.detach().abs().max()), rtol=1e-4)

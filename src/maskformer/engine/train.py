@@ -23,6 +23,7 @@ from ..allocator import reuse_freed_memory
 from ..build import build_criterion, build_dataset, build_meta, build_model, build_optimizer, build_scheduler
 from ..config import Config, save_config
 from ..errors import ConfigError, DataError, UserError, interrupts_held, is_interrupt, raise_if_terminated
+from ..modeling.layers import set_winograd
 from . import distributed as dist
 from .checkpoint import rng_state, save_checkpoint, unwrap
 from .initial_weights import load_initial_weights
@@ -109,6 +110,7 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
     model.to(device).train()
     if t.channels_last:
         model.to(memory_format=torch.channels_last)
+    set_winograd(model, t.winograd)
     criterion = build_criterion(cfg, ignore_label=meta.ignore_label).to(device)
     dataset = build_dataset(cfg, split=cfg.data.train_split, train=True)
 

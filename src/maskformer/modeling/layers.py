@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .winograd import conv3x3, pays
+
 
 class ConvNorm(nn.Conv2d):
     """``Conv2d -> norm -> ReLU`` with the norm stored as ``.norm`` (state-dict keys ``name.weight``,
@@ -29,6 +31,13 @@ class ConvNorm(nn.Conv2d):
         )
         self.norm = norm
         self.relu = relu
+        self.winograd = False  # with autograd, Winograd's F(2x2, 3x3) where it pays (``set_winograd``)
+
+    def _conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        geometry = (self.stride, self.padding, self.dilation, self.groups)
+        if self.winograd and torch.is_grad_enabled() and pays(x, weight, *geometry):
+            return conv3x3(x, weight, bias)
+        return F.conv2d(x, weight, bias, *geometry)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         affine = getattr(self.norm, "frozen_affine", None)
@@ -39,13 +48,22 @@ class ConvNorm(nn.Conv2d):
             scale, shift = affine()
             weight = self.weight * scale.view(-1, 1, 1, 1)
             bias = shift if self.bias is None else self.bias * scale + shift
-            x = F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+            x = self._conv(x, weight, bias)
             return F.relu_(x) if self.relu else x
-        x = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        x = self._conv(x, self.weight, self.bias)
         if self.norm is not None:
             x = self.norm(x)
         # in place: x is a fresh tensor here, and ReLU's backward needs only its output
         return F.relu_(x) if self.relu else x
+
+
+def set_winograd(model: nn.Module, on: bool = True) -> int:
+    """Let every ``ConvNorm`` of ``model`` train its wide 3x3 convolutions by Winograd's F(2x2, 3x3) where it pays
+    (``modeling.winograd.pays``; the forward without autograd keeps the direct kernel). Returns how many were set."""
+    layers = [m for m in model.modules() if isinstance(m, ConvNorm)]
+    for m in layers:
+        m.winograd = on
+    return len(layers)
 
 
 def c2_xavier_fill(module: nn.Conv2d | nn.Linear) -> None:

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .winograd import apply_filters, pays, transform_filters
+
 __all__ = ["layer_mask_logits"]
 
 
@@ -43,9 +45,17 @@ def _picked_rows(grads: tuple[Tensor | None, ...], b: int, pixels: int) -> list[
 
 class _LayerMaskLogits(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, embed: Tensor, inputs: Tensor, weight: Tensor | None, bias: Tensor | None, padding: int):  # type: ignore[override]
-        """inputs: the per-pixel embeddings, or (weight given) the input of the 3x3 convolution that makes them."""
-        features = inputs if weight is None else F.conv2d(inputs, weight, bias, padding=padding)
+    def forward(  # type: ignore[override]
+        ctx, embed: Tensor, inputs: Tensor, weight: Tensor | None, bias: Tensor | None, padding: int, fast: bool
+    ):
+        """inputs: the per-pixel embeddings, or (weight given) the input of the 3x3 convolution that makes them;
+        ``fast``: that convolution by Winograd where it pays (``ConvNorm.winograd``)."""
+        if weight is None:
+            features = inputs
+        elif fast and pays(inputs, weight, (1, 1), (padding, padding), (1, 1), 1):
+            features = apply_filters(inputs, transform_filters(weight).unbind(0), bias)
+        else:
+            features = F.conv2d(inputs, weight, bias, padding=padding)
         layers, batch, queries, channels = embed.shape
         _, _, height, width = features.shape
         # [B, L*Q, C] @ [B, C, H*W] (a view for NCHW and for channels-last features), as the einsum computes it
@@ -107,7 +117,7 @@ class _LayerMaskLogits(torch.autograd.Function):
             )
             grad_inputs[b] = grad_in[0]
             grad_weight += (embed_rows.T @ grad_w.reshape(n, -1)).view_as(weight) if sparse else grad_w
-        return grad_embed, grad_inputs, grad_weight, grad_bias, None
+        return grad_embed, grad_inputs, grad_weight, grad_bias, None, None
 
 
 def layer_mask_logits(embed: Tensor, features: Tensor, conv: nn.Conv2d | None = None) -> tuple[Tensor, ...]:
@@ -141,9 +151,10 @@ def layer_mask_logits(embed: Tensor, features: Tensor, conv: nn.Conv2d | None = 
         if conv is not None:  # the convolution too, as autocast runs conv2d
             weight = conv.weight.to(dtype)
             bias = None if conv.bias is None else conv.bias.to(dtype)
-            return _LayerMaskLogits.apply(embed, features, weight, bias, conv.padding[0])
+            return _LayerMaskLogits.apply(embed, features, weight, bias, conv.padding[0], False)
     elif embed.dtype != features.dtype:
         raise TypeError(f"embed ({embed.dtype}) and features ({features.dtype}) need one dtype")
     if conv is None:
-        return _LayerMaskLogits.apply(embed, features, None, None, 0)
-    return _LayerMaskLogits.apply(embed, features, conv.weight, conv.bias, conv.padding[0])
+        return _LayerMaskLogits.apply(embed, features, None, None, 0, False)
+    fast = bool(getattr(conv, "winograd", False))
+    return _LayerMaskLogits.apply(embed, features, conv.weight, conv.bias, conv.padding[0], fast)
