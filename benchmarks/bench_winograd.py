@@ -9,7 +9,10 @@ With ``--predict r50,swin-t`` it also times the default Predictor (semantic and 
 weights, ``benchmarks/suite.py``) with Winograd on and off, interleaved, and counts the pixels whose semantic labels
 differ from the unmodified model's (``optimize=False``) on the suite's four pictures.
 
-Run: .venv/bin/python benchmarks/bench_winograd.py [--reps 10] [--threads 2] [--predict r50,swin-t]
+With ``--train`` it times forward + backward at batch 2 instead (``modeling.winograd.conv3x3``, what ``maskformer
+train`` runs with ``train.winograd``; ``pays`` decides where).
+
+Run: .venv/bin/python benchmarks/bench_winograd.py [--reps 10] [--threads 2] [--predict r50,swin-t] [--train]
 """
 
 from __future__ import annotations
@@ -49,10 +52,15 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--predict", default="", help="comma-separated suite models for the whole-Predictor A/B")
     parser.add_argument("--ab", default="", help=argparse.SUPPRESS)  # MODEL:TASK, one A/B (the fresh process)
+    parser.add_argument("--train", action="store_true", help="forward + backward at batch 2 (training) instead")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.ab:
         _ab_main(args.ab, args.reps)
+        return 0
+    if args.train:
+        reuse_freed_memory()
+        _train_rows(args.reps)
         return 0
     reuse_freed_memory()
     print(f"{args.threads} thread(s), median of {args.reps}; error = max |y - float64| / max |float64|")
@@ -86,6 +94,44 @@ def main() -> int:
     for model in filter(None, args.predict.split(",")):
         _predict_ab(model, args.reps)
     return 0
+
+
+TRAIN_SHAPES = [(256, 256, 128), (256, 256, 64), (256, 256, 32), (2048, 256, 16), (512, 512, 16)]
+
+
+def _train_rows(reps: int) -> None:
+    """Forward + backward (input, weight and bias gradients) of conv2d at batch 2, channels-last, against
+    ``modeling.winograd.conv3x3``, interleaved; errors of the input gradient against float64."""
+    from maskformer.engine.timing import interleaved_medians
+    from maskformer.modeling import winograd as training
+    from maskformer.modeling.winograd import conv3x3
+
+    print(f"{torch.get_num_threads()} thread(s), batch 2, forward + backward, median of {reps}")
+    print(f"{'Cin -> Cout @ side':>20} {'direct ms':>10} {'Winograd ms':>12} {'ratio':>6} {'dx err direct':>14} "
+          f"{'dx err Winograd':>16}  used")  # fmt: skip
+    g = torch.Generator().manual_seed(0)
+    for cin, cout, side in TRAIN_SHAPES:
+        x = torch.randn(2, cin, side, side, generator=g).contiguous(memory_format=torch.channels_last)
+        x.requires_grad_(True)
+        w = (torch.randn(cout, cin, 3, 3, generator=g) / (3 * cin**0.5)).contiguous(memory_format=torch.channels_last)
+        w.requires_grad_(True)
+        b = torch.randn(cout, generator=g, requires_grad=True)
+        grad = torch.randn(2, cout, side, side, generator=g).contiguous(memory_format=torch.channels_last)
+
+        def step(conv, x=x, w=w, b=b, grad=grad):
+            return torch.autograd.grad(conv(x, w, b), (x, w, b), grad)
+
+        def direct(x, w, b):
+            return F.conv2d(x, w, b, padding=1)
+
+        med = interleaved_medians({"direct": lambda: step(direct), "winograd": lambda: step(conv3x3)}, reps)
+        x64, w64, b64 = (t.detach().double().requires_grad_(True) for t in (x, w, b))
+        exact = torch.autograd.grad(F.conv2d(x64, w64, b64, padding=1), x64, grad.double())[0]
+        errors = [float((step(c)[0].double() - exact).abs().max() / exact.abs().max()) for c in (direct, conv3x3)]
+        used = training.pays(x, w, (1, 1), (1, 1), (1, 1), 1)
+        times = f"{med['direct'] * 1e3:10.1f} {med['winograd'] * 1e3:12.1f} {med['winograd'] / med['direct']:6.2f}"
+        shape = f"{cin} -> {cout} @ {side}"
+        print(f"{shape:>20} {times} {errors[0]:14.1e} {errors[1]:16.1e}  {'yes' if used else 'no'}")
 
 
 def _predict_ab(model: str, reps: int) -> None:

@@ -28,8 +28,9 @@ _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 def pil_to_rgb(pil: Image.Image, name: str = "image") -> np.ndarray:
     """uint8 RGB ``[H, W, 3]`` of a decoded file as a viewer shows it: EXIF orientation applied (as detectron2's
-    ``read_image``; a phone photo's label map then lies over the photo), 16-bit grey scaled to 8 bits (``>> 8``),
-    grey, palette, alpha and CMYK converted; float images are one ``DataError`` naming ``name``."""
+    ``read_image``; a phone photo's label map then lies over the photo), 16-bit grey scaled to 8 bits (``>> 8``; a
+    32-bit integer image whose values fit in 0..255 is read as 8-bit grey), grey, palette, alpha and CMYK
+    converted; float images are one ``DataError`` naming ``name``."""
     try:
         pil = ImageOps.exif_transpose(pil)
     except Exception:  # broken EXIF blocks are common; orientation is then left as stored
@@ -38,7 +39,9 @@ def pil_to_rgb(pil: Image.Image, name: str = "image") -> np.ndarray:
         arr = np.asarray(pil)
         if arr.dtype != np.uint16 and (arr.min() < 0 or arr.max() > 65535):
             raise DataError(f"{name}: 32-bit image with values outside 0..65535 is not supported")
-        gray = (arr.astype(np.uint32) >> 8).astype(np.uint8)
+        # a 32-bit integer image (mode I; 16-bit files open as I;16) whose values fit in 8 bits holds 8-bit grey
+        eight_bit = pil.mode == "I" and arr.max(initial=0) <= 255
+        gray = arr.astype(np.uint8) if eight_bit else (arr.astype(np.uint32) >> 8).astype(np.uint8)
         return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
     if pil.mode == "F":
         raise DataError(f"{name}: floating-point image is not supported (expected 8-bit RGB or grayscale)")

@@ -190,7 +190,7 @@ class _Conv3x3(torch.autograd.Function):
         if has_bias and ctx.needs_input_grad[2]:
             grad_b = grad.sum((0, 2, 3))
         if ctx.needs_input_grad[0]:
-            dv = [torch.mm(dm[k], u[k]).view(n, th, tw, cin) for k in range(16)]
+            dv = [t.view(n, th, tw, cin) for t in products(dm, u.transpose(1, 2).contiguous().unbind(0))]
             by_cols = [_overlap_add(_b(dv[4 * a : 4 * a + 4]), 2, tw) for a in range(4)]  # 4 x [N, th, 2tw+2, Cin]
             xp = _overlap_add(_b(by_cols), 1, th)  # [N, 2th+2, 2tw+2, Cin]
             grad_x = xp[:, 1 : h + 1, 1 : w + 1].permute(0, 3, 1, 2)
