@@ -380,3 +380,37 @@ def test_pair_lists_take_file_names_with_spaces_when_a_tab_separates_them(tmp_pa
     (tmp_path / "train.txt").write_text("images/my photo.png labels/my photo.png\n")
     with pytest.raises(DataError, match="train.txt:1: expected 'image label'.*put one tab between the two paths"):
         DATASETS["folder"](root=str(tmp_path), split="train")
+
+
+@pytest.mark.parametrize("ids", [[0, 1, 2, 3], [5, 9, 20, 33]])
+def test_a_palette_label_drawn_in_other_classes_colours_is_refused_and_one_in_class_order_is_read(tmp_path, ids):
+    """An image editor's indexed-colour PNG orders its palette by itself: index 0 held class 2's colour, so class 2
+    was trained as class 0 without a word. Palettes in classes.json's order (VOC-style) and unrelated palettes read
+    their indices as before."""
+    colors = [[128, 0, 0], [0, 128, 0], [0, 0, 128], [128, 128, 0]]
+    classes = [{"name": f"c{j}", "id": d, "color": c} for j, (d, c) in enumerate(zip(ids, colors))]
+    (tmp_path / "classes.json").write_text(json.dumps({"ignore_label": 255, "classes": classes}))
+    values = np.array(ids, dtype=np.uint8)[np.arange(12 * 16).reshape(12, 16) % 4]
+    for i, order in enumerate(([2, 0, 3, 1], None, "grey")):
+        _write_rgb(tmp_path / "images" / "train" / f"{i}.png", seed=i)
+        label = tmp_path / "labels" / "train" / f"{i}.png"
+        palette = np.zeros((256, 3), dtype=np.uint8)
+        if order == "grey":
+            palette[:] = np.arange(256)[:, None]
+            stored = values
+        elif order is None:  # index = label value, coloured as classes.json says
+            palette[ids] = colors
+            stored = values
+        else:  # what quantizing an RGB rendering gives: palette position k holds class order[k]'s colour
+            palette[: len(order)] = [colors[c] for c in order]
+            stored = np.argsort(order).astype(np.uint8)[np.searchsorted(ids, values)]
+        png = Image.fromarray(stored, mode="P")
+        png.putpalette(palette.ravel().tolist())
+        label.parent.mkdir(parents=True, exist_ok=True)
+        png.save(label)
+    ds = DATASETS["folder"](root=str(tmp_path), split="train")
+    with pytest.raises(DataError, match=r"0\.png: palette label file whose index 0 is drawn in the colour of class"):
+        ds[0]
+    for i in (1, 2):
+        sample = ds[i]
+        assert sorted(np.unique(sample["sem_seg"]).tolist()) == [0, 1, 2, 3]  # contiguous ids

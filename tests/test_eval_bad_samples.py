@@ -94,8 +94,39 @@ def test_bad_training_data_leaves_no_run_behind(tmp_path: Path, capsys) -> None:
     kept = tmp_path / "mine"
     kept.mkdir()
     (kept / "notes.txt").write_text("mine")
+    (kept / "config.yaml").write_text("keep: me\n")  # (it held the failed run's config afterwards)
     assert main(["train", str(CONFIGS / "folder" / "small.yaml"), "--output-dir", str(kept), *args]) == 2
-    assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"]
+    assert sorted(p.name for p in kept.iterdir()) == ["config.yaml", "notes.txt"]
+    assert (kept / "config.yaml").read_text() == "keep: me\n"
+
+
+def test_resume_and_eval_refuse_data_whose_classes_json_lists_the_classes_in_another_order(tmp_path, capsys) -> None:
+    """A reordered classes.json went unsaid: a resumed run trained class 0 as another class from then on, and eval
+    printed one class's IoU under another's name."""
+    from conftest import CONFIGS
+    from maskformer.cli import main
+
+    root = _folder(tmp_path / "data", bad=False)
+    out = tmp_path / "run"
+    args = ["--data-root", str(root), "--quiet", "--set", "train.batch_size=2", "--set", "data.num_workers=0",
+            "--set", "data.crop_size=[32,32]", "--set", "data.min_size_train=[40]", "--set", "train.eval_period=-1",
+            "--set", "train.checkpoint_period=1"]  # fmt: skip
+    assert main(["train", str(CONFIGS / "folder" / "small.yaml"), "--output-dir", str(out), *args,
+                 "--set", "train.max_iters=1"]) == 0  # fmt: skip
+    capsys.readouterr()
+    (root / "classes.json").write_text('{"classes": ["a", "bg", "b", "c"]}')
+    assert main(["train", str(CONFIGS / "folder" / "small.yaml"), "--output-dir", str(out), "--resume",
+                 "--set", "train.max_iters=2"]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert "class table changed since the run started ('bg' is class 1 here, the model's class 0" in err, err
+    assert len([line for line in err.splitlines() if not line.startswith("note:")]) == 1, err
+    assert main(["eval", str(out / "model_final.pt"), "--data-root", str(root), "--set", "data.num_workers=0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "lists the model's classes in another order ('bg' is class 1 here" in err, err
+    (root / "classes.json").write_text('{"classes": ["bg", "A", "B", "C"]}')  # renamed only: a note, as before
+    assert main(["eval", str(out / "model_final.pt"), "--data-root", str(root), "--set", "data.num_workers=0",
+                 "--set", "test.min_size=40"]) == 0  # fmt: skip
+    assert "names 3 of the model's classes otherwise" in capsys.readouterr().err
 
 
 def test_a_bad_label_found_after_some_steps_leaves_a_run_only_if_it_can_be_resumed(

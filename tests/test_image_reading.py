@@ -217,3 +217,20 @@ def test_serve_reads_pictures_up_to_its_own_limit_and_gives_a_png_of_those_brows
     status, reply = _post_image(app, "phone.webp", (tmp_path / "phone.webp").read_bytes())
     shown = np.asarray(Image.open(io.BytesIO(base64.b64decode(reply["image_png"]))))
     assert status == 200 and np.array_equal(shown, np.rot90(picture, -1)), shown.shape
+
+
+def test_a_32_bit_integer_image_with_8_bit_values_reads_as_that_grey(tmp_path) -> None:
+    """Mode I (a 32-bit integer TIFF of 0..255 grey) was shifted as 16-bit data: an all-black input, exit 0."""
+    import numpy as np
+    from PIL import Image
+
+    from maskformer.inference.preprocess import load_image
+
+    grey = np.arange(12 * 16, dtype=np.uint8).reshape(12, 16)
+    path = tmp_path / "i32.tif"
+    Image.fromarray(grey).convert("I").save(path)
+    assert Image.open(path).mode == "I"
+    np.testing.assert_array_equal(load_image(path), np.repeat(grey[:, :, None], 3, axis=2))
+    wide = tmp_path / "i32_wide.tif"  # 16-bit values in a 32-bit image: scaled as 16-bit grey, as before
+    Image.fromarray(grey.astype(np.int32) * 256).save(wide)
+    np.testing.assert_array_equal(load_image(wide)[:, :, 0], grey)

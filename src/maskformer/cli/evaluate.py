@@ -39,12 +39,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _note_renamed_classes(model_classes, cfg) -> None:
-    """A note when the data names the model's classes otherwise (the metrics are keyed by the data's names)."""
+    """A note when the data names the model's classes otherwise (the metrics are keyed by the data's names); a
+    ConfigError when it lists them in another order."""
     import sys
 
     from maskformer.build import build_meta
+    from maskformer.data.metadata import moved_class
+    from maskformer.errors import ConfigError
 
     data_classes = build_meta(cfg).classes
+    moved = moved_class(list(model_classes), list(data_classes))
+    if moved:  # the scores of one class would be printed under another's name
+        raise ConfigError(f"the data lists the model's classes in another order ({moved}); evaluate on data with "
+                          "the class table the model was trained with")  # fmt: skip
     pairs = [(m, d) for m, d in zip(model_classes, data_classes) if m != d]
     if pairs and len(data_classes) == len(model_classes):
         print(f"maskformer eval: note: the data names {len(pairs)} of the model's classes otherwise (e.g. the model's "

@@ -62,8 +62,14 @@ def exif_size_hint(image_path: str | Path, label_hw: tuple[int, ...]) -> str:
     return ""
 
 
-def read_label(path: str | Path, *, bits: int = 8) -> np.ndarray:
+def read_label(
+    path: str | Path, *, bits: int = 8, class_colors: dict[tuple[int, ...], tuple[int, str]] | None = None
+) -> np.ndarray:
     """Read a single-channel label map exactly as stored (palette PNGs give their indices).
+
+    ``class_colors``: {RGB colour: (label value, class name)} of the dataset's classes. A palette file whose used
+    indices are mostly drawn in the colours of *other* classes (an image editor's "indexed colour" mode orders its
+    palette by itself) is a ``DataError``: its indices are not the class ids its colours show.
 
     ``bits=8``: uint8 result from 8-bit (L/P) files, or from 16-bit files whose values are all <= 255 (a larger
     value is a ``DataError``). ``bits=16``: uint16 result from 16-bit (e.g. ADE20K-Full TIFF) or 8-bit files.
@@ -76,6 +82,8 @@ def read_label(path: str | Path, *, bits: int = 8) -> np.ndarray:
         raise DataError(f"{path}: colour label file (mode {mode}); expected a single-channel index map")
     if mode in _LABEL_MODES_8:
         arr = np.asarray(img, dtype=np.uint8)
+        if mode == "P" and class_colors:
+            _check_palette(path, arr, img.getpalette() or [], class_colors)
         return arr.copy() if bits == 8 else arr.astype(np.uint16)
     if mode not in _LABEL_MODES_16:
         expected = "an 8-bit index map (mode L or P)" if bits == 8 else "a 16-bit index map"
@@ -94,6 +102,28 @@ def read_label(path: str | Path, *, bits: int = 8) -> np.ndarray:
             )
         return arr.astype(np.uint8)
     return arr.astype(np.uint16)
+
+
+def _check_palette(
+    path: str | Path, arr: np.ndarray, palette: list[int], class_colors: dict[tuple[int, ...], tuple[int, str]]
+) -> None:
+    """DataError when most used palette indices (at least two) have the colour of a class with another value."""
+    used = np.flatnonzero(np.bincount(arr.ravel(), minlength=1))
+    same, other = 0, []
+    for v in used.tolist():
+        hit = class_colors.get(tuple(palette[3 * v : 3 * v + 3]))
+        if hit is not None:
+            if hit[0] == v:
+                same += 1
+            else:
+                other.append((v, hit))
+    if len(other) >= 2 and len(other) > same:
+        v, (value, name) = other[0]
+        raise DataError(
+            f"{path}: palette label file whose index {v} is drawn in the colour of class '{name}' (label value "
+            f"{value}), and {len(other) - 1} more index(es) likewise; a label file holds class ids, not colours: save "
+            "the ids as a greyscale (mode L) PNG, or order the palette as classes.json"
+        )
 
 
 def rgb2id(rgb: np.ndarray) -> np.ndarray:

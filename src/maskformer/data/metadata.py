@@ -15,6 +15,7 @@ from typing import Any
 from ..errors import CheckpointError, DataError
 
 __all__ = [
+    "moved_class",
     "DatasetMeta", "load_meta", "meta_from_dict", "meta_from_checkpoint", "generic_meta", "shipped_meta", "META_NAMES",
 ]  # fmt: skip
 
@@ -96,6 +97,17 @@ class DatasetMeta:
             ],
             "label_id_to_train_id": {str(k): v for k, v in self.label_id_to_train_id.items()},
         }
+
+
+def moved_class(trained: list[str], data: list[str]) -> str | None:
+    """How a class table differs harmfully from the one a model was trained with: the first class of ``trained``
+    that ``data`` lists at another position (a reordered or edited classes.json), as "'Sky' is class 1 here, the
+    model's class 0"; None when every shared name keeps its position (renamed classes only, or equal tables)."""
+    where = {name: i for i, name in enumerate(data)}
+    for i, name in enumerate(trained):
+        if name in where and where[name] != i:
+            return f"{name!r} is class {where[name]} here, the model's class {i}"
+    return None
 
 
 def is_integer(value: Any) -> bool:

@@ -80,11 +80,14 @@ class SemanticDataset(SegmentationDataset):
         self.label_bits = label_bits
         self.lut = lut
         self.allowed = allowed
+        self.class_colors = _class_colors(meta, converted=lut is not None)
 
     def load(self, entry: dict[str, Any]) -> dict[str, Any]:
         image = read_image(entry["file_name"])
         label_file = entry["sem_seg_file_name"]
-        label = read_label(label_file, bits=self.label_bits)
+        convert = self.lut is not None and entry.get("convert", True)
+        colors = self.class_colors if convert or self.lut is None else None
+        label = read_label(label_file, bits=self.label_bits, class_colors=colors)
         if label.shape != image.shape[:2]:
             raise DataError(
                 f"{label_file}: label size {label.shape[1]}x{label.shape[0]} differs from its image "
@@ -92,7 +95,6 @@ class SemanticDataset(SegmentationDataset):
                 + exif_size_hint(entry["file_name"], label.shape)
             )
         m = self.meta
-        convert = self.lut is not None and entry.get("convert", True)
         allowed = self.allowed if convert else None
         check_label_values(
             label, num_classes=m.num_classes, ignore_label=m.ignore_label, path=label_file, allowed=allowed
@@ -107,6 +109,19 @@ class SemanticDataset(SegmentationDataset):
             "height": image.shape[0],
             "width": image.shape[1],
         }
+
+
+def _class_colors(meta: DatasetMeta, *, converted: bool) -> dict[tuple[int, ...], tuple[int, str]]:
+    """{colour: (label value in the files, class name)} for the classes whose colour is their own (unique)."""
+    value_of = {c: v for v, c in meta.dataset_id_to_contiguous.items()} if converted else {}
+    table: dict[tuple[int, ...], tuple[int, str]] = {}
+    repeated = set()
+    for i, (name, color) in enumerate(zip(meta.classes, meta.colors)):
+        key = tuple(int(c) for c in color)
+        if key in table:
+            repeated.add(key)
+        table[key] = (value_of.get(i, i), name)
+    return {k: v for k, v in table.items() if k not in repeated}
 
 
 def _pick(root: Path, *candidates: str) -> Path:

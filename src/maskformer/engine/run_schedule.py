@@ -8,20 +8,30 @@ from pathlib import Path
 
 from torch import nn
 
+from ..data.metadata import moved_class
 from ..errors import CheckpointError, ConfigError
 from ..optim import shorten_schedule
 from . import distributed as dist
 from .checkpoint import load_checkpoint, set_rng_state, weights_mismatch
 
 
-def resume_from(last: Path, model: nn.Module, optimizer, scheduler, loader, max_iters: int) -> tuple[int, str]:
+def resume_from(
+    last: Path, model: nn.Module, optimizer, scheduler, loader, max_iters: int, classes: list[str] | None = None
+) -> tuple[int, str]:
     """Load ``checkpoint_last.pt`` into the run's parts; returns (iteration, a note or ""). The LR schedule decays to
-    the config's ``train.max_iters`` also when it differs from the saved run's (training extended or cut short)."""
+    the config's ``train.max_iters`` also when it differs from the saved run's (training extended or cut short).
+    ``classes``: the data's class names, which must be the run's (its checkpoint's meta)."""
     state = load_checkpoint(last)
     done = int(state.get("iteration", 0))
     if done >= max_iters and (last.parent / "model_final.pt").is_file():  # (not a finished run's evaluation again)
         raise ConfigError(f"{last.parent} is a finished run (iteration {done} of train.max_iters={max_iters}): to "
                           f"train on, resume with --set train.max_iters=N for an N above {done}")  # fmt: skip
+    table = (state.get("meta") or {}).get("classes")
+    trained = [c.get("name") for c in table if isinstance(c, dict)] if isinstance(table, list) else None
+    if classes is not None and trained and trained != list(classes):
+        change = moved_class(trained, list(classes)) or _first_change(trained, list(classes))
+        raise CheckpointError(f"{last}: the data's class table changed since the run started ({change}; an edited "
+                              "classes.json?); resume with the run's classes, or start a new run")  # fmt: skip
     try:
         why = weights_mismatch(model, state.get("model"))
         if why is None:
@@ -46,6 +56,13 @@ def resume_from(last: Path, model: nn.Module, optimizer, scheduler, loader, max_
             group["lr"] = base * factor(scheduler.last_epoch)  # this iteration's LR on the new decay
         note = f"the LR schedule now ends at train.max_iters={max_iters} (was {saved})"
     return int(state["iteration"]), note
+
+
+def _first_change(trained: list[str], data: list[str]) -> str:
+    if len(trained) != len(data):
+        return f"{len(trained)} classes in the run, {len(data)} in the data"
+    i = next(i for i, (a, b) in enumerate(zip(trained, data)) if a != b)
+    return f"class {i} is {data[i]!r} here, {trained[i]!r} in the run"
 
 
 def fit_to_deadline(iteration: int, mark: tuple[int, float, bool], deadline: float, max_iters: int, t, scheduler,

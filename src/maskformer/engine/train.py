@@ -50,12 +50,14 @@ def train(
     ``stop_at``: leave after this iteration as if interrupted (checkpoint written, no final model); for tests.
     A user error (bad data, config or checkpoint) or Ctrl-C before this call saved a checkpoint removes what it wrote
     (config.yaml, metrics.jsonl, tb/ and the folder itself when it made it): a run that stops on a bad label at step 3
-    leaves nothing behind, one that stops after its first checkpoint keeps it for ``--resume``.
+    leaves nothing behind (a config.yaml that was in the folder gets its content back), one that stops after its
+    first checkpoint keeps it for ``--resume``.
     """
     out = Path(output_dir)
     if not resume:
         check_no_run(out)
     before = set(out.iterdir()) if out.is_dir() else None
+    kept = (out / "config.yaml").read_bytes() if not resume and (out / "config.yaml").is_file() else None
     steps = [0, 0, -1]
     try:
         with ExitStack() as cleanup:  # (the metrics file and TensorBoard are closed also when training fails)
@@ -70,6 +72,8 @@ def train(
         saved = steps[1] > 0 and (out / "checkpoint_last.pt").is_file()  # (not when the disk filled up writing it)
         if not saved and not resume and dist.is_main():
             remove_new(out, before)
+            if kept is not None:  # a config.yaml that was there (yours: a failed start leaves nothing behind)
+                (out / "config.yaml").write_bytes(kept)
         if interrupted and not isinstance(e, KeyboardInterrupt):  # (the workers' end, raised within the interrupt)
             stop = KeyboardInterrupt()
             stop.checkpoint_iteration = steps[2]  # type: ignore[attr-defined]
@@ -149,7 +153,7 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
     start = 0
     resume_note = ""
     if resume:
-        start, resume_note = resume_from(last, model, optimizer, scheduler, loader, t.max_iters)
+        start, resume_note = resume_from(last, model, optimizer, scheduler, loader, t.max_iters, meta.classes)
         steps[2] = start
         init_note = f"resumed from {last} at iteration {start}"
     ddp = nn.parallel.DistributedDataParallel(model) if world > 1 else model
