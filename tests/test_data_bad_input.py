@@ -414,3 +414,28 @@ def test_a_palette_label_drawn_in_other_classes_colours_is_refused_and_one_in_cl
     for i in (1, 2):
         sample = ds[i]
         assert sorted(np.unique(sample["sem_seg"]).tolist()) == [0, 1, 2, 3]  # contiguous ids
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        ({"label_divisor": "abc"}, "'label_divisor' is not used by folder datasets"),
+        ({"label_id_to_train_id": {"a": 1}}, "'label_id_to_train_id' is not used by folder datasets"),
+        ({"label_id_to_train_id": {"7": 1}}, "'label_id_to_train_id' is not used by folder datasets"),
+    ],
+)
+def test_keys_of_the_shipped_tables_in_a_folders_classes_json_are_named(tmp_path: Path, extra, words) -> None:
+    """A wrong-typed label_divisor was a traceback, and a well-formed label_id_to_train_id was silently not applied."""
+    _folder_tree(tmp_path, [0, 1])
+    data = json.loads((tmp_path / "classes.json").read_text())
+    (tmp_path / "classes.json").write_text(json.dumps({**data, **extra}))
+    with pytest.raises(DataError, match=rf"classes.json: {words}"):
+        DATASETS["folder"](root=str(tmp_path), split="train")
+
+
+def test_a_wrong_typed_table_in_a_checkpoints_meta_is_one_data_error() -> None:
+    from maskformer.data.metadata import meta_from_dict
+
+    for extra in ({"label_divisor": "abc"}, {"label_divisor": 0}, {"label_id_to_train_id": {"a": 1}}):
+        with pytest.raises(DataError, match="meta.json: label_"):
+            meta_from_dict({"classes": ["a", "b"], **extra}, name="x", where="meta.json")

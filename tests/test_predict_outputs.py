@@ -277,13 +277,15 @@ def test_recursive_folders_keep_their_layout_and_a_flat_search_says_where_images
     assert main(["predict", str(model), str(root), "--output-dir", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].endswith("its subfolders hold 4: add --recursive to read them"), err
-    for task, ending in (("semantic", "_labels.png"), ("panoptic", "_panoptic.png")):
+    for task, ending in (("panoptic", "_panoptic.png"), ("semantic", "_labels.png")):
         assert main(["predict", str(model), str(root), "--output-dir", str(out), "--recursive", "--task", task]) == 0
         assert "wrote results for 4 file(s)" in capsys.readouterr().out
         written = sorted(p.relative_to(out).as_posix() for p in out.rglob(f"*{ending}"))
         assert written == [f"{city}/im{i}{ending}" for city in ("bonn", "ulm") for i in (0, 1)], written
-    annotations = json.loads((out / "predictions.json").read_text())["annotations"]
-    assert [a["file_name"] for a in annotations] == [f"{c}/im{i}_panoptic.png" for c in ("bonn", "ulm") for i in (0, 1)]
+        if task == "panoptic":  # (the semantic run replaces these outputs: one task's per image)
+            annotations = json.loads((out / "predictions.json").read_text())["annotations"]
+            names = [f"{c}/im{i}_panoptic.png" for c in ("bonn", "ulm") for i in (0, 1)]
+            assert [a["file_name"] for a in annotations] == names
 
     # and scored against a ground truth of the same layout (here the predictions themselves: 100 % pixel accuracy)
     gt = tmp_path / "gt"
@@ -396,3 +398,26 @@ def test_a_second_panoptic_run_into_the_folder_keeps_the_first_runs_entries(tmp_
     capsys.readouterr()
     assert run("im1.png") == ["im1_panoptic.png"]
     assert "2 panoptic PNG(s) of an earlier run with other categories" in capsys.readouterr().err
+
+
+def test_predicting_an_image_again_with_the_other_task_removes_its_earlier_outputs(tmp_path: Path) -> None:
+    """A semantic run after a panoptic one into one folder left the panoptic PNG and its predictions.json entry
+    next to the new semantic overlay (and eval-predictions scored the old result); the reverse left _labels.png."""
+    model = _checkpoint(tmp_path / "m.pt")
+    folder = _images(tmp_path / "in", 2)
+    out = tmp_path / "o"
+
+    def run(task: str, *names: str) -> set[str]:
+        args = ["predict", str(model), *(str(folder / n) for n in names), "--output-dir", str(out), "--task", task]
+        assert main(args) == 0
+        return {p.name for p in out.iterdir()}
+
+    assert run("panoptic", "im0.png", "im1.png") >= {"im0_panoptic.png", "im1_panoptic.png", "predictions.json"}
+    files = run("semantic", "im0.png")
+    assert "im0_labels.png" in files and "im0_panoptic.png" not in files and "im1_panoptic.png" in files
+    table = json.loads((out / "predictions.json").read_text())
+    assert [a["file_name"] for a in table["annotations"]] == ["im1_panoptic.png"]
+    files = run("semantic", "im1.png")
+    assert "predictions.json" not in files and not any(name.endswith("_panoptic.png") for name in files)
+    files = run("panoptic", "im0.png")
+    assert "im0_labels.png" not in files and "im1_labels.png" in files and "im0_panoptic.png" in files

@@ -56,3 +56,22 @@ def panoptic_table(folder: Path, annotations: list[dict], categories: list[dict]
         return table, (f"{path}: replaced; the {len(kept)} panoptic PNG(s) of an earlier run with other categories "
                        "are no longer described in it")  # fmt: skip
     return {"annotations": kept + annotations, "categories": categories}, ""
+
+
+def drop_panoptic_entries(folder: Path, file_names: set[str]) -> None:
+    """Remove the entries of these panoptic PNGs (deleted: their images were predicted again with another task)
+    from ``folder/predictions.json``; the file goes when no entry is left."""
+    import json
+
+    from maskformer.fileio import atomic_write_text
+
+    path = folder / "predictions.json"
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+        entries = [a for a in table["annotations"] if not (isinstance(a, dict) and a.get("file_name") in file_names)]
+    except (OSError, ValueError, TypeError, KeyError):
+        return  # (none, or not a table this command wrote)
+    if not entries:
+        path.unlink()
+    elif len(entries) < len(table["annotations"]):
+        atomic_write_text(path, json.dumps({**table, "annotations": entries}))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from maskformer.cli.inference_options import MODEL_HELP, add_inference_options, check_output_dir, predictor_options
-from maskformer.cli.outputs import panoptic_table
+from maskformer.cli.outputs import drop_panoptic_entries, panoptic_table
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
@@ -203,10 +203,16 @@ def _run(args: argparse.Namespace) -> int:
             print(f"maskformer predict: skipped {e}", file=sys.stderr)
             failed.append(str(video))
 
+    stale: set[str] = set()  # panoptic PNGs of an earlier run whose images this (semantic) run predicts again
+
     def write(path, image, result) -> None:
         stem = files[path]
         shown = render(image, result, task, names, colors, title=path.name, label_values=label_values, thing_ids=thing)
         save_png(shown.overlay, out / f"{stem}_overlay.png")
+        other = out / f"{stem}_{'panoptic' if task == 'semantic' else 'labels'}.png"  # (the other task's, if any)
+        if other.is_file():  # the folder keeps one task's outputs per image, which its overlay shows
+            other.unlink()
+            stale.add(other.name)
         if task == "semantic":
             save_png(shown.label, out / f"{stem}_labels.png")
             return
@@ -242,6 +248,9 @@ def _run(args: argparse.Namespace) -> int:
                 atomic_write_text(out / "predictions.json", json.dumps(table))
             if note:
                 print(f"maskformer predict: note: {note}", file=sys.stderr)
+        elif stale:
+            with interrupts_held():
+                drop_panoptic_entries(out, stale)
     done = len(files) - len(failed)
     print(f"wrote results for {done} file(s) to {out}")
     if failed:

@@ -109,6 +109,13 @@ def _read_classes_file(root: Path) -> tuple[DatasetMeta, int]:
 _CLASS_KEYS = ("name", "id", "color", "isthing")
 
 
+# keys of the shipped tables that a folder's classes.json cannot use: named instead of silently ignored
+_UNUSED_KEYS = {
+    "label_id_to_train_id": "label files hold the classes' ids: give each class its 'id' as written in them",
+    "label_divisor": "folder data is semantic: no panoptic segment ids",
+}
+
+
 def _check_keys(data: dict, f: Path) -> None:
     """A misspelt key ("ignore_lable", "is_thing", "colour") was ignored and its default used, and two classes with
     one name could not be told apart in tables and predictions. Other keys (a source, notes) are left alone."""
@@ -116,6 +123,9 @@ def _check_keys(data: dict, f: Path) -> None:
         misspelt = key != "ignore_label" and difflib.get_close_matches(key, ["ignore_label"], cutoff=0.85)
         if misspelt or (key in ("ignore_index", "ignore_value", "ignore") and "ignore_label" not in data):
             raise DataError(f"{f}: unknown key {key!r} (did you mean 'ignore_label'?)")
+    for key, why in _UNUSED_KEYS.items():
+        if key in data:
+            raise DataError(f"{f}: {key!r} is not used by folder datasets ({why})")
     if "num_classes" in data and data["num_classes"] != len(data["classes"]):
         raise DataError(f"{f}: num_classes is {data['num_classes']!r} but 'classes' lists {len(data['classes'])}")
     seen: dict[str, int] = {}

@@ -161,7 +161,12 @@ def meta_from_dict(data: dict[str, Any], *, name: str, where: str) -> DatasetMet
     ignore = data.get("ignore_label", 255)
     if not is_integer(ignore) or 0 <= ignore < len(names):
         raise DataError(f"{where}: ignore_label must be an integer outside 0..{len(names) - 1}, got {ignore!r}")
-    table = {int(k): int(v) for k, v in (data.get("label_id_to_train_id") or {}).items()}
+    table = data.get("label_id_to_train_id") or {}
+    if not isinstance(table, dict) or not all(is_integer(v) and str(k).isdigit() for k, v in table.items()):
+        raise DataError(f"{where}: label_id_to_train_id must map label ids to train ids (integers)")
+    divisor = data.get("label_divisor", 1000)
+    if not is_integer(divisor) or divisor < 1:
+        raise DataError(f"{where}: label_divisor must be a positive integer, got {divisor!r}")
     return DatasetMeta(
         name=name,
         classes=names,
@@ -169,8 +174,8 @@ def meta_from_dict(data: dict[str, Any], *, name: str, where: str) -> DatasetMet
         isthing=isthing,
         ignore_label=ignore,
         dataset_id_to_contiguous=ids,
-        label_id_to_train_id=table,
-        label_divisor=int(data.get("label_divisor", 1000)),
+        label_id_to_train_id={int(k): int(v) for k, v in table.items()},
+        label_divisor=int(divisor),
     )
 
 
