@@ -277,8 +277,8 @@ def test_a_missing_label_says_which_file_of_that_name_there_is(tmp_path: Path) -
     """labels/train/1.PNG (or 1.jpg) gave only "labels/train/1.png: file not found"."""
     _folder_tree(tmp_path, [0, 1])
     label = tmp_path / "labels" / "train" / "1.png"
-    label.rename(label.with_suffix(".PNG"))
-    with pytest.raises(DataError, match=r"train/1.png: file not found; there is 1.PNG \(label maps are lossless"):
+    label.rename(label.with_suffix(".jpg"))  # (1.PNG pairs now)
+    with pytest.raises(DataError, match=r"train/1.png: file not found; there is 1.jpg \(label maps are lossless"):
         DATASETS["folder"](root=str(tmp_path), split="train")
 
 
@@ -439,3 +439,36 @@ def test_a_wrong_typed_table_in_a_checkpoints_meta_is_one_data_error() -> None:
     for extra in ({"label_divisor": "abc"}, {"label_divisor": 0}, {"label_id_to_train_id": {"a": 1}}):
         with pytest.raises(DataError, match="meta.json: label_"):
             meta_from_dict({"classes": ["a", "b"], **extra}, name="x", where="meta.json")
+
+
+def test_folder_pairs_in_a_linked_subfolder_are_read_once(tmp_path: Path) -> None:
+    """images/train/cityA -> elsewhere (a symbolic link, as predict --recursive follows): its samples were left out
+    without a word; a link back up is read once, not forever."""
+    _folder_tree(tmp_path / "data", [0, 1])
+    elsewhere = tmp_path / "ext"
+    _write_rgb(elsewhere / "img" / "5.png", seed=5)
+    _write_label(elsewhere / "lab" / "5.png", np.ones((12, 16), dtype=np.uint8))
+    (tmp_path / "data" / "images" / "train" / "cityA").symlink_to(elsewhere / "img")
+    (tmp_path / "data" / "labels" / "train" / "cityA").symlink_to(elsewhere / "lab")
+    (tmp_path / "data" / "images" / "train" / "loop").symlink_to(tmp_path / "data" / "images" / "train")
+    dataset = DATASETS["folder"](root=str(tmp_path / "data"), split="train")
+    names = [
+        Path(e["file_name"]).relative_to(tmp_path / "data" / "images" / "train").as_posix() for e in dataset.entries
+    ]
+    assert names == ["0.png", "1.png", "cityA/5.png"]
+    assert set(np.unique(dataset.load(dataset.entries[2])["sem_seg"]).tolist()) == {1}
+
+
+def test_a_label_saved_as_upper_case_png_pairs_and_an_unread_image_type_is_named(tmp_path: Path) -> None:
+    """labels/train/1.PNG was "file not found; there is 1.PNG (label maps are lossless .png files)", and a label
+    whose image was a .gif was "no image of that name"."""
+    _folder_tree(tmp_path, [0, 1])
+    labels = tmp_path / "labels" / "train"
+    (labels / "1.png").rename(labels / "1.PNG")
+    dataset = DATASETS["folder"](root=str(tmp_path), split="train")
+    assert dataset.check_all() == [] and Path(dataset.entries[1]["sem_seg_file_name"]).name == "1.PNG"
+    image = tmp_path / "images" / "train" / "0.png"
+    Image.open(image).save(image.with_suffix(".gif"))
+    image.unlink()
+    with pytest.raises(DataError, match=r"0.png: no image of that name in .*; there is 0.gif, a file type not read"):
+        DATASETS["folder"](root=str(tmp_path), split="train")

@@ -281,8 +281,9 @@ def test_a_bad_image_under_loader_workers_is_one_line(tmp_path: Path) -> None:
         assert done.returncode == 2 and len(said) == 1 and "a1.png" in said[0], done.stderr
 
 
-def test_max_images_reads_no_image_after_the_last_one(tmp_path: Path) -> None:
-    """`eval --max-images 2` read image 3 before stopping, and a bad third image ended the run with an error."""
+def test_max_images_reads_no_image_after_the_last_one(tmp_path: Path, capsys) -> None:
+    """`eval --max-images 2` read image 3 before stopping, and a bad third image ended the run with an error; its
+    progress bar ended at 1/2."""
     root = _folder(tmp_path / "data", bad=False)
     (root / "images" / "val" / "a2.png").write_bytes(b"\x89PNG\r\n\x1a\n cut")
     sets = ["data.dataset=folder", "data.num_workers=0", "model.num_classes=4", "test.min_size=64",
@@ -291,6 +292,9 @@ def test_max_images_reads_no_image_after_the_last_one(tmp_path: Path) -> None:
     model = maskformer.build_model(cfg).eval()
     assert evaluate_model(cfg, model, optimize=False, max_images=2)["images"] == 2
     assert evaluate_model(cfg, model, optimize=False, max_images=1)["images"] == 1
+    capsys.readouterr()
+    assert evaluate_model(cfg, model, optimize=False, max_images=2, progress=True)["images"] == 2
+    assert "2/2" in capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
 
 
 def test_a_panoptic_model_on_data_without_panoptic_ground_truth_reports_no_pq(tmp_path: Path) -> None:

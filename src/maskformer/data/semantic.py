@@ -10,6 +10,7 @@ and Cityscapes ``*_labelIds.png`` are mapped to trainIds when ``*_labelTrainIds.
 from __future__ import annotations
 
 import glob
+import os
 from pathlib import Path
 from typing import Any
 
@@ -140,10 +141,19 @@ def _split(split: str, names: dict[str, str], dataset: str) -> str:
 
 def _files(folder: Path, recursive: bool) -> list[Path]:
     """Files of ``folder`` (and its subfolders when ``recursive``), sorted; hidden ones (``.DS_Store``, macOS's
-    ``._x.jpg`` resource forks, anything under a ``.folder``) left out."""
-    found = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in found if not any(part.startswith(".") for part in p.relative_to(folder).parts)
-                  and p.is_file())  # fmt: skip
+    ``._x.jpg`` resource forks, anything under a ``.folder``) left out; linked subfolders are followed, once each."""
+    if not recursive:
+        return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file())
+    found, seen = [], set()
+    for top, dirs, names in os.walk(folder, followlinks=True):  # (a linked subfolder holds samples too)
+        real = os.path.realpath(top)
+        if real in seen:  # (a link back up, or the same folder linked twice: read once)
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(top, n) for n in names if not n.startswith(".")]
+    return sorted(p for p in found if p.is_file())
 
 
 def pair_by_stem(
@@ -174,10 +184,24 @@ def pair_by_stem(
         ending = f"{suffix}{label_ext}"
         for label in _files(label_dir, recursive):
             name = label.relative_to(label_dir).as_posix()
-            if name.endswith(ending) and name[: -len(ending)] not in seen:
+            if name.lower().endswith(ending.lower()) and name[: -len(ending)] not in seen:
+                stem = label.name[: -len(ending)]
+                others = [p.name for p in (image_dir / name).parent.glob(f"{glob.escape(stem)}.*") if p.is_file()]
+                if others:
+                    raise DataError(f"{label}: no image of that name in {image_dir}; there is {others[0]}, a file "
+                                    f"type not read as an image (use one of {', '.join(IMAGE_EXTS)})")  # fmt: skip
                 raise DataError(f"{label}: no image of that name in {image_dir} (every label needs its image)")
-    return [{"file_name": str(p), "sem_seg_file_name": str(label_dir / f"{key}{suffix}{label_ext}")}
+    return [{"file_name": str(p), "sem_seg_file_name": str(_label_file(label_dir, f"{key}{suffix}", label_ext))}
             for key, p in seen.items()]  # fmt: skip
+
+
+def _label_file(label_dir: Path, name: str, ext: str) -> Path:
+    """``label_dir/<name><ext>``, or the file whose extension differs from ``ext`` in case only (X.PNG)."""
+    path = label_dir / f"{name}{ext}"
+    if path.is_file() or not path.parent.is_dir():
+        return path
+    upper = path.with_name(f"{path.name[: -len(ext)]}{ext.upper()}")
+    return upper if upper.is_file() else path
 
 
 def ade20k_150(

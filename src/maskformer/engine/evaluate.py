@@ -89,6 +89,9 @@ def evaluate_model(
                     pan_eval.update(pan, segments, rec["pan_seg"], rec["segments_info"])
                     scored_panoptic += 1
             if max_images is not None and seen >= max_images:  # (before the loader reads one image more)
+                if iterator is not loader:  # (tqdm counts an item when the next is asked for: this one too)
+                    iterator.n = seen
+                    iterator.close()
                 break
     except BaseException:
         if iterator is not loader:  # (a bad file ends the run in one line: no half-drawn bar above it)
