@@ -307,3 +307,20 @@ def test_a_panoptic_model_on_data_without_panoptic_ground_truth_reports_no_pq(tm
     got = evaluate_model(cfg, maskformer.build_model(cfg).eval(), optimize=False)
     assert "mIoU" in got and not {"PQ", "All", "Things", "Stuff"} & set(got), sorted(got)
     assert got["panoptic_note"] == "no panoptic ground truth in this split: PQ not measured"
+
+
+def test_training_data_whose_labels_hold_only_the_ignore_label_is_refused(tmp_path: Path, capsys) -> None:
+    """Every pixel 255 (the ignore label) trained on nothing without a word."""
+    from conftest import CONFIGS
+    from maskformer.cli import main
+
+    root = _folder(tmp_path / "data", bad=False)
+    for label in (root / "labels" / "train").iterdir():
+        Image.fromarray(np.full((40, 56), 255, dtype=np.uint8)).save(label)
+    argv = ["train", str(CONFIGS / "folder" / "small.yaml"), "--data-root", str(root), "--output-dir",
+            str(tmp_path / "run"), "--quiet", "--set", "train.max_iters=1", "--set", "train.batch_size=2", "--set",
+            "data.num_workers=0", "--set", "train.eval_period=-1"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "every label of data.train_split=train holds only the ignore label: nothing to learn" in err, err
+    assert not (tmp_path / "run").exists()

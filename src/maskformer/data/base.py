@@ -132,15 +132,21 @@ class SegmentationDataset(Dataset):
         """Read every sample once (no mapper) and return the (file, reason) of each bad one; ``raise_first``: raise
         the ``DataError`` of the first bad sample (in entry order) instead. ``threads`` read in parallel (image
         decoding releases the GIL); ``progress``: the label of a progress bar on a terminal (none if empty).
-        ``share=(rank, world)``: only entries rank, rank + world, ... (the processes of a run split the reading)."""
+        ``share=(rank, world)``: only entries rank, rank + world, ... (the processes of a run split the reading).
+        Sets ``unlabelled``: how many of the checked semantic samples hold only the ignore label."""
         entries = self.entries[share[0] :: share[1]]
         from concurrent.futures import ThreadPoolExecutor
 
+        unlabelled = [0]  # semantic samples whose every pixel is the ignore label (nothing to learn from them)
+
         def check(entry: dict[str, Any]) -> tuple[str, str] | None:
             try:
-                self.load(entry)
+                record = self.load(entry)
             except DataError as e:
                 return str(entry.get("file_name", "?")), str(e)
+            label = record.get("sem_seg") if "pan_seg" not in record else None
+            if label is not None and not (np.asarray(label) != self.meta.ignore_label).any():
+                unlabelled[0] += 1
             return None
 
         bad: list[tuple[str, str]] = []
@@ -156,4 +162,5 @@ class SegmentationDataset(Dataset):
                     raise DataError(result[1])
                 if result is not None:
                     bad.append(result)
+        self.unlabelled = unlabelled[0]
         return bad

@@ -125,6 +125,9 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
 
     if len(dataset) <= CHECK_FIRST:
         check_first(dataset, cfg.data.train_split)
+        if world == 1 and 0 < len(dataset) == getattr(dataset, "unlabelled", 0):
+            raise DataError(f"every label of data.train_split={cfg.data.train_split} holds only the ignore label: "
+                            "nothing to learn (is ignore_label the value of a class?)")  # fmt: skip
     same_split = False
     if t.eval_period >= 0:  # the evaluation split is always read now: a bad file there fails before training
         try:
