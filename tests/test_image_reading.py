@@ -234,3 +234,23 @@ def test_a_32_bit_integer_image_with_8_bit_values_reads_as_that_grey(tmp_path) -
     wide = tmp_path / "i32_wide.tif"  # 16-bit values in a 32-bit image: scaled as 16-bit grey, as before
     Image.fromarray(grey.astype(np.int32) * 256).save(wide)
     np.testing.assert_array_equal(load_image(wide)[:, :, 0], grey)
+
+
+def test_a_corrupt_exif_block_is_read_without_pillows_warnings(tmp_path) -> None:
+    """Pillow's two-line UserWarnings about a broken EXIF block were printed at every read (twice per step)."""
+    import warnings
+
+    import numpy as np
+    from PIL import Image
+
+    from maskformer.data.io import read_image
+    from maskformer.inference.preprocess import load_image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = exif.tobytes()
+    path = tmp_path / "bad_exif.jpg"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path, exif=data[:20] + b"\xff" * 10 + data[30:])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_image(path).shape == read_image(path).shape == (8, 8, 3)

@@ -8,6 +8,7 @@ file is read losslessly, and a value that does not fit the dataset's label depth
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +30,10 @@ def _open(path: str | Path) -> Image.Image:
     if not p.is_file():
         raise DataError(f"{p}: file not found")
     try:
-        img = Image.open(p)
-        img.load()
+        with warnings.catch_warnings():  # (Pillow's "Corrupt EXIF data" warnings, at every read of a sample)
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+            img = Image.open(p)
+            img.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         # Pillow raises OSError for truncated data and UnidentifiedImageError (an OSError) for non-images.
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__

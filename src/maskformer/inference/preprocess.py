@@ -32,7 +32,9 @@ def pil_to_rgb(pil: Image.Image, name: str = "image") -> np.ndarray:
     32-bit integer image whose values fit in 0..255 is read as 8-bit grey), grey, palette, alpha and CMYK
     converted; float images are one ``DataError`` naming ``name``."""
     try:
-        pil = ImageOps.exif_transpose(pil)
+        with warnings.catch_warnings():  # (Pillow's two-line "Corrupt EXIF data" warnings, at every read)
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+            pil = ImageOps.exif_transpose(pil)
     except Exception:  # broken EXIF blocks are common; orientation is then left as stored
         pass
     if pil.mode in _SIXTEEN_BIT:
@@ -57,6 +59,7 @@ def load_image(image: ImageInput) -> np.ndarray:
         try:
             with warnings.catch_warnings():  # (no "DecompressionBombWarning" among the lines: a picture that big
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # is read as asked, or refused)
+                warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")  # (corrupt EXIF blocks)
                 with Image.open(image) as pil:
                     pil.load()
                     return pil_to_rgb(pil, str(image))
