@@ -316,3 +316,16 @@ def test_a_meta_of_another_class_count_and_unknown_tasks_are_config_errors() -> 
         predictor(_image(32, 32), task="instance")
     with pytest.raises(ConfigError, match="return_scores is only available for task='semantic'"):
         predictor(_image(32, 32), task="panoptic", return_scores=True)
+
+
+def test_a_path_or_a_config_where_a_model_goes_is_one_config_error(tmp_path) -> None:
+    """Predictor("run/model_final.pt") said to pass min_size and max_size, which then failed on 'str'.to;
+    build_model("configs/demo.yaml") was an AttributeError."""
+    import maskformer
+    from maskformer.errors import ConfigError
+
+    for wrong in ("run/model_final.pt", tmp_path, None):
+        with pytest.raises(ConfigError, match="Predictor takes a model .*Predictor.from_checkpoint"):
+            maskformer.Predictor(wrong, min_size=64, max_size=128)
+    with pytest.raises(ConfigError, match="build_model takes a Config, got str: make one with maskformer.load_config"):
+        maskformer.build_model("configs/demo.yaml")

@@ -228,3 +228,20 @@ def test_a_dropped_file_that_is_no_image_gets_a_card_that_says_so(browser, serve
     card = browser.find_element(By.CSS_SELECTOR, ".card")
     assert "notes.txt" in card.find_element(By.TAG_NAME, "h2").text
     assert "image" in card.find_element(By.CSS_SELECTOR, ".meta.error").text.lower()
+
+
+def test_a_picture_wider_than_a_canvas_gets_its_card_and_the_next_file_is_sent(browser, server, tmp_path) -> None:
+    """A 70000-px-wide upload (accepted by the server) threw in the page's overlay crop: its card stayed empty, the
+    status line said "2 image(s)…" forever and the second file was never sent."""
+    from selenium.webdriver.common.by import By
+
+    Image.new("RGB", (70000, 40), (40, 160, 230)).save(tmp_path / "pano.png")
+    _scene(tmp_path / "small.png")
+    browser.get(server + "/")
+    wait = _wait(browser)
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#task option")) == 2)
+    browser.find_element(By.ID, "files").send_keys(f"{tmp_path / 'pano.png'}\n{tmp_path / 'small.png'}")
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".card[data-done='1']")) == 2)
+    assert browser.find_element(By.ID, "status").text == ""
+    titles = [c.find_element(By.CSS_SELECTOR, "h2").text for c in browser.find_elements(By.CSS_SELECTOR, ".card")]
+    assert any(t.startswith("pano.png") for t in titles) and any(t.startswith("small.png") for t in titles), titles

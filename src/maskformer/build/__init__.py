@@ -123,6 +123,9 @@ def build_model(cfg: Config) -> nn.Module:
     """
     from ..data.metadata import shipped_meta
 
+    if not isinstance(cfg, Config):
+        raise ConfigError(f"build_model takes a Config, got {type(cfg).__name__}: make one with "
+                          "maskformer.load_config(path)")  # fmt: skip
     model = _build_model(cfg)
     model.cfg = cfg
     model.class_meta = shipped_meta(cfg.data.dataset, cfg.model.num_classes)

@@ -38,6 +38,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import signal
+    import sys
+
     from maskformer.engine.checkpoint import load_model
     from maskformer.errors import UserError
     from maskformer.inference.predictor import Predictor
@@ -62,8 +65,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"maskformer serve: {args.checkpoint} on http://{args.host}:{port}/ (Ctrl+C stops)", flush=True)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=port, log_level="warning"))
     # (not uvicorn.run, which swallows the Ctrl-C it re-raises after the graceful shutdown: the command said nothing
-    # and ended with 0; now it is "interrupted", 130, as every command's Ctrl-C or SIGTERM)
-    server.run()
+    # and ended with 0; now Ctrl-C is "interrupted", 130, as every command's). uvicorn gives the signal that stopped
+    # it to the handler that was set before it ran: a SIGTERM (a service manager's stop) is a normal end, exit 0.
+    terminated = []
+    previous = signal.signal(signal.SIGTERM, lambda *_: terminated.append(1))
+    try:
+        server.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if terminated:
+        print("maskformer serve: stopped (SIGTERM)", file=sys.stderr, flush=True)
     return 0
 
 

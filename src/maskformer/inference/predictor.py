@@ -10,6 +10,7 @@ evaluation measures exactly what prediction produces.
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable, Collection, Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -80,6 +81,10 @@ class Predictor:
         corner_labels: bool | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
+        if not isinstance(model, nn.Module):
+            got = f"{str(model)!r}" if isinstance(model, str | os.PathLike) else f"a {type(model).__name__}"
+            raise ConfigError(f"Predictor takes a model (an nn.Module), got {got}: Predictor.from_checkpoint(path) "
+                              "loads a checkpoint, Predictor.from_pretrained(name) a zoo name or a Hub id")  # fmt: skip
         cfg = getattr(model, "cfg", None)
         settings = predictor_settings(
             cfg, min_size=min_size, max_size=max_size, task_default=task_default, fast=fast, tta=tta,
@@ -178,7 +183,8 @@ class Predictor:
             dataset's own ids instead). CPU tensors at the original image size. A list in, a list out: the
             images of a list run as one batch, padded to the largest (as the original batches them), and the
             attention sees that padding, so an image's result in a list of other sizes can differ from its result
-            alone; call once per image (or pass same-sized images) for results equal to single calls.
+            alone; call once per image (or pass same-sized images) for results equal to single calls up to
+            float rounding (batched products sum in another order, which can flip a pixel at an exact near-tie).
         """
         task = self._task(task)
         if task == "panoptic" and self.tta:

@@ -180,6 +180,9 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
             boundary = request.headers.get("content-type", "").partition("boundary=")[2].split(";")[0].strip('" ')
             if boundary and f"--{boundary}--".encode() not in request._body:
                 return _error(400, "the multipart body is incomplete (no closing boundary): was the upload cut?")
+            if isinstance(upload, str):  # (a part without filename= is a text field to Starlette)
+                return _error(400, "the multipart field 'image' has no filename: send it as a file part "
+                                   "(curl -F image=@photo.jpg, or a filename= in its Content-Disposition)")  # fmt: skip
             return _error(400, "no file in the multipart field 'image'")
         if len(form.getlist("image")) > 1:  # (one picture per request: which one would be answered?)
             return _error(400, "more than one file in the field 'image': send one picture per request")
