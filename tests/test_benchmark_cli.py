@@ -115,6 +115,8 @@ def test_benchmark_errors_are_one_line(tmp_path, capsys):
     assert "nope.yaml" in capsys.readouterr().err
     assert main(["benchmark", str(DEMO_YAML), "--reps", "0"]) == 2
     assert "--reps" in capsys.readouterr().err
+    assert main(["benchmark", str(DEMO_YAML), "--threads", "-1"]) == 2  # (it ran on with torch's default)
+    assert "--threads must be >= 0" in capsys.readouterr().err
 
 
 def test_small_rates_are_not_printed_as_zero() -> None:

@@ -723,3 +723,33 @@ def test_the_resume_command_quotes_paths_with_spaces(monkeypatch) -> None:
     note = _resume_note(Path("runs/a"), "c.yaml", 8, "; ")
     assert note.endswith("`torchrun --nproc_per_node 2 -m maskformer.cli train c.yaml --output-dir runs/a --resume` "
                          "on each of the run's 2 nodes goes on from it")  # fmt: skip
+
+
+def test_resume_refuses_a_changed_solver_keeps_the_runs_config_and_finds_a_lost_one(tmp_path, capsys):
+    """--resume --set solver.weight_decay=0.5 was ignored while config.yaml recorded it (solver.optimizer=sgd was a
+    traceback); a refused resume wrote its values into config.yaml, so every later --resume failed; a run without
+    config.yaml resumed with CONFIG's values; a run saved before train.winograd existed resumed with it on."""
+    from maskformer.cli import main
+
+    sets = [a for s in TINY for a in ("--set", s)]
+    run = tmp_path / "run"
+    base = ["train", str(CONFIGS / "demo.yaml"), "--output-dir", str(run), "--quiet"]
+    assert main([*base, *sets, "--set", "train.max_iters=2"]) == 0
+    before = (run / "config.yaml").read_text()
+    capsys.readouterr()
+    for change in ("solver.weight_decay=0.5", "solver.optimizer=sgd"):
+        assert main([*base, "--resume", "--set", "train.max_iters=3", "--set", change]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        errors = [line for line in err if not line.startswith("note:")]
+        assert len(errors) == 1 and f"{change} differs from the run's" in errors[0], err
+        assert "start a new run" in errors[0] and (run / "config.yaml").read_text() == before
+    (run / "config.yaml").unlink()
+    assert main([*base, "--resume", "--set", "train.max_iters=3"]) == 0
+    assert "config.yaml was missing: written again from checkpoint_last.pt" in capsys.readouterr().err
+    saved = maskformer.load_config(run / "config.yaml")
+    assert saved.data.crop_size == [64, 64] and saved.train.max_iters == 3  # the run's values, not demo.yaml's
+    assert saved.train.winograd
+    text = (run / "config.yaml").read_text().replace("  winograd: true\n", "")  # as an older version wrote it
+    (run / "config.yaml").write_text(text)
+    assert main([*base, "--resume", "--set", "train.max_iters=4"]) == 0
+    assert not maskformer.load_config(run / "config.yaml").train.winograd

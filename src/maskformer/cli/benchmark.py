@@ -207,6 +207,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.reps < 1:
         raise UserError(f"--reps must be >= 1, got {args.reps}")
+    if args.threads < 0:
+        raise UserError(f"--threads must be >= 0 (0: torch's default), got {args.threads}")
     h, w = args.size
     if h < 32 or w < 32:
         raise UserError(f"--size must be at least 32x32, got {h}x{w}")

@@ -78,8 +78,10 @@ def run(args: argparse.Namespace) -> int:
     explicit = sets_num_classes(overrides)
     cfg = maskformer.load_config(args.config, overrides)
     saved = Path(args.output_dir) / "config.yaml"
+    if args.resume and not saved.is_file():  # (it went back to CONFIG's values without a word)
+        saved = _config_of_checkpoint(Path(args.output_dir))
     if args.resume and saved.is_file():  # the run's own values, not CONFIG's: an earlier --set stays in force
-        given, cfg = cfg, maskformer.load_config(saved, overrides)
+        given, cfg = cfg, maskformer.load_config(saved, [*_older_run_defaults(saved), *overrides])
     check_dataset_name(cfg)
     if cfg.data.dataset not in ("synthetic",) and not Path(cfg.data.root).exists():
         raise maskformer.ConfigError(f"data.root: {cfg.data.root} does not exist (pass --data-root DIR)")
@@ -104,6 +106,37 @@ def run(args: argparse.Namespace) -> int:
     if metrics and main_process and not args.quiet:
         print(json_text({k: v for k, v in metrics.items() if isinstance(v, int | float)}, indent=1))
     return 0
+
+
+def _config_of_checkpoint(out: Path) -> Path:
+    """A run folder without config.yaml: the config stored in its checkpoint_last.pt, written back as config.yaml
+    (a note says so)."""
+    import os
+    import sys
+
+    from maskformer.config import config_from_dict, save_config
+    from maskformer.engine.checkpoint import load_checkpoint
+    from maskformer.errors import CheckpointError
+
+    stored = load_checkpoint(out / "checkpoint_last.pt").get("config")
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"{out}: no config.yaml, and checkpoint_last.pt holds no config to resume with")
+    save_config(config_from_dict(stored), out / "config.yaml")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"note: {out}/config.yaml was missing: written again from checkpoint_last.pt", file=sys.stderr)
+    return out / "config.yaml"
+
+
+def _older_run_defaults(saved: Path) -> list[str]:
+    """Overrides that keep a run saved by an older version on the arithmetic it trained with: train.winograd is off
+    for a config.yaml without that key (a resumed run continues bit for bit)."""
+    import yaml
+
+    try:
+        train = (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("train") or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):
+        return []  # (load_config names what is wrong with the file)
+    return [] if not isinstance(train, dict) or "winograd" in train else ["train.winograd=false"]
 
 
 def _say_how_to_resume(out: Path, config: str, iteration: int, *, nproc: int = 0) -> None:

@@ -34,7 +34,10 @@ def check_resumable(out: Path) -> Path:
         raise CheckpointError(f"--output-dir {out}: no such folder, so nothing to resume from (check the path, or "
                               "run without --resume to start)")  # fmt: skip
     if not last.is_file():
-        raise CheckpointError(f"{last}: nothing to resume from (run without --resume to start)")
+        earlier = [name for name in ("metrics.jsonl", "config.yaml", "model_final.pt") if (out / name).exists()]
+        start = ("the run stopped before its first checkpoint: start anew in another --output-dir (or delete the "
+                 "folder)") if earlier else "run without --resume to start"  # fmt: skip
+        raise CheckpointError(f"{last}: nothing to resume from ({start})")
     return last
 
 

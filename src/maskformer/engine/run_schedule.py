@@ -16,16 +16,31 @@ from .checkpoint import load_checkpoint, set_rng_state, weights_mismatch
 
 
 def resume_from(
-    last: Path, model: nn.Module, optimizer, scheduler, loader, max_iters: int, classes: list[str] | None = None
+    last: Path,
+    model: nn.Module,
+    optimizer,
+    scheduler,
+    loader,
+    max_iters: int,
+    classes: list[str] | None = None,
+    solver: dict | None = None,
 ) -> tuple[int, str]:
     """Load ``checkpoint_last.pt`` into the run's parts; returns (iteration, a note or ""). The LR schedule decays to
     the config's ``train.max_iters`` also when it differs from the saved run's (training extended or cut short).
-    ``classes``: the data's class names, which must be the run's (its checkpoint's meta)."""
+    ``classes``: the data's class names, which must be the run's (its checkpoint's meta); ``solver``: the config's
+    solver section, which must be the run's (the optimizer and schedule state restore the run's values) apart from
+    ``_APPLIED_ON_RESUME``."""
     state = load_checkpoint(last)
     done = int(state.get("iteration", 0))
     if done >= max_iters and (last.parent / "model_final.pt").is_file():  # (not a finished run's evaluation again)
         raise ConfigError(f"{last.parent} is a finished run (iteration {done} of train.max_iters={max_iters}): to "
                           f"train on, resume with --set train.max_iters=N for an N above {done}")  # fmt: skip
+    ran = (state.get("config") or {}).get("solver")
+    for key, value in (solver or {}).items() if isinstance(ran, dict) else ():
+        if key in ran and ran[key] != value and key not in _APPLIED_ON_RESUME:
+            raise ConfigError(f"solver.{key}={value} differs from the run's {ran[key]}: a resumed run continues "
+                              "its saved optimizer and schedule; start a new run (another --output-dir) to change "
+                              "it")  # fmt: skip
     table = (state.get("meta") or {}).get("classes")
     trained = [c.get("name") for c in table if isinstance(c, dict)] if isinstance(table, list) else None
     if classes is not None and trained and trained != list(classes):
@@ -56,6 +71,9 @@ def resume_from(
             group["lr"] = base * factor(scheduler.last_epoch)  # this iteration's LR on the new decay
         note = f"the LR schedule now ends at train.max_iters={max_iters} (was {saved})"
     return int(state["iteration"]), note
+
+
+_APPLIED_ON_RESUME = {"clip_grad_norm"}  # read from the config at every step
 
 
 def _first_change(trained: list[str], data: list[str]) -> str:

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..allocator import reuse_freed_memory
 from ..build import build_criterion, build_dataset, build_meta, build_model, build_optimizer, build_scheduler
-from ..config import Config, save_config
+from ..config import Config, config_to_dict, save_config
 from ..errors import ConfigError, DataError, UserError, interrupts_held, is_interrupt, raise_if_terminated
 from ..modeling.layers import set_winograd
 from . import distributed as dist
@@ -57,7 +57,7 @@ def train(
     if not resume:
         check_no_run(out)
     before = set(out.iterdir()) if out.is_dir() else None
-    kept = (out / "config.yaml").read_bytes() if not resume and (out / "config.yaml").is_file() else None
+    kept = (out / "config.yaml").read_bytes() if (out / "config.yaml").is_file() else None
     steps = [0, 0, -1]
     try:
         with ExitStack() as cleanup:  # (the metrics file and TensorBoard are closed also when training fails)
@@ -74,6 +74,8 @@ def train(
             remove_new(out, before)
             if kept is not None:  # a config.yaml that was there (yours: a failed start leaves nothing behind)
                 (out / "config.yaml").write_bytes(kept)
+        elif not saved and resume and kept is not None and dist.is_main():
+            (out / "config.yaml").write_bytes(kept)  # a refused or failed resume keeps the run's own config
         if interrupted and not isinstance(e, KeyboardInterrupt):  # (the workers' end, raised within the interrupt)
             stop = KeyboardInterrupt()
             stop.checkpoint_iteration = steps[2]  # type: ignore[attr-defined]
@@ -156,7 +158,9 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
     start = 0
     resume_note = ""
     if resume:
-        start, resume_note = resume_from(last, model, optimizer, scheduler, loader, t.max_iters, meta.classes)
+        start, resume_note = resume_from(
+            last, model, optimizer, scheduler, loader, t.max_iters, meta.classes, config_to_dict(cfg)["solver"]
+        )
         steps[2] = start
         init_note = f"resumed from {last} at iteration {start}"
     ddp = nn.parallel.DistributedDataParallel(model) if world > 1 else model
