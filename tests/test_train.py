@@ -753,3 +753,15 @@ def test_resume_refuses_a_changed_solver_keeps_the_runs_config_and_finds_a_lost_
     (run / "config.yaml").write_text(text)
     assert main([*base, "--resume", "--set", "train.max_iters=4"]) == 0
     assert not maskformer.load_config(run / "config.yaml").train.winograd
+
+
+def test_resume_in_a_folder_whose_run_stopped_before_its_first_checkpoint_says_to_start_anew(tmp_path, capsys):
+    """--resume said "run without --resume to start", and that said the folder holds an earlier run."""
+    from maskformer.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("{}\n")
+    assert main(["train", str(CONFIGS / "demo.yaml"), "--output-dir", str(run), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "the run stopped before its first checkpoint: start anew in another --output-dir" in err, err
