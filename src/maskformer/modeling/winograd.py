@@ -32,6 +32,7 @@ __all__ = [
     "input_transform",
     "output_transform",
     "pays",
+    "plain_3x3",
     "products",
     "transform_filters",
 ]
@@ -39,23 +40,31 @@ __all__ = [
 G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))  # filter transform, 4 x 3
 
 # training: both channel counts and the tile count (batch x H/2 x W/2) from which forward + backward pay
-# (benchmarks/bench_winograd.py --train: 0.68x at 2 x 256 x 128^2, 0.72x at 2 x 256 x 64^2, ~1.0x at 32^2)
+# (benchmarks/bench_winograd.py --train: 0.66x at 2 x 256 x 128^2, 0.73x at 2 x 256 x 64^2, 1.04x at 32^2)
 MIN_TRAIN_CHANNELS = 256
 MIN_TRAIN_TILES = 2048
 
 
-def pays(x: Tensor, weight: Tensor, stride: tuple, padding: tuple, dilation: tuple, groups: int) -> bool:
-    """Whether a training convolution takes ``conv3x3``: a 3x3, stride 1, padding 1, ungrouped fp32 CPU convolution
-    outside autocast, with at least 256 channels in and out and 2048 output tiles, and oneDNN built in."""
-    cout, cin, kh, kw = weight.shape
-    n, _, h, w = x.shape
+def plain_3x3(weight: Tensor, stride: tuple, padding: tuple, dilation: tuple, groups: int) -> bool:
+    """A 3x3, stride 1, padding 1, undilated, ungrouped fp32 convolution: the one F(2x2, 3x3) computes."""
     return (
-        (kh, kw) == (3, 3)
+        tuple(weight.shape[2:]) == (3, 3)
         and tuple(stride) == (1, 1)
         and tuple(padding) == (1, 1)
         and tuple(dilation) == (1, 1)
         and groups == 1
-        and x.dtype == weight.dtype == torch.float32
+        and weight.dtype == torch.float32
+    )
+
+
+def pays(x: Tensor, weight: Tensor, stride: tuple, padding: tuple, dilation: tuple, groups: int) -> bool:
+    """Whether a training convolution takes ``conv3x3``: a ``plain_3x3`` CPU convolution of an fp32 input outside
+    autocast, with at least 256 channels in and out and 2048 output tiles, and oneDNN built in."""
+    cout, cin = weight.shape[:2]
+    n, _, h, w = x.shape
+    return (
+        plain_3x3(weight, stride, padding, dilation, groups)
+        and x.dtype == torch.float32
         and x.device.type == "cpu"
         and not torch.is_autocast_enabled("cpu")
         and min(cin, cout) >= MIN_TRAIN_CHANNELS

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from maskformer.modeling.winograd import apply_filters, transform_filters
+from maskformer.modeling.winograd import apply_filters, plain_3x3, transform_filters
 
 __all__ = ["MIN_CHANNELS", "MIN_FOLDED_OUT", "filters", "suits", "winograd_conv3x3"]
 
@@ -31,17 +31,8 @@ def suits(
 ) -> bool:
     """True for a 3x3, stride 1, padding 1, ungrouped fp32 convolution with at least MIN_CHANNELS in and ``min_out``
     out (the pixel decoder's mask convolution folded into 100 mask embeddings pays from ``MIN_FOLDED_OUT``)."""
-    cout, cin, kh, kw = weight.shape
-    return (
-        (kh, kw) == (3, 3)
-        and tuple(stride) == (1, 1)
-        and tuple(padding) == (1, 1)
-        and tuple(dilation) == (1, 1)
-        and groups == 1
-        and weight.dtype == torch.float32
-        and cin >= MIN_CHANNELS
-        and cout >= min_out
-    )
+    cout, cin = weight.shape[:2]
+    return plain_3x3(weight, stride, padding, dilation, groups) and cin >= MIN_CHANNELS and cout >= min_out
 
 
 def filters(weight: Tensor, rows: int = 0) -> tuple[Tensor, ...]:
