@@ -245,3 +245,26 @@ def test_a_picture_wider_than_a_canvas_gets_its_card_and_the_next_file_is_sent(b
     assert browser.find_element(By.ID, "status").text == ""
     titles = [c.find_element(By.CSS_SELECTOR, "h2").text for c in browser.find_elements(By.CSS_SELECTOR, ".card")]
     assert any(t.startswith("pano.png") for t in titles) and any(t.startswith("small.png") for t in titles), titles
+
+
+def test_a_very_thin_picture_is_shown_and_its_pixels_answer_the_cursor(browser, server, tmp_path) -> None:
+    """A 3 x 5000 upload was scaled to 70vh tall and so 0 px wide: nothing to see or hover. It now keeps a minimum
+    width, and the cursor maps to pixels per axis (the picture is stretched, not at its own aspect)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    Image.new("RGB", (3, 5000), (40, 160, 230)).save(tmp_path / "thin.png")
+    browser.get(server + "/")
+    wait = _wait(browser)
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#task option")) == 2)
+    Select(browser.find_element(By.ID, "task")).select_by_value("semantic")
+    browser.find_element(By.ID, "files").send_keys(str(tmp_path / "thin.png"))
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".card[data-done='1']"))
+    overlay = browser.find_element(By.CSS_SELECTOR, ".card img.overlay")
+    wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", overlay))
+    assert overlay.rect["width"] >= 5 and overlay.rect["height"] >= 100, overlay.rect
+    ActionChains(browser).move_to_element_with_offset(overlay, 0, round(overlay.rect["height"] / 4)).click().perform()
+    assert browser.find_element(By.CSS_SELECTOR, ".card .picked").text.startswith("selected: ")
+    errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors
