@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import maskformer.inference.accelerate.winograd as winograd
-from maskformer.inference.accelerate.onednn import _eager_onednn, linear, use_onednn_convolutions, use_onednn_layers
+from maskformer.inference.accelerate.onednn import eager_onednn, linear, use_onednn_convolutions, use_onednn_layers
 from maskformer.inference.accelerate.swin import use_fast_swin_blocks
 from maskformer.modeling.backbone.norm import FrozenBatchNorm2d
 from maskformer.modeling.layers import ConvNorm
@@ -156,7 +156,7 @@ def _folded_winograd(y: torch.Tensor, weight: torch.Tensor, conv: nn.Conv2d) -> 
     """Whether the folded convolution (all Q rows of ``weight``) takes Winograd's F(2x2, 3x3) (``winograd.py``): fp32
     eager inference through oneDNN with at least 256 mask channels and ``MIN_FOLDED_OUT`` queries."""
     geometry = (conv.stride, conv.padding, conv.dilation, conv.groups)
-    return _eager_onednn(y, weight) and winograd.suits(weight, *geometry, min_out=winograd.MIN_FOLDED_OUT)
+    return eager_onednn(y, weight) and winograd.suits(weight, *geometry, min_out=winograd.MIN_FOLDED_OUT)
 
 
 def _conv(

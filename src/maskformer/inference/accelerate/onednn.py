@@ -40,13 +40,14 @@ __all__ = [
     "Conv",
     "Linear",
     "MultiheadAttention",
+    "eager_onednn",
     "linear",
     "use_onednn_convolutions",
     "use_onednn_layers",
 ]
 
 
-def _eager_onednn(x: Tensor, weight: Tensor) -> bool:
+def eager_onednn(x: Tensor, weight: Tensor) -> bool:
     """True where the oneDNN calls apply: CPU, fp32/bf16 weights, oneDNN built in, eager mode, no autograd."""
     if torch.compiler.is_compiling():  # first: inductor fuses the same way, and nothing below may break its graph
         return False
@@ -64,7 +65,7 @@ def linear(
     """``F.linear(x, weight, bias)`` (then ReLU if ``relu``): x [..., in], weight [out, in] -> [..., out].
     ``packed``: a cache for ``weight`` in oneDNN's layout (layers whose weight is reused across calls). A bfloat16
     weight (the bf16 inference copy) takes x in bfloat16 and gives bfloat16, as autocast's linear does."""
-    if _eager_onednn(x, weight) and (x.dtype == weight.dtype == torch.float32 or weight.dtype == torch.bfloat16):
+    if eager_onednn(x, weight) and (x.dtype == weight.dtype == torch.float32 or weight.dtype == torch.bfloat16):
         x = x.to(weight.dtype)
         if packed is not None:
             rows = x.numel() // max(1, x.shape[-1])
@@ -196,7 +197,7 @@ class Conv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         fused_relu = self.relu and self.norm is None
-        eager = _eager_onednn(x, self.weight)
+        eager = eager_onednn(x, self.weight)
         if eager and self.winograd and x.dtype == torch.float32 and self._suits_winograd():
             rows = x.shape[0] * -(-x.shape[2] // 2) * -(-x.shape[3] // 2)  # 2x2 output tiles
             u = self._filters.get(self.weight, lambda: winograd.filters(self.weight, rows), always=True)
@@ -221,7 +222,7 @@ class Conv(nn.Module):
         """relu(conv(x) + other), written into ``other`` when ``inplace`` (norm-free convolutions only)."""
         if self.norm is not None:
             raise ValueError("add_relu needs a convolution without norm")
-        if _eager_onednn(x, self.weight) and other.dtype == self.weight.dtype:
+        if eager_onednn(x, self.weight) and other.dtype == self.weight.dtype:
             x = x.to(self.weight.dtype)
             if inplace:
                 return torch.ops.mkldnn._convolution_pointwise_(other, x, *self._args(x), "add", 1.0, "relu", [], "")

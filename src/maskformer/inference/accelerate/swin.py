@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from maskformer.inference.accelerate.onednn import Linear, _eager_onednn
+from maskformer.inference.accelerate.onednn import Linear, eager_onednn
 from maskformer.modeling.backbone.swin import SwinBlock as ReferenceBlock
 from maskformer.modeling.backbone.swin import SwinTransformer, shifted_window_mask
 
@@ -56,9 +56,9 @@ def _linear(layer: nn.Module, x: Tensor, *, post: str = "none", other: Tensor | 
     """``layer(x)`` followed by GELU (``post="gelu"``) or plus ``other``, fused into one oneDNN call where the layer
     is this folder's oneDNN ``Linear``; the plain ops otherwise. With bf16 weights x is taken in bf16 (what autocast
     does) and GELU is fused; the residual sum stays in fp32, unfused (a bf16 sum would round the residual stream)."""
-    if isinstance(layer, Linear) and _eager_onednn(x, layer.weight) and layer.weight.dtype == torch.bfloat16:
+    if isinstance(layer, Linear) and eager_onednn(x, layer.weight) and layer.weight.dtype == torch.bfloat16:
         x = x.to(torch.bfloat16)
-    if isinstance(layer, Linear) and _eager_onednn(x, layer.weight) and x.dtype == layer.weight.dtype:
+    if isinstance(layer, Linear) and eager_onednn(x, layer.weight) and x.dtype == layer.weight.dtype:
         rows = x.numel() // x.shape[-1]
         weight = layer._packed.get(layer.weight, lambda: torch.ops.mkldnn._reorder_linear_weight(layer.weight, rows))
         if other is not None and other.dtype == x.dtype and other.shape[:-1] == x.shape[:-1]:
