@@ -214,10 +214,20 @@ def test_info_takes_a_trained_model_as_well_as_a_config(tmp_path, capsys):
     nine = maskformer.build_model(
         maskformer.load_config(CONFIGS / "demo.yaml", ["model.num_queries=9", "model.num_classes=3"])
     )
-    assert json.loads(capsys.readouterr().out)["parameters"]["total"] == sum(p.numel() for p in nine.parameters())
+    said = capsys.readouterr()
+    assert json.loads(said.out)["parameters"]["total"] == sum(p.numel() for p in nine.parameters())
+    assert "the network of the changed config is counted, not the one in" in said.err
     assert main(["info", str(tmp_path / "m.pt"), "--no-flops", "--set", "model.bogus=1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "model.bogus" in err[0] and "m.pt" in err[0]
+    # weights that do not fit the checkpoint's config are refused as predict refuses them (info printed the count of
+    # a network the file does not hold)
+    obj = torch.load(tmp_path / "m.pt", weights_only=False)
+    obj["config"]["model"]["num_queries"] = 99
+    torch.save(obj, tmp_path / "bad.pt")
+    assert main(["info", str(tmp_path / "bad.pt"), "--no-flops"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.pt: weights do not fit its config" in err[0], err
 
 
 def test_info_lists_the_operators_under_the_graph_they_add_up_to(capsys):

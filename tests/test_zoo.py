@@ -3,9 +3,11 @@ pre-populated Hugging Face cache with HF_HUB_OFFLINE=1, and the table itself."""
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -74,6 +76,7 @@ class _Mirror:
 @pytest.fixture
 def mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[_Mirror]:
     server = _Mirror(tmp_path / "mirror")
+    server.monkeypatch = monkeypatch  # (_publish renames the table's entries)
     monkeypatch.setenv("MASKFORMER_ZOO_URL", server.url)
     monkeypatch.setenv("MASKFORMER_CACHE", str(tmp_path / "cache"))
     yield server
@@ -81,11 +84,22 @@ def mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[_Mirror]
 
 
 def _publish(mirror: _Mirror, name: str, state: dict) -> str:
-    entry = zoo_table()[name]
+    """Serve ``state`` as the zoo file of ``name``. The zoo names each file by the first 6 hex digits of its md5 (which
+    downloads are checked against), so the table's entry is renamed after this file's md5 for the test's duration."""
+    import dataclasses
+
+    import maskformer.zoo as zoo
+
+    entry = zoo.zoo_table()[name]
     file = mirror.root / entry.path
     file.parent.mkdir(parents=True, exist_ok=True)
     save_pkl({"model": state, "__author__": "recipe"}, file)
-    return "/" + entry.path
+    md5 = hashlib.md5(file.read_bytes()).hexdigest()[:6]
+    path = re.sub(r"_[0-9a-f]{6}\.pkl$", f"_{md5}.pkl", entry.path)
+    file.rename(mirror.root / path)
+    table = {**zoo.zoo_table(), name: dataclasses.replace(entry, path=path)}
+    mirror.monkeypatch.setattr(zoo, "zoo_table", lambda: table)
+    return "/" + path
 
 
 def test_every_zoo_row_has_a_url_and_a_config() -> None:
@@ -245,25 +259,45 @@ def test_a_local_zoo_pkl_is_converted_with_the_tables_config(
         maskformer.from_pretrained(tmp_path / "model_final_unknown.pkl")  # not in the table: which config? say so
 
 
-@pytest.mark.parametrize("damage", ["truncated", "cut pickle", "not a pickle", "missing"])
+@pytest.mark.parametrize(
+    "damage", ["truncated", "cut pickle", "bytes changed", "not a pickle", "not a pickle, right md5", "missing"]
+)
 def test_a_bad_download_is_one_line_and_caches_nothing(mirror: _Mirror, tmp_path: Path, capsys, damage: str) -> None:
+    import maskformer.zoo as zoo
+
     name = "ade20k-150/per_pixel_baseline_R50_bs16_160k"
     entry = zoo_table()[name]
     if damage == "truncated":
         mirror.truncate.add(_publish(mirror, name, {"x": np.zeros(1000, np.float32)}))
-    elif damage == "cut pickle":  # complete as far as HTTP can tell (Content-Length of the cut file)
-        file = mirror.root / _publish(mirror, name, {"x": np.zeros(1000, np.float32)}).lstrip("/")
-        file.write_bytes(file.read_bytes()[:-100])
-    elif damage == "not a pickle":
+    elif damage in ("cut pickle", "bytes changed"):  # complete as far as HTTP can tell (Content-Length of the file)
+        file = mirror.root / _publish(mirror, name, {"x": np.arange(1000, dtype=np.float32)}).lstrip("/")
+        data = bytearray(file.read_bytes())
+        if damage == "cut pickle":
+            del data[-100:]
+        else:  # the same length, a few weights' bytes flipped (loads fine: only the md5 in its name tells)
+            mid = len(data) // 2
+            data[mid : mid + 16] = bytes(b ^ 0xFF for b in data[mid : mid + 16])
+        file.write_bytes(bytes(data))
+    elif damage.startswith("not a pickle"):
         (mirror.root / entry.path).parent.mkdir(parents=True)
         (mirror.root / entry.path).write_text("<html>not found</html>")
+        if damage.endswith("right md5"):  # (a mirror's own file: the unpickler still refuses it)
+            _publish(mirror, name, {})
+            file = mirror.root / zoo.zoo_table()[name].path
+            file.unlink()
+            md5 = hashlib.md5(b"<html>not found</html>").hexdigest()[:6]
+            entry = zoo.zoo_table()[name] = type(entry)(**{**entry.__dict__, "path": re.sub(
+                r"_[0-9a-f]{6}\.pkl$", f"_{md5}.pkl", entry.path)})  # fmt: skip
+            (mirror.root / entry.path).write_text("<html>not found</html>")
+    entry = zoo.zoo_table()[name]
     with pytest.raises(CheckpointError) as info:
         maskformer.from_pretrained(name)
     text = str(info.value)
     assert name in text and zoo_url(entry) in text and "\n" not in text
-    unusable = "not a usable checkpoint"
-    expected = {"truncated": "truncated", "cut pickle": unusable, "not a pickle": unusable, "missing": "HTTP 404"}
-    assert expected[damage] in text
+    unusable, corrupt = "not a usable checkpoint", "the download is corrupt (its md5 begins"
+    expected = {"truncated": "truncated", "cut pickle": corrupt, "bytes changed": corrupt, "not a pickle": corrupt,
+                "not a pickle, right md5": unusable, "missing": "HTTP 404"}  # fmt: skip
+    assert expected[damage] in text, text
     assert ".download." not in text  # (the deleted temporary file's path was in it)
     cache = tmp_path / "cache"
     assert not cache.exists() or not list(cache.iterdir())  # no file, and no empty zoo/ade20k-150/ folders either
@@ -479,7 +513,7 @@ def test_sigterm_during_a_download_leaves_nothing_in_the_cache(tmp_path: Path, m
 
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt):
-        zoo._write(out, make_in_tempdir)
+        zoo._write(out, make_in_tempdir, what="some")
     assert not (tmp_path / "cache" / "zoo").exists()
     assert signal.getsignal(signal.SIGTERM) is before
 
@@ -590,3 +624,50 @@ def test_a_hub_ids_new_revision_and_a_folders_swapped_weights_are_converted_agai
     (folder / "model.safetensors").write_bytes((tmp_path / "v1" / "model.safetensors").read_bytes())
     os.utime(folder / "model.safetensors", (1e9 + 1, 1e9 + 1))  # still older than config.json: copied with its time
     assert weights_sum(str(folder)) == first
+
+
+def test_what_a_killed_download_left_is_removed_by_the_next_one(mirror: _Mirror, tmp_path: Path) -> None:
+    """A hard kill (OOM, SIGKILL) leaves the partial download and temporary checkpoint: the next use of the cache
+    folder removes them once they are stale, and leaves a download another process is making now."""
+    import maskformer.zoo as zoo
+
+    name = "ade20k-150/per_pixel_baseline_R50_bs16_160k"
+    folder = tmp_path / "cache" / "zoo" / name
+    (folder / ".download.killed").mkdir(parents=True)
+    (folder / ".download.killed" / "model_final_1043f3.pkl").write_bytes(b"x" * 1000)
+    (folder / ".model.pt.abc.pt.tmp").write_bytes(b"")
+    (folder / ".download.running").mkdir()
+    (folder / ".download.running" / "model_final_1043f3.pkl").write_bytes(b"y")
+    old = time.time() - zoo._STALE_SECONDS - 60
+    for p in [folder / ".download.killed", folder / ".download.killed" / "model_final_1043f3.pkl",
+              folder / ".model.pt.abc.pt.tmp", folder / ".download.running"]:  # fmt: skip
+        os.utime(p, (old, old))
+    _publish(mirror, name, {"x": np.zeros(10, np.float32)})
+    with pytest.raises(CheckpointError, match="not a usable checkpoint"):  # (not a model: the sweep ran before)
+        maskformer.from_pretrained(name)
+    assert sorted(p.name for p in folder.iterdir()) == [".download.running"]
+
+
+def test_an_unwritable_cache_is_one_line_naming_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A transformers folder needs its converted copy cached: a cache that cannot be written is a CheckpointError
+    naming MASKFORMER_CACHE (an OSError with a traceback from the Python API before)."""
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("MASKFORMER_CACHE", str(tmp_path / "file" / "cache"))  # (root may write a read-only folder)
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match=r"^.*hf: the converted copy cannot be cached in .* set MASKFORMER_CACHE"):
+        maskformer.from_pretrained(folder)
+
+
+def test_a_damaged_cached_conversion_of_a_local_pkl_is_made_again(tmp_path: Path, monkeypatch) -> None:
+    config = _tiny_zoo_config(tmp_path, monkeypatch)
+    monkeypatch.setenv("MASKFORMER_CACHE", str(tmp_path / "cache"))
+    local = tmp_path / zoo_table()[R50].file_name
+    save_pkl({"model": _original_layout(config)}, local)
+    first = maskformer.from_pretrained(local).state_dict()
+    [cached] = (tmp_path / "cache" / "local").glob("*.pt")
+    cached.write_bytes(cached.read_bytes()[:1000])  # cut, as a full disk or a kill during a copy leaves it
+    again = maskformer.from_pretrained(local).state_dict()
+    assert all(torch.equal(a, b) for a, b in zip(first.values(), again.values()))
+    assert [p.name for p in (tmp_path / "cache" / "local").iterdir()] == [cached.name]

@@ -15,8 +15,8 @@
   newer one): converted, cached.
 
 Every download goes to a temporary file that is renamed only when complete (its size checked against
-Content-Length) and converted; a failure is one ``CheckpointError`` line naming the model, the URL and the cause, and
-leaves nothing in the cache.
+Content-Length, its md5 against the prefix the zoo puts in every file name) and converted; a failure is one
+``CheckpointError`` line naming the model, the URL and the cause, and leaves nothing in the cache.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -177,20 +179,30 @@ def _local_converted(path: Path, stamp: str, make) -> Path:
     key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
     out = cache_dir() / "local" / f"{key}-{stamp}.pt"
     if out.is_file():
-        return out
-    written = _write(out, make)
+        if not _damaged(out):
+            return out
+        out.unlink()  # a damaged copy (cut by a full disk, say): its source is here, convert it again
+    written = _write(out, make, what=str(path))
     for stale in out.parent.glob(f"{key}-*.pt"):  # the path's earlier contents
         if stale != out:
             stale.unlink(missing_ok=True)
     return written
 
 
-def _check_cached(out: Path, name: str) -> None:
-    """A ``CheckpointError`` saying to delete the cached copy of ``name`` when it is cut (a checkpoint is a zip
-    archive whose directory is at the end) or a member fails its checksum."""
+def _damaged(out: Path) -> bool:
+    """Whether a cached checkpoint is cut (a checkpoint is a zip archive whose directory is at the end) or a member
+    fails its checksum."""
     from .engine.checkpoint import damaged_archive
 
-    if zipfile.is_zipfile(out) and damaged_archive(out) is None:
+    try:
+        return not zipfile.is_zipfile(out) or damaged_archive(out) is not None
+    except OSError:
+        return True
+
+
+def _check_cached(out: Path, name: str) -> None:
+    """A ``CheckpointError`` saying to delete the cached copy of ``name`` when it is ``_damaged``."""
+    if not _damaged(out):
         return
     raise CheckpointError(f"{out}: the cached copy of {name} is damaged (not a complete checkpoint): delete it, "
                           "and the next use downloads and converts it again")  # fmt: skip
@@ -201,11 +213,43 @@ def _converted(name: str, make, where: str = "zoo") -> Path:
     if out.is_file():
         _check_cached(out, name)
         return out
-    return _write(out, make)
+    return _write(out, make, what=name)
 
 
-def _write(out: Path, make) -> Path:
+_STALE_SECONDS = 15 * 60  # a download or conversion whose files have not changed for this long was killed
+
+
+def _sweep(folder: Path) -> None:
+    """Remove what a killed download or conversion left in a cache folder (``.download.*`` folders, ``*.tmp``
+    files): only when unchanged for ``_STALE_SECONDS``, so another process's download in progress stays."""
+    import shutil
+
+    if not folder.is_dir():
+        return
+    now = time.time()
+    for left in folder.iterdir():
+        if not (left.name.startswith(".download.") or (left.name.startswith(".") and left.name.endswith(".tmp"))):
+            continue
+        try:
+            parts = [left, *left.rglob("*")] if left.is_dir() else [left]
+            if now - max(p.stat().st_mtime for p in parts) < _STALE_SECONDS:
+                continue
+            shutil.rmtree(left) if left.is_dir() else left.unlink()
+        except OSError:  # gone meanwhile, or not ours to remove
+            continue
+
+
+def _write(out: Path, make, *, what: str) -> Path:
     """Run ``make(tmp_path)`` and rename its result to ``out``; on any failure (or SIGTERM) remove what it left."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out.parent):
+            pass
+    except OSError as e:
+        why = e.strerror or type(e).__name__
+        raise CheckpointError(f"{what}: the converted copy cannot be cached in {out.parent} ({why}): set "
+                              "MASKFORMER_CACHE to a folder you can write") from None  # fmt: skip
+    _sweep(out.parent)
     try:
         with terminate_as_interrupt(), atomic_path(out, suffix=".pt.tmp") as tmp:
             make(tmp)
@@ -222,7 +266,13 @@ def _download_and_convert(entry: ZooEntry, out: Path) -> None:
     url = zoo_url(entry)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".download.") as tmp:
         pkl = Path(tmp) / entry.file_name
-        _download(url, pkl, what=entry.name)
+        md5 = _download(url, pkl, what=entry.name)
+        named = re.search(r"_([0-9a-f]{6})\.pkl$", entry.file_name)  # the zoo names every file by its md5's prefix
+        if named and not md5.startswith(named[1]):
+            raise CheckpointError(
+                f"{entry.name}: {url}: the download is corrupt (its md5 begins {md5[:6]}, the released file's "
+                f"{named[1]}, as its name says): try again, or give a copy you trust as a file"
+            )
         try:
             _convert_pkl(pkl, entry, out)
         except CheckpointError as e:
@@ -230,16 +280,19 @@ def _download_and_convert(entry: ZooEntry, out: Path) -> None:
             raise CheckpointError(f"{entry.name}: {url}: the download is not a usable checkpoint ({why})") from None
 
 
-def _download(url: str, dest: Path, *, what: str) -> None:
-    """Stream ``url`` to ``dest`` with a progress bar; the size must equal Content-Length when the server sends it."""
+def _download(url: str, dest: Path, *, what: str) -> str:
+    """Stream ``url`` to ``dest`` with a progress bar; the size must equal Content-Length when the server sends it.
+    Returns the file's md5 (hex)."""
     from tqdm import tqdm
 
+    md5 = hashlib.md5(usedforsecurity=False)
     try:
         with urllib.request.urlopen(url, timeout=_TIMEOUT) as response, open(dest, "wb") as f:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {Path(url).name}", leave=False) as bar:
                 while chunk := response.read1(1 << 20):  # (what has arrived: the bar moves also on a slow link)
                     f.write(chunk)
+                    md5.update(chunk)
                     bar.update(len(chunk))
         size = dest.stat().st_size
     except urllib.error.HTTPError as e:
@@ -252,6 +305,7 @@ def _download(url: str, dest: Path, *, what: str) -> None:
         raise CheckpointError(f"{what}: {url}: download failed ({reason}); {offline}") from None
     if total is not None and size != total:
         raise CheckpointError(f"{what}: {url}: download truncated ({size} of {total} bytes)")
+    return md5.hexdigest()
 
 
 def _convert_pkl(pkl: Path, entry: ZooEntry, out: Path) -> None:
@@ -308,7 +362,7 @@ def _hub_converted(repo_id: str) -> Path:
         return out
     entry = zoo_table().get(repo_id)
     recipe = configs_dir() / f"{entry.config}.yaml" if entry is not None and entry.config else None
-    _write(out, lambda tmp: _convert_hf(folder, tmp, config=recipe))
+    _write(out, lambda tmp: _convert_hf(folder, tmp, config=recipe), what=repo_id)
     atomic_write_text(noted, folder.name)
     return out
 

@@ -35,39 +35,44 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _config(name: str, overrides: list[str]):
-    """The config of a YAML file, else of the model ``name`` resolves to (``--set`` applies to either)."""
+def _model_and_config(name: str, overrides: list[str]):
+    """The network (random weights) and config of a YAML file, else the model ``name`` resolves to, with its weights
+    checked against its config as every command that runs it does; ``--set model.*`` on a model counts the network
+    of its changed config instead (a note says so)."""
     import maskformer
     from maskformer.build.datasets import check_dataset_name
     from maskformer.config import apply_overrides, config_from_dict, config_to_dict
-    from maskformer.engine.checkpoint import config_of, load_checkpoint
+    from maskformer.engine.checkpoint import load_model_and_config
     from maskformer.errors import ConfigError
     from maskformer.zoo import resolve_model
 
     if Path(name).suffix.lower() in (".yaml", ".yml"):
         cfg = maskformer.load_config(name, overrides)
         check_dataset_name(cfg)  # (as train and eval read it)
-        if cfg.data.dataset != "folder":
-            return cfg
-        if Path(cfg.data.root).exists():  # the class count training takes from classes.json (a note says so)
+        if cfg.data.dataset == "folder" and Path(cfg.data.root).exists():
             from maskformer.build.datasets import fit_classes, sets_num_classes
 
-            return fit_classes(cfg, explicit=sets_num_classes(overrides))
-        return cfg  # (run() says which class count it shows, once the model is built)
+            # the class count training takes from classes.json (else run() says which count it shows)
+            cfg = fit_classes(cfg, explicit=sets_num_classes(overrides))
+        return maskformer.build_model(cfg), cfg
     path = resolve_model(name)
-    cfg = config_of(load_checkpoint(path), path)
+    model, cfg, _ = load_model_and_config(path)
     if not overrides:
-        return cfg
+        return model, cfg
     try:
         cfg = config_from_dict(apply_overrides(config_to_dict(cfg), overrides))
     except ConfigError as e:
         raise ConfigError(f"--set on the config of {path}: {e}") from None
     check_dataset_name(cfg)
-    return cfg
+    network = [o.split("=", 1)[0].strip() for o in overrides if o.split("=", 1)[0].strip().startswith("model.")]
+    if not network:
+        return model, cfg
+    print(f"maskformer info: note: --set {network[0]}: the network of the changed config is counted, not the one in "
+          f"{path}", file=sys.stderr)  # fmt: skip
+    return maskformer.build_model(cfg), cfg
 
 
 def run(args: argparse.Namespace) -> int:
-    import maskformer
     from maskformer.engine.analysis import count_flops, count_parameters
     from maskformer.errors import UserError
 
@@ -76,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
     if args.data_root and not Path(args.data_root).is_dir():
         raise UserError(f"--data-root {args.data_root}: no such folder")
     root = [f"data.root={Path(args.data_root).absolute()}"] if args.data_root else []
-    cfg = _config(args.config, [*args.overrides, *root])
-    model = maskformer.build_model(cfg).eval()
+    model, cfg = _model_and_config(args.config, [*args.overrides, *root])
+    model.eval()
     yaml = Path(args.config).suffix.lower() in (".yaml", ".yml")
     if yaml and cfg.data.dataset == "folder" and not Path(cfg.data.root).exists():
         note = f"{cfg.model.num_classes} classes, as the config says ({cfg.data.root} not found: --data-root DIR"
