@@ -231,6 +231,36 @@ def _check_complete(source: Path, container, stream, end: float | None) -> None:
                         "states (a truncated or damaged file?)")  # fmt: skip
 
 
+def declared_size(path: Path) -> int | None:
+    """The size a Matroska/WebM or AVI file states for itself in its first bytes (the EBML Segment's size after its
+    header; the RIFF chunk's), or None (another format, or a Segment of unknown size, as a live stream writes). A file
+    shorter than this was cut, even where its frames up to the cut decode and its last one is near the end (a cut
+    H.264 file with B-frames loses the frames before its last P-frame)."""
+
+    def vint(data: bytes, i: int) -> tuple[int, int, bool]:  # EBML variable-size integer: (value, next index, all 1s)
+        width = 9 - data[i].bit_length()
+        value = data[i] & (0xFF >> width)
+        for b in data[i + 1 : i + width]:
+            value = value << 8 | b
+        return value, i + width, value == (1 << (7 * width)) - 1
+
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    try:
+        if head[:4] == b"RIFF":
+            return int.from_bytes(head[4:8], "little") + 8
+        if head[:4] == b"\x1a\x45\xdf\xa3":
+            size, i, _ = vint(head, 4)
+            i += size  # past the EBML header
+            if head[i : i + 4] != b"\x18\x53\x80\x67":
+                return None
+            size, i, unknown = vint(head, i + 4)
+            return None if unknown else i + size
+    except (IndexError, ValueError):  # a header cut inside the first bytes: FFmpeg says so when it opens it
+        return None
+    return None
+
+
 def _shown_for(frame, rate: Fraction) -> float:
     """How long ``frame`` stays on screen: its own duration where the file gives one (a GIF's frame delay, the last
     packet's duration), else one frame at the average rate."""
@@ -262,6 +292,11 @@ def predict_video(predictor, source: str | Path, output: str | Path, *, task: st
     if not container.streams.video:
         container.close()
         raise DataError(f"{source}: no video stream in the file")
+    declared = declared_size(source)
+    if declared is not None and source.stat().st_size < declared:
+        container.close()
+        raise DataError(f"{source}: the file has {source.stat().st_size} of the {declared} bytes it states (a "
+                        "truncated or damaged file?)")  # fmt: skip
     stream = container.streams.video[0]
     rate = Fraction(stream.average_rate or stream.guessed_rate or 25)
     # a progress total: the container's count, else (Matroska/WebM keep none) duration x rate
