@@ -265,6 +265,8 @@ def test_a_local_zoo_pkl_is_converted_with_the_tables_config(
 def test_a_bad_download_is_one_line_and_caches_nothing(mirror: _Mirror, tmp_path: Path, capsys, damage: str) -> None:
     import maskformer.zoo as zoo
 
+    mirror.monkeypatch.setattr(zoo, "DEFAULT_ZOO_URL", mirror.url)  # served as the zoo itself (md5s are binding)
+    mirror.monkeypatch.delenv("MASKFORMER_ZOO_URL")
     name = "ade20k-150/per_pixel_baseline_R50_bs16_160k"
     entry = zoo_table()[name]
     if damage == "truncated":
@@ -308,6 +310,20 @@ def test_a_bad_download_is_one_line_and_caches_nothing(mirror: _Mirror, tmp_path
     err = capsys.readouterr().err  # (a progress bar may come first)
     errors = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("maskformer")]
     assert len(errors) == 1 and name in errors[0] and "Traceback" not in err
+
+
+def test_a_mirrors_own_file_under_a_zoo_name_is_used_with_a_note(mirror: _Mirror, tmp_path: Path, capsys) -> None:
+    """A mirror (MASKFORMER_ZOO_URL) may hold its own files under the zoo's names (fine-tuned, re-exported): their
+    md5 is not the name's, which is said in a note, and the file is used."""
+    name = R50
+    entry = zoo_table()[name]
+    config = _tiny_zoo_config(tmp_path, mirror.monkeypatch)
+    (mirror.root / entry.path).parent.mkdir(parents=True)
+    save_pkl({"model": _original_layout(config)}, mirror.root / entry.path)
+    model = maskformer.from_pretrained(name)
+    assert model.cfg.model.num_queries == 4
+    err = capsys.readouterr().err
+    assert f"maskformer: note: {name}: {zoo_url(entry)} is not the released file (its md5 begins" in err, err
 
 
 def test_a_stalled_download_says_how_long_it_waited(mirror: _Mirror, tmp_path: Path, monkeypatch) -> None:

@@ -26,6 +26,7 @@ import http.client
 import json
 import os
 import re
+import sys
 import tempfile
 import time
 import urllib.error
@@ -269,10 +270,13 @@ def _download_and_convert(entry: ZooEntry, out: Path) -> None:
         md5 = _download(url, pkl, what=entry.name)
         named = re.search(r"_([0-9a-f]{6})\.pkl$", entry.file_name)  # the zoo names every file by its md5's prefix
         if named and not md5.startswith(named[1]):
-            raise CheckpointError(
-                f"{entry.name}: {url}: the download is corrupt (its md5 begins {md5[:6]}, the released file's "
-                f"{named[1]}, as its name says): try again, or give a copy you trust as a file"
-            )
+            why = f"its md5 begins {md5[:6]}, the released file's {named[1]}, as its name says"
+            if url.startswith(DEFAULT_ZOO_URL + "/"):
+                raise CheckpointError(f"{entry.name}: {url}: the download is corrupt ({why}): try again, or give a "
+                                      "copy you trust as a file")  # fmt: skip
+            # a mirror (MASKFORMER_ZOO_URL) may serve its own files under the zoo's names: said, then used
+            print(f"maskformer: note: {entry.name}: {url} is not the released file ({why}); using the mirror's",
+                  file=sys.stderr)  # fmt: skip
         try:
             _convert_pkl(pkl, entry, out)
         except CheckpointError as e:
