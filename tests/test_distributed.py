@@ -57,7 +57,35 @@ def test_torchrun_train_command(tmp_path):
     assert (tmp_path / "model_final.pt").is_file()
     lines = [json.loads(ln) for ln in open(tmp_path / "metrics.jsonl")]
     assert [ln["iteration"] for ln in lines if "loss" in ln][-1] == 3
-    assert any("eval" in ln and ln["eval"]["images"] == 4 for ln in lines)  # both ranks' shards counted once
+    [final] = [ln["eval"] for ln in lines if "eval" in ln]
+    assert final["images"] == 4  # both ranks' shards counted once
+    # the run's evaluation is the saved model's (every process scores its shard with rank 0's BatchNorm statistics)
+    r = subprocess.run([sys.executable, "-m", "maskformer.cli", "eval", str(tmp_path / "model_final.pt"), "--json"],
+                       capture_output=True, text=True, env=_env(), timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    alone = json.loads(r.stdout)
+    keys = [k for k, v in final.items() if isinstance(v, float)]
+    assert keys and all(abs(final[k] - alone[k]) < 1e-9 for k in keys), (final, alone)
+
+
+def test_every_process_evaluates_with_the_buffers_rank_0_saves(tmp_path):
+    """BatchNorm's running statistics differ between processes after the last step's forward (DDP broadcasts them at
+    the next one): the end-of-run evaluation scored rank 1's shard with its own, not those of model_final.pt."""
+    script = tmp_path / "worker.py"
+    script.write_text(
+        "import json, sys, torch, torch.distributed as dist\n"
+        "import maskformer.engine.evaluate as evaluate, maskformer.engine.train as train\n"
+        "dist.init_process_group('gloo')\n"
+        "model = torch.nn.Sequential(torch.nn.BatchNorm2d(3))\n"
+        "model[0].running_mean.fill_(dist.get_rank() + 1.0)\n"
+        "evaluate.evaluate_model = lambda cfg, m, device: {'mean': float(m[0].running_mean[0])}\n"
+        "seen = train._evaluate(None, model, torch.device('cpu'))\n"
+        "sys.stdout.write(json.dumps({'rank': dist.get_rank(), **seen}) + '\\n')\n"
+        "dist.destroy_process_group()\n"
+    )
+    r = subprocess.run([*TORCHRUN, str(script)], capture_output=True, text=True, env=_env(), timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted((x["rank"], x["mean"]) for x in _json_objects(r.stdout)) == [(0, 1.0), (1, 1.0)]
 
 
 def test_torchrun_errors_are_said_once_and_a_stopped_peer_says_why(tmp_path):

@@ -108,6 +108,32 @@ def test_resuming_a_finished_run_says_how_to_train_on(tmp_path: Path, capsys) ->
     assert torch.load(run / "checkpoint_last.pt", weights_only=True)["iteration"] == 3
 
 
+def test_resuming_a_run_its_time_limit_ended_says_how_to_train_on(tmp_path: Path, capsys, monkeypatch) -> None:
+    """train.max_minutes fitted the schedule to fewer iterations than train.max_iters, the run finished: --resume
+    trained it again from a reset learning rate up to max_iters and replaced model_final.pt."""
+    import maskformer.engine.train as engine
+    from maskformer.optim import shorten_schedule
+
+    def fit_soon(iteration, mark, deadline, max_iters, t, scheduler, logger):  # (the pace of a slow machine)
+        shorten_schedule(scheduler, iteration + 1)
+        return iteration + 1, -1, mark
+
+    monkeypatch.setattr(engine, "fit_to_deadline", fit_soon)
+    run, sets = tmp_path / "run", [*SETS, "--set", "train.max_iters=100", "--set", "train.max_minutes=30"]
+    assert main(["train", str(CONFIGS / "demo.yaml"), "--output-dir", str(run), "--quiet", *sets]) == 0
+    done = torch.load(run / "checkpoint_last.pt", weights_only=True)["iteration"]
+    assert done < 100 and (run / "model_final.pt").is_file()
+    final = (run / "model_final.pt").read_bytes()
+    capsys.readouterr()
+    assert main(["train", str(CONFIGS / "demo.yaml"), "--output-dir", str(run), "--resume"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(err) == 1 and f"finished run (train.max_minutes=30.0 fitted its schedule to {done} of" in err[0], err
+    assert (run / "model_final.pt").read_bytes() == final
+    assert main(["train", str(CONFIGS / "demo.yaml"), "--output-dir", str(run), "--resume", "--quiet",
+                 "--set", f"train.max_iters={done + 1}"]) == 0  # fmt: skip
+    assert torch.load(run / "checkpoint_last.pt", weights_only=True)["iteration"] == done + 1
+
+
 def test_config_errors_name_the_file_that_holds_the_mistake(tmp_path: Path) -> None:
     base = tmp_path / "base.yaml"
     base.write_text("model:\n  num_querys: 5\n")

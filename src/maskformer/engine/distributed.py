@@ -66,6 +66,13 @@ def all_reduce_mean(values: dict[str, float]) -> dict[str, float]:
     return {k: v / world_size() for k, v in zip(keys, t.tolist())}
 
 
+def broadcast_buffers(model: torch.nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm's running statistics) in every process's ``model``."""
+    if is_distributed():
+        for buffer in model.buffers():
+            dist.broadcast(buffer.data, 0)
+
+
 def cleanup() -> None:
     if is_distributed():
         dist.destroy_process_group()

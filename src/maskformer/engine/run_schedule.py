@@ -24,12 +24,14 @@ def resume_from(
     max_iters: int,
     classes: list[str] | None = None,
     solver: dict | None = None,
+    max_minutes: float | None = None,
 ) -> tuple[int, str]:
     """Load ``checkpoint_last.pt`` into the run's parts; returns (iteration, a note or ""). The LR schedule decays to
     the config's ``train.max_iters`` also when it differs from the saved run's (training extended or cut short).
     ``classes``: the data's class names, which must be the run's (its checkpoint's meta); ``solver``: the config's
     solver section, which must be the run's (the optimizer and schedule state restore the run's values) apart from
-    ``_APPLIED_ON_RESUME``."""
+    ``_APPLIED_ON_RESUME``; ``max_minutes``: the config's time budget (a finished time-limited run goes on only with
+    another ``train.max_iters`` or ``train.max_minutes`` than its own)."""
     state = load_checkpoint(last)
     done = int(state.get("iteration", 0))
     if done >= max_iters and (last.parent / "model_final.pt").is_file():  # (not a finished run's evaluation again)
@@ -65,6 +67,13 @@ def resume_from(
         raise CheckpointError(f"{last}: {e}; resume with the same data, train.seed and number of processes") from None
     set_rng_state(own["rng"])
     note, saved = "", scheduler.lr_lambdas[0].kwargs["max_iters"]
+    run = (state.get("config") or {}).get("train") or {}
+    same = run.get("max_iters") == max_iters and (max_minutes is None or run.get("max_minutes") == max_minutes)
+    if done >= saved and same and (last.parent / "model_final.pt").is_file():
+        # a run that train.max_minutes ended: its schedule was fitted to `saved` iterations and has decayed
+        raise ConfigError(f"{last.parent} is a finished run (train.max_minutes={run.get('max_minutes')} fitted its "
+                          f"schedule to {done} of train.max_iters={max_iters} iterations): to train on, resume with "
+                          "another --set train.max_minutes=M or train.max_iters=N")  # fmt: skip
     if saved != max_iters:
         shorten_schedule(scheduler, max_iters)
         for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):

@@ -159,7 +159,15 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
     resume_note = ""
     if resume:
         start, resume_note = resume_from(
-            last, model, optimizer, scheduler, loader, t.max_iters, meta.classes, config_to_dict(cfg)["solver"]
+            last,
+            model,
+            optimizer,
+            scheduler,
+            loader,
+            t.max_iters,
+            meta.classes,
+            config_to_dict(cfg)["solver"],
+            max_minutes=t.max_minutes,
         )
         steps[2] = start
         init_note = f"resumed from {last} at iteration {start}"
@@ -236,6 +244,7 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
             for k, v in losses.items():
                 terms[k] = terms.get(k, 0.0) + v.item() / t.grad_accum
         raise_if_terminated()  # (a SIGTERM whose KeyboardInterrupt Python swallowed, e.g. in a fork hook)
+        terms = dist.all_reduce_mean(terms)  # the whole batch's loss (every process's share), logged and checked
         if not math.isfinite(terms["loss"]):
             logger.close()
             raise TrainingError(
@@ -282,6 +291,9 @@ def _last_good(last: Path) -> str:
 
 
 def _evaluate(cfg: Config, model: nn.Module, device: torch.device) -> dict:
+    """The evaluation of the model rank 0 saves: every process scores its shard with rank 0's buffers (BatchNorm's
+    running statistics drift apart in the last step's forward, which DDP broadcasts only at the next one)."""
     from .evaluate import evaluate_model
 
+    dist.broadcast_buffers(unwrap(model))
     return evaluate_model(cfg, unwrap(model), device=device)
