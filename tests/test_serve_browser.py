@@ -268,3 +268,49 @@ def test_a_very_thin_picture_is_shown_and_its_pixels_answer_the_cursor(browser, 
     assert browser.find_element(By.CSS_SELECTOR, ".card .picked").text.startswith("selected: ")
     errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
+
+
+def test_keyboard_tooltip_edges_long_names_and_a_failed_switch(browser, server, tmp_path) -> None:
+    """The file picker is reached with Tab (its input was display:none); the tooltip near the overlay's right edge
+    stays in the window (it widened the page); a long name wraps inside a narrow window; a task switch that fails
+    keeps the result on the card and says why beside it (the card was wiped, with no way back)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    browser.get(server + "/")
+    wait = _wait(browser)
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#task option")) == 2)
+    reached = []
+    for _ in range(4):  # (keys to the page: sent to a file input they would be taken for a file's name)
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        reached.append(browser.execute_script("return document.activeElement.id"))
+    assert "files" in reached, reached
+
+    Select(browser.find_element(By.ID, "task")).select_by_value("semantic")
+    name = "a_very_long_file_name_without_any_spaces_that_goes_on_and_on_for_a_while_camera_export_final_v2.png"
+    _scene(tmp_path / name)
+    browser.find_element(By.ID, "files").send_keys(str(tmp_path / name))
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".card[data-done='1']"))
+    overlay = browser.find_element(By.CSS_SELECTOR, ".card img.overlay")
+    wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", overlay))
+    page = browser.execute_script("return document.documentElement.clientWidth")
+    ActionChains(browser).move_to_element_with_offset(overlay, round(overlay.rect["width"] / 2) - 2, 0).perform()
+    tip = browser.find_element(By.CSS_SELECTOR, ".card .tip")
+    wait.until(lambda d: tip.is_displayed())
+    box = browser.execute_script("return arguments[0].getBoundingClientRect().toJSON()", tip)
+    assert box["left"] >= 0 and box["right"] <= page, (box, page)
+    assert browser.execute_script("return document.documentElement.scrollWidth") <= page
+
+    browser.set_window_size(400, 900)
+    wide = browser.execute_script("return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    assert wide[0] <= wide[1], wide
+
+    browser.execute_script("window.fetch = () => Promise.reject(new TypeError('Failed to fetch'))")  # server gone
+    browser.find_element(By.CSS_SELECTOR, ".card button.switch").click()
+    wait.until(lambda d: "Failed to fetch" in d.find_element(By.CSS_SELECTOR, ".card").text)
+    card = browser.find_element(By.CSS_SELECTOR, ".card")
+    assert card.find_elements(By.CSS_SELECTOR, "img.overlay") and card.get_attribute("data-done") == "1"
+    assert "panoptic: the server did not answer" in card.text
+    assert card.find_element(By.CSS_SELECTOR, "button.switch").is_enabled()  # it can be tried again
