@@ -84,19 +84,25 @@ def mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[_Mirror]
 
 
 def _publish(mirror: _Mirror, name: str, state: dict) -> str:
-    """Serve ``state`` as the zoo file of ``name``. The zoo names each file by the first 6 hex digits of its md5 (which
+    """Serve ``state`` as the zoo file of ``name`` (``_serve``)."""
+    file = mirror.root / "unnamed.pkl"
+    save_pkl({"model": state, "__author__": "recipe"}, file)
+    data = file.read_bytes()
+    file.unlink()
+    return _serve(mirror, name, data)
+
+
+def _serve(mirror: _Mirror, name: str, data: bytes) -> str:
+    """Serve ``data`` as the zoo file of ``name``. The zoo names each file by the first 6 hex digits of its md5 (which
     downloads are checked against), so the table's entry is renamed after this file's md5 for the test's duration."""
     import dataclasses
 
     import maskformer.zoo as zoo
 
     entry = zoo.zoo_table()[name]
-    file = mirror.root / entry.path
-    file.parent.mkdir(parents=True, exist_ok=True)
-    save_pkl({"model": state, "__author__": "recipe"}, file)
-    md5 = hashlib.md5(file.read_bytes()).hexdigest()[:6]
-    path = re.sub(r"_[0-9a-f]{6}\.pkl$", f"_{md5}.pkl", entry.path)
-    file.rename(mirror.root / path)
+    path = re.sub(r"_[0-9a-f]{6}\.pkl$", f"_{hashlib.md5(data).hexdigest()[:6]}.pkl", entry.path)
+    (mirror.root / path).parent.mkdir(parents=True, exist_ok=True)
+    (mirror.root / path).write_bytes(data)
     table = {**zoo.zoo_table(), name: dataclasses.replace(entry, path=path)}
     mirror.monkeypatch.setattr(zoo, "zoo_table", lambda: table)
     return "/" + path
@@ -280,17 +286,11 @@ def test_a_bad_download_is_one_line_and_caches_nothing(mirror: _Mirror, tmp_path
             mid = len(data) // 2
             data[mid : mid + 16] = bytes(b ^ 0xFF for b in data[mid : mid + 16])
         file.write_bytes(bytes(data))
-    elif damage.startswith("not a pickle"):
+    elif damage == "not a pickle":
         (mirror.root / entry.path).parent.mkdir(parents=True)
         (mirror.root / entry.path).write_text("<html>not found</html>")
-        if damage.endswith("right md5"):  # (a mirror's own file: the unpickler still refuses it)
-            _publish(mirror, name, {})
-            file = mirror.root / zoo.zoo_table()[name].path
-            file.unlink()
-            md5 = hashlib.md5(b"<html>not found</html>").hexdigest()[:6]
-            entry = zoo.zoo_table()[name] = type(entry)(**{**entry.__dict__, "path": re.sub(
-                r"_[0-9a-f]{6}\.pkl$", f"_{md5}.pkl", entry.path)})  # fmt: skip
-            (mirror.root / entry.path).write_text("<html>not found</html>")
+    elif damage == "not a pickle, right md5":  # (the md5 fits its name: the unpickler still refuses it)
+        _serve(mirror, name, b"<html>not found</html>")
     entry = zoo.zoo_table()[name]
     with pytest.raises(CheckpointError) as info:
         maskformer.from_pretrained(name)

@@ -42,7 +42,7 @@ def _model_and_config(name: str, overrides: list[str]):
     import maskformer
     from maskformer.build.datasets import check_dataset_name
     from maskformer.config import apply_overrides, config_from_dict, config_to_dict
-    from maskformer.engine.checkpoint import load_model_and_config
+    from maskformer.engine.checkpoint import config_of, load_checkpoint, load_model_and_config
     from maskformer.errors import ConfigError
     from maskformer.zoo import resolve_model
 
@@ -56,20 +56,22 @@ def _model_and_config(name: str, overrides: list[str]):
             cfg = fit_classes(cfg, explicit=sets_num_classes(overrides))
         return maskformer.build_model(cfg), cfg
     path = resolve_model(name)
-    model, cfg, _ = load_model_and_config(path)
-    if not overrides:
-        return model, cfg
-    try:
-        cfg = config_from_dict(apply_overrides(config_to_dict(cfg), overrides))
-    except ConfigError as e:
-        raise ConfigError(f"--set on the config of {path}: {e}") from None
-    check_dataset_name(cfg)
     network = [o.split("=", 1)[0].strip() for o in overrides if o.split("=", 1)[0].strip().startswith("model.")]
-    if not network:
-        return model, cfg
-    print(f"maskformer info: note: --set {network[0]}: the network of the changed config is counted, not the one in "
-          f"{path}", file=sys.stderr)  # fmt: skip
-    return maskformer.build_model(cfg), cfg
+    if network:  # a what-if on the checkpoint's config: its weights are not what is counted
+        model, cfg = None, config_of(load_checkpoint(path), path)
+    else:
+        model, cfg, _ = load_model_and_config(path)
+    if overrides:
+        try:
+            cfg = config_from_dict(apply_overrides(config_to_dict(cfg), overrides))
+        except ConfigError as e:
+            raise ConfigError(f"--set on the config of {path}: {e}") from None
+        check_dataset_name(cfg)
+    if model is None:
+        print(f"maskformer info: note: --set {network[0]}: the network of the changed config is counted, not the one "
+              f"in {path}", file=sys.stderr)  # fmt: skip
+        model = maskformer.build_model(cfg)
+    return model, cfg
 
 
 def run(args: argparse.Namespace) -> int:
