@@ -82,7 +82,11 @@ def test_upload_shows_overlay_and_legend(browser, server: str, tmp_path: Path) -
     wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", overlay))
     legend = browser.find_element(By.CSS_SELECTOR, ".card .legend").text
     hint = browser.find_element(By.CSS_SELECTOR, ".card .picked").text
-    assert hint == "Hover the overlay for a segment's class and area; click to keep it here.", hint  # no score
+    expected = (
+        "Hover the overlay for a segment's class and area; "
+        "click it or its legend entry to keep it here and show it alone."
+    )
+    assert hint == expected, hint  # no score
     names = browser.execute_script("return fetch('/api/info').then(r => r.json()).then(i => i.classes.map(c => "
                                    "c.name))")  # fmt: skip
     assert any(name in legend for name in names), legend
@@ -202,11 +206,31 @@ def test_hover_and_click_find_the_segment_under_the_cursor(browser, server: str,
         assert browser.find_element(By.CSS_SELECTOR, ".card .tip").text.startswith(f"{name} · 10000 px (50.0 %)")
         ActionChains(browser).move_to_element_with_offset(overlay, *offset).click().perform()
         assert browser.find_element(By.CSS_SELECTOR, ".card .picked").text.startswith(f"selected: {name} · ")
-        legend = browser.find_element(By.CSS_SELECTOR, ".card .legend span.on").text
+        legend = browser.find_element(By.CSS_SELECTOR, ".card .legend button.on").text
         assert legend.startswith(name), legend
-    # the shown part is the picture's left, not a squeezed copy of the whole: its right edge is the blue half
-    shot = np.asarray(Image.open(io.BytesIO(overlay.screenshot_as_png)).convert("RGB")).astype(int)
-    assert np.abs(shot[shot.shape[0] // 2, -3] - (40, 40, 200)).max() < 30, shot[shot.shape[0] // 2, -3]
+    figure = overlay.find_element(By.XPATH, "..")
+
+    def halves() -> tuple[np.ndarray, np.ndarray]:  # the shown picture's left and right half, middle row
+        shot = np.asarray(Image.open(io.BytesIO(figure.screenshot_as_png)).convert("RGB")).astype(int)
+        row = shot[round(shot.shape[0] * 0.5)]
+        return row[round(shot.shape[1] * 0.2)], row[-3]
+
+    # a click selected the right half: it is shown alone (the left half dimmed), and the shown part is the
+    # picture's left, not a squeezed copy of the whole: its right edge is the blue half
+    left, right = halves()
+    assert np.abs(right - (40, 40, 200)).max() < 30 and left.max() < 100, (left, right)
+    # a legend entry selects its segment too; clicking it again shows the whole picture
+    entry = browser.find_elements(By.CSS_SELECTOR, ".card .legend button")[0]
+    entry.click()
+    assert browser.find_element(By.CSS_SELECTOR, ".card .picked").text.startswith("selected: left half · ")
+    assert "on" in entry.get_attribute("class")
+    left, right = halves()
+    assert np.abs(left - (200, 40, 40)).max() < 30 and right.max() < 100, (left, right)
+    entry.click()
+    assert not browser.find_elements(By.CSS_SELECTOR, ".card .legend button.on")
+    assert browser.find_element(By.CSS_SELECTOR, ".card .picked").text.startswith("Hover the overlay")
+    left, right = halves()
+    assert np.abs(left - (200, 40, 40)).max() < 30 and np.abs(right - (40, 40, 200)).max() < 30, (left, right)
     # the download keeps the whole picture, legend panel included
     href = browser.find_element(By.CSS_SELECTOR, ".card a.dl[download$='_overlay.png']").get_attribute("href")
     assert href == "data:image/png;base64," + answer["overlay_png"]
