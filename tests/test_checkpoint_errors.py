@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 
 import pytest
 import torch
@@ -79,6 +80,13 @@ def test_files_that_are_not_checkpoints_are_named_for_what_they_are(saved, tmp_p
     with pytest.raises(maskformer.CheckpointError, match="could run code") as err:
         load_checkpoint(code)
     assert "\n" not in str(err.value)
+    with open(code, "wb") as f:  # pickle's default protocol: torch warned about it before the error (3 lines)
+        pickle.dump({"format": "x", "x": os.getcwd}, f)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        with pytest.raises(maskformer.CheckpointError, match="could run code"):
+            load_checkpoint(code)
+    assert not said, [str(w.message) for w in said]
 
 
 def test_eval_refuses_settings_that_would_not_reach_the_network(saved, tmp_path, capsys):

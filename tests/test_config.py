@@ -131,6 +131,9 @@ def test_an_override_that_replaces_a_section_is_the_one_blamed() -> None:
         maskformer.load_config(CONFIGS / "demo.yaml", ["train=5", "train.max_iters=1"])
     with pytest.raises(maskformer.ConfigError, match=r"^override 'train.max_iters.x=1': 'max_iters' is not a section"):
         maskformer.load_config(CONFIGS / "demo.yaml", ["train.max_iters.x=1"])
+    # (an empty part was blamed on the base config file: "camvid/base.yaml: unknown config key 'train.'")
+    with pytest.raises(maskformer.ConfigError, match=r"^override 'train..x=1': the key has an empty part"):
+        maskformer.load_config(CONFIGS / "demo.yaml", ["train..x=1"])
 
 
 @pytest.mark.parametrize("value", ["[96]", "[96,128,3]"])

@@ -420,7 +420,7 @@ def test_coco_format_panoptic_data_with_its_own_categories(tmp_path: Path, capsy
     assert {s["category_id"] for s in written["annotations"][0]["segments_info"]} <= {7, 20, 21}
 
 
-@pytest.mark.parametrize("damage", ["missing_png", "no_isthing", "not_json"])
+@pytest.mark.parametrize("damage", ["missing_png", "no_isthing", "not_json", "a_name_twice"])
 def test_bad_coco_format_panoptic_data_is_one_line_before_training(tmp_path: Path, capsys, damage: str) -> None:
     """A missing PNG was found only when a step read it (a run folder stayed, or with few steps, none did and the
     run passed), categories without isthing trained an all-stuff model, and a train JSON that is not JSON said "no
@@ -436,6 +436,11 @@ def test_bad_coco_format_panoptic_data_is_one_line_before_training(tmp_path: Pat
         del data["categories"][0]["isthing"]
         (tmp_path / "train.json").write_text(json.dumps(data))
         words = "categories need 'isthing' (1 for things, 0 for stuff); missing or not 0/1 for cat"
+    elif damage == "a_name_twice":  # (eval then found the model's classes "in another order"; offline PQ mixed them)
+        data = json.loads((tmp_path / "train.json").read_text())
+        data["categories"][1]["name"] = data["categories"][0]["name"]
+        (tmp_path / "train.json").write_text(json.dumps(data))
+        words = f"{tmp_path / 'train.json'}: two categories are named 'cat'; give each category its own name"
     else:
         (tmp_path / "train.json").write_text("this is { not json")
         words = "train.json: not a COCO panoptic JSON (JSONDecodeError"

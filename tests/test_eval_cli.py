@@ -92,6 +92,35 @@ def test_predictions_json_as_maskformer_predict_writes_it(coco, tmp_path):
 
 
 @needs_samples
+def test_categories_sharing_a_name_pair_by_id_or_are_refused(coco, tmp_path, capsys):
+    """Two ground-truth categories with one name: the same class table on both sides scores by id (100, not a PQ
+    where one category's segments counted as the other's); renumbered predictions cannot pair and are refused."""
+    data = coco["data"]
+    data["categories"][1]["name"] = data["categories"][0]["name"]
+    coco["gt_json"].write_text(json.dumps(data))
+    r = evaluate_panoptic_folder(coco["gt_json"], coco["gt_dir"], coco["gt_json"], coco["gt_dir"])
+    assert r["PQ"] == r["SQ"] == r["RQ"] == 100.0
+    renumbered = dict(data, categories=[dict(c, id=i) for i, c in enumerate(data["categories"])])
+    pred_json = tmp_path / "renumbered.json"
+    pred_json.write_text(json.dumps(renumbered))
+    name = data["categories"][0]["name"]
+    with pytest.raises(DataError, match=f"the name '{name}' is given to two categories"):
+        evaluate_panoptic_folder(coco["gt_json"], coco["gt_dir"], pred_json, coco["gt_dir"])
+
+
+@needs_samples
+def test_a_category_without_isthing_is_named_before_any_image_is_scored(coco, capsys):
+    del coco["data"]["categories"][3]["isthing"]
+    coco["gt_json"].write_text(json.dumps(coco["data"]))
+    argv = ["eval-predictions", "panoptic", "--gt-json", str(coco["gt_json"]), "--gt-dir", str(coco["gt_dir"]),
+            "--pred-json", str(coco["gt_json"]), "--pred-dir", str(coco["gt_dir"])]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "every category needs an integer 'id' and 'isthing'" in err, err
+    assert str(coco["gt_json"]) in err
+
+
+@needs_samples
 def test_removing_one_segment(coco, tmp_path):
     ann = next(a for a in coco["data"]["annotations"] if a["image_id"] == 142238)
     removed = next(s for s in ann["segments_info"] if s["category_id"] == 1 and not s["iscrowd"])

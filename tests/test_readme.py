@@ -47,6 +47,9 @@ def test_readme_python_snippets_run_as_written(tmp_path: Path) -> None:
         assert run.returncode == 0, f"README snippet failed:\n{block}\n{run.stderr[-2000:]}"
     if not names:
         pytest.fail("README's snippets no longer show from_pretrained")
+    # the checkpoint the Python API section saves is one the commands read (its config, its weights)
+    saved = maskformer.load_model(work / "mine.pt")
+    assert saved.cfg.model.backbone.type == "resnet" and sum(p.numel() for p in saved.parameters()) > 10**7
 
 
 def _synopsis() -> dict[str, str]:

@@ -362,6 +362,28 @@ def test_resume_from_the_cli_keeps_the_runs_own_config(tmp_path, capsys):
     assert load_checkpoint(run / "checkpoint_last.pt")["iteration"] == 3
 
 
+def test_a_run_of_an_older_version_resumes_on_the_arithmetic_it_trained_with(tmp_path, capsys):
+    """A config.yaml written before train.winograd existed: --resume keeps the direct convolutions that run trained
+    with (Winograd is on by default for new runs)."""
+    import yaml
+
+    from maskformer.cli import main
+
+    sets = [a for s in TINY for a in ("--set", s)]
+    run = tmp_path / "run"
+    assert main(["train", str(CONFIGS / "demo.yaml"), "--output-dir", str(run), "--quiet", *sets,
+                 "--set", "train.max_iters=1"]) == 0  # fmt: skip
+    fresh = maskformer.load_config(run / "config.yaml")
+    assert fresh.train.winograd
+    older = yaml.safe_load((run / "config.yaml").read_text())
+    del older["train"]["winograd"]
+    (run / "config.yaml").write_text(yaml.safe_dump(older))
+    assert main(["train", str(CONFIGS / "demo.yaml"), "--output-dir", str(run), "--resume", "--quiet",
+                 "--set", "train.max_iters=2"]) == 0  # fmt: skip
+    resumed = maskformer.load_config(run / "config.yaml")
+    assert not resumed.train.winograd and resumed.train.max_iters == 2
+
+
 def test_a_resumed_run_logs_each_iteration_once(tmp_path):
     """A run killed after logging iterations past its last checkpoint logs them again when resumed: the lines after
     the checkpoint are dropped first (the file listed 1..7, 6, 7, 8..)."""

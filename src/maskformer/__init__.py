@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # (for type checkers and editors; at run time ``__getattr__`` imports them)
     from .build import build_criterion, build_model
     from .config import Config, load_config, save_config
-    from .engine.checkpoint import load_model
+    from .engine.checkpoint import load_model, save_checkpoint
     from .errors import CheckpointError, ConfigError, DataError, UserError
     from .inference.predictor import Predictor
     from .zoo import from_pretrained
@@ -32,6 +32,7 @@ _EXPORTS = {
     "build_model": "build",
     "build_criterion": "build",
     "load_model": "engine.checkpoint",
+    "save_checkpoint": "engine.checkpoint",
     "from_pretrained": "zoo",
     "Predictor": "inference.predictor",
     "UserError": "errors",
@@ -46,6 +47,7 @@ __all__ = [
     "build_model",
     "build_criterion",
     "load_model",
+    "save_checkpoint",
     "from_pretrained",
     "Predictor",
     "UserError",

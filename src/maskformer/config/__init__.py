@@ -223,6 +223,8 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
     set_by: dict[tuple[str, ...], str] = {}  # the override that put a value where a section was expected
     for text in overrides or []:
         path, value = parse_override(text)
+        if not all(part.strip() for part in path):
+            raise ConfigError(f"override '{text}': the key has an empty part (write section.key=value)")
         node = data
         for i, part in enumerate(path[:-1]):
             node = node.setdefault(part, {})

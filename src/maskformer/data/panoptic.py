@@ -197,6 +197,10 @@ def panoptic_json_meta(json_file: Path) -> DatasetMeta:
     if unsaid:  # all stuff by default would train a panoptic model without things, silently
         raise DataError(f"{json_file}: categories need 'isthing' (1 for things, 0 for stuff); missing or not 0/1 for "
                         f"{', '.join(map(str, unsaid[:5]))}{' ...' if len(unsaid) > 5 else ''}")  # fmt: skip
+    names = [name for _, name in ids_names]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # (a model's classes are found again by name: in eval, eval-predictions, conversions)
+        raise DataError(f"{json_file}: two categories are named {twice[0]!r}; give each category its own name")
     return meta_from_dict({"ignore_label": coco.ignore_label, "classes": categories}, name="coco_panoptic",
                           where=f"{json_file}: categories")  # fmt: skip
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import random
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -152,7 +153,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if why is not None:
         raise CheckpointError(f"{path}: {why}")
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # (a plain pickle's "Detected pickle protocol" warning: the error says it)
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
         text = str(e)
         if "central directory" in text or "zip archive" in text or isinstance(e, EOFError) or "EOF" in text:
@@ -160,13 +163,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         if "Weights only load failed" in text or "weights_only" in text:
             raise CheckpointError(
                 f"{path}: holds Python objects other than tensors and plain values; not loaded, as unpickling them "
-                "could run code (a maskformer checkpoint holds none: write it with `maskformer train` or `convert`)"
+                "could run code (a maskformer checkpoint holds none: write it with `maskformer train`, `convert` or "
+                "maskformer.save_checkpoint)"
             ) from None
         first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
         raise CheckpointError(f"{path}: not a readable maskformer checkpoint ({first.rstrip('.')[:160]})") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(
-            f"{path}: not a maskformer checkpoint (convert original or transformers weights with `maskformer convert`)"
+            f"{path}: not a maskformer checkpoint (convert original or transformers weights with `maskformer convert`;"
+            " a model built in Python: maskformer.save_checkpoint(path, cfg=cfg, model=model))"
         )
     version = obj.get("version", VERSION)
     if not isinstance(version, int) or version > VERSION:

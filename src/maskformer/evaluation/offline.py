@@ -163,6 +163,10 @@ def evaluate_panoptic_folder(
         if not isinstance(gt_data.get("categories"), list):
             raise DataError(f"{gt_json}: no 'categories' list (pass categories explicitly)")
         categories = gt_data["categories"]
+    for c in categories:  # (panopticapi reads isthing of every category; checked before any image is scored)
+        if not isinstance(c, Mapping) or not isinstance(c.get("id"), int) or c.get("isthing") not in (0, 1):
+            raise DataError(f"{gt_json}: every category needs an integer 'id' and 'isthing' (1 for things, 0 for "
+                            f"stuff); not so for {c!r}"[:300])  # fmt: skip
     try:
         evaluator = PanopticEvaluator(categories=categories)
     except (KeyError, ValueError) as e:
@@ -173,7 +177,7 @@ def evaluate_panoptic_folder(
         if ann["image_id"] in pred_by_image:
             raise DataError(f"{pred_json}: image_id {ann['image_id']} has two annotations")
         pred_by_image[ann["image_id"]] = ann
-    to_gt = _category_map(pred_data.get("categories"), categories)
+    to_gt = _category_map(pred_data.get("categories"), categories, pred_json)
     items: list[_PanopticItem] = []
     for gt_ann in gt_anns:
         pred_ann = pred_by_image.get(gt_ann["image_id"])
@@ -205,12 +209,23 @@ def evaluate_panoptic_folder(
     return evaluator.compute()
 
 
-def _category_map(pred_categories: Any, gt_categories: Sequence[Mapping[str, Any]]) -> dict[int, int] | None:
+def _category_map(
+    pred_categories: Any, gt_categories: Sequence[Mapping[str, Any]], pred_json: Path
+) -> dict[int, int] | None:
     """Prediction category id -> ground-truth id, by name, when the prediction JSON lists its categories with other
     ids (a class table numbered 0..K-1, as a model trained on a folder dataset has, against a ground truth with its own
-    ids); else None."""
+    ids); else None. Names given twice cannot pair ids: then the ids must agree (else a DataError)."""
     if not isinstance(pred_categories, list):
         return None
+    gt_pairs = {(c.get("id"), c.get("name")) for c in gt_categories}
+    if all(isinstance(c, Mapping) and (c.get("id"), c.get("name")) in gt_pairs for c in pred_categories):
+        return None  # the same ids with the same names
+    for table in (gt_categories, pred_categories):
+        names = [c.get("name") for c in table if isinstance(c, Mapping)]
+        twice = sorted({str(n) for n in names if names.count(n) > 1})
+        if twice:
+            raise DataError(f"{pred_json}: its categories have other ids than the ground truth's, and the name "
+                            f"{twice[0]!r} is given to two categories: the ids cannot be paired by name")  # fmt: skip
     by_name = {c.get("name"): c.get("id") for c in gt_categories}
     try:
         mapping = {c["id"]: by_name[c["name"]] for c in pred_categories}
