@@ -233,7 +233,8 @@ def _check_complete(source: Path, container, stream, end: float | None) -> None:
 
 def declared_size(path: Path) -> int | None:
     """The size a Matroska/WebM or AVI file states for itself in its first bytes (the EBML Segment's size after its
-    header; the RIFF chunk's), or None (another format, or a Segment of unknown size, as a live stream writes). A file
+    header; the RIFF chunk's), or an MP4/MOV file as the sum of its top-level boxes' sizes, or None (another format,
+    or a Segment of unknown size, as a live stream writes). A file
     shorter than this was cut, even where its frames up to the cut decode and its last one is near the end (a cut
     H.264 file with B-frames loses the frames before its last P-frame)."""
 
@@ -246,6 +247,8 @@ def declared_size(path: Path) -> int | None:
 
     with open(path, "rb") as f:
         head = f.read(4096)
+        if head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip"):  # ISO base media (MP4, MOV, M4V)
+            return _boxes_size(f)
     try:
         if head[:4] == b"RIFF":
             return int.from_bytes(head[4:8], "little") + 8
@@ -258,6 +261,31 @@ def declared_size(path: Path) -> int | None:
             return None if unknown else i + size
     except (IndexError, ValueError):  # a header cut inside the first bytes: FFmpeg says so when it opens it
         return None
+    return None
+
+
+def _boxes_size(f) -> int | None:
+    """The end of the last top-level box of an ISO base media file (``f`` open for reading), from the box headers
+    alone (4-byte size and type; size 1: an 8-byte size follows; 0: to the end of the file, None)."""
+    end = f.seek(0, 2)
+    pos = 0
+    for _ in range(100_000):  # (a real file has a handful of top-level boxes)
+        if pos >= end:
+            return pos
+        f.seek(pos)
+        header = f.read(16)
+        if len(header) < 8:
+            return pos + 8  # a box header cut short
+        size = int.from_bytes(header[:4], "big")
+        if size == 1:
+            if len(header) < 16:
+                return pos + 16
+            size = int.from_bytes(header[8:16], "big")
+        if size == 0:
+            return None
+        if size < 8:
+            return None  # not boxes: FFmpeg judges the file
+        pos += size
     return None
 
 
@@ -285,6 +313,10 @@ def predict_video(predictor, source: str | Path, output: str | Path, *, task: st
     names, colors = predictor.class_names, np.asarray(predictor.colors, dtype=np.uint8)
     if source.suffix.lower() == ".gif" and source.is_file() and not gif_ends(source.read_bytes()):
         raise DataError(f"{source}: the GIF ends before its last frame is complete (a truncated or damaged file?)")
+    declared = declared_size(source) if source.is_file() else None
+    if declared is not None and source.stat().st_size < declared:  # (before FFmpeg, which may say "Decoder not found")
+        raise DataError(f"{source}: the file has {source.stat().st_size} of the {declared} bytes it states (a "
+                        "truncated or damaged file?)")  # fmt: skip
     try:
         container = av.open(str(source))
     except (av.error.FFmpegError, OSError) as e:
@@ -292,11 +324,6 @@ def predict_video(predictor, source: str | Path, output: str | Path, *, task: st
     if not container.streams.video:
         container.close()
         raise DataError(f"{source}: no video stream in the file")
-    declared = declared_size(source)
-    if declared is not None and source.stat().st_size < declared:
-        container.close()
-        raise DataError(f"{source}: the file has {source.stat().st_size} of the {declared} bytes it states (a "
-                        "truncated or damaged file?)")  # fmt: skip
     stream = container.streams.video[0]
     rate = Fraction(stream.average_rate or stream.guessed_rate or 25)
     # a progress total: the container's count, else (Matroska/WebM keep none) duration x rate
