@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -60,7 +61,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(checkpoint: Path):
-    with serving(checkpoint, "--max-upload-mb", "0.5", "--max-megapixels", "0.5") as url:
+    with serving(checkpoint, "--max-upload-mb", "0.5", "--max-megapixels", "0.5", "--upload-timeout", "1.5") as url:
         yield url
 
 
@@ -314,6 +315,29 @@ def test_port_0_serves_on_a_free_port_and_says_which(tmp_path: Path) -> None:
         proc.wait(timeout=10)
 
 
+def test_a_stalled_upload_is_answered_408_and_the_server_stays_up(server: str) -> None:
+    """An upload that stops sending held its connection open for good (400 such connections stayed open)."""
+    import socket
+
+    port = int(server.rsplit(":", 1)[1])
+    head = (b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=xx\r\n"
+            b"Content-Length: 100000\r\n\r\n--xx\r\nContent-Disposition: form-data; name=\"image\"; "
+            b"filename=\"a.jpg\"\r\n\r\nabc")  # fmt: skip
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        start = time.monotonic()
+        s.sendall(head)
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            part = s.recv(4096)
+            if not part:
+                break
+            answer += part
+    assert time.monotonic() - start < 15
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"the upload stalled: no bytes came for 1.5 s after the first" in answer, answer
+    assert _info(server)["model"]  # still serving
+
+
 def test_a_url_encoded_form_is_named_as_not_multipart(server: str) -> None:
     """`curl -d x=1` (application/x-www-form-urlencoded) gets the reason, not "no file in the field"."""
     request = urllib.request.Request(server + "/api/predict", data=b"x=1", method="POST",
@@ -463,7 +487,7 @@ def test_a_very_long_upload_name_does_not_widen_the_overlay_without_bound(server
     assert widths[0] == widths[1]
 
 
-@pytest.mark.parametrize("flag", ["--max-upload-mb", "--max-megapixels"])
+@pytest.mark.parametrize("flag", ["--max-upload-mb", "--max-megapixels", "--upload-timeout"])
 @pytest.mark.parametrize("value", ["nan", "inf", "0"])
 def test_limits_that_are_no_positive_number_are_one_line(tmp_path: Path, capsys, flag: str, value: str) -> None:
     """``--max-megapixels nan`` / ``inf`` ended in a traceback (cannot convert float NaN / infinity to integer)."""

@@ -33,6 +33,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="largest image accepted, width x height in millions (default 16: a 12 MP photo; the label maps and "
         "overlays are made at the image's size)",
     )
+    p.add_argument("--upload-timeout", type=float, default=30.0,
+                   help="seconds an upload may send nothing before it is answered 408 (default 30)")  # fmt: skip
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.set_defaults(func=run)
 
@@ -52,7 +54,9 @@ def run(args: argparse.Namespace) -> int:
         from maskformer.serve.app import build_app
     except ImportError as e:
         raise UserError(f"serve needs the web stack: pip install 'maskformer[serve]' ({e.name} is missing)") from None
-    for flag, value in (("--max-upload-mb", args.max_upload_mb), ("--max-megapixels", args.max_megapixels)):
+    limits = [("--max-upload-mb", args.max_upload_mb), ("--max-megapixels", args.max_megapixels),
+              ("--upload-timeout", args.upload_timeout)]  # fmt: skip
+    for flag, value in limits:
         if not (math.isfinite(value) and value > 0):  # (nan and inf too: a limit is a positive number)
             raise UserError(f"{flag} must be a positive number, got {value}")
     port = _check_port(args.host, args.port)  # before the model loads: a busy port is one line at once
@@ -61,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if args.task:
         predictor.task_default = args.task
     app = build_app(predictor, name=str(args.checkpoint), max_upload_bytes=int(args.max_upload_mb * (1 << 20)),
-                    max_pixels=int(args.max_megapixels * 1e6))  # fmt: skip
+                    max_pixels=int(args.max_megapixels * 1e6), upload_timeout=args.upload_timeout)  # fmt: skip
     print(f"maskformer serve: {args.checkpoint} on http://{args.host}:{port}/ (Ctrl+C stops)", flush=True)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=port, log_level="warning"))
     # (not uvicorn.run, which swallows the Ctrl-C it re-raises after the graceful shutdown: the command said nothing

@@ -87,10 +87,12 @@ def offered_tasks(predictor) -> tuple[str, ...]:
 
 
 def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 20, max_pixels: int = 16_000_000,
-              tasks: tuple[str, ...] = ()):  # fmt: skip
+              tasks: tuple[str, ...] = (), upload_timeout: float = 30.0):  # fmt: skip
     """A Starlette app serving ``predictor`` (a ``maskformer.Predictor``). ``tasks``: offered on the page and the API
     (default: ``offered_tasks``). ``max_pixels`` bounds width x height of an upload (the label maps and overlays are
-    made at the upload's size). Raises ``ConfigError`` when the predictor's default task is not offered."""
+    made at the upload's size); an upload that sends nothing for ``upload_timeout`` seconds is answered 408 (a
+    stalled client does not hold its connection forever). Raises ``ConfigError`` when the predictor's default task is
+    not offered."""
     lock = threading.Lock()
     turn = asyncio.Lock()  # requests wait here for the model, where a client that has gone can be noticed
     logging.getLogger("python_multipart").setLevel(logging.ERROR)  # a malformed body is answered with a 400 already
@@ -142,13 +144,25 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
                              "classes": classes, "max_upload_bytes": max_upload_bytes,
                              "max_pixels": max_pixels})  # fmt: skip
 
+    async def body(request: Request):
+        """The body's chunks; ``TimeoutError`` when none comes for ``upload_timeout`` seconds."""
+        chunks = request.stream().__aiter__()
+        while True:
+            try:
+                yield await asyncio.wait_for(chunks.__anext__(), upload_timeout)
+            except StopAsyncIteration:
+                return
+
     async def too_large(request: Request, size: int) -> JSONResponse:
         # read (and drop) a bounded rest of the body first: a client still sending would otherwise see a broken pipe
         # instead of the answer
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > 4 * max_upload_bytes + (16 << 20):
-                break
+        try:
+            async for chunk in body(request):
+                size += len(chunk)
+                if size > 4 * max_upload_bytes + (16 << 20):
+                    break
+        except asyncio.TimeoutError:  # (the builtin TimeoutError from Python 3.11 on)
+            pass
         return _error(413, f"upload is over the limit of {max_upload_bytes} bytes")
 
     async def predict(request: Request) -> Response:
@@ -158,13 +172,15 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
                 return await too_large(request, 0)
             size = 0
             chunks = []
-            async for chunk in request.stream():
+            async for chunk in body(request):
                 size += len(chunk)
                 if size > max_upload_bytes:
                     return await too_large(request, size)
                 chunks.append(chunk)
         except ClientDisconnect:  # the client went away mid-upload: nobody to answer, nothing to log
             return Response(status_code=400)
+        except asyncio.TimeoutError:  # (the builtin TimeoutError from Python 3.11 on)
+            return _error(408, f"the upload stalled: no bytes came for {upload_timeout:g} s after the first {size}")
         request._body = b"".join(chunks)  # the form parser reads the body we already hold
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind != "multipart/form-data":  # (a url-encoded form would parse, without any file in it)
