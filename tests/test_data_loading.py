@@ -1,6 +1,7 @@
 """Batching, samplers and loaders: normalization/padding, sharding, exact resume, worker reproducibility."""
 
 import functools
+import os
 import signal
 
 import pytest
@@ -179,3 +180,37 @@ def test_loader_workers_leave_signals_to_the_main_process() -> None:
     with terminate_as_interrupt():
         [(default_term, ignored_int)] = list(loader)
     assert default_term.item() and ignored_int.item()
+
+
+def test_workers_stopped_on_an_error_leave_no_temp_folders(tmp_path):
+    """Each worker made its own /tmp/pymp-* for the sockets that pass tensors; stopped on another worker's error, it
+    left it behind (one per failed `maskformer eval`, hundreds in /tmp): the workers now share the command's own."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import torch
+        from maskformer.data.loader import build_test_loader
+
+        class Data(torch.utils.data.Dataset):
+            def __len__(self):
+                return 8
+
+            def __getitem__(self, i):
+                if i == 5:
+                    raise ValueError("bad file")
+                return torch.zeros(3, 64, 64) + i
+
+        try:
+            for _ in build_test_loader(Data(), num_workers=2):
+                pass
+        except ValueError:
+            print("stopped")
+    """)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {**os.environ, "TMPDIR": str(temp)}
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0 and "stopped" in r.stdout, r.stderr[-2000:]
+    assert not list(temp.iterdir())

@@ -171,6 +171,7 @@ class TrainLoader:
         else:
             self.sampler.consumed = self.consumed  # restart the stream right after the last delivered sample
             batching = {"batch_size": self.batch_size, "sampler": self.sampler, "drop_last": True}
+        _share_temp_dir(self.num_workers)
         loader = DataLoader(
             self.dataset,
             **batching,
@@ -180,7 +181,7 @@ class TrainLoader:
             generator=torch.Generator().manual_seed(self.seed),
             prefetch_factor=self.prefetch_factor if self.num_workers > 0 else None,
         )
-        for batch in loader:
+        for batch in _stopping_workers(iter(loader)):
             if isinstance(batch, _Packed):
                 batch = batch.unpack()
             self.consumed += self.batch_size
@@ -229,6 +230,33 @@ def build_train_loader(
     )
 
 
+def _stopping_workers(batches: Iterator[Any]) -> Iterator[Any]:
+    """A DataLoader iterator's batches; its workers are stopped as soon as the iteration ends or fails. (Left to the
+    interpreter's exit, they were killed there, torch's SIGCHLD handler raised inside multiprocessing's exit hook and
+    the command's temp folder stayed behind.)"""
+    try:
+        yield from batches
+    finally:
+        stop = getattr(batches, "_shutdown_workers", None)
+        if stop is not None:
+            stop()
+
+
+class _TestLoader(DataLoader):
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        return _stopping_workers(super().__iter__())
+
+
+def _share_temp_dir(num_workers: int) -> None:
+    """Give this process its multiprocessing temp folder before workers fork: they inherit it instead of each making
+    its own /tmp/pymp-* for the sockets that pass tensors, which stayed behind when a worker was stopped on an error
+    (this process removes its own when it exits)."""
+    if num_workers > 0:
+        import multiprocessing.util
+
+        multiprocessing.util.get_temp_dir()
+
+
 def build_test_loader(
     dataset: Dataset,
     *,
@@ -238,7 +266,8 @@ def build_test_loader(
     collate_fn: Callable[[list[Any]], Any] = trivial_collate,
 ) -> DataLoader:
     """Batch size 1 over this rank's contiguous shard (``InferenceSampler``); yields lists of one record."""
-    return DataLoader(
+    _share_temp_dir(num_workers)
+    return _TestLoader(
         dataset,
         batch_size=1,
         sampler=InferenceSampler(len(dataset), rank, world_size),
