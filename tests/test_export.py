@@ -132,6 +132,25 @@ def test_opsets_and_the_smallest_size(exported, tmp_path, capfd):
     assert {o.domain: o.version for o in graph.opset_import}[""] == 20
 
 
+def test_a_graph_onnxruntime_cannot_load_names_the_output_and_suggests_an_older_opset(
+    exported, tmp_path, capfd, monkeypatch
+):
+    """onnxruntime 1.32 refuses opset 26's Attention node: the message named the temporary file
+    (.o26.onnx.kdu2mbmq.onnx) and did not say what to do."""
+    from maskformer.inference import export
+
+    def refuse(path, model, example):
+        raise RuntimeError(f"[ONNXRuntimeError] : 10 : INVALID_GRAPH : Load model from {path} failed:invalid model")
+
+    monkeypatch.setattr(export, "_differences", refuse)
+    _, ckpt, _ = exported
+    out = tmp_path / "o20.onnx"
+    assert main(["export", "onnx", str(ckpt), str(out), "--size", "64", "64", "--static", "--opset", "20"]) == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith("opset 20 may be newer than this onnxruntime runs: try --opset 18"), err
+    assert "Load model from o20.onnx failed" in err[0] and not list(tmp_path.iterdir()), err
+
+
 @pytest.mark.parametrize("scale, written", [(1e5, True), (1.0, False)])
 def test_the_tolerance_is_relative_to_the_outputs_range(exported, tmp_path, capsys, monkeypatch, scale, written):
     """Random R101 weights reach activations of ~1e5, where float32 rounding alone is ~2e-3: the absolute bound

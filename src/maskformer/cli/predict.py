@@ -57,7 +57,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=1,
         metavar="N",
         help="images per forward pass (default 1, as the original evaluates; images of different sizes are padded"
-        " to the largest, which the attention then sees)",
+        " to the largest, which the attention then sees; with --bf16 batched products round differently, so a few"
+        " pixels can change even for same-sized images)",
     )
     p.add_argument(
         "--every",

@@ -149,7 +149,11 @@ def export_onnx(
                 diffs = _differences(tmp, model, example)
             except Exception as e:  # noqa: BLE001 - onnxruntime's errors (e.g. an opset it does not know)
                 first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                raise UserError(f"{output}: not written: onnxruntime cannot run the graph ({first[:200]})") from None
+                first = first.replace(str(tmp), output.name)  # (the temporary file's name means nothing to the user)
+                hint = f"; opset {opset} may be newer than this onnxruntime runs: try --opset 18" if opset > 18 else ""
+                raise UserError(
+                    f"{output}: not written: onnxruntime cannot run the graph ({first[:200]}){hint}"
+                ) from None
         worst = max((diff / scale for diff, scale in diffs.values()), default=0.0)
         if tolerance is not None and worst > tolerance:
             raise UserError(f"{output}: not written: onnxruntime differs from PyTorch by {worst:.2e} > {tolerance} "
