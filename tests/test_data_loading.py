@@ -183,8 +183,9 @@ def test_loader_workers_leave_signals_to_the_main_process() -> None:
 
 
 def test_workers_stopped_on_an_error_leave_no_temp_folders(tmp_path):
-    """Each worker made its own /tmp/pymp-* for the sockets that pass tensors; stopped on another worker's error, it
-    left it behind (one per failed `maskformer eval`, hundreds in /tmp): the workers now share the command's own."""
+    """A worker's error left the command's /tmp/pymp-* folder behind (one per failed `maskformer eval`, hundreds in
+    /tmp): the workers lived on to the interpreter's exit, where torch's SIGCHLD handler raised inside
+    multiprocessing's exit hook before it removed the folder. They are now stopped when the iteration fails."""
     import subprocess
     import sys
     import textwrap

@@ -171,7 +171,6 @@ class TrainLoader:
         else:
             self.sampler.consumed = self.consumed  # restart the stream right after the last delivered sample
             batching = {"batch_size": self.batch_size, "sampler": self.sampler, "drop_last": True}
-        _share_temp_dir(self.num_workers)
         loader = DataLoader(
             self.dataset,
             **batching,
@@ -247,16 +246,6 @@ class _TestLoader(DataLoader):
         return _stopping_workers(super().__iter__())
 
 
-def _share_temp_dir(num_workers: int) -> None:
-    """Give this process its multiprocessing temp folder before workers fork: they inherit it instead of each making
-    its own /tmp/pymp-* for the sockets that pass tensors, which stayed behind when a worker was stopped on an error
-    (this process removes its own when it exits)."""
-    if num_workers > 0:
-        import multiprocessing.util
-
-        multiprocessing.util.get_temp_dir()
-
-
 def build_test_loader(
     dataset: Dataset,
     *,
@@ -266,7 +255,6 @@ def build_test_loader(
     collate_fn: Callable[[list[Any]], Any] = trivial_collate,
 ) -> DataLoader:
     """Batch size 1 over this rank's contiguous shard (``InferenceSampler``); yields lists of one record."""
-    _share_temp_dir(num_workers)
     return _TestLoader(
         dataset,
         batch_size=1,
