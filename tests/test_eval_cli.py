@@ -116,7 +116,7 @@ def test_a_category_without_isthing_is_named_before_any_image_is_scored(coco, ca
             "--pred-json", str(coco["gt_json"]), "--pred-dir", str(coco["gt_dir"])]  # fmt: skip
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "every category needs an integer 'id' and 'isthing'" in err, err
+    assert err.count("\n") == 1 and "bad categories (category 4 needs 'isthing' (1 for things" in err, err
     assert str(coco["gt_json"]) in err
 
 

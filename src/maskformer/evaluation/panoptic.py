@@ -272,6 +272,9 @@ class PanopticEvaluator:
 
     def __init__(self, *, categories: Sequence[Mapping[str, Any]]) -> None:
         self.categories = [dict(c) for c in categories]
+        for c in self.categories:  # (read by the summary, after every image is scored: checked first)
+            if c.get("isthing") not in (0, 1):
+                raise ValueError(f"category {c.get('id')!r} needs 'isthing' (1 for things, 0 for stuff)")
         self.cat_index = {int(c["id"]): i for i, c in enumerate(self.categories)}
         if len(self.cat_index) != len(self.categories):
             raise ValueError("categories: duplicated category ids")
