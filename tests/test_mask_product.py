@@ -135,3 +135,20 @@ def test_model_training_gradients_unchanged(monkeypatch):
     assert set(ours) == set(ref) and "pixel_decoder.mask_features.weight" in ref
     for name in ref:
         torch.testing.assert_close(ours[name], ref[name], atol=1e-12, rtol=1e-9, msg=name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_nonzero_rows_finds_every_row_that_is_not_all_plus_zero(dtype):
+    """The rows whose gradient the backward multiplies: every row with a non-zero, NaN or infinite entry; rows of zeros
+    are skipped (a row of -0.0 may be kept: fp32 reads the bit patterns as int32, and it adds exact zeros)."""
+    from maskformer.modeling.mask_product import _nonzero_rows
+
+    grad = torch.zeros(8, 50, dtype=dtype)
+    grad[1, 49] = 1e-38
+    grad[2, 0] = -3.0
+    grad[3, 7] = float("nan")
+    grad[4, 20] = float("-inf")
+    grad[5, 30] = -0.0
+    grad[6] = torch.linspace(-1, 1, 50, dtype=dtype)
+    assert set(_nonzero_rows(grad).tolist()) - {5} == {1, 2, 3, 4, 6}
+    assert _nonzero_rows(torch.zeros(3, 4, dtype=dtype)).numel() == 0

@@ -228,3 +228,34 @@ def test_mask_product_with_the_winograd_mask_convolution_equals_the_direct_one(m
     assert calls == [1]
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, atol=2e-5 * float(b.detach().abs().max()), rtol=1e-4)
+
+
+def test_set_winograd_reaches_the_mask_convolution_of_a_built_model(monkeypatch) -> None:
+    """``train.winograd`` on a whole model (what ``maskformer train`` calls): the pixel decoder's mask_features
+    convolution, run inside the mask product, takes Winograd too, in training only."""
+    from maskformer.modeling import mask_product
+    from maskformer.modeling import winograd as training
+    from maskformer.modeling.layers import set_winograd
+
+    monkeypatch.setattr(training, "MIN_TRAIN_TILES", 16)
+    calls = []
+    real = mask_product.apply_filters
+    monkeypatch.setattr(mask_product, "apply_filters", lambda *a: calls.append(1) or real(*a))
+    torch.manual_seed(0)
+    cfg = maskformer.load_config(None, ["data.dataset=synthetic", "model.num_classes=7", "model.num_queries=12",
+        "model.backbone.blocks=[1,1,1,1]", "model.backbone.stem_out_channels=16", "model.backbone.width_per_group=8",
+        "model.hidden_dim=32", "model.nheads=2", "model.dim_feedforward=64", "model.dec_layers=2",
+        "model.convs_dim=256", "model.mask_dim=256"])  # fmt: skip
+    model = maskformer.build_model(cfg).train()
+    n = sum(isinstance(m, ConvNorm) for m in model.modules())
+    assert set_winograd(model, True) == n + 1
+    assert model.pixel_decoder.mask_features.winograd
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        model(x)
+    assert not calls
+    model(x)["pred_masks"].sum().backward()
+    assert calls == [1]
+    assert set_winograd(model, False) == n + 1
+    model(x)
+    assert calls == [1]

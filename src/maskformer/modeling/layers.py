@@ -59,8 +59,11 @@ class ConvNorm(nn.Conv2d):
 
 def set_winograd(model: nn.Module, on: bool = True) -> int:
     """Let every ``ConvNorm`` of ``model`` train its wide 3x3 convolutions by Winograd's F(2x2, 3x3) where it pays
-    (``modeling.winograd.pays``; the forward without autograd keeps the direct kernel). Returns how many were set."""
-    layers = [m for m in model.modules() if isinstance(m, ConvNorm)]
+    (``modeling.winograd.pays``; the forward without autograd keeps the direct kernel), and the mask features'
+    convolution of a pixel decoder, which training runs inside the mask product (``mask_product.layer_mask_logits``
+    reads the same flag). Returns how many were set."""
+    layers: list[nn.Module] = [m for m in model.modules() if isinstance(m, ConvNorm)]
+    layers += [m for name, m in model.named_modules() if name.endswith("pixel_decoder.mask_features")]
     for m in layers:
         m.winograd = on
     return len(layers)

@@ -26,7 +26,12 @@ __all__ = ["layer_mask_logits"]
 
 
 def _nonzero_rows(grad: Tensor) -> Tensor:
-    """Indices of the rows of grad [R, P] holding a non-zero (or NaN) entry: one pass, no [R, P] temporary."""
+    """Indices of the rows of grad [R, P] holding a non-zero (or NaN) entry, without an [R, P] temporary. fp32 rows are
+    read as int32 bit patterns, whose max and min reductions run ~20x faster than float ``aminmax`` (no NaN handling):
+    both are 0 exactly for a row of +0.0 (a row holding -0.0 is kept, adding exact zeros)."""
+    if grad.dtype == torch.float32:
+        bits = grad.view(torch.int32)
+        return ((bits.amax(-1) != 0) | (bits.amin(-1) != 0)).nonzero()[:, 0]
     low, high = torch.aminmax(grad, dim=-1)
     return ((low != 0) | (high != 0)).nonzero()[:, 0]
 
