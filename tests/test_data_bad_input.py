@@ -189,6 +189,20 @@ def test_panoptic_unknown_category_names_the_json(tmp_path: Path) -> None:
     assert str(tmp_path / "pan.json") in str(e.value)
 
 
+@pytest.mark.parametrize(("key", "value"), [("category_id", "1"), ("category_id", 1.5), ("id", "5")])
+def test_panoptic_ids_that_are_not_integers_name_the_json(tmp_path: Path, key: str, value: object) -> None:
+    """A string or fractional id is refused in one line, not read as another id (int("1") == int(1.5) == 1)."""
+    _coco_tree(tmp_path, [5], [5])
+    data = json.loads((tmp_path / "pan.json").read_text())
+    data["annotations"][0]["segments_info"][0][key] = value
+    (tmp_path / "pan.json").write_text(json.dumps(data))
+    with pytest.raises(DataError, match=f"{value!r} is not an integer") as e:
+        DATASETS["coco_panoptic"](
+            root=str(tmp_path), split="val", json_file="pan.json", image_dir="images", panoptic_dir="panoptic"
+        )
+    assert str(tmp_path / "pan.json") in str(e.value)
+
+
 def test_skip_bad_samples_replaces_deterministically_and_counts(tmp_path: Path) -> None:
     _camvid_tree(tmp_path, n=5)
     (tmp_path / "train" / "1.png").write_bytes(b"junk")

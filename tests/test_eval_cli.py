@@ -216,6 +216,16 @@ def test_cli_panoptic_json_output_and_table(coco, tmp_path, capsys):
         (lambda c, a: a["segments_info"].append({"id": 7, "category_id": 1}), "absent from the predicted map"),
         (lambda c, a: a["segments_info"].pop(), "not listed"),
         (lambda c, a: a["segments_info"][0].update(category_id=999), "unknown category_id 999"),
+        # int() would have read these as other, valid ids: "1" -> 1, 1.5 -> 1
+        (
+            lambda c, a: a["segments_info"][0].update(category_id=str(a["segments_info"][0]["category_id"])),
+            "is not an integer",
+        ),
+        (
+            lambda c, a: a["segments_info"][0].update(category_id=a["segments_info"][0]["category_id"] + 0.5),
+            "is not an integer",
+        ),
+        (lambda c, a: a["segments_info"][0].update(id=str(a["segments_info"][0]["id"])), "is not an integer"),
     ],
 )
 def test_cli_panoptic_bad_input(coco, tmp_path, capsys, corrupt, message):
@@ -227,6 +237,18 @@ def test_cli_panoptic_bad_input(coco, tmp_path, capsys, corrupt, message):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and ann["file_name"] in err and err.count("\n") == 1
+
+
+@needs_samples
+def test_cli_panoptic_takes_integral_float_ids_as_the_reference_does(coco, tmp_path, capsys):
+    """1.0 == 1 for the reference evaluators' dict lookups, so a JSON writer's 1.0 is the id 1 (PQ unchanged)."""
+    for ann in coco["data"]["annotations"]:
+        for s in ann["segments_info"]:
+            s["category_id"] = float(s["category_id"])
+    pred_json = write_pred_json(coco, tmp_path)
+    argv = ["eval-predictions", "panoptic", "--gt-json", str(coco["gt_json"]), "--gt-dir", str(coco["gt_dir"])]
+    assert main(argv + ["--pred-json", str(pred_json), "--pred-dir", str(coco["pred_dir"]), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["PQ"] == 100.0
 
 
 def test_missing_prediction_for_an_image(tmp_path):

@@ -25,6 +25,7 @@ _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS
 
 __all__ = [
     "files_in",
+    "json_integer",
     "atomic_folder",
     "atomic_path",
     "atomic_write_bytes",
@@ -219,6 +220,15 @@ def json_text(value: object, *, indent: int | None = None) -> str:
     """Standard JSON of ``value``: an undefined metric (NaN, inf: e.g. the mIoU of a split with no labelled pixel)
     is ``null``, as strict parsers (JavaScript's ``JSON.parse``, ``jq``) reject Python's bare ``NaN``."""
     return json.dumps(_finite(value), indent=indent, allow_nan=False)
+
+
+def json_integer(value: object) -> int:
+    """An integer field read from JSON (a segment's ``id``, a ``category_id``): an int, or a float with an integral
+    value (``1.0``, which Python's ``==`` and the reference evaluators take as 1). A string, a fraction, a bool or
+    null raises ``ValueError`` naming the value, instead of ``int()`` turning "1" or 1.7 into 1."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not float(value).is_integer():
+        raise ValueError(f"{value!r} is not an integer")
+    return int(value)
 
 
 def files_in(folder: str | os.PathLike, suffixes: set[str], *, recursive: bool = False,

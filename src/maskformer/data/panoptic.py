@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
-from ..fileio import read_user_text
+from ..fileio import json_integer, read_user_text
 from .base import Mapper, SegmentationDataset
 from .io import check_label_values, exif_size_hint, read_image, read_label, read_panoptic_png
 from .metadata import DatasetMeta, load_meta, meta_from_dict
@@ -57,13 +57,16 @@ def load_panoptic_json(
             image_name = image_names.get(image_id, Path(png).stem + ".jpg")
             infos = []
             for s in segments:
-                cat = s["category_id"]
+                try:
+                    segment_id, cat = json_integer(s["id"]), json_integer(s["category_id"])
+                except ValueError as e:
+                    raise DataError(f"{json_file}: image {image_id}: a segment's id or category_id {e}") from None
                 if cat not in to_contiguous:
                     raise DataError(f"{json_file}: image {image_id}: unknown category_id {cat}")
                 c = to_contiguous[cat]
                 infos.append(
                     {
-                        "id": int(s["id"]),
+                        "id": segment_id,
                         "category_id": c,
                         "iscrowd": int(s.get("iscrowd", 0)),
                         "isthing": bool(meta.isthing[c]),

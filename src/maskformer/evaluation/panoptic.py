@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from ..fileio import json_integer
 from ._util import as_int_array
 from .reduce import all_reduce_sum
 
@@ -111,17 +112,24 @@ def _segment_arrays(
     segments: Sequence[Mapping[str, Any]], cat_index: Mapping[int, int], *, name: str, with_crowd: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(ids int64 [S], category index intp [S], iscrowd bool [S])`` from a segments_info list."""
-    ids = np.fromiter((int(s["id"]) for s in segments), dtype=np.int64, count=len(segments))
+    ids = np.empty(len(segments), dtype=np.int64)
+    cats = np.empty(len(segments), dtype=np.intp)
+    for i, s in enumerate(segments):
+        try:
+            ids[i] = json_integer(s["id"])
+        except ValueError as e:
+            raise ValueError(f"{name}: segment id {e}") from None
+        try:
+            c = cat_index.get(json_integer(s["category_id"]))
+        except ValueError as e:
+            raise ValueError(f"{name}: segment {ids[i]}: category_id {e}") from None
+        if c is None:
+            raise ValueError(f"{name}: segment {ids[i]} has unknown category_id {s['category_id']}")
+        cats[i] = c
     if len(np.unique(ids)) != len(ids):
         raise ValueError(f"{name}: duplicated segment ids")
     if (ids == VOID).any():
         raise ValueError(f"{name}: segment id {VOID} is reserved for VOID")
-    cats = np.empty(len(segments), dtype=np.intp)
-    for i, s in enumerate(segments):
-        c = cat_index.get(int(s["category_id"]))
-        if c is None:
-            raise ValueError(f"{name}: segment {int(s['id'])} has unknown category_id {s['category_id']}")
-        cats[i] = c
     crowd = np.fromiter(
         (with_crowd and bool(s.get("iscrowd", 0)) for s in segments), dtype=np.bool_, count=len(segments)
     )
