@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CONFIGS
+from maskformer.engine.checkpoint import load_checkpoint
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
@@ -179,7 +180,7 @@ def test_train_nproc_runs_the_processes_itself_and_says_errors_in_one_line(tmp_p
 
 @pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
 def test_train_nproc_stops_on_ctrl_c_without_a_traceback(tmp_path, signum):
-    """Ctrl-C or SIGTERM (``kill``, ``timeout``) to the launching process stops every process: exit code 130, one
+    """Ctrl-C or SIGTERM (``kill``, ``timeout``) to the launching process stops every process: exit code 130 / 143, one
     "interrupted" line and, once a checkpoint is written, which iteration it holds (SIGTERM said nothing before) and
     the command that resumes it."""
     import signal
@@ -203,12 +204,49 @@ def test_train_nproc_stops_on_ctrl_c_without_a_traceback(tmp_path, signum):
         _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
-    assert proc.returncode == 130, err[-3000:]
+    assert proc.returncode == 128 + getattr(signal, signum), err[-3000:]
     said = err.strip().splitlines()
     assert "Traceback" not in err and said[-1] == "maskformer train: interrupted", err[-3000:]
     assert len(said) == 2 and f"{last} holds iteration" in said[0], err[-3000:]
     # with as many processes (it said `... --resume`, which refused the checkpoint's 2 data streams)
     assert said[0].endswith("--resume --nproc 2` goes on from it"), said[0]
+
+
+@pytest.mark.parametrize("ready", ["metrics.jsonl", "checkpoint_last.pt"])
+def test_sigterm_to_torchrun_stops_the_processes_as_ctrl_c_does(tmp_path, ready):
+    """torchrun passes a SIGTERM (``kill``, ``timeout``, a scheduler) on to its processes, which ended without a word:
+    the run folder stayed behind without a checkpoint (refusing a new start), and a checkpoint's iteration went
+    unsaid. Now rank 0 says it as for Ctrl-C, and a run without a checkpoint leaves nothing."""
+    import signal
+    import time
+
+    run = tmp_path / "o"
+    period = "1" if ready == "checkpoint_last.pt" else "100000"
+    args = [*TORCHRUN, "-m", "maskformer.cli", "train", str(CONFIGS / "demo.yaml"), "--output-dir", str(run),
+            "--quiet", "--set", "train.max_iters=100000", "--set", "train.batch_size=4", "--set", "data.num_workers=0",
+            "--set", "data.synthetic_image_size=64", "--set", "data.crop_size=[64,64]", "--set",
+            "data.min_size_train=[64]", "--set", "train.eval_period=-1", "--set",
+            f"train.checkpoint_period={period}"]  # fmt: skip
+    env = {k: v for k, v in _env().items() if k not in ("WORLD_SIZE", "RANK", "MASKFORMER_NPROC")}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / ready).exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1)  # training
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    ours = [line for line in err.splitlines() if line.startswith("maskformer train")]
+    assert ours and ours[-1] == "maskformer train: interrupted", err[-3000:]
+    package = str(Path(load_checkpoint.__code__.co_filename).parents[1])  # (src/maskformer)
+    assert package not in err, err[-3000:]  # no traceback of ours (torchrun prints one of its own, in torch's files)
+    if ready == "metrics.jsonl":
+        assert not run.exists(), err[-3000:]
+    else:
+        held = load_checkpoint(run / "checkpoint_last.pt")["iteration"]
+        assert len(ours) == 2 and f"holds iteration {held} " in ours[0] and "--resume" in ours[0], err[-3000:]
 
 
 def test_two_processes_resume_bit_for_bit_with_aspect_ratio_grouping(tmp_path):

@@ -51,12 +51,14 @@ def terminate_as_interrupt() -> Iterator[None]:
 
     def interrupt(signum: int, frame: object) -> None:
         _terminated.set()
+        _last_signal[0] = signum
         raise KeyboardInterrupt
 
     def unraisable(info: sys.UnraisableHookArgs) -> None:  # (also a loader's __del__ meeting its stopped workers)
         if not (_terminated.is_set() and info.exc_value is not None and is_interrupt(info.exc_value)):
             previous_hook(info)
 
+    _last_signal[0] = 0
     previous = signal.signal(signal.SIGTERM, interrupt)
     previous_int = signal.getsignal(signal.SIGINT)
     if previous_int is signal.default_int_handler:  # (a handler someone else set stays)
@@ -110,6 +112,21 @@ def leave_signals_to_parent() -> None:
 # set by SIGTERM / SIGINT under terminate_as_interrupt: a KeyboardInterrupt raised where Python ignores exceptions
 # (a fork hook of the logging module while DataLoader workers start, a __del__) is lost, so long loops check this
 _terminated = threading.Event()
+
+
+# the signal terminate_as_interrupt last turned into a KeyboardInterrupt (0: none yet), for the exit code
+_last_signal = [0]
+
+
+def note_signal(signum: int) -> None:
+    """Record the signal that stopped a command when it arrived elsewhere (a launcher's own handler)."""
+    _last_signal[0] = signum
+
+
+def interrupt_exit_code() -> int:
+    """The exit code of an interrupted command: 128 + the signal, as a shell reports a process that signal ended
+    (143 for SIGTERM, so a scheduler can tell it from Ctrl-C's 130)."""
+    return 128 + (_last_signal[0] or signal.SIGINT)
 
 
 def raise_if_terminated() -> None:

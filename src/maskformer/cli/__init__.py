@@ -15,8 +15,9 @@ import importlib
 import os
 import signal
 import sys
+import threading
 
-from ..errors import UserError, is_interrupt, one_line, terminate_as_interrupt
+from ..errors import UserError, interrupt_exit_code, is_interrupt, one_line, terminate_as_interrupt
 
 # command name -> module under maskformer.cli
 COMMANDS: dict[str, str] = {
@@ -52,14 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _interrupted(command: str, *, exiting: bool) -> int:
-    """Ctrl-C or SIGTERM: said once (it reaches every process of a run: rank 0 says it); exit code 130. A process that
+    """Ctrl-C or SIGTERM: said once (it reaches every process of a run: rank 0 says it); exit code 130 (Ctrl-C) or 143
+    (SIGTERM). A process that
     exits now (the console command, not ``main([...])`` from Python) says nothing more: a DataLoader thread the
-    interrupt caught as it started would print "Exception ignored in thread started by ... Traceback" on the way out."""
+    interrupt caught as it started would print "Exception ignored in thread started by ... Traceback" on the way out,
+    and a DataLoader index queue's feeder thread, still closing its pipe as the interpreter exits, "Exception in thread
+    QueueFeederThread: Traceback ... in _close" (about once in 60 SIGTERMs to a training's process group)."""
     if _ranks()[0] == 0:
         print(f"maskformer {command}: interrupted", file=sys.stderr)
     if exiting:
         sys.unraisablehook = lambda info: None
-    return 130
+        threading.excepthook = lambda args: None  # (read when a thread's error happens: daemon threads too)
+    return interrupt_exit_code()
 
 
 def _ranks() -> tuple[int, int]:
@@ -110,8 +115,10 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         from ..engine.runtime import keep_freed_memory
 
         keep_freed_memory()  # reuse freed activation memory instead of page-faulting it in again (engine/runtime.py)
-        # SIGTERM as Ctrl-C, but not in a torchrun worker, which its launcher stops
-        with terminate_as_interrupt() if _ranks()[1] <= 1 else contextlib.nullcontext():
+        # SIGTERM as Ctrl-C, also in a torchrun worker (torchrun passes a SIGTERM on to its workers), but not in one
+        # that `train --nproc` started: that launcher stops them and says what was kept itself
+        launched = _ranks()[1] > 1 and bool(os.environ.get("MASKFORMER_NPROC"))
+        with contextlib.nullcontext() if launched else terminate_as_interrupt():
             return int(args.func(args) or 0)
     except UserError as e:
         if not _said_by_rank_0(e):

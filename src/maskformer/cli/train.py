@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from maskformer.engine import distributed as dist
     from maskformer.engine.run_folder import check_resumable, remove_new
     from maskformer.engine.train import train
-    from maskformer.errors import one_line
+    from maskformer.errors import note_signal, one_line
     from maskformer.fileio import json_text
 
     # (an absolute data root: the run's config.yaml then works from any folder, for eval and --resume)
@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
             remove_new(out, before)  # a stopped process may not have cleaned up: a failed start leaves nothing
         if code == 128 + signal.SIGTERM:  # the launcher stopped the processes, which had no time to say it
             _say_how_to_resume(out, args.config, _held_iteration(out / "checkpoint_last.pt"), nproc=args.nproc)
-            raise KeyboardInterrupt  # ("interrupted", exit code 130, as one process says it)
+            note_signal(signal.SIGTERM)
+            raise KeyboardInterrupt  # ("interrupted", exit code 143, as one process says it)
         return code
     explicit = sets_num_classes(overrides)
     cfg = maskformer.load_config(args.config, overrides)
