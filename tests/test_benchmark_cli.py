@@ -133,3 +133,14 @@ def test_benchmark_runs_on_a_per_pixel_baseline(tmp_path, capsys):
     r = json.loads(capsys.readouterr().out)
     assert r["forward_reference_real_gflop"] == r["forward_optimized_real_gflop"] > 0
     assert r["mask_features_folded"] is False and r["predict_label_agreement"] > 0.999
+
+
+def test_benchmark_counts_the_flops_of_a_model_whose_folded_mask_convolution_takes_winograd(tmp_path, capsys):
+    """A 256-channel pixel decoder and 64 queries (as every zoo model has at least): the FLOP count traced the
+    optimised forward into the Winograd kernels' oneDNN calls, which the tracer refused (a traceback, exit 1)."""
+    config = tmp_path / "wide.yaml"
+    config.write_text(f"_base_: {DEMO_YAML}\nmodel: {{convs_dim: 256, mask_dim: 256, num_queries: 64}}\n")
+    assert main(["benchmark", str(config), "--size", "64", "64", "--reps", "1", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["mask_features_folded"] is True and r["predict_label_agreement"] > 0.999
+    assert 0 < r["forward_optimized_real_gflop"] < r["forward_reference_real_gflop"]

@@ -112,6 +112,7 @@ def products(v: list[Tensor], u: list[Tensor] | tuple[Tensor, ...], bias: Tensor
     linear kernels where built in (faster than MKL's on AMD CPUs). The bias rides on M[5], which A^T M A adds to all
     four outputs of a tile."""
     fp32 = v[0].device.type == "cpu" and v[0].dtype == torch.float32 and torch.backends.mkldnn.is_available()
+    fp32 = fp32 and not torch.jit.is_tracing()  # (a tracer rejects the oneDNN op's optional arguments)
     out = []
     for k in range(16):
         b = bias if k == 5 else None

@@ -51,6 +51,8 @@ def eager_onednn(x: Tensor, weight: Tensor) -> bool:
     """True where the oneDNN calls apply: CPU, fp32/bf16 weights, oneDNN built in, eager mode, no autograd."""
     if torch.compiler.is_compiling():  # first: inductor fuses the same way, and nothing below may break its graph
         return False
+    if torch.jit.is_tracing():  # (fvcore's FLOP count, ONNX export): the plain ops, which tracers know
+        return False
     return (
         x.device.type == "cpu"
         and weight.dtype in (torch.float32, torch.bfloat16)
