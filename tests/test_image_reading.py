@@ -254,3 +254,18 @@ def test_a_corrupt_exif_block_is_read_without_pillows_warnings(tmp_path) -> None
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert load_image(path).shape == read_image(path).shape == (8, 8, 3)
+
+
+def test_an_unreadable_image_says_why_in_words(tmp_path: Path) -> None:
+    """predict said "cannot read image (UnidentifiedImageError: cannot identify image file ...)" for an empty file
+    and for text alike, and serve only "(OSError)" for a picture cut short."""
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("hello")
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "whole.jpg")
+    whole = (tmp_path / "whole.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+    for name, why in (("empty.jpg", "empty file, 0 bytes"), ("text.jpg", "not an image format Pillow knows"),
+                      ("cut.jpg", "the file is cut short: ")):  # fmt: skip
+        with pytest.raises(DataError) as e:
+            load_image(tmp_path / name)
+        assert str(e.value).startswith(f"{tmp_path / name}: cannot read image ({why}"), e.value

@@ -119,8 +119,9 @@ def test_predict_json_and_eight_concurrent_requests(server: str) -> None:
 @pytest.mark.parametrize(
     "fields, status, words",
     [
-        ({"image": ("junk.png", b"this is not an image")}, 400, "not a readable image"),
-        ({"image": ("cut.png", _png(np.zeros((40, 40, 3), np.uint8))[:60])}, 400, "not a readable image"),
+        ({"image": ("junk.png", b"this is not an image")}, 400, "not a readable image (not an image format"),
+        ({"image": ("cut.png", _png(np.zeros((40, 40, 3), np.uint8))[:60])}, 400, "(the file is cut short: "),
+        ({"image": ("empty.png", b"")}, 400, "empty.png: not a readable image (empty file, 0 bytes)"),
         ({"other": "x"}, 400, "'image'"),
         ({"image": "the picture's bytes as a text part"}, 400, "'image' has no filename: send it as a file part"),
         ({"image": ("x.png", _png(np.zeros((8, 8, 3), np.uint8))), "task": "instance"}, 400, "task"),

@@ -50,6 +50,19 @@ def pil_to_rgb(pil: Image.Image, name: str = "image") -> np.ndarray:
     return np.array(pil if pil.mode == "RGB" else pil.convert("RGB"), dtype=np.uint8)
 
 
+def unreadable_reason(exc: BaseException, size: int | None) -> str:
+    """Why Pillow could not read an image of ``size`` bytes, in words: an empty file, a format it does not know, a
+    file cut short (its own message, e.g. "image file is truncated (3 bytes not processed)"), else the error."""
+    if size == 0:
+        return "empty file, 0 bytes"
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image format Pillow knows"
+    text = str(exc).strip()
+    if "truncated" in text.lower() or "broken data stream" in text:
+        return f"the file is cut short: {text}"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def load_image(image: ImageInput) -> np.ndarray:
     """uint8 HWC RGB array from a path (any PIL-readable file, read by ``pil_to_rgb``), a uint8 HWC RGB (or HW / HW1
     grey) array, a PIL image (read as its file is: EXIF orientation, 16-bit grey scaled) or a uint8 CHW (or HW / 1HW
@@ -70,8 +83,10 @@ def load_image(image: ImageInput) -> np.ndarray:
         except (OSError, UnidentifiedImageError, ValueError) as exc:
             if isinstance(exc, FileNotFoundError) and os.path.islink(image):
                 raise DataError(f"{image}: a symbolic link to {os.readlink(image)}, which does not exist") from None
-            why = exc.strerror if isinstance(exc, OSError) and exc.filename and exc.strerror else exc  # (named once)
-            raise DataError(f"{image}: cannot read image ({type(exc).__name__}: {why})") from None
+            if isinstance(exc, OSError) and exc.filename and exc.strerror:  # (the file is named once)
+                raise DataError(f"{image}: cannot read image ({type(exc).__name__}: {exc.strerror})") from None
+            size = os.path.getsize(image) if os.path.isfile(image) else None
+            raise DataError(f"{image}: cannot read image ({unreadable_reason(exc, size)})") from None
     if isinstance(image, Image.Image):  # the same picture as its path gives (16-bit grey was clipped, EXIF ignored)
         return pil_to_rgb(image)
     if type(image).__module__.startswith("torch"):

@@ -38,7 +38,7 @@ from starlette.routing import Route
 
 from maskformer.errors import ConfigError, DataError
 from maskformer.inference.predictor import PANOPTIC_TTA
-from maskformer.inference.preprocess import pil_to_rgb
+from maskformer.inference.preprocess import pil_to_rgb, unreadable_reason
 from maskformer.inference.render import dataset_ids, label_file_values, render
 from maskformer.inference.visualize import id2rgb
 
@@ -229,7 +229,7 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
             size = f"{int(pixels[1])} pixels" if pixels else "the image"
             return _error(413, f"{filename}: {size} is over the limit of {max_pixels} pixels")
         except (OSError, ValueError) as e:
-            return _error(400, f"{filename}: not a readable image ({type(e).__name__})")
+            return _error(400, f"{filename}: not a readable image ({unreadable_reason(e, len(data))})")
         if image.shape[0] < 1 or image.shape[1] < 1:
             return _error(400, f"{filename}: empty image")
         try:
