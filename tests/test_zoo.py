@@ -324,6 +324,16 @@ def test_a_mirrors_own_file_under_a_zoo_name_is_used_with_a_note(mirror: _Mirror
     assert model.cfg.model.num_queries == 4
     err = capsys.readouterr().err
     assert f"maskformer: note: {name}: {zoo_url(entry)} is not the released file (its md5 begins" in err, err
+    # and later: every use says it again, and `maskformer models` marks it (it showed the released model's score)
+    maskformer.from_pretrained(name)
+    err = capsys.readouterr().err
+    assert f"maskformer: note: {name}: the cached copy came from {zoo_url(entry)}, not the released file" in err, err
+    assert main(["models", "--json"]) == 0
+    [row] = [r for r in json.loads(capsys.readouterr().out) if r["name"] == name]
+    assert row["cached"] and row["cached_from_mirror"]
+    assert main(["models"]) == 0
+    [line] = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(name + " ")]
+    assert line.endswith("  mirror"), line
 
 
 def test_a_stalled_download_says_how_long_it_waited(mirror: _Mirror, tmp_path: Path, monkeypatch) -> None:

@@ -103,6 +103,11 @@ def cached_model_path(name: str) -> Path:
     return cache_dir() / ("hub" if "/" in name and name not in _zoo_names() else "zoo") / name / "model.pt"
 
 
+def mirror_note_path(name: str) -> Path:
+    """Beside a cached zoo model converted from a mirror's own file (not the released one): the note saying so."""
+    return cached_model_path(name).with_name("not-the-released-file.txt")
+
+
 def _zoo_names() -> set[str]:
     return {n for n, e in zoo_table().items() if not e.hub}
 
@@ -213,6 +218,9 @@ def _converted(name: str, make, where: str = "zoo") -> Path:
     out = cache_dir() / where / name / "model.pt"
     if out.is_file():
         _check_cached(out, name)
+        noted = out.with_name(mirror_note_path(name).name)
+        if noted.is_file():  # (said at every use, as at the download: the name's reported scores are not its own)
+            print(f"maskformer: note: {name}: the cached copy {noted.read_text().strip()}", file=sys.stderr)
         return out
     return _write(out, make, what=name)
 
@@ -282,6 +290,11 @@ def _download_and_convert(entry: ZooEntry, out: Path) -> None:
         except CheckpointError as e:
             why = str(e).replace(f"{pkl}: ", "").rstrip(".")  # (the temporary file is gone: its name says nothing)
             raise CheckpointError(f"{entry.name}: {url}: the download is not a usable checkpoint ({why})") from None
+        noted = out.parent / mirror_note_path(entry.name).name
+        if named and not md5.startswith(named[1]):  # kept beside the model: `maskformer models` and each use say it
+            atomic_write_text(noted, f"came from {url}, not the released file ({why})\n")
+        elif noted.is_file():
+            noted.unlink()
 
 
 def _download(url: str, dest: Path, *, what: str) -> str:

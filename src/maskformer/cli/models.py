@@ -11,7 +11,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="list the pretrained models by name (original model zoo, transformers Hub ids)",
         description="Every name here works wherever a MODEL is asked for (predict, eval, serve, export, convert to-hf,"
         " benchmark, maskformer.from_pretrained). The first use downloads and converts; `cached` says which are done"
-        " (MASKFORMER_CACHE, default ~/.cache/maskformer). Metrics are the original model zoo's own.",
+        " (MASKFORMER_CACHE, default ~/.cache/maskformer; `mirror`: converted from a MASKFORMER_ZOO_URL mirror's own"
+        " file, not the released one). Metrics are the original model zoo's own.",
     )
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.set_defaults(func=run)
@@ -20,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from maskformer.zoo import cached_model_path, zoo_table, zoo_url
+    from maskformer.zoo import cached_model_path, mirror_note_path, zoo_table, zoo_url
 
     rows = []
     for entry in zoo_table().values():
@@ -28,6 +29,8 @@ def run(args: argparse.Namespace) -> int:
             "name": entry.name, "task": entry.task, "dataset": entry.dataset, "backbone": entry.backbone,
             "metric": entry.metric, "reported": entry.reported, "source": "hub" if entry.hub else zoo_url(entry),
             "cached": cached_model_path(entry.name).is_file(),
+            # (converted from a mirror's own file, not the released one: the reported score is not its own)
+            "cached_from_mirror": cached_model_path(entry.name).is_file() and mirror_note_path(entry.name).is_file(),
         })  # fmt: skip
     if args.json:
         print(json.dumps(rows, indent=1))
@@ -48,8 +51,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'name':<{w['name']}}  {'task':<{w['task']}}  {'dataset':<{w['dataset']}}  {'backbone':<{w['backbone']}}  "
           f"{'reported':>{w['shown']}}  cached")  # fmt: skip
     for r in rows:
+        cached = "mirror" if r["cached_from_mirror"] else "yes" if r["cached"] else "-"
         print(
             f"{r['name']:<{w['name']}}  {r['task']:<{w['task']}}  {r['dataset']:<{w['dataset']}}  "
-            f"{r['backbone']:<{w['backbone']}}  {r['shown']:>{w['shown']}}  {'yes' if r['cached'] else '-'}"
+            f"{r['backbone']:<{w['backbone']}}  {r['shown']:>{w['shown']}}  {cached}"
         )
     return 0
