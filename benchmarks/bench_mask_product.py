@@ -12,25 +12,12 @@ queries, 256 channels at 128 x 128, channels-last features), each variant timed 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
+from maskformer.engine.timing import interleaved_medians
 from maskformer.modeling.winograd import apply_filters, transform_filters
-
-
-def _interleaved(fns: dict, reps: int) -> dict[str, float]:
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for fn in fns.values():
-        fn()
-    for _ in range(reps):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
 
 
 def main() -> int:
@@ -63,9 +50,8 @@ def main() -> int:
         "mask conv: direct": lambda: F.conv2d(features, weight, bias, padding=1),
         "mask conv: Winograd": lambda: apply_filters(features, transform_filters(weight).unbind(0), bias),
     }
-    times = _interleaved(results, args.reps)
-    for name, ms in times.items():
-        print(f"{name:26s} {ms:8.2f} ms")
+    for name, seconds in interleaved_medians(results, args.reps).items():
+        print(f"{name:26s} {seconds * 1e3:8.2f} ms")
     return 0
 
 

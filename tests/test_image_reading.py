@@ -269,3 +269,6 @@ def test_an_unreadable_image_says_why_in_words(tmp_path: Path) -> None:
         with pytest.raises(DataError) as e:
             load_image(tmp_path / name)
         assert str(e.value).startswith(f"{tmp_path / name}: cannot read image ({why}"), e.value
+        with pytest.raises(DataError) as e:  # training and eval read their samples with the same words
+            read_image(tmp_path / name)
+        assert str(e.value).startswith(f"{tmp_path / name}: unreadable or corrupt image ({why}"), e.value

@@ -26,6 +26,7 @@ _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS
 __all__ = [
     "files_in",
     "json_integer",
+    "unreadable_reason",
     "atomic_folder",
     "atomic_path",
     "atomic_write_bytes",
@@ -229,6 +230,21 @@ def json_integer(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float) or not float(value).is_integer():
         raise ValueError(f"{value!r} is not an integer")
     return int(value)
+
+
+def unreadable_reason(exc: BaseException, size: int | None) -> str:
+    """Why Pillow could not read an image of ``size`` bytes, in words: an empty file, a format it does not know, a
+    file cut short (its own message, e.g. "image file is truncated (3 bytes not processed)"), else the error."""
+    if size == 0:
+        return "empty file, 0 bytes"
+    from PIL import UnidentifiedImageError
+
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image format Pillow knows"
+    text = str(exc).strip()
+    if "truncated" in text.lower() or "broken data stream" in text:
+        return f"the file is cut short: {text}"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def files_in(folder: str | os.PathLike, suffixes: set[str], *, recursive: bool = False,

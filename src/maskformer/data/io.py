@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DataError
+from ..fileio import unreadable_reason
 from ..inference.preprocess import pil_to_rgb
 
 __all__ = ["read_image", "read_label", "exif_size_hint", "read_panoptic_png", "rgb2id", "id2rgb", "check_label_values"]
@@ -36,7 +37,7 @@ def _open(path: str | Path) -> Image.Image:
             img.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         # Pillow raises OSError for truncated data and UnidentifiedImageError (an OSError) for non-images.
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = unreadable_reason(e, p.stat().st_size).splitlines()[0]
         raise DataError(f"{p}: unreadable or corrupt image ({reason})") from None
     return img
 

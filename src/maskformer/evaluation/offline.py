@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError, leave_signals_to_parent
-from ..fileio import files_in, read_user_text
+from ..fileio import files_in, read_user_text, unreadable_reason
 from .panoptic import PanopticEvaluator, PQStats, pq_image_stats
 from .semantic import SemanticEvaluator, semantic_metrics
 
@@ -42,7 +42,7 @@ def _open(path: Path) -> Image.Image:
         image = Image.open(path)
         image.load()
     except (OSError, UnidentifiedImageError) as e:
-        raise DataError(f"{path}: cannot read image ({e})") from e
+        raise DataError(f"{path}: cannot read image ({unreadable_reason(e, path.stat().st_size)})") from e
     return image
 
 

@@ -16,6 +16,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from maskformer.errors import DataError
+from maskformer.fileio import unreadable_reason
 
 __all__ = ["ImageInput", "load_image", "pil_to_rgb", "normalize_and_pad", "resize_shortest_edge_size", "resize_image"]
 
@@ -48,19 +49,6 @@ def pil_to_rgb(pil: Image.Image, name: str = "image") -> np.ndarray:
     if pil.mode == "F":
         raise DataError(f"{name}: floating-point image is not supported (expected 8-bit RGB or grayscale)")
     return np.array(pil if pil.mode == "RGB" else pil.convert("RGB"), dtype=np.uint8)
-
-
-def unreadable_reason(exc: BaseException, size: int | None) -> str:
-    """Why Pillow could not read an image of ``size`` bytes, in words: an empty file, a format it does not know, a
-    file cut short (its own message, e.g. "image file is truncated (3 bytes not processed)"), else the error."""
-    if size == 0:
-        return "empty file, 0 bytes"
-    if isinstance(exc, UnidentifiedImageError):
-        return "not an image format Pillow knows"
-    text = str(exc).strip()
-    if "truncated" in text.lower() or "broken data stream" in text:
-        return f"the file is cut short: {text}"
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def load_image(image: ImageInput) -> np.ndarray:

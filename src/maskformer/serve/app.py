@@ -37,8 +37,9 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from maskformer.errors import ConfigError, DataError
+from maskformer.fileio import unreadable_reason
 from maskformer.inference.predictor import PANOPTIC_TTA
-from maskformer.inference.preprocess import pil_to_rgb, unreadable_reason
+from maskformer.inference.preprocess import pil_to_rgb
 from maskformer.inference.render import dataset_ids, label_file_values, render
 from maskformer.inference.visualize import id2rgb
 
