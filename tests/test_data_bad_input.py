@@ -203,6 +203,16 @@ def test_panoptic_ids_that_are_not_integers_name_the_json(tmp_path: Path, key: s
     assert str(tmp_path / "pan.json") in str(e.value)
 
 
+def test_panoptic_segment_listed_twice_names_the_json(tmp_path: Path) -> None:
+    """eval scored every image, then stopped with a traceback from the evaluator ("duplicated segment ids")."""
+    _coco_tree(tmp_path, [5], [5, 5])
+    with pytest.raises(DataError, match="image 1: segment id 5 is listed twice") as e:
+        DATASETS["coco_panoptic"](
+            root=str(tmp_path), split="val", json_file="pan.json", image_dir="images", panoptic_dir="panoptic"
+        )
+    assert str(tmp_path / "pan.json") in str(e.value)
+
+
 def test_skip_bad_samples_replaces_deterministically_and_counts(tmp_path: Path) -> None:
     _camvid_tree(tmp_path, n=5)
     (tmp_path / "train" / "1.png").write_bytes(b"junk")

@@ -123,6 +123,10 @@ def test_resume_and_eval_refuse_data_whose_classes_json_lists_the_classes_in_ano
     assert main(["eval", str(out / "model_final.pt"), "--data-root", str(root), "--set", "data.num_workers=0"]) == 2
     err = capsys.readouterr().err.strip()
     assert "lists the model's classes in another order ('bg' is class 1 here" in err, err
+    (root / "classes.json").write_text('{"classes": ["a", "bg", "b", "c", "d"]}')  # another table, not an order
+    assert main(["eval", str(out / "model_final.pt"), "--data-root", str(root), "--set", "data.num_workers=0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "classes.json: the data has 5 classes, the model 4" in err and "another order" not in err, err
     (root / "classes.json").write_text('{"classes": ["bg", "A", "B", "C"]}')  # renamed only: a note, as before
     assert main(["eval", str(out / "model_final.pt"), "--data-root", str(root), "--set", "data.num_workers=0",
                  "--set", "test.min_size=40"]) == 0  # fmt: skip

@@ -251,6 +251,30 @@ def test_cli_panoptic_takes_integral_float_ids_as_the_reference_does(coco, tmp_p
     assert json.loads(capsys.readouterr().out)["PQ"] == 100.0
 
 
+def test_a_ground_truth_without_annotations_is_no_score(tmp_path, capsys):
+    """PQ 0 over no image, exit 0, and the metrics file written."""
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({"annotations": [], "categories": [{"id": 1, "name": "a", "isthing": 1}]}))
+    out = tmp_path / "o.json"
+    argv = ["eval-predictions", "panoptic", "--gt-json", str(gt), "--gt-dir", str(tmp_path), "--pred-json", str(gt),
+            "--pred-dir", str(tmp_path), "--output", str(out)]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{gt}: its 'annotations' list is empty" in err and not out.exists(), err
+
+
+@pytest.mark.parametrize("given", ["nonexist.json", "twoclasses.json"])
+def test_classes_names_the_path_it_was_given(tmp_path, capsys, given):
+    """A wrong --classes path was named as '.' (the folder it was looked for in)."""
+    (tmp_path / "twoclasses.json").write_text('{"classes": ["a", "b"]}')
+    (tmp_path / "gt").mkdir()
+    argv = ["eval-predictions", "semantic", "--gt-dir", str(tmp_path / "gt"), "--pred-dir", str(tmp_path / "gt"),
+            "--classes", str(tmp_path / given)]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--classes {tmp_path / given}: " in err, err
+
+
 def test_missing_prediction_for_an_image(tmp_path):
     gt = tmp_path / "gt.json"
     gt.write_text(json.dumps({"annotations": [{"image_id": 1, "file_name": "a.png", "segments_info": []}],

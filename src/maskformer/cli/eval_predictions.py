@@ -145,5 +145,9 @@ def _semantic_classes(args: argparse.Namespace) -> tuple[int, int, Any, list[str
 
     if args.num_classes is not None or args.ignore_label is not None:
         raise UserError("--classes gives the classes and the ignore value: leave out --num-classes and --ignore-label")
+    if not args.classes.exists():
+        raise UserError(f"--classes {args.classes}: no such file or folder")
+    if args.classes.is_file() and args.classes.name not in ("classes.json", "classes.yaml", "classes.yml"):
+        raise UserError(f"--classes {args.classes}: give a folder dataset's root or its classes.json / classes.yaml")
     meta, to_positions = folder_label_map(args.classes if args.classes.is_dir() else args.classes.parent)
     return meta.num_classes, meta.ignore_label, to_positions, list(meta.classes)

@@ -64,6 +64,8 @@ def load_panoptic_json(
                 if cat not in to_contiguous:
                     raise DataError(f"{json_file}: image {image_id}: unknown category_id {cat}")
                 c = to_contiguous[cat]
+                if any(info["id"] == segment_id for info in infos):
+                    raise DataError(f"{json_file}: image {image_id}: segment id {segment_id} is listed twice")
                 infos.append(
                     {
                         "id": segment_id,

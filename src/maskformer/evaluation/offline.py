@@ -157,6 +157,8 @@ def evaluate_panoptic_folder(
     gt_json, gt_dir, pred_json, pred_dir = Path(gt_json), Path(gt_dir), Path(pred_json), Path(pred_dir)
     gt_data = _load_json(gt_json)
     gt_anns = _annotations(gt_data, gt_json)
+    if not gt_anns:  # (PQ over no image is no score)
+        raise DataError(f"{gt_json}: its 'annotations' list is empty: no image to score")
     pred_data = _load_json(pred_json)
     pred_anns = _annotations(pred_data, pred_json)
     if categories is None:
