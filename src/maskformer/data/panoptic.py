@@ -55,7 +55,7 @@ def load_panoptic_json(
         try:
             png, image_id, segments = ann["file_name"], ann["image_id"], ann["segments_info"]
             image_name = image_names.get(image_id, Path(png).stem + ".jpg")
-            infos = []
+            infos, seen = [], set()
             for s in segments:
                 try:
                     segment_id, cat = json_integer(s["id"]), json_integer(s["category_id"])
@@ -64,8 +64,9 @@ def load_panoptic_json(
                 if cat not in to_contiguous:
                     raise DataError(f"{json_file}: image {image_id}: unknown category_id {cat}")
                 c = to_contiguous[cat]
-                if any(info["id"] == segment_id for info in infos):
+                if segment_id in seen:
                     raise DataError(f"{json_file}: image {image_id}: segment id {segment_id} is listed twice")
+                seen.add(segment_id)
                 infos.append(
                     {
                         "id": segment_id,
