@@ -138,14 +138,17 @@ def raise_if_terminated() -> None:
 def is_interrupt(error: BaseException) -> bool:
     """Ctrl-C or SIGTERM, also as the error it caused while unwinding: a signal sent to the whole process group
     (``timeout``, a terminal's Ctrl-C, a scheduler) stops the DataLoader's workers too, and their end can surface as
-    "DataLoader worker (pid N) is killed by signal: Terminated" (or Interrupt) raised within the interrupt."""
+    "DataLoader worker (pid N) is killed by signal: Terminated" (or Interrupt) raised within the interrupt, or as
+    "DataLoader worker (pid(s) N) exited unexpectedly" when this process's own KeyboardInterrupt was swallowed (seen
+    once in a CI run: a traceback and exit 1 after a SIGTERM to the group)."""
     seen: set[int] = set()
     e: BaseException | None = error
+    signalled = _terminated.is_set() or _last_signal[0] != 0  # (a KeyboardInterrupt Python swallowed: see below)
     while e is not None and id(e) not in seen:
         text = str(e)
         if isinstance(e, KeyboardInterrupt) or (
             isinstance(e, RuntimeError) and "DataLoader worker" in text and
-            ("signal: Terminated" in text or "signal: Interrupt" in text)
+            ("signal: Terminated" in text or "signal: Interrupt" in text or (signalled and "unexpectedly" in text))
         ):  # fmt: skip
             return True
         seen.add(id(e))
