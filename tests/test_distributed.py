@@ -276,3 +276,35 @@ def test_two_processes_resume_bit_for_bit_with_aspect_ratio_grouping(tmp_path):
         return [json.loads(ln)["loss"] for ln in open(tmp_path / run / "metrics.jsonl") if '"loss"' in ln]
 
     assert len(losses("a")) == 6 and losses("a") == losses("b")
+
+
+def test_the_launcher_keeps_the_rendezvous_threads_join_error_quiet(monkeypatch):
+    """Stopping `train --nproc` printed, now and then, "Exception ignored in: <finalize object ...> RuntimeError:
+    cannot join current thread" (torch's rendezvous stopping its keep-alive thread from that thread) before its
+    "interrupted" lines. Other unraisable errors still reach the hook."""
+    import sys
+    import threading
+    import weakref
+
+    import torch.distributed.launcher.api as api
+
+    from maskformer.engine import distributed as dist
+
+    class Stop(Exception):
+        pass
+
+    def launch(*args, **kwargs):
+        raise Stop
+
+    reached = []
+    for name in ("OMP_NUM_THREADS", "MASKFORMER_NPROC"):  # (launch_local sets them for its processes: restored)
+        monkeypatch.setenv(name, "1")
+    monkeypatch.setattr(sys, "unraisablehook", lambda info: reached.append(info.exc_type))
+    monkeypatch.setattr(api, "elastic_launch", launch)
+    with pytest.raises(Stop):
+        dist.launch_local(2, ["info"])
+    for func in (lambda: threading.current_thread().join(), lambda: 1 / 0):
+        owner = type("Owner", (), {})()
+        weakref.finalize(owner, func)
+        del owner
+    assert reached == [ZeroDivisionError]

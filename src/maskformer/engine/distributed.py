@@ -97,6 +97,16 @@ def launch_local(nproc: int, argv: list[str]) -> int:
     for name in list(logging.root.manager.loggerDict):  # the launcher's loggers set their own level: quiet each one
         if name.startswith("torch.distributed"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
+    previous_hook = sys.unraisablehook
+
+    def quiet_rendezvous(info: sys.UnraisableHookArgs) -> None:
+        # torch's rendezvous stops its keep-alive thread from a weakref finalizer, which can run on that very thread
+        # when the launcher is stopped: "Exception ignored in: <finalize object ...> RuntimeError: cannot join
+        # current thread" among the interrupt's lines. Only that is kept quiet (for the rest of this process).
+        if not (isinstance(info.exc_value, RuntimeError) and "cannot join current thread" in str(info.exc_value)):
+            previous_hook(info)
+
+    sys.unraisablehook = quiet_rendezvous
     config = LaunchConfig(
         min_nodes=1,
         max_nodes=1,
