@@ -54,9 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _interrupted(command: str, *, exiting: bool) -> int:
     """Ctrl-C or SIGTERM: said once (it reaches every process of a run: rank 0 says it); exit code 130 (Ctrl-C) or 143
-    (SIGTERM). A process that
-    exits now (the console command, not ``main([...])`` from Python) says nothing more: a DataLoader thread the
-    interrupt caught as it started would print "Exception ignored in thread started by ... Traceback" on the way out,
+    (SIGTERM). A process that exits now (the console command, not ``main([...])`` from Python) says nothing more: a
+    DataLoader thread the interrupt caught as it started would print "Exception ignored in thread started by ...
+    Traceback" on the way out,
     and a DataLoader index queue's feeder thread, still closing its pipe as the interpreter exits, "Exception in thread
     QueueFeederThread: Traceback ... in _close" (about once in 60 SIGTERMs to a training's process group)."""
     if _ranks()[0] == 0:

@@ -97,7 +97,7 @@ def launch_local(nproc: int, argv: list[str]) -> int:
     for name in list(logging.root.manager.loggerDict):  # the launcher's loggers set their own level: quiet each one
         if name.startswith("torch.distributed"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
-    previous_hook = sys.unraisablehook
+    previous_hook = sys.unraisablehook  # (installed once per process, however often it launches)
 
     def quiet_rendezvous(info: sys.UnraisableHookArgs) -> None:
         # torch's rendezvous stops its keep-alive thread from a weakref finalizer, which can run on that very thread
@@ -106,7 +106,8 @@ def launch_local(nproc: int, argv: list[str]) -> int:
         if not (isinstance(info.exc_value, RuntimeError) and "cannot join current thread" in str(info.exc_value)):
             previous_hook(info)
 
-    sys.unraisablehook = quiet_rendezvous
+    if getattr(previous_hook, "__name__", "") != "quiet_rendezvous":
+        sys.unraisablehook = quiet_rendezvous
     config = LaunchConfig(
         min_nodes=1,
         max_nodes=1,
