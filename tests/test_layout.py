@@ -41,7 +41,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     "inference.accelerate": {"errors", "config", "modeling", "inference.postprocess", "allocator"},
     "build": _BELOW_BUILD,
     "engine": _BELOW_BUILD | {"build"},
-    "zoo": _BELOW_BUILD | {"build", "engine"},
+    "fetch": {"errors"},  # downloads and Hub snapshots, for the zoo
+    "zoo": _BELOW_BUILD | {"build", "engine", "fetch"},
     "serve": {"errors", "inference"},
     "cli": _BELOW_BUILD | {"build", "engine", "zoo", "serve", ""},  # "" = the public package itself
     "": _BELOW_BUILD | {"build", "engine", "zoo"},  # the public package: re-exports only

@@ -337,9 +337,9 @@ def test_a_mirrors_own_file_under_a_zoo_name_is_used_with_a_note(mirror: _Mirror
 
 
 def test_a_stalled_download_says_how_long_it_waited(mirror: _Mirror, tmp_path: Path, monkeypatch) -> None:
-    import maskformer.zoo as zoo
+    from maskformer import fetch
 
-    monkeypatch.setattr(zoo, "_TIMEOUT", 1.0)
+    monkeypatch.setattr(fetch, "TIMEOUT", 1.0)
     name = "ade20k-150/per_pixel_baseline_R50_bs16_160k"
     mirror.stall.add(_publish(mirror, name, {"x": np.zeros(300_000, np.float32)}))
     with pytest.raises(
@@ -548,7 +548,7 @@ def test_hub_ids_of_res640_recipes_keep_the_recipes_test_sizes(tmp_path: Path, m
     """facebook/maskformer-swin-base-ade was converted from the res640 recipe (test 640 / 2560), but a Hub folder
     was given ADE20K's defaults (512 / 2048): the same weights as the zoo name predicted 4.9 % other labels."""
     transformers = pytest.importorskip("transformers")
-    from maskformer import zoo
+    from maskformer import fetch
     from maskformer.data import load_meta
     from maskformer.engine.checkpoint import load_checkpoint
 
@@ -557,7 +557,7 @@ def test_hub_ids_of_res640_recipes_keep_the_recipes_test_sizes(tmp_path: Path, m
     config.label2id = {v: k for k, v in config.id2label.items()}
     torch.manual_seed(0)
     transformers.MaskFormerForInstanceSegmentation(config).save_pretrained(tmp_path / "snapshot")
-    monkeypatch.setattr(zoo, "_hub_snapshot", lambda repo_id: tmp_path / "snapshot")
+    monkeypatch.setattr(fetch, "hub_snapshot", lambda repo_id: tmp_path / "snapshot")
     monkeypatch.setenv("MASKFORMER_CACHE", str(tmp_path / "c"))
     sizes = {}
     for name in ("facebook/maskformer-swin-base-ade", "facebook/maskformer-swin-tiny-ade"):

@@ -22,15 +22,12 @@ Content-Length, its md5 against the prefix the zoo puts in every file name) and 
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import os
 import re
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import zipfile
 from dataclasses import dataclass
 from functools import cache
@@ -38,12 +35,12 @@ from importlib import resources
 from pathlib import Path
 
 from .errors import CheckpointError, terminate_as_interrupt
+from .fetch import download, hub_folder
 from .fileio import atomic_path, atomic_write_text
 
 __all__ = ["ZooEntry", "zoo_table", "resolve_model", "from_pretrained", "cache_dir", "configs_dir", "zoo_url"]
 
 DEFAULT_ZOO_URL = "https://dl.fbaipublicfiles.com/maskformer"
-_TIMEOUT = 60.0  # seconds without data before a download gives up
 
 
 @dataclass(frozen=True)
@@ -275,7 +272,7 @@ def _download_and_convert(entry: ZooEntry, out: Path) -> None:
     url = zoo_url(entry)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".download.") as tmp:
         pkl = Path(tmp) / entry.file_name
-        md5 = _download(url, pkl, what=entry.name)
+        md5 = download(url, pkl, what=entry.name)
         named = re.search(r"_([0-9a-f]{6})\.pkl$", entry.file_name)  # the zoo names every file by its md5's prefix
         if named and not md5.startswith(named[1]):
             why = f"its md5 begins {md5[:6]}, the released file's {named[1]}, as its name says"
@@ -297,34 +294,6 @@ def _download_and_convert(entry: ZooEntry, out: Path) -> None:
             noted.unlink()
 
 
-def _download(url: str, dest: Path, *, what: str) -> str:
-    """Stream ``url`` to ``dest`` with a progress bar; the size must equal Content-Length when the server sends it.
-    Returns the file's md5 (hex)."""
-    from tqdm import tqdm
-
-    md5 = hashlib.md5(usedforsecurity=False)
-    try:
-        with urllib.request.urlopen(url, timeout=_TIMEOUT) as response, open(dest, "wb") as f:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {Path(url).name}", leave=False) as bar:
-                while chunk := response.read1(1 << 20):  # (what has arrived: the bar moves also on a slow link)
-                    f.write(chunk)
-                    md5.update(chunk)
-                    bar.update(len(chunk))
-        size = dest.stat().st_size
-    except urllib.error.HTTPError as e:
-        raise CheckpointError(f"{what}: {url}: download failed (HTTP {e.code} {e.reason})") from None
-    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
-        reason = getattr(e, "reason", None) or e
-        if isinstance(reason, TimeoutError) or "timed out" in str(reason):
-            reason = f"no data for {_TIMEOUT:.0f} s, timed out"
-        offline = f"without internet, give the file {Path(url).name} itself or set MASKFORMER_ZOO_URL to a mirror"
-        raise CheckpointError(f"{what}: {url}: download failed ({reason}); {offline}") from None
-    if total is not None and size != total:
-        raise CheckpointError(f"{what}: {url}: download truncated ({size} of {total} bytes)")
-    return md5.hexdigest()
-
-
 def _convert_pkl(pkl: Path, entry: ZooEntry, out: Path) -> None:
     from .engine.conversion import convert_detectron2
 
@@ -340,26 +309,6 @@ def _convert_hf(folder: Path, out: Path, config: Path | None = None) -> None:
     convert_hf(folder, out, config=config)
 
 
-def _hub_snapshot(repo_id: str) -> Path:
-    """The repo's snapshot folder (configs and weights), fetched or from huggingface_hub's cache.
-
-    huggingface_hub looks the repo up without a time limit, so an endpoint that accepts the connection and never
-    answers would hang for good. The same lookup is made here first with its metadata timeout
-    (``HF_HUB_ETAG_TIMEOUT``, 10 s by default; file downloads have their own, ``HF_HUB_DOWNLOAD_TIMEOUT``); without an
-    answer the cache is used, as huggingface_hub does offline."""
-    from huggingface_hub import HfApi, constants, snapshot_download
-
-    patterns = ["*.json", "*.safetensors", "*.bin"]
-    try:
-        HfApi().repo_info(repo_id, timeout=constants.HF_HUB_ETAG_TIMEOUT)
-    except Exception as e:  # noqa: BLE001 - not found, offline, refused, timed out: the cache may still have it
-        try:
-            return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
-        except Exception:  # noqa: BLE001 - report why the Hub did not answer, not the cache miss
-            raise e from None
-    return Path(snapshot_download(repo_id, allow_patterns=patterns))  # the Hub answers: fetch as usual
-
-
 def _hub_converted(repo_id: str) -> Path:
     """The converted checkpoint of a Hub id's current revision: the repo is looked up (or huggingface_hub's cache
     read, offline) and the cached conversion is used when it was made from that revision (its commit is noted beside
@@ -368,7 +317,7 @@ def _hub_converted(repo_id: str) -> Path:
     out = cached_model_path(repo_id)
     noted = out.parent / "revision"
     try:
-        folder = _hub_folder(repo_id)
+        folder = hub_folder(repo_id)
     except CheckpointError:
         if out.is_file():
             _check_cached(out, repo_id)
@@ -382,27 +331,3 @@ def _hub_converted(repo_id: str) -> Path:
     _write(out, lambda tmp: _convert_hf(folder, tmp, config=recipe), what=repo_id)
     atomic_write_text(noted, folder.name)
     return out
-
-
-def _hub_folder(repo_id: str) -> Path:
-    """The Hub id's snapshot folder, or one ``CheckpointError`` line saying why there is none."""
-    try:
-        import huggingface_hub  # noqa: F401
-    except ImportError:
-        raise CheckpointError(f"{repo_id}: Hub ids need huggingface_hub (pip install 'maskformer[hf]')") from None
-    try:
-        return _hub_snapshot(repo_id)
-    except Exception as e:  # noqa: BLE001 - huggingface_hub's and its HTTP client's errors, named in one line
-        text = str(e).strip() or type(e).__name__
-        first = text.splitlines()[0].split(". ")[0].rstrip(".").removeprefix("Got: ")  # the rest is advice
-        if "timed out" in first.lower() or type(e).__name__.endswith("Timeout"):
-            first = f"no answer within {_etag_timeout()} s"
-        why = (f"could not be fetched from the Hub nor found in its cache ({first[:200]}); without internet, give"
-               " a folder of its files (save_pretrained) instead")  # fmt: skip
-        raise CheckpointError(f"{repo_id}: {why}") from None
-
-
-def _etag_timeout() -> float:
-    from huggingface_hub import constants
-
-    return constants.HF_HUB_ETAG_TIMEOUT
