@@ -264,7 +264,7 @@ def test_a_gif_cut_between_two_frames_is_named_too(checkpoint: Path, tmp_path: P
     its first frames); its blocks end before the trailer, and that is now checked. Bytes after the trailer are fine."""
     from PIL import Image
 
-    from maskformer.inference.video import gif_ends
+    from maskformer.inference.video_checks import gif_ends
 
     rng = np.random.default_rng(1)
     frames = [Image.fromarray(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)) for _ in range(6)]
