@@ -351,6 +351,20 @@ def test_cli_semantic_bad_input(tmp_path, capsys, maps, args, message):
         assert str(pred / "a.png") in err
 
 
+def test_a_prediction_under_both_names_is_refused_not_picked(tmp_path, capsys):
+    """pred/a.png and pred/a_labels.png both there (e.g. predictions written beside other label maps): scoring
+    either one silently could score the wrong file."""
+    gt = write_labels(tmp_path / "gt", {"a": [[0]]})
+    pred = write_labels(tmp_path / "pred", {"a": [[1]], "a_labels": [[0]]})
+    argv = ["eval-predictions", "semantic", "--gt-dir", str(gt), "--pred-dir", str(pred), "--num-classes", "2"]
+    assert main(argv + ["--ignore-label", "255"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(pred / "a.png") in err and "a_labels.png" in err, err
+    (pred / "a.png").unlink()  # one of them gone: scored
+    assert main(argv + ["--ignore-label", "255", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["mIoU"] == pytest.approx(100.0)
+
+
 def test_rgb_label_png_is_rejected(tmp_path):
     gt = write_labels(tmp_path / "gt", {"a": [[0]]})
     (tmp_path / "pred").mkdir()

@@ -286,9 +286,10 @@ def evaluate_semantic_folder(
     gt_to_positions: LabelMap | None = None,
     recursive: bool = False,
 ) -> dict[str, Any]:
-    """mIoU & co. over label PNGs: each ``gt_dir/NAME.png`` is paired with ``pred_dir/NAME.png``, else with
-    ``pred_dir/NAME_labels.png`` (``maskformer predict``'s name); with ``recursive`` also ``gt_dir/SUB/NAME.png``
-    with ``pred_dir/SUB/NAME[_labels].png`` (``maskformer predict --recursive``; hidden files and folders left out).
+    """mIoU & co. over label PNGs: each ``gt_dir/NAME.png`` is paired with ``pred_dir/NAME.png`` or
+    ``pred_dir/NAME_labels.png`` (``maskformer predict``'s name; both there is an error); with ``recursive`` also
+    ``gt_dir/SUB/NAME.png`` with ``pred_dir/SUB/NAME[_labels].png`` (``maskformer predict --recursive``; hidden files
+    and folders left out).
     ``to_positions``: both hold class ids that this maps to positions 0..num_classes-1, checking them (a folder
     dataset's: ``data.folder.folder_label_map``);
     ``gt_to_positions``: the ground truth's own map instead (e.g. ``ade20k_raw_positions``).
@@ -309,7 +310,11 @@ def evaluate_semantic_folder(
     items: list[_SemanticItem] = []
     for gt_png in gt_files:
         same = pred_dir / gt_png.relative_to(gt_dir)
-        pred_png = same if same.is_file() else same.with_name(f"{gt_png.stem}_labels.png")  # (`maskformer predict`'s)
+        labels = same.with_name(f"{gt_png.stem}_labels.png")  # (`maskformer predict`'s)
+        if same.is_file() and labels.is_file():
+            raise DataError(f"{same} and {labels.name} are both there: which one is the prediction for {gt_png} is "
+                            "unclear (move one of them away)")  # fmt: skip
+        pred_png = same if same.is_file() else labels
         if not pred_png.is_file():
             raise DataError(f"{same} (or {pred_png.name}): prediction for {gt_png} not found")
         items.append((gt_png, pred_png, num_classes, ignore_label, gt_map, to_positions))
