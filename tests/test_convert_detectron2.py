@@ -387,3 +387,51 @@ def test_a_written_pkl_is_about_the_size_of_its_arrays(tmp_path) -> None:
     save_pkl({"model": {"w": w}}, tmp_path / "m.pkl")
     assert (tmp_path / "m.pkl").stat().st_size < 1.01 * w.nbytes + 1000
     assert np.array_equal(load_pkl(tmp_path / "m.pkl")["model"]["w"], w)
+
+
+@pytest.mark.parametrize("damage", ["missing", "shape"])
+@pytest.mark.parametrize("target", ["to-detectron2", "to-hf"])
+def test_weights_that_do_not_fit_their_config_are_not_converted(tmp_path, capsys, damage, target) -> None:
+    """to-detectron2 wrote a .pkl from a checkpoint missing a key or holding a wrong shape (exit 0), which the way
+    back then refused; every other command refuses such a checkpoint naming the key."""
+    if target == "to-hf":
+        pytest.importorskip("transformers")
+    cfg = _tiny_cfg()
+    save_checkpoint(tmp_path / "ok.pt", cfg=cfg, model=maskformer.build_model(cfg))
+    obj = torch.load(tmp_path / "ok.pt", weights_only=False)
+    key = "predictor.class_embed.weight"
+    if damage == "missing":
+        del obj["model"][key]
+    else:
+        obj["model"][key] = torch.zeros(3, obj["model"][key].shape[1])
+    torch.save(obj, tmp_path / "bad.pt")
+    out = tmp_path / ("bad.pkl" if target == "to-detectron2" else "bad_hf")
+    assert main(["convert", target, str(tmp_path / "bad.pt"), str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "weights do not fit its config" in err and key in err, err
+    assert str(tmp_path / "bad.pt") in err and not out.exists()
+
+
+def test_a_folder_given_as_the_pkl_is_named_as_a_folder(tmp_path, capsys) -> None:
+    (tmp_path / "weights.pkl").mkdir()
+    argv = ["convert", "detectron2", str(tmp_path / "weights.pkl"), str(tmp_path / "o.pt")]
+    assert main([*argv, "--config", str(CONFIGS / "demo.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("weights.pkl: a folder, not a file") and len(err.splitlines()) == 1, err
+
+
+def test_a_checkpoint_saved_without_meta_keeps_its_configs_class_table(tmp_path) -> None:
+    """README's ``save_checkpoint("mine.pt", cfg=cfg, model=model)`` with the demo's config loaded as "class 0..7",
+    all stuff: the synthetic classes' names, colours and thing flags were only written by training."""
+    from conftest import DEMO_YAML
+    from maskformer.build import build_meta
+
+    cfg = maskformer.load_config(DEMO_YAML)
+    save_checkpoint(tmp_path / "demo.pt", cfg=cfg, model=maskformer.build_model(cfg))
+    _, _, meta = load_model_and_config(tmp_path / "demo.pt")
+    assert meta.to_dict() == build_meta(cfg).to_dict() and any(meta.isthing)
+    # a folder dataset whose classes.json is not at hand: the generic table, as before
+    cfg.data.dataset, cfg.data.root = "folder", str(tmp_path / "nowhere")
+    save_checkpoint(tmp_path / "folder.pt", cfg=cfg, model=maskformer.build_model(cfg))
+    _, _, meta = load_model_and_config(tmp_path / "folder.pt")
+    assert meta.classes[0] == "class 0"

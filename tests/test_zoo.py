@@ -336,6 +336,23 @@ def test_a_mirrors_own_file_under_a_zoo_name_is_used_with_a_note(mirror: _Mirror
     assert line.endswith("  mirror"), line
 
 
+def test_junk_from_a_mirror_is_one_error_line_without_the_mirror_note(mirror: _Mirror, tmp_path: Path, capsys) -> None:
+    """A mirror (MASKFORMER_ZOO_URL) answering with an HTML page under a zoo name printed the note "...; using the
+    mirror's" before the error that the file cannot be used: two lines, the first one wrong."""
+    name = "ade20k-150/per_pixel_baseline_R50_bs16_160k"
+    entry = zoo_table()[name]
+    (mirror.root / entry.path).parent.mkdir(parents=True)
+    (mirror.root / entry.path).write_text("<html>not found</html>")
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+    capsys.readouterr()
+    assert main(["predict", name, str(image), "--output-dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("maskformer")]
+    assert len(lines) == 1 and "not a usable checkpoint" in lines[0] and "note" not in err, err
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
+
+
 def test_a_stalled_download_says_how_long_it_waited(mirror: _Mirror, tmp_path: Path, monkeypatch) -> None:
     from maskformer import fetch
 
@@ -582,6 +599,28 @@ def test_convert_hf_with_a_config_of_another_class_count_is_refused(tmp_path: Pa
     assert err.startswith("maskformer convert: error: ") and len(err.splitlines()) == 1, err
     assert "model.num_classes is 19 (data.dataset=cityscapes)" in err and "has 2 classes" in err, err
     assert not (tmp_path / "out.pt").exists()
+
+
+def test_convert_hf_with_a_config_of_another_architecture_is_refused(tmp_path: Path, capsys) -> None:
+    """The architecture comes from config.json; a --config of another model (same class count) exited 0 with the
+    folder's ResNet under the other config's name, solver and test settings."""
+    transformers = pytest.importorskip("transformers")
+    from maskformer.engine.checkpoint import load_model_and_config
+
+    transformers.MaskFormerForInstanceSegmentation(_tiny_hf_config(transformers)).save_pretrained(tmp_path / "hf")
+    capsys.readouterr()
+    (tmp_path / "other.yaml").write_text(
+        json.dumps({"_base_": str(CONFIGS / "demo.yaml"), "model": {"num_classes": 2}})
+    )
+    argv = ["convert", "hf", str(tmp_path / "hf"), str(tmp_path / "out.pt"), "--config"]
+    assert main([*argv, str(tmp_path / "other.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "other.yaml: describes another model than" in err, err
+    assert not (tmp_path / "out.pt").exists()
+    # a config of the folder's own architecture is taken
+    assert main(["convert", "hf", str(tmp_path / "hf"), str(tmp_path / "a.pt")]) == 0
+    save_config(load_model_and_config(tmp_path / "a.pt")[1], tmp_path / "same.yaml")
+    assert main([*argv, str(tmp_path / "same.yaml")]) == 0
 
 
 def test_a_refusal_about_a_zoo_names_cached_copy_names_the_model(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -232,6 +232,12 @@ def json_integer(value: object) -> int:
     return int(value)
 
 
+def not_a_file(path: str | os.PathLike) -> str:
+    """Why ``path``, which is not a regular file, cannot be read as one: ``"a folder, not a file"`` or ``"file not
+    found"`` (for a ``"{path}: ..."`` error line)."""
+    return "a folder, not a file" if Path(path).is_dir() else "file not found"
+
+
 def unreadable_reason(exc: BaseException, size: int | None) -> str:
     """Why Pillow could not read an image of ``size`` bytes, in words: an empty file, a format it does not know, a
     file cut short (its own message, e.g. "image file is truncated (3 bytes not processed)"), else the error."""

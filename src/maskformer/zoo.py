@@ -274,22 +274,21 @@ def _download_and_convert(entry: ZooEntry, out: Path) -> None:
         pkl = Path(tmp) / entry.file_name
         md5 = download(url, pkl, what=entry.name)
         named = re.search(r"_([0-9a-f]{6})\.pkl$", entry.file_name)  # the zoo names every file by its md5's prefix
-        if named and not md5.startswith(named[1]):
-            why = f"its md5 begins {md5[:6]}, the released file's {named[1]}, as its name says"
-            if url.startswith(DEFAULT_ZOO_URL + "/"):
-                raise CheckpointError(f"{entry.name}: {url}: the download is corrupt ({why}): try again, or give a "
-                                      "copy you trust as a file")  # fmt: skip
-            # a mirror (MASKFORMER_ZOO_URL) may serve its own files under the zoo's names: said, then used
-            print(f"maskformer: note: {entry.name}: {url} is not the released file ({why}); using the mirror's",
-                  file=sys.stderr)  # fmt: skip
+        other = named is not None and not md5.startswith(named[1])
+        why = f"its md5 begins {md5[:6]}, the released file's {named[1]}, as its name says" if other else ""
+        if other and url.startswith(DEFAULT_ZOO_URL + "/"):
+            raise CheckpointError(f"{entry.name}: {url}: the download is corrupt ({why}): try again, or give a copy "
+                                  "you trust as a file")  # fmt: skip
         try:
             _convert_pkl(pkl, entry, out)
         except CheckpointError as e:
-            why = str(e).replace(f"{pkl}: ", "").rstrip(".")  # (the temporary file is gone: its name says nothing)
-            raise CheckpointError(f"{entry.name}: {url}: the download is not a usable checkpoint ({why})") from None
+            cause = str(e).replace(f"{pkl}: ", "").rstrip(".")  # (the temporary file is gone: its name says nothing)
+            raise CheckpointError(f"{entry.name}: {url}: the download is not a usable checkpoint ({cause})") from None
         noted = out.parent / mirror_note_path(entry.name).name
-        if named and not md5.startswith(named[1]):  # kept beside the model: `maskformer models` and each use say it
-            atomic_write_text(noted, f"came from {url}, not the released file ({why})\n")
+        if other:  # a mirror (MASKFORMER_ZOO_URL) may serve its own files under the zoo's names: said, then used
+            print(f"maskformer: note: {entry.name}: {url} is not the released file ({why}); using the mirror's",
+                  file=sys.stderr)  # fmt: skip
+            atomic_write_text(noted, f"came from {url}, not the released file ({why})\n")  # (`models`, each use)
         elif noted.is_file():
             noted.unlink()
 
@@ -306,7 +305,7 @@ def _convert_pkl(pkl: Path, entry: ZooEntry, out: Path) -> None:
 def _convert_hf(folder: Path, out: Path, config: Path | None = None) -> None:
     from .engine.conversion import convert_hf
 
-    convert_hf(folder, out, config=config)
+    convert_hf(folder, out, config=config, same_model=False)  # (a recipe's config: for its test sizes)
 
 
 def _hub_converted(repo_id: str) -> Path:

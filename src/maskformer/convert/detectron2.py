@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from ..fileio import not_a_file
 from .pickle_io import as_numpy_state, load_pkl
 from .rename import DROP, convert_state
 
@@ -66,7 +67,7 @@ def read_checkpoint_state(path: str | Path) -> dict[str, np.ndarray | torch.Tens
     """The weight dict of a ``.pkl`` (restricted unpickler) or ``.pth``/``.pt`` (``torch.load(weights_only=True)``)."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: file not found")
+        raise CheckpointError(f"{path}: {not_a_file(path)}")
     if path.suffix == ".pkl":
         data = load_pkl(path)
         return as_numpy_state(data.get("model", data), str(path))

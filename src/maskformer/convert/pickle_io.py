@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CheckpointError
-from ..fileio import atomic_path
+from ..fileio import atomic_path, not_a_file
 
 # (module, name) pairs a numpy-array pickle legitimately needs; nothing else is resolved.
 _ALLOWED = {
@@ -37,7 +37,7 @@ def load_pkl(path: str | Path) -> dict:
     """Load a detectron2-style pickle ``{"model": {name: ndarray}, ...}`` without executing arbitrary code."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: file not found")
+        raise CheckpointError(f"{path}: {not_a_file(path)}")
     try:
         data = _SafeUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
     except pickle.UnpicklingError as e:

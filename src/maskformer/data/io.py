@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DataError
-from ..fileio import unreadable_reason
+from ..fileio import not_a_file, unreadable_reason
 from ..inference.preprocess import pil_to_rgb
 
 __all__ = ["read_image", "read_label", "exif_size_hint", "read_panoptic_png", "rgb2id", "id2rgb", "check_label_values"]
@@ -29,7 +29,7 @@ def _open(path: str | Path) -> Image.Image:
     """Open and fully decode a file (decoding is lazy in Pillow: truncation only shows in ``load``)."""
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"{p}: file not found")
+        raise DataError(f"{p}: {not_a_file(p)}")
     try:
         with warnings.catch_warnings():  # (Pillow's "Corrupt EXIF data" warnings, at every read of a sample)
             warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")

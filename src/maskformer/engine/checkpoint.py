@@ -43,13 +43,28 @@ def save_checkpoint(
     """Write ``{"format", "version", "config", "model", "meta", **training_state}`` atomically.
 
     ``meta``: the class table, ``DatasetMeta.to_dict()`` (``{"dataset", "ignore_label", "classes": [{"id", "name",
-    "color", "isthing"}]}``), the one schema every producer writes.
+    "color", "isthing"}]}``), the one schema every producer writes; by default the config's own (``build_meta``:
+    e.g. the demo's synthetic classes, or a folder dataset's ``classes.json`` when its ``data.root`` is there).
     ``training_state``: e.g. ``optimizer``, ``scheduler``, ``iteration``, ``rng``, ``sampler``.
     """
     state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
-    obj = {"format": FORMAT, "version": VERSION, "config": config_to_dict(cfg), "model": state, "meta": meta or {}}
+    meta = _config_meta(cfg) if meta is None else meta
+    obj = {"format": FORMAT, "version": VERSION, "config": config_to_dict(cfg), "model": state, "meta": meta}
     obj.update(training_state)
     atomic_torch_save(obj, path)
+
+
+def _config_meta(cfg: Config) -> dict:
+    """The class table of ``cfg``'s data as training builds it, or ``{}`` (read back as the shipped table or generic
+    names) when its files are not at hand or it does not fit ``model.num_classes``."""
+    from ..build import build_meta
+    from ..errors import UserError
+
+    try:
+        table = build_meta(cfg)
+    except UserError:
+        return {}
+    return table.to_dict() if table.num_classes == cfg.model.num_classes else {}
 
 
 _CONFIG_SECTIONS = ("_base_", "model", "loss", "data", "solver", "train", "test", "inference")

@@ -49,6 +49,17 @@ def _meta_model(cfg: Config) -> nn.Module:
         return build_model(cfg)
 
 
+def _fits(cfg: Config, state: object, source: str | Path) -> None:
+    """A ``CheckpointError`` naming the key or shape when ``state`` does not load into ``cfg``'s model (strict), as
+    loading the checkpoint would say: a converted file must load back."""
+    from ..errors import CheckpointError
+    from .checkpoint import weights_mismatch
+
+    why = weights_mismatch(_meta_model(cfg), state)
+    if why is not None:
+        raise CheckpointError(f"{source}: weights do not fit its config ({why})")
+
+
 def _finite(state: dict, source: str | Path) -> None:
     """Refuse weights holding NaN or infinity (a diverged training, a damaged file) before anything is written: a
     converted copy would fail only where it is loaded, named as that copy (or a cache file)."""
@@ -173,8 +184,14 @@ def _carried(hf_config: dict, where: str) -> tuple[Config, dict] | None:
     return cfg, meta.to_dict()
 
 
-def convert_hf(source: str | Path, output: str | Path, *, config: str | Path | None = None) -> str:
-    """transformers folder -> our checkpoint. Returns the summary line (notes go to stderr)."""
+def convert_hf(
+    source: str | Path, output: str | Path, *, config: str | Path | None = None, same_model: bool = True
+) -> str:
+    """transformers folder -> our checkpoint. Returns the summary line (notes go to stderr).
+
+    ``config`` supplies what transformers does not describe (dataset, test sizes, solver); the architecture is the
+    folder's, and with ``same_model`` a config of another architecture is refused (the zoo's Hub ids pass their
+    recipe's config for its test sizes only)."""
     from ..build.datasets import check_dataset_name
     from ..config import load_config
     from ..convert.hf_config import config_from_hf
@@ -194,6 +211,16 @@ def convert_hf(source: str | Path, output: str | Path, *, config: str | Path | N
             f"{config}: model.num_classes is {base.model.num_classes} (data.dataset={base.data.dataset}) but {where} "
             f"has {len(tr.classes)} classes: give the config of the data these weights were trained on"
         )
+    if config and base is not None and same_model:  # the weights' architecture is config.json's
+        from .checkpoint import weights_mismatch
+
+        try:
+            why = weights_mismatch(_meta_model(base), _meta_model(tr.cfg).state_dict())
+        except ConfigError:
+            why = None  # (a model this project cannot build is named below)
+        if why is not None:
+            raise CheckpointError(f"{config}: describes another model than {where} ({why}): give the config these "
+                                  "weights were trained with, or no --config")  # fmt: skip
     if pre is not None:
         apply_preprocessor(tr.cfg, pre, source=str(Path(source) / "preprocessor_config.json"))
     table = None if carried else _config_table(tr.cfg) if base is not None else match_dataset(tr.classes)
@@ -241,6 +268,7 @@ def convert_to_hf(checkpoint: str | Path, output_dir: str | Path, *, overwrite: 
         kwargs = hf_config_from_ours(cfg, list(meta.classes))
     except CheckpointError as e:
         raise CheckpointError(f"{checkpoint}: {e}") from None
+    _fits(cfg, obj.get("model"), checkpoint)
     _finite(obj["model"], checkpoint)
     pre = hf_preprocessor_from_ours(cfg, ignore_label=int(meta.ignore_label))
     # for a round trip without --config (transformers keeps keys it does not know in config.json)
@@ -263,6 +291,7 @@ def convert_to_detectron2(checkpoint: str | Path, output: str | Path) -> str:
         raise UserError(f"{output}: the output must end in .pkl (detectron2 reads numpy weights from .pkl files)")
     obj = load_checkpoint(checkpoint)
     cfg = config_of(obj, checkpoint)
+    _fits(cfg, obj.get("model"), checkpoint)
     _finite(obj["model"], checkpoint)
     try:
         weights = ours_state_to_detectron2(obj["model"])

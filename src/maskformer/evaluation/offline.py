@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError, leave_signals_to_parent
-from ..fileio import files_in, read_user_text, unreadable_reason
+from ..fileio import files_in, not_a_file, read_user_text, unreadable_reason
 from .panoptic import PanopticEvaluator, PQStats, pq_image_stats
 from .semantic import SemanticEvaluator, semantic_metrics
 
@@ -37,7 +37,7 @@ def id2rgb(ids: np.ndarray) -> np.ndarray:
 
 def _open(path: Path) -> Image.Image:
     if not path.is_file():
-        raise DataError(f"{path}: file not found")
+        raise DataError(f"{path}: {not_a_file(path)}")
     try:
         image = Image.open(path)
         image.load()
@@ -68,7 +68,7 @@ def read_label_png(path: Path) -> np.ndarray:
 
 def _load_json(path: Path) -> Any:
     if not path.is_file():
-        raise DataError(f"{path}: file not found")
+        raise DataError(f"{path}: {not_a_file(path)}")
     text = read_user_text(path, error=DataError)  # UTF-8 with or without a BOM; another encoding is one line
     try:
         return json.loads(text)
