@@ -339,6 +339,48 @@ def test_a_stalled_upload_is_answered_408_and_the_server_stays_up(server: str) -
     assert _info(server)["model"]  # still serving
 
 
+def _raw_exchange(server: str, data: bytes, timeout: float = 20) -> tuple[bytes, float]:
+    """Send ``data`` on a new connection; (everything read until the server closes it or stops, seconds taken)."""
+    import socket
+
+    port = int(server.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        start = time.monotonic()
+        s.sendall(data)
+        answer = b""
+        while part := s.recv(65536):
+            answer += part
+            if answer.rstrip().endswith(b"}"):
+                break
+        return answer, time.monotonic() - start
+
+
+def test_a_chunked_upload_over_the_limit_in_its_last_chunk_is_413(server: str) -> None:
+    """A chunked body that went over --max-upload-mb only in its last piece was a 500 "Stream consumed" with a
+    traceback in the log: the over-limit answer read the body a second time after it had ended."""
+    limit = _info(server)["max_upload_bytes"]
+    body, ctype = _multipart({"image": ("a.png", b"x" * (limit + 100))})
+    head = f"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunked = b"".join(f"{len(body[i : i + 60000]):x}\r\n".encode() + body[i : i + 60000] + b"\r\n"
+                       for i in range(0, len(body), 60000))  # fmt: skip
+    answer, _ = _raw_exchange(server, head.encode() + chunked + b"0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:300]
+    assert f"upload is over the limit of {limit} bytes".encode() in answer, answer
+    assert _info(server)["model"]
+
+
+def test_a_request_whose_head_stalls_is_disconnected(server: str) -> None:
+    """--upload-timeout (1.5 s here) covered a stalled body only: a client that sent part of its request line and
+    headers and then nothing held its connection for good (1100 such connections stayed open)."""
+    answer, seconds = _raw_exchange(server, b"POST /api/predict HTTP/1.1\r\nHost: x\r\n")
+    assert answer == b"" and 1.0 < seconds < 12, (answer, seconds)
+    answer, seconds = _raw_exchange(server, b"")  # a connection that sends nothing at all
+    assert answer == b"" and 1.0 < seconds < 12, (answer, seconds)
+    assert _info(server)["model"]  # still serving, and a request that keeps coming is answered as usual
+    status, data = _post(server, {"image": ("a.png", _png(_scenes()[0]))})
+    assert status == 200 and "segments" in data
+
+
 def test_a_url_encoded_form_is_named_as_not_multipart(server: str) -> None:
     """`curl -d x=1` (application/x-www-form-urlencoded) gets the reason, not "no file in the field"."""
     request = urllib.request.Request(server + "/api/predict", data=b"x=1", method="POST",
@@ -486,6 +528,16 @@ def test_a_very_long_upload_name_does_not_widen_the_overlay_without_bound(server
         assert status == 200
         widths.append(Image.open(io.BytesIO(base64.b64decode(data["overlay_png"]))).width)
     assert widths[0] == widths[1]
+
+
+@pytest.mark.parametrize("flag", ["--max-upload-mb", "--max-megapixels"])
+def test_a_limit_too_small_for_one_byte_or_pixel_is_one_line(tmp_path: Path, capsys, flag: str) -> None:
+    """``--max-upload-mb 1e-7`` started a server whose limit was 0 bytes: every upload was "over the limit"."""
+    from maskformer.cli import main
+
+    assert main(["serve", str(tmp_path / "unread.pt"), flag, "1e-7"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"maskformer serve: error: {flag} 1e-07 allows not one ") and "\n" not in err, err
 
 
 @pytest.mark.parametrize("flag", ["--max-upload-mb", "--max-megapixels", "--upload-timeout"])

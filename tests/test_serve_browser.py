@@ -269,6 +269,10 @@ def test_a_picture_wider_than_a_canvas_gets_its_card_and_the_next_file_is_sent(b
     assert browser.find_element(By.ID, "status").text == ""
     titles = [c.find_element(By.CSS_SELECTOR, "h2").text for c in browser.find_elements(By.CSS_SELECTOR, ".card")]
     assert any(t.startswith("pano.png") for t in titles) and any(t.startswith("small.png") for t in titles), titles
+    # no hover look-ups on it, and the card says so: Chromium gave a 70000-px canvas whose pixels read as zeros, so
+    # the card offered hovering that found nothing
+    [pano] = [c for c in browser.find_elements(By.CSS_SELECTOR, ".card") if c.text.startswith("pano.png")]
+    assert "too large for the browser to look up segments" in pano.find_element(By.CSS_SELECTOR, ".picked").text
 
 
 def test_a_very_thin_picture_is_shown_and_its_pixels_answer_the_cursor(browser, server, tmp_path) -> None:

@@ -34,7 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "overlays are made at the image's size)",
     )
     p.add_argument("--upload-timeout", type=float, default=30.0,
-                   help="seconds an upload may send nothing before it is answered 408 (default 30)")  # fmt: skip
+                   help="seconds an upload may send nothing before it is answered 408, and a request's line and "
+                        "headers may take before its connection is closed (default 30)")  # fmt: skip
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.set_defaults(func=run)
 
@@ -52,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn
 
         from maskformer.serve.app import build_app
+        from maskformer.serve.protocol import head_timeout_protocol
     except ImportError as e:
         raise UserError(f"serve needs the web stack: pip install 'maskformer[serve]' ({e.name} is missing)") from None
     limits = [("--max-upload-mb", args.max_upload_mb), ("--max-megapixels", args.max_megapixels),
@@ -59,15 +61,23 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in limits:
         if not (math.isfinite(value) and value > 0):  # (nan and inf too: a limit is a positive number)
             raise UserError(f"{flag} must be a positive number, got {value}")
+    max_upload_bytes, max_pixels = int(args.max_upload_mb * (1 << 20)), int(args.max_megapixels * 1e6)
+    for flag, value, amount, unit in (("--max-upload-mb", args.max_upload_mb, max_upload_bytes, "byte"),
+                                      ("--max-megapixels", args.max_megapixels, max_pixels, "pixel")):  # fmt: skip
+        if amount < 1:  # (1e-7 MB is 0 bytes: every upload would be over it)
+            raise UserError(f"{flag} {value:g} allows not one {unit}: give a larger limit")
     port = _check_port(args.host, args.port)  # before the model loads: a busy port is one line at once
     path = resolve_model(args.checkpoint)
     predictor = Predictor(load_model(path, args.device), device=args.device, **predictor_options(args))
     if args.task:
         predictor.task_default = args.task
-    app = build_app(predictor, name=str(args.checkpoint), max_upload_bytes=int(args.max_upload_mb * (1 << 20)),
-                    max_pixels=int(args.max_megapixels * 1e6), upload_timeout=args.upload_timeout)  # fmt: skip
-    print(f"maskformer serve: {args.checkpoint} on http://{args.host}:{port}/ (Ctrl+C stops)", flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=port, log_level="warning"))
+    app = build_app(predictor, name=str(args.checkpoint), max_upload_bytes=max_upload_bytes, max_pixels=max_pixels,
+                    upload_timeout=args.upload_timeout)  # fmt: skip
+    host = f"[{args.host}]" if ":" in args.host else args.host  # (an IPv6 address in a URL is bracketed)
+    print(f"maskformer serve: {args.checkpoint} on http://{host}:{port}/ (Ctrl+C stops)", flush=True)
+    # a request whose head stalls is disconnected after --upload-timeout too (uvicorn has no limit of its own there)
+    protocol = head_timeout_protocol(args.upload_timeout)
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=port, log_level="warning", http=protocol))
     # (not uvicorn.run, which swallows the Ctrl-C it re-raises after the graceful shutdown: the command said nothing
     # and ended with 0; now Ctrl-C is "interrupted", 130, as every command's). uvicorn gives the signal that stopped
     # it to the handler that was set before it ran: a SIGTERM (a service manager's stop) is a normal end, exit 0.

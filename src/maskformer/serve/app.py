@@ -154,11 +154,11 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
             except StopAsyncIteration:
                 return
 
-    async def too_large(request: Request, size: int) -> JSONResponse:
-        # read (and drop) a bounded rest of the body first: a client still sending would otherwise see a broken pipe
-        # instead of the answer
+    async def too_large(stream, size: int) -> JSONResponse:
+        # read (and drop) a bounded rest of the body first (``stream``: the body's chunks from where reading stopped;
+        # none once it ended): a client still sending would otherwise see a broken pipe instead of the answer
         try:
-            async for chunk in body(request):
+            async for chunk in stream:
                 size += len(chunk)
                 if size > 4 * max_upload_bytes + (16 << 20):
                     break
@@ -169,14 +169,15 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
     async def predict(request: Request) -> Response:
         declared = request.headers.get("content-length")
         try:
+            stream = body(request)  # (one reader: Starlette refuses a second one once the body has ended)
             if declared is not None and declared.isdigit() and int(declared) > max_upload_bytes:
-                return await too_large(request, 0)
+                return await too_large(stream, 0)
             size = 0
             chunks = []
-            async for chunk in body(request):
+            async for chunk in stream:
                 size += len(chunk)
                 if size > max_upload_bytes:
-                    return await too_large(request, size)
+                    return await too_large(stream, size)
                 chunks.append(chunk)
         except ClientDisconnect:  # the client went away mid-upload: nobody to answer, nothing to log
             return Response(status_code=400)
