@@ -534,3 +534,19 @@ def test_panoptic_predictions_of_nested_folders_pair_by_their_path(tmp_path):
     (tmp_path / "pred.json").write_text(json.dumps({"annotations": pred_anns, "categories": categories}))
     metrics = evaluate_panoptic_folder(tmp_path / "gt.json", tmp_path / "gt", tmp_path / "pred.json", tmp_path / "pred")
     assert metrics["All"]["pq"] == 1.0 and metrics["All"]["n"] == 1
+
+
+def test_a_data_root_for_a_model_of_generated_scenes_is_refused(tmp_path, capsys) -> None:
+    """eval of the demo's model with --data-root (even one that does not exist) scored the generated scenes and
+    exited 0: a user could believe the numbers were their data's."""
+    import maskformer
+    from conftest import DEMO_YAML
+    from maskformer.engine.checkpoint import save_checkpoint
+
+    cfg = maskformer.load_config(DEMO_YAML)
+    save_checkpoint(tmp_path / "demo.pt", cfg=cfg, model=maskformer.build_model(cfg))
+    argv = ["eval", str(tmp_path / "demo.pt"), "--data-root", str(tmp_path / "camvid"), "--max-images", "1"]
+    assert main([*argv, "--output-dir", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--data-root {tmp_path / 'camvid'}: " in err and "synthetic" in err, err
+    assert not (tmp_path / "e").exists()

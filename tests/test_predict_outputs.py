@@ -421,3 +421,22 @@ def test_predicting_an_image_again_with_the_other_task_removes_its_earlier_outpu
     assert "predictions.json" not in files and not any(name.endswith("_panoptic.png") for name in files)
     files = run("panoptic", "im0.png")
     assert "im0_labels.png" not in files and "im1_labels.png" in files and "im0_panoptic.png" in files
+
+
+def test_a_semantic_run_after_a_recursive_panoptic_one_drops_the_entries_of_subfolder_images(tmp_path: Path) -> None:
+    """With --recursive, the panoptic PNGs of images in subfolders were removed but their predictions.json entries
+    (file_name "sub/x_panoptic.png") stayed, pointing at files that no longer existed."""
+    model = _checkpoint(tmp_path / "m.pt")
+    folder = _images(tmp_path / "in", 1)
+    _images(folder / "sub", 1)
+    out = tmp_path / "o"
+
+    def run(task: str) -> list[str]:
+        args = ["predict", str(model), str(folder), "--recursive", "--output-dir", str(out), "--task", task]
+        assert main(args) == 0
+        table = out / "predictions.json"
+        return sorted(a["file_name"] for a in json.loads(table.read_text())["annotations"]) if table.is_file() else []
+
+    assert run("panoptic") == ["im0_panoptic.png", "sub/im0_panoptic.png"]
+    assert run("semantic") == [] and (out / "sub" / "im0_labels.png").is_file()
+    assert not list(out.rglob("*_panoptic.png"))

@@ -829,3 +829,15 @@ def test_a_worker_that_exited_unexpectedly_after_a_signal_is_the_interrupt(monke
     assert not errors.is_interrupt(gone)  # (no signal: a worker that crashed, e.g. out of memory)
     monkeypatch.setattr(errors, "_last_signal", [15])
     assert errors.is_interrupt(gone)
+
+
+def test_a_data_root_for_generated_scenes_is_refused_before_training(tmp_path, capsys) -> None:
+    """``train configs/demo.yaml --data-root mydata`` trained on the generated scenes without a word."""
+    from conftest import DEMO_YAML
+    from maskformer.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", str(DEMO_YAML), "--data-root", str(tmp_path), "--output-dir", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--data-root {tmp_path}: data.dataset=synthetic" in err, err
+    assert not out.exists()

@@ -93,6 +93,9 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"data.val_split={args.split}")
     cfg = config_from_dict(apply_overrides(config_to_dict(cfg), overrides))
     check_dataset_name(cfg)
+    if cfg.data.dataset == "synthetic" and args.data_root:  # (it scored the generated scenes, with no word)
+        raise ConfigError(f"--data-root {args.data_root}: this model's data are generated scenes "
+                          "(data.dataset=synthetic), which read no folder: leave --data-root out")  # fmt: skip
     if cfg.data.dataset != "synthetic" and not Path(cfg.data.root).exists():
         raise ConfigError(f"data.root: {cfg.data.root} does not exist (pass --data-root DIR)")
     options = predictor_options(args)

@@ -213,7 +213,7 @@ def _run(args: argparse.Namespace) -> int:
         other = out / f"{stem}_{'panoptic' if task == 'semantic' else 'labels'}.png"  # (the other task's, if any)
         if other.is_file():  # the folder keeps one task's outputs per image, which its overlay shows
             other.unlink()
-            stale.add(other.name)
+            stale.add(other.relative_to(out).as_posix())  # (as predictions.json names it: sub/x_panoptic.png)
         if task == "semantic":
             save_png(shown.label, out / f"{stem}_labels.png")
             return

@@ -84,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and saved.is_file():  # the run's own values, not CONFIG's: an earlier --set stays in force
         given, cfg = cfg, maskformer.load_config(saved, [*_older_run_defaults(saved), *overrides])
     check_dataset_name(cfg)
+    if cfg.data.dataset == "synthetic" and args.data_root:  # (it trained on the generated scenes, with no word)
+        raise maskformer.ConfigError(f"--data-root {args.data_root}: data.dataset=synthetic generates its scenes "
+                                     "and reads no folder: leave --data-root out, or set data.dataset")  # fmt: skip
     if cfg.data.dataset not in ("synthetic",) and not Path(cfg.data.root).exists():
         raise maskformer.ConfigError(f"data.root: {cfg.data.root} does not exist (pass --data-root DIR)")
     cfg = fit_classes(cfg, explicit=explicit)
