@@ -187,3 +187,17 @@ def test_a_config_without_random_weights_says_the_flag(tmp_path, capsys):
         assert main(["export", "onnx", str(config), str(tmp_path / "x.onnx")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "add --random-weights" in err[0] and not (tmp_path / "x.onnx").exists(), err
+
+
+@pytest.mark.parametrize("missing", ["onnx", "onnxscript", "onnxruntime"])
+def test_without_the_onnx_extra_export_is_one_line_naming_it(tmp_path, capsys, monkeypatch, missing) -> None:
+    """Without onnxscript (installed without the extra) the export ended in a 49-line traceback, exit 1."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, missing, None)  # (how an absent package looks to import and find_spec)
+    argv = ["export", "onnx", str(DEMO_YAML), str(tmp_path / "x.onnx"), "--random-weights", "--static"]
+    assert main([*argv, "--size", "64", "64"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"maskformer export: error: export onnx needs the onnx extra: pip install 'maskformer[onnx]' " \
+                  f"({missing} is missing)", err  # fmt: skip
+    assert not (tmp_path / "x.onnx").exists()

@@ -440,3 +440,19 @@ def test_a_semantic_run_after_a_recursive_panoptic_one_drops_the_entries_of_subf
     assert run("panoptic") == ["im0_panoptic.png", "sub/im0_panoptic.png"]
     assert run("semantic") == [] and (out / "sub" / "im0_labels.png").is_file()
     assert not list(out.rglob("*_panoptic.png"))
+
+
+def test_videos_without_pyav_are_one_line_naming_them_before_any_output(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Without the video extra, a folder of images and a clip said "skipped videos need PyAV" (no file named), wrote
+    the images and called the clip "unreadable"."""
+    import sys
+
+    model = _checkpoint(tmp_path / "m.pt")
+    folder = _images(tmp_path / "in", 2)
+    (folder / "clip.mp4").write_bytes(b"\0" * 64)
+    monkeypatch.setitem(sys.modules, "av", None)  # (how an absent package looks to import and find_spec)
+    assert main(["predict", str(model), str(folder), "--output-dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"maskformer predict: error: {folder / 'clip.mp4'}: videos need PyAV: pip install " \
+                  "'maskformer[video]'", err  # fmt: skip
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())

@@ -217,6 +217,7 @@ def test_tiny_zoo_model_from_a_mirror_then_every_command_from_the_cache(
     # the resolver's one line (model and URL) and exit code 2 in each of them
     other = "ade20k-150/maskformer_R101_bs16_160k"
     url = zoo_url(zoo_table()[other])
+    (tmp_path / "configs" / f"{other}.yaml").write_text("{}")  # (its config is at hand: the download is what fails)
     for argv in (["predict", other, str(tmp_path / "x.png"), "--output-dir", str(tmp_path / "o2")],
                  ["eval", other], ["export", "onnx", other, str(tmp_path / "m.onnx")], ["benchmark", other],
                  ["convert", "to-hf", other, str(tmp_path / "hf2")], ["serve", other, "--port", "0"]):  # fmt: skip
@@ -351,6 +352,38 @@ def test_junk_from_a_mirror_is_one_error_line_without_the_mirror_note(mirror: _M
     lines = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("maskformer")]
     assert len(lines) == 1 and "not a usable checkpoint" in lines[0] and "note" not in err, err
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
+
+
+@pytest.mark.parametrize("configs", ["missing", "empty"])
+def test_without_the_zoos_config_nothing_is_downloaded(mirror: _Mirror, tmp_path: Path, capsys, configs: str) -> None:
+    """With no configs folder (a non-editable install), a zoo name downloaded the whole file, threw it away and called
+    it "not a usable checkpoint"; a MASKFORMER_CONFIGS that pointed nowhere was ignored without a word."""
+    name = "ade20k-150/per_pixel_baseline_R50_bs16_160k"
+    _publish(mirror, name, {"x": np.zeros(10, np.float32)})
+    folder = tmp_path / ("nowhere" if configs == "missing" else "configs")
+    if configs == "empty":
+        folder.mkdir()
+    mirror.monkeypatch.setenv("MASKFORMER_CONFIGS", str(folder))
+    capsys.readouterr()
+    assert main(["info", name, "--no-flops"]) == 2
+    err = capsys.readouterr().err.strip()
+    want = f"MASKFORMER_CONFIGS={folder}: not a folder" if configs == "missing" else f"is not in {folder}: set MASKF"
+    assert len(err.splitlines()) == 1 and want in err and "usable" not in err, err
+    assert mirror.requests == []  # nothing was downloaded
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").rglob("*.pkl"))
+
+
+def test_a_zoo_config_path_works_from_any_folder_with_maskformer_configs(tmp_path: Path, monkeypatch, capsys) -> None:
+    """``maskformer train ade20k-150/....yaml`` (as the zoo names its configs) outside a checkout said "config file
+    not found" although MASKFORMER_CONFIGS was set; ``benchmark`` took the same .yaml for a zoo name and downloaded."""
+    monkeypatch.setenv("MASKFORMER_CONFIGS", str(CONFIGS))
+    monkeypatch.setenv("MASKFORMER_ZOO_URL", "http://127.0.0.1:9/")  # (a download would fail at once)
+    monkeypatch.chdir(tmp_path)
+    assert main(["info", "ade20k-150/maskformer_R50_bs16_160k.yaml", "--no-flops", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["parameters"]["total"] == 41_254_743
+    assert main(["benchmark", "ade20k-150/no_such_config.yaml", "--reps", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no_such_config.yaml: config file not found" in err, err
 
 
 def test_a_stalled_download_says_how_long_it_waited(mirror: _Mirror, tmp_path: Path, monkeypatch) -> None:

@@ -38,7 +38,16 @@ from .errors import CheckpointError, terminate_as_interrupt
 from .fetch import download, hub_folder
 from .fileio import atomic_path, atomic_write_text
 
-__all__ = ["ZooEntry", "zoo_table", "resolve_model", "from_pretrained", "cache_dir", "configs_dir", "zoo_url"]
+__all__ = [
+    "ZooEntry",
+    "zoo_table",
+    "resolve_model",
+    "from_pretrained",
+    "cache_dir",
+    "config_file",
+    "zoo_config",
+    "zoo_url",
+]
 
 DEFAULT_ZOO_URL = "https://dl.fbaipublicfiles.com/maskformer"
 
@@ -85,14 +94,43 @@ def zoo_url(entry: ZooEntry) -> str:
     return f"{(os.environ.get('MASKFORMER_ZOO_URL') or DEFAULT_ZOO_URL).rstrip('/')}/{entry.path}"
 
 
-def configs_dir() -> Path:
-    """The ``configs/`` folder (``MASKFORMER_CONFIGS``, else the one beside ``src/`` in a source checkout, else
-    ``./configs``)."""
+def _config_folders() -> list[Path]:
+    """Where the zoo's configs are looked for: ``MASKFORMER_CONFIGS`` alone when set (a folder, else a one-line
+    error), else the ``configs/`` beside ``src/`` in a source checkout, then ``./configs``."""
     env = os.environ.get("MASKFORMER_CONFIGS")
-    for candidate in [Path(env)] if env else [Path(__file__).resolve().parents[2] / "configs", Path("configs")]:
-        if candidate.is_dir():
-            return candidate
-    raise CheckpointError("configs/ not found: run from a source checkout or set MASKFORMER_CONFIGS=path/to/configs")
+    if env:
+        if not Path(env).is_dir():
+            raise CheckpointError(
+                f"MASKFORMER_CONFIGS={env}: not a folder (set it to a maskformer checkout's configs/)"
+            )
+        return [Path(env)]
+    return [Path(__file__).resolve().parents[2] / "configs", Path("configs")]
+
+
+def config_file(text: str | Path) -> Path:
+    """A config path as the user gave it; a relative one that is not there is looked up in the zoo's config folders,
+    so ``ade20k-150/maskformer_R50_bs16_160k.yaml`` works from any folder (a non-editable install with
+    ``MASKFORMER_CONFIGS``). Returned as given when no folder holds it (``load_config`` then names it)."""
+    path = Path(text)
+    if path.exists() or path.is_absolute():
+        return path
+    try:
+        folders = _config_folders()
+    except CheckpointError:
+        return path
+    return next((folder / path for folder in folders if (folder / path).is_file()), path)
+
+
+def zoo_config(name: str) -> Path:
+    """The YAML of a zoo name (or of a Hub id's recipe): the first of ``_config_folders`` that holds it (a stray
+    ``./configs`` of other files is passed over), else a one-line ``CheckpointError`` saying what to set."""
+    folders = _config_folders()
+    for folder in folders:
+        if (folder / f"{name}.yaml").is_file():
+            return folder / f"{name}.yaml"
+    where = f"neither in {folders[0]} nor in {folders[1]}" if len(folders) > 1 else f"not in {folders[0]}"
+    raise CheckpointError(f"{name}: its config {name}.yaml is {where}: set MASKFORMER_CONFIGS to a maskformer "
+                          "checkout's configs/ folder")  # fmt: skip
 
 
 def cached_model_path(name: str) -> Path:
@@ -119,7 +157,7 @@ def resolve_model(name_or_path: str | Path) -> Path:
         if path.suffix == ".pkl" and path.name in by_file:  # (cached by this file, not as the zoo name's weights)
             info = path.stat()
             return _local_converted(path, f"{info.st_mtime_ns ^ info.st_size}", lambda out: _convert_pkl(
-                path, by_file[path.name], out))  # fmt: skip
+                path, zoo_config(by_file[path.name].name), out))  # fmt: skip
         if path.suffix == ".pkl":
             raise CheckpointError(
                 f"{path}: an original .pkl that is not in the model zoo table (its config is unknown): convert it with"
@@ -270,6 +308,7 @@ def _write(out: Path, make, *, what: str) -> Path:
 
 def _download_and_convert(entry: ZooEntry, out: Path) -> None:
     url = zoo_url(entry)
+    config = zoo_config(entry.name)  # (before the download: without it the file could not be converted)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".download.") as tmp:
         pkl = Path(tmp) / entry.file_name
         md5 = download(url, pkl, what=entry.name)
@@ -280,7 +319,7 @@ def _download_and_convert(entry: ZooEntry, out: Path) -> None:
             raise CheckpointError(f"{entry.name}: {url}: the download is corrupt ({why}): try again, or give a copy "
                                   "you trust as a file")  # fmt: skip
         try:
-            _convert_pkl(pkl, entry, out)
+            _convert_pkl(pkl, config, out)
         except CheckpointError as e:
             cause = str(e).replace(f"{pkl}: ", "").rstrip(".")  # (the temporary file is gone: its name says nothing)
             raise CheckpointError(f"{entry.name}: {url}: the download is not a usable checkpoint ({cause})") from None
@@ -293,12 +332,9 @@ def _download_and_convert(entry: ZooEntry, out: Path) -> None:
             noted.unlink()
 
 
-def _convert_pkl(pkl: Path, entry: ZooEntry, out: Path) -> None:
+def _convert_pkl(pkl: Path, config: Path, out: Path) -> None:
     from .engine.conversion import convert_detectron2
 
-    config = configs_dir() / f"{entry.name}.yaml"
-    if not config.is_file():
-        raise CheckpointError(f"{entry.name}: its config {config} is missing")
     convert_detectron2(pkl, out, config=config)
 
 
@@ -326,7 +362,7 @@ def _hub_converted(repo_id: str) -> Path:
         _check_cached(out, repo_id)
         return out
     entry = zoo_table().get(repo_id)
-    recipe = configs_dir() / f"{entry.config}.yaml" if entry is not None and entry.config else None
+    recipe = zoo_config(entry.config) if entry is not None and entry.config else None
     _write(out, lambda tmp: _convert_hf(folder, tmp, config=recipe), what=repo_id)
     atomic_write_text(noted, folder.name)
     return out

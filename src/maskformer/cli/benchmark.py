@@ -57,14 +57,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _load(source: str):
-    from pathlib import Path
 
     import maskformer
     from maskformer.engine.checkpoint import load_model_and_config
-    from maskformer.zoo import resolve_model
+    from maskformer.zoo import config_file, resolve_model
 
-    path = Path(source)
-    if path.suffix in (".yaml", ".yml") and path.is_file():
+    path = config_file(source)
+    if path.suffix.lower() in (".yaml", ".yml"):  # (not a zoo name: load_config names a missing file)
         import torch
 
         cfg = maskformer.load_config(path)

@@ -148,13 +148,13 @@ def _zoo_config(source: str) -> str | None:
     from pathlib import Path
 
     from maskformer.errors import CheckpointError
-    from maskformer.zoo import configs_dir, zoo_table
+    from maskformer.zoo import zoo_config, zoo_table
 
     names = {e.file_name: e.name for e in zoo_table().values() if not e.hub}
     name = names.get(Path(source).name)
     if name is None:
         return None
     try:
-        return str(configs_dir() / f"{name}.yaml")
+        return str(zoo_config(name))
     except CheckpointError:
         return None  # no configs/ here: convert_detectron2 names the config to pass

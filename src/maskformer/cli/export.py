@@ -52,19 +52,21 @@ def run(args: argparse.Namespace) -> int:
     h, w = args.size
     if h <= 0 or w <= 0 or h % 32 or w % 32:
         raise UserError(f"--size: H and W must be positive multiples of 32, got {h} {w}")
-    try:
-        from onnx.defs import onnx_opset_version
+    import importlib.util
 
-        newest = onnx_opset_version()
-    except ImportError:  # the extra is missing: export_onnx names it
-        newest = args.opset
+    for module in ("onnx", "onnxscript", "onnxruntime"):  # (torch's exporter and the check need all three)
+        if importlib.util.find_spec(module) is None:
+            raise UserError(f"export onnx needs the onnx extra: pip install 'maskformer[onnx]' ({module} is missing)")
+    from onnx.defs import onnx_opset_version
+
+    newest = onnx_opset_version()
     if not args.tolerance > 0 or args.tolerance == float("inf"):  # (NaN passed every check; -1 failed every export)
         raise UserError(f"--tolerance must be a positive number, got {args.tolerance}")
     if not 18 <= args.opset <= newest:
         raise UserError(f"--opset: torch's ONNX exporter writes opsets 18 to {newest} here, got {args.opset}")
-    from maskformer.zoo import resolve_model
+    from maskformer.zoo import config_file, resolve_model
 
-    source = Path(args.checkpoint) if args.random_weights else resolve_model(args.checkpoint)
+    source = config_file(args.checkpoint) if args.random_weights else resolve_model(args.checkpoint)
     if not source.is_file():
         raise UserError(f"{source}: no such file")
     check_new_file(args.output, overwrite=args.overwrite, sources=(source,))

@@ -44,10 +44,10 @@ def _model_and_config(name: str, overrides: list[str]):
     from maskformer.config import apply_overrides, config_from_dict, config_to_dict
     from maskformer.engine.checkpoint import config_of, load_checkpoint, load_model_and_config
     from maskformer.errors import ConfigError
-    from maskformer.zoo import resolve_model
+    from maskformer.zoo import config_file, resolve_model
 
     if Path(name).suffix.lower() in (".yaml", ".yml"):
-        cfg = maskformer.load_config(name, overrides)
+        cfg = maskformer.load_config(config_file(name), overrides)
         check_dataset_name(cfg)  # (as train and eval read it)
         if cfg.data.dataset == "folder" and Path(cfg.data.root).exists():
             from maskformer.build.datasets import fit_classes, sets_num_classes

@@ -192,6 +192,11 @@ def _run(args: argparse.Namespace) -> int:
     videos = [f for f in files if f in video_files]
     images = [f for f in files if f not in video_files]
     annotations, failed = [], []
+    import importlib.util
+
+    if videos and importlib.util.find_spec("av") is None:  # (said once, before any output; not "unreadable" files)
+        more = f" (and {len(videos) - 1} more video(s))" if len(videos) > 1 else ""
+        raise DataError(f"{videos[0]}{more}: videos need PyAV: pip install 'maskformer[video]'")
     for video in videos:
         from maskformer.inference.video import predict_video
 

@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from maskformer.engine.train import train
     from maskformer.errors import note_signal, one_line
     from maskformer.fileio import json_text
+    from maskformer.zoo import config_file
 
     # (an absolute data root: the run's config.yaml then works from any folder, for eval and --resume)
     overrides = list(args.overrides) + ([f"data.root={os.path.abspath(args.data_root)}"] if args.data_root else [])
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if args.nproc > 1:
         if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
             raise maskformer.ConfigError("--nproc under torchrun: torchrun already started the processes")
-        maskformer.load_config(args.config, overrides)  # a bad config or key is said once, before any process starts
+        maskformer.load_config(config_file(args.config), overrides)  # a bad config or key: said once, first
         out = Path(args.output_dir)
         before = set(out.iterdir()) if out.is_dir() else None
         code = dist.launch_local(args.nproc, [*args.argv, "--nproc", "1"])  # (the last --nproc counts)
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
             raise KeyboardInterrupt  # ("interrupted", exit code 143, as one process says it)
         return code
     explicit = sets_num_classes(overrides)
-    cfg = maskformer.load_config(args.config, overrides)
+    cfg = maskformer.load_config(config_file(args.config), overrides)
     saved = Path(args.output_dir) / "config.yaml"
     if args.resume and not saved.is_file():  # (it went back to CONFIG's values without a word)
         saved = _config_of_checkpoint(Path(args.output_dir))
