@@ -211,13 +211,14 @@ def convert_hf(
             f"{config}: model.num_classes is {base.model.num_classes} (data.dataset={base.data.dataset}) but {where} "
             f"has {len(tr.classes)} classes: give the config of the data these weights were trained on"
         )
+    try:
+        model = _meta_model(tr.cfg)  # (the settings set below are data and test ones: the model is this one)
+    except ConfigError as e:
+        raise CheckpointError(f"{where}: describes a model this project cannot build ({e})") from None
     if config and base is not None and same_model:  # the weights' architecture is config.json's
         from .checkpoint import weights_mismatch
 
-        try:
-            why = weights_mismatch(_meta_model(base), _meta_model(tr.cfg).state_dict())
-        except ConfigError:
-            why = None  # (a model this project cannot build is named below)
+        why = weights_mismatch(_meta_model(base), model.state_dict())
         if why is not None:
             raise CheckpointError(f"{config}: describes another model than {where} ({why}): give the config these "
                                   "weights were trained with, or no --config")  # fmt: skip
@@ -236,10 +237,6 @@ def convert_hf(
         for section, values in _dataset_settings(table.name).items():
             for key, value in values.items():
                 setattr(getattr(tr.cfg, section), key, value)
-    try:
-        model = _meta_model(tr.cfg)
-    except ConfigError as e:
-        raise CheckpointError(f"{where}: describes a model this project cannot build ({e})") from None
     state = hf_state_to_ours(hf_state, model.state_dict(), source_name=str(source))
     _save(output, tr.cfg, model, state, carried[1] if carried else _meta_dict(tr.classes, table), source)
     for note in tr.notes:
