@@ -112,3 +112,19 @@ def test_dev_stdout_and_links_to_it_write_to_the_pipe(tmp_path: Path) -> None:
                           text=True, timeout=60)  # fmt: skip
     assert done.returncode == 0 and done.stdout == f"/dev/stdout\n{tmp_path / 'out'}\n", done.stderr
     assert (tmp_path / "out").is_symlink()
+
+
+@pytest.mark.parametrize("length", [240, 250, 255])
+def test_a_name_the_file_system_takes_is_written_however_long(tmp_path: Path, length: int) -> None:
+    """Names of 242-255 bytes could not be written: the temporary name beside them (".NAME.XXXXXXXX.tmp") passed
+    the 255 bytes a file name may have ("File name too long", naming the folder)."""
+    from maskformer.fileio import atomic_folder, atomic_write_text
+
+    name = "é" * ((length - 4) // 2) + "x" * ((length - 4) % 2) + ".txt"  # (two bytes a character)
+    assert len(os.fsencode(name)) == length
+    atomic_write_text(tmp_path / name, "ok")
+    assert (tmp_path / name).read_text() == "ok"
+    with atomic_folder(tmp_path / name[:-4]) as folder:
+        (folder / "a").write_text("in")
+    assert (tmp_path / name[:-4] / "a").read_text() == "in"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, name[:-4]])  # no temporaries left

@@ -386,6 +386,26 @@ def test_a_zoo_config_path_works_from_any_folder_with_maskformer_configs(tmp_pat
     assert len(err.splitlines()) == 1 and "no_such_config.yaml: config file not found" in err, err
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full (a device whose writes fail: disk full)")
+def test_a_full_cache_during_a_download_is_a_write_error_not_the_networks(
+    mirror: _Mirror, tmp_path: Path, capsys
+) -> None:
+    """A download onto a full MASKFORMER_CACHE said "download failed (No space left on device); without internet,
+    ... set MASKFORMER_ZOO_URL to a mirror", exit 2: the network blamed for this machine's disk."""
+    from maskformer import fetch
+
+    name = "ade20k-150/per_pixel_baseline_R50_bs16_160k"
+    _publish(mirror, name, {"x": np.zeros(1000, np.float32)})
+    mirror.monkeypatch.setattr(fetch._Local, "__init__", lambda self, dest: setattr(self, "dest", Path("/dev/full")))
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+    capsys.readouterr()
+    assert main(["predict", name, str(image), "--output-dir", str(tmp_path / "o")]) == 1
+    err = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if line.startswith("maskf")]
+    cache = tmp_path / "cache" / "zoo" / name
+    assert len(err) == 1 and f"{cache}: No space left on device" in err[0] and "internet" not in err[0], err
+
+
 def test_a_stalled_download_says_how_long_it_waited(mirror: _Mirror, tmp_path: Path, monkeypatch) -> None:
     from maskformer import fetch
 

@@ -16,14 +16,44 @@ __all__ = ["TIMEOUT", "download", "etag_timeout", "hub_folder", "hub_snapshot"]
 TIMEOUT = 60.0  # seconds without data before a download gives up
 
 
+class _WriteFailed(Exception):
+    """An ``OSError`` of writing the download (args[0]), told apart from the network's."""
+
+
+class _Local:
+    """``dest`` open for unbuffered writing (nothing left to fail at close); its errors as ``_WriteFailed``."""
+
+    def __init__(self, dest: Path) -> None:
+        self.dest = dest
+
+    def __enter__(self) -> _Local:
+        try:
+            self.file = open(self.dest, "wb", buffering=0)  # noqa: SIM115 - closed by __exit__
+        except OSError as e:
+            raise _WriteFailed(e) from None
+        return self
+
+    def write(self, data: bytes) -> None:
+        try:
+            view = memoryview(data)
+            while view:  # (a raw write may take part of it)
+                view = view[self.file.write(view) :]
+        except OSError as e:
+            raise _WriteFailed(e) from None
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+
+
 def download(url: str, dest: Path, *, what: str) -> str:
     """Stream ``url`` to ``dest`` with a progress bar; the size must equal Content-Length when the server sends it.
-    Returns the file's md5 (hex)."""
+    Returns the file's md5 (hex). Writing it may fail too (a full disk): an ``OSError`` naming the model's cache
+    folder (``dest``'s grandparent), not a download failure."""
     from tqdm import tqdm
 
     md5 = hashlib.md5(usedforsecurity=False)
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT) as response, open(dest, "wb") as f:
+        with urllib.request.urlopen(url, timeout=TIMEOUT) as response, _Local(dest) as f:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {Path(url).name}", leave=False) as bar:
                 while chunk := response.read1(1 << 20):  # (what has arrived: the bar moves also on a slow link)
@@ -31,6 +61,9 @@ def download(url: str, dest: Path, *, what: str) -> str:
                     md5.update(chunk)
                     bar.update(len(chunk))
         size = dest.stat().st_size
+    except _WriteFailed as e:  # this machine's fault (a full disk), not the network's: named as a write error
+        error = e.args[0]
+        raise OSError(error.errno, error.strerror, str(dest.parent.parent)) from None
     except urllib.error.HTTPError as e:
         raise CheckpointError(f"{what}: {url}: download failed (HTTP {e.code} {e.reason})") from None
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:

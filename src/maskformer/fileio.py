@@ -71,7 +71,7 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = ".tmp", fsync: bool = 
         path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+        fd, name = tempfile.mkstemp(prefix=_temporary_prefix(path.name, suffix), suffix=suffix, dir=path.parent)
     except OSError as e:  # e.g. a read-only folder: name it, not the temporary name tried in it
         e.filename = str(path.parent)
         raise
@@ -87,6 +87,17 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = ".tmp", fsync: bool = 
             os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _temporary_prefix(name: str, suffix: str) -> str:
+    """``.NAME.`` for a temporary file beside NAME, shortened (its start kept) where the name with tempfile's 8
+    random characters and ``suffix`` would pass the 255 bytes a file name may have: any name a user can write is
+    written."""
+    room = 255 - len(os.fsencode(suffix)) - 8 - 2
+    head = os.fsencode(name)
+    if len(head) > room:
+        return f".{head[:room].decode('utf-8', 'ignore')}."  # (cut between characters)
+    return f".{name}."
 
 
 def _is_stream(path: Path) -> bool:
@@ -159,7 +170,7 @@ def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=_temporary_prefix(folder.name, ".old"), dir=folder.parent))
     except OSError as e:  # e.g. a read-only folder: name it, not the temporary name tried in it
         e.filename = str(folder.parent)
         raise
