@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -841,3 +842,54 @@ def test_a_data_root_for_generated_scenes_is_refused_before_training(tmp_path, c
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"--data-root {tmp_path}: data.dataset=synthetic" in err, err
     assert not out.exists()
+
+
+def test_a_full_disk_after_a_checkpoint_says_what_it_holds_and_a_cut_log_line_goes(tmp_path, monkeypatch, capsys):
+    """The disk filling up after the first checkpoint ended in "...: No space left on device" alone (which iteration
+    checkpoint_last.pt holds and the --resume command were not said, as after Ctrl-C); a metrics line cut by the full
+    disk stayed in metrics.jsonl for good, and its error named no file."""
+    import errno
+
+    import maskformer.engine.logging as logging_module
+    from maskformer.cli import main
+
+    run = tmp_path / "run"
+    sets = [a for s in [*TINY, "train.max_iters=6"] for a in ("--set", s)]
+    real = logging_module._append
+
+    def fill_up(file, record):  # iteration 3's line: half of it written, then the disk is full
+        if record.get("iteration") != 3:
+            return real(file, record)
+        file.write(b'{"iteration": 3, ')
+        raise OSError(errno.ENOSPC, "No space left on device", file.name)
+
+    monkeypatch.setattr(logging_module, "_append", fill_up)
+    assert main(["train", str(CONFIGS / "demo.yaml"), "--output-dir", str(run), "--quiet", *sets]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{run / 'metrics.jsonl'}: No space left on device; " in err[0], err
+    assert f"{run / 'checkpoint_last.pt'} holds iteration 2" in err[0] and "--resume" in err[0], err
+    # a crash can cut a line as well: the resumed run drops it
+    monkeypatch.setattr(logging_module, "_append", real)
+    assert main(["train", str(CONFIGS / "demo.yaml"), "--output-dir", str(run), "--quiet", "--resume"]) == 0
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]  # every line parses
+    assert [r["iteration"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_metrics_line_the_disk_cannot_take_is_taken_back(tmp_path) -> None:
+    import errno
+
+    from maskformer.engine.logging import _append
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"iteration": 1}\n')
+
+    class Full(io.FileIO):
+        def write(self, data):  # takes 5 bytes, then the disk is full
+            if getattr(self, "taken", False):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.taken = True
+            return super().write(bytes(data[:5]))
+
+    with Full(path, "ab") as f, pytest.raises(OSError) as info:
+        _append(f, {"iteration": 2})
+    assert info.value.filename == str(path) and path.read_text() == '{"iteration": 1}\n'

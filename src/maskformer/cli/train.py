@@ -106,6 +106,12 @@ def run(args: argparse.Namespace) -> int:
             raise
         note = _resume_note(Path(args.output_dir), args.config, held, ": once the file is fixed, ")
         raise maskformer.DataError(f"{one_line(e)}; {note}") from None
+    except OSError as e:  # a full disk after a checkpoint: said as every OSError (exit 1), with what it holds
+        held = getattr(e, "checkpoint_iteration", -1)
+        if held < 0 or not dist.is_main():
+            raise
+        note = _resume_note(Path(args.output_dir), args.config, held, ": once that is mended, ")
+        raise OSError(e.errno, f"{e.strerror or e}; {note}", e.filename) from None
     finally:
         dist.cleanup()
     if metrics and main_process and not args.quiet:

@@ -13,12 +13,17 @@ from maskformer.fileio import atomic_write_text, json_text
 
 
 def _open_log(path: Path, start: int):
-    """``metrics.jsonl`` for appending after iteration ``start``: a new run starts an empty file; a resumed one drops
-    the lines logged after its checkpoint (iterations > start), which the resumed run logs again."""
+    """``metrics.jsonl`` for appending after iteration ``start`` (unbuffered bytes, see ``_append``): a new run starts
+    an empty file; a resumed one drops the lines logged after its checkpoint (iterations > start), which the resumed
+    run logs again, and a last line without its newline (cut by a crash)."""
     if start <= 0 or not path.exists():
-        return open(path, "w")
+        return open(path, "wb", buffering=0)
+    text = path.read_text()
+    lines = text.splitlines()
+    if text and not text.endswith("\n"):
+        lines = lines[:-1]
     kept = []
-    for line in path.read_text().splitlines():
+    for line in lines:
         try:
             if int(json.loads(line).get("iteration", 0)) > start:
                 continue
@@ -26,7 +31,23 @@ def _open_log(path: Path, start: int):
             pass  # not a metrics line: kept as it is
         kept.append(line + "\n")
     atomic_write_text(path, "".join(kept))
-    return open(path, "a")
+    return open(path, "ab", buffering=0)
+
+
+def _append(file, record: dict) -> None:
+    """One line onto the metrics file, whole or not at all: a write that fails (a full disk) is taken back and
+    raised naming the file."""
+    data = memoryview((json_text(record) + "\n").encode())
+    end = file.tell()
+    try:
+        while data:  # (a raw write may take part of it)
+            data = data[file.write(data) :]
+    except OSError as e:
+        try:
+            file.truncate(end)
+        except OSError:
+            pass
+        raise OSError(e.errno, e.strerror, str(file.name)) from None
 
 
 class MetricLogger:
@@ -97,8 +118,7 @@ class MetricLogger:
             "time": round(seconds, 4),
         }
         if self.show and self.file:
-            self.file.write(json_text(record) + "\n")
-            self.file.flush()
+            _append(self.file, record)
         if self.tb:
             for k, v in avg.items():
                 self.tb.add_scalar(f"train/{k}", v, iteration)
@@ -115,8 +135,7 @@ class MetricLogger:
             return
         if self.file:
             record = {"iteration": iteration, "train_seconds": round(self.train_seconds, 2), "eval": metrics}
-            self.file.write(json_text(record) + "\n")
-            self.file.flush()
+            _append(self.file, record)
         flat = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
         if self.tb:
             for k, v in flat.items():

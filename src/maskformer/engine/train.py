@@ -80,7 +80,8 @@ def train(
             stop = KeyboardInterrupt()
             stop.checkpoint_iteration = steps[2]  # type: ignore[attr-defined]
             raise stop from None
-        if interrupted or (saved and isinstance(e, DataError)):  # (a bad file found mid-run: resumable once fixed)
+        held = steps[2] >= 0 and (out / "checkpoint_last.pt").is_file()  # (a full disk: resumable once there is room)
+        if interrupted or (saved and isinstance(e, DataError)) or (held and isinstance(e, OSError)):
             e.checkpoint_iteration = steps[2]  # type: ignore[attr-defined]
         raise
 
