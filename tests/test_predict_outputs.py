@@ -456,3 +456,44 @@ def test_videos_without_pyav_are_one_line_naming_them_before_any_output(tmp_path
     assert err == f"maskformer predict: error: {folder / 'clip.mp4'}: videos need PyAV: pip install " \
                   "'maskformer[video]'", err  # fmt: skip
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+
+
+def test_entries_of_panoptic_pngs_a_killed_run_deleted_are_dropped_by_the_next_run(tmp_path: Path) -> None:
+    """A semantic run over a panoptic folder killed (kill -9) after deleting some panoptic PNGs and before dropping
+    their entries left predictions.json naming missing files, and the next complete run did not repair it."""
+    model = _checkpoint(tmp_path / "m.pt")
+    folder = _images(tmp_path / "in", 3)
+    out = tmp_path / "o"
+    assert main(["predict", str(model), str(folder), "--output-dir", str(out), "--task", "panoptic"]) == 0
+    (out / "im0_panoptic.png").unlink()  # what the killed semantic run did to im0 and im1 before it died
+    (out / "im1_panoptic.png").unlink()
+    assert main(["predict", str(model), str(folder / "im0.png"), "--output-dir", str(out), "--task", "semantic"]) == 0
+    table = json.loads((out / "predictions.json").read_text())
+    assert [a["file_name"] for a in table["annotations"]] == ["im2_panoptic.png"]
+
+
+def test_two_panoptic_predicts_into_one_folder_at_once_keep_every_entry(tmp_path: Path) -> None:
+    """Two `predict --task panoptic` runs into one folder at the same time each read predictions.json, merged their
+    own entries and wrote it back: the later write lost the other's entries (4 of 4 tries with a large table)."""
+    import subprocess
+    import sys
+
+    model = _checkpoint(tmp_path / "m.pt")
+    out = tmp_path / "o"
+    assert main(["predict", str(model), str(_images(tmp_path / "first", 1)), "--output-dir", str(out),
+                 "--task", "panoptic"]) == 0  # fmt: skip
+    table = json.loads((out / "predictions.json").read_text())
+    for i in range(20000):  # a large earlier table: its read and write take long enough for the runs to overlap
+        (out / f"f{i}_panoptic.png").touch()
+        table["annotations"].append({"image_id": f"f{i}", "file_name": f"f{i}_panoptic.png", "segments_info": []})
+    (out / "predictions.json").write_text(json.dumps(table))
+    runs = []
+    for name in ("a", "b"):
+        image = _images(tmp_path / name, 1) / "im0.png"
+        image.rename(tmp_path / name / f"{name}.png")
+        argv = ["predict", str(model), str(tmp_path / name / f"{name}.png"), "--output-dir", str(out), "--task",
+                "panoptic"]  # fmt: skip
+        runs.append(subprocess.Popen([sys.executable, "-m", "maskformer.cli", *argv], stdout=subprocess.DEVNULL))
+    assert [r.wait(timeout=300) for r in runs] == [0, 0]
+    names = {a["file_name"] for a in json.loads((out / "predictions.json").read_text())["annotations"]}
+    assert {"a_panoptic.png", "b_panoptic.png", "im0_panoptic.png"} <= names and len(names) == 20003

@@ -193,6 +193,25 @@ def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
 
 
+@contextmanager
+def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``folder`` (``flock`` on the folder itself: no lock file) for a
+    read-modify-write of a file in it that another process may do at the same time (two ``predict`` runs merging
+    into one predictions.json). Where ``flock`` is missing (Windows) or the folder cannot be opened: no lock."""
+    try:
+        import fcntl
+
+        fd = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # (releases the lock)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_path(path) as tmp:

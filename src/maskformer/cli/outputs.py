@@ -58,9 +58,18 @@ def panoptic_table(folder: Path, annotations: list[dict], categories: list[dict]
     return {"annotations": kept + annotations, "categories": categories}, ""
 
 
+def _gone(entry: object, folder: Path, file_names: set[str]) -> bool:
+    """Whether a predictions.json entry describes a panoptic PNG of ours that is deleted or to be deleted."""
+    name = entry.get("file_name") if isinstance(entry, dict) else None
+    if not isinstance(name, str) or not name.endswith("_panoptic.png"):
+        return False  # (not an entry this command writes: left alone)
+    return name in file_names or not (folder / name).is_file()
+
+
 def drop_panoptic_entries(folder: Path, file_names: set[str]) -> None:
-    """Remove the entries of these panoptic PNGs (deleted: their images were predicted again with another task)
-    from ``folder/predictions.json``; the file goes when no entry is left."""
+    """Remove the entries of these panoptic PNGs (deleted: their images were predicted again with another task),
+    and of any PNG no longer there (a run killed between deleting PNGs and this), from ``folder/predictions.json``;
+    the file goes when no entry is left."""
     import json
 
     from maskformer.fileio import atomic_write_text
@@ -68,7 +77,7 @@ def drop_panoptic_entries(folder: Path, file_names: set[str]) -> None:
     path = folder / "predictions.json"
     try:
         table = json.loads(path.read_text(encoding="utf-8"))
-        entries = [a for a in table["annotations"] if not (isinstance(a, dict) and a.get("file_name") in file_names)]
+        entries = [a for a in table["annotations"] if not _gone(a, folder, file_names)]
     except (OSError, ValueError, TypeError, KeyError):
         return  # (none, or not a table this command wrote)
     if not entries:

@@ -167,7 +167,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from maskformer.engine.checkpoint import load_model
     from maskformer.errors import ConfigError, DataError, interrupts_held, raise_if_terminated
-    from maskformer.fileio import atomic_write_text
+    from maskformer.fileio import atomic_write_text, folder_lock
     from maskformer.inference.predictor import PANOPTIC_TTA, Predictor
     from maskformer.inference.preprocess import load_image
     from maskformer.inference.render import dataset_ids, label_file_values, render
@@ -247,15 +247,16 @@ def _run(args: argparse.Namespace) -> int:
                     write(p, image, result)
                 batch = []
     finally:  # (also when stopped by --strict or an interrupt: the panoptic PNGs written need their segments' table)
+        # (read, merge and write under a lock: another predict into this folder may do the same at the same time)
         if annotations:  # (videos alone write none)
             categories = [{"id": ids[i], "name": n, "isthing": int(i in thing)} for i, n in enumerate(names)]
-            table, note = panoptic_table(out, annotations, categories)  # (with an earlier run's entries there)
-            with interrupts_held():
+            with interrupts_held(), folder_lock(out):
+                table, note = panoptic_table(out, annotations, categories)  # (with an earlier run's entries there)
                 atomic_write_text(out / "predictions.json", json.dumps(table))
             if note:
                 print(f"maskformer predict: note: {note}", file=sys.stderr)
-        elif stale:
-            with interrupts_held():
+        elif stale or (out / "predictions.json").is_file():  # (entries of PNGs gone, also from a killed run)
+            with interrupts_held(), folder_lock(out):
                 drop_panoptic_entries(out, stale)
     done = len(files) - len(failed)
     print(f"wrote results for {done} file(s) to {out}")
