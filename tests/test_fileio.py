@@ -128,3 +128,20 @@ def test_a_name_the_file_system_takes_is_written_however_long(tmp_path: Path, le
         (folder / "a").write_text("in")
     assert (tmp_path / name[:-4] / "a").read_text() == "in"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, name[:-4]])  # no temporaries left
+
+
+def test_a_write_error_inside_a_temporary_folder_names_the_folder_asked_for(tmp_path: Path) -> None:
+    """`convert to-hf` onto a full disk said "No space left on device" and nothing more: the error of a file written
+    into atomic_folder's temporary folder (transformers' config.json) named no file, or the temporary one."""
+    import errno
+
+    from maskformer.fileio import atomic_folder
+
+    target = tmp_path / "hf"
+    with pytest.raises(OSError) as info, atomic_folder(target):
+        raise OSError(errno.ENOSPC, "No space left on device")  # (as Python's own write reports it)
+    assert info.value.filename == str(target)
+    with pytest.raises(OSError) as info, atomic_folder(target) as tmp:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp / "sub" / "config.json"))
+    assert info.value.filename == str(target / "sub" / "config.json")
+    assert list(tmp_path.iterdir()) == []

@@ -766,6 +766,27 @@ def test_what_a_killed_download_left_is_removed_by_the_next_one(mirror: _Mirror,
     assert sorted(p.name for p in folder.iterdir()) == [".download.running"]
 
 
+def test_what_killed_downloads_left_beside_a_cached_model_is_removed_too(tmp_path: Path, monkeypatch) -> None:
+    """Leftovers of downloads killed before a later one completed stayed for good (474 MB): the sweep ran only when
+    the model was not cached yet."""
+    import maskformer.zoo as zoo
+    from maskformer.engine.checkpoint import save_checkpoint
+
+    monkeypatch.setenv("MASKFORMER_CACHE", str(tmp_path / "cache"))
+    config = _tiny_zoo_config(tmp_path, monkeypatch)
+    folder = tmp_path / "cache" / "zoo" / R50
+    folder.mkdir(parents=True)
+    save_checkpoint(folder / "model.pt", cfg=maskformer.load_config(config),
+                    model=maskformer.build_model(maskformer.load_config(config)))  # fmt: skip
+    (folder / ".download.killed").mkdir()
+    (folder / ".download.killed" / "model_final_d8dbeb.pkl").write_bytes(b"x" * 1000)
+    old = time.time() - zoo._STALE_SECONDS - 60
+    for p in [folder / ".download.killed", folder / ".download.killed" / "model_final_d8dbeb.pkl"]:
+        os.utime(p, (old, old))
+    assert maskformer.from_pretrained(R50).cfg.model.num_queries == 4
+    assert sorted(p.name for p in folder.iterdir()) == ["model.pt"]
+
+
 def test_an_unwritable_cache_is_one_line_naming_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A transformers folder needs its converted copy cached: a cache that cannot be written is a CheckpointError
     naming MASKFORMER_CACHE (an OSError with a traceback from the Python API before)."""

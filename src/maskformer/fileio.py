@@ -123,11 +123,14 @@ def _naming(path: Path, tmp: Path) -> Iterator[None]:
     try:
         yield
     except OSError as e:
-        if str(e.filename) == str(tmp) or (e.filename is None and e.errno in _WRITE_ERRNOS):
+        name = str(e.filename)
+        inside = name.startswith(f"{tmp}{os.sep}")  # (a file in a temporary folder: named in the real one)
+        if name == str(tmp) or inside or (e.filename is None and e.errno in _WRITE_ERRNOS):
+            named = str(path / os.path.relpath(name, tmp)) if inside else str(path)
             try:
-                e.filename = str(path)
+                e.filename = named
             except AttributeError:  # (PyAV's OSError has a read-only filename)
-                raise OSError(e.errno, e.strerror, str(path)) from e
+                raise OSError(e.errno, e.strerror, named) from e
         raise
 
 
@@ -176,7 +179,7 @@ def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
         raise
     old = None
     try:
-        with _as_write_errors(folder):
+        with _naming(folder, tmp), _as_write_errors(folder):
             yield tmp
             mask = _umask()
             os.chmod(tmp, 0o777 & ~mask)  # (mkdtemp gives 0700) the mode mkdir gives a folder

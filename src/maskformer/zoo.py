@@ -252,6 +252,7 @@ def _check_cached(out: Path, name: str) -> None:
 def _converted(name: str, make, where: str = "zoo") -> Path:
     out = cache_dir() / where / name / "model.pt"
     if out.is_file():
+        _sweep(out.parent)  # (what killed downloads left beside it: a cached model never came back to a miss)
         _check_cached(out, name)
         noted = out.with_name(mirror_note_path(name).name)
         if noted.is_file():  # (said at every use, as at the download: the name's reported scores are not its own)
