@@ -57,7 +57,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _load(source: str):
-
     import maskformer
     from maskformer.engine.checkpoint import load_model_and_config
     from maskformer.zoo import config_file, resolve_model
