@@ -2,8 +2,9 @@
 process of its own, called in alternation so that load from elsewhere hits both alike.
 
 Parts: ``semantic`` / ``panoptic`` (the default Predictor on the suite's 512x512 picture, ``benchmarks/suite.py``'s
-configs and weights) and ``train`` (one R50 training step at batch 2 with deep supervision, as
-``compare_transformers.py --parts train`` runs ``ours_exact``; its loss is printed for both trees).
+configs and weights), ``train`` (one R50 training step at batch 2 with deep supervision, as
+``compare_transformers.py --parts train`` runs ``ours_exact``; its loss is printed for both trees) and ``criterion``
+(that step's losses alone, forward + backward, on the model's outputs of one step held fixed).
 
 Run: git worktree add /tmp/old <commit>
      .venv/bin/python benchmarks/ab_trees.py --a /tmp/old/src --b src --part semantic --model r50 [--rounds 12]
@@ -27,7 +28,7 @@ import torch
 sys.path.insert(0, sys.argv[1])
 part, model_name, threads = sys.argv[2], sys.argv[3], int(sys.argv[4])
 torch.set_num_threads(threads)
-if part == "train":
+if part in ("train", "criterion"):
     import compare_transformers as ct
     from maskformer.allocator import reuse_freed_memory
     from maskformer.build import build_criterion
@@ -49,7 +50,23 @@ if part == "train":
         model.zero_grad(set_to_none=True)
         loss = criterion(model(x), targets)["loss"]
         loss.backward()
-        return float(loss)
+        return loss.item()
+
+    if part == "criterion":  # the losses' forward + backward alone, on one step's outputs as leaves
+        with torch.no_grad():
+            fixed = model(x)
+
+        def leaves(o):
+            if isinstance(o, torch.Tensor):
+                return o.detach().requires_grad_()
+            if isinstance(o, dict):
+                return {k: leaves(v) for k, v in o.items()}
+            return [leaves(v) for v in o] if isinstance(o, list) else o
+
+        def call():
+            loss = criterion(leaves(fixed), targets)["loss"]
+            loss.backward()
+            return loss.item()
 else:
     import suite
     from maskformer import Predictor
@@ -74,7 +91,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--a", required=True, help="the first tree's src/ folder (e.g. an older commit's)")
     parser.add_argument("--b", default=str(HERE.parent / "src"), help="the second tree's src/ (default: this one)")
-    parser.add_argument("--part", default="semantic", choices=("semantic", "panoptic", "train"))
+    parser.add_argument("--part", default="semantic", choices=("semantic", "panoptic", "train", "criterion"))
     parser.add_argument("--model", default="r50", choices=("r50", "swin-t"), help="(semantic / panoptic)")
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2)
@@ -100,10 +117,12 @@ def main() -> int:
         proc.stdin.close()
         proc.wait()
     med = {name: statistics.median(t) for name, t in times.items()}
-    what = "R50 training step" if args.part == "train" else f"{args.model} {args.part} predict"
+    what = {"train": "R50 training step", "criterion": "R50 step's criterion (forward + backward)"}.get(
+        args.part, f"{args.model} {args.part} predict"
+    )
     print(f"{what}, {args.threads} threads, median of {args.rounds} alternating calls: a {med['a']:.3f} s, "
           f"b {med['b']:.3f} s, b / a = {med['b'] / med['a']:.3f}")  # fmt: skip
-    if args.part == "train":
+    if args.part in ("train", "criterion"):
         print(f"loss: a {values['a']!r}, b {values['b']!r}")
     return 0
 

@@ -53,3 +53,46 @@ def test_upsampled_focal_dice_float32_and_saturated_logits():
     torch.testing.assert_close(focal, focal_ref, atol=0, rtol=1e-5)
     torch.testing.assert_close(dice, dice_ref, atol=0, rtol=1e-5)
     torch.testing.assert_close(grad, grad_ref, atol=1e-6 * grad_ref.abs().max().item(), rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("low", "size"),
+    [
+        ((128, 128), (512, 512)),  # the training crop: both axes by row sums
+        ((10, 8), (40, 32)),
+        ((3, 5), (24, 10)),  # the fewest rows the row sums take, scale 8 and 2
+        ((10, 13), (40, 50)),  # H by row sums, W (non-integer scale) by the dense product
+        ((7, 8), (21, 32)),  # scale 3 (not a power of two): H dense, W by row sums
+        ((2, 9), (8, 36)),  # 2 rows: dense
+    ],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_upsample_and_adjoint_match_interpolate(low, size, dtype):
+    """`upsample` equals F.interpolate and `upsample_adjoint` equals its autograd backward, for the sizes that take the
+    row sums and for those that fall back to the dense path."""
+    from maskformer.criterion import upsample as up
+
+    g = torch.Generator().manual_seed(5)
+    src = (torch.randn(3, *low, generator=g, dtype=dtype) * 5).requires_grad_()
+    ref = F.interpolate(src[:, None], size=size, mode="bilinear", align_corners=False).flatten(1)
+    grad_out = torch.randn(ref.shape, generator=g, dtype=dtype)
+    (grad_ref,) = torch.autograd.grad(ref, src, grad_out)
+    tol = {"atol": 1e-12, "rtol": 1e-12} if dtype == torch.float64 else {"atol": 1e-5, "rtol": 1e-6}
+    torch.testing.assert_close(up.upsample(src.detach(), size), ref.detach(), **tol)
+    torch.testing.assert_close(up.upsample_adjoint(grad_out, src.shape, size), grad_ref, **tol)
+    banded = [up._band(n_out, n_in, dtype, src.device) is not None for n_out, n_in in zip(size, low)]
+    expected = [n_in >= 3 and n_out % n_in == 0 and (n_out // n_in) in (2, 4, 8) for n_out, n_in in zip(size, low)]
+    assert banded == expected
+
+
+def test_fused_loss_without_gradient_gives_the_same_values():
+    """Under no_grad (or for a src that needs none) the gradients are not made; the values stay the same."""
+    g = torch.Generator().manual_seed(6)
+    src = torch.randn(5, 16, 16, generator=g) * 3
+    targets = torch.rand(5, 64, 64, generator=g) > 0.5
+    with torch.no_grad():
+        plain = upsampled_focal_dice_loss(src, targets, 4.0)
+    with_grad = upsampled_focal_dice_loss(src.clone().requires_grad_(), targets, 4.0)
+    assert with_grad[0].requires_grad and not plain[0].requires_grad
+    torch.testing.assert_close(plain[0], with_grad[0].detach(), atol=0, rtol=0)
+    torch.testing.assert_close(plain[1], with_grad[1].detach(), atol=0, rtol=0)
