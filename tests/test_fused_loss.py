@@ -22,7 +22,7 @@ def _plain(src: torch.Tensor, targets: torch.Tensor, num_masks: float, alpha: fl
     ("low", "size", "chunk"),
     [((8, 10), (32, 40), 1 << 20), ((8, 10), (32, 40), 2 * 32 * 40), ((7, 13), (29, 50), 1), ((6, 6), (6, 6), 50)],
 )
-@pytest.mark.parametrize("alpha", [0.25, 0.6])
+@pytest.mark.parametrize("alpha", [0.25, 0.6, 1.0])
 def test_upsampled_focal_dice_matches_plain(monkeypatch, low, size, chunk, alpha):
     """Exact 4x, non-integer scales and no upsampling; one chunk, chunks of 2 masks, one mask per chunk."""
     monkeypatch.setattr(fused_loss, "_CHUNK_ELEMENTS", chunk)

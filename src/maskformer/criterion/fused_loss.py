@@ -67,18 +67,27 @@ class _FocalDice(torch.autograd.Function):
             s2 = s * s
             focal = softplus * s2  # alpha_t = (1 - alpha) + (2 alpha - 1) t
             focal_sum[start:end] = (1.0 - alpha) * focal.sum(1) + (2.0 * alpha - 1.0) * torch.linalg.vecdot(t, focal)
-            # p = sigmoid(x) is 1 - s on target pixels and s elsewhere
-            numer[start:end] = 2 * torch.linalg.vecdot(t, u)
-            prob_sum[start:end] = torch.lerp(s, u, t).sum(1)  # lerp's ends are exact: s where t = 0, u where t = 1
+            # p = sigmoid(x) is 1 - s on target pixels and s elsewhere: sum(p t) = sum(u t), sum(p) = sum(s) + sum(t (u
+            # - s)) = sum(s) + 2 sum(u t) - sum(t) (as u = 1 - s)
+            target_u = torch.linalg.vecdot(t, u)
+            numer[start:end] = 2 * target_u
+            prob_sum[start:end] = s.sum(1) + 2 * target_u - counts[start:end]
             if grads is None:
                 continue
             shape = src[start:end].shape
-            grad = torch.addcmul(s, u, softplus, value=2).mul_(s2).mul_(t.mul(focal_1 - focal_0).add_(focal_0))
-            grads[0, start:end] = upsample_adjoint(grad, shape, size)
+            # the per-pixel factors F_t and C_t as F_0 (1 + t F_1 / F_0 - t) and C_0 (1 + t (C_1 - C_0) / C_0): the
+            # constant F_0 and the per-mask C_0 scale the 16x smaller low-resolution gradients
+            grad = torch.addcmul(s, u, softplus, value=2).mul_(s2)
+            if focal_0 != 0.0:
+                grad.addcmul_(grad, t, value=focal_1 / focal_0 - 1.0)
+                grads[0, start:end] = upsample_adjoint(grad, shape, size).mul_(focal_0)
+            else:  # alpha = 1: positives only
+                grads[0, start:end] = upsample_adjoint(grad.mul_(t), shape, size).mul_(focal_1)
             d1 = (prob_sum[start:end] + counts[start:end] + 1)[:, None]
-            dice_0 = (numer[start:end, None] + 1) / (d1.square() * num_masks)  # C_t = C_0 + t (C_1 - C_0)
-            grad = torch.mul(s, u).mul_(t.mul_(-2 / (d1 * num_masks)).add_(dice_0))
-            grads[1, start:end] = upsample_adjoint(grad, shape, size)
+            n1 = numer[start:end, None] + 1  # >= 1
+            grad = torch.mul(s, u)
+            grad.addcmul_(grad, t.mul_(-2 * d1 / n1))
+            grads[1, start:end] = upsample_adjoint(grad, shape, size).mul_((n1 / (d1.square() * num_masks))[:, :, None])
         denom = prob_sum + counts
         focal_loss = (focal_sum / pixels).sum() / num_masks
         dice = (1 - (numer + 1) / (denom + 1)).sum() / num_masks
