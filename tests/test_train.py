@@ -341,6 +341,63 @@ def test_a_folder_that_holds_a_run_is_not_trained_into_anew(tmp_path, capsys):
     assert len(lines) == 1 and "without a checkpoint to resume from" in lines[0] and "--resume" not in lines[0]
 
 
+@pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "win32", reason="flock is POSIX")
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_second_training_into_a_folder_in_use_stops_with_one_line(tmp_path, existing):
+    """Two `maskformer train` runs started at once into one folder both passed the 'holds a run' check and wrote
+    their config.yaml, metrics and checkpoints into it, mixed. Now the run holds its folder (flock) while it trains: a
+    second one, new or --resume, stops with one line and touches nothing; once the first ends, the folder is free."""
+    out = tmp_path / "run"
+    if existing:
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+    holder = subprocess.Popen(  # the first run, as far as the folder can tell: a process holding it
+        [sys.executable, "-c", "import sys; from pathlib import Path; from maskformer.engine.run_folder import "
+         "hold_run_folder\nwith hold_run_folder(Path(sys.argv[1]), create=True):\n print('held', flush=True); "
+         "sys.stdin.read()", str(out)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "RANK": "0"},
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = sorted(p.name for p in out.iterdir())
+        args = [sys.executable, "-m", "maskformer.cli", "train", str(CONFIGS / "demo.yaml"), "--output-dir", str(out)]
+        args += ["--quiet", *[x for o in [*TINY, "train.max_iters=2"] for x in ("--set", o)]]
+        for extra in ([], ["--resume"]):
+            done = subprocess.run(args + extra, capture_output=True, text=True, timeout=300)
+            lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+            assert done.returncode == 2 and len(lines) == 1, done.stderr
+            assert sorted(p.name for p in out.iterdir()) == before
+            if not extra:  # (--resume: the CLI first says the folder has no checkpoint to resume from)
+                assert "another maskformer train is writing into this folder" in lines[0] and str(out) in lines[0]
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)  # free again: the training goes in
+    assert done.returncode == 0, done.stderr
+    assert (out / "model_final.pt").is_file() and (out / "notes.txt").exists() == existing
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
+def test_resume_into_a_folder_in_use_is_refused_and_changes_nothing(tmp_path):
+    """--resume of a run whose folder another training holds (with a checkpoint to resume from) is one ConfigError."""
+    import fcntl
+
+    cfg = maskformer.load_config(CONFIGS / "demo.yaml", [*TINY, "train.max_iters=4"])
+    out = tmp_path / "run"
+    train(cfg, output_dir=out, progress=False, stop_at=2)
+    files = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # (another open file: conflicts with the training's own flock)
+        with pytest.raises(ConfigError, match="another maskformer train is writing into this folder"):
+            train(cfg, output_dir=out, progress=False, resume=True)
+    finally:
+        os.close(fd)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == files
+    train(cfg, output_dir=out, progress=False, resume=True)  # free again
+    assert load_checkpoint(out / "model_final.pt")["iteration"] == 4
+
+
 def test_resume_from_the_cli_keeps_the_runs_own_config(tmp_path, capsys):
     """`train CONFIG --set ... ; train CONFIG --resume`: the resumed run trains with the run's config.yaml (its
     --set values: batch, crop, ...), not with CONFIG's (it silently went back to them), plus the new --set values,

@@ -1,14 +1,17 @@
-"""The run folder of ``maskformer train``: which files make a run, refusing to train anew into one, and removing
-what a failed start wrote."""
+"""The run folder of ``maskformer train``: which files make a run, refusing to train anew into one, one training at a
+time in it, and removing what a failed start wrote."""
 
 from __future__ import annotations
 
+import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import CheckpointError, ConfigError
 
-__all__ = ["RUN_FILES", "check_no_run", "remove_new"]
+__all__ = ["RUN_FILES", "check_no_run", "hold_run_folder", "remove_new"]
 
 RUN_FILES = ("checkpoint_last.pt", "model_final.pt", "metrics.jsonl")
 
@@ -22,6 +25,41 @@ def check_no_run(out: Path) -> None:
     for name in RUN_FILES[1:]:
         if (out / name).exists():
             raise ConfigError(f"{out} holds an earlier run ({name}) without a checkpoint to resume from: {anew}")
+
+
+@contextmanager
+def hold_run_folder(out: Path, *, create: bool) -> Iterator[bool]:
+    """Hold an exclusive lock on the run folder ``out`` for as long as training writes into it, so that a second
+    ``maskformer train`` (or ``--resume``) into the same folder stops with one ``ConfigError`` line instead of mixing
+    its files with the first run's. The lock is ``flock`` on the folder itself: no lock file, and the system releases
+    it when the process ends, however it ends. ``create``: make the folder when it is missing (a new run), so that it
+    is held before anything is written. Yields whether this call made it. Only the main process of a run (``RANK``
+    unset or 0) locks; where ``flock`` is missing (Windows) nothing is locked."""
+    if os.environ.get("RANK", "0") != "0":
+        yield False
+        return
+    made = False
+    if create and not out.exists():
+        out.mkdir(parents=True, exist_ok=True)
+        made = True
+    try:
+        import fcntl
+
+        fd = os.open(out, os.O_RDONLY)
+    except (ImportError, OSError):  # (not a folder: the run's own checks say so)
+        yield made
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ConfigError(
+                f"{out}: another maskformer train is writing into this folder now; wait for it to end (then --resume "
+                "continues its run), or give another --output-dir"
+            ) from None
+        yield made
+    finally:
+        os.close(fd)  # (releases the lock)
 
 
 def check_resumable(out: Path) -> Path:

@@ -28,7 +28,7 @@ from . import distributed as dist
 from .checkpoint import rng_state, save_checkpoint, unwrap
 from .initial_weights import load_initial_weights
 from .logging import MetricLogger
-from .run_folder import check_no_run, check_resumable, remove_new
+from .run_folder import check_no_run, check_resumable, hold_run_folder, remove_new
 from .run_schedule import fit_to_deadline, resume_from
 from .runtime import set_tf32
 from .step import autocast, finite_outputs, targets_to, to_float
@@ -54,9 +54,15 @@ def train(
     first checkpoint keeps it for ``--resume``.
     """
     out = Path(output_dir)
+    with hold_run_folder(out, create=not resume) as made:
+        return _train_in(cfg, out, made, resume=resume, progress=progress, stop_at=stop_at)
+
+
+def _train_in(cfg: Config, out: Path, made: bool, *, resume: bool, progress: bool, stop_at: int | None) -> dict:
+    """:func:`train` while the run folder is held (``made``: that call made the folder)."""
     if not resume:
         check_no_run(out)
-    before = set(out.iterdir()) if out.is_dir() else None
+    before = None if made or not out.is_dir() else set(out.iterdir())
     kept = (out / "config.yaml").read_bytes() if (out / "config.yaml").is_file() else None
     steps = [0, 0, -1]
     try:
