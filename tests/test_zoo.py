@@ -799,6 +799,17 @@ def test_an_unwritable_cache_is_one_line_naming_the_setting(tmp_path: Path, monk
         maskformer.from_pretrained(folder)
 
 
+def test_a_cache_linked_to_a_missing_folder_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MASKFORMER_CACHE a symlink whose target is gone: the line said only "(File exists)"; now it names the link."""
+    (tmp_path / "cache").symlink_to(tmp_path / "gone")
+    monkeypatch.setenv("MASKFORMER_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match=r"cache links to .*gone, which does not exist\): set MASKFORMER_CACHE"):
+        maskformer.from_pretrained(folder)
+
+
 def test_a_damaged_cached_conversion_of_a_local_pkl_is_made_again(tmp_path: Path, monkeypatch) -> None:
     config = _tiny_zoo_config(tmp_path, monkeypatch)
     monkeypatch.setenv("MASKFORMER_CACHE", str(tmp_path / "cache"))

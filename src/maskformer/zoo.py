@@ -284,6 +284,15 @@ def _sweep(folder: Path) -> None:
             continue
 
 
+def _dangling_link(folder: Path) -> str:
+    """'X links to T, which does not exist' for the first link on the way to ``folder`` whose target is missing (mkdir
+    then says only "File exists"), else ''."""
+    for p in [folder, *folder.parents]:
+        if p.is_symlink() and not p.exists():
+            return f"{p} links to {os.readlink(p)}, which does not exist"
+    return ""
+
+
 def _write(out: Path, make, *, what: str) -> Path:
     """Run ``make(tmp_path)`` and rename its result to ``out``; on any failure (or SIGTERM) remove what it left."""
     try:
@@ -291,7 +300,7 @@ def _write(out: Path, make, *, what: str) -> Path:
         with tempfile.TemporaryFile(dir=out.parent):
             pass
     except OSError as e:
-        why = e.strerror or type(e).__name__
+        why = _dangling_link(out.parent) or e.strerror or type(e).__name__
         raise CheckpointError(f"{what}: the converted copy cannot be cached in {out.parent} ({why}): set "
                               "MASKFORMER_CACHE to a folder you can write") from None  # fmt: skip
     _sweep(out.parent)
