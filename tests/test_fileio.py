@@ -145,3 +145,26 @@ def test_a_write_error_inside_a_temporary_folder_names_the_folder_asked_for(tmp_
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp / "sub" / "config.json"))
     assert info.value.filename == str(target / "sub" / "config.json")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["file", "folder"])
+def test_a_failed_write_removes_the_folders_it_made(tmp_path, kind):
+    """A write that failed (a full disk) left the output's new parent folders behind, empty; now the ones it made go
+    again, and folders that were there before, or that hold something, stay."""
+    from maskformer.fileio import atomic_folder, atomic_path
+
+    writer = atomic_path if kind == "file" else atomic_folder
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(OSError, match="disk full"):
+        with writer(tmp_path / "kept" / "new" / "deeper" / "out") as tmp:
+            (tmp / "x").write_text("") if kind == "folder" else tmp.write_text("partial")
+            raise OSError(28, "disk full")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"] and not any((tmp_path / "kept").iterdir())
+    with writer(tmp_path / "kept" / "new" / "out") as tmp:  # (a write that works keeps them, of course)
+        (tmp / "x").write_text("") if kind == "folder" else tmp.write_text("whole")
+    assert (tmp_path / "kept" / "new" / "out").exists()
+    with pytest.raises(OSError):  # a made folder that another writer filled meanwhile stays
+        with writer(tmp_path / "kept" / "other" / "out") as tmp:
+            (tmp_path / "kept" / "other" / "theirs").write_text("")
+            raise OSError(28, "disk full")
+    assert sorted(p.name for p in (tmp_path / "kept" / "other").iterdir()) == ["theirs"]

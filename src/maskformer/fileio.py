@@ -69,24 +69,45 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = ".tmp", fsync: bool = 
         return
     if path.is_symlink():
         path = Path(os.path.realpath(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with _new_parents(path.parent):
+        try:
+            fd, name = tempfile.mkstemp(prefix=_temporary_prefix(path.name, suffix), suffix=suffix, dir=path.parent)
+        except OSError as e:  # e.g. a read-only folder: name it, not the temporary name tried in it
+            e.filename = str(path.parent)
+            raise
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            with _naming(path, tmp), _as_write_errors(path):
+                yield tmp
+                os.chmod(tmp, new_file_mode())
+                if fsync:
+                    with open(tmp, "rb") as f:
+                        os.fsync(f.fileno())
+                os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def _new_parents(folder: Path) -> Iterator[None]:
+    """Create ``folder`` with its missing parents; when the block fails, remove those it created that are still empty
+    (a write that failed on a full disk left an empty output folder behind)."""
+    missing = []
+    p = folder
+    while not p.exists() and not p.is_symlink() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    folder.mkdir(parents=True, exist_ok=True)
     try:
-        fd, name = tempfile.mkstemp(prefix=_temporary_prefix(path.name, suffix), suffix=suffix, dir=path.parent)
-    except OSError as e:  # e.g. a read-only folder: name it, not the temporary name tried in it
-        e.filename = str(path.parent)
+        yield
+    except BaseException:
+        for made in missing:  # (the deepest first; one still in use or not empty ends it)
+            try:
+                made.rmdir()
+            except OSError:
+                break
         raise
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        with _naming(path, tmp), _as_write_errors(path):
-            yield tmp
-            os.chmod(tmp, new_file_mode())
-            if fsync:
-                with open(tmp, "rb") as f:
-                    os.fsync(f.fileno())
-            os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _temporary_prefix(name: str, suffix: str) -> str:
@@ -171,29 +192,29 @@ def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
     put it in place of ``folder`` (an earlier ``folder`` is moved aside first and removed after, so no file of it is
     left among the new ones). On any exception nothing of the new folder is left and ``folder`` is as it was."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=_temporary_prefix(folder.name, ".old"), dir=folder.parent))
-    except OSError as e:  # e.g. a read-only folder: name it, not the temporary name tried in it
-        e.filename = str(folder.parent)
-        raise
-    old = None
-    try:
-        with _naming(folder, tmp), _as_write_errors(folder):
-            yield tmp
-            mask = _umask()
-            os.chmod(tmp, 0o777 & ~mask)  # (mkdtemp gives 0700) the mode mkdir gives a folder
-            for f in tmp.rglob("*"):
-                if f.is_file():  # (writers that go through mkstemp leave 0600 files)
-                    os.chmod(f, 0o666 & ~mask)
-            if folder.exists():
-                old = folder.parent / f"{tmp.name}.old"
-                os.replace(folder, old)
-            os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+    with _new_parents(folder.parent):
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=_temporary_prefix(folder.name, ".old"), dir=folder.parent))
+        except OSError as e:  # e.g. a read-only folder: name it, not the temporary name tried in it
+            e.filename = str(folder.parent)
+            raise
+        old = None
+        try:
+            with _naming(folder, tmp), _as_write_errors(folder):
+                yield tmp
+                mask = _umask()
+                os.chmod(tmp, 0o777 & ~mask)  # (mkdtemp gives 0700) the mode mkdir gives a folder
+                for f in tmp.rglob("*"):
+                    if f.is_file():  # (writers that go through mkstemp leave 0600 files)
+                        os.chmod(f, 0o666 & ~mask)
+                if folder.exists():
+                    old = folder.parent / f"{tmp.name}.old"
+                    os.replace(folder, old)
+                os.replace(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
 
 
 @contextmanager

@@ -126,8 +126,7 @@ def export_onnx(
     """
     if height % 32 or width % 32:
         raise ValueError(f"export size must be a multiple of 32, got {height}x{width}")
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    output = Path(output)  # (atomic_path makes the missing folders, and removes them again when the export fails)
     lean = _lean_copy(model)
     example = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(seed))
     with atomic_path(output, suffix=".onnx") as tmp:
