@@ -341,37 +341,55 @@ def test_a_folder_that_holds_a_run_is_not_trained_into_anew(tmp_path, capsys):
     assert len(lines) == 1 and "without a checkpoint to resume from" in lines[0] and "--resume" not in lines[0]
 
 
+_HOLDER = """
+import sys, time
+from pathlib import Path
+from maskformer.engine.run_folder import hold_run_folder
+out, stop = Path(sys.argv[1]), Path(sys.argv[2])
+with hold_run_folder(out, create=True):
+    print("held", flush=True)
+    written = 0
+    while not stop.exists():  # a live run writes into its folder all along
+        (out / f"log{written}.txt").write_text("")
+        written += 1
+        time.sleep(0.05)
+print(written, flush=True)
+"""
+
+
 @pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "win32", reason="flock is POSIX")
-@pytest.mark.parametrize("existing", [False, True])
-def test_a_second_training_into_a_folder_in_use_stops_with_one_line(tmp_path, existing):
+@pytest.mark.parametrize(("existing", "nproc"), [(False, 1), (True, 1), (True, 2)])
+def test_a_second_training_into_a_folder_in_use_stops_with_one_line(tmp_path, existing, nproc):
     """Two `maskformer train` runs started at once into one folder both passed the 'holds a run' check and wrote
     their config.yaml, metrics and checkpoints into it, mixed. Now the run holds its folder (flock) while it trains: a
-    second one, new or --resume, stops with one line and touches nothing; once the first ends, the folder is free."""
-    out = tmp_path / "run"
+    second one, new or --resume, with one process or --nproc 2, stops with the same one line and touches nothing (a
+    refused --nproc launcher deleted what the other run wrote after it looked; --resume said the live run had
+    stopped before its first checkpoint); once the first ends, the folder is free."""
+    out, stop = tmp_path / "run", tmp_path / "stop"
     if existing:
         out.mkdir()
         (out / "notes.txt").write_text("mine")
-    holder = subprocess.Popen(  # the first run, as far as the folder can tell: a process holding it
-        [sys.executable, "-c", "import sys; from pathlib import Path; from maskformer.engine.run_folder import "
-         "hold_run_folder\nwith hold_run_folder(Path(sys.argv[1]), create=True):\n print('held', flush=True); "
-         "sys.stdin.read()", str(out)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "RANK": "0"},
+    holder = subprocess.Popen(  # the first run, as far as the folder can tell: a process holding it and writing
+        [sys.executable, "-c", _HOLDER, str(out), str(stop)], stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "RANK": "0"},
     )  # fmt: skip
     try:
         assert holder.stdout.readline().strip() == "held"
-        before = sorted(p.name for p in out.iterdir())
         args = [sys.executable, "-m", "maskformer.cli", "train", str(CONFIGS / "demo.yaml"), "--output-dir", str(out)]
-        args += ["--quiet", *[x for o in [*TINY, "train.max_iters=2"] for x in ("--set", o)]]
+        args += ["--quiet", "--nproc", str(nproc), *[x for o in [*TINY, "train.max_iters=2"] for x in ("--set", o)]]
         for extra in ([], ["--resume"]):
             done = subprocess.run(args + extra, capture_output=True, text=True, timeout=300)
             lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
             assert done.returncode == 2 and len(lines) == 1, done.stderr
-            assert sorted(p.name for p in out.iterdir()) == before
-            if not extra:  # (--resume: the CLI first says the folder has no checkpoint to resume from)
-                assert "another maskformer train is writing into this folder" in lines[0] and str(out) in lines[0]
+            assert "another maskformer train is writing into this folder" in lines[0] and str(out) in lines[0]
     finally:
-        holder.stdin.close()
+        stop.touch()
+        written = int(holder.stdout.readline())
         holder.wait(timeout=30)
+    mine = ["notes.txt"] if existing else []
+    assert sorted(p.name for p in out.iterdir()) == sorted(mine + [f"log{i}.txt" for i in range(written)])
+    for p in out.glob("log*.txt"):
+        p.unlink()
     done = subprocess.run(args, capture_output=True, text=True, timeout=300)  # free again: the training goes in
     assert done.returncode == 0, done.stderr
     assert (out / "model_final.pt").is_file() and (out / "notes.txt").exists() == existing

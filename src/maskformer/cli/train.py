@@ -51,7 +51,13 @@ def run(args: argparse.Namespace) -> int:
     from maskformer.build import check_dataset_name, fit_classes
     from maskformer.build.datasets import sets_num_classes
     from maskformer.engine import distributed as dist
-    from maskformer.engine.run_folder import check_resumable, remove_new
+    from maskformer.engine.run_folder import (
+        HELD_BY_LAUNCHER,
+        check_not_held,
+        check_resumable,
+        hold_run_folder,
+        remove_new,
+    )
     from maskformer.engine.train import train
     from maskformer.errors import note_signal, one_line
     from maskformer.fileio import json_text
@@ -61,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + ([f"data.root={os.path.abspath(args.data_root)}"] if args.data_root else [])
     if args.nproc < 1:
         raise maskformer.ConfigError(f"--nproc must be at least 1, got {args.nproc}")
+    check_not_held(Path(args.output_dir))  # (another training writing there: said first, and only that)
     if args.resume:  # (before the config's data root is checked: a mistyped run folder is named as such)
         check_resumable(Path(args.output_dir))
     if args.nproc > 1:
@@ -68,10 +75,16 @@ def run(args: argparse.Namespace) -> int:
             raise maskformer.ConfigError("--nproc under torchrun: torchrun already started the processes")
         maskformer.load_config(config_file(args.config), overrides)  # a bad config or key: said once, first
         out = Path(args.output_dir)
-        before = set(out.iterdir()) if out.is_dir() else None
-        code = dist.launch_local(args.nproc, [*args.argv, "--nproc", "1"])  # (the last --nproc counts)
-        if code and not args.resume and not (out / "checkpoint_last.pt").exists():
-            remove_new(out, before)  # a stopped process may not have cleaned up: a failed start leaves nothing
+        # the launcher holds the folder for its processes as long as they run (a refused start changes nothing)
+        with hold_run_folder(out, create=not args.resume) as made:
+            before = None if made or not out.is_dir() else set(out.iterdir())
+            os.environ[HELD_BY_LAUNCHER] = str(out.resolve())
+            try:
+                code = dist.launch_local(args.nproc, [*args.argv, "--nproc", "1"])  # (the last --nproc counts)
+            finally:
+                del os.environ[HELD_BY_LAUNCHER]
+            if code and not args.resume and not (out / "checkpoint_last.pt").exists():
+                remove_new(out, before)  # a stopped process may not have cleaned up: a failed start leaves nothing
         if code == 128 + signal.SIGTERM:  # the launcher stopped the processes, which had no time to say it
             _say_how_to_resume(out, args.config, _held_iteration(out / "checkpoint_last.pt"), nproc=args.nproc)
             note_signal(signal.SIGTERM)

@@ -11,9 +11,15 @@ from pathlib import Path
 
 from ..errors import CheckpointError, ConfigError
 
-__all__ = ["RUN_FILES", "check_no_run", "hold_run_folder", "remove_new"]
+__all__ = ["HELD_BY_LAUNCHER", "RUN_FILES", "check_no_run", "check_not_held", "hold_run_folder", "remove_new"]
 
 RUN_FILES = ("checkpoint_last.pt", "model_final.pt", "metrics.jsonl")
+# set by `train --nproc N` for its processes: the launcher holds this run folder for them (its rank 0 must not try)
+HELD_BY_LAUNCHER = "MASKFORMER_HELD_RUN_FOLDER"
+
+
+def _held_for_us(out: Path) -> bool:
+    return os.environ.get("RANK", "0") != "0" or os.environ.get(HELD_BY_LAUNCHER) == str(out.resolve())
 
 
 def check_no_run(out: Path) -> None:
@@ -34,8 +40,9 @@ def hold_run_folder(out: Path, *, create: bool) -> Iterator[bool]:
     its files with the first run's. The lock is ``flock`` on the folder itself: no lock file, and the system releases
     it when the process ends, however it ends. ``create``: make the folder when it is missing (a new run), so that it
     is held before anything is written. Yields whether this call made it. Only the main process of a run (``RANK``
-    unset or 0) locks; where ``flock`` is missing (Windows) nothing is locked."""
-    if os.environ.get("RANK", "0") != "0":
+    unset or 0) locks, and not when the ``--nproc`` launcher holds the folder for it; where ``flock`` is missing
+    (Windows) nothing is locked."""
+    if _held_for_us(out):
         yield False
         return
     made = False
@@ -60,6 +67,14 @@ def hold_run_folder(out: Path, *, create: bool) -> Iterator[bool]:
         yield made
     finally:
         os.close(fd)  # (releases the lock)
+
+
+def check_not_held(out: Path) -> None:
+    """The one-line ``ConfigError`` of ``hold_run_folder`` now, when another training holds ``out``: before
+    ``--resume``'s checks (which would say that a run still before its first checkpoint has stopped) and notes."""
+    if out.is_dir() and not _held_for_us(out):
+        with hold_run_folder(out, create=False):
+            pass
 
 
 def check_resumable(out: Path) -> Path:
