@@ -395,6 +395,39 @@ def test_a_second_training_into_a_folder_in_use_stops_with_one_line(tmp_path, ex
     assert (out / "model_final.pt").is_file() and (out / "notes.txt").exists() == existing
 
 
+_FORKER = """
+import os, sys, time
+from pathlib import Path
+from maskformer.engine.run_folder import hold_run_folder
+with hold_run_folder(Path(sys.argv[1]), create=True):
+    child = os.fork()
+    if child == 0:  # a DataLoader worker, say: outlives the training process for a moment after kill -9
+        time.sleep(60)
+        os._exit(0)
+    print(child, flush=True)
+    os._exit(0)  # (as killed: no cleanup runs)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "win32", reason="flock and fork are POSIX")
+def test_the_lock_ends_with_the_training_process_not_with_its_forked_workers(tmp_path):
+    """After `kill -9` of a training, its DataLoader workers (forked, sharing the lock's open file) lived on a moment,
+    and a --resume right then was told the folder was in use."""
+    from maskformer.engine.run_folder import hold_run_folder
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", _FORKER, str(out)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "RANK": "0"})  # fmt: skip
+    child = int(proc.stdout.readline())  # (the child keeps the pipe open: read its line only)
+    assert proc.wait(timeout=60) == 0
+    try:
+        os.kill(child, 0)  # (still alive)
+        with hold_run_folder(out, create=False):
+            pass
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
 def test_resume_into_a_folder_in_use_is_refused_and_changes_nothing(tmp_path):
     """--resume of a run whose folder another training holds (with a checkpoint to resume from) is one ConfigError."""

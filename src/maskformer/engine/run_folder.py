@@ -64,9 +64,36 @@ def hold_run_folder(out: Path, *, create: bool) -> Iterator[bool]:
                 f"{out}: another maskformer train is writing into this folder now; wait for it to end (then --resume "
                 "continues its run), or give another --output-dir"
             ) from None
+        _forked_children_let_go(fd)
         yield made
     finally:
+        _HELD_FDS.discard(fd)
         os.close(fd)  # (releases the lock)
+
+
+_HELD_FDS: set[int] = set()
+
+
+def _forked_children_let_go(fd: int) -> None:
+    """A forked child (a DataLoader worker) shares the lock's open file; it closes its copy at once, so that the lock
+    ends with the training process (after ``kill -9`` the workers outlive it for a moment, and a ``--resume`` right
+    then was told the folder is in use)."""
+    if not _registered and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_close_held)
+        _registered.append(True)
+    _HELD_FDS.add(fd)
+
+
+_registered: list[bool] = []
+
+
+def _close_held() -> None:
+    for fd in _HELD_FDS:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_FDS.clear()
 
 
 def check_not_held(out: Path) -> None:
