@@ -3,6 +3,7 @@ time in it, and removing what a failed start wrote."""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from collections.abc import Iterator
@@ -78,13 +79,14 @@ def _forked_children_let_go(fd: int) -> None:
     """A forked child (a DataLoader worker) shares the lock's open file; it closes its copy at once, so that the lock
     ends with the training process (after ``kill -9`` the workers outlive it for a moment, and a ``--resume`` right
     then was told the folder is in use)."""
-    if not _registered and hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_close_held)
-        _registered.append(True)
+    _close_held_in_forked_children()
     _HELD_FDS.add(fd)
 
 
-_registered: list[bool] = []
+@functools.cache  # (registered once per process)
+def _close_held_in_forked_children() -> None:
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_close_held)
 
 
 def _close_held() -> None:
