@@ -308,3 +308,56 @@ def test_the_launcher_keeps_the_rendezvous_threads_join_error_quiet(monkeypatch)
         weakref.finalize(owner, func)
         del owner
     assert reached == [ZeroDivisionError]
+
+
+def _processes_naming(text: str) -> list[int]:
+    """PIDs of the processes whose command line holds ``text`` (Linux /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG) is Linux's")
+def test_the_processes_of_train_nproc_end_with_their_launcher_even_after_kill_9(tmp_path):
+    """torch's launcher starts each process in a session of its own: after `kill -9` of `maskformer train --nproc 2`
+    its two processes trained on, into a folder the dead launcher no longer held, so a second run went in beside
+    them. Now they get SIGTERM when the launcher dies and stop; the folder is free again."""
+    import signal
+    import time
+
+    from maskformer.engine.run_folder import hold_run_folder
+
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "maskformer.cli", "train", str(CONFIGS / "demo.yaml"), "--output-dir", str(out),
+            "--quiet", "--nproc", "2", "--set", "train.max_iters=100000", "--set", "train.log_period=1",
+            "--set", "data.num_workers=0", "--set", "train.eval_period=-1", "--set", "train.batch_size=2",
+            "--set", "data.synthetic_image_size=64", "--set", "data.crop_size=[64,64]",
+            "--set", "data.min_size_train=[64]"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "WORLD_SIZE", "RANK")}
+    launcher = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        for _ in range(600):  # (until the processes train: a logged step; at most ~2 minutes)
+            if (out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text().count("\n") >= 1:
+                break
+            assert launcher.poll() is None, "the run ended before it was killed"
+            time.sleep(0.2)
+        workers = [pid for pid in _processes_naming(str(out)) if pid != launcher.pid]
+        assert len(workers) == 2, workers
+        launcher.send_signal(signal.SIGKILL)
+        launcher.wait(timeout=30)
+        for _ in range(300):  # (the processes stop as after a SIGTERM; at most ~60 s)
+            if not _processes_naming(str(out)):
+                break
+            time.sleep(0.2)
+        assert not _processes_naming(str(out)), "the processes of the killed launcher train on"
+        with hold_run_folder(out, create=False):  # free again
+            pass
+    finally:
+        for pid in _processes_naming(str(out)):
+            os.kill(pid, signal.SIGKILL)

@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + ([f"data.root={os.path.abspath(args.data_root)}"] if args.data_root else [])
     if args.nproc < 1:
         raise maskformer.ConfigError(f"--nproc must be at least 1, got {args.nproc}")
+    dist.follow_launcher()  # (a process of `--nproc N`: it ends with the launcher, even after kill -9)
     check_not_held(Path(args.output_dir))  # (another training writing there: said first, and only that)
     if args.resume:  # (before the config's data root is checked: a mistyped run folder is named as such)
         check_resumable(Path(args.output_dir))

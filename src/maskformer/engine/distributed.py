@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
 from datetime import timedelta
 
 import torch
@@ -94,6 +97,7 @@ def launch_local(nproc: int, argv: list[str]) -> int:
     if "OMP_NUM_THREADS" not in os.environ:  # (torchrun sets 1 and warns; the children inherit the environment)
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
     os.environ["MASKFORMER_NPROC"] = str(nproc)  # (the processes say `--nproc N`, not torchrun, in a resume hint)
+    os.environ[_LAUNCHER] = str(os.getpid())  # (`follow_launcher` in each process)
     for name in list(logging.root.manager.loggerDict):  # the launcher's loggers set their own level: quiet each one
         if name.startswith("torch.distributed"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
@@ -126,3 +130,24 @@ def launch_local(nproc: int, argv: list[str]) -> int:
     except SignalException as e:  # Ctrl-C / SIGTERM: the launcher stopped the processes, which said "interrupted"
         return 128 + int(e.sigval)
     return 0
+
+
+_LAUNCHER = "MASKFORMER_LAUNCHER_PID"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def follow_launcher() -> None:
+    """In a process that ``launch_local`` started: get SIGTERM when the launcher dies, also by ``kill -9``, and stop
+    as after a SIGTERM of the launcher. torch's launcher starts each process in a session of its own, so nothing else
+    stops them: they went on training into a run folder that the dead launcher no longer held for them. Linux only
+    (``prctl``); elsewhere, or when the parent is not that launcher, nothing."""
+    launcher = os.environ.get(_LAUNCHER, "")
+    if sys.platform != "linux" or not launcher.isdigit() or os.getppid() != int(launcher):
+        return
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(launcher):  # (it died before the setting took hold)
+        os.kill(os.getpid(), signal.SIGTERM)
