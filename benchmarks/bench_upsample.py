@@ -8,14 +8,13 @@ used before): 4 masks 128^2 -> 512^2 (one chunk of the training crop), medians o
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
 from maskformer.allocator import reuse_freed_memory
 from maskformer.criterion import upsample as up
+from maskformer.engine.timing import interleaved_medians
 
 
 def main() -> None:
@@ -52,15 +51,10 @@ def main() -> None:
     ref_adj = calls["adjoint: upsample_bilinear2d_backward"]()[:, 0]
     print(f"largest difference: forward {(up.upsample(src, size) - ref_up).abs().max().item():.1e}, adjoint "
           f"{(up.upsample_adjoint(grad, src.shape, size) - ref_adj).abs().max().item():.1e}")  # fmt: skip
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(args.reps):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
+    medians = interleaved_medians(calls, args.reps)
     print(f"{k} masks {low}^2 -> {size[0]}^2, {args.threads} threads, median of {args.reps} alternating calls:")
-    for name, t in times.items():
-        print(f"  {name:40s} {statistics.median(t) * 1000:7.3f} ms")
+    for name, seconds in medians.items():
+        print(f"  {name:40s} {seconds * 1000:7.3f} ms")
 
 
 if __name__ == "__main__":
