@@ -1,6 +1,7 @@
 """``data.skip_bad_samples`` at evaluation: a bad file is left out and counted, not replaced by a duplicate."""
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -285,9 +286,9 @@ def test_a_bad_image_under_loader_workers_is_one_line(tmp_path: Path) -> None:
         assert done.returncode == 2 and len(said) == 1 and "a1.png" in said[0], done.stderr
 
 
-def test_max_images_reads_no_image_after_the_last_one(tmp_path: Path, capsys) -> None:
+def test_max_images_reads_no_image_after_the_last_one(tmp_path: Path, capsys, monkeypatch) -> None:
     """`eval --max-images 2` read image 3 before stopping, and a bad third image ended the run with an error; its
-    progress bar ended at 1/2."""
+    progress bar ended at 1/2. The bar is drawn on a terminal only (it filled log files with carriage returns)."""
     root = _folder(tmp_path / "data", bad=False)
     (root / "images" / "val" / "a2.png").write_bytes(b"\x89PNG\r\n\x1a\n cut")
     sets = ["data.dataset=folder", "data.num_workers=0", "model.num_classes=4", "test.min_size=64",
@@ -297,6 +298,9 @@ def test_max_images_reads_no_image_after_the_last_one(tmp_path: Path, capsys) ->
     assert evaluate_model(cfg, model, optimize=False, max_images=2)["images"] == 2
     assert evaluate_model(cfg, model, optimize=False, max_images=1)["images"] == 1
     capsys.readouterr()
+    assert evaluate_model(cfg, model, optimize=False, max_images=2, progress=True)["images"] == 2
+    assert "eval" not in capsys.readouterr().err  # not a terminal: no bar
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     assert evaluate_model(cfg, model, optimize=False, max_images=2, progress=True)["images"] == 2
     assert "2/2" in capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
 

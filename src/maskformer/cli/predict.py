@@ -232,7 +232,7 @@ def _run(args: argparse.Namespace) -> int:
 
     batch: list = []  # (path, image) pairs run through the model together (padded to the largest)
     try:
-        for i, path in enumerate(tqdm(images, desc="predict", disable=len(images) < 2)):
+        for i, path in enumerate(tqdm(images, desc="predict", disable=len(images) < 2 or not sys.stderr.isatty())):
             raise_if_terminated()  # (a SIGTERM whose KeyboardInterrupt Python swallowed somewhere inside a library)
             try:
                 batch.append((path, load_image(path)))

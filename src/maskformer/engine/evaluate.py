@@ -7,6 +7,8 @@ in percent.
 
 from __future__ import annotations
 
+import sys
+
 import torch
 from torch import nn
 
@@ -59,7 +61,7 @@ def evaluate_model(
     categories = [{"id": i, "isthing": int(meta.isthing[i]), "name": meta.classes[i]} for i in range(k)]
     pan_eval = PanopticEvaluator(categories=categories) if panoptic else None
     iterator = loader
-    if progress and dist.is_main():
+    if progress and dist.is_main() and sys.stderr.isatty():  # a bar on a terminal; none in a log file or pipe
         from tqdm import tqdm
 
         iterator = tqdm(loader, desc="eval", total=len(loader) if max_images is None else min(max_images, len(loader)))
@@ -121,8 +123,6 @@ def evaluate_model(
     if n_skipped:
         metrics["skipped_images"] = n_skipped
         if progress and dist.is_main() and skipped:
-            import sys
-
             print(f"[maskformer] eval skipped {n_skipped} bad image(s) (data.skip_bad_samples), e.g. {skipped[0][1]}",
                   file=sys.stderr)  # fmt: skip
     model.train(was_training)

@@ -221,7 +221,8 @@ def predict_video(predictor, source: str | Path, output: str | Path, *, task: st
                     out.mux(packet)
 
             frames = container.decode(stream)
-            for frame in tqdm(frames, total=total, desc=f"video {source.name}", unit="frame", disable=not progress):
+            bar = {"total": total, "desc": f"video {source.name}", "unit": "frame"}
+            for frame in tqdm(frames, **bar, disable=not (progress and sys.stderr.isatty())):
                 raise_if_terminated()  # (a SIGTERM whose KeyboardInterrupt a library swallowed)
                 # upright, as players show it (a phone's rotation tag) and as EXIF-rotated photos are read
                 image = np.ascontiguousarray(np.rot90(frame.to_ndarray(format="rgb24"), k=_quarter_turns(frame)))
