@@ -143,10 +143,14 @@ def test_the_folded_mask_convolution_takes_winograd_with_the_same_rows_when_quer
     assert calls[4::5] == [17, 22, 64]  # topped up to 17 rows, then as selected
 
 
-@pytest.mark.parametrize(("batch", "cin", "cout", "size", "bias"), [(2, 8, 5, (6, 7), True), (1, 3, 4, (1, 3), False)])
+@pytest.mark.parametrize(
+    ("batch", "cin", "cout", "size", "bias"),
+    [(2, 8, 5, (6, 7), True), (1, 3, 4, (1, 3), False), (2, 4, 3, (2, 2), False), (1, 3, 2, (8, 10), True)],
+)
 def test_training_winograd_gives_the_convolutions_gradients(batch, cin, cout, size, bias) -> None:
     """modeling.winograd.conv3x3 (training): output and input / weight / bias gradients of conv2d(padding=1), exact
-    in float64 (odd sizes crop the last tile row and column)."""
+    in float64 (odd sizes crop the last tile row and column). For even sizes the input gradient comes out
+    channels-last contiguous (a strided crop of the padded picture made the next layer's backward copy it)."""
     from maskformer.modeling.winograd import conv3x3
 
     g = torch.Generator().manual_seed(size[0] * size[1])
@@ -160,6 +164,8 @@ def test_training_winograd_gives_the_convolutions_gradients(batch, cin, cout, si
     torch.testing.assert_close(conv3x3(x, w, b), F.conv2d(x, w, b, padding=1), atol=1e-12, rtol=1e-12)
     for a, e in zip(got, want):
         torch.testing.assert_close(a, e, atol=1e-12, rtol=1e-12)
+    if size[0] % 2 == 0 and size[1] % 2 == 0:
+        assert got[0].is_contiguous(memory_format=torch.channels_last)
 
 
 def test_training_takes_winograd_on_wide_layers_with_fp32_gradients_as_close_as_the_direct_kernels(monkeypatch):

@@ -152,16 +152,19 @@ def apply_filters(x: Tensor, u: list[Tensor] | tuple[Tensor, ...], bias: Tensor 
 
 def _overlap_add(parts: list[Tensor], axis: int, tiles: int) -> Tensor:
     """Sum four per-tile gradients [.., tiles, ..] of tile positions 0..3 (stride 2) along ``axis`` into the
-    [.., 2 tiles + 2, ..] gradient of the padded picture: positions 0 and 2 fill the even rows (0 + 2i and 2 + 2i),
-    1 and 3 the odd ones, so each half is one copy and one add (no zero-filled buffer; the same sums)."""
+    [.., 2 tiles, ..] gradient of the picture: the padded picture's rows 1 .. 2 tiles (its border rows 0 and
+    2 tiles + 1 are the convolution's zero padding, whose gradient is not wanted). Position k of tile j lands on row
+    2j + k - 1: positions 1 and 3 fill the even rows (2j and 2j + 2), 2 and 0 the odd ones (2j + 1 and 2j - 1), so each
+    half is one copy and one add, and the result is contiguous (no strided crop for the next layer to copy)."""
     shape = list(parts[0].shape)
-    shape[axis] = 2 * tiles + 2
+    shape[axis] = 2 * tiles
     out = parts[0].new_empty(shape)
-    for first in (0, 1):
-        rows = out.narrow(axis, first, 2 * tiles + 1).unfold(axis, 1, 2).squeeze(-1)  # tiles + 1 rows
-        rows.narrow(axis, 0, tiles).copy_(parts[first])
-        rows.narrow(axis, tiles, 1).zero_()
-        rows.narrow(axis, 1, tiles).add_(parts[first + 2])
+    halves = out.unflatten(axis, (tiles, 2))
+    even, odd = halves.select(axis + 1, 0), halves.select(axis + 1, 1)
+    even.copy_(parts[1])
+    even.narrow(axis, 1, tiles - 1).add_(parts[3].narrow(axis, 0, tiles - 1))
+    odd.copy_(parts[2])
+    odd.narrow(axis, 0, tiles - 1).add_(parts[0].narrow(axis, 1, tiles - 1))
     return out
 
 
@@ -205,9 +208,11 @@ class _Conv3x3(torch.autograd.Function):
             grad_b = grad.sum((0, 2, 3))
         if ctx.needs_input_grad[0]:
             dv = [t.view(n, th, tw, cin) for t in products(dm, u.transpose(1, 2).contiguous().unbind(0))]
-            by_cols = [_overlap_add(_b(dv[4 * a : 4 * a + 4]), 2, tw) for a in range(4)]  # 4 x [N, th, 2tw+2, Cin]
-            xp = _overlap_add(_b(by_cols), 1, th)  # [N, 2th+2, 2tw+2, Cin]
-            grad_x = xp[:, 1 : h + 1, 1 : w + 1].permute(0, 3, 1, 2)
+            by_cols = [_overlap_add(_b(dv[4 * a : 4 * a + 4]), 2, tw) for a in range(4)]  # 4 x [N, th, 2tw, Cin]
+            picture = _overlap_add(_b(by_cols), 1, th)  # [N, 2th, 2tw, Cin]
+            if (2 * th, 2 * tw) != (h, w):
+                picture = picture[:, :h, :w]
+            grad_x = picture.permute(0, 3, 1, 2)
         return grad_x, grad_w, grad_b
 
 
