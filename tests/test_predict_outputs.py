@@ -497,3 +497,13 @@ def test_two_panoptic_predicts_into_one_folder_at_once_keep_every_entry(tmp_path
     assert [r.wait(timeout=300) for r in runs] == [0, 0]
     names = {a["file_name"] for a in json.loads((out / "predictions.json").read_text())["annotations"]}
     assert {"a_panoptic.png", "b_panoptic.png", "im0_panoptic.png"} <= names and len(names) == 20003
+
+
+def test_a_folder_scan_takes_the_netpbm_pictures_a_file_name_takes(tmp_path: Path) -> None:
+    """`predict photos/` left .ppm files out without a word, while `predict photos/a.ppm` read it (and serve too)."""
+    from maskformer.cli.predict import _collect
+
+    for name in ("a.ppm", "b.pgm", "c.png", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    files, videos = _collect([str(tmp_path)])
+    assert sorted(p.name for p in files) == ["a.ppm", "b.pgm", "c.png"] and not videos

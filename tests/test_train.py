@@ -161,6 +161,10 @@ def test_cli_bad_inputs_are_one_line(tmp_path, capsys, monkeypatch):
         lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
         assert len(lines) == 1 and lines[0].startswith(f"maskformer {args[0]}: error:"), (args, lines)
     assert not (tmp_path / "o").exists()  # (a --resume with nothing to resume wrote config.yaml there)
+    for minutes in ("inf", "nan", "0"):  # inf and nan were refused as "config key 'train.max_minutes' ..."
+        assert main(["demo", "--minutes", minutes, "--output-dir", str(tmp_path / "d")]) == 2
+        lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+        assert lines == [f"maskformer demo: error: --minutes must be a positive number, got {float(minutes)}"], lines
     r = subprocess.run([sys.executable, "-m", "maskformer.cli", "eval", str(bad_ckpt)], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "bad.pt" in r.stderr, r.stderr
 
@@ -195,6 +199,9 @@ def test_every_command_has_help_for_users(capsys):
         out = capsys.readouterr().out
         assert e.value.code == 0 and out.startswith(f"usage: maskformer {' '.join(argv)}"), argv
         assert "``" not in out and "accelerate.fast_model" not in out, (argv, out)
+    with pytest.raises(SystemExit) as e:  # (it answered "the following arguments are required: COMMAND")
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out == f"maskformer {maskformer.__version__}\n"
 
 
 def test_info_takes_a_trained_model_as_well_as_a_config(tmp_path, capsys):

@@ -294,7 +294,7 @@ def not_a_file(path: str | os.PathLike) -> str:
 
 def unreadable_reason(exc: BaseException, size: int | None) -> str:
     """Why Pillow could not read an image of ``size`` bytes, in words: an empty file, a format it does not know, a
-    file cut short (its own message, e.g. "image file is truncated (3 bytes not processed)"), else the error."""
+    file cut short (Pillow: "image file is truncated (3 bytes not processed)", "broken data stream"), else the error."""
     if size == 0:
         return "empty file, 0 bytes"
     from PIL import UnidentifiedImageError
@@ -303,7 +303,7 @@ def unreadable_reason(exc: BaseException, size: int | None) -> str:
         return "not an image format Pillow knows"
     text = str(exc).strip()
     if "truncated" in text.lower() or "broken data stream" in text:
-        return f"the file is cut short: {text}"
+        return "the file is cut short"  # (Pillow's own words add only "(N bytes not processed)")
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 
+from .. import __version__
 from ..errors import UserError, interrupt_exit_code, is_interrupt, one_line, terminate_as_interrupt
 
 # command name -> module under maskformer.cli
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="maskformer",
         description="MaskFormer: mask classification for semantic and panoptic segmentation.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in COMMANDS.values():
         try:

@@ -4,6 +4,7 @@ set for a bounded time, evaluate it (mIoU and PQ), and draw what it sees."""
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -114,8 +115,8 @@ def run(args: argparse.Namespace) -> int:
     from maskformer.engine.train import train
     from maskformer.fileio import atomic_write_text, json_text
 
-    if args.minutes <= 0:
-        raise maskformer.ConfigError("--minutes must be positive")
+    if not math.isfinite(args.minutes) or args.minutes <= 0:
+        raise maskformer.ConfigError(f"--minutes must be a positive number, got {args.minutes}")
     if args.pictures < 0:
         raise maskformer.ConfigError(f"--pictures must be 0 or more, got {args.pictures}")
     cfg = maskformer.load_config(demo_config_path(), [*args.overrides, f"train.max_minutes={args.minutes}"])

@@ -7,7 +7,7 @@ import argparse
 from maskformer.cli.inference_options import MODEL_HELP, add_inference_options, check_output_dir, predictor_options
 from maskformer.cli.outputs import drop_panoptic_entries, panoptic_table
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".pnm"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 GIF = ".gif"  # one frame: an image; animated: a video
 _OUTPUT_ENDINGS = ("_overlay.mp4", "_overlay.png", "_labels.png", "_panoptic.png")  # what predict writes

@@ -23,7 +23,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--task", choices=["semantic", "panoptic"], help="default task of the page and the API")
+    task = "default task of the page and the API (default: the model's own; panoptic configs: panoptic)"
+    p.add_argument("--task", choices=["semantic", "panoptic"], help=task)
     add_inference_options(p)
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload accepted (default 20 MB)")
     p.add_argument(

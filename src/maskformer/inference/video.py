@@ -262,6 +262,7 @@ def predict_video(predictor, source: str | Path, output: str | Path, *, task: st
             audio.container.close()
     seconds = time.perf_counter() - start
     if progress:
-        print(f"{source.name}: {count} frames in {seconds:.1f} s ({count / seconds:.2f} frames/s) -> {output}",
+        frames = f"{count} frame" + ("" if count == 1 else "s")
+        print(f"{source.name}: {frames} in {seconds:.1f} s ({count / seconds:.2f} frames/s) -> {output}",
               file=sys.stderr)  # fmt: skip
     return {"frames": count, "fps": float(rate), "seconds": seconds}

@@ -210,7 +210,9 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
         task = str(given[0]).strip() if given and str(given[0]).strip() else predictor.task_default
         if task not in tasks:
             if task == "panoptic" and tta:
-                return _error(400, PANOPTIC_TTA)
+                # (an API client cannot drop the server's --tta: it is told what it can send)
+                return _error(400, "task=panoptic: this server runs with --tta (test-time augmentation), which gives "
+                                   "semantic labels only, as in the original: send task=semantic")  # fmt: skip
             return _error(400, f"task must be one of {list(tasks)}, got {task!r}")
         data = await upload.read()
         filename = upload.filename or "upload"
@@ -218,7 +220,8 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
             with _pillow_limit(max_pixels), Image.open(io.BytesIO(data)) as pil:
                 width, height = pil.size  # from the header: refuse a huge picture before decoding its pixels
                 if width * height > max_pixels:
-                    return _error(413, f"{filename}: {width}x{height} pixels is over the limit of {max_pixels} pixels")
+                    size = f"{width * height} pixels ({width}x{height})"
+                    return _error(413, f"{filename}: {size} is over the limit of {max_pixels} pixels")
                 pil.load()
                 image = pil_to_rgb(pil, filename)  # EXIF orientation, 16-bit grey: as eval and predict read it
                 # (a browser turns a JPEG by its EXIF orientation, but not e.g. a WebP: those get the upright PNG)
@@ -229,7 +232,7 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
         except Image.DecompressionBombError as e:  # PIL's own guard, before the header check above could run
             pixels = re.search(r"\((\d+) pixels\)", str(e))
             size = f"{int(pixels[1])} pixels" if pixels else "the image"
-            return _error(413, f"{filename}: {size} is over the limit of {max_pixels} pixels")
+            return _error(413, f"{filename}: {size} is over the limit of {max_pixels} pixels")  # (no size read yet)
         except (OSError, ValueError) as e:
             return _error(400, f"{filename}: not a readable image ({unreadable_reason(e, len(data))})")
         if image.shape[0] < 1 or image.shape[1] < 1:
