@@ -16,7 +16,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SETS = [
     "train.max_iters=6", "train.batch_size=2", "train.checkpoint_period=3", "train.eval_period=-1",
     "train.log_period=1", "data.num_workers=0", "data.min_size_train=[48]", "data.crop_size=[40,40]",
-    "data.aspect_ratio_grouping=true", "model.dropout=0.1", "test.min_size=48",
+    "data.aspect_ratio_grouping=true", "model.dropout=0.1", "test.min_size=48", "model.num_classes=3",
 ]  # fmt: skip
 
 

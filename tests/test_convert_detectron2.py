@@ -360,6 +360,26 @@ def test_a_file_that_is_no_weights_is_named_without_torchs_unsafe_advice(tmp_pat
     assert "weights_only" not in err and not (tmp_path / "o.pt").exists()
 
 
+def test_text_and_cut_files_are_named_in_words_as_the_checkpoint_loader_names_them(tmp_path, capsys):
+    """A text file named .pkl said "unsafe or invalid pickle: Memo value not found at index 101", and a .pt cut in
+    half printed torch's paragraph of miniz advice."""
+    import torch
+
+    torch.save({"model": {"w": torch.zeros(200, 100)}}, tmp_path / "whole.pt")
+    whole = (tmp_path / "whole.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "notes.pkl").write_text("weights from the cluster\nsee the wiki\n")
+    (tmp_path / "notes.pt").write_text("weights from the cluster\n")
+    for name, why in (("cut.pt", "the file is truncated or corrupt"), ("notes.pkl", "a text file, not a pickle"),
+                      ("notes.pt", "a text file")):  # fmt: skip
+        argv = ["convert", "detectron2", str(tmp_path / name), str(tmp_path / "o.pt"), "--config",
+                str(CONFIGS / "demo.yaml")]  # fmt: skip
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"{tmp_path / name}: " in err and why in err, err
+        assert "miniz" not in err and "Memo" not in err and not (tmp_path / "o.pt").exists()
+
+
 def test_the_demo_model_keeps_its_class_table_through_the_original_format(tmp_path, capsys):
     """The demo's synthetic classes (names, thing flags, colours) came back as "class 0..7", all stuff, after
     to-detectron2 and back with the run's config.yaml: only shipped tables and folder data were looked up."""

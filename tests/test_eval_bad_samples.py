@@ -32,7 +32,7 @@ def _folder(root: Path, bad: bool | int) -> Path:
     return root
 
 
-def test_eval_leaves_a_skipped_image_out_instead_of_scoring_its_neighbour_twice(tmp_path: Path) -> None:
+def test_eval_leaves_a_skipped_image_out_instead_of_scoring_its_neighbour_twice(tmp_path: Path, capsys) -> None:
     sets = ["data.dataset=folder", "data.skip_bad_samples=true", "data.num_workers=0", "model.num_classes=4",
             "test.min_size=64", "test.max_size=128"]  # fmt: skip
     clean = _folder(tmp_path / "clean", bad=False)
@@ -44,6 +44,8 @@ def test_eval_leaves_a_skipped_image_out_instead_of_scoring_its_neighbour_twice(
     got = evaluate_model(cfg_dirty, model, optimize=False)
     assert expected["images"] == 3 and "skipped_images" not in expected
     assert got["images"] == 3 and got["skipped_images"] == 1  # (a3 was replaced by a0, scored twice)
+    # the file is named on stderr also without a progress display (`eval --json` said only "skipped_images": 1)
+    assert "a3.png" in capsys.readouterr().err
     for key in ("mIoU", "fwIoU", "mACC", "pACC"):
         assert got[key] == expected[key], key
     # two bad files side by side: 2 skipped (the first one's record listed both, and the second was counted again)
@@ -332,3 +334,23 @@ def test_training_data_whose_labels_hold_only_the_ignore_label_is_refused(tmp_pa
     err = capsys.readouterr().err
     assert "every label of data.train_split=train holds only the ignore label: nothing to learn" in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_the_python_api_takes_a_folders_class_table_or_names_a_class_count_that_disagrees(tmp_path: Path) -> None:
+    """load_config + build_model on a folder config gave an 11-class model (the config's count) for 3-class data
+    without a word, with "class 0", "class 1" ... as names; eval alone noticed."""
+    from conftest import CONFIGS
+    from maskformer.build import fit_classes
+
+    root = tmp_path / "mydata"
+    root.mkdir()
+    (root / "classes.json").write_text('{"classes": [{"name": "road"}, {"name": "car"}, {"name": "sky"}]}')
+    cfg = maskformer.load_config(CONFIGS / "folder" / "small.yaml", overrides=[f"data.root={root}"])
+    with pytest.raises(maskformer.ConfigError, match=r"model.num_classes=11 but .*classes.json lists 3 classes"):
+        maskformer.build_model(cfg)
+    model = maskformer.build_model(fit_classes(cfg))
+    assert maskformer.Predictor(model, optimize=False).class_names == ["road", "car", "sky"]
+    maskformer.save_checkpoint(tmp_path / "mine.pt", cfg=model.cfg, model=model)
+    assert maskformer.Predictor.from_pretrained(tmp_path / "mine.pt").class_names == ["road", "car", "sky"]
+    (root / "classes.json").write_text('{"classes": ["a", "b"]}')  # the data changed after: the checkpoint still loads
+    assert maskformer.load_model(tmp_path / "mine.pt").class_meta.classes == ["road", "car", "sky"]

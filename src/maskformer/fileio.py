@@ -286,6 +286,28 @@ def json_integer(value: object) -> int:
     return int(value)
 
 
+def looks_like_text(head: bytes) -> bool:
+    """Whether a file's first bytes are text: UTF-8 (a character cut at the end of ``head`` aside) made of printable
+    characters and line breaks, with no NUL."""
+    if b"\x00" in head:
+        return False
+    try:
+        chars = head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 3:
+            return False
+        chars = head[: e.start].decode("utf-8")
+    return sum(c.isprintable() or c in "\r\n\t" for c in chars) >= 0.95 * max(1, len(chars))
+
+
+def cut_archive(path: str | os.PathLike, head: bytes) -> bool:
+    """Whether a file that starts as a zip archive (``head``: its first bytes; torch's checkpoint format) lacks the
+    directory at its end, i.e. was cut short (torch.load then says "[Errno 22]" or gives a paragraph of advice)."""
+    import zipfile
+
+    return head.startswith(b"PK\x03\x04") and not zipfile.is_zipfile(path)
+
+
 def not_a_file(path: str | os.PathLike) -> str:
     """Why ``path``, which is not a regular file, cannot be read as one: ``"a folder, not a file"`` or ``"file not
     found"`` (for a ``"{path}: ..."`` error line)."""

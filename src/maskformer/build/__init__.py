@@ -114,22 +114,46 @@ def build_predictor(m: ModelConfig, in_channels: int, *, mask_classification: bo
     )
 
 
-def build_model(cfg: Config) -> nn.Module:
+def build_model(cfg: Config, *, class_table: bool = True) -> nn.Module:
     """MaskFormer or one of the per-pixel baselines, randomly initialised (load weights separately).
 
     The model carries its config as ``model.cfg`` (test sizes and thresholds for ``Predictor(model)``) and
-    ``model.class_meta``: the shipped class table of ``data.dataset`` when it fits, else None (the checkpoint loader
-    attaches the checkpoint's own).
+    ``model.class_meta``: the shipped class table of ``data.dataset`` when it fits; for a folder dataset
+    (``class_table``) the one in ``data.root`` (``classes.json`` / ``.yaml``) when that folder has one, whose class
+    count must then be ``model.num_classes`` (else a ``ConfigError`` naming both: ``fit_classes(cfg)`` takes it from
+    the data, as ``maskformer train`` does); else None. The checkpoint loader passes ``class_table=False`` and
+    attaches the checkpoint's own table.
     """
     from ..data.metadata import shipped_meta
 
     if not isinstance(cfg, Config):
         raise ConfigError(f"build_model takes a Config, got {type(cfg).__name__}: make one with "
                           "maskformer.load_config(path)")  # fmt: skip
+    meta = _folder_table(cfg) if class_table else None
     model = _build_model(cfg)
     model.cfg = cfg
-    model.class_meta = shipped_meta(cfg.data.dataset, cfg.model.num_classes)
+    model.class_meta = meta if meta is not None else shipped_meta(cfg.data.dataset, cfg.model.num_classes)
     return model
+
+
+def _folder_table(cfg: Config):
+    """The class table of a folder dataset's ``data.root`` when it holds one (checked against the class count)."""
+    from pathlib import Path
+
+    from ..data.folder import read_folder_meta
+
+    root = Path(cfg.data.root)
+    files = [root / n for n in ("classes.json", "classes.yaml", "classes.yml") if (root / n).exists()]
+    if cfg.data.dataset != "folder" or not files:
+        return None
+    meta = read_folder_meta(root)
+    if meta.num_classes != cfg.model.num_classes:
+        raise ConfigError(
+            f"model.num_classes={cfg.model.num_classes} but {files[0]} lists {meta.num_classes} classes: set "
+            f"model.num_classes={meta.num_classes} (maskformer.build.fit_classes(cfg) takes it from the data, as "
+            "`maskformer train` does)"
+        )
+    return meta
 
 
 def _build_model(cfg: Config) -> nn.Module:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CheckpointError
-from ..fileio import atomic_path, not_a_file
+from ..fileio import atomic_path, looks_like_text, not_a_file
 
 # (module, name) pairs a numpy-array pickle legitimately needs; nothing else is resolved.
 _ALLOWED = {
@@ -38,8 +38,13 @@ def load_pkl(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: {not_a_file(path)}")
+    raw = path.read_bytes()
+    if not raw:
+        raise CheckpointError(f"{path}: an empty file, not a pickle")
+    if looks_like_text(raw[:512]):
+        raise CheckpointError(f"{path}: a text file, not a pickle of weights")
     try:
-        data = _SafeUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
+        data = _SafeUnpickler(io.BytesIO(raw), encoding="latin1").load()
     except pickle.UnpicklingError as e:
         raise CheckpointError(f"{path}: unsafe or invalid pickle: {e}") from None
     except Exception as e:  # truncated or not a pickle at all

@@ -21,7 +21,7 @@ from ..build import build_model
 from ..config import Config, config_from_dict, config_to_dict
 from ..data.metadata import DatasetMeta, meta_from_checkpoint
 from ..errors import CheckpointError, ConfigError, interrupts_held
-from ..fileio import atomic_path
+from ..fileio import atomic_path, cut_archive, looks_like_text
 from ..inference.device import check_device
 
 FORMAT = "maskformer-checkpoint"
@@ -88,20 +88,9 @@ def _kind_of_file(path: Path) -> str | None:
         return "an original detectron2 .pkl: convert it with `maskformer convert detectron2` first"
     if suffix == ".onnx":
         return "an ONNX graph (for onnxruntime), not a checkpoint: pass the checkpoint it was exported from"
-    if text and _looks_like_text(head):
+    if text and looks_like_text(head):
         return "a text file, not a torch checkpoint"
     return "not a torch checkpoint file"
-
-
-def _looks_like_text(head: bytes) -> bool:
-    """UTF-8 (a character cut at the end of ``head`` aside) made of printable characters and line breaks."""
-    try:
-        chars = head.decode("utf-8")
-    except UnicodeDecodeError as e:
-        if e.start < len(head) - 3:
-            return False
-        chars = head[: e.start].decode("utf-8")
-    return sum(c.isprintable() or c in "\r\n\t" for c in chars) >= 0.95 * max(1, len(chars))
 
 
 def weights_mismatch(model: nn.Module, state: object) -> str | None:
@@ -165,6 +154,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: checkpoint not found")
     check_device(map_location)
     why = _kind_of_file(path) or damaged_archive(path)
+    with open(path, "rb") as f:
+        if why is None and cut_archive(path, f.read(4)):
+            why = "the file is truncated or corrupt (incomplete archive)"
     if why is not None:
         raise CheckpointError(f"{path}: {why}")
     try:
@@ -224,7 +216,7 @@ def load_model_and_config(
     obj = load_checkpoint(path, map_location)
     cfg = config_of(obj, path)
     meta = meta_of(obj, cfg, path)
-    model = build_model(cfg)
+    model = build_model(cfg, class_table=False)  # (the checkpoint's own table is attached below)
     why = weights_mismatch(model, obj.get("model"))
     if why is None:
         try:

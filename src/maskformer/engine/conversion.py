@@ -46,7 +46,7 @@ def _meta_model(cfg: Config) -> nn.Module:
     from ..build import build_model
 
     with torch.device("meta"):
-        return build_model(cfg)
+        return build_model(cfg, class_table=False)
 
 
 def _fits(cfg: Config, state: object, source: str | Path) -> None:

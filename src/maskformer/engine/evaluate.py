@@ -122,7 +122,7 @@ def evaluate_model(
     n_skipped = int(round(dist.all_reduce_mean({"n": float(len(skipped))})["n"] * dist.world_size()))
     if n_skipped:
         metrics["skipped_images"] = n_skipped
-        if progress and dist.is_main() and skipped:
+        if dist.is_main() and skipped:  # (also with --json: the count alone does not say which file to fix)
             print(f"[maskformer] eval skipped {n_skipped} bad image(s) (data.skip_bad_samples), e.g. {skipped[0][1]}",
                   file=sys.stderr)  # fmt: skip
     model.train(was_training)
