@@ -235,7 +235,9 @@ def test_the_command_line_starts_without_torch_and_takes_an_early_ctrl_c_in_one_
         "import os, signal, sys, threading\n"
         "from maskformer.cli import main\n"
         "threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()\n"
-        "sys.argv = ['maskformer', 'info', 'configs/demo.yaml']\n"
+        # (a command of seconds, so that the Ctrl-C lands within it also on a loaded machine: the demo config's 2 s
+        # run once ended before a late timer, whose Ctrl-C at the interpreter's exit was then ignored: exit 0)
+        "sys.argv = ['maskformer', 'info', 'configs/ade20k-150/maskformer_R50_bs16_160k.yaml']\n"
         "sys.exit(main())\n"
     )
     done = subprocess.run([sys.executable, "-c", early], env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)
@@ -267,3 +269,12 @@ def test_subpackages_are_reached_from_the_package_and_an_import_cut_by_ctrl_c_is
     monkeypatch.setattr(info, "run", cut_import)
     assert main(["info", "configs/demo.yaml"]) == 130
     assert capsys.readouterr().err.strip() == "maskformer info: interrupted"
+
+
+def test_the_package_lists_its_public_names_not_its_helpers() -> None:
+    """dir(maskformer) listed Any, TYPE_CHECKING, annotations and importlib beside the API."""
+    import maskformer
+
+    names = dir(maskformer)
+    assert set(maskformer.__all__) <= set(names) and "__version__" in names
+    assert not {"Any", "TYPE_CHECKING", "annotations", "importlib"} & set(names), names

@@ -132,9 +132,9 @@ def test_device_names_subfolders_and_output_folders_are_checked_first(tmp_path: 
     (folder / "clip.mp4").mkdir()
     image = str(folder / "im0.png")
     cases = {
-        ("--device", "foo"): "--device 'foo': not a device name",
-        ("--device", "meta"): "--device meta: this package runs on cpu or cuda, not meta",
-        ("--device", "cpu:1"): "--device cpu:1: the CPU is one device",
+        ("--device", "foo"): "device 'foo': not a device name",
+        ("--device", "meta"): "device 'meta': this package runs on cpu or cuda, not meta",
+        ("--device", "cpu:1"): "device 'cpu:1': the CPU is one device",
         ("--output-dir", ""): "--output-dir is empty",
     }
     for (flag, value), words in cases.items():

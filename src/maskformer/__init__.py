@@ -70,4 +70,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    # the public names and the module's dunders, not the helpers this file imports (Any, importlib, ...)
+    return sorted({*__all__, *(name for name in globals() if name.startswith("__"))})
