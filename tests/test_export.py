@@ -201,3 +201,36 @@ def test_without_the_onnx_extra_export_is_one_line_naming_it(tmp_path, capsys, m
     assert err == f"maskformer export: error: export onnx needs the onnx extra: pip install 'maskformer[onnx]' " \
                   f"({missing} is missing)", err  # fmt: skip
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_the_documented_onnxruntime_snippet_gives_the_predictors_labels(exported, tmp_path) -> None:
+    """docs/onnx.md's snippet, run as written beside the exported file (numpy, Pillow and onnxruntime only), on a
+    picture already at its test size and on one that needs padding: the labels of ``Predictor(optimize=False)``."""
+    import json
+    import re
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from conftest import ROOT
+
+    _, ckpt, onnx_file = exported
+    model = maskformer.load_model(ckpt)  # (with the class table the checkpoint carries, as the export read it)
+    (block,) = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "onnx.md").read_text(), flags=re.S)
+    info = ort.InferenceSession(str(onnx_file)).get_modelmeta().custom_metadata_map
+    assert json.loads(info["classes"]) == maskformer.Predictor(model, optimize=False).class_names
+    assert json.loads(info["pixel_mean"]) == [round(float(v), 6) for v in model.pixel_mean]
+    assert info["size_divisibility"] == "32" and int(info["test_min_size"]) == model.cfg.test.min_size
+    (tmp_path / "model.onnx").symlink_to(onnx_file)
+    rng = np.random.default_rng(3)
+    for h, w in ((64, 96), (70, 101)):
+        picture = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        Image.fromarray(picture).save(tmp_path / "street.png")
+        run = subprocess.run([sys.executable, "-c", block + "\nnp.save('labels.npy', labels)\n"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert run.returncode == 0, run.stderr[-2000:]
+        got = np.load(tmp_path / "labels.npy")
+        predictor = maskformer.Predictor(model, optimize=False, min_size=min(h, w), max_size=4 * max(h, w))
+        want = predictor(picture, task="semantic")
+        assert got.shape == (h, w) and (got == want.numpy()).mean() > 0.999, (got != want.numpy()).sum()

@@ -26,7 +26,7 @@ from maskformer.errors import UserError
 from maskformer.fileio import atomic_path
 from maskformer.inference.accelerate.fast_model import fold_frozen_batchnorm
 
-__all__ = ["ExportReport", "LeanInference", "export_onnx", "verify_onnx"]
+__all__ = ["ExportReport", "LeanInference", "export_onnx", "graph_info", "verify_onnx"]
 
 
 class LeanInference(nn.Module):
@@ -86,8 +86,31 @@ def _export(lean: LeanInference, example: torch.Tensor, path: Path, opset: int, 
     finally:
         for name, logger in loggers.items():
             logger.setLevel(levels[name])
+    program.model.metadata_props.update(graph_info(lean.model))
     program.save(str(path))
     return int(program.model.opset_imports.get("", opset))
+
+
+def graph_info(model: nn.Module) -> dict[str, str]:
+    """What a user of the graph needs besides it, stored in the ONNX file's metadata (onnxruntime:
+    ``session.get_modelmeta().custom_metadata_map``), all strings: ``pixel_mean`` / ``pixel_std`` (JSON, RGB on the
+    0..255 scale), ``size_divisibility``, ``classes`` (JSON names in the logits' order, the last logit being "no
+    object"; empty for a model without its config) and the ``Predictor``'s test resize (``test_min_size``: the
+    shorter side, ``test_max_size``: the longer side's cap; 0 without a config). docs/onnx.md shows their use."""
+    import json
+
+    cfg = getattr(model, "cfg", None)
+    meta = getattr(model, "class_meta", None)
+    generic = [f"class {i}" for i in range(cfg.model.num_classes)] if cfg is not None else []  # (the Predictor's)
+    names = list(meta.classes) if meta is not None else generic
+    return {
+        "pixel_mean": json.dumps([round(float(v), 6) for v in model.pixel_mean]),
+        "pixel_std": json.dumps([round(float(v), 6) for v in model.pixel_std]),
+        "size_divisibility": str(int(getattr(model, "size_divisibility", 0) or 0)),
+        "classes": json.dumps(names, ensure_ascii=False),
+        "test_min_size": str(cfg.test.min_size if cfg is not None else 0),
+        "test_max_size": str(cfg.test.max_size if cfg is not None else 0),
+    }
 
 
 def _onnx_export(lean: LeanInference, example: torch.Tensor, opset: int, shapes: dict | None):
