@@ -407,10 +407,13 @@ import os, sys, time
 from pathlib import Path
 from maskformer.engine.run_folder import hold_run_folder
 with hold_run_folder(Path(sys.argv[1]), create=True):
+    ready, started = os.pipe()
     child = os.fork()
     if child == 0:  # a DataLoader worker, say: outlives the training process for a moment after kill -9
+        os.write(started, b"x")  # (the fork handlers have run: a worker killed with its training is long past them)
         time.sleep(60)
         os._exit(0)
+    os.read(ready, 1)  # (on a loaded machine the child could still be unscheduled, before its fork handler)
     print(child, flush=True)
     os._exit(0)  # (as killed: no cleanup runs)
 """
