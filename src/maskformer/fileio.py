@@ -300,9 +300,13 @@ def looks_like_text(head: bytes) -> bool:
     return sum(c.isprintable() or c in "\r\n\t" for c in chars) >= 0.95 * max(1, len(chars))
 
 
+CUT_ARCHIVE = "the file is truncated or corrupt (incomplete archive)"
+
+
 def cut_archive(path: str | os.PathLike, head: bytes) -> bool:
     """Whether a file that starts as a zip archive (``head``: its first bytes; torch's checkpoint format) lacks the
-    directory at its end, i.e. was cut short (torch.load then says "[Errno 22]" or gives a paragraph of advice)."""
+    directory at its end, i.e. was cut short (torch.load then says "[Errno 22]" or gives a paragraph of advice);
+    ``CUT_ARCHIVE`` says it in words."""
     import zipfile
 
     return head.startswith(b"PK\x03\x04") and not zipfile.is_zipfile(path)

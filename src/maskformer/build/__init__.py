@@ -142,9 +142,11 @@ def _folder_table(cfg: Config):
 
     from ..data.folder import read_folder_meta
 
+    if cfg.data.dataset != "folder":
+        return None
     root = Path(cfg.data.root)
     files = [root / n for n in ("classes.json", "classes.yaml", "classes.yml") if (root / n).exists()]
-    if cfg.data.dataset != "folder" or not files:
+    if not files:
         return None
     meta = read_folder_meta(root)
     if meta.num_classes != cfg.model.num_classes:

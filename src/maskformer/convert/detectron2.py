@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from ..fileio import cut_archive, looks_like_text, not_a_file
+from ..fileio import CUT_ARCHIVE, cut_archive, looks_like_text, not_a_file
 from .pickle_io import as_numpy_state, load_pkl
 from .rename import DROP, convert_state
 
@@ -63,9 +63,6 @@ def _fix_torchvision_stage_numbers(state: dict) -> dict:
     return out
 
 
-_CUT = "the file is truncated or corrupt: an incomplete archive"
-
-
 def read_checkpoint_state(path: str | Path) -> dict[str, np.ndarray | torch.Tensor]:
     """The weight dict of a ``.pkl`` (restricted unpickler) or ``.pth``/``.pt`` (``torch.load(weights_only=True)``)."""
     path = Path(path)
@@ -76,9 +73,9 @@ def read_checkpoint_state(path: str | Path) -> dict[str, np.ndarray | torch.Tens
         return as_numpy_state(data.get("model", data), str(path))
     with open(path, "rb") as f:
         head = f.read(512)
-    if not head or looks_like_text(head) or cut_archive(path, head):
-        why = "an empty file" if not head else "a text file" if looks_like_text(head) else _CUT
-        raise CheckpointError(f"{path}: cannot read checkpoint ({why})")
+    why = "an empty file" if not head else "a text file" if looks_like_text(head) else None
+    if why or cut_archive(path, head):
+        raise CheckpointError(f"{path}: cannot read checkpoint ({why or CUT_ARCHIVE})")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -86,7 +83,7 @@ def read_checkpoint_state(path: str | Path) -> dict[str, np.ndarray | torch.Tens
         if "Weights only load failed" in text:  # torch's advice to load unsafely is not for this file
             why = "not a torch weight file, or one holding objects other than tensors (not unpickled, for safety)"
         elif "central directory" in text or "zip archive" in text or isinstance(e, EOFError):  # (+ miniz's advice)
-            why = _CUT
+            why = CUT_ARCHIVE
         else:
             first = (str(e).splitlines() or [""])[0]
             detail = "" if isinstance(e, KeyError | IndexError | EOFError) or len(first) < 12 else f": {first}"

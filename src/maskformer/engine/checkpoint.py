@@ -21,7 +21,7 @@ from ..build import build_model
 from ..config import Config, config_from_dict, config_to_dict
 from ..data.metadata import DatasetMeta, meta_from_checkpoint
 from ..errors import CheckpointError, ConfigError, interrupts_held
-from ..fileio import atomic_path, cut_archive, looks_like_text
+from ..fileio import CUT_ARCHIVE, atomic_path, cut_archive, looks_like_text
 from ..inference.device import check_device
 
 FORMAT = "maskformer-checkpoint"
@@ -74,6 +74,8 @@ def _kind_of_file(path: Path) -> str | None:
     """Why ``path`` is not a torch checkpoint, judged from its first bytes, or None when it may be one."""
     with open(path, "rb") as f:
         head = f.read(512)
+    if cut_archive(path, head):
+        return CUT_ARCHIVE
     if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
         return None  # torch's zip format or a legacy pickle
     if not head:
@@ -154,9 +156,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: checkpoint not found")
     check_device(map_location)
     why = _kind_of_file(path) or damaged_archive(path)
-    with open(path, "rb") as f:
-        if why is None and cut_archive(path, f.read(4)):
-            why = "the file is truncated or corrupt (incomplete archive)"
     if why is not None:
         raise CheckpointError(f"{path}: {why}")
     try:
@@ -166,7 +165,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except Exception as e:
         text = str(e)
         if "central directory" in text or "zip archive" in text or isinstance(e, EOFError) or "EOF" in text:
-            raise CheckpointError(f"{path}: the file is truncated or corrupt (incomplete archive)") from None
+            raise CheckpointError(f"{path}: {CUT_ARCHIVE}") from None
         if "Weights only load failed" in text or "weights_only" in text:
             raise CheckpointError(
                 f"{path}: holds Python objects other than tensors and plain values; not loaded, as unpickling them "
