@@ -361,8 +361,9 @@ def test_a_file_that_is_no_weights_is_named_without_torchs_unsafe_advice(tmp_pat
 
 
 def test_text_and_cut_files_are_named_in_words_as_the_checkpoint_loader_names_them(tmp_path, capsys):
-    """A text file named .pkl said "unsafe or invalid pickle: Memo value not found at index 101", and a .pt cut in
-    half printed torch's paragraph of miniz advice."""
+    """A text file named .pkl said "unsafe or invalid pickle: Memo value not found at index 101", a .pt cut in
+    half printed torch's paragraph of miniz advice, and a .pt with flipped bytes was converted with exit 0 (the
+    checkpoint loader refused it: its archive fails its checksums). A transformers weight file likewise."""
     import torch
 
     torch.save({"model": {"w": torch.zeros(200, 100)}}, tmp_path / "whole.pt")
@@ -370,14 +371,24 @@ def test_text_and_cut_files_are_named_in_words_as_the_checkpoint_loader_names_th
     (tmp_path / "cut.pt").write_bytes(whole[: len(whole) // 2])
     (tmp_path / "notes.pkl").write_text("weights from the cluster\nsee the wiki\n")
     (tmp_path / "notes.pt").write_text("weights from the cluster\n")
+    flipped = bytearray(whole)  # a few bytes of the weights changed: torch.load reads them as other weights
+    middle = slice(len(whole) // 2, len(whole) // 2 + 8)
+    flipped[middle] = bytes(255 - b for b in whole[middle])
+    (tmp_path / "flipped.pt").write_bytes(bytes(flipped))
     for name, why in (("cut.pt", "the file is truncated or corrupt"), ("notes.pkl", "a text file, not a pickle"),
-                      ("notes.pt", "a text file")):  # fmt: skip
+                      ("notes.pt", "a text file"), ("flipped.pt", "fails its checksum")):  # fmt: skip
         argv = ["convert", "detectron2", str(tmp_path / name), str(tmp_path / "o.pt"), "--config",
                 str(CONFIGS / "demo.yaml")]  # fmt: skip
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and f"{tmp_path / name}: " in err and why in err, err
         assert "miniz" not in err and "Memo" not in err and not (tmp_path / "o.pt").exists()
+    from maskformer.convert.hf_folder import _read_weight_file
+    from maskformer.errors import CheckpointError
+
+    (tmp_path / "pytorch_model.bin").write_bytes(bytes(flipped))
+    with pytest.raises(CheckpointError, match="pytorch_model.bin: the file is damaged"):
+        _read_weight_file(tmp_path / "pytorch_model.bin")
 
 
 def test_the_demo_model_keeps_its_class_table_through_the_original_format(tmp_path, capsys):

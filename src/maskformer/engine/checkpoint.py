@@ -6,10 +6,8 @@ file intact; read with ``torch.load(weights_only=True)`` so a checkpoint cannot 
 
 from __future__ import annotations
 
-import functools
 import random
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,7 @@ from ..build import build_model
 from ..config import Config, config_from_dict, config_to_dict
 from ..data.metadata import DatasetMeta, meta_from_checkpoint
 from ..errors import CheckpointError, ConfigError, interrupts_held
-from ..fileio import CUT_ARCHIVE, atomic_path, cut_archive, looks_like_text
+from ..fileio import CUT_ARCHIVE, atomic_path, cut_archive, damaged_archive, looks_like_text
 from ..inference.device import check_device
 
 FORMAT = "maskformer-checkpoint"
@@ -122,29 +120,6 @@ def non_finite_weights(state: dict) -> str | None:
     if not bad:
         return None
     return bad[0] + (f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else "")
-
-
-def damaged_archive(path: Path) -> str | None:
-    """Why a checkpoint's archive is damaged (a member whose bytes fail the CRC-32 the archive stores for it), or
-    None. torch.load does not check them: a changed byte in the weights loaded as other weights, with exit 0. Reading
-    the file once for it takes ~0.06 s per 165 MB (an R50 model); the answer is kept per file state, so the zoo's
-    check of a cached copy and its load read it once."""
-    try:
-        info = path.stat()
-    except OSError:
-        return None
-    return _damage(str(path), info.st_mtime_ns, info.st_size)
-
-
-@functools.lru_cache(maxsize=16)
-def _damage(path: str, mtime_ns: int, size: int) -> str | None:
-    del mtime_ns, size  # (the cache key: a rewritten file is read again)
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
-        return None  # (not an archive at all, or cut: torch.load's error names it below)
-    return None if bad is None else f"the file is damaged ({bad} fails its checksum): copy or download it again"
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
