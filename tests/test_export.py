@@ -224,13 +224,17 @@ def test_the_documented_onnxruntime_snippet_gives_the_predictors_labels(exported
     assert info["size_divisibility"] == "32" and int(info["test_min_size"]) == model.cfg.test.min_size
     (tmp_path / "model.onnx").symlink_to(onnx_file)
     rng = np.random.default_rng(3)
-    for h, w in ((64, 96), (70, 101)):
+    for h, w in ((128, 160), (128, 203), (150, 130)):  # (the demo's test size: shorter side 128; the last resized)
         picture = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         Image.fromarray(picture).save(tmp_path / "street.png")
         run = subprocess.run([sys.executable, "-c", block + "\nnp.save('labels.npy', labels)\n"], cwd=tmp_path,
                              capture_output=True, text=True, timeout=300)  # fmt: skip
         assert run.returncode == 0, run.stderr[-2000:]
         got = np.load(tmp_path / "labels.npy")
-        predictor = maskformer.Predictor(model, optimize=False, min_size=min(h, w), max_size=4 * max(h, w))
-        want = predictor(picture, task="semantic")
-        assert got.shape == (h, w) and (got == want.numpy()).mean() > 0.999, (got != want.numpy()).sum()
+        if min(h, w) != model.cfg.test.min_size:  # the snippet resizes as the Predictor does: compare on that picture
+            from maskformer.inference.preprocess import resize_image, resize_shortest_edge_size
+
+            sizes = (model.cfg.test.min_size, model.cfg.test.max_size)
+            picture = resize_image(picture, resize_shortest_edge_size(h, w, *sizes))
+        want = maskformer.Predictor(model, optimize=False)(picture, task="semantic").numpy()
+        assert got.shape == want.shape and (got == want).mean() > 0.999, (got != want).sum()
