@@ -354,3 +354,16 @@ def test_the_python_api_takes_a_folders_class_table_or_names_a_class_count_that_
     assert maskformer.Predictor.from_pretrained(tmp_path / "mine.pt").class_names == ["road", "car", "sky"]
     (root / "classes.json").write_text('{"classes": ["a", "b"]}')  # the data changed after: the checkpoint still loads
     assert maskformer.load_model(tmp_path / "mine.pt").class_meta.classes == ["road", "car", "sky"]
+
+
+def test_a_class_count_fitted_from_a_yaml_table_names_that_file(tmp_path: Path, capsys) -> None:
+    """With only classes.yaml in the data folder, the note and the error named classes.json, which is not there."""
+    from conftest import CONFIGS
+    from maskformer.build import fit_classes
+
+    (tmp_path / "classes.yaml").write_text("classes:\n  - name: road\n  - name: sky\n")
+    cfg = maskformer.load_config(CONFIGS / "folder" / "small.yaml", overrides=[f"data.root={tmp_path}"])
+    assert fit_classes(cfg).model.num_classes == 2
+    assert f"{tmp_path}/classes.yaml" in capsys.readouterr().err
+    with pytest.raises(maskformer.ConfigError, match=r"classes\.yaml lists 2 classes"):
+        fit_classes(cfg, explicit=True)

@@ -75,7 +75,8 @@ def fit_classes(cfg: Config, *, explicit: bool = False) -> Config:
     meta = build_meta(cfg)
     if meta.num_classes == cfg.model.num_classes:
         return cfg
-    source = f"{d.root}/classes.json" if d.dataset == "folder" else f"the {d.dataset} class table"
+    tables = [n for n in ("classes.json", "classes.yaml", "classes.yml") if (Path(d.root) / n).is_file()]
+    source = f"{d.root}/{(tables or ['classes.json'])[0]}" if d.dataset == "folder" else f"the {d.dataset} class table"
     if d.dataset == "coco_panoptic" and d.panoptic_json:
         source = f"the categories of {_categories_json(cfg)}"
     if explicit:
