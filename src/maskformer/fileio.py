@@ -338,6 +338,19 @@ def _damage(path: str, mtime_ns: int, size: int) -> str | None:
     return None if bad is None else f"the file is damaged ({bad} fails its checksum): copy or download it again"
 
 
+def weight_file_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be a torch weight file, judged before torch.load reads it, or None: empty, text, an archive
+    cut short (``CUT_ARCHIVE``) or one whose checksums fail (``damaged_archive``: torch.load would read flipped bytes
+    as other weights)."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head:
+        return "an empty file"
+    if looks_like_text(head):
+        return "a text file"
+    return CUT_ARCHIVE if cut_archive(path, head) else damaged_archive(path)
+
+
 def not_a_file(path: str | os.PathLike) -> str:
     """Why ``path``, which is not a regular file, cannot be read as one: ``"a folder, not a file"`` or ``"file not
     found"`` (for a ``"{path}: ..."`` error line)."""

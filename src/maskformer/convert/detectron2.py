@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from ..fileio import CUT_ARCHIVE, cut_archive, damaged_archive, looks_like_text, not_a_file
+from ..fileio import CUT_ARCHIVE, not_a_file, weight_file_problem
 from .pickle_io import as_numpy_state, load_pkl
 from .rename import DROP, convert_state
 
@@ -71,14 +71,9 @@ def read_checkpoint_state(path: str | Path) -> dict[str, np.ndarray | torch.Tens
     if path.suffix == ".pkl":
         data = load_pkl(path)
         return as_numpy_state(data.get("model", data), str(path))
-    with open(path, "rb") as f:
-        head = f.read(512)
-    why = "an empty file" if not head else "a text file" if looks_like_text(head) else None
-    if why or cut_archive(path, head):
-        raise CheckpointError(f"{path}: cannot read checkpoint ({why or CUT_ARCHIVE})")
-    damage = damaged_archive(path)  # (torch.load reads flipped bytes in the weights as other weights)
-    if damage is not None:
-        raise CheckpointError(f"{path}: {damage}")
+    why = weight_file_problem(path)
+    if why is not None:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({why})")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:

@@ -12,7 +12,7 @@ import torch
 
 from ..config import Config
 from ..errors import CheckpointError, UserError
-from ..fileio import atomic_folder, damaged_archive
+from ..fileio import atomic_folder, weight_file_problem
 from .huggingface import dropped_hf_keys, ours_state_to_hf
 
 __all__ = ["apply_preprocessor", "hf_preprocessor_from_ours", "read_hf_folder", "write_hf_folder"]
@@ -39,9 +39,9 @@ def _read_weight_file(path: Path) -> dict[str, torch.Tensor]:
         except Exception as e:
             msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise CheckpointError(f"{path}: unreadable safetensors file ({type(e).__name__}: {msg[:200]})") from None
-    damage = damaged_archive(path)  # (torch.load reads flipped bytes in the weights as other weights)
-    if damage is not None:
-        raise CheckpointError(f"{path}: {damage}")
+    why = weight_file_problem(path)
+    if why is not None:
+        raise CheckpointError(f"{path}: {why}")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
