@@ -391,6 +391,22 @@ def test_text_and_cut_files_are_named_in_words_as_the_checkpoint_loader_names_th
         _read_weight_file(tmp_path / "pytorch_model.bin")
 
 
+def test_a_torch_file_named_pkl_is_read_as_the_torch_file_it_is(tmp_path, capsys):
+    """A ``.pth`` of the original code renamed ``.pkl`` was refused as an "unsafe or invalid pickle": the format is
+    judged by the file's first bytes (a torch archive), not by its name."""
+    import torch
+
+    cfg = maskformer.load_config(CONFIGS / "demo.yaml")
+    state = {k: v.clone() for k, v in maskformer.build_model(cfg).state_dict().items()}
+    torch.save({"model": {detectron2_name(k): v for k, v in state.items()}}, tmp_path / "renamed.pkl")
+    argv = ["convert", "detectron2", str(tmp_path / "renamed.pkl"), str(tmp_path / "o.pt"), "--config",
+            str(CONFIGS / "demo.yaml")]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    model, _, _ = load_model_and_config(tmp_path / "o.pt")
+    back = model.state_dict()
+    assert all(torch.equal(back[k], v) for k, v in state.items())
+
+
 def test_the_demo_model_keeps_its_class_table_through_the_original_format(tmp_path, capsys):
     """The demo's synthetic classes (names, thing flags, colours) came back as "class 0..7", all stuff, after
     to-detectron2 and back with the run's config.yaml: only shipped tables and folder data were looked up."""

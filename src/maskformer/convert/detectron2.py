@@ -63,12 +63,20 @@ def _fix_torchvision_stage_numbers(state: dict) -> dict:
     return out
 
 
+def _starts_as_archive(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
+
+
 def read_checkpoint_state(path: str | Path) -> dict[str, np.ndarray | torch.Tensor]:
     """The weight dict of a ``.pkl`` (restricted unpickler) or ``.pth``/``.pt`` (``torch.load(weights_only=True)``)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: {not_a_file(path)}")
-    if path.suffix == ".pkl":
+    if path.suffix == ".pkl" and not _starts_as_archive(path):  # (a torch archive named .pkl is read as one)
         data = load_pkl(path)
         return as_numpy_state(data.get("model", data), str(path))
     why = weight_file_problem(path)
