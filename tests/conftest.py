@@ -18,6 +18,18 @@ TINY_SWIN = [
     "model.dec_layers=2",
 ]
 
+def _native_bf16() -> bool:
+    from maskformer.inference.accelerate.onednn import native_bf16
+
+    return native_bf16()
+
+
+# The optimised bf16 path needs the CPU's own bf16 instructions; elsewhere it is refused (tests/test_accelerate_door.py)
+NEEDS_BF16 = pytest.mark.skipif(
+    not _native_bf16(),
+    reason="this CPU has no bfloat16 instructions (AVX-512 BF16 or AMX): the optimised bf16 path is refused here",
+)
+
 # One intra-op thread: tests are small, and on a busy 2-core machine two OpenMP threads per process spin-wait
 # each other into multi-x slowdowns.
 torch.set_num_threads(1)

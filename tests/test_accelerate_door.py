@@ -75,3 +75,34 @@ def test_a_built_model_knows_its_shipped_class_table() -> None:
         maskformer.load_config(None, ["model.num_classes=7", "model.backbone.blocks=[1,1,1,1]"])
     )
     assert maskformer.Predictor(other, optimize=False).class_names[:2] == ["class 0", "class 1"]
+
+
+def test_bf16_is_refused_in_one_line_where_the_cpu_would_emulate_it(model, monkeypatch, tmp_path, capsys) -> None:
+    """On a CPU without bfloat16 instructions (an AVX2-only AMD EPYC) oneDNN cannot lay out bf16 weights: ``--bf16``
+    gave a traceback in predict / eval / benchmark and a failed request on every upload to ``serve --bf16``. It is now
+    refused when the Predictor is built (torch's autocast would emulate bf16 there, several times slower than fp32);
+    ``optimize=False`` keeps that autocast."""
+    from PIL import Image
+
+    from maskformer.cli import main
+    from maskformer.engine.checkpoint import save_checkpoint
+    from maskformer.errors import ConfigError
+    from maskformer.inference.accelerate import fast_model, onednn
+
+    monkeypatch.setattr(onednn, "native_bf16", lambda: False)
+    monkeypatch.setattr(fast_model, "native_bf16", lambda: False)
+    with pytest.raises(ConfigError, match="no bfloat16 instructions"):
+        maskformer.Predictor(model, bf16=True)
+    with pytest.raises(ConfigError, match="no bfloat16 instructions"):
+        fast_model.prepare_for_inference(model, bf16=True)
+    assert maskformer.Predictor(model).accelerated  # fp32 is not affected
+    labels = maskformer.Predictor(model, bf16=True, optimize=False)(_image(), task="semantic")
+    assert labels.shape == (64, 80)
+    save_checkpoint(tmp_path / "m.pt", cfg=model.cfg, model=model)
+    Image.fromarray(_image()).save(tmp_path / "a.png")
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "m.pt"), str(tmp_path / "a.png"), "--output-dir", str(tmp_path / "o"),
+                 "--bf16"]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--bf16" in err and "no bfloat16 instructions" in err, err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())

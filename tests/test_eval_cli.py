@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import NEEDS_BF16
 from maskformer.cli import main
 from maskformer.errors import DataError
 from maskformer.evaluation import evaluate_panoptic_folder, evaluate_semantic_folder
@@ -398,7 +399,10 @@ def test_reference_with_bf16_is_refused_in_one_line(tmp_path, capsys, command):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-@pytest.mark.parametrize("options", [[], ["--bf16"], ["--fast"], ["--bf16", "--fast"]])
+@pytest.mark.parametrize(
+    "options",
+    [[], pytest.param(["--bf16"], marks=NEEDS_BF16), ["--fast"], pytest.param(["--bf16", "--fast"], marks=NEEDS_BF16)],
+)
 def test_predict_options_write_label_maps(tmp_path, options):
     import maskformer
     from maskformer.engine.checkpoint import save_checkpoint

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 import maskformer
 import maskformer.inference.accelerate.labels as fused
+from conftest import NEEDS_BF16
 from maskformer.inference.accelerate import cell_bounds
 from maskformer.inference.accelerate.fast_model import FastModel, fold_frozen_batchnorm, prepare_for_inference
 from maskformer.inference.postprocess import semantic_from_outputs
@@ -158,6 +159,7 @@ def test_onednn_fused_convolutions_match_the_plain_ones(demo_model, monkeypatch)
         assert torch.equal(features[name], again[name])
 
 
+@NEEDS_BF16
 def test_bf16_outputs_are_float32_and_close(demo_model):
     fast = prepare_for_inference(demo_model, bf16=True)
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(4))
@@ -558,6 +560,7 @@ def test_corner_labels_list_exactly_the_mixed_cells():
     assert set(groups[0][1].tolist()) == set(corners[mixed].unique().tolist())
 
 
+@NEEDS_BF16
 def test_predictor_uses_corner_labels_by_default_only_for_bf16_models(demo_model):
     fp32, bf16 = prepare_for_inference(demo_model), prepare_for_inference(demo_model, bf16=True)
     kw = {"min_size": 64, "max_size": 256, "task_default": "semantic"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import NEEDS_BF16
 from maskformer.inference.accelerate.panoptic import panoptic_from_outputs_in_strips
 from maskformer.inference.postprocess import panoptic_from_outputs
 
@@ -89,7 +90,7 @@ def _selecting_model(bf16: bool):
     return model, prepare_for_inference(model, bf16=bf16)
 
 
-@pytest.mark.parametrize("bf16", [False, True])
+@pytest.mark.parametrize("bf16", [False, pytest.param(True, marks=NEEDS_BF16)])
 def test_masks_of_selected_queries_are_the_full_forwards_rows(bf16):
     """FastModel(mask_queries=...): the selected queries' masks equal the unselected forward's bit for bit (few
     selected: topped up to 17 rows, the smallest convolution with the same kernel), the others are zeros."""

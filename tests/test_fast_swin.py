@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import maskformer
-from conftest import DEMO_YAML, TINY_SWIN
+from conftest import DEMO_YAML, NEEDS_BF16, TINY_SWIN
 from maskformer.inference.accelerate.fast_model import prepare_for_inference
 from maskformer.inference.accelerate.onednn import Linear, use_onednn_layers
 from maskformer.inference.accelerate.swin import ChannelsLastSwin, SwinBlock, use_fast_swin_blocks, window_index
@@ -87,6 +87,7 @@ def test_prepared_swin_model_matches_and_returns_channels_last_features():
         torch.testing.assert_close(copy.deepcopy(fast)(x)["pred_masks"], got["pred_masks"])
 
 
+@NEEDS_BF16
 def test_bf16_swin_copy_is_close_to_fp32():
     cfg = maskformer.load_config(DEMO_YAML, TINY_SWIN)
     torch.manual_seed(0)
@@ -105,6 +106,7 @@ def test_bf16_swin_copy_is_close_to_fp32():
     assert any(isinstance(m, torch.nn.MultiheadAttention) for m in fast16.modules())
 
 
+@NEEDS_BF16
 @pytest.mark.parametrize("h, w, shift, batch", [(14, 14, 3, 1), (9, 16, 3, 2), (9, 16, 0, 2)])
 def test_bf16_fast_block_follows_the_reference_block_under_autocast(h, w, shift, batch):
     """The bf16 inference copy's block (bf16 weights, linear layers through oneDNN with fc1 + GELU fused, baddbmm
@@ -136,6 +138,7 @@ def test_bf16_fast_block_follows_the_reference_block_under_autocast(h, w, shift,
         assert (unmasked - expected).abs().max() > 4 * err
 
 
+@NEEDS_BF16
 def test_bf16_linear_through_onednn_equals_autocast_linear():
     """``onednn.linear`` with a bf16 weight takes the input in bf16 (as autocast does) and gives what autocast's
     linear gives, up to bf16 rounding; fused GELU likewise."""

@@ -26,7 +26,7 @@ def add_inference_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="bfloat16 autocast forward; semantic labels at the input size from block corner labels "
         "(in the benchmark 99.8%% of the fp32 labels for R50, 98%% for Swin-T; about 4x faster than fp32 on CPUs "
-        "with AMX)",
+        "with AMX; refused on CPUs without bf16 instructions, e.g. AVX2 only)",
     )
     p.add_argument(
         "--compile",

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from maskformer.allocator import reuse_freed_memory
+from maskformer.errors import ConfigError
 from maskformer.inference.postprocess import Size, panoptic_from_outputs, semantic_labels
 
 __all__ = ["Accelerated", "accelerate", "supported"]
@@ -108,6 +109,7 @@ def accelerate(
     set to keep freed memory for reuse (``maskformer.allocator``, process-wide). ``model`` itself is never modified."""
     from .fast_model import FastModel, prepare_for_inference
     from .labels import semantic_labels_from_outputs
+    from .onednn import NO_BF16, NO_NATIVE_BF16, native_bf16
     from .panoptic import panoptic_from_outputs_in_strips
 
     ok, why = supported(device)
@@ -123,6 +125,8 @@ def accelerate(
         why = f"{type(model).__name__} is not a maskformer model"
     elif ok and not enabled:
         why = "optimize=False"
+    elif ok and bf16 and not native_bf16():  # (optimize=False keeps torch's autocast, which emulates bf16 there)
+        raise ConfigError(f"bf16: {NO_NATIVE_BF16}, where it is emulated, several times slower than fp32: {NO_BF16}")
     if not (ok and enabled) or why:
         if compile:
             model = torch.compile(model)  # type: ignore[assignment]

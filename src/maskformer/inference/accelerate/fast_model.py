@@ -34,7 +34,16 @@ import torch.nn.functional as F
 from torch import nn
 
 import maskformer.inference.accelerate.winograd as winograd
-from maskformer.inference.accelerate.onednn import eager_onednn, linear, use_onednn_convolutions, use_onednn_layers
+from maskformer.errors import ConfigError
+from maskformer.inference.accelerate.onednn import (
+    NO_BF16,
+    NO_NATIVE_BF16,
+    eager_onednn,
+    linear,
+    native_bf16,
+    use_onednn_convolutions,
+    use_onednn_layers,
+)
 from maskformer.inference.accelerate.swin import use_fast_swin_blocks
 from maskformer.modeling.backbone.norm import FrozenBatchNorm2d
 from maskformer.modeling.layers import ConvNorm
@@ -306,6 +315,8 @@ def prepare_for_inference(
     The copy's outputs equal the original's to float rounding in fp32 (tests/test_fast_inference.py); with ``bf16``
     they are bfloat16 autocast results (≈ 3 significant digits) cast back to float32.
     """
+    if bf16 and not native_bf16():
+        raise ConfigError(f"bf16: {NO_NATIVE_BF16}, which the optimised bf16 copy needs: {NO_BF16}")
     # normal tensors even when called under inference_mode: inference tensors have no version counter, which the
     # packed oneDNN weights need to notice in-place changes (onednn._Packed)
     with torch.inference_mode(False):

@@ -42,9 +42,23 @@ __all__ = [
     "MultiheadAttention",
     "eager_onednn",
     "linear",
+    "native_bf16",
     "use_onednn_convolutions",
     "use_onednn_layers",
 ]
+
+
+NO_NATIVE_BF16 = "this CPU has no bfloat16 instructions (AVX-512 BF16 or AMX)"
+NO_BF16 = "run without --bf16 / bf16=True"
+
+
+def native_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 on this CPU's own instructions (AVX-512 with BF16, or AMX). Elsewhere (an AVX2 CPU)
+    it cannot lay out bf16 weights at all, and torch's autocast emulates bf16, slower than fp32."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # pragma: no cover - a torch without the query
+        return False
 
 
 def eager_onednn(x: Tensor, weight: Tensor) -> bool:
