@@ -277,6 +277,15 @@ def test_recursive_folders_keep_their_layout_and_a_flat_search_says_where_images
     assert main(["predict", str(model), str(root), "--output-dir", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].endswith("its subfolders hold 4: add --recursive to read them"), err
+    _images(root / "top", 1)  # images at the top too: those are read, and the rest is said to be left out
+    shutil.move(root / "top" / "im0.png", root / "top.png")
+    assert main(["predict", str(model), str(root), "--output-dir", str(tmp_path / "flat"), "--task", "semantic"]) == 0
+    assert (
+        f"note: {root}: its subfolders hold 4 more file(s) to read, left out: add --recursive"
+        in capsys.readouterr().err
+    )
+    (root / "top.png").unlink()
+    (root / "top").rmdir()
     for task, ending in (("panoptic", "_panoptic.png"), ("semantic", "_labels.png")):
         assert main(["predict", str(model), str(root), "--output-dir", str(out), "--recursive", "--task", task]) == 0
         assert "wrote results for 4 file(s)" in capsys.readouterr().out
@@ -507,3 +516,39 @@ def test_a_folder_scan_takes_the_netpbm_pictures_a_file_name_takes(tmp_path: Pat
         (tmp_path / name).write_bytes(b"")
     files, videos = _collect([str(tmp_path)])
     assert sorted(p.name for p in files) == ["a.ppm", "b.pgm", "c.png"] and not videos
+
+
+def test_a_named_pipe_among_the_inputs_is_named_not_waited_on(tmp_path: Path, capsys) -> None:
+    """A FIFO named f.png in a folder hung `predict` forever (Pillow opened it and waited for a writer); given by
+    itself it was "no such file or folder". A FIFO named like a video or an animated GIF likewise."""
+    import os
+
+    model = _checkpoint(tmp_path / "m.pt")
+    folder = _images(tmp_path / "in", 1)
+    for name in ("f.png", "v.mp4", "g.gif"):
+        os.mkfifo(folder / name)
+    assert main(["predict", str(model), str(folder), "--output-dir", str(tmp_path / "o"), "--task", "semantic"]) == 2
+    err = capsys.readouterr().err
+    assert "3 of 4 file(s) unreadable" in err and (tmp_path / "o" / "im0_labels.png").is_file()
+    for name in ("f.png", "v.mp4", "g.gif"):
+        assert f"{folder / name}: not a regular file (a named pipe" in err, err
+    assert main(["predict", str(model), str(folder / "f.png"), "--output-dir", str(tmp_path / "o2")]) == 2
+    assert f"{folder / 'f.png'}: not a regular file" in capsys.readouterr().err
+
+
+def test_a_damaged_predictions_json_is_replaced_with_a_note(tmp_path: Path, capsys) -> None:
+    """A predictions.json cut short (or not a table of ours) in the output folder was replaced without a word,
+    leaving the earlier runs' panoptic PNGs undescribed."""
+    model = _checkpoint(tmp_path / "m.pt")
+    folder = _images(tmp_path / "in", 2)
+    out = tmp_path / "o"
+    for name in ("im0.png", "im1.png"):
+        assert main(["predict", str(model), str(folder / name), "--output-dir", str(out), "--task", "panoptic"]) == 0
+    (out / "predictions.json").write_text('{"annotations": [')
+    capsys.readouterr()
+    assert main(["predict", str(model), str(folder / "im0.png"), "--output-dir", str(out), "--task", "panoptic"]) == 0
+    err = capsys.readouterr().err
+    assert f"{out / 'predictions.json'}: not valid JSON, replaced by this run's table; the 1 panoptic PNG(s)" in err
+    assert [a["file_name"] for a in json.loads((out / "predictions.json").read_text())["annotations"]] == [
+        "im0_panoptic.png"
+    ]

@@ -90,6 +90,9 @@ def test_a_corrupt_video_is_one_line(checkpoint: Path, tmp_path: Path, capsys) -
     err = capsys.readouterr().err
     assert code == 2 and "bad.mp4" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    (tmp_path / "empty.mp4").write_bytes(b"")  # (it said "Invalid data found when processing input")
+    assert main(["predict", str(checkpoint), str(tmp_path / "empty.mp4"), "--output-dir", str(tmp_path / "out")]) == 2
+    assert f"{tmp_path / 'empty.mp4'}: cannot read video (empty file, 0 bytes)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

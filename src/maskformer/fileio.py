@@ -351,10 +351,21 @@ def weight_file_problem(path: str | os.PathLike) -> str | None:
     return CUT_ARCHIVE if cut_archive(path, head) else damaged_archive(path)
 
 
+SPECIAL_FILE = "not a regular file (a named pipe, socket or device), which could be waited on forever"
+
+
+def special_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` exists but is neither a regular file nor a folder: reading a named pipe blocks until a
+    writer comes."""
+    return os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path)
+
+
 def not_a_file(path: str | os.PathLike) -> str:
-    """Why ``path``, which is not a regular file, cannot be read as one: ``"a folder, not a file"`` or ``"file not
-    found"`` (for a ``"{path}: ..."`` error line)."""
-    return "a folder, not a file" if Path(path).is_dir() else "file not found"
+    """Why ``path``, which is not a regular file, cannot be read as one: ``"a folder, not a file"``, ``SPECIAL_FILE``
+    or ``"file not found"`` (for a ``"{path}: ..."`` error line)."""
+    if Path(path).is_dir():
+        return "a folder, not a file"
+    return SPECIAL_FILE if special_file(path) else "file not found"
 
 
 def unreadable_reason(exc: BaseException, size: int | None) -> str:

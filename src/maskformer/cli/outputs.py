@@ -46,8 +46,14 @@ def panoptic_table(folder: Path, annotations: list[dict], categories: list[dict]
         earlier = json.loads(path.read_text(encoding="utf-8"))
         entries = [a for a in earlier["annotations"] if isinstance(a, dict) and isinstance(a.get("file_name"), str)]
         same = earlier["categories"] == categories
-    except (OSError, ValueError, TypeError, KeyError):
-        return table, ""  # (none, or not a table this command wrote)
+    except FileNotFoundError:
+        return table, ""
+    except (OSError, ValueError, TypeError, KeyError) as e:  # (damaged, or not a table this command wrote)
+        why = "not valid JSON" if isinstance(e, ValueError) else f"not a predictions table ({type(e).__name__})"
+        written = {a["file_name"] for a in annotations}
+        lost = sum(q.relative_to(folder).as_posix() not in written for q in folder.rglob("*_panoptic.png"))
+        more = f"; the {lost} panoptic PNG(s) of earlier runs are no longer described in it" if lost else ""
+        return table, f"{path}: {why}, replaced by this run's table{more}"
     rewritten = {a["file_name"] for a in annotations}
     kept = [a for a in entries if a["file_name"] not in rewritten and (folder / a["file_name"]).is_file()]
     if not kept:

@@ -16,7 +16,7 @@ _OUTPUT_ENDINGS = ("_overlay.mp4", "_overlay.png", "_labels.png", "_panoptic.png
 def _is_video(path) -> bool:
     if path.suffix.lower() in VIDEO_SUFFIXES:
         return True
-    if path.suffix.lower() != GIF:
+    if path.suffix.lower() != GIF or not path.is_file():  # (a named pipe: the image reader names it)
         return False
     from PIL import Image
 
@@ -83,10 +83,11 @@ def _collect(inputs: list[str], *, recursive: bool = False, output_dir: str = ""
     """({input file: the name of its outputs without suffix}, the videos among them): a file's name is its stem;
     for a folder's files, their path in it (``city/x`` with ``recursive``, which leaves hidden files and folders and
     ``output_dir`` out)."""
+    import sys
     from pathlib import Path
 
     from maskformer.errors import DataError
-    from maskformer.fileio import files_in
+    from maskformer.fileio import files_in, special_file
 
     wanted = IMAGE_SUFFIXES | VIDEO_SUFFIXES | {GIF}
     skip = Path(output_dir).resolve() if output_dir.strip() else None
@@ -108,7 +109,13 @@ def _collect(inputs: list[str], *, recursive: bool = False, output_dir: str = ""
                 raise DataError(f"{path}: no images or videos found (looked for {', '.join(sorted(wanted))}){below}")
             for p in found:
                 files.setdefault(p, p.relative_to(path).with_suffix("").as_posix())
+            below = 0 if recursive else len(files_in(path, wanted, recursive=True, leave_out=skip)) - len(found)
+            if below > 0:  # (left out without a word before)
+                print(f"maskformer predict: note: {path}: its subfolders hold {below} more file(s) to read, left out: "
+                      "add --recursive to read them", file=sys.stderr)  # fmt: skip
         elif path.is_file():
+            files.setdefault(path, path.stem)
+        elif special_file(path):  # (named, as a folder's is when it is read)
             files.setdefault(path, path.stem)
         else:
             raise DataError(f"{path}: no such file or folder")

@@ -16,7 +16,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from maskformer.errors import DataError
-from maskformer.fileio import unreadable_reason
+from maskformer.fileio import SPECIAL_FILE, special_file, unreadable_reason
 
 __all__ = ["ImageInput", "load_image", "pil_to_rgb", "normalize_and_pad", "resize_shortest_edge_size", "resize_image"]
 
@@ -57,6 +57,8 @@ def load_image(image: ImageInput) -> np.ndarray:
     grey) torch tensor.
     Anything else is one ``DataError`` line."""
     if isinstance(image, str | Path):
+        if special_file(image):
+            raise DataError(f"{image}: {SPECIAL_FILE}")
         try:
             with warnings.catch_warnings():  # (no "DecompressionBombWarning" among the lines: a picture that big
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # is read as asked, or refused)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from maskformer.errors import DataError, raise_if_terminated
-from maskformer.fileio import atomic_path
+from maskformer.fileio import SPECIAL_FILE, atomic_path, special_file
 from maskformer.inference.render import render
 from maskformer.inference.video_checks import check_complete, declared_size, gif_ends
 
@@ -192,6 +192,10 @@ def predict_video(predictor, source: str | Path, output: str | Path, *, task: st
 
     source, output = Path(source), Path(output)
     names, colors = predictor.class_names, np.asarray(predictor.colors, dtype=np.uint8)
+    if special_file(source):
+        raise DataError(f"{source}: {SPECIAL_FILE}")
+    if source.is_file() and source.stat().st_size == 0:  # (FFmpeg: "Invalid data found when processing input")
+        raise DataError(f"{source}: cannot read video (empty file, 0 bytes)")
     if source.suffix.lower() == ".gif" and source.is_file() and not gif_ends(source.read_bytes()):
         raise DataError(f"{source}: the GIF ends before its last frame is complete (a truncated or damaged file?)")
     declared = declared_size(source) if source.is_file() else None
