@@ -229,6 +229,20 @@ def test_no_targets_anywhere():
     assert outputs["pred_masks"].grad is not None and outputs["pred_masks"].grad.abs().sum() == 0
 
 
+@pytest.mark.parametrize("bad", [4, 5, -1])
+def test_a_target_class_outside_the_model_is_named(bad: int):
+    """With K = 4 classes, a target of class 4 (the "no object" slot) was learnt as no object without a word; 5 or -1
+    failed deep inside the loss with an index error."""
+    g = torch.Generator().manual_seed(3)
+    outputs = _random_layers(g, batch=2, queries=6, classes=4, low=(4, 4), aux=1)
+    masks = torch.rand(2, 16, 16, generator=g) > 0.5
+    targets = [{"labels": torch.tensor([0, 3]), "masks": masks}, {"labels": torch.tensor([1, bad]), "masks": masks}]
+    with pytest.raises(ValueError, match=rf"targets\[1\]\['labels'\] holds \[{bad}\]: class ids 0..3 expected"):
+        SetCriterion(num_classes=4)(outputs, targets)
+    targets[1]["labels"] = torch.tensor([1, 2])
+    assert torch.isfinite(SetCriterion(num_classes=4)(outputs, targets)["loss"])
+
+
 def test_fixed_matching_criterion():
     g = torch.Generator().manual_seed(5)
     outputs = _random_layers(g, batch=2, queries=6, classes=6, low=(5, 5), aux=1)

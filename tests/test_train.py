@@ -568,6 +568,27 @@ def test_ctrl_c_before_the_first_checkpoint_leaves_nothing(tmp_path, monkeypatch
     assert not (tmp_path / "run").exists()
 
 
+def test_a_stop_in_the_final_evaluation_says_to_run_eval_not_resume(tmp_path, monkeypatch, capsys):
+    """SIGTERM during the final evaluation said "checkpoint_last.pt holds iteration 2; `... --resume` goes on from it",
+    and --resume then refused the run as finished: the line now says that training finished and how to evaluate."""
+    import maskformer.engine.train as engine_train
+    from maskformer.cli import main
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine_train, "_evaluate", interrupt)
+    out = tmp_path / "run"
+    argv = ["train", str(CONFIGS / "demo.yaml"), "--output-dir", str(out), "--quiet", "--set", "train.max_iters=2",
+            "--set", "data.num_workers=0", "--set", "train.eval_period=0", "--set", "data.synthetic_image_size=64",
+            "--set", "data.crop_size=[64,64]", "--set", "data.min_size_train=[64]"]  # fmt: skip
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert f"training finished ({out / 'model_final.pt'}, iteration 2); its final evaluation was stopped" in err, err
+    assert f"`maskformer eval {out / 'model_final.pt'}` runs it" in err and "--resume" not in err
+    assert (out / "model_final.pt").is_file()
+
+
 def test_resnet_blocks_other_than_four_stages_are_one_line(capsys):
     from maskformer.cli import main
 

@@ -112,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
         main_process = dist.is_main()  # (after cleanup every process would count as the main one)
     except KeyboardInterrupt as e:
         if dist.is_main():
-            _say_how_to_resume(Path(args.output_dir), args.config, getattr(e, "checkpoint_iteration", -1))
+            _say_how_to_resume(Path(args.output_dir), args.config, getattr(e, "checkpoint_iteration", -1),
+                               finished=getattr(e, "training_finished", False))  # fmt: skip
         raise
     except maskformer.DataError as e:  # a bad file met after a checkpoint: the run goes on once it is fixed
         held = getattr(e, "checkpoint_iteration", -1)
@@ -164,10 +165,17 @@ def _older_run_defaults(saved: Path) -> list[str]:
     return [] if not isinstance(train, dict) or "winograd" in train else ["train.winograd=false"]
 
 
-def _say_how_to_resume(out: Path, config: str, iteration: int, *, nproc: int = 0) -> None:
-    """After Ctrl-C or SIGTERM: which checkpoint is kept (the steps after it are lost) and how to go on from it."""
+def _say_how_to_resume(out: Path, config: str, iteration: int, *, nproc: int = 0, finished: bool = False) -> None:
+    """After Ctrl-C or SIGTERM: which checkpoint is kept (the steps after it are lost) and how to go on from it; or,
+    ``finished`` (stopped in the final evaluation, after model_final.pt was written), how to run that evaluation."""
+    import shlex
     import sys
 
+    if finished:  # (--resume would refuse a finished run)
+        final = out / "model_final.pt"
+        print(f"maskformer train: training finished ({final}, iteration {iteration}); its final evaluation was "
+              f"stopped: `maskformer eval {shlex.quote(str(final))}` runs it", file=sys.stderr)  # fmt: skip
+        return
     if iteration < 0 or not (out / "checkpoint_last.pt").is_file():
         return
     note = _resume_note(out, config, iteration, " (the steps after it are lost); ", nproc=nproc)

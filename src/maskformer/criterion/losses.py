@@ -86,6 +86,17 @@ def _stack_matched_targets(
     return out
 
 
+def _check_labels(targets: Sequence[Mapping[str, Tensor]], num_classes: int) -> None:
+    """Target classes must be 0..K-1: K is the "no object" slot (a target of it would be learnt as no object) and
+    values beyond it fail deep inside the loss with an index error."""
+    for i, t in enumerate(targets):
+        labels = t["labels"]
+        if labels.numel() and not (0 <= int(labels.min()) and int(labels.max()) < num_classes):
+            bad = sorted({v for v in labels.tolist() if not 0 <= v < num_classes})
+            raise ValueError(f"targets[{i}]['labels'] holds {bad}: class ids 0..{num_classes - 1} expected (the model "
+                             f"has {num_classes} classes; {num_classes} is its 'no object')")  # fmt: skip
+
+
 class SetCriterion(nn.Module):
     """The MaskFormer loss with deep supervision.
 
@@ -180,6 +191,7 @@ class SetCriterion(nn.Module):
         if self.deep_supervision:
             aux = outputs.get("aux_outputs") or []
             layers += [(f"_{i}", layer) for i, layer in enumerate(aux)]  # type: ignore[arg-type]
+        _check_labels(targets, outputs["pred_logits"].shape[-1] - 1)  # type: ignore[union-attr]
         num_masks = average_num_masks(targets, outputs["pred_logits"].device)  # type: ignore[union-attr]
         terms: dict[str, Tensor] = {}
         all_matches: list[list[Match]] = []

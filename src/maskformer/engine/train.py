@@ -64,7 +64,7 @@ def _train_in(cfg: Config, out: Path, made: bool, *, resume: bool, progress: boo
         check_no_run(out)
     before = None if made or not out.is_dir() else set(out.iterdir())
     kept = (out / "config.yaml").read_bytes() if (out / "config.yaml").is_file() else None
-    steps = [0, 0, -1]
+    steps = [0, 0, -1, 0]
     try:
         with ExitStack() as cleanup:  # (the metrics file and TensorBoard are closed also when training fails)
             return _train(cfg, out, resume=resume, progress=progress, stop_at=stop_at, steps=steps, cleanup=cleanup)
@@ -85,17 +85,19 @@ def _train_in(cfg: Config, out: Path, made: bool, *, resume: bool, progress: boo
         if interrupted and not isinstance(e, KeyboardInterrupt):  # (the workers' end, raised within the interrupt)
             stop = KeyboardInterrupt()
             stop.checkpoint_iteration = steps[2]  # type: ignore[attr-defined]
+            stop.training_finished = bool(steps[3])  # type: ignore[attr-defined]
             raise stop from None
         held = steps[2] >= 0 and (out / "checkpoint_last.pt").is_file()  # (a full disk: resumable once there is room)
         if interrupted or (saved and isinstance(e, DataError)) or (held and isinstance(e, OSError)):
             e.checkpoint_iteration = steps[2]  # type: ignore[attr-defined]
+            e.training_finished = bool(steps[3])  # type: ignore[attr-defined]
         raise
 
 
 def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int | None, steps: list[int],
            cleanup: ExitStack) -> dict:  # fmt: skip
-    """The body of :func:`train`; ``steps``: the completed steps, the checkpoints saved by this call and the iteration
-    checkpoint_last.pt holds (-1: none yet)."""
+    """The body of :func:`train`; ``steps``: the completed steps, the checkpoints saved by this call, the iteration
+    checkpoint_last.pt holds (-1: none yet) and 1 once model_final.pt is written (only the final evaluation is left)."""
     from ..data import InfiniteSampler, build_train_loader, collate, seed_everything
     from ..data.loader import usable_workers
 
@@ -283,6 +285,7 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
     save_last(iteration)
     if dist.is_main():
         save_checkpoint(out / "model_final.pt", cfg=cfg, model=model, meta=meta.to_dict(), iteration=iteration)
+    steps[3] = 1
     bad = getattr(loader, "bad_samples", [])
     if bad:
         logger.note(f"skipped {len(bad)} bad samples, e.g. {bad[0][0]}: {bad[0][1]}")
