@@ -179,3 +179,19 @@ def test_override_values_are_read_as_a_shell_user_means_them() -> None:
     assert parse_override("solver.base_lr=0.5")[1] == 0.5 and parse_override("a=0")[1] == 0
     cfg = load_config(CONFIGS / "demo.yaml", ["train.max_iters=010", "data.root=/x/my #data"])
     assert cfg.train.max_iters == 10 and cfg.data.root == "/x/my #data"
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("model: {num_queries: 5\nfoo: 1\n", "line 2, column 4: expected ',' or '}', but got ':' (while parsing a "
+         "flow mapping started at line 1)"),
+        ("a: 1\n  b: 2\n", "line 2, column 4: mapping values are not allowed here"),
+    ],
+)  # fmt: skip
+def test_a_yaml_syntax_error_says_where(tmp_path, text: str, words: str) -> None:
+    """An unclosed brace said only "not valid YAML (while parsing a flow mapping)": no line, no problem."""
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(tmp_path / "c.yaml")
+    assert str(e.value) == f"{tmp_path / 'c.yaml'}: not valid YAML ({words})"

@@ -411,6 +411,11 @@ def test_coco_format_panoptic_data_with_its_own_categories(tmp_path: Path, capsy
     (tmp_path / "train.json").rename(tmp_path / "train.json.away")
     assert main(["eval", str(model), "--json", "--output-dir", str(tmp_path / "e")]) == 0
     assert json.loads(capsys.readouterr().out)["images"] == 1
+    (tmp_path / "val.json").rename(tmp_path / "val.json.away")  # neither: both named (it was train.json alone)
+    assert main(["eval", str(model), "--output-dir", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{tmp_path / 'train.json'} or {tmp_path / 'val.json'}: panoptic JSON not found" in err and "\n" not in err
+    (tmp_path / "val.json.away").rename(tmp_path / "val.json")
     (tmp_path / "train.json.away").rename(tmp_path / "train.json")
     out = tmp_path / "out"
     assert main(["predict", str(model), str(tmp_path / "img" / "val"), "--output-dir", str(out)]) == 0

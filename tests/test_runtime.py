@@ -34,3 +34,17 @@ def test_freed_memory_is_kept_for_reuse_unless_disabled():
     assert applied and kept >= 48  # the freed 64 MB stayed in the heap for the next forward pass
     applied, kept = _run({"MASKFORMER_DEFAULT_MALLOC": "1"})
     assert not applied and kept < 16  # glibc's default: a large block goes back to the kernel when freed
+
+
+@pytest.mark.parametrize("argv", [["predict", "m.pt", "a.jpg", "--output-dir", "o", "--bogus"],
+                                  ["convert", "to-hf", "m.pt", "out", "--bogus"]])  # fmt: skip
+def test_an_unknown_flag_is_answered_with_the_commands_own_usage(argv, capsys) -> None:
+    """An unknown flag after a command printed the list of commands ("usage: maskformer [-h] [--version] COMMAND")."""
+    from maskformer.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    command = " ".join(argv[:2]) if argv[0] == "convert" else argv[0]
+    assert stop.value.code == 2 and f"usage: maskformer {command} " in err, err
+    assert f"maskformer {command}: error: unrecognized arguments: --bogus" in err

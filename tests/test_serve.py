@@ -369,7 +369,7 @@ def test_a_chunked_upload_over_the_limit_in_its_last_chunk_is_413(server: str) -
                        for i in range(0, len(body), 60000))  # fmt: skip
     answer, _ = _raw_exchange(server, head.encode() + chunked + b"0\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 413"), answer[:300]
-    assert f"upload is over the limit of {limit} bytes".encode() in answer, answer
+    assert f"upload is over the limit of {limit / (1 << 20):.3g} MB ({limit} bytes, --max-upload-mb)".encode() in answer
     assert _info(server)["model"]
 
 
@@ -589,3 +589,15 @@ def test_ctrl_c_or_sigterm_on_a_serving_server_says_interrupted(checkpoint: Path
     else:
         assert proc.returncode == 130 and err.strip().splitlines()[-1] == "maskformer serve: interrupted", err[-2000:]
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("flag", ["--max-upload-mb", "--max-megapixels"])
+def test_a_huge_finite_limit_is_no_limit_not_an_overflow(tmp_path: Path, capsys, flag: str) -> None:
+    """``--max-megapixels 1e308`` ended in a traceback (OverflowError: cannot convert float infinity to integer):
+    the limit times 1e6 is infinite. It now means no practical limit, and the command goes on to the model (here a
+    missing file, named in one line)."""
+    from maskformer.cli import main
+
+    assert main(["serve", str(tmp_path / "unread.pt"), flag, "1e308", "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unread.pt" in err and "\n" not in err and "Overflow" not in err, err

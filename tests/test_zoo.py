@@ -407,16 +407,20 @@ def test_a_full_cache_during_a_download_is_a_write_error_not_the_networks(
 
 
 def test_a_stalled_download_says_how_long_it_waited(mirror: _Mirror, tmp_path: Path, monkeypatch) -> None:
-    from maskformer import fetch
+    from maskformer import fetch, zoo
 
     monkeypatch.setattr(fetch, "TIMEOUT", 1.0)
     name = "ade20k-150/per_pixel_baseline_R50_bs16_160k"
     mirror.stall.add(_publish(mirror, name, {"x": np.zeros(300_000, np.float32)}))
     with pytest.raises(
         CheckpointError,
-        match=r"download failed \(no data for 1 s, timed out\); without internet, give "
-        r"the file model_final_\w+\.pkl itself or set MASKFORMER_ZOO_URL to a mirror",
+        match=r"download failed \(no data for 1 s, timed out\); check the mirror MASKFORMER_ZOO_URL=http://127\.0\.0"
+        r"\.1:\d+, or give the file itself$",
     ):
+        maskformer.from_pretrained(name)  # (it said "set MASKFORMER_ZOO_URL to a mirror", the one that stalled)
+    monkeypatch.delenv("MASKFORMER_ZOO_URL")  # the default address stalling: a mirror is the advice
+    monkeypatch.setattr(zoo, "DEFAULT_ZOO_URL", mirror.url)
+    with pytest.raises(CheckpointError, match=r"without internet, give the file \w+\.pkl itself or set MASKFORMER_ZOO"):
         maskformer.from_pretrained(name)
     assert not list((tmp_path / "cache").rglob("*.pt"))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import os
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -71,6 +72,8 @@ def download(url: str, dest: Path, *, what: str) -> str:
         if isinstance(reason, TimeoutError) or "timed out" in str(reason):
             reason = f"no data for {TIMEOUT:.0f} s, timed out"
         offline = f"without internet, give the file {Path(url).name} itself or set MASKFORMER_ZOO_URL to a mirror"
+        if os.environ.get("MASKFORMER_ZOO_URL"):  # (already a mirror: that advice would point back at it)
+            offline = f"check the mirror MASKFORMER_ZOO_URL={os.environ['MASKFORMER_ZOO_URL']}, or give the file itself"
         raise CheckpointError(f"{what}: {url}: download failed ({reason}); {offline}") from None
     if total is not None and size != total:
         raise CheckpointError(f"{what}: {url}: download truncated ({size} of {total} bytes)")

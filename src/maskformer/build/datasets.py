@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import Config
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 
 __all__ = ["build_dataset", "build_mapper", "build_meta", "check_dataset_name", "fit_classes"]
 
@@ -47,7 +47,11 @@ def _categories_json(cfg: Config) -> Path:
     only that one is at hand (evaluating on one's own validation data)."""
     d = cfg.data
     paths = [Path(d.root) / d.panoptic_json.replace("{split}", split) for split in (d.train_split, d.val_split)]
-    return next((p for p in paths if p.is_file()), paths[0])
+    found = next((p for p in paths if p.is_file()), None)
+    if found is None:  # (both named: evaluating reads the validation split's)
+        names = " or ".join(dict.fromkeys(str(p) for p in paths))
+        raise DataError(f"{names}: panoptic JSON not found (data.panoptic_json={d.panoptic_json}, under --data-root)")
+    return found
 
 
 def sets_num_classes(overrides: list[str]) -> bool:

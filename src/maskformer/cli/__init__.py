@@ -104,9 +104,22 @@ def _peer_failed(error: RuntimeError) -> bool:
     )
 
 
+def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)parser of the command ``args`` were parsed for (``convert to-hf``: that of ``to-hf``)."""
+    while True:
+        subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        chosen = getattr(args, subparsers[0].dest, None) if subparsers else None
+        if chosen not in (subparsers[0].choices if subparsers else {}):
+            return parser
+        parser = subparsers[0].choices[chosen]
+
+
 def main(argv: list[str] | None = None) -> int:
     try:  # (``import maskformer`` loads no torch: a Ctrl-C this early is said in one line too)
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # said by the command's own parser: its usage, not the list of commands
+            _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
     except KeyboardInterrupt:
         words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
         return _interrupted(words[0] if words else "", exiting=argv is None)

@@ -62,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in limits:
         if not (math.isfinite(value) and value > 0):  # (nan and inf too: a limit is a positive number)
             raise UserError(f"{flag} must be a positive number, got {value}")
-    max_upload_bytes, max_pixels = int(args.max_upload_mb * (1 << 20)), int(args.max_megapixels * 1e6)
+    huge = 1 << 62  # (1e308 megapixels is no limit at all, not an overflow)
+    max_upload_bytes = int(min(args.max_upload_mb * (1 << 20), huge))
+    max_pixels = int(min(args.max_megapixels * 1e6, huge))
     for flag, value, amount, unit in (("--max-upload-mb", args.max_upload_mb, max_upload_bytes, "byte"),
                                       ("--max-megapixels", args.max_megapixels, max_pixels, "pixel")):  # fmt: skip
         if amount < 1:  # (1e-7 MB is 0 bytes: every upload would be over it)

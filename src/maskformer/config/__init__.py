@@ -157,6 +157,18 @@ def _deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """PyYAML's error in one line with where it is: "line 2, column 4: expected ',' or '}', but got ':' (while parsing
+    a flow mapping started at line 1)" (its first line alone said only "while parsing a flow mapping")."""
+    problem, mark = getattr(e, "problem", None), getattr(e, "problem_mark", None)
+    if not problem or mark is None:
+        return str(e).splitlines()[0]
+    context, start = getattr(e, "context", None), getattr(e, "context_mark", None)
+    where = f" started at line {start.line + 1}" if start is not None and start.line != mark.line else ""
+    during = f" ({context}{where})" if context else ""
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}{during}"
+
+
 def _yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict]]:
     """(file, its keys without ``_base_``) for ``path`` and its ``_base_`` ancestors, the child first."""
     path = path.resolve()
@@ -171,7 +183,7 @@ def _yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dic
         if data is None:  # (an empty file gave the built-in defaults, an R50 for ADE20K, without a word)
             raise ConfigError(f"{path}: empty config file (write keys, or `_base_: some.yaml` to start from one)")
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(e)})") from None
     except UnicodeDecodeError:  # e.g. `maskformer info run/model_final.pt`
         raise ConfigError(f"{path}: not a YAML config (binary content; a checkpoint?)") from None
     if not isinstance(data, dict):
