@@ -18,6 +18,7 @@ TINY_SWIN = [
     "model.dec_layers=2",
 ]
 
+
 def _native_bf16() -> bool:
     from maskformer.inference.accelerate.onednn import native_bf16
 
