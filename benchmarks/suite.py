@@ -205,25 +205,28 @@ class Baselines:
             self.process.join(timeout=60)
 
 
+def _bf16() -> bool:
+    """Whether the bf16 variants run: only on a CPU with bfloat16 instructions (elsewhere they are refused)."""
+    from maskformer.inference.accelerate.onednn import native_bf16
+
+    return native_bf16()
+
+
 def _semantic(config: str, reps: int, theirs: Baselines) -> dict:
     from maskformer import Predictor
     from maskformer.engine.timing import interleaved_medians
 
     _, ours, _, _ = _build(config, transformers=False)
     kw = {"min_size": SIZE, "max_size": 4 * SIZE}
-    default, bf16, reference = (
-        Predictor(ours, **kw),
-        Predictor(ours, bf16=True, **kw),
-        Predictor(ours, optimize=False, **kw),
-    )
+    default, reference = Predictor(ours, **kw), Predictor(ours, optimize=False, **kw)
+    predictors = {"ours_default": default, **({"ours_bf16": Predictor(ours, bf16=True, **kw)} if _bf16() else {})}
     images = [_image(seed) for seed in range(4)]
 
     with torch.inference_mode():
         b1 = interleaved_medians(
             {
                 "transformers": lambda: theirs("semantic_b1"),
-                "ours_default": lambda: default(images[0]),
-                "ours_bf16": lambda: bf16(images[0]),
+                **{name: (lambda p=p: p(images[0])) for name, p in predictors.items()},
                 "ours_reference": lambda: reference(images[0]),
             },
             reps,
@@ -239,7 +242,7 @@ def _semantic(config: str, reps: int, theirs: Baselines) -> dict:
             pause=PAUSE,
         )
         ref = reference(images[0])
-        agree = {k: int((p(images[0]) != ref).sum()) for k, p in (("ours_default", default), ("ours_bf16", bf16))}
+        agree = {k: int((p(images[0]) != ref).sum()) for k, p in predictors.items()}
         agree["transformers"] = int((theirs("semantic_b1", keep=True) != ref).sum())
     return {"semantic_b1": b1, "semantic_b4": {k: v / 4 for k, v in b4.items()}, "semantic_differing_pixels": agree}
 
@@ -250,15 +253,15 @@ def _panoptic(config: str, reps: int, theirs: Baselines) -> dict:
 
     _, ours, _, _ = _build(config, transformers=False)
     kw = {"min_size": SIZE, "max_size": 4 * SIZE}
-    default, bf16 = Predictor(ours, **kw), Predictor(ours, bf16=True, **kw)
+    default = Predictor(ours, **kw)
+    predictors = {"ours_default": default, **({"ours_bf16": Predictor(ours, bf16=True, **kw)} if _bf16() else {})}
     image = _image(0)
 
     with torch.inference_mode():
         med = interleaved_medians(
             {
                 "transformers": lambda: theirs("panoptic_b1"),
-                "ours_default": lambda: default(image, task="panoptic"),
-                "ours_bf16": lambda: bf16(image, task="panoptic"),
+                **{name: (lambda p=p: p(image, task="panoptic")) for name, p in predictors.items()},
             },
             reps,
             pause=PAUSE,
@@ -277,14 +280,15 @@ def _forward(config: str, reps: int, theirs: Baselines) -> dict:
 
     _, ours, _, _ = _build(config, transformers=False)
     Predictor(ours)  # the optimised Predictor's process settings (the allocator), as in the parts above
-    fast32, fast16 = prepare_for_inference(ours), prepare_for_inference(ours, bf16=True)
+    fast32 = prepare_for_inference(ours)
+    fast16 = {"ours_bf16": prepare_for_inference(ours, bf16=True)} if _bf16() else {}
     x = _forward_input()
     with torch.inference_mode():
         med = interleaved_medians(
             {
                 "onnxruntime": lambda: theirs("onnxruntime"),
                 "ours_fp32": lambda: fast32(x),
-                "ours_bf16": lambda: fast16(x),
+                **{name: (lambda m=m: m(x)) for name, m in fast16.items()},
                 "transformers": lambda: theirs("forward"),
             },
             reps,
@@ -339,6 +343,7 @@ def report(results: dict, args: argparse.Namespace, load: tuple[float, float], t
         f"with a {args.pause:g} s pause before each call "
         "(batch 4: half as many; seconds per image)",
         "",
+        *([] if _bf16() else ["- bf16 rows left out: this CPU has no bfloat16 instructions (AVX-512 BF16 or AMX)", ""]),
         "| model | part | variant | median s | baseline s | ratio |",
         "|---|---|---|---:|---:|---:|",
     ]
