@@ -107,7 +107,7 @@ def accelerate(
     (``fast_model.prepare_for_inference``: FrozenBN folded, channels-last, packed oneDNN weights, optional bf16 /
     torch.compile) and the fused label post-processing (``labels.semantic_labels_from_outputs``); glibc's malloc is
     set to keep freed memory for reuse (``maskformer.allocator``, process-wide). ``model`` itself is never modified."""
-    from .fast_model import FastModel, prepare_for_inference
+    from .fast_model import FastModel, prepare_for_inference, quiet_cpp_extension
     from .labels import semantic_labels_from_outputs
     from .onednn import NO_BF16, NO_NATIVE_BF16, native_bf16
     from .panoptic import panoptic_from_outputs_in_strips
@@ -129,6 +129,7 @@ def accelerate(
         raise ConfigError(f"bf16: {NO_NATIVE_BF16}, where it is emulated, several times slower than fp32: {NO_BF16}")
     if not (ok and enabled) or why:
         if compile:
+            quiet_cpp_extension()
             model = torch.compile(model)  # type: ignore[assignment]
         return Accelerated(_Autocast(model) if bf16 else model, labels, False, why, bf16, panoptic)
     fast = prepare_for_inference(model, bf16=bf16, compile=compile)

@@ -235,6 +235,7 @@ class FastModel(nn.Module):
         one in fp32 and about as fast in bf16 for an R50 at 512x512 on this project's 2-core machine
         (``git show 3cea04c:benchmarks/RESULTS.md``); compiling may still pay elsewhere (other CPUs, CUDA). The
         weights must not change afterwards (this is an inference copy)."""
+        quiet_cpp_extension()
         self._compiled = torch.compile(self._lean, **kwargs)  # type: ignore[assignment]
         return self
 
@@ -268,6 +269,20 @@ def _to_float(out: object) -> object:
     if isinstance(out, list):
         return [_to_float(v) for v in out]
     return out
+
+
+def quiet_cpp_extension() -> None:
+    """Import ``torch.utils.cpp_extension`` (inductor does, at the first compiled call) without its warning "No CUDA
+    runtime is found, using CUDA_HOME=..." on a CPU-only machine with a CUDA folder: not a problem of the user's."""
+    import logging
+
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        import torch.utils.cpp_extension  # noqa: F401
+    finally:
+        logger.setLevel(level)
 
 
 @contextlib.contextmanager
