@@ -398,13 +398,15 @@ def test_a_torch_file_named_pkl_is_read_as_the_torch_file_it_is(tmp_path, capsys
 
     cfg = maskformer.load_config(CONFIGS / "demo.yaml")
     state = {k: v.clone() for k, v in maskformer.build_model(cfg).state_dict().items()}
-    torch.save({"model": {detectron2_name(k): v for k, v in state.items()}}, tmp_path / "renamed.pkl")
-    argv = ["convert", "detectron2", str(tmp_path / "renamed.pkl"), str(tmp_path / "o.pt"), "--config",
-            str(CONFIGS / "demo.yaml")]  # fmt: skip
-    assert main(argv) == 0, capsys.readouterr().err
-    model, _, _ = load_model_and_config(tmp_path / "o.pt")
-    back = model.state_dict()
-    assert all(torch.equal(back[k], v) for k, v in state.items())
+    for legacy in (False, True):  # torch's zip archive, and its older pickled format (as older .pth files are)
+        weights = {"model": {detectron2_name(k): v for k, v in state.items()}}
+        torch.save(weights, tmp_path / "renamed.pkl", _use_new_zipfile_serialization=not legacy)
+        argv = ["convert", "detectron2", str(tmp_path / "renamed.pkl"), str(tmp_path / "o.pt"), "--config",
+                str(CONFIGS / "demo.yaml"), "--overwrite"]  # fmt: skip
+        assert main(argv) == 0, capsys.readouterr().err
+        model, _, _ = load_model_and_config(tmp_path / "o.pt")
+        back = model.state_dict()
+        assert all(torch.equal(back[k], v) for k, v in state.items())
 
 
 def test_the_demo_model_keeps_its_class_table_through_the_original_format(tmp_path, capsys):

@@ -63,12 +63,18 @@ def _fix_torchvision_stage_numbers(state: dict) -> dict:
     return out
 
 
+# torch.save's older format (before torch 1.6, or _use_new_zipfile_serialization=False) begins with a pickled magic
+_LEGACY_TORCH = bytes.fromhex("80028a0a6cfc9c46f9206aa85019")
+
+
 def _starts_as_archive(path: Path) -> bool:
+    """Whether the file is a torch weight file by its first bytes: a zip archive or torch's older pickled format."""
     try:
         with open(path, "rb") as f:
-            return f.read(4) == b"PK\x03\x04"
+            head = f.read(len(_LEGACY_TORCH))
     except OSError:
         return False
+    return head.startswith(b"PK\x03\x04") or head == _LEGACY_TORCH
 
 
 def read_checkpoint_state(path: str | Path) -> dict[str, np.ndarray | torch.Tensor]:

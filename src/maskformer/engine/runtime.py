@@ -44,3 +44,16 @@ def set_tf32(enabled: bool) -> None:
 
     torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
     torch.backends.cudnn.allow_tf32 = bool(enabled)
+
+
+def emulated_bf16(device: str) -> bool:
+    """Whether bfloat16 autocast on ``device`` would be emulated: a CPU without bf16 instructions (AVX-512 BF16 or
+    AMX; e.g. an AVX2-only AMD EPYC), where torch runs it slower than fp32 (``train.amp=bf16`` says so in a note)."""
+    import torch
+
+    if torch.device(device).type != "cpu":
+        return False
+    try:
+        return not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # pragma: no cover - a torch without the query
+        return True

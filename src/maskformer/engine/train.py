@@ -30,7 +30,7 @@ from .initial_weights import load_initial_weights
 from .logging import MetricLogger
 from .run_folder import check_no_run, check_resumable, hold_run_folder, remove_new
 from .run_schedule import fit_to_deadline, resume_from
-from .runtime import set_tf32
+from .runtime import emulated_bf16, set_tf32
 from .step import autocast, finite_outputs, targets_to, to_float
 
 # training splits of up to this many samples are read once before the first step (a bad file is named at once;
@@ -213,6 +213,9 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
     if same_split:  # (e.g. a flat images/ + annotations/ folder, which serves every split)
         logger.note(f"data: the {cfg.data.train_split} and {cfg.data.val_split} splits are the same {len(dataset)} "
                     "images: the evaluation measures training images")  # fmt: skip
+    if t.amp == "bf16" and emulated_bf16(str(device)):  # (it ran about twice as slow as fp32 without a word)
+        logger.note("train.amp=bf16: this CPU has no bfloat16 instructions (AVX-512 BF16 or AMX), where torch emulates "
+                    "it, slower than fp32 (train.amp=none is faster here)")  # fmt: skip
     if loader.num_workers < cfg.data.num_workers:
         logger.note(f"data.num_workers={cfg.data.num_workers}: {loader.num_workers} loader workers, one per CPU here")
     deadline = time.monotonic() + 60 * t.max_minutes if t.max_minutes > 0 else math.inf
