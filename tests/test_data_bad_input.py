@@ -306,6 +306,20 @@ def test_a_missing_label_says_which_file_of_that_name_there_is(tmp_path: Path) -
         DATASETS["folder"](root=str(tmp_path), split="train")
 
 
+@pytest.mark.parametrize("which", ["images", "labels"])
+def test_a_named_pipe_in_a_folder_dataset_is_named(tmp_path: Path, which: str) -> None:
+    """A FIFO among the images was left out of the listing, so its label said "no image of that name"; a FIFO label
+    said "file not found"."""
+    import os
+
+    _folder_tree(tmp_path, [0, 1])
+    fifo = next((tmp_path / which / "train").glob("1.*"))
+    fifo.unlink()
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match=rf"{fifo}: not a regular file \(a named pipe"):
+        DATASETS["folder"](root=str(tmp_path), split="train")
+
+
 def test_a_jpeg_label_map_is_said_to_be_lossy() -> None:
     from maskformer.data.io import check_label_values
 

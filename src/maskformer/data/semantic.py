@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from ..fileio import SPECIAL_FILE, special_file
 from .base import Mapper, SegmentationDataset
 from .io import check_label_values, exif_size_hint, read_image, read_label
 from .metadata import DatasetMeta, load_meta
@@ -43,6 +44,8 @@ def _check_files_exist(entries: list[dict[str, Any]]) -> None:
         first = Path(name)
         if first.is_dir():
             raise DataError(f"{first}: is a folder, not {'an image' if kind == 'file_name' else 'a label'} file{more}")
+        if special_file(first):  # (a named pipe: reading it would wait forever)
+            raise DataError(f"{first}: {SPECIAL_FILE}{more}")
         others = (
             sorted(p.name for p in first.parent.glob(f"{glob.escape(first.stem)}.*") if p.is_file())
             if first.parent.is_dir()
@@ -143,7 +146,7 @@ def _files(folder: Path, recursive: bool) -> list[Path]:
     """Files of ``folder`` (and its subfolders when ``recursive``), sorted; hidden ones (``.DS_Store``, macOS's
     ``._x.jpg`` resource forks, anything under a ``.folder``) left out; linked subfolders are followed, once each."""
     if not recursive:
-        return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file())
+        return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and _listed(p))
     found, seen = [], set()
     for top, dirs, names in os.walk(folder, followlinks=True):  # (a linked subfolder holds samples too)
         real = os.path.realpath(top)
@@ -153,7 +156,12 @@ def _files(folder: Path, recursive: bool) -> list[Path]:
         seen.add(real)
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         found += [Path(top, n) for n in names if not n.startswith(".")]
-    return sorted(p for p in found if p.is_file())
+    return sorted(p for p in found if _listed(p))
+
+
+def _listed(p: Path) -> bool:
+    """A regular file, or a named pipe / socket / device (listed, so that the file check names it)."""
+    return p.is_file() or special_file(p)
 
 
 def pair_by_stem(
