@@ -195,3 +195,19 @@ def test_a_yaml_syntax_error_says_where(tmp_path, text: str, words: str) -> None
     with pytest.raises(ConfigError) as e:
         load_config(tmp_path / "c.yaml")
     assert str(e.value) == f"{tmp_path / 'c.yaml'}: not valid YAML ({words})"
+
+
+def test_a_config_in_another_encoding_is_not_called_binary(tmp_path) -> None:
+    """A config saved as Latin-1 or UTF-16 was refused as "binary content; a checkpoint?"."""
+    (tmp_path / "latin.yaml").write_bytes("data: {root: /données}\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as e:
+        load_config(tmp_path / "latin.yaml")
+    latin = tmp_path / "latin.yaml"
+    assert str(e.value) == f"{latin}: not UTF-8 text (byte 0xe9 at offset 18): save the config as UTF-8"
+    (tmp_path / "wide.yaml").write_bytes("model: {}\n".encode("utf-16"))
+    with pytest.raises(ConfigError, match="wide.yaml: UTF-16 text: save the config as UTF-8"):
+        load_config(tmp_path / "wide.yaml")
+    torch = pytest.importorskip("torch")
+    torch.save({"model": {}}, tmp_path / "model_final.pt")
+    with pytest.raises(ConfigError, match=r"not a YAML config \(binary content; a checkpoint\?\)"):
+        load_config(tmp_path / "model_final.pt")

@@ -552,3 +552,35 @@ def test_a_damaged_predictions_json_is_replaced_with_a_note(tmp_path: Path, caps
     assert [a["file_name"] for a in json.loads((out / "predictions.json").read_text())["annotations"]] == [
         "im0_panoptic.png"
     ]
+
+
+def test_a_named_pipe_does_not_clash_with_an_image_of_its_name(tmp_path: Path) -> None:
+    """A FIFO a.png beside a.jpg refused the run as "same name 'a'", though the pipe writes nothing (it is named and
+    skipped when read)."""
+    import os
+
+    from maskformer.cli.predict import _collect
+    from maskformer.errors import DataError
+
+    (tmp_path / "a.jpg").write_bytes(b"")
+    os.mkfifo(tmp_path / "a.png")
+    files, _ = _collect([str(tmp_path)])
+    assert sorted(p.name for p in files) == ["a.jpg", "a.png"]
+    (tmp_path / "b.png").write_bytes(b"")
+    (tmp_path / "b.jpg").write_bytes(b"")
+    with pytest.raises(DataError, match="same name 'b'"):
+        _collect([str(tmp_path)])
+
+
+def test_a_folder_named_predictions_json_is_refused_before_any_output(tmp_path: Path, capsys) -> None:
+    """A folder named predictions.json in --output-dir failed a panoptic run only after its PNGs were written."""
+    model = _checkpoint(tmp_path / "m.pt")
+    folder = _images(tmp_path / "in", 1)
+    out = tmp_path / "o"
+    (out / "predictions.json").mkdir(parents=True)
+    assert main(["predict", str(model), str(folder), "--output-dir", str(out), "--task", "panoptic"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"maskformer predict: error: {out / 'predictions.json'}: a folder, not a file: the panoptic results"
+                   " write their segments' table there: move it or choose another --output-dir")  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == ["predictions.json"]
+    assert main(["predict", str(model), str(folder), "--output-dir", str(out), "--task", "semantic"]) == 0

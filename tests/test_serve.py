@@ -369,7 +369,8 @@ def test_a_chunked_upload_over_the_limit_in_its_last_chunk_is_413(server: str) -
                        for i in range(0, len(body), 60000))  # fmt: skip
     answer, _ = _raw_exchange(server, head.encode() + chunked + b"0\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 413"), answer[:300]
-    assert f"upload is over the limit of {limit / (1 << 20):.3g} MB ({limit} bytes, --max-upload-mb)".encode() in answer
+    words = f"upload is over the limit of {limit / (1 << 20):.3g} MiB ({limit} bytes, --max-upload-mb)"
+    assert words.encode() in answer
     assert _info(server)["model"]
 
 

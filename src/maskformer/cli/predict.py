@@ -103,13 +103,14 @@ def _collect(inputs: list[str], *, recursive: bool = False, output_dir: str = ""
                 if own:  # (the output folder is left out of the inputs: its own images would be left out unsaid)
                     raise DataError(f"--output-dir {output_dir} holds images that are not results ({own[0]}) inside"
                                     f" {path}, which --recursive reads: choose another folder")  # fmt: skip
-            found = files_in(path, wanted, recursive=recursive, leave_out=skip)
+            everything = files_in(path, wanted, recursive=True, leave_out=skip)  # (one walk, also for the notes)
+            found = everything if recursive else [p for p in everything if p.parent == path]
+            below = len(everything) - len(found)
             if not found:
-                below = "" if recursive else _in_subfolders(path, wanted)
-                raise DataError(f"{path}: no images or videos found (looked for {', '.join(sorted(wanted))}){below}")
+                more = f"; its subfolders hold {below}: add --recursive to read them" if below else ""
+                raise DataError(f"{path}: no images or videos found (looked for {', '.join(sorted(wanted))}){more}")
             for p in found:
                 files.setdefault(p, p.relative_to(path).with_suffix("").as_posix())
-            below = 0 if recursive else len(files_in(path, wanted, recursive=True, leave_out=skip)) - len(found)
             if below > 0:  # (left out without a word before)
                 print(f"maskformer predict: note: {path}: its subfolders hold {below} more file(s) to read, left out: "
                       "add --recursive to read them", file=sys.stderr)  # fmt: skip
@@ -126,6 +127,8 @@ def _collect(inputs: list[str], *, recursive: bool = False, output_dir: str = ""
     seen: dict[tuple[bool, str], Path] = {}  # two inputs must not write the same files
     clashes = []
     for path, name in unique.values():
+        if special_file(path):  # (it writes nothing: it is named and skipped when read)
+            continue
         key = (path in videos, name)
         if key in seen:
             clashes.append(f"{seen[key]} and {path}: same name {name!r}")
@@ -141,14 +144,6 @@ def _collect(inputs: list[str], *, recursive: bool = False, output_dir: str = ""
                     raise DataError(f"{unique[output.resolve()][0]}: the results of {path} would overwrite it: choose"
                                     " another --output-dir")  # fmt: skip
     return dict(unique.values()), videos
-
-
-def _in_subfolders(folder, wanted: set[str]) -> str:
-    """'; its subfolders hold N: add --recursive' when they do, else ''."""
-    from maskformer.fileio import files_in
-
-    n = len(files_in(folder, wanted, recursive=True))
-    return f"; its subfolders hold {n}: add --recursive to read them" if n else ""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -174,7 +169,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from maskformer.engine.checkpoint import load_model
     from maskformer.errors import ConfigError, DataError, interrupts_held, raise_if_terminated
-    from maskformer.fileio import atomic_write_text, folder_lock
+    from maskformer.fileio import atomic_write_text, folder_lock, not_a_file
     from maskformer.inference.predictor import PANOPTIC_TTA, Predictor
     from maskformer.inference.preprocess import load_image
     from maskformer.inference.render import dataset_ids, label_file_values, render
@@ -188,16 +183,20 @@ def _run(args: argparse.Namespace) -> int:
     options = predictor_options(args)
     predictor = Predictor(load_model(resolve_model(args.checkpoint), args.device), device=args.device, **options)
     task = args.task or predictor.task_default
+    out = Path(args.output_dir)
+    videos = [f for f in files if f in video_files]
+    images = [f for f in files if f not in video_files]
     if task == "panoptic" and predictor.tta:
         raise ConfigError(PANOPTIC_TTA)
     predictor.check_task(task)  # before any progress bar or output
+    table = out / "predictions.json"
+    if task == "panoptic" and images and table.exists() and not table.is_file():  # (not after writing the PNGs)
+        raise DataError(f"{table}: {not_a_file(table)}: the panoptic results write their segments' table there:"
+                        " move it or choose another --output-dir")  # fmt: skip
     names, colors = predictor.class_names, np.asarray(predictor.colors, dtype=np.uint8)
     thing = predictor.thing_ids
     ids = dataset_ids(predictor)  # predictions.json speaks the dataset's own category ids, as its ground truth does
     label_values = label_file_values(predictor)  # a folder dataset's own ids in _labels.png, as its label files
-    out = Path(args.output_dir)
-    videos = [f for f in files if f in video_files]
-    images = [f for f in files if f not in video_files]
     annotations, failed = [], []
     import importlib.util
 

@@ -26,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     task = "default task of the page and the API (default: the model's own; panoptic configs: panoptic)"
     p.add_argument("--task", choices=["semantic", "panoptic"], help=task)
     add_inference_options(p)
-    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload accepted (default 20 MB)")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload accepted, in MiB (default 20)")
     p.add_argument(
         "--max-megapixels",
         type=float,

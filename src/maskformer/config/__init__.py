@@ -184,8 +184,14 @@ def _yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dic
             raise ConfigError(f"{path}: empty config file (write keys, or `_base_: some.yaml` to start from one)")
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(e)})") from None
-    except UnicodeDecodeError:  # e.g. `maskformer info run/model_final.pt`
-        raise ConfigError(f"{path}: not a YAML config (binary content; a checkpoint?)") from None
+    except UnicodeDecodeError as e:  # e.g. `maskformer info run/model_final.pt`, or a config saved as Latin-1
+        raw = path.read_bytes()[:4096]
+        if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):  # (a byte-order mark: "Unicode" in some editors' save dialogs)
+            raise ConfigError(f"{path}: UTF-16 text: save the config as UTF-8") from None
+        if b"\0" in raw or raw.startswith(b"PK"):  # (a checkpoint: a zip archive or a pickle, NUL bytes early)
+            raise ConfigError(f"{path}: not a YAML config (binary content; a checkpoint?)") from None
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}): save the"
+                          " config as UTF-8") from None  # fmt: skip
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config file must be a mapping")
     base = data.pop("_base_", None)

@@ -164,7 +164,7 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
                     break
         except asyncio.TimeoutError:  # (the builtin TimeoutError from Python 3.11 on)
             pass
-        limit = f"{max_upload_bytes / (1 << 20):.3g} MB ({max_upload_bytes} bytes, --max-upload-mb)"
+        limit = f"{max_upload_bytes / (1 << 20):.3g} MiB ({max_upload_bytes} bytes, --max-upload-mb)"
         return _error(413, f"upload is over the limit of {limit}")
 
     async def predict(request: Request) -> Response:
