@@ -20,12 +20,13 @@ Parts:
   ``output_hidden_states=True`` (HF_NOTES §8.2) and then computes 6 auxiliary losses (all 6 decoder layers again)
   on top of the final one; ours computes 1 + 5. Ours: exact loss, point_sample, and exact loss with channels-last.
   transformers' ResNet trains its BatchNorm layers (batch statistics, 154 more parameter tensors); ours keeps FrozenBN
-  as the original. Sides: ours_exact (channels-last, as ``maskformer train`` does by default), ours_exact_contiguous
-  (NCHW), ours_point_sample (``loss.point_sample=true``), and bf16 autocast (``train.amp=bf16``; losses in fp32) for
-  both implementations (ours_bf16, transformers_bf16). Ours run with glibc's malloc set to keep freed memory (as
-  ``maskformer train`` does, maskformer/allocator.py); transformers_reuse is transformers with the same setting
-  (which transformers itself does not make). ``--train-sides ours_exact,transformers`` times a subset. The
-  report gives the median and the least disturbed (min) step per side: on a shared machine both are worth reading.
+  as the original. Sides: ours_exact (channels-last, or NCHW on AVX2-only CPUs, as ``maskformer train`` decides by
+  default), ours_exact_contiguous (NCHW), ours_point_sample (``loss.point_sample=true``), and bf16 autocast
+  (``train.amp=bf16``; losses in fp32) for both implementations (ours_bf16, transformers_bf16). Ours run with
+  glibc's malloc set to keep freed memory (as ``maskformer train`` does, maskformer/allocator.py); transformers_reuse
+  is transformers with the same setting (which transformers itself does not make). ``--train-sides
+  ours_exact,transformers`` times a subset. The report gives the median and the least disturbed (min) step per
+  side: on a shared machine both are worth reading.
 - matcher: benchmarks/bench_matcher.py (its own alternating timing).
 - onnx: `maskformer.export.export_onnx` of the R50 lean model, onnxruntime vs PyTorch max |diff|.
 
@@ -254,7 +255,9 @@ def train_worker(side: str, steps: int, size: int) -> dict:
         del hf
         model = ours.train()
         criterion = build_criterion(cfg)
-        if side != "ours_exact_contiguous":  # NHWC weights and input, as `maskformer train` does by default
+        from maskformer.engine.runtime import channels_last
+
+        if side != "ours_exact_contiguous" and channels_last(cfg.train.channels_last, "cpu"):  # as `train` decides
             model = model.to(memory_format=torch.channels_last)
             x = x.contiguous(memory_format=torch.channels_last)
         from maskformer.modeling.layers import set_winograd

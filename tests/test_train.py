@@ -273,7 +273,7 @@ def test_predictor_from_checkpoint_uses_the_checkpoint_config(tmp_path):
 
 
 def test_channels_last_and_bf16_training_follow_the_plain_run(tmp_path):
-    """train.channels_last (default) is the same arithmetic as NCHW up to kernel rounding; train.amp=bf16 follows the
+    """train.channels_last=true is the same arithmetic as NCHW up to kernel rounding; train.amp=bf16 follows the
     fp32 losses to bf16 precision. Checkpoints of a channels-last run load into a plain model."""
     base = [*TINY, "train.max_iters=3", "model.dropout=0.0"]
     runs = {
@@ -294,6 +294,21 @@ def test_channels_last_and_bf16_training_follow_the_plain_run(tmp_path):
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(a.eval()(x)["pred_masks"], b.eval()(x)["pred_masks"], atol=1e-2, rtol=1e-2)
+
+
+def test_channels_last_auto_follows_the_cpus_vector_width(monkeypatch) -> None:
+    """train.channels_last=auto (the default): NHWC on AVX-512 CPUs and GPUs, NCHW on AVX2-only CPUs (where NCHW
+    trained faster, docs/performance.md run 19); true and false are kept as given; other words are refused."""
+    from maskformer.engine.runtime import channels_last
+
+    assert maskformer.load_config(CONFIGS / "demo.yaml").train.channels_last == "auto"
+    for capability, nhwc in (("AVX2", False), ("AVX512", True), ("DEFAULT", True)):
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        assert channels_last("auto", "cpu") is nhwc
+        assert channels_last(True, "cpu") is True and channels_last(False, "cpu") is False
+    assert channels_last("auto", "cuda") is True  # (no CUDA needed to answer)
+    with pytest.raises(maskformer.ConfigError, match=r"train.channels_last: unknown 'nhwc' \(expected true, false or"):
+        maskformer.load_config(CONFIGS / "demo.yaml", ["train.channels_last=nhwc"])
 
 
 def test_shorten_schedule_refits_the_poly_decay() -> None:

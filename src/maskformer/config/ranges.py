@@ -42,6 +42,7 @@ _CHOICES = {
     "solver.optimizer": ("adamw", "sgd"),
     "solver.lr_scheduler": ("poly", "multistep"),
     "train.amp": ("none", "bf16", "fp16"),
+    "train.channels_last": (True, False, "auto"),
 }
 _FRACTIONS = "inference.object_mask_threshold inference.overlap_threshold loss.importance_sample_ratio"
 
@@ -58,7 +59,7 @@ def check_ranges(cfg: Config) -> None:
     ``_POSITIVE``, ``_FRACTIONS``) or not among its ``_CHOICES``."""
     for key, choices in _CHOICES.items():
         if _value(cfg, key) not in choices:
-            named = [repr(c) if c == "" else c for c in choices]
+            named = [str(c).lower() if isinstance(c, bool) else repr(c) if c == "" else c for c in choices]
             raise ConfigError(f"{key}: unknown '{_value(cfg, key)}' (expected {', '.join(named[:-1])} or {named[-1]})")
     for key in _NOT_EMPTY.split():
         if not _value(cfg, key):

@@ -153,7 +153,8 @@ class TrainConfig:
     amp: str = "none"  # none | bf16 | fp16
     max_minutes: float = 0.0  # stop early after this wall time (0 = no limit); used by the demo
     tf32: bool = False  # TF32 matmuls/convolutions on Ampere+ GPUs; false = exact fp32, as the original trained
-    channels_last: bool = True  # NHWC weights and batches: oneDNN's faster convolution kernels (same arithmetic)
+    # NHWC weights and batches (same arithmetic); auto: NHWC except on AVX2-only CPUs, where NCHW is the faster
+    channels_last: bool | str = "auto"
     winograd: bool = True  # wide 3x3 convolutions by Winograd F(2x2, 3x3) on CPU fp32 (closer to exact; false: direct)
 
 

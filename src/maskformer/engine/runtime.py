@@ -16,7 +16,7 @@ import ctypes
 import os
 import sys
 
-__all__ = ["keep_freed_memory", "set_tf32"]
+__all__ = ["channels_last", "emulated_bf16", "keep_freed_memory", "set_tf32"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -57,3 +57,16 @@ def emulated_bf16(device: str) -> bool:
         return not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # pragma: no cover - a torch without the query
         return True
+
+
+def channels_last(setting: bool | str, device: str) -> bool:
+    """Whether training runs in channels-last (NHWC) memory (``train.channels_last``; same arithmetic either way).
+    ``"auto"``: yes, except on a CPU with AVX2 but no AVX-512 (e.g. an AMD EPYC Zen 3), where oneDNN's NCHW kernels
+    made the R50 step 4-8 % faster in three runs (docs/performance.md, run 19); on AVX-512 CPUs NHWC is the faster."""
+    if setting != "auto":
+        return bool(setting)
+    import torch
+
+    if torch.device(device).type != "cpu":
+        return True
+    return torch.backends.cpu.get_cpu_capability() != "AVX2"

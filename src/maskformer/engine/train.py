@@ -30,7 +30,7 @@ from .initial_weights import load_initial_weights
 from .logging import MetricLogger
 from .run_folder import check_no_run, check_resumable, hold_run_folder, remove_new
 from .run_schedule import fit_to_deadline, resume_from
-from .runtime import emulated_bf16, set_tf32
+from .runtime import channels_last, emulated_bf16, set_tf32
 from .step import autocast, finite_outputs, targets_to, to_float
 
 # training splits of up to this many samples are read once before the first step (a bad file is named at once;
@@ -123,7 +123,8 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
     model = build_model(cfg)
     init_note = load_initial_weights(cfg, model)
     model.to(device).train()
-    if t.channels_last:
+    nhwc = channels_last(t.channels_last, device)  # ("auto": by the CPU's vector width)
+    if nhwc:
         model.to(memory_format=torch.channels_last)
     set_winograd(model, t.winograd)
     criterion = build_criterion(cfg, ignore_label=meta.ignore_label).to(device)
@@ -232,7 +233,7 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
         for _ in range(t.grad_accum):
             images, targets, records = next(batches)
             images = images.to(device, non_blocking=True)
-            if t.channels_last:
+            if nhwc:
                 images = images.contiguous(memory_format=torch.channels_last)
             targets = targets_to(targets, records, images.shape[-2:], meta.ignore_label, device)
             with autocast(t.amp, device):
