@@ -48,3 +48,15 @@ def test_an_unknown_flag_is_answered_with_the_commands_own_usage(argv, capsys) -
     command = " ".join(argv[:2]) if argv[0] == "convert" else argv[0]
     assert stop.value.code == 2 and f"usage: maskformer {command} " in err, err
     assert f"maskformer {command}: error: unrecognized arguments: --bogus" in err
+
+
+def test_an_unknown_flag_before_the_command_is_named(capsys) -> None:
+    """`maskformer --bogus predict` dropped --bogus and asked for predict's arguments instead."""
+    from maskformer.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--bogus", "predict"])
+    assert stop.value.code == 2 and "maskformer: error: unrecognized arguments: --bogus" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.startswith("maskformer ")

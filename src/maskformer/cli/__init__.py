@@ -117,6 +117,10 @@ def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -
 def main(argv: list[str] | None = None) -> int:
     try:  # (``import maskformer`` loads no torch: a Ctrl-C this early is said in one line too)
         parser = build_parser()
+        words = list(sys.argv[1:] if argv is None else argv)
+        known = {o for action in parser._actions for o in action.option_strings}
+        if words and words[0].startswith("-") and words[0].split("=")[0] not in known:  # (before the command: else
+            parser.error(f"unrecognized arguments: {words[0]}")  # dropped, and the command asked for its arguments)
         args, extra = parser.parse_known_args(argv)
         if extra:  # said by the command's own parser: its usage, not the list of commands
             _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
