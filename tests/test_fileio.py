@@ -168,3 +168,13 @@ def test_a_failed_write_removes_the_folders_it_made(tmp_path, kind):
             (tmp_path / "kept" / "other" / "theirs").write_text("")
             raise OSError(28, "disk full")
     assert sorted(p.name for p in (tmp_path / "kept" / "other").iterdir()) == ["theirs"]
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_a_folder_that_cannot_be_made_in_proc_is_named_itself() -> None:
+    """`convert to-hf M /proc/nope` said "/proc: No such file or directory" (procfs answers ENOENT to a new name)."""
+    from maskformer.fileio import atomic_folder
+
+    with pytest.raises(OSError) as e, atomic_folder("/proc/nope"):
+        pass
+    assert e.value.filename == "/proc/nope"

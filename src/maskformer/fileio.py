@@ -197,7 +197,7 @@ def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
         try:
             tmp = Path(tempfile.mkdtemp(prefix=_temporary_prefix(folder.name, ".old"), dir=folder.parent))
         except OSError as e:  # e.g. a read-only folder: name it, not the temporary name tried in it
-            e.filename = str(folder.parent)
+            e.filename = str(folder if e.errno == errno.ENOENT else folder.parent)  # (/proc/x: "/proc: no such file")
             raise
         old = None
         try:
