@@ -567,6 +567,24 @@ def test_the_demo_never_replaces_a_run_that_is_not_a_demo(tmp_path, capsys):
     assert (run / "model_final.pt").read_bytes() == b"weights of a real run"
 
 
+def test_the_demo_never_replaces_files_that_are_not_a_demos(tmp_path, capsys):
+    """`maskformer demo --output-dir results` deleted eval's metrics.json, the user's config.yaml and tb/ there
+    ("replacing the earlier demo run") when the folder held no checkpoint."""
+    from maskformer.cli import main
+
+    out = tmp_path / "results"
+    (out / "tb").mkdir(parents=True)
+    (out / "metrics.json").write_text('{"mIoU": 41.0}')
+    (out / "config.yaml").write_text("my: notes\n")
+    capsys.readouterr()
+    assert main(["demo", "--output-dir", str(out), "--set", "train.max_iters=1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    words = "not a demo run's file, and the demo would replace it: pass another --output-dir"
+    assert err == [f"maskformer demo: error: {out / 'config.yaml'}: {words}"], err
+    assert (out / "metrics.json").read_text() == '{"mIoU": 41.0}' and (out / "tb").is_dir()
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "metrics.json", "tb"]
+
+
 def test_ctrl_c_before_the_first_checkpoint_leaves_nothing(tmp_path, monkeypatch):
     """A run interrupted before its first checkpoint left config.yaml and metrics.jsonl: --resume had nothing to
     resume and a new start was refused (the folder "holds an earlier run")."""
