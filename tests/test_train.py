@@ -620,6 +620,10 @@ def test_a_stop_in_the_final_evaluation_says_to_run_eval_not_resume(tmp_path, mo
     assert f"training finished ({out / 'model_final.pt'}, iteration 2); its final evaluation was stopped" in err, err
     assert f"`maskformer eval {out / 'model_final.pt'}` runs it" in err and "--resume" not in err
     assert (out / "model_final.pt").is_file()
+    demo = tmp_path / "demo"  # the demo likewise (it said only "interrupted")
+    assert main(["demo", "--output-dir", str(demo), *argv[5:]]) == 130
+    err = capsys.readouterr().err
+    assert f"maskformer demo: training finished ({demo / 'model_final.pt'}); its final evaluation was stopped" in err
 
 
 def test_bf16_training_on_a_cpu_without_bf16_instructions_says_it_is_emulated(tmp_path, monkeypatch, capsys):

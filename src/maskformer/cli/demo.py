@@ -109,6 +109,7 @@ def _clear_previous_demo(out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import shlex
     import time
 
     import maskformer
@@ -125,7 +126,14 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output_dir)
     _clear_previous_demo(out)
     t0 = time.monotonic()
-    metrics = train(cfg, output_dir=out)
+    try:
+        metrics = train(cfg, output_dir=out)
+    except KeyboardInterrupt as e:  # (in its final evaluation: the model is there, as `train` says)
+        if getattr(e, "training_finished", False):
+            final = out / "model_final.pt"
+            print(f"maskformer demo: training finished ({final}); its final evaluation was stopped: `maskformer eval "
+                  f"{shlex.quote(str(final))}` runs it", file=sys.stderr)  # fmt: skip
+        raise
     minutes = (time.monotonic() - t0) / 60
     model = load_model(out / "model_final.pt")
     pictures = draw_pictures(cfg, model, build_meta(cfg), out, args.pictures)
