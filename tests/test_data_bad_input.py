@@ -510,3 +510,17 @@ def test_a_label_saved_as_upper_case_png_pairs_and_an_unread_image_type_is_named
     image.unlink()
     with pytest.raises(DataError, match=r"0.png: no image of that name in .*; there is 0.gif, a file type not read"):
         DATASETS["folder"](root=str(tmp_path), split="train")
+
+
+def test_an_unreadable_header_is_named_when_the_batches_are_grouped(tmp_path: Path) -> None:
+    """With aspect-ratio grouping an image whose header Pillow cannot read counted as a portrait: among landscapes it
+    waited in that group, unsaid, until enough portraits came (a short run ended with exit 0 without naming it)."""
+    _camvid_tree(tmp_path)
+    bad = tmp_path / "train" / "1.png"
+    bad.write_bytes(b"this is not a png")
+    ds = DATASETS["camvid"](root=str(tmp_path), split="train")
+    assert ds.aspect_group(0) == 0  # (16 x 12: landscape)
+    with pytest.raises(DataError) as e:
+        ds.aspect_group(1)
+    assert str(e.value).startswith(f"{bad}: unreadable or corrupt image") and "\n" not in str(e.value)
+    assert DATASETS["camvid"](root=str(tmp_path), split="train", skip_bad_samples=True).aspect_group(1) == 1

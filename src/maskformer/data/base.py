@@ -67,8 +67,9 @@ class SegmentationDataset(Dataset):
 
     def aspect_group(self, index: int) -> int:
         """detectron2's aspect-ratio group of sample ``index``: 0 for a landscape image (w > h), else 1. From the
-        entry's ``width``/``height`` or the image file's header (no decoding); an unreadable file counts as 1 (it is
-        reported when loaded)."""
+        entry's ``width``/``height`` or the image file's header (no decoding). An unreadable header is a ``DataError``
+        naming the file (in group 1 it waited, unsaid, for a batch of portraits), or with ``skip_bad_samples`` group 1
+        (skipped when loaded)."""
         entry = self.entries[index]
         if "width" in entry and "height" in entry:
             return 0 if entry["width"] > entry["height"] else 1
@@ -80,7 +81,12 @@ class SegmentationDataset(Dataset):
             with Image.open(entry["file_name"]) as image:
                 width, height = image.size
         except (OSError, ValueError):
-            return 1
+            if self.skip_bad_samples:
+                return 1
+            from .io import read_image
+
+            read_image(entry["file_name"])  # (its one-line DataError, as when the sample is loaded)
+            raise DataError(f"{entry['file_name']}: unreadable image header") from None
         return 0 if width > height else 1
 
     def load(self, entry: dict[str, Any]) -> dict[str, Any]:
