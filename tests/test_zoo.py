@@ -576,7 +576,8 @@ def test_hub_id_from_a_server_then_from_the_cache_when_the_hub_does_not_answer(t
     assert cached.returncode == 0, cached.stderr
     assert (tmp_path / "c2" / "hub" / "tiny-org" / "maskformer-tiny" / "model.pt").is_file()
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
-    assert missing.stderr.strip().splitlines()[-1].endswith("tiny-org/absent: could not be fetched from the Hub nor "
+    assert missing.stderr.strip().splitlines()[-1].endswith("tiny-org/absent: not a file or folder here, and as a Hub"
+                                                            " id it could not be fetched from the Hub nor "
                                                             "found in its cache (no answer within 1 s); without "
                                                             "internet, give a folder of its files (save_pretrained) "
                                                             "instead")  # fmt: skip

@@ -113,8 +113,8 @@ def hub_folder(repo_id: str) -> Path:
         first = text.splitlines()[0].split(". ")[0].rstrip(".").removeprefix("Got: ")  # the rest is advice
         if "timed out" in first.lower() or type(e).__name__.endswith("Timeout"):
             first = f"no answer within {etag_timeout()} s"
-        why = (f"could not be fetched from the Hub nor found in its cache ({first[:200]}); without internet, give"
-               " a folder of its files (save_pretrained) instead")  # fmt: skip
+        why = (f"not a file or folder here, and as a Hub id it could not be fetched from the Hub nor found in its cache"
+               f" ({first[:200]}); without internet, give a folder of its files (save_pretrained) instead")  # fmt: skip
         raise CheckpointError(f"{repo_id}: {why}") from None
 
 
