@@ -96,9 +96,9 @@ def _clear_previous_demo(out: Path) -> None:
     from maskformer.errors import ConfigError
 
     old = [out / name for name in (*RUN_FILES, "config.yaml", "metrics.json", "tb") if (out / name).exists()]
-    if any(path.name in RUN_FILES for path in old) and not _is_demo_run(out):
-        raise ConfigError(f"{out} holds a training run that is not a demo run: pass another --output-dir")
-    if old and not _is_demo_run(out):  # (e.g. eval's metrics.json, a config of the user's: theirs, not replaced)
+    if old and not _is_demo_run(out):  # (a run, or e.g. eval's metrics.json, a config of the user's: not replaced)
+        if any(path.name in RUN_FILES for path in old):
+            raise ConfigError(f"{out} holds a training run that is not a demo run: pass another --output-dir")
         raise ConfigError(f"{old[0]}: not a demo run's file, and the demo would replace it: pass another --output-dir")
     if old and (out / "pictures").is_dir():  # (its pictures too: a shorter --pictures left some of the earlier ones;
         old += sorted((out / "pictures").glob("val_[0-9][0-9][0-9].png"))  # only the demo's own files)
