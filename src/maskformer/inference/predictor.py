@@ -23,7 +23,7 @@ from maskformer.errors import ConfigError
 from maskformer.inference.accelerate import accelerate
 from maskformer.inference.device import check_device
 from maskformer.inference.modes import eval_mode
-from maskformer.inference.postprocess import Size, panoptic_keep, semantic_from_outputs
+from maskformer.inference.postprocess import Size, panoptic_keep, semantic_from_outputs, semantic_labels
 from maskformer.inference.preprocess import (
     ImageInput,
     load_image,
@@ -239,8 +239,9 @@ class Predictor:
         sizes = [(int(s[0]), int(s[1])) for s in output_sizes]
         if "semantic" in tasks:
             if self.postprocess_before_inference and not self.fast:
-                scores = self._scores(outputs, image_sizes, sizes, padded)
-                labels = [s.argmax(0) for s in scores]
+                labels = semantic_labels(
+                    outputs, image_sizes, sizes, input_size=padded, postprocess_before_inference=True
+                )
             else:
                 labels = self._semantic_labels(
                     outputs, image_sizes, sizes, input_size=padded, fast=self.fast, corner_labels=self.corner_labels

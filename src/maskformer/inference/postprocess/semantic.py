@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .row_resize import resize_rows, row_weights
+
 __all__ = [
     "Size",
     "sem_seg_postprocess",
@@ -21,6 +23,8 @@ __all__ = [
 
 # Floats of a resized score map held at once by `semantic_labels` (256 MB; below that, one resize as before).
 _RESIZE_FLOATS = 1 << 26
+# Floats of resized mask logits + scores of one strip of output rows (postprocess_before_inference, large outputs).
+_STRIP_FLOATS = 1 << 24
 
 Size = tuple[int, int]
 
@@ -117,15 +121,56 @@ def semantic_labels(
     *,
     input_size: Size | None = None,
     fast: bool = False,
+    postprocess_before_inference: bool = False,
 ) -> list[Tensor]:
     """``[s.argmax(0) for s in semantic_from_outputs(...)]`` (int64 [H_i, W_i]) with memory bounded for large outputs:
     the last resize to the output size works per class, so it runs a few classes at a time and keeps a running
     maximum (the first of equal scores wins, as in argmax). A 20-megapixel output of a 150-class model would
     otherwise hold 12 GB of scores. Outputs within ``_RESIZE_FLOATS`` take one resize, as before; over it, a resize
     of a few maps can round differently from one of all maps (1 ulp, depending on the number of maps and threads),
-    so labels can differ only where two classes tie to that precision."""
+    so labels can differ only where two classes tie to that precision.
+
+    With ``postprocess_before_inference`` (and not fast) the mask logits are resized to the output size before they
+    are combined, as in ``semantic_from_outputs``; outputs over ``_RESIZE_FLOATS`` then run in strips of output rows
+    (``_labels_in_strips``) instead of holding (Q + K) floats per output pixel."""
+    if postprocess_before_inference and not fast and "pred_masks" in outputs:
+        return _labels_before_inference(outputs, image_sizes, output_sizes, input_size)
     parts = _semantic_parts(outputs, image_sizes, output_sizes, input_size, fast, False)
     return [_argmax_resized(low, resize, tuple(size)) for (low, resize), size in zip(parts, output_sizes)]
+
+
+def _labels_before_inference(
+    outputs: Mapping[str, Tensor], image_sizes: Sequence[Size], output_sizes: Sequence[Size], input_size: Size | None
+) -> list[Tensor]:
+    """Label maps in the original's PANOPTIC_ON / SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE order (semantic_labels)."""
+    mask_cls, mask_pred = outputs["pred_logits"], outputs["pred_masks"].contiguous()
+    padded = _input_size(tuple(mask_pred.shape[-2:]), input_size)
+    labels = []
+    for i, (image_size, output_size) in enumerate(zip(image_sizes, output_sizes)):
+        up = F.interpolate(mask_pred[i : i + 1], size=padded, mode="bilinear", align_corners=False)[0]
+        num = up.shape[0] + mask_cls.shape[-1] - 1
+        if num * output_size[0] * output_size[1] <= _RESIZE_FLOATS:
+            labels.append(semantic_inference(mask_cls[i], sem_seg_postprocess(up, image_size, output_size)).argmax(0))
+        else:
+            labels.append(_labels_in_strips(mask_cls[i], up[:, : image_size[0], : image_size[1]], tuple(output_size)))
+    return labels
+
+
+def _labels_in_strips(mask_cls: Tensor, cropped: Tensor, output_size: Size) -> Tensor:
+    """argmax of ``semantic_inference(mask_cls, resize(cropped))`` for mask logits cropped [Q, h, w] resized to
+    output_size (H, W), a few output rows at a time (``row_resize``: the same values as the full resize). The
+    [K, Q] x [Q, n] product is the orientation whose columns equal the einsum's. Returns int64 [H, W]."""
+    height, width = output_size
+    probs_t = F.softmax(mask_cls, dim=-1)[:, :-1].t().contiguous()  # [K, Q]
+    queries = cropped.shape[0]
+    weights = row_weights(cropped.shape[1], height, device=cropped.device)
+    step = max(1, _STRIP_FLOATS // ((queries + probs_t.shape[0]) * width))
+    labels = torch.empty(height, width, dtype=torch.int64, device=cropped.device)
+    for y0 in range(0, height, step):
+        y1 = min(height, y0 + step)
+        masks = resize_rows(cropped, weights, width, y0, y1).sigmoid_()
+        labels[y0:y1] = (probs_t @ masks.view(queries, -1)).argmax(0).view(y1 - y0, width)
+    return labels
 
 
 def _argmax_resized(low: Tensor, resize: Callable[[Tensor], Tensor], size: Size) -> Tensor:
