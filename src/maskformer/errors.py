@@ -4,6 +4,7 @@ and an interrupt as "interrupted" (exit 130); internals may assert."""
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 import sys
 import threading
@@ -36,6 +37,21 @@ def one_line(error: BaseException) -> str:
         head, sep, rest = last.partition(": ")
         return rest if sep and "." in head and " " not in head else last
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def out_of_memory(error: BaseException) -> str | None:
+    """A short reason, e.g. "out of memory (an allocation of 43.1 GB failed)", when ``error`` is a failed allocation
+    (torch's CPU or CUDA allocator, numpy, Python), else None."""
+    text = str(error)
+    if not (isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError" or (
+        isinstance(error, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
+    )):  # fmt: skip
+        return None
+    size = re.search(r"allocate (\d+) bytes", text)  # torch CPU: "you tried to allocate 43092000000 bytes"
+    if size:
+        return f"out of memory (an allocation of {int(size[1]) / 1e9:.1f} GB failed)"
+    size = re.search(r"allocate (\d+(?:\.\d+)?)\.? ([KMGT]i?B)", text)  # CUDA "Tried to allocate 2.00 GiB", numpy
+    return f"out of memory (an allocation of {size[1]} {size[2]} failed)" if size else "out of memory"
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from ..errors import (
     interrupt_exit_code,
     is_interrupt,
     one_line,
+    out_of_memory,
     raise_if_terminated,
     terminate_as_interrupt,
 )
@@ -170,9 +171,15 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         why = e.strerror or str(e) or type(e).__name__
         print(f"maskformer {args.command}: error: {f'{name}: ' if name else ''}{why}", file=sys.stderr)
         return 2 if e.errno == errno.EROFS else 1
+    except MemoryError as e:  # the machine's side, as a full disk (exit 1)
+        print(f"maskformer {args.command}: error: {out_of_memory(e)}", file=sys.stderr)
+        return 1
     except RuntimeError as e:
         if is_interrupt(e):  # (DataLoader workers stopped by the same Ctrl-C / SIGTERM)
             return _interrupted(args.command, exiting=argv is None)
+        if why := out_of_memory(e):
+            print(f"maskformer {args.command}: error: {why}", file=sys.stderr)
+            return 1
         if not _peer_failed(e):
             raise
         print(f"maskformer {args.command}: error: stopped: another process of this run failed (its error is above)",

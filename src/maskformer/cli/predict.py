@@ -39,7 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         " an earlier run's entries for other images in OUTPUT_DIR are kept);"
         " a video (.mp4 .avi .mov .mkv .webm .m4v, or an animated .gif) gives <name>_overlay.mp4 with the same frames"
         " and rate. Folders are searched for images and videos (with --recursive also in their subfolders, whose"
-        " layout the outputs keep). An unreadable image or video is named"
+        " layout the outputs keep). An unreadable image or video, or one too large for the memory, is named"
         " and skipped; the exit code is 2 at the end if any was (--strict: stop at once).",
     )
     p.add_argument(
@@ -168,7 +168,7 @@ def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from maskformer.engine.checkpoint import load_model
-    from maskformer.errors import ConfigError, DataError, interrupts_held, raise_if_terminated
+    from maskformer.errors import ConfigError, DataError, interrupts_held, out_of_memory, raise_if_terminated
     from maskformer.fileio import atomic_write_text, folder_lock, not_a_file
     from maskformer.inference.predictor import PANOPTIC_TTA, Predictor
     from maskformer.inference.preprocess import load_image
@@ -197,7 +197,7 @@ def _run(args: argparse.Namespace) -> int:
     thing = predictor.thing_ids
     ids = dataset_ids(predictor)  # predictions.json speaks the dataset's own category ids, as its ground truth does
     label_values = label_file_values(predictor)  # a folder dataset's own ids in _labels.png, as its label files
-    annotations, failed = [], []
+    annotations, failed, too_large = [], [], []  # (too large: out of memory)
     import importlib.util
 
     if videos and importlib.util.find_spec("av") is None:  # (said once, before any output; not "unreadable" files)
@@ -248,9 +248,19 @@ def _run(args: argparse.Namespace) -> int:
                 tqdm.write(f"maskformer predict: skipped {e}", file=sys.stderr)  # (on its own line, not in the bar)
                 failed.append(str(path))
             if batch and (len(batch) == args.batch_size or i == len(images) - 1):
-                results = predictor([image for _, image in batch], task=task)
-                for (p, image), result in zip(batch, results):
-                    write(p, image, result)
+                try:
+                    results = predictor([image for _, image in batch], task=task)
+                    for (p, image), result in zip(batch, results):
+                        write(p, image, result)
+                except (RuntimeError, MemoryError) as e:  # (a picture too large for this machine: the others go on)
+                    if (why := out_of_memory(e)) is None:
+                        raise
+                    sizes = ", ".join(f"{p} ({image.shape[1]}x{image.shape[0]})" for p, image in batch)
+                    error = DataError(f"{sizes}: {why}: downscale it, or free memory")
+                    if args.strict or len(files) == 1:
+                        raise error from None
+                    tqdm.write(f"maskformer predict: skipped {error}", file=sys.stderr)
+                    too_large.extend(str(p) for p, _ in batch)
                 batch = []
     finally:  # (also when stopped by --strict or an interrupt: the panoptic PNGs written need their segments' table)
         # (read, merge and write under a lock: another predict into this folder may do the same at the same time)
@@ -264,10 +274,14 @@ def _run(args: argparse.Namespace) -> int:
         elif stale or (out / "predictions.json").is_file():  # (entries of PNGs gone, also from a killed run)
             with interrupts_held(), folder_lock(out):
                 drop_panoptic_entries(out, stale)
-    done = len(files) - len(failed)
+    done = len(files) - len(failed) - len(too_large)
     print(f"wrote results for {done} file(s) to {out}")
     if failed:
         print(f"maskformer predict: error: {len(failed)} of {len(files)} file(s) unreadable: {', '.join(failed)}",
               file=sys.stderr)  # fmt: skip
+    if too_large:  # (after the line above: one summary line per reason)
+        print(f"maskformer predict: error: {len(too_large)} of {len(files)} file(s) ran out of memory: "
+              f"{', '.join(too_large)}", file=sys.stderr)  # fmt: skip
+    if failed or too_large:
         return 2
     return 0

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..build import build_dataset, build_meta
 from ..config import Config
-from ..errors import ConfigError, raise_if_terminated
+from ..errors import ConfigError, DataError, out_of_memory, raise_if_terminated
 from . import distributed as dist
 from .runtime import set_tf32
 
@@ -82,7 +82,14 @@ def evaluate_model(
                      if on and key in rec]  # fmt: skip
             if tasks:
                 out_size = (int(rec["height"]), int(rec["width"]))
-                (result,) = predictor.predict_resized([rec["image"]], [out_size], tasks)
+                try:
+                    (result,) = predictor.predict_resized([rec["image"]], [out_size], tasks)
+                except (RuntimeError, MemoryError) as e:  # (a picture too large for this machine: named)
+                    if (why := out_of_memory(e)) is None:
+                        raise
+                    name = rec.get("file_name", f"sample {seen - 1}")
+                    size = f"{out_size[1]}x{out_size[0]}"
+                    raise DataError(f"{name} ({size}): {why}: leave it out or free memory") from None
                 if "semantic" in result:
                     sem_eval.update(result["semantic"], rec["sem_seg"])
                     pq_st.update(result["semantic"], rec["sem_seg"])
