@@ -536,22 +536,28 @@ def test_a_named_pipe_among_the_inputs_is_named_not_waited_on(tmp_path: Path, ca
     assert f"{folder / 'f.png'}: not a regular file" in capsys.readouterr().err
 
 
-def test_a_damaged_predictions_json_is_replaced_with_a_note(tmp_path: Path, capsys) -> None:
-    """A predictions.json cut short (or not a table of ours) in the output folder was replaced without a word,
-    leaving the earlier runs' panoptic PNGs undescribed."""
+def test_a_predictions_json_not_of_ours_is_refused_before_any_output(tmp_path: Path, capsys) -> None:
+    """A predictions.json cut short (or not a table of ours) in the output folder was replaced without a word, then
+    with a note; it may be someone else's file: it is now named and left alone, before any PNG is written."""
     model = _checkpoint(tmp_path / "m.pt")
     folder = _images(tmp_path / "in", 2)
     out = tmp_path / "o"
-    for name in ("im0.png", "im1.png"):
-        assert main(["predict", str(model), str(folder / name), "--output-dir", str(out), "--task", "panoptic"]) == 0
-    (out / "predictions.json").write_text('{"annotations": [')
-    capsys.readouterr()
-    assert main(["predict", str(model), str(folder / "im0.png"), "--output-dir", str(out), "--task", "panoptic"]) == 0
-    err = capsys.readouterr().err
-    assert f"{out / 'predictions.json'}: not valid JSON, replaced by this run's table; the 1 panoptic PNG(s)" in err
+    assert main(["predict", str(model), str(folder / "im1.png"), "--output-dir", str(out), "--task", "panoptic"]) == 0
+    for text, why in [('{"annotations": [', "not valid JSON"), ("[1, 2]", "not a table of annotations and categories")]:
+        (out / "predictions.json").write_text(text)
+        capsys.readouterr()
+        args = ["predict", str(model), str(folder / "im0.png"), "--output-dir", str(out), "--task", "panoptic"]
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.splitlines() == [err] and f"{out / 'predictions.json'}: {why}, so not the segments' table" in err
+        assert (out / "predictions.json").read_text() == text
+        assert not (out / "im0_panoptic.png").exists()
+    (out / "predictions.json").unlink()
+    assert main(args) == 0
     assert [a["file_name"] for a in json.loads((out / "predictions.json").read_text())["annotations"]] == [
         "im0_panoptic.png"
     ]
+    assert main(["predict", str(model), str(folder / "im0.png"), "--output-dir", str(out), "--task", "semantic"]) == 0
 
 
 def test_a_named_pipe_does_not_clash_with_an_image_of_its_name(tmp_path: Path) -> None:

@@ -31,6 +31,22 @@ def check_new_file(output: str | Path, *, overwrite: bool, sources: tuple[str | 
         raise UserError(f"{output}: exists (write to a new path, or pass --overwrite to replace it)")
 
 
+def foreign_table(path: Path) -> str:
+    """Why the file ``path`` is not a predictions.json this command wrote ("" if it is one, or absent)."""
+    import json
+
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return ""
+    except (ValueError, UnicodeDecodeError):
+        return "not valid JSON"
+    if not (isinstance(table, dict) and isinstance(table.get("annotations"), list)
+            and isinstance(table.get("categories"), list)):  # fmt: skip
+        return "not a table of annotations and categories"
+    return ""
+
+
 def panoptic_table(folder: Path, annotations: list[dict], categories: list[dict]) -> tuple[dict, str]:
     """The predictions.json to write into ``folder`` for this run's ``annotations``, and a note ("" if none).
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from maskformer.cli.inference_options import MODEL_HELP, add_inference_options, check_output_dir, predictor_options
-from maskformer.cli.outputs import drop_panoptic_entries, panoptic_table
+from maskformer.cli.outputs import drop_panoptic_entries, foreign_table, panoptic_table
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".pnm"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
@@ -193,6 +193,9 @@ def _run(args: argparse.Namespace) -> int:
     if task == "panoptic" and images and table.exists() and not table.is_file():  # (not after writing the PNGs)
         raise DataError(f"{table}: {not_a_file(table)}: the panoptic results write their segments' table there:"
                         " move it or choose another --output-dir")  # fmt: skip
+    if task == "panoptic" and images and table.is_file() and (why := foreign_table(table)):  # (someone else's file)
+        raise DataError(f"{table}: {why}, so not the segments' table of an earlier predict; the panoptic results write"
+                        " theirs there: move it or choose another --output-dir")  # fmt: skip
     names, colors = predictor.class_names, np.asarray(predictor.colors, dtype=np.uint8)
     thing = predictor.thing_ids
     ids = dataset_ids(predictor)  # predictions.json speaks the dataset's own category ids, as its ground truth does
