@@ -53,6 +53,19 @@ def test_resume_is_exact(tmp_path):
     assert len(_losses(tmp_path / "a" / "metrics.jsonl")) == 4
 
 
+def test_resume_with_max_iters_below_the_checkpoint_says_nothing_is_left(tmp_path, capsys):
+    """Resuming a run stopped at iteration 2 with train.max_iters=1 only said the LR schedule now ended at 1, then
+    wrote the iteration-2 model as final (exit 0): it now says no step is left and which model is final."""
+    cfg = maskformer.load_config(CONFIGS / "demo.yaml", [*TINY, "train.max_iters=4", "train.eval_period=-1"])
+    train(cfg, output_dir=tmp_path, progress=False, stop_at=2)
+    capsys.readouterr()
+    lower = maskformer.load_config(CONFIGS / "demo.yaml", [*TINY, "train.max_iters=1", "train.eval_period=-1"])
+    train(lower, output_dir=tmp_path, progress=True, resume=True)
+    err = capsys.readouterr().err
+    assert "train.max_iters=1 (was 4) is not past the checkpoint's iteration 2: no step is left" in err, err
+    assert load_checkpoint(tmp_path / "model_final.pt")["iteration"] == 2
+
+
 def test_resume_with_more_iterations_extends_the_schedule(tmp_path, capsys):
     """A finished 4-iteration run resumed with train.max_iters=6 trains 2 more steps whose LR follows the poly decay
     to iteration 6 (it used to raise a complex LR from the saved 4-iteration schedule); a checkpoint that does not

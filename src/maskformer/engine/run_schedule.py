@@ -79,6 +79,9 @@ def resume_from(
         for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
             group["lr"] = base * factor(scheduler.last_epoch)  # this iteration's LR on the new decay
         note = f"the LR schedule now ends at train.max_iters={max_iters} (was {saved})"
+        if done >= max_iters:  # (lowered below the checkpoint: nothing left to train, which is worth saying)
+            note = (f"train.max_iters={max_iters} (was {saved}) is not past the checkpoint's iteration {done}: no "
+                    f"step is left, so the model of iteration {done} is the final one")  # fmt: skip
     return int(state["iteration"]), note
 
 
