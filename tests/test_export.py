@@ -51,6 +51,9 @@ def test_onnxruntime_matches_pytorch_at_export_and_other_sizes(exported, size):
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["images"]
     assert [o.name for o in session.get_outputs()] == ["pred_logits", "pred_masks"]
+    # the dynamic sizes carry readable names (they read "32*h32" and "8*s39", the exporter's symbols)
+    assert session.get_inputs()[0].shape == [1, 3, "height", "width"]
+    assert session.get_outputs()[1].shape == [1, 8, "height/4", "width/4"]
     x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(size[0]))
     logits, masks = session.run(None, {"images": x.numpy()})
     with torch.no_grad():

@@ -87,8 +87,21 @@ def _export(lean: LeanInference, example: torch.Tensor, path: Path, opset: int, 
         for name, logger in loggers.items():
             logger.setLevel(levels[name])
     program.model.metadata_props.update(graph_info(lean.model))
+    if dynamic:
+        _name_dimensions(program.model.graph)
     program.save(str(path))
     return int(program.model.opset_imports.get("", opset))
+
+
+def _name_dimensions(graph) -> None:
+    """Name the dynamic sizes of the inputs and outputs for a reader of the graph ("height", "width"; the masks
+    "height/4", "width/4"), instead of the exporter's symbols ("32*h32", "8*s39")."""
+    import onnx_ir as ir
+
+    names = {"images": ("height", "width"), "pred_masks": ("height/4", "width/4")}
+    for value in [*graph.inputs, *graph.outputs]:
+        if value.name in names and value.shape is not None and len(value.shape) == 4:
+            value.shape = ir.Shape([*value.shape[:2], *(ir.SymbolicDim(n) for n in names[value.name])])
 
 
 def graph_info(model: nn.Module) -> dict[str, str]:
