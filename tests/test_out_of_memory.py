@@ -43,7 +43,7 @@ def _fails_when_wide(monkeypatch, method: str) -> None:
     real = getattr(Predictor, method)
 
     def run(self, images, *args, **kwargs):
-        if any(np.asarray(image).shape[1] > 60 for image in images):
+        if any(np.asarray(image).shape[1] > 60 for image in ([images] if isinstance(images, np.ndarray) else images)):
             raise _torch_allocation_error()
         return real(self, images, *args, **kwargs)
 
@@ -85,3 +85,21 @@ def test_eval_names_the_picture(tmp_path: Path, monkeypatch, capfd) -> None:
     err = capfd.readouterr().err.strip()
     assert err.splitlines() == [err], err
     assert "a0.png (56x40): out of memory (an allocation of 40000.0 GB failed)" in err, err
+
+
+def test_serve_answers_413_and_stays_up(tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("starlette")
+    import maskformer
+    from conftest import DEMO_YAML
+    from maskformer.serve.app import build_app
+    from test_image_reading import _post_image
+
+    model = maskformer.build_model(maskformer.load_config(DEMO_YAML)).eval()
+    _fails_when_wide(monkeypatch, "__call__")
+    app = build_app(maskformer.Predictor(model, optimize=False))
+    for name, width in [("big.png", 90), ("small.png", 40)]:
+        Image.fromarray(np.full((30, width, 3), 90, dtype=np.uint8)).save(tmp_path / name)
+    status, reply = _post_image(app, "big.png", (tmp_path / "big.png").read_bytes())
+    assert status == 413, reply
+    assert reply["error"].startswith("big.png (90x30): out of memory (an allocation of 40000.0 GB failed)"), reply
+    assert _post_image(app, "small.png", (tmp_path / "small.png").read_bytes())[0] == 200

@@ -36,7 +36,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from maskformer.errors import ConfigError, DataError
+from maskformer.errors import ConfigError, DataError, out_of_memory
 from maskformer.fileio import unreadable_reason
 from maskformer.inference.predictor import PANOPTIC_TTA
 from maskformer.inference.preprocess import pil_to_rgb
@@ -245,6 +245,11 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
                 return JSONResponse(await run_in_threadpool(infer, image, task, filename, shown_as_is))
         except DataError as e:
             return _error(400, str(e))
+        except (RuntimeError, MemoryError) as e:  # too large for this machine: the client's picture, the server stays
+            if (why := out_of_memory(e)) is None:
+                raise
+            size = f"{image.shape[1]}x{image.shape[0]}"
+            return _error(413, f"{filename} ({size}): {why}: send a smaller picture (or lower --max-megapixels)")
 
     routes = [
         Route("/", index),
