@@ -241,3 +241,32 @@ def test_the_documented_onnxruntime_snippet_gives_the_predictors_labels(exported
             picture = resize_image(picture, resize_shortest_edge_size(h, w, *sizes))
         want = maskformer.Predictor(model, optimize=False)(picture, task="semantic").numpy()
         assert got.shape == want.shape and (got == want).mean() > 0.999, (got != want).sum()
+
+
+def test_a_model_that_pads_nothing_says_the_multiple_its_graph_takes(tmp_path) -> None:
+    """The COCO-panoptic configs pad nothing (size_divisibility 0): the metadata said 0, the graph takes multiples of
+    32, and docs/onnx.md's snippet divided by zero. The metadata now gives the multiple the graph takes."""
+    import re
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from conftest import ROOT
+
+    cfg = maskformer.load_config(DEMO_YAML, ["model.size_divisibility=0", "model.num_queries=8", "model.dec_layers=1"])
+    torch.manual_seed(0)
+    model = maskformer.build_model(cfg).eval()
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint(ckpt, cfg=cfg, model=model)
+    assert main(["export", "onnx", str(ckpt), str(tmp_path / "model.onnx"), "--size", "64", "64"]) == 0
+    info = ort.InferenceSession(str(tmp_path / "model.onnx")).get_modelmeta().custom_metadata_map
+    assert info["size_divisibility"] == "32"
+    (block,) = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "onnx.md").read_text(), flags=re.S)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (128, 203, 3), dtype=np.uint8)).save(
+        tmp_path / "street.png"
+    )
+    run = subprocess.run([sys.executable, "-c", block + "\nprint(labels.shape)\n"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().endswith("(128, 203)")

@@ -107,9 +107,10 @@ def _name_dimensions(graph) -> None:
 def graph_info(model: nn.Module) -> dict[str, str]:
     """What a user of the graph needs besides it, stored in the ONNX file's metadata (onnxruntime:
     ``session.get_modelmeta().custom_metadata_map``), all strings: ``pixel_mean`` / ``pixel_std`` (JSON, RGB on the
-    0..255 scale), ``size_divisibility``, ``classes`` (JSON names in the logits' order, the last logit being "no
-    object"; empty for a model without its config) and the ``Predictor``'s test resize (``test_min_size``: the
-    shorter side, ``test_max_size``: the longer side's cap; 0 without a config). docs/onnx.md shows their use."""
+    0..255 scale), ``size_divisibility`` (the multiple to pad the input to: the model's, at least 32), ``classes``
+    (JSON names in the logits' order, the last logit being "no object"; empty for a model without its config) and
+    the ``Predictor``'s test resize (``test_min_size``: the shorter side, ``test_max_size``: the longer side's cap; 0
+    without a config). docs/onnx.md shows their use."""
     import json
 
     cfg = getattr(model, "cfg", None)
@@ -119,7 +120,9 @@ def graph_info(model: nn.Module) -> dict[str, str]:
     return {
         "pixel_mean": json.dumps([round(float(v), 6) for v in model.pixel_mean]),
         "pixel_std": json.dumps([round(float(v), 6) for v in model.pixel_std]),
-        "size_divisibility": str(int(getattr(model, "size_divisibility", 0) or 0)),
+        # the multiple the graph takes: traced on multiples of 32 also for a model that pads nothing (the COCO-panoptic
+        # configs' size_divisibility 0), whose Predictor then differs near the bottom and right edges
+        "size_divisibility": str(max(32, int(getattr(model, "size_divisibility", 0) or 0))),
         "classes": json.dumps(names, ensure_ascii=False),
         "test_min_size": str(cfg.test.min_size if cfg is not None else 0),
         "test_max_size": str(cfg.test.max_size if cfg is not None else 0),
