@@ -259,7 +259,8 @@ def _run(args: argparse.Namespace) -> int:
                     if (why := out_of_memory(e)) is None:
                         raise
                     sizes = ", ".join(f"{p} ({image.shape[1]}x{image.shape[0]})" for p, image in batch)
-                    error = DataError(f"{sizes}: {why}: downscale it, or free memory")
+                    them = "it" if len(batch) == 1 else "them (or lower --batch-size)"
+                    error = DataError(f"{sizes}: {why}: downscale {them}, or free memory")
                     if args.strict or len(files) == 1:
                         raise error from None
                     tqdm.write(f"maskformer predict: skipped {error}", file=sys.stderr)

@@ -7,6 +7,8 @@ resized to the output size. Panoptic resizes the mask *logits* to the output siz
 All resizes are bilinear with align_corners=False.
 
 ``semantic.py`` holds the semantic part, ``panoptic.py`` the panoptic part; both are re-exported here.
+``row_resize.py`` gives rows of a bilinear resize with the kernel's own values, for label maps of large pictures
+computed in strips of output rows.
 May import: nothing of this package (pure functions on tensors).
 """
 
