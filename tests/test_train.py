@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -792,6 +793,48 @@ def test_the_end_of_loader_workers_within_an_interrupt_is_the_interrupt() -> Non
     assert is_interrupt(RuntimeError("DataLoader worker (pid(s) 26139) is killed by signal: Terminated. "))
     assert not is_interrupt(RuntimeError("DataLoader worker (pid 7) is killed by signal: Killed. "))  # (e.g. OOM)
     assert not is_interrupt(ValueError("bad label"))
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # (not a process, or gone meanwhile)
+            continue
+        if entry.name.isdigit() and int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="finds the loader workers through /proc")
+def test_a_loader_worker_killed_by_the_system_ends_training_in_one_line(tmp_path):
+    """The out-of-memory killer's SIGKILL to a DataLoader worker: a traceback from the loader's SIGCHLD handler
+    ("DataLoader worker (pid N) is killed by signal: Killed.") in the middle of the backward."""
+    run = tmp_path / "run"
+    settings = [a for kv in TINY + ["train.max_iters=100000", "data.num_workers=2"] for a in ("--set", kv)]
+    args = [sys.executable, "-m", "maskformer.cli", "train", str(CONFIGS / "demo.yaml"), "--output-dir", str(run),
+            "--quiet", *settings]  # fmt: skip
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 120
+        while not (workers := _children(proc.pid)) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)  # (into the loop that reads from them)
+        assert proc.poll() is None and workers, "training ended or started no loader worker"
+        os.kill(workers[0], signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    # (the loader says "killed by signal: Killed" or, when it notices first on a queue timeout, "exited unexpectedly")
+    assert last.startswith("maskformer train: error: a data-loading worker process "), err
+    assert "was killed (signal: Killed)" in last or "exited unexpectedly" in last, err
+    assert "data.num_workers" in last, err
 
 
 def test_diverging_training_stops_with_one_line_and_writes_no_broken_model(tmp_path, monkeypatch):

@@ -54,6 +54,21 @@ def out_of_memory(error: BaseException) -> str | None:
     return f"out of memory (an allocation of {size[1]} {size[2]} failed)" if size else "out of memory"
 
 
+def worker_lost(error: BaseException) -> str | None:
+    """A short reason when ``error`` is a DataLoader worker process that ended without an exception of its own:
+    killed by a signal other than Ctrl-C / SIGTERM (``is_interrupt`` takes those), most often SIGKILL from the
+    system's out-of-memory killer, or gone without saying why. None for anything else."""
+    text = str(error)
+    if not (isinstance(error, RuntimeError) and text.startswith("DataLoader worker")):
+        return None
+    signal_name = re.search(r"killed by signal: ([A-Za-z ]+?)\.?\s*$", text)
+    how = f"was killed (signal: {signal_name[1]})" if signal_name else "exited unexpectedly"
+    return (
+        f"a data-loading worker process {how}, most often because the machine ran out of memory: "
+        "set data.num_workers lower (0: the data loads in this process)"
+    )
+
+
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
     """SIGTERM (``kill``, ``timeout``, a job scheduler) raises KeyboardInterrupt meanwhile, so the cleanup that runs

@@ -26,6 +26,7 @@ from ..errors import (
     out_of_memory,
     raise_if_terminated,
     terminate_as_interrupt,
+    worker_lost,
 )
 
 # command name -> module under maskformer.cli
@@ -177,7 +178,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     except RuntimeError as e:
         if is_interrupt(e):  # (DataLoader workers stopped by the same Ctrl-C / SIGTERM)
             return _interrupted(args.command, exiting=argv is None)
-        if why := out_of_memory(e):
+        if why := out_of_memory(e) or worker_lost(e):
             print(f"maskformer {args.command}: error: {why}", file=sys.stderr)
             return 1
         if not _peer_failed(e):
