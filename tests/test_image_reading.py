@@ -75,16 +75,22 @@ def test_a_picture_above_pillows_warning_size_is_read_without_its_warning(tmp_pa
         load_image(tmp_path / "huge.png")
 
 
-def _post_image(app, name: str, data: bytes, *, client_gone: bool = False) -> tuple[int, dict]:
-    """POST a multipart upload to an ASGI app in-process (no server, no HTTP client library); after the body the
-    client waits for the answer (as uvicorn's ``receive`` does), or with ``client_gone`` has disconnected."""
+def _post_image(
+    app, name: str, data: bytes, *, client_gone: bool = False, fields: dict[str, str] | None = None
+) -> tuple[int, dict]:
+    """POST a multipart upload (and text ``fields``) to an ASGI app in-process (no server, no HTTP client library);
+    after the body the client waits for the answer (as uvicorn's ``receive`` does), or with ``client_gone`` has
+    disconnected."""
     import asyncio
     import json
 
     boundary = "b0undary"
+    text = "".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in (fields or {}).items()
+    )
     body = (
         (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
+            f'{text}--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
             "Content-Type: application/octet-stream\r\n\r\n"
         ).encode()
         + data

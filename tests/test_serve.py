@@ -602,3 +602,23 @@ def test_a_huge_finite_limit_is_no_limit_not_an_overflow(tmp_path: Path, capsys,
     assert main(["serve", str(tmp_path / "unread.pt"), flag, "1e308", "--port", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert "unread.pt" in err and "\n" not in err and "Overflow" not in err, err
+
+
+def test_panoptic_on_a_model_without_things_says_how_to_serve_it(tmp_path: Path) -> None:
+    """A model whose classes are all stuff (e.g. trained on CamVid): predict --task panoptic runs it, and serve, whose
+    menu leaves it out, answered an API request for it with a bare "task must be one of ['semantic']"."""
+    import maskformer
+    from conftest import DEMO_YAML
+    from maskformer.serve.app import build_app
+    from test_image_reading import _post_image
+
+    model = maskformer.build_model(maskformer.load_config(DEMO_YAML)).eval()
+    image = _png(_scenes()[1])
+    app = build_app(maskformer.Predictor(model, optimize=False, thing_ids=(), task_default="semantic"))
+    status, data = _post_image(app, "a.png", image, fields={"task": "panoptic"})
+    assert status == 400 and "no things" in data["error"] and "serve --task panoptic" in data["error"], data
+    status, data = _post_image(app, "a.png", image, fields={"task": "semantic"})
+    assert status == 200 and data["task"] == "semantic", data
+    app = build_app(maskformer.Predictor(model, optimize=False, thing_ids=(), task_default="panoptic"))
+    status, data = _post_image(app, "a.png", image, fields={"task": "panoptic"})
+    assert status == 200 and data["task"] == "panoptic", data

@@ -223,15 +223,26 @@ def test_info_takes_a_trained_model_as_well_as_a_config(tmp_path, capsys):
     which no YAML in configs/ has); ``--set`` applies to that config; a bad key is one line."""
     import json
 
+    from maskformer.build import build_meta
     from maskformer.cli import main
     from maskformer.engine.checkpoint import save_checkpoint
 
     cfg = maskformer.load_config(CONFIGS / "demo.yaml", ["model.num_queries=7", "model.num_classes=3"])
-    save_checkpoint(tmp_path / "m.pt", cfg=cfg, model=maskformer.build_model(cfg))
+    save_checkpoint(tmp_path / "m.pt", cfg=cfg, model=maskformer.build_model(cfg), iteration=5)
     capsys.readouterr()
     assert main(["info", str(tmp_path / "m.pt"), "--no-flops", "--json"]) == 0
-    got = json.loads(capsys.readouterr().out)["parameters"]
+    said = json.loads(capsys.readouterr().out)
+    got = said["parameters"]
     assert got["total"] == sum(p.numel() for p in maskformer.build_model(cfg).parameters())
+    # what the model is, from the checkpoint (info showed the counts alone)
+    about = said["model"]
+    assert about["queries"] == 7 and len(about["classes"]) == 3 and about["iteration"] == 5, about
+    assert about["architecture"] == "MaskFormer" and about["dataset"] == cfg.data.dataset, about
+    assert about["default_task"] == ("panoptic" if cfg.inference.panoptic_on else "semantic"), about
+    assert about["things"] == [c for c, t in zip(about["classes"], build_meta(cfg).isthing) if t], about
+    assert main(["info", str(tmp_path / "m.pt"), "--no-flops"]) == 0
+    table = capsys.readouterr().out
+    assert "7 queries" in table and "classes     3 (" in table and "trained     5 of " in table, table
     assert main(["info", str(tmp_path / "m.pt"), "--no-flops", "--json", "--set", "model.num_queries=9"]) == 0
     nine = maskformer.build_model(
         maskformer.load_config(CONFIGS / "demo.yaml", ["model.num_queries=9", "model.num_classes=3"])

@@ -298,5 +298,6 @@ def convert_to_detectron2(checkpoint: str | Path, output: str | Path) -> str:
     arch = "per-pixel baseline" if cfg.model.meta_arch != "maskformer" else "MaskFormer"
     return (
         f"converted {len(weights)} tensors: {checkpoint} -> {output} (original {arch} layout, "
-        f"{cfg.model.num_classes} classes; load it with the original's config of this model)"
+        f"{cfg.model.num_classes} classes; the original loads it with its config for this model, and `maskformer "
+        f"convert detectron2 {output} OUT.pt --config CONFIG` with this model's YAML (a run's config.yaml))"
     )

@@ -78,13 +78,17 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def offered_tasks(predictor) -> tuple[str, ...]:
-    """Semantic always; panoptic for mask-classification models (per-pixel baselines have no masks to make segments
-    from) whose class table has things or whose default is panoptic."""
+def _mask_model(predictor) -> bool:
+    """A mask-classification model (per-pixel baselines have no masks to make segments from)."""
     cfg = getattr(predictor, "cfg", None)
-    masks = cfg is None or cfg.model.meta_arch == "maskformer"
-    return ("semantic", "panoptic") if masks and (predictor.task_default == "panoptic" or predictor.thing_ids) else (
-        "semantic",)  # fmt: skip
+    return cfg is None or cfg.model.meta_arch == "maskformer"
+
+
+def offered_tasks(predictor) -> tuple[str, ...]:
+    """Semantic always; panoptic for mask-classification models whose class table has things or whose default is
+    panoptic."""
+    wanted = predictor.task_default == "panoptic" or bool(predictor.thing_ids)
+    return ("semantic", "panoptic") if _mask_model(predictor) and wanted else ("semantic",)
 
 
 def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 20, max_pixels: int = 16_000_000,
@@ -214,6 +218,11 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
                 # (an API client cannot drop the server's --tta: it is told what it can send)
                 return _error(400, "task=panoptic: this server runs with --tta (test-time augmentation), which gives "
                                    "semantic labels only, as in the original: send task=semantic")  # fmt: skip
+            if task == "panoptic" and _mask_model(predictor) and not predictor.thing_ids:
+                # (predict --task panoptic runs it: here it is left out of the page's menu, and said why)
+                return _error(400, f"task=panoptic: the classes of {name} have no things, so this server offers "
+                                   "semantic only; `maskformer serve --task panoptic` offers panoptic (segments of "
+                                   "stuff classes) as well")  # fmt: skip
             return _error(400, f"task must be one of {list(tasks)}, got {task!r}")
         data = await upload.read()
         filename = upload.filename or "upload"
