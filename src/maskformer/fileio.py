@@ -13,6 +13,7 @@ import errno
 import functools
 import json
 import math
+import numbers
 import os
 import re
 import shutil
@@ -281,8 +282,13 @@ def json_text(value: object, *, indent: int | None = None) -> str:
 def json_integer(value: object) -> int:
     """An integer field read from JSON (a segment's ``id``, a ``category_id``): an int, or a float with an integral
     value (``1.0``, which Python's ``==`` and the reference evaluators take as 1). A string, a fraction, a bool or
-    null raises ``ValueError`` naming the value, instead of ``int()`` turning "1" or 1.7 into 1."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not float(value).is_integer():
+    null raises ``ValueError`` naming the value, instead of ``int()`` turning "1" or 1.7 into 1. numpy's integers
+    and floats count as ints and floats (segments made in Python, e.g. from ``np.unique``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{value!r} is not an integer")
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if not math.isfinite(float(value)) or not float(value).is_integer():
         raise ValueError(f"{value!r} is not an integer")
     return int(value)
 

@@ -206,6 +206,9 @@ def build_criterion(cfg: Config, *, ignore_label: int = 255) -> nn.Module:
     """SetCriterion for MaskFormer; per-pixel cross-entropy for the two baselines."""
     from ..criterion.losses import PerPixelCriterion, SetCriterion
 
+    if not isinstance(cfg, Config):
+        raise ConfigError(f"build_criterion takes a Config, got {type(cfg).__name__}: make one with "
+                          "maskformer.load_config(path)")  # fmt: skip
     m, loss = cfg.model, cfg.loss
     if m.meta_arch == "maskformer":
         if loss.matching == "fixed" and m.num_queries != m.num_classes:

@@ -90,7 +90,13 @@ def _check_labels(targets: Sequence[Mapping[str, Tensor]], num_classes: int) -> 
     """Target classes must be 0..K-1: K is the "no object" slot (a target of it would be learnt as no object) and
     values beyond it fail deep inside the loss with an index error."""
     for i, t in enumerate(targets):
-        labels = t["labels"]
+        missing = [k for k in ("labels", "masks") if k not in t]
+        if missing:
+            raise ValueError(f"targets[{i}] has no {' or '.join(repr(k) for k in missing)}")
+        labels, masks = t["labels"], t["masks"]
+        if labels.ndim != 1 or masks.ndim != 3 or len(labels) != len(masks):
+            raise ValueError(f"targets[{i}]: labels [N] and masks [N, H, W] expected, got labels of shape "
+                             f"{list(labels.shape)} and masks of shape {list(masks.shape)}")  # fmt: skip
         if labels.numel() and not (0 <= int(labels.min()) and int(labels.max()) < num_classes):
             bad = sorted({v for v in labels.tolist() if not 0 <= v < num_classes})
             raise ValueError(f"targets[{i}]['labels'] holds {bad}: class ids 0..{num_classes - 1} expected (the model "

@@ -115,6 +115,9 @@ def _segment_arrays(
     ids = np.empty(len(segments), dtype=np.int64)
     cats = np.empty(len(segments), dtype=np.intp)
     for i, s in enumerate(segments):
+        missing = [k for k in ("id", "category_id") if not isinstance(s, Mapping) or k not in s]
+        if missing:
+            raise ValueError(f"{name}: segment {i} ({s!r:.80}) has no {' or '.join(repr(k) for k in missing)}")
         try:
             ids[i] = json_integer(s["id"])
         except ValueError as e:

@@ -35,6 +35,9 @@ class SemanticEvaluator:
     """
 
     def __init__(self, *, num_classes: int, ignore_label: int, miou_formula: str = "d2_2021") -> None:
+        for name, value in (("num_classes", num_classes), ("ignore_label", ignore_label)):
+            if isinstance(value, bool) or not isinstance(value, int | np.integer):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if miou_formula not in MIOU_FORMULAS:

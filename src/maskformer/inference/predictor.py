@@ -113,6 +113,11 @@ class Predictor:
         if not all(isinstance(i, int | np.integer) and not isinstance(i, bool) and 0 <= i < top for i in things):
             raise ConfigError(f"Predictor thing_ids: class ids 0..{top - 1} expected, got {things}")
         self.thing_ids = frozenset(int(i) for i in things)
+        dtypes = {str(p.dtype).replace("torch.", "") for p in model.parameters() if p.is_floating_point()}
+        if dtypes - {"float32"}:  # (a model cast with .half() / .bfloat16(): torch's input/weight type error)
+            got = " and ".join(sorted(dtypes))
+            raise ConfigError(f"Predictor: the model's weights are {got}; it runs float32 weights: pass "
+                              "model.float() (bf16=True: bfloat16 arithmetic on them)")  # fmt: skip
         self.reference = model.to(self.device)
         with eval_mode(model):  # the optimised copy is made in eval mode; the caller's model keeps its own mode
             acc = accelerate(model, enabled=optimize, bf16=bf16, compile=compile, device=str(self.device))
@@ -222,7 +227,10 @@ class Predictor:
         ``tasks``. Returns per image {"semantic": labels int64 [H, W], "panoptic": (map int32 [H, W], segments)}
         for the tasks asked, at ``output_sizes``. With ``tta`` the semantic labels come from the TTA scores."""
         for task in tasks:
-            self.check_task(task)
+            self.check_task(self._task(task))
+        if len(output_sizes) != len(images):
+            raise ConfigError(f"predict_resized: {len(images)} image(s) and {len(output_sizes)} output size(s)")
+        output_sizes = [_output_size(s) for s in output_sizes]
         arrays = [load_image(i) for i in images]
         results: list[dict[str, object]] = [{} for _ in arrays]
         if not arrays:
@@ -266,7 +274,7 @@ class Predictor:
         array = load_image(image)
         view = self._resize(array) if resize else array
         outputs, image_sizes, padded = self._forward([view])
-        size: Size = (int(output_size[0]), int(output_size[1])) if output_size else (array.shape[0], array.shape[1])
+        size: Size = _output_size(output_size) if output_size is not None else (array.shape[0], array.shape[1])
         return self._scores(outputs, image_sizes, [size], padded)[0].cpu()
 
     def _scores(self, outputs: dict, image_sizes: list[Size], sizes: Sequence[Size], padded: Size) -> list[Tensor]:
@@ -293,6 +301,8 @@ class Predictor:
         ).cpu()  # fmt: skip
 
     def _task(self, task: str | None) -> str:
+        if task is not None and not isinstance(task, str):
+            raise ConfigError(f"task must be one of {TASKS}, got {task!r}")
         task = task or self.task_default
         if task not in TASKS:
             raise ConfigError(f"task must be one of {TASKS}, got {task!r}")
@@ -321,3 +331,15 @@ class Predictor:
             else:
                 outputs = self.model(batch, with_aux=False) if self._lean else self.model(batch)
         return outputs, sizes, padded
+
+
+def _output_size(size: object) -> Size:
+    """(height, width) of an output, two positive integers, else a ConfigError naming it."""
+    try:
+        h, w = size  # type: ignore[misc]
+        ok = all(isinstance(v, int | np.integer) and not isinstance(v, bool) and v > 0 for v in (h, w))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"output size must be (height, width), two positive integers, got {size!r}")
+    return int(h), int(w)

@@ -78,7 +78,15 @@ def load_image(image: ImageInput) -> np.ndarray:
             size = os.path.getsize(image) if os.path.isfile(image) else None
             raise DataError(f"{image}: cannot read image ({unreadable_reason(exc, size)})") from None
     if isinstance(image, Image.Image):  # the same picture as its path gives (16-bit grey was clipped, EXIF ignored)
-        return pil_to_rgb(image)
+        if 0 in image.size:
+            raise DataError(f"image: empty PIL image of size {image.size[0]}x{image.size[1]}")
+        try:
+            return pil_to_rgb(image)
+        except (AssertionError, ValueError, OSError) as exc:  # (Pillow's bare AssertionError for a closed file)
+            closed = getattr(image, "fp", "") is None  # (loaded pixels would not have failed)
+            hint = ": its file was closed before its pixels were read (call .load() inside the `with` block)"
+            why = str(exc) or type(exc).__name__
+            raise DataError(f"image: cannot read this PIL image{hint if closed else f' ({why})'}") from None
     if type(image).__module__.startswith("torch"):
         grey = image.ndim == 2 or (image.ndim == 3 and image.shape[0] == 1)  # HxW or 1xHxW
         if str(image.dtype) != "torch.uint8" or not (grey or (image.ndim == 3 and image.shape[0] == 3)):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maskformer.errors import DataError, raise_if_terminated
+from maskformer.errors import ConfigError, DataError, raise_if_terminated
 from maskformer.fileio import SPECIAL_FILE, atomic_path, special_file
 from maskformer.inference.render import render
 from maskformer.inference.video_checks import check_complete, declared_size, gif_ends
@@ -187,6 +187,8 @@ def predict_video(predictor, source: str | Path, output: str | Path, *, task: st
 
     A file PyAV cannot read is one ``DataError`` naming it; ``output`` appears only when complete.
     """
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ConfigError(f"every must be a positive integer (1: every frame), got {every!r}")
     av = _av()
     from tqdm import tqdm
 

@@ -28,8 +28,11 @@ def palette(num_classes: int, colors: Sequence[Sequence[int]] | None = None) -> 
 def overlay(
     image: np.ndarray, labels: np.ndarray, colors: np.ndarray, *, alpha: float = 0.55, ignore: int | None = None
 ) -> np.ndarray:
-    """Blend class colours over ``image`` (uint8 HWC) for ``labels`` ([H, W] ints); ``ignore`` pixels stay as is."""
+    """Blend class colours over ``image`` (uint8 HWC) for ``labels`` ([H, W] ints); ``ignore`` pixels stay as is.
+    ``colors``: [K, 3] RGB (an array, or a list such as ``Predictor.colors``)."""
     lab = np.asarray(labels)
+    colors = np.asarray(colors, dtype=np.uint8)
+    image = np.asarray(image)
     valid = (lab >= 0) & (lab < len(colors))
     if ignore is not None:
         valid &= lab != ignore
