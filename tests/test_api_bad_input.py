@@ -134,3 +134,13 @@ def test_overlay_takes_the_predictors_colour_list_and_evaluators_check_their_cou
     for kwargs in ({"num_classes": "3", "ignore_label": 255}, {"num_classes": 3, "ignore_label": None}):
         with pytest.raises(ValueError, match="must be an integer"):
             SemanticEvaluator(**kwargs)
+
+
+def test_build_model_checks_values_set_in_python() -> None:
+    """load_config refuses num_queries 0 or "x", a value set on the Config afterwards reached torch (a TypeError from
+    nn.Embedding, or a model of no queries)."""
+    cfg = maskformer.load_config(DEMO_YAML)
+    for value, why in (("x", "must be an integer"), (0, "must be at least 1")):
+        cfg.model.num_queries = value
+        with pytest.raises(ConfigError, match=f"model.num_queries.*{why}"):
+            maskformer.build_model(cfg)

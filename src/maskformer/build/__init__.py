@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..config import BackboneConfig, Config, ModelConfig
+from ..config import BackboneConfig, Config, ModelConfig, config_from_dict, config_to_dict
 from ..errors import ConfigError
 from ..modeling import (
     FPNPixelDecoder,
@@ -129,6 +129,7 @@ def build_model(cfg: Config, *, class_table: bool = True) -> nn.Module:
     if not isinstance(cfg, Config):
         raise ConfigError(f"build_model takes a Config, got {type(cfg).__name__}: make one with "
                           "maskformer.load_config(path)")  # fmt: skip
+    config_from_dict(config_to_dict(cfg))  # (values set in Python meet the checks load_config makes: ConfigError)
     meta = _folder_table(cfg) if class_table else None
     model = _build_model(cfg)
     model.cfg = cfg
