@@ -79,6 +79,8 @@ def test_panoptic_evaluator_takes_numpy_ids_and_names_a_segment_without_one() ->
     assert ev.compute()["PQ"] == pytest.approx(100.0)
     with pytest.raises(ValueError, match=r"predicted segments: segment 0 .* has no 'id'"):
         ev.update(pan, [{"category_id": 1}], pan, segments)
+    with pytest.raises(ValueError, match="predicted segments: segments_info is a str, not a list"):
+        ev.update(pan, "x", pan, segments)  # (eval-predictions: a traceback, from its worker pool too)
     for bad in (True, np.bool_(True), "1", 1.5, float("nan")):
         with pytest.raises(ValueError, match="is not an integer"):
             ev.update(pan, [{"id": bad, "category_id": 1}], pan, segments)

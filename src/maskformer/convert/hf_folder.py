@@ -46,6 +46,8 @@ def _read_weight_file(path: Path) -> dict[str, torch.Tensor]:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "Weights only load failed" in str(e):  # (torch's advice to load it unsafely is not for this file)
+            msg = "it holds objects other than tensors: not unpickled, as that could run code"
         raise CheckpointError(f"{path}: unreadable weight file ({msg[:200]})") from None
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise CheckpointError(f"{path}: expected a dict of tensors")

@@ -35,6 +35,13 @@ __all__ = ["SemanticTrainMapper", "PanopticTrainMapper", "DETRPanopticTrainMappe
 _RAW_KEYS = ("image", "sem_seg", "pan_seg", "segments_info")
 
 
+def _tensor(a: np.ndarray, dtype: type | None = None) -> torch.Tensor:
+    """A C-contiguous tensor of ``a``: an axis of length 1 of a flipped view keeps its negative stride through
+    ``np.ascontiguousarray`` (already contiguous to numpy), which ``torch.from_numpy`` refuses (a 1-pixel crop)."""
+    a = np.ascontiguousarray(a, dtype=dtype)
+    return torch.from_numpy(a.copy() if any(st < 0 for st in a.strides) else a)
+
+
 def make_record(
     raw: dict[str, Any],
     image: np.ndarray,
@@ -46,12 +53,12 @@ def make_record(
 ) -> dict[str, Any]:
     """Assemble the record: tensors, targets (panoptic segments when there is a panoptic map, else classes)."""
     rec: dict[str, Any] = {k: v for k, v in raw.items() if k not in _RAW_KEYS}
-    rec["image"] = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+    rec["image"] = _tensor(image.transpose(2, 0, 1))
     if sem_seg is not None:
-        rec["sem_seg"] = torch.from_numpy(np.ascontiguousarray(sem_seg, dtype=np.int64))
+        rec["sem_seg"] = _tensor(sem_seg, np.int64)
     if pan_seg is not None:
         segments = raw.get("segments_info") or []
-        rec["pan_seg"] = torch.from_numpy(np.ascontiguousarray(pan_seg, dtype=np.int64))
+        rec["pan_seg"] = _tensor(pan_seg, np.int64)
         rec["segments_info"] = [dict(s) for s in segments]
         rec["labels"], rec["masks"] = panoptic_targets(pan_seg, segments)
     elif sem_seg is not None:

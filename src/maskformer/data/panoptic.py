@@ -77,8 +77,9 @@ def load_panoptic_json(
                         "bbox": list(s.get("bbox", [])),
                     }
                 )
-        except (KeyError, TypeError) as e:
-            raise DataError(f"{json_file}: malformed annotation ({type(e).__name__}: {e})") from None
+        except (KeyError, TypeError, ValueError) as e:  # (ValueError: e.g. "iscrowd": "yes")
+            where = f"image {ann.get('image_id')}: " if isinstance(ann, dict) and "image_id" in ann else ""
+            raise DataError(f"{json_file}: {where}malformed annotation ({type(e).__name__}: {e})") from None
         entry = {
             "file_name": str(image_dir / image_name),
             "image_id": image_id,

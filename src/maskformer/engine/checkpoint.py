@@ -170,6 +170,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(version, int) or version > VERSION:
         raise CheckpointError(f"{path}: checkpoint format version {version!r}, newer than this maskformer reads "
                               f"(up to {VERSION}): upgrade maskformer")  # fmt: skip
+    for key in ("config", "meta", "model"):  # (every reader takes these as mappings)
+        if obj.get(key) is not None and not isinstance(obj[key], dict):
+            raise CheckpointError(f"{path}: its {key!r} is a {type(obj[key]).__name__}, not a mapping (a damaged "
+                                  "checkpoint)")  # fmt: skip
     return obj
 
 

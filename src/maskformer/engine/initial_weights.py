@@ -8,8 +8,8 @@ from pathlib import Path
 from torch import nn
 
 from ..config import Config
-from ..errors import ConfigError
-from .checkpoint import load_checkpoint, unwrap
+from ..errors import CheckpointError, ConfigError
+from .checkpoint import load_checkpoint, non_finite_weights, unwrap, weights_mismatch
 
 __all__ = ["load_initial_weights"]
 
@@ -20,12 +20,22 @@ def load_initial_weights(cfg: Config, model: nn.Module) -> str:
 
     if cfg.model.weights:
         path = Path(cfg.model.weights)
+        if path.is_dir():
+            raise ConfigError(f"model.weights: {path} is a folder: give a .pt checkpoint or an original .pkl (a "
+                              f"transformers folder: `maskformer convert hf {path} OUT.pt` first)")  # fmt: skip
         if not path.is_file():
             raise ConfigError(f"model.weights: {path} not found")
         if path.suffix == ".pkl":
             load_detectron2_weights(model, path)
         else:
-            unwrap(model).load_state_dict(load_checkpoint(path)["model"], strict=True)
+            state = load_checkpoint(path).get("model")
+            why = weights_mismatch(unwrap(model), state, ("the file", "this config's model"))
+            if why is None:
+                why = non_finite_weights(state)
+                why = None if why is None else f"weights {why} hold NaN or infinite values"
+            if why is not None:
+                raise CheckpointError(f"model.weights: {path}: {why}")
+            unwrap(model).load_state_dict(state, strict=True)
         return f"model weights from {path}"
     if cfg.model.backbone.weights:
         path = Path(cfg.model.backbone.weights)

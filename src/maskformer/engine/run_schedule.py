@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from torch import nn
@@ -33,7 +35,9 @@ def resume_from(
     ``_APPLIED_ON_RESUME``; ``max_minutes``: the config's time budget (a finished time-limited run goes on only with
     another ``train.max_iters`` or ``train.max_minutes`` than its own)."""
     state = load_checkpoint(last)
-    done = int(state.get("iteration", 0))
+    done = state.get("iteration", 0)
+    if isinstance(done, bool) or not isinstance(done, int) or done < 0:
+        raise CheckpointError(f"{last}: its iteration is {done!r}, not a count of steps (a damaged checkpoint_last.pt)")
     if done >= max_iters and (last.parent / "model_final.pt").is_file():  # (not a finished run's evaluation again)
         raise ConfigError(f"{last.parent} is a finished run (iteration {done} of train.max_iters={max_iters}): to "
                           f"train on, resume with --set train.max_iters=N for an N above {done}")  # fmt: skip
@@ -54,18 +58,22 @@ def resume_from(
         if why is None:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
-    except (RuntimeError, ValueError, KeyError) as e:
+    except (RuntimeError, ValueError, KeyError, AttributeError, TypeError) as e:
         why = " ".join(str(e).split())[:300] or type(e).__name__  # (torch's message spans lines)
     if why is not None:
         raise CheckpointError(f"{last}: does not fit this config ({why}); resume with the run's config.yaml") from None
-    scheduler.load_state_dict(state["scheduler"])  # (this restores the saved run's max_iters too)
-    processes = state.get("processes") or [state]  # (a run of N processes keeps each one's data position and RNG)
-    own = processes[dist.rank()] if len(processes) == dist.world_size() else state
+    with _damaged(last, "scheduler"):
+        scheduler.load_state_dict(state["scheduler"])  # (this restores the saved run's max_iters too)
+    with _damaged(last, "per-process"):
+        processes = state.get("processes") or [state]  # (a run of N processes keeps each one's data position, RNG)
+        own = processes[dist.rank()] if len(processes) == dist.world_size() else state
     try:
-        loader.load_state_dict(own["data"])
+        with _damaged(last, "data stream"):
+            loader.load_state_dict(own["data"])
     except ValueError as e:
         raise CheckpointError(f"{last}: {e}; resume with the same data, train.seed and number of processes") from None
-    set_rng_state(own["rng"])
+    with _damaged(last, "random number generator"):
+        set_rng_state(own["rng"])
     note, saved = "", scheduler.lr_lambdas[0].kwargs["max_iters"]
     run = (state.get("config") or {}).get("train") or {}
     same = run.get("max_iters") == max_iters and (max_minutes is None or run.get("max_minutes") == max_minutes)
@@ -86,6 +94,23 @@ def resume_from(
 
 
 _APPLIED_ON_RESUME = {"clip_grad_norm"}  # read from the config at every step
+
+
+@contextlib.contextmanager
+def _damaged(last: Path, what: str) -> Iterator[None]:
+    """A training state that does not restore (a damaged or hand-edited checkpoint) as one ``CheckpointError``."""
+    try:
+        yield
+    except (AttributeError, TypeError, KeyError, IndexError, RuntimeError) as e:
+        why = " ".join(str(e).split())[:200] or type(e).__name__
+        raise CheckpointError(f"{last}: its {what} state does not restore ({type(e).__name__}: {why}): a damaged "
+                              "checkpoint_last.pt; start a new run (another --output-dir)") from None  # fmt: skip
+    except ValueError as e:
+        if what == "data stream":  # (the loader's own: another data set or seed, said by the caller)
+            raise
+        why = " ".join(str(e).split())[:200]
+        raise CheckpointError(f"{last}: its {what} state does not restore ({why}): a damaged checkpoint_last.pt; "
+                              "start a new run (another --output-dir)") from None  # fmt: skip
 
 
 def _first_change(trained: list[str], data: list[str]) -> str:

@@ -48,10 +48,10 @@ def train(
     """Train ``cfg`` and return the final metrics (``{}`` when ``train.eval_period`` < 0). Writes into ``output_dir``.
 
     ``stop_at``: leave after this iteration as if interrupted (checkpoint written, no final model); for tests.
-    A user error (bad data, config or checkpoint) or Ctrl-C before this call saved a checkpoint removes what it wrote
-    (config.yaml, metrics.jsonl, tb/ and the folder itself when it made it): a run that stops on a bad label at step 3
-    leaves nothing behind (a config.yaml that was in the folder gets its content back), one that stops after its
-    first checkpoint keeps it for ``--resume``.
+    Any failure (bad data, config or checkpoint, a killed loader worker) or Ctrl-C before this call saved a checkpoint
+    removes what it wrote (config.yaml, metrics.jsonl, tb/ and the folder itself when it made it): a run that stops on
+    a bad label at step 3 leaves nothing behind (a config.yaml that was in the folder gets its content back), one that
+    stops after its first checkpoint keeps it for ``--resume``.
     """
     out = Path(output_dir)
     with hold_run_folder(out, create=not resume) as made:
@@ -68,9 +68,9 @@ def _train_in(cfg: Config, out: Path, made: bool, *, resume: bool, progress: boo
     try:
         with ExitStack() as cleanup:  # (the metrics file and TensorBoard are closed also when training fails)
             return _train(cfg, out, resume=resume, progress=progress, stop_at=stop_at, steps=steps, cleanup=cleanup)
-    except BaseException as e:  # (Ctrl-C, SIGTERM or a full disk before the first checkpoint: start anew)
+    except BaseException as e:  # (Ctrl-C, SIGTERM, a full disk or any failure before the first checkpoint: anew)
         interrupted = is_interrupt(e)
-        if not (interrupted or isinstance(e, UserError | OSError)):
+        if not (interrupted or isinstance(e, Exception)):
             raise
         if interrupted and hasattr(signal, "SIGCHLD") and threading.current_thread() is threading.main_thread():
             # the DataLoader's handler would raise again for each worker the same signal stopped, up to the exit

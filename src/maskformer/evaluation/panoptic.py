@@ -112,6 +112,8 @@ def _segment_arrays(
     segments: Sequence[Mapping[str, Any]], cat_index: Mapping[int, int], *, name: str, with_crowd: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(ids int64 [S], category index intp [S], iscrowd bool [S])`` from a segments_info list."""
+    if not isinstance(segments, list | tuple):
+        raise ValueError(f"{name}: segments_info is a {type(segments).__name__}, not a list of segments")
     ids = np.empty(len(segments), dtype=np.int64)
     cats = np.empty(len(segments), dtype=np.intp)
     for i, s in enumerate(segments):
