@@ -96,7 +96,7 @@ def backbone_name(cfg) -> str:
     return f"timm {b.timm_name}"
 
 
-def describe(cfg, meta, iteration: int | None, path) -> dict:
+def describe(cfg, meta, iteration: object, path) -> dict:
     """What a trained model is: its architecture, classes, default task and training (for ``info MODEL``)."""
     mask_model = cfg.model.meta_arch == "maskformer"
     return {
@@ -105,7 +105,7 @@ def describe(cfg, meta, iteration: int | None, path) -> dict:
             "maskformer": "MaskFormer",
             "per_pixel": "per-pixel baseline",
             "per_pixel_plus": "per-pixel baseline+",
-        }.get(cfg.model.meta_arch, cfg.model.meta_arch),  # fmt: skip
+        }.get(cfg.model.meta_arch, cfg.model.meta_arch),
         "backbone": backbone_name(cfg),
         "queries": cfg.model.num_queries if mask_model else None,
         "classes": list(meta.classes),
@@ -114,7 +114,7 @@ def describe(cfg, meta, iteration: int | None, path) -> dict:
         "default_task": "panoptic" if mask_model and cfg.inference.panoptic_on else "semantic",
         "dataset": cfg.data.dataset,
         "data_root": cfg.data.root,
-        "iteration": iteration,
+        "iteration": iteration if isinstance(iteration, int) and not isinstance(iteration, bool) else None,
         "max_iters": cfg.train.max_iters,
     }
 
