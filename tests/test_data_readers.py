@@ -225,7 +225,7 @@ def test_folder_dataset_with_sparse_ids_yaml(tmp_path: Path) -> None:
     _save(tmp_path / "labels/train/a.png", np.array([[1, 3, 2, 0, 0] * 2] * 8, dtype=np.uint8))
     with pytest.raises(DataError, match="label value 3"):
         ds[0]
-    with pytest.raises(DataError, match="split 'all'"):
+    with pytest.raises(DataError, match="data.val_split=all"):
         DATASETS["folder"](root=str(tmp_path), split="val")
 
 

@@ -394,3 +394,60 @@ def test_custom_class_ids_predict_in_the_users_ids_and_score_offline(tmp_path: P
     code, _, err = _run(capsys, "eval-predictions", "semantic", "--gt-dir", root / "labels" / "val", "--pred-dir",
                         tmp_path / "out", "--num-classes", "3", "--ignore-label", "0")  # fmt: skip
     assert code == 2 and "--classes" in err and len(err.strip().splitlines()) == 1, err  # ids are not positions
+
+
+def test_small_panoptic_config_trains_on_coco_format_data_as_the_readme_says(tmp_path: Path, capsys) -> None:
+    """README: `maskformer train configs/folder/small_panoptic.yaml --data-root mypan` on COCO-panoptic files laid out
+    as annotations/{split}.json, images/{split}/, panoptic/{split}/ (built from ../shared's COCO samples); the model
+    answers panoptic by default, with the JSON's categories."""
+    src = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "coco_panoptic_samples"
+    if not src.is_dir():
+        pytest.skip(f"{src} is absent: this walk reads the COCO-panoptic samples from ../shared")
+    data = json.loads((src / "panoptic_examples.json").read_text())
+    root = tmp_path / "mypan"
+    for split in ("train", "val"):
+        for sub in ("images", "panoptic"):
+            (root / sub / split).mkdir(parents=True)
+        for image in data["images"]:
+            stem = Path(image["file_name"]).stem
+            shutil.copy(src / "images" / f"{stem}.jpg", root / "images" / split)
+            shutil.copy(src / "panoptic" / f"{stem}.png", root / "panoptic" / split)
+    (root / "annotations").mkdir()
+    for split in ("train", "val"):
+        (root / "annotations" / f"{split}.json").write_text(json.dumps(data))
+    sets = [*TINY, "train.max_iters=1", "train.eval_period=0", "train.batch_size=2"]
+    code, _, err = _run(capsys, "train", CONFIGS / "folder/small_panoptic.yaml", "--data-root", root, "--output-dir",
+                        tmp_path / "run", "--quiet", *[a for s in sets for a in ("--set", s)])  # fmt: skip
+    assert code == 0, err
+    model = maskformer.load_model(tmp_path / "run" / "model_final.pt")
+    assert model.class_meta.classes == [c["name"] for c in data["categories"]]
+    assert maskformer.Predictor(model).task_default == "panoptic"
+    first = root / "images" / "val" / f"{Path(data['images'][0]['file_name']).stem}.jpg"
+    code, _, err = _run(capsys, "predict", tmp_path / "run" / "model_final.pt", first, "--output-dir", tmp_path / "o")
+    assert code == 0, err
+    assert (tmp_path / "o" / f"{first.stem}_panoptic.png").is_file()
+
+
+def test_folder_data_with_two_class_files_or_no_split_folders_says_what_to_do(camvid_folder: Path, tmp_path: Path,
+                                                                               capsys) -> None:  # fmt: skip
+    """classes.json beside classes.yaml: the JSON was read without a word (and its label values then refused); flat
+    images/ + labels/ said "use split 'all'" without the keys that set it."""
+    root = tmp_path / "two"
+    shutil.copytree(camvid_folder, root)
+    (root / "classes.yaml").write_text("classes: [a, b]\n")
+    code, _, err = _run(capsys, "train", CONFIGS / "folder/small.yaml", "--data-root", root, "--output-dir",
+                        tmp_path / "run", "--set", "train.max_iters=1")  # fmt: skip
+    assert code == 2 and "both classes.json and classes.yaml describe the classes" in err, err
+    flat = tmp_path / "flat"
+    (flat / "images").mkdir(parents=True)
+    shutil.copytree(camvid_folder / "labels" / "train", flat / "labels")
+    for image in (camvid_folder / "images" / "train").iterdir():
+        shutil.copy(image, flat / "images")
+    shutil.copy(camvid_folder / "classes.json", flat)
+    code, _, err = _run(capsys, "train", CONFIGS / "folder/small.yaml", "--data-root", flat, "--output-dir",
+                        tmp_path / "run", "--set", "train.max_iters=1")  # fmt: skip
+    assert code == 2 and "--set data.train_split=all --set data.val_split=all" in err, err
+    sets = [*TINY, "train.max_iters=1", "train.eval_period=0", "data.train_split=all", "data.val_split=all"]
+    code, _, err = _run(capsys, "train", CONFIGS / "folder/small.yaml", "--data-root", flat, "--output-dir",
+                        tmp_path / "run", "--quiet", *[a for s in sets for a in ("--set", s)])  # fmt: skip
+    assert code == 0, err

@@ -175,5 +175,5 @@ def _print_about(about: dict) -> None:
           f"{about['default_task']}")  # fmt: skip
     print(f"  classes     {len(names)} ({len(about['things'])} things; ignore label {about['ignore_label']}): {shown}")
     if about["iteration"] is not None:
-        where = f" {about['data_root']}" if about["dataset"] == "folder" and about["data_root"] else ""
+        where = f" at {about['data_root']}" if about["data_root"] else ""
         print(f"  trained     {about['iteration']:,} of {about['max_iters']:,} iterations on {about['dataset']}{where}")

@@ -73,6 +73,9 @@ def _read_classes_file(root: Path) -> tuple[DatasetMeta, int]:
     (contiguous) maps the ignore label must not collide with a class id, so it becomes 255 (65535 for >= 255
     classes) when the file's value lies in 0..K-1.
     """
+    present = [n for n in ("classes.json", "classes.yaml", "classes.yml") if (root / n).exists()]
+    if len(present) > 1:
+        raise DataError(f"{root}: both {' and '.join(present)} describe the classes: keep one")
     for name in ("classes.json", "classes.yaml", "classes.yml"):
         f = root / name
         if f.is_dir():
@@ -214,7 +217,11 @@ def folder(*, root: str, split: str, mapper: Mapper | None = None, skip_bad_samp
     else:
         raise DataError(
             f"{base}: no {split}.txt, no images/{split}/ folder"
-            + (" and no images/ folder" if split == "all" else " (use split 'all' for flat images/ + labels/)")
+            + (
+                " and no images/ folder"
+                if split == "all"
+                else " (flat images/ + labels/ folders: --set data.train_split=all --set data.val_split=all)"
+            )
         )
     bits, lut, allowed = _value_tables(meta, file_ignore)
     return SemanticDataset(

@@ -91,7 +91,8 @@ def read_label(
         return arr.copy() if bits == 8 else arr.astype(np.uint16)
     if mode not in _LABEL_MODES_16:
         expected = "an 8-bit index map (mode L or P)" if bits == 8 else "a 16-bit index map"
-        raise DataError(f"{path}: {mode} label file where {expected} is expected")
+        what = "a 1-bit (mode 1) label file" if mode == "1" else f"a mode {mode} label file"
+        raise DataError(f"{path}: {what} where {expected} is expected (class ids as pixel values)")
     arr = np.asarray(img)
     top = int(arr.max()) if arr.size else 0
     if arr.size and (int(arr.min()) < 0 or top > 65535):
