@@ -554,3 +554,18 @@ def test_a_data_root_for_a_model_of_generated_scenes_is_refused(tmp_path, capsys
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"--data-root {tmp_path / 'camvid'}: " in err and "synthetic" in err, err
     assert not (tmp_path / "e").exists()
+
+
+def test_tables_align_wide_class_names() -> None:
+    """CJK names take two terminal columns each: the IoU column of eval's table was pushed out of line by them."""
+    from maskformer.evaluation.table import format_table
+
+    lines = format_table(["class", "IoU"], [["Straße / 道路", 1.0], ["自動車", 22.5], ["car", None]]).splitlines()
+
+    def columns(text: str) -> int:  # (what a terminal shows: East Asian wide characters take two)
+        import unicodedata
+
+        return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
+
+    assert len({columns(line) for line in lines}) == 1, lines
+    assert lines[2].endswith(" 1.00") and lines[3].endswith("22.50") and lines[4].endswith("    -")

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+
+def _width(text: str) -> int:
+    """Terminal columns of ``text``: wide (CJK) characters take two, combining marks none."""
+    return sum(
+        0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text
+    )
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -17,10 +25,14 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
         return str(v)
 
     cells = [[str(h) for h in header]] + [[cell(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    widths = [max(_width(r[i]) for r in cells) for i in range(len(header))]
+
+    def pad(c: str, w: int, left: bool) -> str:
+        space = " " * (w - _width(c))
+        return c + space if left else space + c
 
     def line(r: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+        return "  ".join(pad(c, w, i == 0) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(cells[0]), rule] + [line(r) for r in cells[1:]])
