@@ -46,8 +46,11 @@ def test_predict_resized_checks_its_sizes_and_tasks(demo) -> None:
             predictor.predict_resized([a], [size], ("semantic",))
         with pytest.raises(ConfigError, match="output size must be"):
             predictor.semantic_scores(a, size)
-    got = predictor.predict_resized([a, b], [(32, 48), (np.int64(16), 24)], ("semantic",))
-    assert [tuple(r["semantic"].shape) for r in got] == [(32, 48), (16, 24)]
+    sizes = [(32, 48), (np.int64(16), 24), torch.tensor([8, 12]), torch.Size([4, 6])]
+    got = predictor.predict_resized([a, b, a, b], sizes, ("semantic",))
+    assert [tuple(r["semantic"].shape) for r in got] == [(32, 48), (16, 24), (8, 12), (4, 6)]
+    with pytest.raises(ConfigError, match="output size must be"):
+        predictor.predict_resized([a], [torch.tensor([8.0, 12.0])], ("semantic",))
 
 
 def test_empty_and_closed_pil_images_are_data_errors(demo, tmp_path: Path) -> None:
@@ -120,6 +123,11 @@ def test_criterion_names_targets_that_do_not_pair_labels_with_masks(demo) -> Non
         criterion(outputs, [{"labels": torch.tensor([1])}])
     with pytest.raises(ConfigError, match="build_criterion takes a Config"):
         maskformer.build_criterion(str(DEMO_YAML))
+    # a per-pixel baseline's loss given a MaskFormer's targets: KeyError 'sem_seg'
+    per_pixel = maskformer.load_config(DEMO_YAML, ["model.meta_arch=per_pixel"])
+    logits = maskformer.build_model(per_pixel)(torch.zeros(1, 3, 64, 64))
+    with pytest.raises(ValueError, match=r"targets\[0\] has no 'sem_seg'"):
+        maskformer.build_criterion(per_pixel)(logits, [{"labels": torch.tensor([1]), "masks": torch.ones(1, 64, 64)}])
 
 
 def test_overlay_takes_the_predictors_colour_list_and_evaluators_check_their_counts(demo) -> None:
@@ -146,3 +154,6 @@ def test_build_model_checks_values_set_in_python() -> None:
         cfg.model.num_queries = value
         with pytest.raises(ConfigError, match=f"model.num_queries.*{why}"):
             maskformer.build_model(cfg)
+    # what Python hands over as it is, and the model takes (refused by the first version of this check)
+    cfg.model.num_queries, cfg.data.root = np.int64(7), Path("/nonexistent")
+    assert maskformer.build_model(cfg).cfg.model.num_queries == 7

@@ -50,10 +50,10 @@ def test_starting_weights_that_do_not_fit_are_one_line_and_leave_nothing(tmp_pat
     """model.weights of another architecture: a 174-line traceback ("size mismatch for ...") and a config.yaml."""
     other = maskformer.load_config(CONFIGS / "demo.yaml", ["model.num_queries=7"])
     save_checkpoint(tmp_path / "other.pt", cfg=other, model=maskformer.build_model(other))
-    assert _train(tmp_path, "w", "train.max_iters=1", f"model.weights={tmp_path / 'other.pt'}") == 2
+    assert _train(tmp_path, "new/a/w", "train.max_iters=1", f"model.weights={tmp_path / 'other.pt'}") == 2
     line = _one_line(capsys)
     assert f"model.weights: {tmp_path / 'other.pt'}: " in line and "query_embed" in line, line
-    assert not (tmp_path / "w").exists()
+    assert not (tmp_path / "new").exists()  # (the folders made above the run's too)
     # NaN weights: named (it said "non-finite predictions at iteration 1 ... lower solver.base_lr")
     cfg = maskformer.load_config(CONFIGS / "demo.yaml")
     model = maskformer.build_model(cfg)

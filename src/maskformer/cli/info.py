@@ -175,5 +175,6 @@ def _print_about(about: dict) -> None:
           f"{about['default_task']}")  # fmt: skip
     print(f"  classes     {len(names)} ({len(about['things'])} things; ignore label {about['ignore_label']}): {shown}")
     if about["iteration"] is not None:
-        where = f" at {about['data_root']}" if about["data_root"] else ""
-        print(f"  trained     {about['iteration']:,} of {about['max_iters']:,} iterations on {about['dataset']}{where}")
+        where = f" at {about['data_root']}" if about["data_root"] and about["dataset"] != "synthetic" else ""
+        print(f"  trained     {about['iteration']:,} iterations (train.max_iters {about['max_iters']:,}) on "
+              f"{about['dataset']}{where}")  # fmt: skip

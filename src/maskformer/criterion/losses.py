@@ -281,6 +281,10 @@ class PerPixelCriterion(nn.Module):
         Returns:
             {"loss_sem_seg", "loss_sem_seg_0", ... (weighted), "loss": their sum}.
         """
+        missing = [i for i, t in enumerate(targets) if "sem_seg" not in t]
+        if missing:  # (a MaskFormer's {"labels", "masks"} targets given to a per-pixel baseline's loss)
+            raise ValueError(f"targets[{missing[0]}] has no 'sem_seg': the per-pixel baselines' loss takes "
+                             "{'sem_seg': int64 [H, W]} targets (the label map), not labels and masks")  # fmt: skip
         shapes = {tuple(t["sem_seg"].shape) for t in targets}
         if len(shapes) != 1:
             raise ValueError(f"all sem_seg targets of a batch must have one size, got {sorted(shapes)}")

@@ -47,7 +47,9 @@ def hold_run_folder(out: Path, *, create: bool) -> Iterator[bool]:
         yield False
         return
     made = False
+    parents: list[Path] = []  # folders above ``out`` made for it (removed again when a failed run removed ``out``)
     if create and not out.exists():
+        parents = [p for p in out.absolute().parents if not p.exists()]
         out.mkdir(parents=True, exist_ok=True)
         made = True
     try:
@@ -55,7 +57,10 @@ def hold_run_folder(out: Path, *, create: bool) -> Iterator[bool]:
 
         fd = os.open(out, os.O_RDONLY)
     except (ImportError, OSError):  # (not a folder: the run's own checks say so)
-        yield made
+        try:
+            yield made
+        finally:
+            _remove_empty(parents, out)
         return
     try:
         try:
@@ -70,6 +75,18 @@ def hold_run_folder(out: Path, *, create: bool) -> Iterator[bool]:
     finally:
         _HELD_FDS.discard(fd)
         os.close(fd)  # (releases the lock)
+        _remove_empty(parents, out)
+
+
+def _remove_empty(parents: list[Path], out: Path) -> None:
+    """Remove the folders made above ``out`` (deepest first) when ``out`` is gone and they are empty."""
+    if out.exists():
+        return
+    for folder in parents:
+        try:
+            folder.rmdir()
+        except OSError:  # (not empty: something else was put there meanwhile)
+            return
 
 
 _HELD_FDS: set[int] = set()

@@ -10,6 +10,7 @@ evaluation measures exactly what prediction produces.
 from __future__ import annotations
 
 import inspect
+import operator
 import os
 from collections.abc import Callable, Collection, Sequence
 from contextlib import nullcontext
@@ -337,8 +338,10 @@ def _output_size(size: object) -> Size:
     """(height, width) of an output, two positive integers, else a ConfigError naming it."""
     try:
         h, w = size  # type: ignore[misc]
-        ok = all(isinstance(v, int | np.integer) and not isinstance(v, bool) and v > 0 for v in (h, w))
-    except (TypeError, ValueError):
+        ok = not isinstance(h, bool) and not isinstance(w, bool)
+        h, w = operator.index(h), operator.index(w)  # (ints, numpy and torch integers; not floats)
+        ok = ok and h > 0 and w > 0
+    except (TypeError, ValueError, RuntimeError):
         ok = False
     if not ok:
         raise ConfigError(f"output size must be (height, width), two positive integers, got {size!r}")
