@@ -101,16 +101,12 @@ def _damaged(last: Path, what: str) -> Iterator[None]:
     """A training state that does not restore (a damaged or hand-edited checkpoint) as one ``CheckpointError``."""
     try:
         yield
-    except (AttributeError, TypeError, KeyError, IndexError, RuntimeError) as e:
+    except (AttributeError, TypeError, KeyError, IndexError, RuntimeError, ValueError) as e:
+        if isinstance(e, ValueError) and what == "data stream":  # (the loader's own: other data or seed, said above)
+            raise
         why = " ".join(str(e).split())[:200] or type(e).__name__
         raise CheckpointError(f"{last}: its {what} state does not restore ({type(e).__name__}: {why}): a damaged "
                               "checkpoint_last.pt; start a new run (another --output-dir)") from None  # fmt: skip
-    except ValueError as e:
-        if what == "data stream":  # (the loader's own: another data set or seed, said by the caller)
-            raise
-        why = " ".join(str(e).split())[:200]
-        raise CheckpointError(f"{last}: its {what} state does not restore ({why}): a damaged checkpoint_last.pt; "
-                              "start a new run (another --output-dir)") from None  # fmt: skip
 
 
 def _first_change(trained: list[str], data: list[str]) -> str:
