@@ -157,3 +157,18 @@ def test_build_model_checks_values_set_in_python() -> None:
     # what Python hands over as it is, and the model takes (refused by the first version of this check)
     cfg.model.num_queries, cfg.data.root = np.int64(7), Path("/nonexistent")
     assert maskformer.build_model(cfg).cfg.model.num_queries == 7
+
+
+def test_checkpoint_of_a_config_with_numpy_numbers_saves_and_reads_back(tmp_path: Path) -> None:
+    """A Config holding np.int64 / Path values (taken by build_model) was refused by save_checkpoint's own check
+    ("must be an integer, got np.int64(7)"); it is stored as plain YAML values, as a config file gives them."""
+    from maskformer.config import config_to_dict
+    from maskformer.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    cfg = maskformer.load_config(DEMO_YAML)
+    cfg.model.num_queries, cfg.data.root = np.int64(7), Path("/nonexistent")
+    model = maskformer.build_model(cfg)
+    save_checkpoint(tmp_path / "m.pt", cfg=cfg, model=model)
+    stored = load_checkpoint(tmp_path / "m.pt")["config"]
+    assert type(stored["model"]["num_queries"]) is int and stored["data"]["root"] == "/nonexistent"
+    assert config_to_dict(cfg) == stored

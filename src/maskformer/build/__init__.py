@@ -6,8 +6,6 @@ May import: every folder below it (``modeling``, ``criterion``, ``data``, ``opti
 
 from __future__ import annotations
 
-import os
-
 from torch import nn
 
 from ..config import BackboneConfig, Config, ModelConfig, config_from_dict, config_to_dict
@@ -131,25 +129,12 @@ def build_model(cfg: Config, *, class_table: bool = True) -> nn.Module:
     if not isinstance(cfg, Config):
         raise ConfigError(f"build_model takes a Config, got {type(cfg).__name__}: make one with "
                           "maskformer.load_config(path)")  # fmt: skip
-    config_from_dict(_plain(config_to_dict(cfg)))  # (values set in Python meet load_config's checks: ConfigError)
+    config_from_dict(config_to_dict(cfg))  # (values set in Python meet load_config's checks: ConfigError)
     meta = _folder_table(cfg) if class_table else None
     model = _build_model(cfg)
     model.cfg = cfg
     model.class_meta = meta if meta is not None else shipped_meta(cfg.data.dataset, cfg.model.num_classes)
     return model
-
-
-def _plain(value: object) -> object:
-    """A config dict as YAML would give it: numpy scalars as Python numbers, paths as strings (values set in Python
-    that the model takes as they are)."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    item = getattr(value, "item", None)  # (numpy scalars; a 0-d array)
-    return item() if callable(item) and getattr(value, "ndim", None) == 0 else value
 
 
 def _folder_table(cfg: Config):

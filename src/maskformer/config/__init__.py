@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import types
 import typing
@@ -144,7 +145,20 @@ def config_from_dict(data: dict) -> Config:
 
 
 def config_to_dict(cfg: Config) -> dict:
-    return dataclasses.asdict(cfg)
+    """``cfg`` as YAML would give it (what checkpoints and ``config.yaml`` store): numpy scalars set in Python as
+    Python numbers, paths as strings, tuples as lists."""
+    return _plain(dataclasses.asdict(cfg))
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    item = getattr(value, "item", None)  # (numpy scalars; a 0-d array)
+    return item() if callable(item) and getattr(value, "ndim", None) == 0 else value
 
 
 def _deep_merge(base: dict, over: dict) -> dict:
