@@ -5,8 +5,10 @@ blocked the next start."""
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,6 +16,7 @@ import maskformer
 from conftest import CONFIGS
 from maskformer.cli import main
 from maskformer.engine.checkpoint import save_checkpoint
+from maskformer.engine.conversion import convert_to_detectron2
 
 TINY = [
     "train.batch_size=2",
@@ -63,6 +66,17 @@ def test_starting_weights_that_do_not_fit_are_one_line_and_leave_nothing(tmp_pat
     torch.save(obj, tmp_path / "nan.pt")
     assert _train(tmp_path, "n", "train.max_iters=1", f"model.weights={tmp_path / 'nan.pt'}") == 2
     assert "hold NaN or infinite values" in _one_line(capsys)
+    # the same in the original's .pkl layout (was not checked: the run trained from NaN and blamed the learning rate)
+    convert_to_detectron2(tmp_path / "ok.pt", tmp_path / "ok.pkl")
+    with open(tmp_path / "ok.pkl", "rb") as f:
+        pkl = pickle.load(f)
+    next(v for v in pkl["model"].values() if v.dtype.kind == "f")[...] = np.inf
+    with open(tmp_path / "inf.pkl", "wb") as f:
+        pickle.dump(pkl, f)
+    assert _train(tmp_path, "p", "train.max_iters=1", f"model.weights={tmp_path / 'inf.pkl'}") == 2
+    line = _one_line(capsys)
+    assert "train: error: model.weights: " in line and "inf.pkl: weights " in line and "infinite" in line, line
+    assert not (tmp_path / "p").exists()
     # a folder (a transformers save_pretrained one): it said "not found"
     (tmp_path / "hf").mkdir()
     assert _train(tmp_path, "f", "train.max_iters=1", f"model.weights={tmp_path / 'hf'}") == 2

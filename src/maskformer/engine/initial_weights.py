@@ -30,12 +30,10 @@ def load_initial_weights(cfg: Config, model: nn.Module) -> str:
         else:
             state = load_checkpoint(path).get("model")
             why = weights_mismatch(unwrap(model), state, ("the file", "this config's model"))
-            if why is None:
-                why = non_finite_weights(state)
-                why = None if why is None else f"weights {why} hold NaN or infinite values"
             if why is not None:
                 raise CheckpointError(f"model.weights: {path}: {why}")
             unwrap(model).load_state_dict(state, strict=True)
+        _check_finite(model, f"model.weights: {path}")
         return f"model weights from {path}"
     if cfg.model.backbone.weights:
         path = Path(cfg.model.backbone.weights)
@@ -47,6 +45,7 @@ def load_initial_weights(cfg: Config, model: nn.Module) -> str:
                 f"--set model.backbone.weights=''{norm} to train from scratch)"
             )
         load_backbone_weights(model, path)
+        _check_finite(model, f"model.backbone.weights: {path}")
         return f"backbone weights from {path}"
     bb = cfg.model.backbone
     if bb.type == "resnet" and bb.norm == "FrozenBN":  # fixed statistics of a pretrained net: identity when random
@@ -55,3 +54,11 @@ def load_initial_weights(cfg: Config, model: nn.Module) -> str:
             "give model.backbone.weights, or --set model.backbone.norm=BN to train them from scratch)"
         )
     return "random initialisation"
+
+
+def _check_finite(model: nn.Module, source: str) -> None:
+    """Weights holding NaN or infinity are named here (training from them blamed the learning rate)."""
+    bad = non_finite_weights(unwrap(model).state_dict())
+    if bad is not None:
+        raise CheckpointError(f"{source}: weights {bad} hold NaN or infinite values (a diverged training or a "
+                              "damaged file)")  # fmt: skip
