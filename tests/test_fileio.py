@@ -1,4 +1,4 @@
-"""Atomic writes (maskformer/fileio.py): complete files only, the usual file mode, nothing left behind on errors."""
+"""Atomic writes (maskformer/fileio/): complete files only, the usual file mode, nothing left behind on errors."""
 
 from __future__ import annotations
 
