@@ -87,6 +87,11 @@ def test_health_info_and_page(server: str) -> None:
     with pytest.raises(urllib.error.HTTPError) as missing:
         urllib.request.urlopen(server + "/api/nothing")
     assert missing.value.code == 404 and "error" in json.loads(missing.value.read())
+    # a GET of the upload address: says to POST, with the Allow header HTTP asks for (it had neither)
+    with pytest.raises(urllib.error.HTTPError) as wrong:
+        urllib.request.urlopen(server + "/api/predict")
+    assert wrong.value.code == 405 and wrong.value.headers["Allow"] == "POST"
+    assert json.loads(wrong.value.read())["error"] == "GET /api/predict is not allowed: use POST"
 
 
 def test_predict_json_and_eight_concurrent_requests(server: str) -> None:

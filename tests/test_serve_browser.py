@@ -258,12 +258,14 @@ def test_a_picture_wider_than_a_canvas_gets_its_card_and_the_next_file_is_sent(b
     """A 70000-px-wide upload (accepted by the server) threw in the page's overlay crop: its card stayed empty, the
     status line said "2 image(s)…" forever and the second file was never sent."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
 
     Image.new("RGB", (70000, 40), (40, 160, 230)).save(tmp_path / "pano.png")
     _scene(tmp_path / "small.png")
     browser.get(server + "/")
     wait = _wait(browser)
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#task option")) == 2)
+    Select(browser.find_element(By.ID, "task")).select_by_value("semantic")  # (a segment everywhere: a map to read)
     browser.find_element(By.ID, "files").send_keys(f"{tmp_path / 'pano.png'}\n{tmp_path / 'small.png'}")
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".card[data-done='1']")) == 2)
     assert browser.find_element(By.ID, "status").text == ""
@@ -342,3 +344,71 @@ def test_keyboard_tooltip_edges_long_names_and_a_failed_switch(browser, server, 
     assert card.find_elements(By.CSS_SELECTOR, "img.overlay") and card.get_attribute("data-done") == "1"
     assert "panoptic: the server did not answer" in card.text
     assert card.find_element(By.CSS_SELECTOR, "button.switch").is_enabled()  # it can be tried again
+
+
+def test_two_picks_a_strip_and_a_result_the_page_cannot_decode(browser, server, tmp_path) -> None:
+    """Found by a browser walk: the status line went blank while a second pick still ran; a 4000 x 50 strip showed 8 px
+    high; a switch whose answer the browser could not decode wiped the card's result (no error, switch disabled)."""
+    import time
+
+    from selenium.webdriver.common.by import By
+
+    _scene(tmp_path / "a.png")
+    Image.new("RGB", (4000, 50), (40, 160, 230)).save(tmp_path / "strip.png")
+    browser.get(server + "/")
+    wait = _wait(browser)
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#task option")) == 2)
+    browser.find_element(By.ID, "files").send_keys(str(tmp_path / "a.png"))
+    browser.find_element(By.ID, "files").send_keys(str(tmp_path / "strip.png"))
+    seen, deadline = [], time.monotonic() + 60
+    while time.monotonic() < deadline:  # (one script reads both at once: the page cannot change between them)
+        running, status = browser.execute_script(
+            "return [document.querySelectorAll('.card:not([data-done])').length, $('status').textContent]"
+        )
+        seen.append((running, status))
+        if running == 0 and len(browser.find_elements(By.CSS_SELECTOR, ".card[data-done='1']")) == 2:
+            break
+        time.sleep(0.05)
+    assert not [s for s in seen if s[0] and not s[1]], seen  # something runs: the status line says so
+    assert browser.find_element(By.ID, "status").text == ""
+    strip = browser.find_element(By.CSS_SELECTOR, ".card img.overlay")  # (the newest card is first)
+    assert strip.rect["height"] >= 31, strip.rect
+
+    browser.execute_script("""
+        const real = window.fetch;
+        window.fetch = async (url, options) => {
+          const answer = await (await real(url, options)).json();
+          answer.overlay_png = "bm90IGEgcGljdHVyZQ==";  // base64 of words: no PNG
+          return new Response(JSON.stringify(answer), {status: 200});
+        };""")
+    card = browser.find_element(By.CSS_SELECTOR, ".card")
+    card.find_element(By.CSS_SELECTOR, "button.switch").click()
+    wait.until(lambda d: "cannot show the result" in d.find_element(By.CSS_SELECTOR, ".card").text)
+    card = browser.find_element(By.CSS_SELECTOR, ".card")
+    assert card.find_elements(By.CSS_SELECTOR, "img.overlay") and card.get_attribute("data-done") == "1"
+    assert card.find_element(By.CSS_SELECTOR, "button.switch").is_enabled()
+
+    browser.set_window_size(375, 800)  # a phone: the header's model path wraps, the pictures take the width
+    wide = browser.execute_script("return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    assert wide[0] <= wide[1], wide
+    src = browser.find_element(By.CSS_SELECTOR, ".card img.src")  # (the strip's, 4000 px wide: it was 46 % wide)
+    assert src.rect["width"] >= 0.7 * wide[1], src.rect
+
+
+def test_a_server_that_cannot_be_reached_is_said_and_nothing_half_shown(browser, server, tmp_path) -> None:
+    """/api/info failing once left "loading…" for good, and an upload then made a broken card plus an error card."""
+    from selenium.webdriver.common.by import By
+
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/api/info"]})
+    browser.get(server + "/")
+    _scene(tmp_path / "photo.png")
+    browser.find_element(By.ID, "files").send_keys(str(tmp_path / "photo.png"))
+    wait = _wait(browser)
+    wait.until(lambda d: "not sent" in d.find_element(By.ID, "status").text)
+    wait.until(lambda d: "cannot be reached" in d.find_element(By.ID, "model").text)
+    assert not browser.find_elements(By.CSS_SELECTOR, ".card")
+    browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})  # back: the next pick is sent
+    browser.find_element(By.ID, "files").send_keys(str(tmp_path / "photo.png"))
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".card[data-done='1']")) == 1)
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".card")) == 1

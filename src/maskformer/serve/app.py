@@ -268,7 +268,12 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
     ]
 
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail))
+        answer = _error(exc.status_code, str(exc.detail))
+        if exc.status_code == 405:  # what to use instead, in words and in the Allow header HTTP asks for
+            allowed = (exc.headers or {}).get("Allow", "")
+            answer = _error(405, f"{request.method} {request.url.path} is not allowed: use {allowed or 'GET'}")
+        answer.headers.update(exc.headers or {})
+        return answer
 
     async def server_error(request: Request, exc: Exception) -> JSONResponse:
         # the page and API clients read JSON even when something unforeseen fails; uvicorn logs the traceback
