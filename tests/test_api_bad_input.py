@@ -69,6 +69,10 @@ def test_empty_and_closed_pil_images_are_data_errors(demo, tmp_path: Path) -> No
     with Image.open(tmp_path / "a.png") as loaded:
         loaded.load()
     assert tuple(predictor(loaded, task="semantic").shape) == (20, 30)
+    # a floating-point PIL image: named once ("image: cannot read this PIL image (image: floating-point ...)")
+    with pytest.raises(DataError) as floating:
+        predictor(Image.new("F", (8, 8)))
+    assert str(floating.value).startswith("image: floating-point image") and str(floating.value).count("image:") == 1
 
 
 def test_panoptic_evaluator_takes_numpy_ids_and_names_a_segment_without_one() -> None:

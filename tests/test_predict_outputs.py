@@ -590,3 +590,37 @@ def test_a_folder_named_predictions_json_is_refused_before_any_output(tmp_path: 
                    " write their segments' table there: move it or choose another --output-dir")  # fmt: skip
     assert sorted(p.name for p in out.iterdir()) == ["predictions.json"]
     assert main(["predict", str(model), str(folder), "--output-dir", str(out), "--task", "semantic"]) == 0
+
+
+def test_an_interrupt_between_an_images_files_waits_until_all_are_written(tmp_path: Path, capfd, monkeypatch) -> None:
+    """A Ctrl-C after an image's overlay was written and before its panoptic PNG left an overlay with no PNG and no
+    predictions.json entry (a QA walk). Now its files are written together, then the run stops."""
+    import os
+    import signal
+
+    import maskformer.inference.visualize as visualize
+
+    checkpoint, images, out = _checkpoint(tmp_path / "m.pt"), _images(tmp_path / "images", 3), tmp_path / "out"
+    real = visualize.save_png
+
+    def interrupted_save(image, path) -> None:
+        real(image, path)
+        if str(path).endswith("_overlay.png"):
+            os.kill(os.getpid(), signal.SIGINT)  # (as Ctrl-C: Python's handler raises where the main thread is)
+
+    monkeypatch.setattr(visualize, "save_png", interrupted_save)
+    code = main(["predict", str(checkpoint), str(images), "--output-dir", str(out), "--task", "panoptic"])
+    assert code == 130 and "maskformer predict: interrupted" in capfd.readouterr().err
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["im0_overlay.png", "im0_panoptic.png", "predictions.json"], written
+    assert [a["image_id"] for a in json.loads((out / "predictions.json").read_text())["annotations"]] == ["im0"]
+
+
+def test_a_link_beside_its_file_gives_the_results_the_files_own_name(tmp_path: Path, capfd) -> None:
+    """A folder holding photo.png and alias.png -> photo.png wrote only alias_* (the name met first), without a word;
+    pairing outputs with ground truth by name then failed for photo."""
+    checkpoint, images, out = _checkpoint(tmp_path / "m.pt"), _images(tmp_path / "images", 1), tmp_path / "out"
+    (images / "alias.png").symlink_to("im0.png")  # (sorted before im0.png)
+    assert main(["predict", str(checkpoint), str(images), "--output-dir", str(out), "--task", "semantic"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["im0_labels.png", "im0_overlay.png"]
+    assert "note: alias and " in capfd.readouterr().err

@@ -120,9 +120,20 @@ def _collect(inputs: list[str], *, recursive: bool = False, output_dir: str = ""
             files.setdefault(path, path.stem)
         else:
             raise DataError(f"{path}: no such file or folder")
-    unique: dict[Path, tuple[Path, str]] = {}  # a file named twice (or also inside a folder given) is predicted once
+    # a file named twice (also inside a folder given, or by a symbolic link beside it) is predicted once, under the
+    # name of the file itself rather than of a link to it (the first link's when only links name it)
+    unique: dict[Path, tuple[Path, str]] = {}
+    names: dict[Path, list[str]] = {}
     for path, name in files.items():
-        unique.setdefault(path.resolve(), (path, name))
+        real = path.resolve()
+        if real not in unique or (unique[real][0].is_symlink() and not path.is_symlink()):
+            unique[real] = (path, name)
+        names.setdefault(real, []).append(name)
+    for real, given in names.items():
+        others = sorted(set(given) - {unique[real][1]})
+        if others:
+            print(f"maskformer predict: note: {', '.join(others)} and {unique[real][0]} are the same file: "
+                  f"predicted once, as {unique[real][1]!r}", file=sys.stderr)  # fmt: skip
     videos = {path for path, _ in unique.values() if _is_video(path)}  # (a GIF is opened to tell)
     seen: dict[tuple[bool, str], Path] = {}  # two inputs must not write the same files
     clashes = []
@@ -223,6 +234,10 @@ def _run(args: argparse.Namespace) -> int:
     def write(path, image, result) -> None:
         stem = files[path]
         shown = render(image, result, task, names, colors, title=path.name, label_values=label_values, thing_ids=thing)
+        with interrupts_held():  # (a Ctrl-C meanwhile waits: an image's files are all written, or none)
+            _write(stem, shown)
+
+    def _write(stem, shown) -> None:
         save_png(shown.overlay, out / f"{stem}_overlay.png")
         other = out / f"{stem}_{'panoptic' if task == 'semantic' else 'labels'}.png"  # (the other task's, if any)
         if other.is_file():  # the folder keeps one task's outputs per image, which its overlay shows

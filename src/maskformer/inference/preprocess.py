@@ -82,6 +82,8 @@ def load_image(image: ImageInput) -> np.ndarray:
             raise DataError(f"image: empty PIL image of size {image.size[0]}x{image.size[1]}")
         try:
             return pil_to_rgb(image)
+        except DataError:  # (its own words: "image: floating-point image is not supported ...", named once)
+            raise
         except (AssertionError, ValueError, OSError) as exc:  # (Pillow's bare AssertionError for a closed file)
             closed = getattr(image, "fp", "") is None  # (loaded pixels would not have failed)
             hint = ": its file was closed before its pixels were read (call .load() inside the `with` block)"
