@@ -569,3 +569,86 @@ def test_tables_align_wide_class_names() -> None:
 
     assert len({columns(line) for line in lines}) == 1, lines
     assert lines[2].endswith(" 1.00") and lines[3].endswith("22.50") and lines[4].endswith("    -")
+
+
+def _tiny_panoptic(tmp_path: Path, gt_anns: list, pred_anns: list, categories=None) -> list[str]:
+    """20x20 PNGs: every file holds segment 8 on its top half and 9 on its bottom half; argv for eval-predictions."""
+    ids = np.full((20, 20), 8, np.int64)
+    ids[10:] = 9
+    for folder in ("gt", "pred"):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        for ann in gt_anns if folder == "gt" else pred_anns:
+            if isinstance(ann.get("file_name"), str):
+                Image.fromarray(to_rgb(ids)).save(tmp_path / folder / ann["file_name"])
+    categories = categories or [{"id": 7, "name": "sky", "isthing": 0}, {"id": 3, "name": "road", "isthing": 0}]
+    (tmp_path / "gt.json").write_text(json.dumps({"annotations": gt_anns, "categories": categories}))
+    (tmp_path / "pred.json").write_text(json.dumps({"annotations": pred_anns}))
+    return ["eval-predictions", "panoptic", "--gt-json", str(tmp_path / "gt.json"), "--gt-dir", str(tmp_path / "gt"),
+            "--pred-json", str(tmp_path / "pred.json"), "--pred-dir", str(tmp_path / "pred"), "--json"]  # fmt: skip
+
+
+SEGMENTS = [{"id": 8, "category_id": 7, "area": 200}, {"id": 9, "category_id": 3, "area": 200}]
+
+
+def test_another_images_prediction_is_never_borrowed_by_file_name(tmp_path, capsys):
+    """Ground truth x (file y.png) without a prediction was scored with the prediction of ground truth y, found by
+    x's file name: PQ 33 and exit 0 (a QA walk). panopticapi refuses: no prediction for x."""
+    gt = [{"image_id": "x", "file_name": "y.png", "segments_info": SEGMENTS},
+          {"image_id": "y", "file_name": "z.png", "segments_info": SEGMENTS}]  # fmt: skip
+    argv = _tiny_panoptic(tmp_path, gt, [{"image_id": "y", "file_name": "z.png", "segments_info": SEGMENTS}])
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "no prediction for image_id x" in err and err.count("\n") == 1, err
+    # one prediction named by two ground-truth images' file names (ids 1 and 2, both a.png): refused
+    gt = [{"image_id": 1, "file_name": "a.png", "segments_info": SEGMENTS},
+          {"image_id": 2, "file_name": "sub/../a.png", "segments_info": SEGMENTS}]  # fmt: skip
+    (tmp_path / "gt" / "sub").mkdir(parents=True)
+    argv = _tiny_panoptic(tmp_path, gt, [{"image_id": "a", "file_name": "a.png", "segments_info": SEGMENTS}])
+    assert main(argv) == 2
+    assert "would be scored for two images (1 and 2)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("iscrowd, pq", [(0, 100.0), (1, 0.0), (2, 100.0)])
+def test_crowd_is_iscrowd_equal_to_1_as_panopticapi(tmp_path, capsys, iscrowd, pq):
+    """iscrowd 2 (and "0") was taken as crowd by its truth value: the segment dropped out of the score."""
+    gt_segments = [dict(SEGMENTS[0], iscrowd=iscrowd), SEGMENTS[1]]
+    gt = [{"image_id": 1, "file_name": "a.png", "segments_info": gt_segments}]
+    argv = _tiny_panoptic(tmp_path, gt, [{"image_id": 1, "file_name": "a.png", "segments_info": SEGMENTS}])
+    assert main(argv) == 0
+    sky = json.loads(capsys.readouterr().out)["per_class"]["7"]  # (crowd only: 0 TP, FP, FN, reported as 0)
+    assert 100 * sky["pq"] == pq and sky["tp"] == (iscrowd != 1), sky
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (lambda g, p: g[0].update(image_id=[1]), "image_id [1] is not a string or an integer"),
+        (lambda g, p: p[0].update(file_name=5), "file_name 5 is not a file name"),
+        (lambda g, p: g[0]["segments_info"][0].update(area="400"), "area '400' is not a number of pixels"),
+        (lambda g, p: g[0]["segments_info"][0].update(iscrowd="0"), "iscrowd '0' is not an integer"),
+    ],
+)
+def test_malformed_panoptic_json_fields_are_one_line(tmp_path, capsys, change, words):
+    """Each was a TypeError or numpy traceback (unhashable image_id, Path / int, an area of text)."""
+    gt = [{"image_id": 1, "file_name": "a.png", "segments_info": [dict(s) for s in SEGMENTS]}]
+    pred = [{"image_id": 1, "file_name": "a.png", "segments_info": SEGMENTS}]
+    argv = _tiny_panoptic(tmp_path, gt, pred)
+    change(gt, pred)
+    (tmp_path / "gt.json").write_text(json.dumps({"annotations": gt, "categories": json.loads(
+        (tmp_path / "gt.json").read_text())["categories"]}))  # fmt: skip
+    (tmp_path / "pred.json").write_text(json.dumps({"annotations": pred}))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1, err
+
+
+def test_categories_that_are_not_objects_and_unnamed_prediction_categories(tmp_path, capsys):
+    gt = [{"image_id": 1, "file_name": "a.png", "segments_info": SEGMENTS}]
+    argv = _tiny_panoptic(tmp_path, gt, [dict(gt[0])], categories=[1, 2])
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "bad categories (a category is 1, not an object with an 'id')" in err and err.count("\n") == 1, err
+    # prediction categories without names: the ids are taken as they are (it said "the name 'None' is given to two")
+    argv = _tiny_panoptic(tmp_path, gt, [dict(gt[0])])
+    (tmp_path / "pred.json").write_text(json.dumps({"annotations": gt, "categories": [{"id": 7}, {"id": 3}]}))
+    assert main(argv) == 0 and json.loads(capsys.readouterr().out)["PQ"] == 100.0

@@ -12,9 +12,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "eval",
         help="evaluate a model (mIoU, PQ^St; PQ for panoptic models)",
         description="Evaluate MODEL (a checkpoint, zoo name, Hub id or transformers folder) on the validation split"
-        " of the dataset in its config. Prints a table and writes OUTPUT_DIR/metrics.json (semantic: mIoU, fwIoU,"
-        " mACC, pACC in percent; panoptic: All/Things/Stuff"
-        " with pq, sq, rq, n as fractions plus PQ, SQ, RQ in percent).",
+        " of the dataset in its config. Prints a table and writes OUTPUT_DIR/metrics.json (also with --json, which"
+        " prints the same JSON instead of the table). Semantic: mIoU, fwIoU, mACC, pACC in percent; IoU and ACC per"
+        " class (null for a class without ground-truth pixels), IoU_by_class by name, classes, images, miou_formula;"
+        " PQ_St (the paper's PQ^St). Panoptic: All/Things/Stuff with pq, sq, rq, n as fractions, per_class, plus PQ,"
+        " SQ, RQ in percent.",
     )
     p.add_argument(
         "checkpoint",
@@ -115,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     if not main_process:
         return 0
     text = json_text(metrics, indent=1)
-    atomic_write_text(out / "metrics.json", text)
+    atomic_write_text(out / "metrics.json", text + "\n")
     if args.json:
         print(text)
         return 0

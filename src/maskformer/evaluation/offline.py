@@ -82,6 +82,11 @@ def _annotations(data: Any, path: Path) -> list[dict[str, Any]]:
     for ann in data["annotations"]:
         if not isinstance(ann, dict) or not {"image_id", "file_name", "segments_info"} <= ann.keys():
             raise DataError(f"{path}: an annotation lacks image_id, file_name or segments_info")
+        image_id = ann["image_id"]
+        if isinstance(image_id, bool) or not isinstance(image_id, str | int):
+            raise DataError(f"{path}: image_id {image_id!r:.60} is not a string or an integer")
+        if not isinstance(ann["file_name"], str) or not ann["file_name"]:
+            raise DataError(f"{path}: image_id {image_id!r}: file_name {ann['file_name']!r:.60} is not a file name")
     return data["annotations"]
 
 
@@ -176,17 +181,26 @@ def evaluate_panoptic_folder(
             raise DataError(f"{pred_json}: image_id {ann['image_id']} has two annotations")
         pred_by_image[ann["image_id"]] = ann
     to_gt = _category_map(pred_data.get("categories"), categories, pred_json)
+    gt_ids = {ann["image_id"] for ann in gt_anns}
+    scores: dict[Any, Any] = {}  # a prediction's image_id -> the ground-truth image_id it is scored against
     items: list[_PanopticItem] = []
     for gt_ann in gt_anns:
         pred_ann = pred_by_image.get(gt_ann["image_id"])
-        name = Path(str(gt_ann["file_name"])).with_suffix("")
+        name = Path(gt_ann["file_name"]).with_suffix("")
         if pred_ann is None:
             # `maskformer predict` names an image by its file's stem ("000000139769"), COCO by a number (139769);
-            # with --recursive by its path in the folder ("city/000139769"), as the ground truth's file_name has it
-            pred_ann = pred_by_image.get(name.as_posix(), pred_by_image.get(name.name))
+            # with --recursive by its path in the folder ("city/000139769"), as the ground truth's file_name has it.
+            # Never another ground-truth image's own prediction (that image is scored with it)
+            found = [k for k in (name.as_posix(), name.name) if k in pred_by_image and k not in gt_ids]
+            pred_ann = pred_by_image[found[0]] if found else None
         if pred_ann is None:
             raise DataError(f"{pred_json}: no prediction for image_id {gt_ann['image_id']} (nor for its file name"
                             f" {name.as_posix()!r}, as `maskformer predict` names them)")  # fmt: skip
+        if pred_ann["image_id"] in scores:
+            raise DataError(f"{pred_json}: the prediction of image_id {pred_ann['image_id']!r} would be scored for "
+                            f"two images ({scores[pred_ann['image_id']]!r} and {gt_ann['image_id']!r}): give each "
+                            "ground-truth image its own")  # fmt: skip
+        scores[pred_ann["image_id"]] = gt_ann["image_id"]
         if to_gt:
             segments = [dict(s, category_id=to_gt.get(s.get("category_id"), s.get("category_id")))
                         for s in pred_ann["segments_info"]]  # fmt: skip
@@ -215,6 +229,8 @@ def _category_map(
     ids); else None. Names given twice cannot pair ids: then the ids must agree (else a DataError)."""
     if not isinstance(pred_categories, list):
         return None
+    if not all(isinstance(c, Mapping) and isinstance(c.get("name"), str) for c in pred_categories):
+        return None  # (no names to pair by: ids are taken as they are)
     gt_pairs = {(c.get("id"), c.get("name")) for c in gt_categories}
     if all(isinstance(c, Mapping) and (c.get("id"), c.get("name")) in gt_pairs for c in pred_categories):
         return None  # the same ids with the same names

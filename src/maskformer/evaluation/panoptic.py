@@ -29,6 +29,8 @@ collision-free hash of the (few, known) segment ids, and one weighted ``np.binco
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -135,10 +137,21 @@ def _segment_arrays(
         raise ValueError(f"{name}: duplicated segment ids")
     if (ids == VOID).any():
         raise ValueError(f"{name}: segment id {VOID} is reserved for VOID")
-    crowd = np.fromiter(
-        (with_crowd and bool(s.get("iscrowd", 0)) for s in segments), dtype=np.bool_, count=len(segments)
-    )
+    crowd = np.zeros(len(segments), dtype=np.bool_)
+    for i, s in enumerate(segments if with_crowd else ()):
+        try:  # (crowd is iscrowd == 1, as panopticapi's test: "0" and 2 were taken as crowd by their truth value)
+            crowd[i] = json_integer(s.get("iscrowd", 0)) == 1
+        except ValueError as e:
+            raise ValueError(f"{name}: segment {ids[i]}: iscrowd {e}") from None
     return ids, cats, crowd
+
+
+def _area(segment: Mapping[str, Any], counted: int, segment_id: int) -> float:
+    """A ground-truth segment's ``"area"`` field (panopticapi's), or the pixels counted when it has none."""
+    area = segment.get("area", counted)
+    if isinstance(area, bool) or not isinstance(area, numbers.Real) or not math.isfinite(area) or area < 0:
+        raise ValueError(f"ground-truth segments: segment {segment_id}: area {area!r} is not a number of pixels")
+    return float(area)
 
 
 def pq_image_stats(
@@ -201,7 +214,7 @@ def pq_image_stats(
         missing = g_ids[g_area == 0][:5].tolist()
         raise ValueError(f"ground-truth segment id(s) {missing} are listed but absent from the ground-truth map")
     if use_gt_area_field:
-        g_area = np.array([s.get("area", a) for s, a in zip(gt_segments, g_area.tolist())])
+        g_area = np.array([_area(s, a, g) for s, a, g in zip(gt_segments, g_area.tolist(), g_ids.tolist())])
 
     num_cats = len(cat_index)
     stats = PQStats.zeros(num_cats)
@@ -284,11 +297,14 @@ class PanopticEvaluator:
     """
 
     def __init__(self, *, categories: Sequence[Mapping[str, Any]]) -> None:
+        if not all(isinstance(c, Mapping) and "id" in c for c in categories):
+            bad = next(c for c in categories if not (isinstance(c, Mapping) and "id" in c))
+            raise ValueError(f"a category is {bad!r:.60}, not an object with an 'id'")
         self.categories = [dict(c) for c in categories]
         for c in self.categories:  # (read by the summary, after every image is scored: checked first)
             if c.get("isthing") not in (0, 1):
                 raise ValueError(f"category {c.get('id')!r} needs 'isthing' (1 for things, 0 for stuff)")
-        self.cat_index = {int(c["id"]): i for i, c in enumerate(self.categories)}
+        self.cat_index = {json_integer(c["id"]): i for i, c in enumerate(self.categories)}
         if len(self.cat_index) != len(self.categories):
             raise ValueError("categories: duplicated category ids")
         self.reset()

@@ -101,9 +101,10 @@ class SemanticEvaluator:
         """Metrics over everything seen (after ``synchronize``: over all processes).
 
         Returns:
-            ``mIoU``, ``fwIoU``, ``mACC``, ``pACC``: floats in percent (NaN only when no labelled pixel was seen,
-            as detectron2); ``IoU``, ``ACC``: lists of length K in percent, ``None`` for a class without ground-truth
-            pixels (detectron2 reports NaN there; None keeps metrics.json valid JSON); ``miou_formula``: the name.
+            ``mIoU``, ``fwIoU``, ``mACC``, ``pACC``: floats in percent (when no labelled pixel was seen, NaN but
+            fwIoU 0, as detectron2's); ``IoU``, ``ACC``: lists of length K in percent, ``None`` for a class without
+            ground-truth pixels (detectron2 reports NaN there; None keeps metrics.json valid JSON); ``miou_formula``:
+            the name.
         """
         conf = self._conf if self._synced is None else self._synced
         return semantic_metrics(conf, miou_formula=self.miou_formula)
@@ -132,7 +133,7 @@ def semantic_metrics(conf: np.ndarray, *, miou_formula: str = "d2_2021") -> dict
     with np.errstate(invalid="ignore", divide="ignore"):
         miou = iou[in_gt].sum() / n_iou if n_iou else np.nan
         macc = acc[in_gt].sum() / in_gt.sum() if in_gt.any() else np.nan
-        fwiou = (iou[in_gt] * (pos_gt[in_gt] / total)).sum() if total > 0 else np.nan
+        fwiou = (iou[in_gt] * (pos_gt[in_gt] / total)).sum()  # (0 with no labelled pixel: detectron2 sums none)
         pacc = tp.sum() / total if total > 0 else np.nan
 
     def per_class(values: np.ndarray) -> list[float | None]:
