@@ -652,3 +652,13 @@ def test_categories_that_are_not_objects_and_unnamed_prediction_categories(tmp_p
     argv = _tiny_panoptic(tmp_path, gt, [dict(gt[0])])
     (tmp_path / "pred.json").write_text(json.dumps({"annotations": gt, "categories": [{"id": 7}, {"id": 3}]}))
     assert main(argv) == 0 and json.loads(capsys.readouterr().out)["PQ"] == 100.0
+
+
+def test_semantic_table_leaves_out_classes_without_ground_truth() -> None:
+    """A 3-image set of a 133-class model printed 133 rows, most of them "-"; their count is said instead."""
+    from maskformer.evaluation import format_semantic_table
+
+    result = {"mIoU": 40.0, "fwIoU": 60.0, "mACC": 50.0, "pACC": 70.0, "IoU": [40.0, None, 0.0], "ACC": [50, None, 0]}
+    lines = format_semantic_table(result, class_names=["wall", "sky", "car"]).splitlines()
+    assert [line.split()[0] for line in lines[-3:-1]] == ["wall", "car"]
+    assert lines[-1] == "(1 of 3 classes without ground-truth pixels are left out)"

@@ -49,14 +49,17 @@ def format_panoptic_table(result: Mapping[str, Any]) -> str:
 
 
 def format_semantic_table(result: Mapping[str, Any], class_names: Sequence[str] | None = None) -> str:
-    """Summary metrics (with the paper's PQ^St when ``result`` has ``PQ_St``), then per-class IoU/ACC (percent; ``-``
-    for classes without ground truth)."""
+    """Summary metrics (with the paper's PQ^St when ``result`` has ``PQ_St``), then per-class IoU/ACC (percent) of
+    the classes with ground-truth pixels; a line counts the others (all 133 COCO rows for a 3-image set were mostly
+    ``-``), which metrics.json lists as null."""
     rows = [[k, result[k]] for k in ("mIoU", "fwIoU", "mACC", "pACC")]
     if isinstance(result.get("PQ_St"), Mapping):
         rows += [[f"{k}^St", result["PQ_St"][k]] for k in ("PQ", "SQ", "RQ") if k in result["PQ_St"]]
     summary = format_table(["metric", "value"], rows)
     names = class_names if class_names is not None else [str(i) for i in range(len(result["IoU"]))]
-    per_class = format_table(
-        ["class", "IoU", "ACC"], [[n, i, a] for n, i, a in zip(names, result["IoU"], result["ACC"])]
-    )
+    rows = [[n, i, a] for n, i, a in zip(names, result["IoU"], result["ACC"]) if i is not None or a is not None]
+    per_class = format_table(["class", "IoU", "ACC"], rows)
+    absent = len(result["IoU"]) - len(rows)
+    if absent:
+        per_class += f"\n({absent} of {len(result['IoU'])} classes without ground-truth pixels are left out)"
     return f"{summary}\n\n{per_class}"
