@@ -397,18 +397,27 @@ def test_two_picks_a_strip_and_a_result_the_page_cannot_decode(browser, server, 
 
 def test_a_server_that_cannot_be_reached_is_said_and_nothing_half_shown(browser, server, tmp_path) -> None:
     """/api/info failing once left "loading…" for good, and an upload then made a broken card plus an error card."""
+    import time
+
     from selenium.webdriver.common.by import By
 
     browser.execute_cdp_cmd("Network.enable", {})
     browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/api/info"]})
     browser.get(server + "/")
     _scene(tmp_path / "photo.png")
-    browser.find_element(By.ID, "files").send_keys(str(tmp_path / "photo.png"))
     wait = _wait(browser)
+    wait.until(lambda d: "cannot be reached" in d.find_element(By.ID, "model").text)  # (after its last try)
+    browser.find_element(By.ID, "files").send_keys(str(tmp_path / "photo.png"))
     wait.until(lambda d: "not sent" in d.find_element(By.ID, "status").text)
-    wait.until(lambda d: "cannot be reached" in d.find_element(By.ID, "model").text)
     assert not browser.find_elements(By.CSS_SELECTOR, ".card")
-    browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})  # back: the next pick is sent
+    # back while the page still tries: the next pick is sent, and the page's own later try adds nothing twice
+    browser.get(server + "/")
+    browser.find_element(By.ID, "files").send_keys(str(tmp_path / "photo.png"))
+    wait.until(lambda d: "not sent" in d.find_element(By.ID, "status").text)
+    browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
     browser.find_element(By.ID, "files").send_keys(str(tmp_path / "photo.png"))
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".card[data-done='1']")) == 1)
     assert len(browser.find_elements(By.CSS_SELECTOR, ".card")) == 1
+    time.sleep(10)  # (the page's own tries: 1 + 2 + 3 + 4 s apart)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#task option")) == 2
+    assert "classes" in browser.find_element(By.ID, "model").text
