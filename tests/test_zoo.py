@@ -39,12 +39,18 @@ class _Mirror:
     Content-Length announces the whole file, as a dropped connection would look)."""
 
     def __init__(self, root: Path) -> None:
-        self.root, self.truncate, self.stall, self.requests = root, set(), set(), []
+        self.root, self.truncate, self.stall, self.loop, self.requests = root, set(), set(), set(), []
         mirror = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
                 mirror.requests.append(self.path)
+                if self.path in mirror.loop:  # (a redirect to itself: urllib gives up after 10)
+                    self.send_response(302)
+                    self.send_header("Location", self.path)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 file = mirror.root / self.path.lstrip("/")
                 if not file.is_file():
                     self.send_error(404)
@@ -441,6 +447,43 @@ def test_a_damaged_cache_entry_says_it_is_the_cached_copy(tmp_path: Path, monkey
     flipped[at] ^= 0xFF
     cached.write_bytes(bytes(flipped))
     with pytest.raises(CheckpointError, match=rf"the cached copy of {name} is damaged .*delete it"):
+        maskformer.from_pretrained(name)
+    # changed bytes in the archive's end record that Python's zipfile lets pass and torch does not (it said only
+    # "the file is truncated or corrupt (incomplete archive)")
+    flipped = bytearray(whole)
+    flipped[-30] ^= 0xFF
+    flipped[-29] ^= 0xFF
+    cached.write_bytes(bytes(flipped))
+    with pytest.raises(CheckpointError, match=rf"the cached copy of {name} is damaged .*delete it"):
+        maskformer.from_pretrained(name)
+
+
+def test_a_cache_folder_given_with_a_tilde_is_in_the_home_folder(tmp_path: Path, monkeypatch) -> None:
+    """MASKFORMER_CACHE='~/mf' (quoted in a unit file or .env: the shell does not expand it) made a folder named "~"
+    in the current folder."""
+    from maskformer import zoo
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MASKFORMER_CACHE", "~/mf")
+    assert zoo.cache_dir() == tmp_path / "home" / "mf"
+    monkeypatch.setenv("MASKFORMER_CONFIGS", "~/configs")
+    with pytest.raises(CheckpointError, match=r"MASKFORMER_CONFIGS=\S+/home/configs: not a folder"):
+        zoo._config_folders()
+    (tmp_path / "home" / "configs").mkdir(parents=True)
+    assert zoo._config_folders() == [tmp_path / "home" / "configs"]
+
+
+def test_a_redirect_loop_and_a_mirror_without_its_scheme_are_one_line(mirror: _Mirror, tmp_path: Path) -> None:
+    """urllib's reason for a redirect loop is three lines: only "(HTTP 302 The HTTP server returned ..." was shown,
+    without its end or the advice; a mirror given as a folder said only "unknown url type"."""
+    name = "ade20k-150/per_pixel_baseline_R50_bs16_160k"
+    mirror.loop.add(_publish(mirror, name, {"x": np.zeros(10, np.float32)}))
+    with pytest.raises(CheckpointError) as looped:
+        maskformer.from_pretrained(name)
+    text = str(looped.value)
+    assert "\n" not in text and "(HTTP 302 " in text and text.endswith("or give the file itself"), text
+    mirror.monkeypatch.setenv("MASKFORMER_ZOO_URL", str(mirror.root))
+    with pytest.raises(CheckpointError, match=r"a mirror is an http://, https:// or file:///folder address\)"):
         maskformer.from_pretrained(name)
 
 

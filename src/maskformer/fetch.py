@@ -46,6 +46,15 @@ class _Local:
         self.file.close()
 
 
+def _advice(url: str, *, answered: bool) -> str:
+    """What to do when ``url`` cannot be downloaded: check the mirror set, else give the file or set one (without
+    internet, when no server ``answered``)."""
+    if os.environ.get("MASKFORMER_ZOO_URL"):  # (already a mirror: "set a mirror" would point back at it)
+        return f"check the mirror MASKFORMER_ZOO_URL={os.environ['MASKFORMER_ZOO_URL']}, or give the file itself"
+    offline = "" if answered else "without internet, "
+    return f"{offline}give the file {Path(url).name} itself or set MASKFORMER_ZOO_URL to a mirror"
+
+
 def download(url: str, dest: Path, *, what: str) -> str:
     """Stream ``url`` to ``dest`` with a progress bar; the size must equal Content-Length when the server sends it.
     Returns the file's md5 (hex). Writing it may fail too (a full disk): an ``OSError`` naming the model's cache
@@ -65,16 +74,17 @@ def download(url: str, dest: Path, *, what: str) -> str:
     except _WriteFailed as e:  # this machine's fault (a full disk), not the network's: named as a write error
         error = e.args[0]
         raise OSError(error.errno, error.strerror, str(dest.parent.parent)) from None
-    except urllib.error.HTTPError as e:
-        raise CheckpointError(f"{what}: {url}: download failed (HTTP {e.code} {e.reason})") from None
+    except urllib.error.HTTPError as e:  # (urllib's reason for a redirect loop is three lines: one here)
+        reason = " ".join(str(e.reason).split())
+        advice = _advice(url, answered=True)
+        raise CheckpointError(f"{what}: {url}: download failed (HTTP {e.code} {reason}); {advice}") from None
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
         reason = getattr(e, "reason", None) or e
         if isinstance(reason, TimeoutError) or "timed out" in str(reason):
             reason = f"no data for {TIMEOUT:.0f} s, timed out"
-        offline = f"without internet, give the file {Path(url).name} itself or set MASKFORMER_ZOO_URL to a mirror"
-        if os.environ.get("MASKFORMER_ZOO_URL"):  # (already a mirror: that advice would point back at it)
-            offline = f"check the mirror MASKFORMER_ZOO_URL={os.environ['MASKFORMER_ZOO_URL']}, or give the file itself"
-        raise CheckpointError(f"{what}: {url}: download failed ({reason}); {offline}") from None
+        if str(reason).startswith("unknown url type"):  # (a mirror given as a folder or host without its scheme)
+            reason = f"{reason}: a mirror is an http://, https:// or file:///folder address"
+        raise CheckpointError(f"{what}: {url}: download failed ({reason}); {_advice(url, answered=False)}") from None
     if total is not None and size != total:
         raise CheckpointError(f"{what}: {url}: download truncated ({size} of {total} bytes)")
     return md5.hexdigest()

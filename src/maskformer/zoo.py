@@ -21,6 +21,7 @@ Content-Length, its md5 against the prefix the zoo puts in every file name) and 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -87,7 +88,8 @@ def zoo_table() -> dict[str, ZooEntry]:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("MASKFORMER_CACHE") or Path.home() / ".cache" / "maskformer")
+    # (~ expanded: a quoted MASKFORMER_CACHE='~/x' in a unit file or .env made a folder named "~" in every folder)
+    return Path(os.environ.get("MASKFORMER_CACHE") or Path.home() / ".cache" / "maskformer").expanduser()
 
 
 def zoo_url(entry: ZooEntry) -> str:
@@ -97,7 +99,7 @@ def zoo_url(entry: ZooEntry) -> str:
 def _config_folders() -> list[Path]:
     """Where the zoo's configs are looked for: ``MASKFORMER_CONFIGS`` alone when set (a folder, else a one-line
     error), else the ``configs/`` beside ``src/`` in a source checkout, then ``./configs``."""
-    env = os.environ.get("MASKFORMER_CONFIGS")
+    env = os.path.expanduser(os.environ.get("MASKFORMER_CONFIGS", ""))
     if env:
         if not Path(env).is_dir():
             raise CheckpointError(
@@ -231,13 +233,19 @@ def _local_converted(path: Path, stamp: str, make) -> Path:
 
 
 def _damaged(out: Path) -> bool:
-    """Whether a cached checkpoint is cut (a checkpoint is a zip archive whose directory is at the end) or a member
-    fails its checksum."""
+    """Whether a cached checkpoint is cut (a checkpoint is a zip archive whose directory is at the end), a member
+    fails its checksum, or torch cannot open it (a changed byte in the archive's end record that Python's zipfile
+    lets pass: ~20 ms for 165 MB, memory-mapped)."""
+    import torch
+
     from .engine.checkpoint import damaged_archive
 
     try:
-        return not zipfile.is_zipfile(out) or damaged_archive(out) is not None
-    except OSError:
+        if not zipfile.is_zipfile(out) or damaged_archive(out) is not None:
+            return True
+        torch.load(out, map_location="cpu", mmap=True, weights_only=True)
+        return False
+    except Exception:  # (whatever torch says: the copy is not a checkpoint it reads)
         return True
 
 
@@ -307,11 +315,14 @@ def _write(out: Path, make, *, what: str) -> Path:
     try:
         with terminate_as_interrupt(), atomic_path(out, suffix=".pt.tmp") as tmp:
             make(tmp)
-    except BaseException:
+    except BaseException as e:
         folder, root = out.parent, cache_dir()
         while root in folder.parents and folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()  # the name's folders (zoo/ade20k-150/swin/..., hub/owner/...) are left only when used
             folder = folder.parent
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):  # (what, and where else it can go)
+            raise OSError(e.errno, f"{e.strerror} (for {what}: free space there, or set MASKFORMER_CACHE to a folder "
+                          "with room)", e.filename) from None  # fmt: skip
         raise
     return out
 
