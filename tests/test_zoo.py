@@ -431,7 +431,7 @@ def test_a_stalled_download_says_how_long_it_waited(mirror: _Mirror, tmp_path: P
     assert not list((tmp_path / "cache").rglob("*.pt"))
 
 
-def test_a_damaged_cache_entry_says_it_is_the_cached_copy(tmp_path: Path, monkeypatch) -> None:
+def test_a_damaged_cache_entry_says_it_is_the_cached_copy(tmp_path: Path, monkeypatch, capsys) -> None:
     """A truncated cached model.pt was named only as "model.pt: the file is truncated or corrupt"."""
     monkeypatch.setenv("MASKFORMER_CACHE", str(tmp_path / "cache"))
     name = "ade20k-150/per_pixel_baseline_R50_bs16_160k"
@@ -456,6 +456,9 @@ def test_a_damaged_cache_entry_says_it_is_the_cached_copy(tmp_path: Path, monkey
     cached.write_bytes(bytes(flipped))
     with pytest.raises(CheckpointError, match=rf"the cached copy of {name} is damaged .*delete it"):
         maskformer.from_pretrained(name)
+    assert main(["models", "--json"]) == 0  # (it said cached: yes)
+    [row] = [r for r in json.loads(capsys.readouterr().out) if r["name"] == name]
+    assert not row["cached"] and row["cached_damaged"]
 
 
 def test_a_cache_folder_given_with_a_tilde_is_in_the_home_folder(tmp_path: Path, monkeypatch) -> None:
@@ -485,6 +488,27 @@ def test_a_redirect_loop_and_a_mirror_without_its_scheme_are_one_line(mirror: _M
     mirror.monkeypatch.setenv("MASKFORMER_ZOO_URL", str(mirror.root))
     with pytest.raises(CheckpointError, match=r"a mirror is an http://, https:// or file:///folder address\)"):
         maskformer.from_pretrained(name)
+
+
+def test_names_that_are_nearly_right_or_not_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A typo of a listed name that looks like a Hub id was asked of the Hub and said only that (no suggestion); a
+    pasted leading space sent the zoo name to the Hub; None and "" were looked up as files."""
+    monkeypatch.setenv("MASKFORMER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # (the Hub is not asked: its empty cache answers)
+    monkeypatch.setenv("MASKFORMER_ZOO_URL", "http://127.0.0.1:9")  # (a download fails at once)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointError, match=r"did you mean ade20k-150/maskformer_R50_bs16_160k\? `maskformer models"):
+        maskformer.from_pretrained("ade20k/maskformer_R50_bs16_160k")
+    with pytest.raises(CheckpointError, match=r"did you mean facebook/maskformer-swin-tiny-ade\?"):
+        maskformer.from_pretrained("facebook/maskformer-swin-tiny-adee")
+    with pytest.raises(CheckpointError, match=r"^ade20k-150/maskformer_R50_bs16_160k: http://127.0.0.1:9/"):
+        maskformer.from_pretrained(" ade20k-150/maskformer_R50_bs16_160k")  # (the zoo's name: downloaded)
+    with pytest.raises(CheckpointError, match="an empty model name"):
+        maskformer.from_pretrained("")
+    for wrong in (None, 123):
+        with pytest.raises(TypeError, match="a model is a name, Hub id or path"):
+            maskformer.from_pretrained(wrong)
 
 
 def test_unknown_names_are_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -151,7 +151,11 @@ def _zoo_names() -> set[str]:
 
 def resolve_model(name_or_path: str | Path) -> Path:
     """A local checkpoint for any model reference (module docstring); downloads and converts once."""
-    text = str(name_or_path)
+    if not isinstance(name_or_path, str | os.PathLike):
+        raise TypeError(f"a model is a name, Hub id or path (str or Path), got {type(name_or_path).__name__}")
+    text = os.fspath(name_or_path)
+    if not text.strip():
+        raise CheckpointError("an empty model name: give a checkpoint, a name of `maskformer models` or a Hub id")
     path = Path(text)
     entries = zoo_table()
     by_file = {e.file_name: e for e in entries.values() if not e.hub}
@@ -173,7 +177,7 @@ def resolve_model(name_or_path: str | Path) -> Path:
                 raise CheckpointError(f"{path}: a training run's folder: give its checkpoint, e.g. {run[0]}")
             raise CheckpointError(f"{path}: a folder without config.json (not a transformers save_pretrained folder)")
         return _local_converted(path, _folder_stamp(path), lambda tmp: _convert_hf(path, tmp))
-    entry = entries.get(text.removesuffix(".yaml"))
+    entry = entries.get(text.strip().removesuffix(".yaml"))  # (" ade20k-150/..." pasted with a space is the name)
     if entry is not None and not entry.hub:
         return _converted(entry.name, lambda out: _download_and_convert(entry, out))
     zoo_folders = {n.split("/")[0] for n in _zoo_names()}
@@ -192,7 +196,15 @@ def resolve_model(name_or_path: str | Path) -> Path:
         note = f"; a Hub id owner/name is looked up only when no folder {path.parent} is here" if hub else ""
         raise CheckpointError(f"{text}: no such file or folder{hint}{note}")
     if text.count("/") == 1 and not text.startswith((".", "/")) and not path.suffix:
-        return _hub_converted(text)
+        try:
+            return _hub_converted(text.strip())
+        except CheckpointError as e:  # (a typo of a listed name, e.g. ade20k/... or ...-adee, was asked of the Hub)
+            import difflib
+
+            close = difflib.get_close_matches(text.strip(), sorted(entries), n=1, cutoff=0.8)
+            if not close:
+                raise
+            raise CheckpointError(f"{e} (did you mean {close[0]}? `maskformer models` lists the names)") from None
     raise CheckpointError(
         f"{text}: no such file, and not a model name (`maskformer models` lists them; Hub ids look like owner/name)"
     )
@@ -222,7 +234,7 @@ def _local_converted(path: Path, stamp: str, make) -> Path:
     key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
     out = cache_dir() / "local" / f"{key}-{stamp}.pt"
     if out.is_file():
-        if not _damaged(out):
+        if not damaged_copy(out):
             return out
         out.unlink()  # a damaged copy (cut by a full disk, say): its source is here, convert it again
     written = _write(out, make, what=str(path))
@@ -232,7 +244,7 @@ def _local_converted(path: Path, stamp: str, make) -> Path:
     return written
 
 
-def _damaged(out: Path) -> bool:
+def damaged_copy(out: Path) -> bool:
     """Whether a cached checkpoint is cut (a checkpoint is a zip archive whose directory is at the end), a member
     fails its checksum, or torch cannot open it (a changed byte in the archive's end record that Python's zipfile
     lets pass: ~20 ms for 165 MB, memory-mapped)."""
@@ -250,8 +262,8 @@ def _damaged(out: Path) -> bool:
 
 
 def _check_cached(out: Path, name: str) -> None:
-    """A ``CheckpointError`` saying to delete the cached copy of ``name`` when it is ``_damaged``."""
-    if not _damaged(out):
+    """A ``CheckpointError`` saying to delete the cached copy of ``name`` when it is ``damaged_copy``."""
+    if not damaged_copy(out):
         return
     raise CheckpointError(f"{out}: the cached copy of {name} is damaged (not a complete checkpoint): delete it, "
                           "and the next use downloads and converts it again")  # fmt: skip
