@@ -893,3 +893,24 @@ def test_a_damaged_cached_conversion_of_a_local_pkl_is_made_again(tmp_path: Path
     again = maskformer.from_pretrained(local).state_dict()
     assert all(torch.equal(a, b) for a, b in zip(first.values(), again.values()))
     assert [p.name for p in (tmp_path / "cache" / "local").iterdir()] == [cached.name]
+
+
+def test_a_local_pkl_rewritten_with_its_old_time_and_size_is_converted_again(tmp_path: Path, monkeypatch) -> None:
+    """The cache key of a local .pkl was its modification time and size: new weights of the same architecture copied
+    over it keeping the old time (`cp -p`, `rsync -a`) gave the old conversion, silently."""
+    import os
+
+    config = _tiny_zoo_config(tmp_path, monkeypatch)
+    monkeypatch.setenv("MASKFORMER_CACHE", str(tmp_path / "cache"))
+    local = tmp_path / zoo_table()[R50].file_name
+    save_pkl({"model": _original_layout(config)}, local)
+    first = maskformer.from_pretrained(local).state_dict()
+    before = local.stat()
+    doubled = {k: v * 2 if v.dtype == np.float32 else v for k, v in _original_layout(config).items()}
+    save_pkl({"model": doubled}, tmp_path / "new.pkl")
+    assert (tmp_path / "new.pkl").stat().st_size == before.st_size
+    local.write_bytes((tmp_path / "new.pkl").read_bytes())
+    os.utime(local, ns=(before.st_atime_ns, before.st_mtime_ns))  # (as cp -p leaves it)
+    again = maskformer.from_pretrained(local).state_dict()
+    changed = [k for k in first if first[k].is_floating_point() and first[k].abs().sum() > 0]
+    assert changed and all(torch.equal(again[k], 2 * first[k]) for k in changed)

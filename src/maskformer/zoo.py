@@ -161,8 +161,8 @@ def resolve_model(name_or_path: str | Path) -> Path:
     by_file = {e.file_name: e for e in entries.values() if not e.hub}
     if path.is_file():
         if path.suffix == ".pkl" and path.name in by_file:  # (cached by this file, not as the zoo name's weights)
-            info = path.stat()
-            return _local_converted(path, f"{info.st_mtime_ns ^ info.st_size}", lambda out: _convert_pkl(
+            stamp = hashlib.sha256(repr(_file_stamp(path)).encode()).hexdigest()[:16]
+            return _local_converted(path, stamp, lambda out: _convert_pkl(
                 path, zoo_config(by_file[path.name].name), out))  # fmt: skip
         if path.suffix == ".pkl":
             raise CheckpointError(
@@ -221,16 +221,23 @@ def from_pretrained(name_or_path: str | Path, map_location: str = "cpu"):
 # ----- cache, download, conversion -----
 
 
+def _file_stamp(path: Path) -> tuple[int, int, int]:
+    """A file as the cache sees it: size, modification and change times. The change time is set by every write and
+    cannot be carried over, so weights of the same size copied in with an old modification time (``cp -p``,
+    ``rsync -a``, ``tar x``) are new too; a rename or chmod converts once more, which costs only time."""
+    info = path.stat()
+    return info.st_size, info.st_mtime_ns, info.st_ctime_ns
+
+
 def _folder_stamp(folder: Path) -> str:
-    """A folder's contents as the cache sees them: every file's name, size and modification time (the newest time
-    alone missed weights copied in with an older one, as ``cp -p``, ``rsync -a`` and ``tar x`` keep it)."""
-    files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file())
+    """A folder's contents as the cache sees them: every file's name and ``_file_stamp``."""
+    files = sorted((p.name, *_file_stamp(p)) for p in folder.iterdir() if p.is_file())
     return hashlib.sha256(repr(files).encode()).hexdigest()[:16]
 
 
 def _local_converted(path: Path, stamp: str, make) -> Path:
-    """The cached conversion of a local file or folder, keyed by its resolved path and ``stamp`` (its modification
-    time and size, or ``_folder_stamp``): a changed file is converted again, and one entry per path is kept."""
+    """The cached conversion of a local file or folder, keyed by its resolved path and ``stamp`` (of its
+    ``_file_stamp``, or ``_folder_stamp``): a changed file is converted again, and one entry per path is kept."""
     key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
     out = cache_dir() / "local" / f"{key}-{stamp}.pt"
     if out.is_file():
