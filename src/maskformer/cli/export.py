@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if h <= 0 or w <= 0 or h % 32 or w % 32:
         raise UserError(f"--size: H and W must be positive multiples of 32, got {h} {w}")
     import importlib.util
+    import sys
 
     for module in ("onnx", "onnxscript", "onnxruntime"):  # (torch's exporter and the check need all three)
         if importlib.util.find_spec(module) is None:
@@ -90,8 +91,12 @@ def run(args: argparse.Namespace) -> int:
 
     if not isinstance(model, MaskFormer):
         raise UserError(f"{source}: only MaskFormer models (pred_logits/pred_masks) can be exported")
+
+    def say(step: str) -> None:  # (minutes without a word looked like a hang)
+        print(f"maskformer export: {step}", file=sys.stderr, flush=True)
+
     report = export_onnx(model.eval(), args.output, height=h, width=w, opset=args.opset, dynamic=not args.static,
-                         tolerance=args.tolerance)  # fmt: skip
+                         tolerance=args.tolerance, progress=say)  # fmt: skip
     shapes = "dynamic H/W (multiples of 32)" if report.dynamic else f"static {h}x{w}"
     print(
         f"wrote {report.path} (opset {report.opset}, {shapes}); onnxruntime vs PyTorch max |diff| "

@@ -204,7 +204,12 @@ def config_from_hf(hf: dict, *, source: str, base: Config | None = None) -> HFTr
     m.meta_arch, m.num_classes, m.weights = "maskformer", len(classes), ""
     m.pixel_decoder, m.norm, m.transformer_in_feature = "fpn", "GN", "res5"
     m.convs_dim, m.mask_dim = int(top("fpn_feature_size")), int(top("mask_feature_size"))
-    m.enc_layers, m.pre_norm, m.enforce_input_proj = 0, False, False
+    # enforce_input_proj is the same network as transformers' whenever the channels differ (it projects then): the
+    # config given (or stored by `to-hf`) keeps its value there, so a round trip gives back the same settings
+    b = m.backbone
+    res5 = b.embed_dim * 8 if b.type == "swin" else b.width_per_group * 32
+    keep = base is not None and base.model.enforce_input_proj and res5 != m.hidden_dim
+    m.enc_layers, m.pre_norm, m.enforce_input_proj = 0, False, keep
     loss = cfg.loss
     loss.class_weight = float(top("cross_entropy_weight"))
     loss.mask_weight = float(top("mask_weight"))

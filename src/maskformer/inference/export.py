@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,6 +155,7 @@ def export_onnx(
     verify: bool = True,
     seed: int = 0,
     tolerance: float | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> ExportReport:
     """Export ``model`` (a MaskFormer) to ``output`` atomically (temporary file in the same folder, then rename).
 
@@ -162,7 +164,9 @@ def export_onnx(
     onnxruntime on a seeded random input of (height, width) and compared with the PyTorch lean forward; with a
     ``tolerance`` a larger max |difference| (divided by max(1, max |output|) per output: float32 rounding grows with
     the values, as in the large activations of random weights) is a ``UserError`` and no file is written.
+    ``progress`` is told each step as it starts (tracing takes minutes on a small CPU).
     """
+    say = progress or (lambda step: None)
     if height % 32 or width % 32:
         raise ValueError(f"export size must be a multiple of 32, got {height}x{width}")
     output = Path(output)  # (atomic_path makes the missing folders, and removes them again when the export fails)
@@ -170,10 +174,13 @@ def export_onnx(
     example = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(seed))
     with atomic_path(output, suffix=".onnx") as tmp:
         diffs: dict[str, tuple[float, float]] = {}
+        shapes = "any height and width (multiples of 32)" if dynamic else f"{height}x{width}"
+        say(f"tracing the model for inputs of {shapes} (torch.export; this takes minutes on a small CPU)")
         try:
             written = _export(lean, example, tmp, opset, dynamic)
             if dynamic and verify:  # the dynamic graph must run at the export size and at another one (a Swin
                 # graph once kept a trace-time window count and failed in onnxruntime at every size)
+                say("running the graph with onnxruntime at two sizes")
                 diffs = _differences(tmp, model, example)
                 other = torch.randn(1, 3, height + 32, width + 64, generator=torch.Generator().manual_seed(seed + 1))
                 verify_onnx(tmp, model, other)
@@ -181,8 +188,10 @@ def export_onnx(
             if not dynamic:
                 raise
             dynamic, diffs = False, {}
+            say(f"the graph of any size failed: tracing one for {height}x{width} inputs")
             written = _export(lean, example, tmp, opset, dynamic)
         if verify and not diffs:
+            say("comparing onnxruntime with PyTorch")
             try:
                 diffs = _differences(tmp, model, example)
             except Exception as e:  # noqa: BLE001 - onnxruntime's errors (e.g. an opset it does not know)
