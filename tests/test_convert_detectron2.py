@@ -484,3 +484,21 @@ def test_a_checkpoint_saved_without_meta_keeps_its_configs_class_table(tmp_path)
     save_checkpoint(tmp_path / "folder.pt", cfg=cfg, model=maskformer.build_model(cfg))
     _, _, meta = load_model_and_config(tmp_path / "folder.pt")
     assert meta.classes[0] == "class 0"
+
+
+def test_a_config_that_differs_from_the_runs_says_which_setting_to_change(tmp_path, capsys) -> None:
+    """A run's classes (from its data) and BatchNorm (trained from scratch) are not in the YAML it started from:
+    converting its .pkl back with that YAML listed shape mismatches and unconsumed counters, without the fix."""
+    cfg = _tiny_cfg(**{"model.backbone.norm": "BN", "model.num_classes": 6})
+    save_checkpoint(tmp_path / "run.pt", cfg=cfg, model=maskformer.build_model(cfg))
+    assert main(["convert", "to-detectron2", str(tmp_path / "run.pt"), str(tmp_path / "run.pkl")]) == 0
+    started = _tiny_cfg(**{"model.backbone.norm": "FrozenBN", "model.num_classes": 3})
+    save_config(started, tmp_path / "started.yaml")
+    capsys.readouterr()
+    argv = ["convert", "detectron2", str(tmp_path / "run.pkl"), str(tmp_path / "back.pt"), "--config"]
+    assert main([*argv, str(tmp_path / "started.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "add --set model.num_classes=6" in err, err
+    assert "add --set model.backbone.norm=BN; or give the run's own config.yaml" in err, err
+    fixed = ["--set", "model.num_classes=6", "--set", "model.backbone.norm=BN"]
+    assert main([*argv, str(tmp_path / "started.yaml"), *fixed]) == 0

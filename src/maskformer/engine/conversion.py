@@ -140,7 +140,7 @@ def convert_detectron2(
     from ..build.datasets import check_dataset_name
     from ..config import load_config
     from ..convert.detectron2 import convert_detectron2_state, zoo_file_configs
-    from ..errors import UserError
+    from ..errors import CheckpointError, UserError
 
     if not config:
         hint = zoo_file_configs().get(Path(source).name)
@@ -149,12 +149,33 @@ def convert_detectron2(
     cfg = load_config(config, overrides)
     check_dataset_name(cfg)  # (its class names go into the checkpoint: a typo gave "class 0", "class 1", ...)
     model = _meta_model(cfg)
-    state = convert_detectron2_state(source, model.state_dict())
+    try:
+        state = convert_detectron2_state(source, model.state_dict())
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}{_config_hint(str(e), cfg)}") from None
     table = _config_table(cfg)
     fits = table is not None and table.num_classes == cfg.model.num_classes
     classes = table.classes if fits else [f"class {i}" for i in range(cfg.model.num_classes)]
     _save(output, cfg, model, state, _meta_dict(classes, table), source)
     return f"converted {len(state)} tensors: {source} -> {output} (config {config})"
+
+
+def _config_hint(problem: str, cfg: Config) -> str:
+    """What to change when the weights do not fit the config given: its class count or its backbone's norm (the two
+    settings a run changes without changing the YAML it started from)."""
+    import re
+
+    hints = []
+    counted = re.search(r"class_embed\.weight \((\d+),", problem)
+    if counted and int(counted.group(1)) - 1 != cfg.model.num_classes:
+        hints.append(f"the weights have {int(counted.group(1)) - 1} classes, the config {cfg.model.num_classes}: add "
+                     f"--set model.num_classes={int(counted.group(1)) - 1}")  # fmt: skip
+    if "num_batches_tracked" in problem and cfg.model.backbone.norm != "BN":
+        hints.append(f"the weights hold BatchNorm counters, the config's backbone norm is {cfg.model.backbone.norm}: "
+                     "add --set model.backbone.norm=BN")  # fmt: skip
+    if not hints:
+        return ""
+    return f" ({'; '.join(hints)}; or give the run's own config.yaml, which has both)"
 
 
 CARRIED = "maskformer"  # config.json key under which `to-hf` stores this project's config and class table
