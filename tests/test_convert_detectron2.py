@@ -375,8 +375,12 @@ def test_text_and_cut_files_are_named_in_words_as_the_checkpoint_loader_names_th
     middle = slice(len(whole) // 2, len(whole) // 2 + 8)
     flipped[middle] = bytes(255 - b for b in whole[middle])
     (tmp_path / "flipped.pt").write_bytes(bytes(flipped))
+    save_pkl({"model": {"w": np.zeros((200, 100), np.float32)}}, tmp_path / "whole.pkl")
+    pkl = (tmp_path / "whole.pkl").read_bytes()  # (a download without Content-Length cut short: "unsafe pickle")
+    (tmp_path / "cut.pkl").write_bytes(pkl[: len(pkl) // 2])
     for name, why in (("cut.pt", "the file is truncated or corrupt"), ("notes.pkl", "a text file, not a pickle"),
-                      ("notes.pt", "a text file"), ("flipped.pt", "fails its checksum")):  # fmt: skip
+                      ("notes.pt", "a text file"), ("flipped.pt", "fails its checksum"),
+                      ("cut.pkl", "the file is cut short")):  # fmt: skip
         argv = ["convert", "detectron2", str(tmp_path / name), str(tmp_path / "o.pt"), "--config",
                 str(CONFIGS / "demo.yaml")]  # fmt: skip
         assert main(argv) == 2

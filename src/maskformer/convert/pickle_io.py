@@ -46,6 +46,8 @@ def load_pkl(path: str | Path) -> dict:
     try:
         data = _SafeUnpickler(io.BytesIO(raw), encoding="latin1").load()
     except pickle.UnpicklingError as e:
+        if "truncated" in str(e):  # (an incomplete download or copy, not an unsafe file)
+            raise CheckpointError(f"{path}: the file is cut short ({e}): copy or download it again") from None
         raise CheckpointError(f"{path}: unsafe or invalid pickle: {e}") from None
     except Exception as e:  # truncated or not a pickle at all
         raise CheckpointError(f"{path}: cannot read as a pickle ({type(e).__name__}: {e})") from None
