@@ -914,3 +914,36 @@ def test_a_local_pkl_rewritten_with_its_old_time_and_size_is_converted_again(tmp
     again = maskformer.from_pretrained(local).state_dict()
     changed = [k for k in first if first[k].is_floating_point() and first[k].abs().sum() > 0]
     assert changed and all(torch.equal(again[k], 2 * first[k]) for k in changed)
+
+
+def test_a_damaged_hub_conversion_is_made_again_and_bad_hub_weights_name_the_id(tmp_path: Path) -> None:
+    """A damaged cached conversion of a Hub id said "delete it" though its snapshot was in the Hub cache (a local
+    folder's is made again); weights the Hub gave that cannot be read were named only by their Hub-cache path."""
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("huggingface_hub")
+    torch.manual_seed(0)
+    hf = transformers.MaskFormerForInstanceSegmentation(_tiny_hf_config(transformers)).eval()
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    for name in ("maskformer-tiny", "maskformer-cut"):
+        repo = tmp_path / "hf" / "hub" / f"models--tiny-org--{name}"
+        hf.save_pretrained(repo / "snapshots" / revision)
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text(revision)
+    weights = tmp_path / "hf" / "hub" / "models--tiny-org--maskformer-cut" / "snapshots" / revision
+    weights = weights / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:300])
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    env["MASKFORMER_CACHE"] = str(tmp_path / "c")
+    code = "import maskformer, sys\nprint(maskformer.from_pretrained(sys.argv[1]).cfg.model.num_classes)\n"
+
+    def load(repo_id: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", code, repo_id], env=env, capture_output=True, text=True)
+
+    assert load("tiny-org/maskformer-tiny").stdout.strip() == "2"
+    cached = tmp_path / "c" / "hub" / "tiny-org" / "maskformer-tiny" / "model.pt"
+    cached.write_bytes(cached.read_bytes()[:1000])
+    run = load("tiny-org/maskformer-tiny")
+    assert run.returncode == 0 and run.stdout.strip() == "2", run.stderr
+    run = load("tiny-org/maskformer-cut")
+    assert run.returncode == 1 and "CheckpointError: tiny-org/maskformer-cut: " in run.stderr, run.stderr
+    assert "model.safetensors" in run.stderr.strip().splitlines()[-1]

@@ -399,10 +399,14 @@ def _hub_converted(repo_id: str) -> Path:
             return out
         raise
     if out.is_file() and noted.is_file() and noted.read_text().strip() == folder.name:  # (snapshots/<commit>)
-        _check_cached(out, repo_id)
-        return out
+        if not damaged_copy(out):
+            return out
+        out.unlink()  # a damaged copy: its snapshot is here, so it is converted again (as a local folder's)
     entry = zoo_table().get(repo_id)
     recipe = zoo_config(entry.config) if entry is not None and entry.config else None
-    _write(out, lambda tmp: _convert_hf(folder, tmp, config=recipe), what=repo_id)
+    try:
+        _write(out, lambda tmp: _convert_hf(folder, tmp, config=recipe), what=repo_id)
+    except CheckpointError as e:  # (named by the id asked for: the snapshot's path in the Hub cache alone was not)
+        raise CheckpointError(f"{repo_id}: {e}") from None
     atomic_write_text(noted, folder.name)
     return out
