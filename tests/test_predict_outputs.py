@@ -624,3 +624,12 @@ def test_a_link_beside_its_file_gives_the_results_the_files_own_name(tmp_path: P
     assert main(["predict", str(checkpoint), str(images), "--output-dir", str(out), "--task", "semantic"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["im0_labels.png", "im0_overlay.png"]
     assert "note: alias and " in capfd.readouterr().err
+
+
+def test_a_tiff_of_several_pages_says_only_the_first_is_predicted(tmp_path: Path, capfd) -> None:
+    """A 2-page TIFF gave one result without a word (a QA walk)."""
+    checkpoint, out = _checkpoint(tmp_path / "m.pt"), tmp_path / "out"
+    pages = [Image.fromarray(np.full((40, 56, 3), v, dtype=np.uint8)) for v in (20, 200)]
+    pages[0].save(tmp_path / "scan.tiff", save_all=True, append_images=pages[1:])
+    assert main(["predict", str(checkpoint), str(tmp_path / "scan.tiff"), "--output-dir", str(out)]) == 0
+    assert f"note: {tmp_path / 'scan.tiff'} holds 2 pictures: the first is predicted" in capfd.readouterr().err

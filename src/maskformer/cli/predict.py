@@ -13,6 +13,17 @@ GIF = ".gif"  # one frame: an image; animated: a video
 _OUTPUT_ENDINGS = ("_overlay.mp4", "_overlay.png", "_labels.png", "_panoptic.png")  # what predict writes
 
 
+def _frames(path) -> int:
+    """How many pictures an image file holds (pages of a TIFF, frames of a WebP); 1 when unreadable (named later)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return int(getattr(image, "n_frames", 1))
+    except Exception:  # noqa: BLE001 - unreadable: the image reader names it
+        return 1
+
+
 def _is_video(path) -> bool:
     if path.suffix.lower() in VIDEO_SUFFIXES:
         return True
@@ -135,6 +146,10 @@ def _collect(inputs: list[str], *, recursive: bool = False, output_dir: str = ""
             print(f"maskformer predict: note: {', '.join(others)} and {unique[real][0]} are the same file: "
                   f"predicted once, as {unique[real][1]!r}", file=sys.stderr)  # fmt: skip
     videos = {path for path, _ in unique.values() if _is_video(path)}  # (a GIF is opened to tell)
+    for path, _ in unique.values():  # a multi-page TIFF or an animated WebP: read as its first picture, said so
+        if path.suffix.lower() in {".tif", ".tiff", ".webp"} and (pages := _frames(path)) > 1:
+            print(f"maskformer predict: note: {path} holds {pages} pictures: the first is predicted",
+                  file=sys.stderr)  # fmt: skip
     seen: dict[tuple[bool, str], Path] = {}  # two inputs must not write the same files
     clashes = []
     for path, name in unique.values():
