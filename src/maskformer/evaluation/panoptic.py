@@ -297,13 +297,12 @@ class PanopticEvaluator:
     """
 
     def __init__(self, *, categories: Sequence[Mapping[str, Any]]) -> None:
-        if not all(isinstance(c, Mapping) and "id" in c for c in categories):
-            bad = next(c for c in categories if not (isinstance(c, Mapping) and "id" in c))
-            raise ValueError(f"a category is {bad!r:.60}, not an object with an 'id'")
-        self.categories = [dict(c) for c in categories]
-        for c in self.categories:  # (read by the summary, after every image is scored: checked first)
+        for c in categories:  # (read by the summary, after every image is scored: checked first)
+            if not (isinstance(c, Mapping) and "id" in c):
+                raise ValueError(f"a category is {c!r:.60}, not an object with an 'id'")
             if c.get("isthing") not in (0, 1):
                 raise ValueError(f"category {c.get('id')!r} needs 'isthing' (1 for things, 0 for stuff)")
+        self.categories = [dict(c) for c in categories]
         self.cat_index = {json_integer(c["id"]): i for i, c in enumerate(self.categories)}
         if len(self.cat_index) != len(self.categories):
             raise ValueError("categories: duplicated category ids")
