@@ -627,3 +627,78 @@ def test_panoptic_on_a_model_without_things_says_how_to_serve_it(tmp_path: Path)
     app = build_app(maskformer.Predictor(model, optimize=False, thing_ids=(), task_default="panoptic"))
     status, data = _post_image(app, "a.png", image, fields={"task": "panoptic"})
     assert status == 200 and data["task"] == "panoptic", data
+
+
+def test_ctrl_c_answers_the_waiting_pictures_at_once_and_a_second_one_the_running_one(tmp_path: Path, capsys) -> None:
+    """Ctrl+C kept the server running until every queued picture was segmented (42 s for three 3 MP uploads), saying
+    nothing; a second Ctrl+C then gave the running picture's client uvicorn's plain-text 500 and two tracebacks.
+    Now the waiting pictures are answered 503 (JSON) at once, the one being segmented is finished, a line says so,
+    and a second Ctrl+C answers that one 503 too. The server class of `maskformer serve`, in this process, around a
+    Predictor that segments only when the test lets it."""
+    import signal
+    import threading
+
+    import uvicorn
+
+    import maskformer
+    from maskformer.cli.serve import _server_class
+    from maskformer.serve.app import build_app
+    from serve_helpers import free_port
+
+    go, started = threading.Event(), threading.Event()
+
+    class Held:
+        def __init__(self, predictor) -> None:
+            self.predictor = predictor
+
+        def __getattr__(self, name: str):
+            return getattr(self.predictor, name)
+
+        def __call__(self, *args, **kwargs):
+            started.set()
+            assert go.wait(timeout=60)
+            return self.predictor(*args, **kwargs)
+
+    predictor = Held(maskformer.Predictor.from_checkpoint(_per_pixel_checkpoint(tmp_path / "pp.pt")))
+    port = free_port()
+    for second in (False, True):
+        go.clear(), started.clear()
+        app = build_app(predictor)  # (one per server: its lock belongs to the server's event loop)
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", lifespan="off")
+        server = _server_class(uvicorn.Server)(config)
+        thread = threading.Thread(target=server.run, daemon=True)  # (signals are not set up off the main thread)
+        thread.start()
+        url = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(200):  # bounded: 20 s
+                if server.started:
+                    break
+                time.sleep(0.1)
+            assert server.started
+            pool = ThreadPoolExecutor(3)
+            first = pool.submit(_post, url, {"image": ("first.png", _png(_scenes()[0]))})
+            assert started.wait(timeout=30)
+            waiting = [pool.submit(_post, url, {"image": (f"w{i}.png", _png(_scenes()[i]))}) for i in (1, 2)]
+            for _ in range(100):  # bounded: 10 s, until both wait for the model
+                if app.state.serving.busy == 3:
+                    break
+                time.sleep(0.1)
+            server.handle_exit(signal.SIGINT, None)
+            answers = [w.result(timeout=10) for w in waiting]  # (at once: the running picture is still held)
+            assert all(status == 503 and "the server is stopping" in data["error"] for status, data in answers)
+            assert "stopping after the picture being segmented (2 waiting answered 503" in capsys.readouterr().err
+            if second:
+                server.handle_exit(signal.SIGINT, None)
+                status, data = first.result(timeout=10)
+                assert status == 503 and "first.png: the server was stopped before" in data["error"], data
+                assert server.abandoned
+            else:
+                go.set()
+                status, data = first.result(timeout=30)
+                assert status == 200 and data["task"] == "semantic"
+                assert not server.abandoned
+            pool.shutdown()
+        finally:
+            go.set()
+            server.should_exit = True
+            thread.join(timeout=10)

@@ -42,6 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     import signal
     import sys
 
@@ -80,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"maskformer serve: {args.checkpoint} on http://{host}:{port}/ (Ctrl+C stops)", flush=True)
     # a request whose head stalls is disconnected after --upload-timeout too (uvicorn has no limit of its own there)
     protocol = head_timeout_protocol(args.upload_timeout)
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=port, log_level="warning", http=protocol))
+    config = uvicorn.Config(app, host=args.host, port=port, log_level="warning", http=protocol, lifespan="off")
+    server = _server_class(uvicorn.Server)(config)
     # (not uvicorn.run, which swallows the Ctrl-C it re-raises after the graceful shutdown: the command said nothing
     # and ended with 0; now Ctrl-C is "interrupted", 130, as every command's). uvicorn gives the signal that stopped
     # it to the handler that was set before it ran: a SIGTERM (a service manager's stop) is a normal end, exit 0.
@@ -88,11 +90,37 @@ def run(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, lambda *_: terminated.append(1))
     try:
         server.run()
+    except KeyboardInterrupt:
+        if server.abandoned:  # a second Ctrl+C: the picture being segmented runs on in a thread nothing can stop
+            print("maskformer serve: interrupted", file=sys.stderr, flush=True)
+            os._exit(130)  # (not waited for: its client was answered 503; the server writes no files)
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
     if terminated:
         print("maskformer serve: stopped (SIGTERM)", file=sys.stderr, flush=True)
     return 0
+
+
+def _server_class(base: type) -> type:
+    """``uvicorn.Server`` that tells the app when it is asked to stop: the pictures waiting are answered 503 at once,
+    the one being segmented is finished (said in one line; a second Ctrl+C stops without it)."""
+    import sys
+
+    class Server(base):  # type: ignore[misc, valid-type]
+        abandoned = False  # stopped by a second Ctrl+C while a picture was being segmented
+
+        def handle_exit(self, sig, frame) -> None:  # noqa: ANN001 - uvicorn's signal handler
+            first = not self.should_exit
+            super().handle_exit(sig, frame)
+            state = self.config.app.state.serving
+            state.stop()
+            self.abandoned = self.abandoned or (self.force_exit and state.busy > 0)
+            if first and state.busy:
+                print(f"maskformer serve: stopping after the picture being segmented ({state.busy - 1} waiting "
+                      "answered 503; Ctrl+C again stops without it)", file=sys.stderr, flush=True)  # fmt: skip
+
+    return Server
 
 
 def _check_port(host: str, port: int) -> int:

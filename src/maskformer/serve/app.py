@@ -91,6 +91,40 @@ def offered_tasks(predictor) -> tuple[str, ...]:
     return ("semantic", "panoptic") if _mask_model(predictor) and wanted else ("semantic",)
 
 
+class ServingState:
+    """What the server knows about the app: ``busy`` pictures received and not yet answered (waiting or running);
+    ``stopping`` once it was asked to stop (``stop``): the pictures waiting for the model are then answered 503."""
+
+    def __init__(self) -> None:
+        self.busy = 0
+        self.stopping = False
+        self._stopped = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def stop(self) -> None:
+        """Answer the waiting pictures now (callable from a signal handler or another thread)."""
+        self.stopping = True
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._stopped.set)
+
+    async def take_turn(self, turn: asyncio.Lock) -> bool:
+        """Acquire ``turn`` (the model), or False when the server is stopping first (``turn`` not held then)."""
+        if self.stopping:
+            return False
+        self._loop = asyncio.get_running_loop()
+        acquire = asyncio.ensure_future(turn.acquire())
+        stopped = asyncio.ensure_future(self._stopped.wait())
+        await asyncio.wait({acquire, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not acquire.done():
+            acquire.cancel()  # (asyncio.Lock passes the turn on to the next waiter)
+            return False
+        if self.stopping:
+            turn.release()
+            return False
+        return True
+
+
 def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 20, max_pixels: int = 16_000_000,
               tasks: tuple[str, ...] = (), upload_timeout: float = 30.0):  # fmt: skip
     """A Starlette app serving ``predictor`` (a ``maskformer.Predictor``). ``tasks``: offered on the page and the API
@@ -100,6 +134,7 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
     not offered."""
     lock = threading.Lock()
     turn = asyncio.Lock()  # requests wait here for the model, where a client that has gone can be noticed
+    state = ServingState()
     logging.getLogger("python_multipart").setLevel(logging.ERROR)  # a malformed body is answered with a 400 already
     colors = np.asarray(predictor.colors, dtype=np.uint8)
     names = predictor.class_names
@@ -248,10 +283,17 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
         if image.shape[0] < 1 or image.shape[1] < 1:
             return _error(400, f"{filename}: empty image")
         try:
-            async with turn:
+            state.busy += 1
+            if not await state.take_turn(turn):  # (Ctrl+C: the queue is answered at once, the running one finished)
+                return _error(503, f"{filename}: the server is stopping; this picture was not segmented")
+            try:
                 if await request.is_disconnected():  # (gave up while waiting, e.g. a page closed: no work for it)
                     return Response(status_code=400)
                 return JSONResponse(await run_in_threadpool(infer, image, task, filename, shown_as_is))
+            finally:
+                turn.release()
+        except asyncio.CancelledError:  # a second Ctrl+C stopped the server during this picture: said in JSON
+            return _error(503, f"{filename}: the server was stopped before this picture was segmented")
         except DataError as e:
             return _error(400, str(e))
         except (RuntimeError, MemoryError) as e:  # too large for this machine: the client's picture, the server stays
@@ -259,6 +301,8 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
                 raise
             size = f"{image.shape[1]}x{image.shape[0]}"
             return _error(413, f"{filename} ({size}): {why}: send a smaller picture (or lower --max-megapixels)")
+        finally:
+            state.busy -= 1
 
     routes = [
         Route("/", index),
@@ -279,4 +323,6 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
         # the page and API clients read JSON even when something unforeseen fails; uvicorn logs the traceback
         return _error(500, f"the server failed on this request ({type(exc).__name__}: {exc})")
 
-    return Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error})
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error})
+    app.state.serving = state  # (the server sets .stopping when it is asked to stop; .busy counts the pictures)
+    return app
