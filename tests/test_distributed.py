@@ -126,15 +126,15 @@ def test_torchrun_errors_are_said_once_and_a_stopped_peer_says_why(tmp_path):
     assert "[rank" not in r.stderr and "Connection closed" not in r.stderr
 
 
-def _folder_data(root: Path, bad: set[int]) -> Path:
-    """4 train + 4 val images of 40x48 with two classes; the train labels numbered in ``bad`` hold value 7."""
+def _folder_data(root: Path, bad: set[int], count: int = 4) -> Path:
+    """``count`` train + 4 val images of 40x48 with two classes; the train labels numbered in ``bad`` hold value 7."""
     import numpy as np
     from PIL import Image
 
     root.mkdir(parents=True)
     (root / "classes.json").write_text('{"classes": ["bg", "a"]}')
     for split in ("train", "val"):
-        for i in range(4):
+        for i in range(count if split == "train" else 4):
             labels = np.zeros((40, 48), np.uint8)
             labels[10:30, 5:20] = 1
             if split == "train" and i in bad:
@@ -176,6 +176,15 @@ def test_train_nproc_runs_the_processes_itself_and_says_errors_in_one_line(tmp_p
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         "maskformer train: error: --nproc must be at least 1, got 0"
     ]
+
+    # a training split of one picture for two processes: a traceback from the sampler of process 1 (exit code 1)
+    one = _folder_data(tmp_path / "one", bad=set(), count=1)
+    r = subprocess.run([*base, "--data-root", str(one), "--output-dir", str(tmp_path / "o1")], capture_output=True,
+                       text=True, env=env, timeout=300)  # fmt: skip
+    said = [ln for ln in r.stderr.splitlines() if "error" in ln.lower()]
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert said == ["maskformer train: error: data.train_split=train has 1 sample(s), fewer than the 2 training "
+                    "processes: give it more samples, or train with fewer processes"], r.stderr[-3000:]  # fmt: skip
 
 
 @pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])

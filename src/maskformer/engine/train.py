@@ -150,6 +150,9 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
         except DataError as e:
             raise DataError(f"{e} (data.val_split={cfg.data.val_split} is evaluated during and after training; "
                             "--set train.eval_period=-1 trains without evaluation)") from None  # fmt: skip
+    if len(dataset) < world:  # (each process trains on its own share of every epoch)
+        raise ConfigError(f"data.train_split={cfg.data.train_split} has {len(dataset)} sample(s), fewer than the "
+                        f"{world} training processes: give it more samples, or train with fewer processes")  # fmt: skip
     sampler = InfiniteSampler(len(dataset), seed=t.seed, rank=rank, world_size=world, tag_with_seed=True)
     collate_fn = functools.partial(
         collate,
