@@ -524,3 +524,55 @@ def test_an_unreadable_header_is_named_when_the_batches_are_grouped(tmp_path: Pa
         ds.aspect_group(1)
     assert str(e.value).startswith(f"{bad}: unreadable or corrupt image") and "\n" not in str(e.value)
     assert DATASETS["camvid"](root=str(tmp_path), split="train", skip_bad_samples=True).aspect_group(1) == 1
+
+
+def test_a_landscape_photo_turned_upright_by_its_exif_is_grouped_as_a_portrait(tmp_path: Path) -> None:
+    """Batches are grouped by the shape the image is read in (upright), not by its stored width and height."""
+    _camvid_tree(tmp_path)
+    photo = tmp_path / "train" / "1.png"
+    exif = Image.new("L", (1, 1)).getexif()
+    exif[0x0112] = 6
+    Image.open(photo).save(photo, exif=exif.tobytes())  # (16 x 12 stored, 12 x 16 as read)
+    ds = DATASETS["camvid"](root=str(tmp_path), split="train")
+    assert read_image(photo).shape[:2] == (16, 12) and ds.aspect_group(1) == 1 and ds.aspect_group(0) == 0
+
+
+def test_a_jpeg_label_whose_values_are_all_class_ids_is_refused_too(tmp_path: Path) -> None:
+    """A JPEG label map (named in a train.txt list, or JPEG data named .png) whose blurred values all stayed class ids
+    was read, and trained on classes the file was never drawn with; only an out-of-range value got the JPEG hint."""
+    label = np.full((64, 96), 5, np.uint8)
+    label[10:37, 13:51] = 9
+    for name in ("a.jpg", "b.png"):
+        Image.fromarray(label).save(tmp_path / name, format="JPEG", quality=75)
+        assert set(np.unique(np.asarray(Image.open(tmp_path / name)))) > {5, 9}  # (values in between: wrong classes)
+        with pytest.raises(DataError, match=f"{name}: a JPEG label map: its compression changes the class ids"):
+            read_label(tmp_path / name)
+
+
+def test_a_label_with_an_alpha_channel_is_not_called_colour(tmp_path: Path) -> None:
+    Image.fromarray(np.zeros((4, 4, 2), np.uint8), mode="LA").save(tmp_path / "la.png")
+    with pytest.raises(DataError, match=r"la.png: label file with an alpha channel \(mode LA\).*without transparency"):
+        read_label(tmp_path / "la.png")
+
+
+def test_label_maps_and_panoptic_pngs_are_turned_by_their_exif_orientation_as_images_are(tmp_path: Path) -> None:
+    """An image and its label map saved with the same EXIF orientation (a phone photo and the map drawn over it in a
+    viewer): the image was turned upright and the label read as stored, so they disagreed on half the pixels with no
+    error (detectron2's read_image turns both)."""
+    from PIL import ImageOps
+
+    from maskformer.data.io import read_panoptic_png
+
+    stripes = np.zeros((64, 64), np.uint8)
+    stripes[:, :32] = 1
+    exif = Image.new("L", (1, 1)).getexif()
+    exif[0x0112] = 6
+    Image.fromarray(stripes * 255).convert("RGB").save(tmp_path / "e.jpg", exif=exif.tobytes())
+    Image.fromarray(stripes).save(tmp_path / "e.png", exif=exif.tobytes())
+    Image.fromarray(np.stack([stripes, stripes * 0, stripes * 0], -1)).save(tmp_path / "p.png", exif=exif.tobytes())
+    image = read_image(tmp_path / "e.jpg")[..., 0] > 128
+    label = read_label(tmp_path / "e.png")
+    assert (image == (label == 1)).all()
+    assert (read_panoptic_png(tmp_path / "p.png") == label).all()
+    viewer = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "e.png")))
+    assert (label == viewer).all() and not (label == stripes).all()

@@ -80,6 +80,8 @@ class SegmentationDataset(Dataset):
 
             with Image.open(entry["file_name"]) as image:
                 width, height = image.size
+                if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # (read turned upright: a quarter turn)
+                    width, height = height, width
         except (OSError, ValueError):
             if self.skip_bad_samples:
                 return 1

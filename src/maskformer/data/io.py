@@ -2,8 +2,9 @@
 
 Images are always returned as uint8 RGB ``[H, W, 3]`` (grayscale, palette, RGBA, CMYK and 16-bit images are
 converted, EXIF orientation applied as detectron2's ``read_image`` does). Label maps are returned with their stored
-values (no conversion): a colour file is an error, because silently converting it would train on garbage; a 16-bit
-file is read losslessly, and a value that does not fit the dataset's label depth is an error.
+values (no conversion; turned by an EXIF orientation as images are): a colour or JPEG file is an error, because
+silently converting it would train on garbage; a 16-bit file is read losslessly, and a value that does not fit the
+dataset's label depth is an error.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ..errors import DataError
 from ..fileio import not_a_file, unreadable_reason
@@ -42,6 +43,21 @@ def _open(path: str | Path) -> Image.Image:
     return img
 
 
+def _upright(img: Image.Image) -> Image.Image:
+    """The picture turned by its EXIF orientation, as ``read_image`` turns images (detectron2's ``read_image``, which
+    reads label maps and panoptic PNGs too): a label map saved with a phone photo's tag lies over the photo."""
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+            if img.getexif().get(0x0112, 1) in (1, 0, None):
+                return img
+            turned = ImageOps.exif_transpose(img)
+    except Exception:  # broken EXIF blocks are common; the map is then read as stored, as images are
+        return img
+    turned.format = img.format
+    return turned
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read any image as uint8 RGB ``[H, W, 3]`` with the rule ``predict`` and ``serve`` use too
     (``maskformer.inference.preprocess.pil_to_rgb``: EXIF orientation, grey/palette/RGBA/CMYK -> RGB, 16-bit grey
@@ -51,7 +67,8 @@ def read_image(path: str | Path) -> np.ndarray:
 
 def exif_size_hint(image_path: str | Path, label_hw: tuple[int, ...]) -> str:
     """For a size-mismatch message: ``"; ..."`` when the label has the image's *stored* size and the image's EXIF
-    orientation turns it (images are read upright, as detectron2 reads them; labels as stored), else ``""``."""
+    orientation turns it (images are read upright, as detectron2 reads them; a label without an orientation tag of
+    its own as stored), else ``""``."""
     try:
         with Image.open(image_path) as image:
             stored_w, stored_h = image.size
@@ -80,10 +97,16 @@ def read_label(
     Colour files raise ``DataError``.
     Returns ``[H, W]`` uint8 or uint16.
     """
-    img = _open(path)
+    img = _upright(_open(path))
     mode = img.mode
-    if mode in ("RGB", "RGBA", "LA", "CMYK", "YCbCr"):
+    if img.format in ("JPEG", "MPO"):  # (also JPEG data under another name, or named in a train.txt list)
+        raise DataError(f"{path}: a JPEG label map: its compression changes the class ids at every edge; save label "
+                        "maps as PNG")  # fmt: skip
+    if mode in ("RGB", "RGBA", "CMYK", "YCbCr"):
         raise DataError(f"{path}: colour label file (mode {mode}); expected a single-channel index map")
+    if mode in ("LA", "PA"):
+        raise DataError(f"{path}: label file with an alpha channel (mode {mode}); expected a single-channel index "
+                        "map: save it without transparency")  # fmt: skip
     if mode in _LABEL_MODES_8:
         arr = np.asarray(img, dtype=np.uint8)
         if mode == "P" and class_colors:
@@ -145,7 +168,7 @@ def id2rgb(ids: np.ndarray) -> np.ndarray:
 
 def read_panoptic_png(path: str | Path) -> np.ndarray:
     """Read a COCO-format panoptic PNG (RGB-encoded segment ids) as ``[H, W]`` int64 ids (0 = VOID)."""
-    img = _open(path)
+    img = _upright(_open(path))
     if img.mode not in ("RGB", "RGBA"):
         raise DataError(f"{path}: panoptic PNG must be RGB (segment id = R + 256 G + 256^2 B), got mode {img.mode}")
     return rgb2id(np.asarray(img.convert("RGB"), dtype=np.uint8))
