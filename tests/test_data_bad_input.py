@@ -576,3 +576,49 @@ def test_label_maps_and_panoptic_pngs_are_turned_by_their_exif_orientation_as_im
     assert (read_panoptic_png(tmp_path / "p.png") == label).all()
     viewer = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "e.png")))
     assert (label == viewer).all() and not (label == stripes).all()
+
+
+def _own_categories(root: Path, count: int) -> None:
+    """The JSON of ``_coco_tree`` with ``count`` categories of its own (ids 1000..), segment 5 of the last one, and a
+    second image listed without an annotation."""
+    data = json.loads((root / "pan.json").read_text())
+    data["categories"] = [{"id": 1000 + i, "name": f"c{i}", "isthing": i % 2} for i in range(count)]
+    data["annotations"][0]["segments_info"][0]["category_id"] = 1000 + count - 1
+    data["images"].append({"id": 2, "file_name": "2.jpg"})
+    (root / "pan.json").write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(("count", "ignore"), [(255, 255), (256, 65535), (300, 65535)])
+def test_panoptic_json_with_255_or_more_categories_marks_no_segment_outside_the_classes(tmp_path, count, ignore):
+    """With 255 or more categories the class table kept COCO's ignore value 255, a class's position from 255 on:
+    training such data stopped at "ignore_label must be an integer outside 0..299", which no key could change."""
+    from maskformer.data.panoptic import panoptic_json_meta
+
+    _coco_tree(tmp_path, [0, 5], [5])
+    _own_categories(tmp_path, count)
+    meta = panoptic_json_meta(tmp_path / "pan.json")
+    assert meta.num_classes == count and meta.ignore_label == ignore
+    ds = DATASETS["coco_panoptic"](root=str(tmp_path), split="val", json_file="pan.json", image_dir="images",
+                                   panoptic_dir="panoptic", meta=meta)  # fmt: skip
+    sem = np.asarray(ds[0]["sem_seg"])
+    assert set(np.unique(sem).tolist()) == {count - 1, ignore}  # (segment 5: the last class; id 0: no segment)
+
+
+def test_images_a_panoptic_json_lists_without_annotation_are_said_once(tmp_path: Path, capsys) -> None:
+    """An image listed under 'images' with no annotation was left out of training and evaluation, unsaid (as the
+    original and panopticapi leave it out)."""
+    from conftest import CONFIGS
+    from maskformer.build import build_dataset
+    from maskformer.config import load_config
+
+    _coco_tree(tmp_path, [5], [5])
+    _own_categories(tmp_path, 3)
+    sets = ["data.dataset=coco_panoptic", "data.panoptic_json=pan.json", "data.panoptic_images=images",
+            "data.panoptic_masks=panoptic", f"data.root={tmp_path}", "model.num_classes=3"]  # fmt: skip
+    cfg = load_config(str(CONFIGS / "folder" / "small_panoptic.yaml"), sets)
+    for _ in range(2):
+        assert len(build_dataset(cfg, split="val", train=False)) == 1
+    err = capsys.readouterr().err
+    assert err.count("note:") == 1, err
+    assert f"{tmp_path / 'pan.json'}: 1 image(s) listed under 'images' have no annotation and are left out of the " \
+           "val split (2.jpg)" in err  # fmt: skip

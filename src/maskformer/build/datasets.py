@@ -3,6 +3,8 @@ augmentation (``build_mapper``) and the datasets (``build_dataset``). Re-exporte
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 from ..config import Config
@@ -63,8 +65,6 @@ def fit_classes(cfg: Config, *, explicit: bool = False) -> Config:
     """``cfg`` with ``model.num_classes`` taken from the data's class table (own data: ``classes.json``) when they
     disagree; with ``explicit`` (the user set ``model.num_classes`` on the command line) a disagreement is one
     ``ConfigError`` naming both numbers. Also rejects panoptic training on semantic-only data."""
-    import os
-    import sys
     from dataclasses import replace
 
     d = cfg.data
@@ -145,4 +145,15 @@ def build_dataset(cfg: Config, *, split: str, train: bool, root: str | None = No
             seed=d.synthetic_seed,
             task="panoptic" if cfg.inference.panoptic_on else "semantic",
         )
-    return DATASETS[d.dataset](**kwargs)
+    dataset = DATASETS[d.dataset](**kwargs)
+    left_out = getattr(dataset, "unannotated", ())
+    where = (getattr(dataset, "where", ""), split)
+    if left_out and where not in _SAID and os.environ.get("RANK", "0") in ("", "0"):  # (once per split and process)
+        _SAID.add(where)
+        more = f" and {len(left_out) - 1} more" if len(left_out) > 1 else ""
+        print(f"maskformer: note: {where[0]}: {len(left_out)} image(s) listed under 'images' have no annotation and "
+              f"are left out of the {split} split ({left_out[0]}{more})", file=sys.stderr)  # fmt: skip
+    return dataset
+
+
+_SAID: set[tuple[str, str]] = set()  # (JSON, split) whose images without annotation were noted by build_dataset

@@ -56,6 +56,8 @@ class SegmentationDataset(Dataset):
         )
         self.skip_bad_samples = skip_bad_samples
         self.bad_samples: list[tuple[str, str]] = []
+        self.where = where or meta.name  # (the index file or folder the entries come from, for messages)
+        self.unannotated: list[str] = []  # images an index lists without labels (left out, said by build_dataset)
         self._rng: tuple[int, np.random.Generator] | None = None
 
     def __len__(self) -> int:

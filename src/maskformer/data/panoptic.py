@@ -34,12 +34,15 @@ def load_panoptic_json(
     *,
     semantic_dir: Path | None = None,
     check_files: bool = True,
+    left_out: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Entries from a COCO-panoptic JSON (``annotations`` with ``file_name`` and ``segments_info``).
 
     The image file comes from the JSON ``images`` list when it names the image, else ``<png stem>.jpg``
     (the original's assumption). Unknown category ids raise ``DataError`` naming the JSON file; with
     ``check_files`` so does a missing image or PNG, here rather than when a training step first reads it.
+    ``left_out``: receives the file names of the images listed in ``images`` without an annotation (they are not
+    entries, as in the original and panopticapi).
     """
     if not json_file.is_file():
         raise DataError(f"{json_file}: panoptic JSON not found")
@@ -93,6 +96,9 @@ def load_panoptic_json(
                 if not Path(entry[key]).is_file():
                     raise DataError(f"{entry[key]}: file not found (image {image_id} of {json_file})")
         entries.append(entry)
+    if left_out is not None:
+        annotated = {ann.get("image_id") for ann in annotations if isinstance(ann, dict)}
+        left_out += [str(name) for image_id, name in image_names.items() if image_id not in annotated]
     return entries
 
 
@@ -208,7 +214,9 @@ def panoptic_json_meta(json_file: Path) -> DatasetMeta:
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:  # (a model's classes are found again by name: in eval, eval-predictions, conversions)
         raise DataError(f"{json_file}: two categories are named {twice[0]!r}; give each category its own name")
-    return meta_from_dict({"ignore_label": coco.ignore_label, "classes": categories}, name="coco_panoptic",
+    # the semantic maps made from the segments mark "no segment" with 255, or 65535 when 255 is a class's position
+    ignore = coco.ignore_label if len(categories) <= coco.ignore_label else 65535
+    return meta_from_dict({"ignore_label": ignore, "classes": categories}, name="coco_panoptic",
                           where=f"{json_file}: categories")  # fmt: skip
 
 
@@ -233,11 +241,16 @@ def coco_panoptic(
         raise DataError(f"coco_panoptic: unknown split '{split}' (expected train or val)")
     meta = meta or load_meta("coco_panoptic")
     jf = base / (json_file or f"annotations/panoptic_{split}2017.json")
+    left_out: list[str] = []
     entries = load_panoptic_json(
         jf, base / (image_dir or f"{split}2017"), base / (panoptic_dir or f"panoptic_{split}2017"), meta,
-        check_files=not skip_bad_samples,
+        check_files=not skip_bad_samples, left_out=left_out,
     )  # fmt: skip
-    return PanopticDataset(entries=entries, meta=meta, mapper=mapper, skip_bad_samples=skip_bad_samples, where=str(jf))
+    dataset = PanopticDataset(
+        entries=entries, meta=meta, mapper=mapper, skip_bad_samples=skip_bad_samples, where=str(jf)
+    )
+    dataset.unannotated = left_out  # (said by build_dataset)
+    return dataset
 
 
 def ade20k_panoptic(
@@ -256,10 +269,12 @@ def ade20k_panoptic(
         sem_dir = base / "annotations" / names[split]
         lut, allowed = ((np.arange(256) - 1) % 256).astype(np.uint8), np.arange(256) <= 150
     jf = base / f"ade20k_panoptic_{split}.json"
+    left_out: list[str] = []
     entries = load_panoptic_json(
-        jf, base / "images" / names[split], base / f"ade20k_panoptic_{split}", meta, semantic_dir=sem_dir
-    )
-    return PanopticDataset(
+        jf, base / "images" / names[split], base / f"ade20k_panoptic_{split}", meta, semantic_dir=sem_dir,
+        left_out=left_out,
+    )  # fmt: skip
+    dataset = PanopticDataset(
         entries=entries,
         meta=meta,
         mapper=mapper,
@@ -268,3 +283,5 @@ def ade20k_panoptic(
         sem_allowed=allowed,
         where=str(jf),
     )
+    dataset.unannotated = left_out  # (said by build_dataset)
+    return dataset
