@@ -178,3 +178,24 @@ def test_a_folder_that_cannot_be_made_in_proc_is_named_itself() -> None:
     with pytest.raises(OSError) as e, atomic_folder("/proc/nope"):
         pass
     assert e.value.filename == "/proc/nope"
+
+
+def test_a_file_size_limit_met_by_torch_save_is_the_oserror_naming_the_file(tmp_path: Path) -> None:
+    """Under `ulimit -f` torch.save's zip writer failed to close after the write's EFBIG, and its RuntimeError
+    ("unexpected pos") came out of `train` as a traceback; the free space (above 1 MB) did not say why."""
+    import errno
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, torch\n"
+        "from maskformer.engine.checkpoint import atomic_torch_save\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))\n"
+        "try:\n"
+        f"    atomic_torch_save({{'a': torch.zeros(1_000_000)}}, {str(tmp_path / 'x.pt')!r})\n"
+        "except OSError as e:\n"
+        "    print(e.errno, e.filename)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.split() == [str(errno.EFBIG), str(tmp_path / "x.pt")], r.stderr[-2000:]
+    assert list(tmp_path.iterdir()) == []

@@ -192,7 +192,8 @@ def _free_bytes(folder: Path) -> int:
 def _as_write_errors(target: Path) -> Iterator[None]:
     """Re-raise a writer library's own error for a failed write as the ``OSError`` it stands for, naming ``target``:
     torch.save on a full disk raises ``RuntimeError: [enforce fail at inline_container.cc] unexpected pos``,
-    safetensors a ``SafetensorError: ... (os error 28)``. An error raised while a Ctrl-C (or SIGTERM) unwound the
+    safetensors a ``SafetensorError: ... (os error 28)``; an ``OSError`` it was raised in handling (a file size or
+    quota limit) is the one said. An error raised while a Ctrl-C (or SIGTERM) unwound the
     writer is that interrupt again (torch.save's zip writer then fails to close). Other errors pass unchanged."""
     try:
         yield
@@ -201,6 +202,9 @@ def _as_write_errors(target: Path) -> Iterator[None]:
     except Exception as e:
         if isinstance(e.__context__, KeyboardInterrupt):
             raise KeyboardInterrupt from None
+        cause = e.__context__  # (torch.save's "unexpected pos" follows the OSError its writer met: a file size limit)
+        if isinstance(cause, OSError) and cause.errno in _WRITE_ERRNOS:
+            raise OSError(cause.errno, os.strerror(cause.errno), str(target)) from e
         code = re.search(r"\(os error (\d+)\)", str(e))
         if code:
             number = int(code.group(1))
