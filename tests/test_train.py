@@ -579,6 +579,28 @@ def test_the_demo_runs_again_into_its_own_folder(tmp_path, capsys):
     assert (tmp_path / "demo" / "model_final.pt").is_file() and (tmp_path / "demo" / "metrics.json").is_file()
 
 
+def test_a_second_demo_stopped_before_its_first_checkpoint_puts_the_first_one_back(tmp_path, capsys, monkeypatch):
+    """Ctrl-C in a second demo into the same folder deleted the finished first demo before training, and left an
+    empty pictures/ folder."""
+    import maskformer.engine.train as engine_train
+    from maskformer.cli import main
+
+    out = tmp_path / "demo"
+    args = ["demo", "--output-dir", str(out), "--set", "train.max_iters=2", "--set", "data.synthetic_val_size=2",
+            "--set", "data.num_workers=0", "--pictures", "1"]  # fmt: skip
+    assert main(args) == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def stopped(*_, **__):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine_train, "train", stopped)
+    assert main(args) == 130
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before and Path("pictures/val_000.png") in after
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]  # (nothing kept aside is left)
+
+
 def test_the_demo_never_replaces_a_run_that_is_not_a_demo(tmp_path, capsys):
     """`maskformer demo --output-dir runs/mine` deleted the CamVid run there and trained the demo in its place."""
     from maskformer.cli import main

@@ -4,8 +4,10 @@ set for a bounded time, evaluate it (mIoU and PQ), and draw what it sees."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -88,9 +90,13 @@ def _is_demo_run(out: Path) -> bool:
         return False
 
 
-def _clear_previous_demo(out: Path) -> None:
-    """A demo starts anew: the files of an earlier demo run in ``out`` (its run and metrics) are removed first."""
+@contextlib.contextmanager
+def _replacing_previous_demo(out: Path) -> Iterator[None]:
+    """A demo starts anew: the files of an earlier demo run in ``out`` (its run, metrics and pictures) are moved
+    aside (beside ``out``) while the new one trains, removed when it has finished, and put back when it stops before
+    its first checkpoint (an interrupted second demo destroyed the finished first one)."""
     import shutil
+    import tempfile
 
     from maskformer.engine.run_folder import RUN_FILES
     from maskformer.errors import ConfigError
@@ -102,10 +108,27 @@ def _clear_previous_demo(out: Path) -> None:
         raise ConfigError(f"{old[0]}: not a demo run's file, and the demo would replace it: pass another --output-dir")
     if old and (out / "pictures").is_dir():  # (its pictures too: a shorter --pictures left some of the earlier ones;
         old += sorted((out / "pictures").glob("val_[0-9][0-9][0-9].png"))  # only the demo's own files)
-    if old:
-        print(f"[maskformer] replacing the earlier demo run in {out}", file=sys.stderr)
-    for path in old:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if not old:
+        yield
+        return
+    print(f"[maskformer] replacing the earlier demo run in {out}", file=sys.stderr)
+    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.previous-", dir=out.resolve().parent))
+    moved = [(path, aside / str(path.relative_to(out)).replace("/", "__")) for path in old]
+    for path, kept in moved:
+        path.rename(kept)
+    try:
+        yield
+    except BaseException:
+        if not any(path.exists() for path, _ in moved):  # the new run left nothing: the earlier one is put back
+            for path, kept in moved:
+                path.parent.mkdir(exist_ok=True)
+                kept.rename(path)
+        raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
+        pictures = out / "pictures"
+        if pictures.is_dir() and not any(pictures.iterdir()):
+            pictures.rmdir()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -124,10 +147,10 @@ def run(args: argparse.Namespace) -> int:
         raise maskformer.ConfigError(f"--pictures must be 0 or more, got {args.pictures}")
     cfg = maskformer.load_config(demo_config_path(), [*args.overrides, f"train.max_minutes={args.minutes}"])
     out = Path(args.output_dir)
-    _clear_previous_demo(out)
     t0 = time.monotonic()
     try:
-        metrics = train(cfg, output_dir=out)
+        with _replacing_previous_demo(out):
+            metrics = train(cfg, output_dir=out)
     except KeyboardInterrupt as e:  # (in its final evaluation: the model is there, as `train` says)
         if getattr(e, "training_finished", False):
             final = out / "model_final.pt"
