@@ -545,6 +545,20 @@ def test_a_run_of_an_older_version_resumes_on_the_arithmetic_it_trained_with(tmp
     assert not resumed.train.winograd and resumed.train.max_iters == 2
 
 
+def test_a_resumed_run_removes_the_half_written_checkpoints_a_kill_left(tmp_path):
+    """`kill -9` during a checkpoint write leaves `.checkpoint_last.pt.XXXXXXXX.tmp` (tens of MB); ten kills and a
+    finished resume left ~94 MB of them. Files of that shape that no run writes are kept."""
+    cfg = maskformer.load_config(CONFIGS / "demo.yaml", [*TINY, "train.max_iters=3"])
+    out = tmp_path / "b"
+    train(cfg, output_dir=out, progress=False, stop_at=2)
+    left = [out / ".checkpoint_last.pt.k2j_9xqa.tmp", out / ".model_final.pt.abcdefgh.tmp"]
+    kept = [out / ".mine.pt.abcdefgh.tmp", out / "checkpoint_last.pt.abcdefgh.tmp", out / ".metrics.json.abc.tmp"]
+    for path in left + kept:
+        path.write_bytes(b"half a checkpoint")
+    train(cfg, output_dir=out, progress=False, resume=True)
+    assert not any(path.exists() for path in left) and all(path.exists() for path in kept)
+
+
 def test_a_resumed_run_logs_each_iteration_once(tmp_path):
     """A run killed after logging iterations past its last checkpoint logs them again when resumed: the lines after
     the checkpoint are dropped first (the file listed 1..7, 6, 7, 8..)."""

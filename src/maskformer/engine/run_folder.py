@@ -4,6 +4,7 @@ time in it, and removing what a failed start wrote."""
 from __future__ import annotations
 
 import functools
+import glob
 import os
 import shutil
 from collections.abc import Iterator
@@ -32,6 +33,15 @@ def check_no_run(out: Path) -> None:
     for name in RUN_FILES[1:]:
         if (out / name).exists():
             raise ConfigError(f"{out} holds an earlier run ({name}) without a checkpoint to resume from: {anew}")
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Remove the temporary files a killed run left half written beside its files (``kill -9`` during a checkpoint
+    write leaves ``.checkpoint_last.pt.XXXXXXXX.tmp``, tens of MB each): called with the folder held, when no other
+    run can be writing them."""
+    for name in (*RUN_FILES, "config.yaml", "metrics.json"):
+        for leftover in out.glob(f".{glob.escape(name)}.{'[a-z0-9_]' * 8}.tmp"):
+            leftover.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -71,6 +81,7 @@ def hold_run_folder(out: Path, *, create: bool) -> Iterator[bool]:
                 "continues its run), or give another --output-dir"
             ) from None
         _forked_children_let_go(fd)
+        _remove_leftovers(out)
         yield made
     finally:
         _HELD_FDS.discard(fd)
