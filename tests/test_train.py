@@ -559,6 +559,32 @@ def test_a_resumed_run_removes_the_half_written_checkpoints_a_kill_left(tmp_path
     assert not any(path.exists() for path in left) and all(path.exists() for path in kept)
 
 
+def test_resuming_from_a_model_file_or_another_models_checkpoint_says_which(tmp_path):
+    """A model_final.pt copied over checkpoint_last.pt was "does not fit this config ('optimizer')"; another model's
+    run checkpoint was "solver.base_lr=... differs from the run's ...", a value the user never set."""
+    import shutil
+
+    from maskformer.errors import CheckpointError
+
+    cfg = maskformer.load_config(CONFIGS / "demo.yaml", [*TINY, "train.max_iters=2"])
+    train(cfg, output_dir=tmp_path / "done", progress=False)
+    train(cfg, output_dir=tmp_path / "b", progress=False, stop_at=2)
+    last = tmp_path / "b" / "checkpoint_last.pt"
+    shutil.copy(tmp_path / "done" / "model_final.pt", last)
+    longer = maskformer.load_config(CONFIGS / "demo.yaml", [*TINY, "train.max_iters=4"])
+    with pytest.raises(CheckpointError) as e:
+        train(longer, output_dir=tmp_path / "b", progress=False, resume=True)
+    assert str(e.value).startswith(f"{last}: holds a model but no training state (optimizer, schedule)")
+    assert f"--set model.weights={last}" in str(e.value)
+    other = maskformer.load_config(CONFIGS / "demo.yaml", [*TINY, "train.max_iters=2", "model.hidden_dim=32",
+                                                           "solver.base_lr=0.5"])  # fmt: skip
+    train(other, output_dir=tmp_path / "c", progress=False, stop_at=2)
+    shutil.copy(tmp_path / "c" / "checkpoint_last.pt", last)
+    with pytest.raises(CheckpointError) as e:
+        train(longer, output_dir=tmp_path / "b", progress=False, resume=True)
+    assert str(e.value).startswith(f"{last}: does not fit this config (") and "base_lr" not in str(e.value)
+
+
 def test_a_resumed_run_logs_each_iteration_once(tmp_path):
     """A run killed after logging iterations past its last checkpoint logs them again when resumed: the lines after
     the checkpoint are dropped first (the file listed 1..7, 6, 7, 8..)."""
