@@ -622,3 +622,13 @@ def test_images_a_panoptic_json_lists_without_annotation_are_said_once(tmp_path:
     assert err.count("note:") == 1, err
     assert f"{tmp_path / 'pan.json'}: 1 image(s) listed under 'images' have no annotation and are left out of the " \
            "val split (2.jpg)" in err  # fmt: skip
+
+
+def test_a_data_root_that_is_the_class_file_and_a_missing_split_say_what_to_give(tmp_path: Path) -> None:
+    (tmp_path / "classes.json").write_text('{"classes": ["a", "b"]}')
+    with pytest.raises(DataError) as e:
+        DATASETS["folder"](root=str(tmp_path / "classes.json"), split="train")
+    assert str(e.value) == f"{tmp_path / 'classes.json'}: a file; the data root is the folder holding classes.json, " \
+                           "images/ and labels/"  # fmt: skip
+    with pytest.raises(DataError, match=r"train with --set data.train_split=all .*, evaluate with --split all\)"):
+        DATASETS["folder"](root=str(tmp_path), split="nosuch")

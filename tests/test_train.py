@@ -798,7 +798,15 @@ def test_a_layout_that_serves_train_and_val_from_the_same_images_is_noted(tmp_pa
     sets = [*TINY, "train.max_iters=1", "train.eval_period=0", "data.dataset=ade20k_150", f"data.root={root}",
             "model.num_classes=150", "data.mapper=semantic", "inference.panoptic_on=false"]  # fmt: skip
     train(maskformer.load_config(CONFIGS / "demo.yaml", sets), output_dir=tmp_path / "run", progress=True)
-    assert "the train and val splits are the same 2 images" in capsys.readouterr().err
+    assert "the train and val splits are the same (2 images): the evaluation measures" in capsys.readouterr().err
+    (root / "annotations").rename(root / "labels")  # a flat folder dataset: the split "all" for both
+    (root / "classes.json").write_text(json.dumps({"classes": [f"c{i}" for i in range(151)]}))
+    sets = [*TINY, "train.max_iters=1", "train.eval_period=0", "data.dataset=folder", f"data.root={root}",
+            "model.num_classes=151", "data.mapper=semantic", "inference.panoptic_on=false", "data.train_split=all",
+            "data.val_split=all"]  # fmt: skip
+    train(maskformer.load_config(CONFIGS / "demo.yaml", sets), output_dir=tmp_path / "all", progress=True)
+    assert "data.train_split and data.val_split are both 'all' (2 images)" in capsys.readouterr().err  # (was
+    # "the all and all splits")
     train(maskformer.load_config(CONFIGS / "demo.yaml", [*TINY, "train.max_iters=1", "train.eval_period=0"]),
           output_dir=tmp_path / "synthetic", progress=True)  # fmt: skip
     assert "same" not in capsys.readouterr().err

@@ -106,6 +106,8 @@ def _read_classes_file(root: Path) -> tuple[DatasetMeta, int]:
         k = len(data["classes"])
         ignore = file_ignore if not 0 <= file_ignore < k else (255 if k < 255 else 65535)
         return meta_from_dict(dict(data, ignore_label=ignore), name="folder", where=str(f)), file_ignore
+    if root.is_file():  # (--data-root mydata/classes.json)
+        raise DataError(f"{root}: a file; the data root is the folder holding classes.json, images/ and labels/")
     raise DataError(f"{root}: no classes.json or classes.yaml describing the classes")
 
 
@@ -220,7 +222,8 @@ def folder(*, root: str, split: str, mapper: Mapper | None = None, skip_bad_samp
             + (
                 " and no images/ folder"
                 if split == "all"
-                else " (flat images/ + labels/ folders: --set data.train_split=all --set data.val_split=all)"
+                else " (flat images/ + labels/ folders are the split 'all': train with --set data.train_split=all"
+                " --set data.val_split=all, evaluate with --split all)"
             )
         )
     bits, lut, allowed = _value_tables(meta, file_ignore)

@@ -215,8 +215,10 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
     if resume_note:
         logger.note(resume_note)
     if same_split:  # (e.g. a flat images/ + annotations/ folder, which serves every split)
-        logger.note(f"data: the {cfg.data.train_split} and {cfg.data.val_split} splits are the same {len(dataset)} "
-                    "images: the evaluation measures training images")  # fmt: skip
+        splits = (f"data.train_split and data.val_split are both {cfg.data.train_split!r}"
+                  if cfg.data.train_split == cfg.data.val_split
+                  else f"the {cfg.data.train_split} and {cfg.data.val_split} splits are the same")  # fmt: skip
+        logger.note(f"data: {splits} ({len(dataset)} images): the evaluation measures training images")
     if t.amp == "bf16" and emulated_bf16(str(device)):  # (it ran about twice as slow as fp32 without a word)
         logger.note("train.amp=bf16: this CPU has no bfloat16 instructions (AVX-512 BF16 or AMX), where torch emulates "
                     "it, slower than fp32 (train.amp=none is faster here)")  # fmt: skip
