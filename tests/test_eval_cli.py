@@ -432,6 +432,16 @@ def test_semantic_table_shows_the_papers_pq_st() -> None:
     ]
 
 
+def test_semantic_table_says_why_nothing_was_scored_when_every_label_pixel_is_ignored() -> None:
+    """mIoU nan and pACC nan were printed with an empty per-class table and no word why."""
+    from maskformer.evaluation import format_semantic_table
+
+    nan = float("nan")
+    result = {"mIoU": nan, "fwIoU": 0.0, "mACC": nan, "pACC": nan, "IoU": [None, None], "ACC": [None, None]}
+    text = format_semantic_table(result, class_names=["a", "b"])
+    assert text.endswith("(no ground-truth pixel of any class: every label pixel is the ignore value)")
+
+
 def test_cli_semantic_against_raw_ade20k_annotations(tmp_path, capsys):
     """ADE20K's raw annotations hold 0 = other and k = class k - 1; --ade20k-raw reads them as `maskformer eval`
     does, so predictions of the right classes score 100 (without it every class is off by one)."""

@@ -60,6 +60,8 @@ def format_semantic_table(result: Mapping[str, Any], class_names: Sequence[str] 
     rows = [[n, i, a] for n, i, a in zip(names, result["IoU"], result["ACC"]) if i is not None or a is not None]
     per_class = format_table(["class", "IoU", "ACC"], rows)
     absent = len(result["IoU"]) - len(rows)
-    if absent:
+    if not rows:  # (mIoU and pACC are nan: nothing to average)
+        per_class += "\n(no ground-truth pixel of any class: every label pixel is the ignore value)"
+    elif absent:
         per_class += f"\n({absent} of {len(result['IoU'])} classes without ground-truth pixels are left out)"
     return f"{summary}\n\n{per_class}"
