@@ -43,6 +43,8 @@ from maskformer.inference.preprocess import pil_to_rgb
 from maskformer.inference.render import dataset_ids, label_file_values, render
 from maskformer.inference.visualize import id2rgb
 
+from .stopping import ServingState
+
 __all__ = ["build_app"]
 
 
@@ -89,40 +91,6 @@ def offered_tasks(predictor) -> tuple[str, ...]:
     panoptic."""
     wanted = predictor.task_default == "panoptic" or bool(predictor.thing_ids)
     return ("semantic", "panoptic") if _mask_model(predictor) and wanted else ("semantic",)
-
-
-class ServingState:
-    """What the server knows about the app: ``busy`` pictures received and not yet answered (waiting or running);
-    ``stopping`` once it was asked to stop (``stop``): the pictures waiting for the model are then answered 503."""
-
-    def __init__(self) -> None:
-        self.busy = 0
-        self.stopping = False
-        self._stopped = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def stop(self) -> None:
-        """Answer the waiting pictures now (callable from a signal handler or another thread)."""
-        self.stopping = True
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._stopped.set)
-
-    async def take_turn(self, turn: asyncio.Lock) -> bool:
-        """Acquire ``turn`` (the model), or False when the server is stopping first (``turn`` not held then)."""
-        if self.stopping:
-            return False
-        self._loop = asyncio.get_running_loop()
-        acquire = asyncio.ensure_future(turn.acquire())
-        stopped = asyncio.ensure_future(self._stopped.wait())
-        await asyncio.wait({acquire, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        stopped.cancel()
-        if not acquire.done():
-            acquire.cancel()  # (asyncio.Lock passes the turn on to the next waiter)
-            return False
-        if self.stopping:
-            turn.release()
-            return False
-        return True
 
 
 def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 20, max_pixels: int = 16_000_000,
