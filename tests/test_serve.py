@@ -692,11 +692,11 @@ def test_ctrl_c_answers_the_waiting_pictures_at_once_and_a_second_one_the_runnin
             server.handle_exit(signal.SIGINT, None)
             answers = [w.result(timeout=10) for w in waiting]  # (at once: the running picture is still held)
             assert all(status == 503 and "the server is stopping" in data["error"] for status, data in answers)
-            assert "stopping after the picture being segmented (2 waiting answered 503" in capsys.readouterr().err
+            assert "stopping: 3 request(s) in hand; the picture being segmented is finished" in capsys.readouterr().err
             if second:
                 server.handle_exit(signal.SIGINT, None)
                 status, data = first.result(timeout=10)
-                assert status == 503 and "first.png: the server was stopped before" in data["error"], data
+                assert status == 503 and "the server was stopped before" in data["error"], data
                 assert server.abandoned
             else:
                 go.set()
@@ -712,3 +712,50 @@ def test_ctrl_c_answers_the_waiting_pictures_at_once_and_a_second_one_the_runnin
             thread.join(timeout=10)
             # (a model call still running in a worker thread when pytest exits aborts the process: exit code 134)
             assert not started.is_set() or returned.wait(timeout=60)
+
+
+def test_ctrl_c_answers_an_upload_still_arriving_at_its_next_chunk(tmp_path: Path, capsys) -> None:
+    """An upload still arriving kept a stopping server up until its last byte (43 s at 200 kB/s), unsaid."""
+    import signal
+    import socket
+    import threading
+
+    import uvicorn
+
+    import maskformer
+    from maskformer.cli.serve import _server_class
+    from maskformer.serve.app import build_app
+    from serve_helpers import free_port
+
+    app = build_app(maskformer.Predictor.from_checkpoint(_per_pixel_checkpoint(tmp_path / "pp.pt")))
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", lifespan="off")
+    server = _server_class(uvicorn.Server)(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):  # bounded: 20 s
+            if server.started:
+                break
+            time.sleep(0.1)
+        body, ctype = _multipart({"image": ("big.png", bytes(400_000))})
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            s.sendall(f"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
+                      f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:100_000])  # fmt: skip
+            for _ in range(100):  # bounded: 10 s, until the server has the first chunk in hand
+                if app.state.serving.busy:
+                    break
+                time.sleep(0.1)
+            server.handle_exit(signal.SIGINT, None)
+            s.sendall(body[100_000:200_000])  # (the next chunk: answered now, the rest never sent)
+            answer = ""
+            for _ in range(20):  # bounded: the head and the JSON may come in two reads
+                part = s.recv(65536).decode()
+                answer += part
+                if not part or answer.endswith("}"):
+                    break
+        assert answer.startswith("HTTP/1.1 503") and "this upload was not read to its end" in answer, answer
+        assert "stopping: 1 request(s) in hand; they are answered 503" in capsys.readouterr().err
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

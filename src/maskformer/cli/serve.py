@@ -115,10 +115,12 @@ def _server_class(base: type) -> type:
             super().handle_exit(sig, frame)
             state = self.config.app.state.serving
             state.stop()
-            self.abandoned = self.abandoned or (self.force_exit and state.busy > 0)
+            self.abandoned = self.abandoned or (self.force_exit and state.segmenting)
             if first and state.busy:
-                print(f"maskformer serve: stopping after the picture being segmented ({state.busy - 1} waiting "
-                      "answered 503; Ctrl+C again stops without it)", file=sys.stderr, flush=True)  # fmt: skip
+                what = ("the picture being segmented is finished, the others are answered 503 (Ctrl+C again stops at "
+                        "once)") if state.segmenting else "they are answered 503"  # fmt: skip
+                print(f"maskformer serve: stopping: {state.busy} request(s) in hand; {what}", file=sys.stderr,
+                      flush=True)  # fmt: skip
 
     return Server
 

@@ -166,6 +166,8 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
         # none once it ended): a client still sending would otherwise see a broken pipe instead of the answer
         try:
             async for chunk in stream:
+                if state.stopping:  # (Ctrl+C: an upload still arriving is not read to its end)
+                    return _error(503, "the server is stopping; this upload was not read to its end")
                 size += len(chunk)
                 if size > 4 * max_upload_bytes + (16 << 20):
                     break
@@ -175,6 +177,15 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
         return _error(413, f"upload is over the limit of {limit}")
 
     async def predict(request: Request) -> Response:
+        state.busy += 1  # (from the first byte of the upload: a Ctrl+C meanwhile answers it 503)
+        try:
+            return await answer(request)
+        except asyncio.CancelledError:  # a second Ctrl+C stopped the server during this request: said in JSON
+            return _error(503, "the server was stopped before this picture was segmented")
+        finally:
+            state.busy -= 1
+
+    async def answer(request: Request) -> Response:
         declared = request.headers.get("content-length")
         try:
             stream = body(request)  # (one reader: Starlette refuses a second one once the body has ended)
@@ -183,6 +194,8 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
             size = 0
             chunks = []
             async for chunk in stream:
+                if state.stopping:  # (Ctrl+C: an upload still arriving is not read to its end)
+                    return _error(503, "the server is stopping; this upload was not read to its end")
                 size += len(chunk)
                 if size > max_upload_bytes:
                     return await too_large(stream, size)
@@ -251,17 +264,16 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
         if image.shape[0] < 1 or image.shape[1] < 1:
             return _error(400, f"{filename}: empty image")
         try:
-            state.busy += 1
             if not await state.take_turn(turn):  # (Ctrl+C: the queue is answered at once, the running one finished)
                 return _error(503, f"{filename}: the server is stopping; this picture was not segmented")
             try:
                 if await request.is_disconnected():  # (gave up while waiting, e.g. a page closed: no work for it)
                     return Response(status_code=400)
+                state.segmenting = True
                 return JSONResponse(await run_in_threadpool(infer, image, task, filename, shown_as_is))
             finally:
+                state.segmenting = False
                 turn.release()
-        except asyncio.CancelledError:  # a second Ctrl+C stopped the server during this picture: said in JSON
-            return _error(503, f"{filename}: the server was stopped before this picture was segmented")
         except DataError as e:
             return _error(400, str(e))
         except (RuntimeError, MemoryError) as e:  # too large for this machine: the client's picture, the server stays
@@ -269,8 +281,6 @@ def build_app(predictor, *, name: str = "model", max_upload_bytes: int = 20 << 2
                 raise
             size = f"{image.shape[1]}x{image.shape[0]}"
             return _error(413, f"{filename} ({size}): {why}: send a smaller picture (or lower --max-megapixels)")
-        finally:
-            state.busy -= 1
 
     routes = [
         Route("/", index),

@@ -10,11 +10,12 @@ __all__ = ["ServingState"]
 
 
 class ServingState:
-    """What the server knows about the app: ``busy`` pictures received and not yet answered (waiting or running);
+    """What the server knows about the app: ``busy`` uploads arriving or pictures not yet answered (waiting or running);
     ``stopping`` once it was asked to stop (``stop``): the pictures waiting for the model are then answered 503."""
 
     def __init__(self) -> None:
         self.busy = 0
+        self.segmenting = False  # a picture is in the model (in a worker thread, which nothing can stop)
         self.stopping = False
         self._stopped = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
