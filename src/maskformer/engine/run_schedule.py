@@ -35,19 +35,19 @@ def resume_from(
     ``_APPLIED_ON_RESUME``; ``max_minutes``: the config's time budget (a finished time-limited run goes on only with
     another ``train.max_iters`` or ``train.max_minutes`` than its own)."""
     state = load_checkpoint(last)
+    mismatch = weights_mismatch(model, state.get("model"))  # (before the solver: another model's run says so)
+    if mismatch is not None:
+        raise CheckpointError(f"{last}: does not fit this config ({mismatch}); resume with the run's config.yaml")
+    if not all(key in state for key in ("optimizer", "scheduler")):  # (e.g. a model_final.pt copied over it)
+        raise CheckpointError(f"{last}: holds a model but no training state (optimizer, schedule): it is not a run's "
+                              f"checkpoint_last.pt; to train on from its weights, start a new run with --set "
+                              f"model.weights={last}")  # fmt: skip
     done = state.get("iteration", 0)
     if isinstance(done, bool) or not isinstance(done, int) or done < 0:
         raise CheckpointError(f"{last}: its iteration is {done!r}, not a count of steps (a damaged checkpoint_last.pt)")
     if done >= max_iters and (last.parent / "model_final.pt").is_file():  # (not a finished run's evaluation again)
         raise ConfigError(f"{last.parent} is a finished run (iteration {done} of train.max_iters={max_iters}): to "
                           f"train on, resume with --set train.max_iters=N for an N above {done}")  # fmt: skip
-    if not all(key in state for key in ("optimizer", "scheduler")):  # (e.g. a model_final.pt copied over it)
-        raise CheckpointError(f"{last}: holds a model but no training state (optimizer, schedule): it is not a run's "
-                              f"checkpoint_last.pt; to train on from its weights, start a new run with --set "
-                              f"model.weights={last}")  # fmt: skip
-    mismatch = weights_mismatch(model, state.get("model"))  # (before the solver: another model's run says so)
-    if mismatch is not None:
-        raise CheckpointError(f"{last}: does not fit this config ({mismatch}); resume with the run's config.yaml")
     ran = (state.get("config") or {}).get("solver")
     for key, value in (solver or {}).items() if isinstance(ran, dict) else ():
         if key in ran and ran[key] != value and key not in _APPLIED_ON_RESUME:
