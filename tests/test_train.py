@@ -640,6 +640,17 @@ def test_a_second_demo_stopped_before_its_first_checkpoint_puts_the_first_one_ba
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before and Path("pictures/val_000.png") in after
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]  # (nothing kept aside is left)
+    # a second demo killed (kill -9) before its first checkpoint leaves the first one aside, as it moved it there,
+    # and its own half-started files in the folder: the next demo puts the first one back before it starts
+    aside = tmp_path / ".demo.previous-k1ll3d00"
+    aside.mkdir()
+    for path in before:
+        (out / path).rename(aside / str(path).replace("/", "__"))
+    (out / "config.yaml").write_text("half started")
+    (out / "metrics.jsonl").write_text("")
+    assert main(args) == 130
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before and sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
 
 
 def test_the_demo_never_replaces_a_run_that_is_not_a_demo(tmp_path, capsys):

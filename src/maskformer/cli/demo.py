@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import math
 import sys
 from collections.abc import Iterator
@@ -90,6 +91,24 @@ def _is_demo_run(out: Path) -> bool:
         return False
 
 
+def _recover_kept_aside(out: Path) -> None:
+    """An earlier demo kept aside by a demo that was killed (``kill -9``) before it could put it back or remove it:
+    put back when ``out`` holds no run of its own (that demo stopped before its first checkpoint), else removed."""
+    import shutil
+
+    if not out.resolve().parent.is_dir():
+        return
+    for aside in sorted(out.resolve().parent.glob(f".{glob.escape(out.name)}.previous-*")):
+        if aside.is_dir() and not any((out / name).exists() for name in ("checkpoint_last.pt", "model_final.pt")):
+            for kept in aside.iterdir():  # (its own half-started files, e.g. config.yaml, are replaced)
+                path = out / kept.name.replace("__", "/")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if path.is_dir():
+                    shutil.rmtree(path)
+                kept.replace(path)
+        shutil.rmtree(aside, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def _replacing_previous_demo(out: Path) -> Iterator[None]:
     """A demo starts anew: the files of an earlier demo run in ``out`` (its run, metrics and pictures) are moved
@@ -101,6 +120,7 @@ def _replacing_previous_demo(out: Path) -> Iterator[None]:
     from maskformer.engine.run_folder import RUN_FILES
     from maskformer.errors import ConfigError
 
+    _recover_kept_aside(out)
     old = [out / name for name in (*RUN_FILES, "config.yaml", "metrics.json", "tb") if (out / name).exists()]
     if old and not _is_demo_run(out):  # (a run, or e.g. eval's metrics.json, a config of the user's: not replaced)
         if any(path.name in RUN_FILES for path in old):
