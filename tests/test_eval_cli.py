@@ -672,3 +672,25 @@ def test_semantic_table_leaves_out_classes_without_ground_truth() -> None:
     lines = format_semantic_table(result, class_names=["wall", "sky", "car"]).splitlines()
     assert [line.split()[0] for line in lines[-3:-1]] == ["wall", "car"]
     assert lines[-1] == "(1 of 3 classes without ground-truth pixels are left out)"
+
+
+def test_offline_ground_truth_is_read_upright_and_a_jpeg_one_refused(tmp_path) -> None:
+    """eval-predictions read ground truth as stored while `eval` and training turn it by its EXIF orientation
+    (predict's upright outputs were refused as "size differs"), and it scored JPEG ground truth silently."""
+    from PIL import Image
+
+    from maskformer.errors import DataError
+    from maskformer.evaluation import read_label_png
+    from maskformer.evaluation.offline import read_panoptic_png
+
+    labels = np.zeros((4, 6), np.uint8)
+    labels[:, 3:] = 1
+    exif = Image.new("L", (1, 1)).getexif()
+    exif[0x0112] = 6
+    Image.fromarray(labels).save(tmp_path / "l.png", exif=exif.tobytes())
+    Image.fromarray(np.stack([labels, labels * 0, labels * 0], -1)).save(tmp_path / "p.png", exif=exif.tobytes())
+    assert read_label_png(tmp_path / "l.png").shape == (6, 4)
+    assert (read_panoptic_png(tmp_path / "p.png") == read_label_png(tmp_path / "l.png")).all()
+    Image.fromarray(labels).save(tmp_path / "j.png", format="JPEG")
+    with pytest.raises(DataError, match="j.png: a JPEG label map"):
+        read_label_png(tmp_path / "j.png")

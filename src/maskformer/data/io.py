@@ -13,10 +13,10 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from ..errors import DataError
-from ..fileio import not_a_file, unreadable_reason
+from ..fileio import not_a_file, unreadable_reason, upright
 from ..inference.preprocess import pil_to_rgb
 
 __all__ = ["read_image", "read_label", "exif_size_hint", "read_panoptic_png", "rgb2id", "id2rgb", "check_label_values"]
@@ -41,21 +41,6 @@ def _open(path: str | Path) -> Image.Image:
         reason = unreadable_reason(e, p.stat().st_size).splitlines()[0]
         raise DataError(f"{p}: unreadable or corrupt image ({reason})") from None
     return img
-
-
-def _upright(img: Image.Image) -> Image.Image:
-    """The picture turned by its EXIF orientation, as ``read_image`` turns images (detectron2's ``read_image``, which
-    reads label maps and panoptic PNGs too): a label map saved with a phone photo's tag lies over the photo."""
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
-            if img.getexif().get(0x0112, 1) in (1, 0, None):
-                return img
-            turned = ImageOps.exif_transpose(img)
-    except Exception:  # broken EXIF blocks are common; the map is then read as stored, as images are
-        return img
-    turned.format = img.format
-    return turned
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -97,7 +82,7 @@ def read_label(
     Colour files raise ``DataError``.
     Returns ``[H, W]`` uint8 or uint16.
     """
-    img = _upright(_open(path))
+    img = upright(_open(path))
     mode = img.mode
     if img.format in ("JPEG", "MPO"):  # (also JPEG data under another name, or named in a train.txt list)
         raise DataError(f"{path}: a JPEG label map: its compression changes the class ids at every edge; save label "
@@ -168,7 +153,7 @@ def id2rgb(ids: np.ndarray) -> np.ndarray:
 
 def read_panoptic_png(path: str | Path) -> np.ndarray:
     """Read a COCO-format panoptic PNG (RGB-encoded segment ids) as ``[H, W]`` int64 ids (0 = VOID)."""
-    img = _upright(_open(path))
+    img = upright(_open(path))
     if img.mode not in ("RGB", "RGBA"):
         raise DataError(f"{path}: panoptic PNG must be RGB (segment id = R + 256 G + 256^2 B), got mode {img.mode}")
     return rgb2id(np.asarray(img.convert("RGB"), dtype=np.uint8))

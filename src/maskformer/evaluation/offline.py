@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError, leave_signals_to_parent
-from ..fileio import files_in, not_a_file, read_user_text, unreadable_reason
+from ..fileio import files_in, not_a_file, read_user_text, unreadable_reason, upright
 from .panoptic import PanopticEvaluator, PQStats, pq_image_stats
 from .semantic import SemanticEvaluator, semantic_metrics
 
@@ -47,8 +47,9 @@ def _open(path: Path) -> Image.Image:
 
 
 def read_panoptic_png(path: Path) -> np.ndarray:
-    """Panoptic id map ``[H, W]`` (uint32) from an RGB PNG (or a single-channel PNG holding the ids directly)."""
-    image = _open(path)
+    """Panoptic id map ``[H, W]`` (uint32) from an RGB PNG (or a single-channel PNG holding the ids directly), turned
+    by its EXIF orientation as training and ``maskformer eval`` read it."""
+    image = upright(_open(path))
     if image.mode == "RGB":
         # PIL packs RGB as little-endian RGBX words in C; masking the X byte yields rgb2id without int64 temporaries
         words = np.frombuffer(image.tobytes("raw", "RGBX"), dtype="<u4").reshape(image.height, image.width)
@@ -59,8 +60,12 @@ def read_panoptic_png(path: Path) -> np.ndarray:
 
 
 def read_label_png(path: Path) -> np.ndarray:
-    """Semantic label map ``[H, W]`` from a single-channel (L, P, I, I;16) PNG; palette images give their indices."""
-    image = _open(path)
+    """Semantic label map ``[H, W]`` from a single-channel (L, P, I, I;16) PNG; palette images give their indices;
+    turned by its EXIF orientation as training and ``maskformer eval`` read it. A JPEG is refused (lossy ids)."""
+    image = upright(_open(path))
+    if image.format in ("JPEG", "MPO"):  # (also JPEG data under a .png name)
+        raise DataError(f"{path}: a JPEG label map: its compression changes the class ids at every edge; save label "
+                        "maps as PNG")  # fmt: skip
     if image.mode not in ("L", "P", "I", "I;16"):
         raise DataError(f"{path}: expected a single-channel label PNG, got mode {image.mode}")
     return np.asarray(image)

@@ -34,6 +34,7 @@ from .checks import (
     not_a_file,
     special_file,
     unreadable_reason,
+    upright,
     weight_file_problem,
 )
 
@@ -57,6 +58,7 @@ __all__ = [
     "read_user_text",
     "special_file",
     "unreadable_reason",
+    "upright",
     "weight_file_problem",
 ]
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 __all__ = [
     "CUT_ARCHIVE",
+    "upright",
     "SPECIAL_FILE",
     "cut_archive",
     "damaged_archive",
@@ -140,3 +141,23 @@ def files_in(folder: str | os.PathLike, suffixes: set[str], *, recursive: bool =
 
     walk(Path(folder))
     return found
+
+
+def upright(img):  # noqa: ANN001, ANN201 - a PIL image (PIL is imported where images are read)
+    """A decoded PIL image turned by its EXIF orientation, as detectron2's ``read_image`` turns every file it reads
+    (images, label maps, panoptic PNGs): a label map saved with a phone photo's tag lies over the photo. Broken EXIF
+    blocks are common: the image is then returned as stored. The result keeps the file's ``format``."""
+    import warnings
+
+    from PIL import ImageOps
+
+    try:
+        with warnings.catch_warnings():  # (Pillow's "Corrupt EXIF data" warnings, at every read)
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+            if img.getexif().get(0x0112, 1) in (1, 0, None):
+                return img
+            turned = ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 - broken EXIF: as stored, as images are read
+        return img
+    turned.format = img.format
+    return turned
