@@ -632,3 +632,12 @@ def test_a_data_root_that_is_the_class_file_and_a_missing_split_say_what_to_give
                            "images/ and labels/"  # fmt: skip
     with pytest.raises(DataError, match=r"train with --set data.train_split=all .*, evaluate with --split all\)"):
         DATASETS["folder"](root=str(tmp_path), split="nosuch")
+
+
+def test_a_label_turned_by_its_own_exif_tag_says_so_when_its_size_then_differs(tmp_path: Path) -> None:
+    _camvid_tree(tmp_path)
+    label = tmp_path / "trainannot" / "1.png"
+    exif = Image.new("L", (1, 1)).getexif()
+    exif[0x0112] = 6
+    Image.open(label).save(label, exif=exif.tobytes())  # (stored as its image is; read turned)
+    _expect_error(tmp_path, 1, label, "the label file's own EXIF orientation 6 turns it when read")

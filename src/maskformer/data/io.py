@@ -50,20 +50,33 @@ def read_image(path: str | Path) -> np.ndarray:
     return pil_to_rgb(_open(path), str(path))
 
 
-def exif_size_hint(image_path: str | Path, label_hw: tuple[int, ...]) -> str:
-    """For a size-mismatch message: ``"; ..."`` when the label has the image's *stored* size and the image's EXIF
-    orientation turns it (images are read upright, as detectron2 reads them; a label without an orientation tag of
-    its own as stored), else ``""``."""
+def _orientation(path: str | Path) -> tuple[tuple[int, int], int] | None:
+    """(stored width, height), EXIF orientation of an image file from its header; None when unreadable."""
     try:
-        with Image.open(image_path) as image:
-            stored_w, stored_h = image.size
-            orientation = int(image.getexif().get(0x0112, 1))
+        with Image.open(path) as image:
+            return image.size, int(image.getexif().get(0x0112, 1))
     except Exception:  # the hint is optional; the mismatch is reported anyway
+        return None
+
+
+def exif_size_hint(image_path: str | Path, label_hw: tuple[int, ...], label_path: str | Path | None = None) -> str:
+    """For a size-mismatch message: ``"; ..."`` when an EXIF orientation explains it, else ``""``: the label has the
+    image's *stored* size and the image's orientation turns it (images are read upright, as detectron2 reads them),
+    or the label (``label_path``) carries a quarter-turn orientation of its own that the image does not."""
+    image = _orientation(image_path)
+    if image is None:
         return ""
+    (stored_w, stored_h), orientation = image
     if orientation in (5, 6, 7, 8) and tuple(label_hw[:2]) == (stored_h, stored_w):
         return (
             f"; the label has the image's stored size {stored_w}x{stored_h}, but the image's EXIF orientation "
             f"{orientation} turns it upright when read: label it upright, or save the image's pixels upright"
+        )
+    label = _orientation(label_path) if label_path is not None else None
+    if label is not None and label[1] in (5, 6, 7, 8) and orientation not in (5, 6, 7, 8):
+        return (
+            f"; the label file's own EXIF orientation {label[1]} turns it when read, as an image is turned (its "
+            f"image has none): save the label without that tag"
         )
     return ""
 

@@ -151,7 +151,7 @@ class PanopticDataset(SegmentationDataset):
             raise DataError(
                 f"{pan_file}: panoptic PNG size {pan.shape[1]}x{pan.shape[0]} differs from its image "
                 f"{entry['file_name']} ({image.shape[1]}x{image.shape[0]})"
-                + exif_size_hint(entry["file_name"], pan.shape)
+                + exif_size_hint(entry["file_name"], pan.shape, pan_file)
             )
         in_png = set(np.unique(pan).tolist()) - {0}
         in_json = {s["id"] for s in entry["segments_info"]}

@@ -96,7 +96,7 @@ class SemanticDataset(SegmentationDataset):
             raise DataError(
                 f"{label_file}: label size {label.shape[1]}x{label.shape[0]} differs from its image "
                 f"{entry['file_name']} ({image.shape[1]}x{image.shape[0]})"
-                + exif_size_hint(entry["file_name"], label.shape)
+                + exif_size_hint(entry["file_name"], label.shape, label_file)
             )
         m = self.meta
         allowed = self.allowed if convert else None
