@@ -87,9 +87,12 @@ def launch_local(nproc: int, argv: list[str]) -> int:
     first failed process's code. Each process prints its own errors (one line each); the launcher's failure report
     and log lines are kept quiet. Each process gets ``OMP_NUM_THREADS`` = CPU cores // nproc unless it is set."""
     import logging
+    import shutil
     import sys
+    import tempfile
     import uuid
 
+    from torch.distributed.elastic import multiprocessing as elastic_mp
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
@@ -112,7 +115,12 @@ def launch_local(nproc: int, argv: list[str]) -> int:
 
     if getattr(previous_hook, "__name__", "") != "quiet_rendezvous":
         sys.unraisablehook = quiet_rendezvous
+    logs = tempfile.mkdtemp(prefix="maskformer_launch_")  # (the launcher's own is never removed: one per run)
+    # (torch >= 2.3 takes the folder; an older one makes its own /tmp/torchelastic_* as before)
+    takes_folder = "logs_specs" in LaunchConfig.__dataclass_fields__
+    where = {"logs_specs": elastic_mp.DefaultLogsSpecs(log_dir=logs)} if takes_folder else {}
     config = LaunchConfig(
+        **where,
         min_nodes=1,
         max_nodes=1,
         nproc_per_node=nproc,
@@ -129,6 +137,8 @@ def launch_local(nproc: int, argv: list[str]) -> int:
         return next((c for c in codes if c > 0), 1)
     except SignalException as e:  # Ctrl-C / SIGTERM: the launcher stopped the processes, which said "interrupted"
         return 128 + int(e.sigval)
+    finally:
+        shutil.rmtree(logs, ignore_errors=True)
     return 0
 
 
