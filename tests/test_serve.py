@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -200,6 +202,23 @@ def test_serving_a_missing_checkpoint_is_one_line(tmp_path: Path) -> None:
     assert run.returncode == 2 and "nope.pt" in run.stderr and "Traceback" not in run.stderr
 
 
+@contextlib.contextmanager
+def _running(server):
+    """Run a ``uvicorn.Server`` in a thread of this process until the block ends; yields its URL."""
+    thread = threading.Thread(target=server.run, daemon=True)  # (signals are not set up off the main thread)
+    thread.start()
+    try:
+        for _ in range(200):  # bounded: 20 s
+            if server.started:
+                break
+            time.sleep(0.1)
+        assert server.started
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
 def _per_pixel_checkpoint(path: Path) -> Path:
     """A per-pixel baseline (no masks, so no panoptic) whose class table has things, saved as tests save models."""
     import torch
@@ -254,8 +273,6 @@ def test_a_busy_port_is_one_line(tmp_path: Path) -> None:
 
 def test_an_unforeseen_failure_is_a_json_500_and_the_server_stays_up(tmp_path: Path) -> None:
     """build_app on uvicorn in this process, around a Predictor whose call fails once."""
-    import threading
-    import time
 
     import uvicorn
 
@@ -277,24 +294,12 @@ def test_an_unforeseen_failure_is_a_json_500_and_the_server_stays_up(tmp_path: P
             return self.predictor(*args, **kwargs)
 
     predictor = FailsOnce(maskformer.Predictor.from_checkpoint(_per_pixel_checkpoint(tmp_path / "pp.pt")))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(predictor), host="127.0.0.1", port=port, log_level="critical"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):  # bounded: 20 s
-            if server.started:
-                break
-            time.sleep(0.1)
-        assert server.started
+    config = uvicorn.Config(build_app(predictor), host="127.0.0.1", port=free_port(), log_level="critical")
+    with _running(uvicorn.Server(config)) as url:
         status, data = _post(url, {"image": ("a.png", _png(_scenes()[0]))})
         assert status == 500 and "RuntimeError: out of something" in data["error"]
         status, data = _post(url, {"image": ("a.png", _png(_scenes()[0]))})
         assert status == 200 and data["task"] == "semantic"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def test_port_0_serves_on_a_free_port_and_says_which(tmp_path: Path) -> None:
@@ -672,53 +677,44 @@ def test_ctrl_c_answers_the_waiting_pictures_at_once_and_a_second_one_the_runnin
         app = build_app(predictor)  # (one per server: its lock belongs to the server's event loop)
         config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", lifespan="off")
         server = _server_class(uvicorn.Server)(config)
-        thread = threading.Thread(target=server.run, daemon=True)  # (signals are not set up off the main thread)
-        thread.start()
-        url = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(200):  # bounded: 20 s
-                if server.started:
-                    break
-                time.sleep(0.1)
-            assert server.started
-            pool = ThreadPoolExecutor(3)
-            first = pool.submit(_post, url, {"image": ("first.png", _png(_scenes()[0]))})
-            assert started.wait(timeout=30)
-            waiting = [pool.submit(_post, url, {"image": (f"w{i}.png", _png(_scenes()[i]))}) for i in (1, 2)]
-            for _ in range(100):  # bounded: 10 s, until both wait for the model
-                if app.state.serving.busy == 3:
-                    break
-                time.sleep(0.1)
-            server.handle_exit(signal.SIGINT, None)
-            answers = [w.result(timeout=10) for w in waiting]  # (at once: the running picture is still held)
-            assert all(status == 503 and "the server is stopping" in data["error"] for status, data in answers)
-            assert "stopping: 3 request(s) in hand; the picture being segmented is finished" in capsys.readouterr().err
-            if second:
+        with _running(server) as url:
+            try:
+                pool = ThreadPoolExecutor(3)
+                first = pool.submit(_post, url, {"image": ("first.png", _png(_scenes()[0]))})
+                assert started.wait(timeout=30)
+                waiting = [pool.submit(_post, url, {"image": (f"w{i}.png", _png(_scenes()[i]))}) for i in (1, 2)]
+                for _ in range(100):  # bounded: 10 s, until both wait for the model
+                    if app.state.serving.busy == 3:
+                        break
+                    time.sleep(0.1)
                 server.handle_exit(signal.SIGINT, None)
-                status, data = first.result(timeout=10)
-                assert status == 503 and "the server was stopped before" in data["error"], data
-                assert server.abandoned
-            else:
+                answers = [w.result(timeout=10) for w in waiting]  # (at once: the running picture is still held)
+                assert all(status == 503 and "the server is stopping" in data["error"] for status, data in answers)
+                said = capsys.readouterr().err
+                assert "stopping: 3 request(s) in hand; the picture being segmented is finished" in said
+                if second:
+                    server.handle_exit(signal.SIGINT, None)
+                    status, data = first.result(timeout=10)
+                    assert status == 503 and "the server was stopped before" in data["error"], data
+                    assert server.abandoned
+                else:
+                    go.set()
+                    status, data = first.result(timeout=30)
+                    assert status == 200 and data["task"] == "semantic"
+                    assert not server.abandoned
+                pool.shutdown()
+            finally:
+                if second:  # (the server is gone: the held call has no one to answer)
+                    dropped.append(True)
                 go.set()
-                status, data = first.result(timeout=30)
-                assert status == 200 and data["task"] == "semantic"
-                assert not server.abandoned
-            pool.shutdown()
-        finally:
-            if second:  # (the server is gone: the held call has no one to answer)
-                dropped.append(True)
-            go.set()
-            server.should_exit = True
-            thread.join(timeout=10)
-            # (a model call still running in a worker thread when pytest exits aborts the process: exit code 134)
-            assert not started.is_set() or returned.wait(timeout=60)
+        # (a model call still running in a worker thread when pytest exits aborts the process: exit code 134)
+        assert not started.is_set() or returned.wait(timeout=60)
 
 
 def test_ctrl_c_answers_an_upload_still_arriving_at_its_next_chunk(tmp_path: Path, capsys) -> None:
     """An upload still arriving kept a stopping server up until its last byte (43 s at 200 kB/s), unsaid."""
     import signal
     import socket
-    import threading
 
     import uvicorn
 
@@ -731,13 +727,7 @@ def test_ctrl_c_answers_an_upload_still_arriving_at_its_next_chunk(tmp_path: Pat
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", lifespan="off")
     server = _server_class(uvicorn.Server)(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        for _ in range(200):  # bounded: 20 s
-            if server.started:
-                break
-            time.sleep(0.1)
+    with _running(server):
         body, ctype = _multipart({"image": ("big.png", bytes(400_000))})
         with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
             s.sendall(f"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
@@ -756,6 +746,3 @@ def test_ctrl_c_answers_an_upload_still_arriving_at_its_next_chunk(tmp_path: Pat
                     break
         assert answer.startswith("HTTP/1.1 503") and "this upload was not read to its end" in answer, answer
         assert "stopping: 1 request(s) in hand; they are answered 503" in capsys.readouterr().err
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DataError
-from ..fileio import not_a_file, unreadable_reason, upright
+from ..fileio import JPEG_LABEL, not_a_file, unreadable_reason, upright
 from ..inference.preprocess import pil_to_rgb
 
 __all__ = ["read_image", "read_label", "exif_size_hint", "read_panoptic_png", "rgb2id", "id2rgb", "check_label_values"]
@@ -98,8 +98,7 @@ def read_label(
     img = upright(_open(path))
     mode = img.mode
     if img.format in ("JPEG", "MPO"):  # (also JPEG data under another name, or named in a train.txt list)
-        raise DataError(f"{path}: a JPEG label map: its compression changes the class ids at every edge; save label "
-                        "maps as PNG")  # fmt: skip
+        raise DataError(f"{path}: {JPEG_LABEL}")
     if mode in ("RGB", "RGBA", "CMYK", "YCbCr"):
         raise DataError(f"{path}: colour label file (mode {mode}); expected a single-channel index map")
     if mode in ("LA", "PA"):

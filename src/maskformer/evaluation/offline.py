@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError, leave_signals_to_parent
-from ..fileio import files_in, not_a_file, read_user_text, unreadable_reason, upright
+from ..fileio import JPEG_LABEL, files_in, not_a_file, read_user_text, unreadable_reason, upright
 from .panoptic import PanopticEvaluator, PQStats, pq_image_stats
 from .semantic import SemanticEvaluator, semantic_metrics
 
@@ -64,8 +64,7 @@ def read_label_png(path: Path) -> np.ndarray:
     turned by its EXIF orientation as training and ``maskformer eval`` read it. A JPEG is refused (lossy ids)."""
     image = upright(_open(path))
     if image.format in ("JPEG", "MPO"):  # (also JPEG data under a .png name)
-        raise DataError(f"{path}: a JPEG label map: its compression changes the class ids at every edge; save label "
-                        "maps as PNG")  # fmt: skip
+        raise DataError(f"{path}: {JPEG_LABEL}")
     if image.mode not in ("L", "P", "I", "I;16"):
         raise DataError(f"{path}: expected a single-channel label PNG, got mode {image.mode}")
     return np.asarray(image)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from .checks import (
     CUT_ARCHIVE,
+    JPEG_LABEL,
     SPECIAL_FILE,
     cut_archive,
     damaged_archive,
@@ -41,6 +42,7 @@ from .checks import (
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS}
 
 __all__ = [
+    "JPEG_LABEL",
     "CUT_ARCHIVE",
     "SPECIAL_FILE",
     "atomic_folder",

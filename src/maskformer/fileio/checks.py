@@ -9,6 +9,7 @@ from pathlib import Path
 
 __all__ = [
     "CUT_ARCHIVE",
+    "JPEG_LABEL",
     "upright",
     "SPECIAL_FILE",
     "cut_archive",
@@ -141,6 +142,10 @@ def files_in(folder: str | os.PathLike, suffixes: set[str], *, recursive: bool =
 
     walk(Path(folder))
     return found
+
+
+# why a label map read from a JPEG (Pillow format JPEG/MPO, under any name) is refused, by training and evaluation
+JPEG_LABEL = "a JPEG label map: its compression changes the class ids at every edge; save label maps as PNG"
 
 
 def upright(img):  # noqa: ANN001, ANN201 - a PIL image (PIL is imported where images are read)
