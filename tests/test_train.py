@@ -1021,6 +1021,57 @@ def test_a_loader_freed_after_a_sigterm_prints_nothing_about_its_stopped_workers
     assert [str(e) for e in printed] == ["some other failure"]
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGCHLD"), reason="POSIX signals")
+def test_a_workers_end_after_the_interrupt_does_not_replace_it() -> None:
+    """A SIGTERM to the group also ends the DataLoader's workers; their SIGCHLD, handled while the interrupt
+    unwound, replaced its KeyboardInterrupt by "DataLoader worker ... killed" (a CI run once lost the "holds
+    iteration N" note that way). Held signals are given back with the interrupt first."""
+    from maskformer.errors import interrupts_held, terminate_as_interrupt
+
+    def loader_handler(signum: int, frame: object) -> None:
+        raise RuntimeError("DataLoader worker (pid 7) is killed by signal: Terminated. ")
+
+    before = signal.signal(signal.SIGCHLD, loader_handler)
+    try:
+        with terminate_as_interrupt():
+            with pytest.raises(KeyboardInterrupt):
+                signal.raise_signal(signal.SIGTERM)
+            signal.raise_signal(signal.SIGCHLD)  # (nothing: the interrupt already stops the run)
+        assert signal.getsignal(signal.SIGCHLD) is loader_handler  # (back after the command)
+        with terminate_as_interrupt():
+            with pytest.raises(KeyboardInterrupt):
+                with interrupts_held():  # (a worker's end noticed before the interrupt itself)
+                    signal.raise_signal(signal.SIGCHLD)
+                    signal.raise_signal(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGCHLD, before)
+
+
+def test_an_interrupt_without_its_iteration_still_says_what_the_run_kept(tmp_path, capsys, monkeypatch) -> None:
+    """An interrupt raised while another unwound carries no checkpoint iteration: the note came from it alone, so
+    "holds iteration N ... --resume" was missing. The file on disk says it now (and nothing after a finished run)."""
+    import maskformer.engine.train as engine_train
+    from maskformer.cli import main
+
+    cfg = maskformer.load_config(CONFIGS / "demo.yaml", [*TINY, "train.max_iters=4"])
+    out = tmp_path / "run"
+    train(cfg, output_dir=out, progress=False, stop_at=2)
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine_train, "train", stopped)
+    argv = ["train", str(CONFIGS / "demo.yaml"), "--output-dir", str(out), "--resume", "--quiet"]
+    argv += [a for kv in [*TINY, "train.max_iters=4"] for a in ("--set", kv)]
+    capsys.readouterr()
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert f"{out / 'checkpoint_last.pt'} holds iteration 2 (the steps after it are lost)" in err, err
+    (out / "model_final.pt").write_bytes((out / "checkpoint_last.pt").read_bytes())
+    assert main(argv) == 130
+    assert "holds iteration" not in capsys.readouterr().err
+
+
 def test_resume_from_a_mistyped_run_folder_names_the_folder_not_the_data(tmp_path, capsys):
     """``--resume`` into a folder that does not exist said "data.root: mydata does not exist (pass --data-root)"."""
     from maskformer.cli import main

@@ -83,6 +83,11 @@ def terminate_as_interrupt() -> Iterator[None]:
     def interrupt(signum: int, frame: object) -> None:
         _terminated.set()
         _last_signal[0] = signum
+        if hasattr(signal, "SIGCHLD") and not quieted:
+            # the same signal to the process group stops the DataLoader's workers: their end, reported by its SIGCHLD
+            # handler while this interrupt unwinds, would replace it with "DataLoader worker ... killed" (and lose
+            # what the interrupt carries, e.g. which checkpoint a run kept)
+            quieted.append(signal.signal(signal.SIGCHLD, signal.SIG_DFL))
         raise KeyboardInterrupt
 
     def unraisable(info: sys.UnraisableHookArgs) -> None:  # (also a loader's __del__ meeting its stopped workers)
@@ -90,6 +95,7 @@ def terminate_as_interrupt() -> Iterator[None]:
             previous_hook(info)
 
     _last_signal[0] = 0
+    quieted: list = []  # (SIGCHLD's handler before the first interrupt)
     previous = signal.signal(signal.SIGTERM, interrupt)
     previous_int = signal.getsignal(signal.SIGINT)
     if previous_int is signal.default_int_handler:  # (a handler someone else set stays)
@@ -102,6 +108,8 @@ def terminate_as_interrupt() -> Iterator[None]:
         if previous_int is signal.default_int_handler:
             signal.signal(signal.SIGINT, previous_int)
         sys.unraisablehook = previous_hook
+        if quieted and quieted[0] is not None:
+            signal.signal(signal.SIGCHLD, quieted[0])
         _terminated.clear()
 
 
@@ -127,8 +135,8 @@ def interrupts_held() -> Iterator[None]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-        for s in dict.fromkeys(arrived):
-            signal.raise_signal(s)
+        for s in sorted(dict.fromkeys(arrived), key=lambda s: s == getattr(signal, "SIGCHLD", None)):
+            signal.raise_signal(s)  # (the interrupt before a worker's end it caused)
 
 
 def leave_signals_to_parent() -> None:

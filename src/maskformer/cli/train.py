@@ -112,8 +112,13 @@ def run(args: argparse.Namespace) -> int:
         main_process = dist.is_main()  # (after cleanup every process would count as the main one)
     except KeyboardInterrupt as e:
         if dist.is_main():
-            _say_how_to_resume(Path(args.output_dir), args.config, getattr(e, "checkpoint_iteration", -1),
-                               finished=getattr(e, "training_finished", False))  # fmt: skip
+            out = Path(args.output_dir)
+            # (an interrupt that came while another unwound carries no iteration: the file on disk says it, unless
+            # the run had finished)
+            held = getattr(e, "checkpoint_iteration", None)
+            if held is None:
+                held = -1 if (out / "model_final.pt").exists() else _held_iteration(out / "checkpoint_last.pt")
+            _say_how_to_resume(out, args.config, held, finished=getattr(e, "training_finished", False))
         raise
     except maskformer.DataError as e:  # a bad file met after a checkpoint: the run goes on once it is fixed
         held = getattr(e, "checkpoint_iteration", -1)
