@@ -54,6 +54,39 @@ def test_resume_is_exact(tmp_path):
     assert len(_losses(tmp_path / "a" / "metrics.jsonl")) == 4
 
 
+def test_an_evaluation_the_stop_cut_runs_again_on_resume(tmp_path, monkeypatch, capsys):
+    """Ctrl-C during a mid-run evaluation: the checkpoint of that iteration is written before it, so the resumed run
+    went on after it and metrics.jsonl never got that evaluation. It runs first now (and only when it is missing)."""
+    import maskformer.engine.train as engine_train
+
+    cfg = maskformer.load_config(CONFIGS / "demo.yaml", [*TINY, "train.max_iters=6", "train.eval_period=2"])
+    evaluate = engine_train._evaluate
+    calls: list[int] = []
+
+    def stopped(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # (the evaluation at iteration 4)
+            raise KeyboardInterrupt
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(engine_train, "_evaluate", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, output_dir=tmp_path, progress=False)
+    monkeypatch.setattr(engine_train, "_evaluate", evaluate)
+    capsys.readouterr()
+    train(cfg, output_dir=tmp_path, progress=True, resume=True)
+    assert "the evaluation at iteration 4 did not end before the run stopped: it runs now" in capsys.readouterr().err
+    lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert [r["iteration"] for r in lines if "eval" in r] == [2, 4, 6]
+    # resumed again from 4 after that evaluation ended: it is not run twice
+    train(cfg, output_dir=tmp_path / "b", progress=False, stop_at=4)
+    capsys.readouterr()
+    train(cfg, output_dir=tmp_path / "b", progress=True, resume=True)
+    assert "runs now" not in capsys.readouterr().err
+    lines = [json.loads(line) for line in open(tmp_path / "b" / "metrics.jsonl")]
+    assert [r["iteration"] for r in lines if "eval" in r] == [2, 4, 6]
+
+
 def test_resume_with_max_iters_below_the_checkpoint_says_nothing_is_left(tmp_path, capsys):
     """Resuming a run stopped at iteration 2 with train.max_iters=1 only said the LR schedule now ended at 1, then
     wrote the iteration-2 model as final (exit 0): it now says no step is left and which model is final."""

@@ -143,6 +143,20 @@ class MetricLogger:
         shown = (f"{k} {v}" if isinstance(v, int) else f"{k} {v:.2f}" for k, v in flat.items())  # (counts as ints)
         self.note(f"eval at {iteration}: " + ", ".join(shown))
 
+    def evaluated(self, iteration: int) -> bool:
+        """Whether metrics.jsonl holds an evaluation at ``iteration`` (a run stopped during that evaluation has
+        none). True where this process logs nothing."""
+        if not self.file:
+            return True
+        for line in Path(self.file.name).read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("iteration") == iteration and "eval" in record:
+                return True
+        return False
+
     def close(self) -> None:
         """Close the bar, the metrics file and TensorBoard's writer (again: nothing)."""
         if self.bar:

@@ -224,6 +224,12 @@ def _train(cfg: Config, out: Path, *, resume: bool, progress: bool, stop_at: int
                     "it, slower than fp32 (train.amp=none is faster here)")  # fmt: skip
     if loader.num_workers < cfg.data.num_workers:
         logger.note(f"data.num_workers={cfg.data.num_workers}: {loader.num_workers} loader workers, one per CPU here")
+    if start and t.eval_period > 0 and start % t.eval_period == 0 and start < t.max_iters:
+        # a run stopped during this evaluation (its checkpoint is written before it): it is run again
+        if not dist.all_gather_objects(logger.evaluated(start))[0]:
+            logger.note(f"the evaluation at iteration {start} did not end before the run stopped: it runs now")
+            logger.log_eval(start, _evaluate(cfg, model, device))
+            model.train()
     deadline = time.monotonic() + 60 * t.max_minutes if t.max_minutes > 0 else math.inf
     logger.deadline = deadline  # (the first ETAs, before the iterations are fitted to the budget, stay within it)
     max_iters = t.max_iters
