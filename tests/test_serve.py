@@ -567,11 +567,12 @@ def test_limits_that_are_no_positive_number_are_one_line(tmp_path: Path, capsys,
     assert err == f"maskformer serve: error: {flag} must be a positive number, got {float(value)}", err
 
 
-@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM", "SIGINT_IGNORED"])
 def test_ctrl_c_or_sigterm_on_a_serving_server_says_interrupted(checkpoint: Path, signum: str) -> None:
     """uvicorn.run swallowed the Ctrl-C it re-raises after its graceful shutdown: a serving server stopped by Ctrl-C
     said nothing and exited 0, unlike every other command (one "interrupted" line, exit code 130). A SIGTERM, a
-    service manager's stop, is a normal end (it gave 130, a failed stop to systemd)."""
+    service manager's stop, is a normal end (it gave 130, a failed stop to systemd). Started with SIGINT ignored (as
+    a script's `serve &`), uvicorn still stops on it and gives it back to "ignored": that too ended with 0."""
     import signal
     import subprocess
     import sys
@@ -580,8 +581,10 @@ def test_ctrl_c_or_sigterm_on_a_serving_server_says_interrupted(checkpoint: Path
     from serve_helpers import free_port
 
     port = free_port()
+    ignored = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if signum == "SIGINT_IGNORED" else None
     proc = subprocess.Popen([sys.executable, "-m", "maskformer.cli", "serve", str(checkpoint), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ignored)  # fmt: skip
+    signum = signum.removesuffix("_IGNORED")
     try:
         deadline = time.monotonic() + 90
         while proc.poll() is None and time.monotonic() < deadline:

@@ -97,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if server.stopped_by == signal.SIGINT:  # (Ctrl-C where it was ignored before, e.g. `serve &` in a script)
+        raise KeyboardInterrupt
     if terminated:
         print("maskformer serve: stopped (SIGTERM)", file=sys.stderr, flush=True)
     return 0
@@ -109,9 +111,11 @@ def _server_class(base: type) -> type:
 
     class Server(base):  # type: ignore[misc, valid-type]
         abandoned = False  # stopped by a second Ctrl+C while a picture was being segmented
+        stopped_by = 0  # the first signal that stopped it
 
         def handle_exit(self, sig, frame) -> None:  # noqa: ANN001 - uvicorn's signal handler
             first = not self.should_exit
+            self.stopped_by = self.stopped_by or sig
             super().handle_exit(sig, frame)
             state = self.config.app.state.serving
             state.stop()
