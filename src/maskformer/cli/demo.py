@@ -100,13 +100,21 @@ def _recover_kept_aside(out: Path) -> None:
         return
     for aside in sorted(out.resolve().parent.glob(f".{glob.escape(out.name)}.previous-*")):
         if aside.is_dir() and not any((out / name).exists() for name in ("checkpoint_last.pt", "model_final.pt")):
-            for kept in aside.iterdir():  # (its own half-started files, e.g. config.yaml, are replaced)
-                path = out / kept.name.replace("__", "/")
-                path.parent.mkdir(parents=True, exist_ok=True)
-                if path.is_dir():
-                    shutil.rmtree(path)
-                kept.replace(path)
+            _put_back(aside, out)
         shutil.rmtree(aside, ignore_errors=True)
+
+
+def _put_back(aside: Path, out: Path) -> None:
+    """Move the files an earlier demo kept in ``aside`` back into ``out`` (a stopped demo's own half-started files,
+    e.g. config.yaml, are replaced)."""
+    import shutil
+
+    for kept in aside.iterdir():
+        path = out / kept.name.replace("__", "/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            shutil.rmtree(path)
+        kept.replace(path)
 
 
 @contextlib.contextmanager
@@ -140,9 +148,7 @@ def _replacing_previous_demo(out: Path) -> Iterator[None]:
         yield
     except BaseException:
         if not any(path.exists() for path, _ in moved):  # the new run left nothing: the earlier one is put back
-            for path, kept in moved:
-                path.parent.mkdir(exist_ok=True)
-                kept.rename(path)
+            _put_back(aside, out)
         raise
     finally:
         shutil.rmtree(aside, ignore_errors=True)
