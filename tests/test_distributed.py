@@ -22,6 +22,19 @@ def _env():
     return env
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _torchrun_temp_inside_the_test_folders(tmp_path_factory):
+    """torchrun makes a /tmp/torchelastic_* folder per run and leaves it: the runs of these tests make theirs in a
+    temporary folder of pytest's (TMPDIR, which every process started here inherits)."""
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(tmp_path_factory.mktemp("tmpdir"))
+    yield
+    if before is None:
+        del os.environ["TMPDIR"]
+    else:
+        os.environ["TMPDIR"] = before
+
+
 def _json_objects(text: str) -> list[dict]:
     """Every JSON object in the workers' output, also when two ranks' lines ran together."""
     decoder, objects = json.JSONDecoder(), []
