@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -126,24 +125,23 @@ def bench_inference(reps: int, size: int, parts: set[str]) -> dict:
     cfg, ours, hf = _models(spread=True)
     ours.eval()
     hf.eval()
-    fast32, fast16 = prepare_for_inference(ours), prepare_for_inference(ours, bf16=True)
+    bf16 = _native_bf16()  # (elsewhere bf16 is refused: torch would emulate it, slower than fp32)
+    fast32, fast16 = prepare_for_inference(ours), prepare_for_inference(ours, bf16=True) if bf16 else None
     comp32 = prepare_for_inference(ours, compile=True)  # inductor with freezing; compiles in the warm-up call
-    comp16 = prepare_for_inference(ours, bf16=True, compile=True)
+    comp16 = prepare_for_inference(ours, bf16=True, compile=True) if bf16 else None
     g = torch.Generator().manual_seed(1)
     x = torch.randn(1, 3, size, size, generator=g)
     result: dict = {}
     if "forward" in parts:
-        med = _interleaved(
-            {
-                "transformers": lambda: hf(pixel_values=x),
-                "ours_reference": lambda: ours(x, with_aux=False),
-                "ours_fp32": lambda: fast32(x),
-                "ours_bf16": lambda: fast16(x),
-                "ours_fp32_compiled": lambda: comp32(x),
-                "ours_bf16_compiled": lambda: comp16(x),
-            },
-            reps,
-        )
+        forwards = {
+            "transformers": lambda: hf(pixel_values=x),
+            "ours_reference": lambda: ours(x, with_aux=False),
+            "ours_fp32": lambda: fast32(x),
+            "ours_bf16": lambda: fast16(x),
+            "ours_fp32_compiled": lambda: comp32(x),
+            "ours_bf16_compiled": lambda: comp16(x),
+        }
+        med = _interleaved({k: f for k, f in forwards.items() if bf16 or "bf16" not in k}, reps)
         result["forward"] = med
     processor = MaskFormerImageProcessor(
         do_resize=False,
@@ -179,11 +177,14 @@ def bench_inference(reps: int, size: int, parts: set[str]) -> dict:
             "ours_fp32_fast_post": Predictor(fast32, fast=True, **kw),
             "ours_fp32_compiled": Predictor(comp32, **kw),
             "ours_fp32_compiled_fast_post": Predictor(comp32, fast=True, **kw),
-            "ours_bf16": Predictor(fast16, **kw),
-            "ours_bf16_exact_post": Predictor(fast16, corner_labels=False, **kw),
-            "ours_bf16_compiled": Predictor(comp16, **kw),
-            "ours_bf16_compiled_exact_post": Predictor(comp16, corner_labels=False, **kw),
         }
+        if bf16:
+            variants |= {
+                "ours_bf16": Predictor(fast16, **kw),
+                "ours_bf16_exact_post": Predictor(fast16, corner_labels=False, **kw),
+                "ours_bf16_compiled": Predictor(comp16, **kw),
+                "ours_bf16_compiled_exact_post": Predictor(comp16, corner_labels=False, **kw),
+            }
 
         def hf_predict() -> torch.Tensor:
             inputs = processor(images=[image], return_tensors="pt")
@@ -197,9 +198,10 @@ def bench_inference(reps: int, size: int, parts: set[str]) -> dict:
         result["predict_distinct_labels"] = len(torch.unique(ref))
         # Random weights give near-constant semantic maps (one class wins everywhere), so label agreement says little;
         # the per-pixel winning query (argmax over 100 mask logits) is a much harder, varied decision to agree on.
-        owners = {k: m(x)["pred_masks"][0].argmax(0) for k, m in (("fp32", fast32), ("bf16", fast16), ("ref", ours))}
+        models = (("fp32", fast32), ("ref", ours), *((("bf16", fast16),) if bf16 else ()))
+        owners = {k: m(x)["pred_masks"][0].argmax(0) for k, m in models}
         result["mask_owner_agreement_with_exact"] = {
-            f"ours_{k}": float((owners[k] == owners["ref"]).double().mean()) for k in ("fp32", "bf16")
+            f"ours_{k}": float((owners[k] == owners["ref"]).double().mean()) for k in owners if k != "ref"
         }
         result["mask_owner_distinct"] = len(torch.unique(owners["ref"]))
         result["predict_pixels"] = ref.numel()
@@ -386,13 +388,15 @@ def bench_matcher(reps: int) -> str:
 def _report(results: dict, args: argparse.Namespace, load_before: float) -> str:
     import transformers
 
+    from maskformer.engine.timing import machine, machine_line
+
     cmd = " ".join([".venv/bin/python", "benchmarks/compare_transformers.py", *sys.argv[1:]])
     lines = [
         f"## Run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         "",
         f"- Command: `{cmd}`",
-        f"- Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} "
-        f"torch threads; load average before {load_before:.2f}, after {os.getloadavg()[0]:.2f} (shared machine)",
+        f"- Machine: {machine_line(machine(), load=False)}; load average before {load_before:.2f}, after "
+        f"{os.getloadavg()[0]:.2f} (shared machine)",
         f"- Versions: torch {torch.__version__}, transformers {transformers.__version__}",
         f"- {Path(args.config).stem} (ADE20K-150 shape), random weights (same in both), {args.size}x{args.size}; "
         + (
@@ -453,8 +457,8 @@ def _report(results: dict, args: argparse.Namespace, load_before: float) -> str:
 def main() -> int:
     global CONFIG
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=10)
-    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--reps", type=int, default=10, help="timed rounds of the inference parts (default 10)")
+    parser.add_argument("--size", type=int, default=512, help="image side, a multiple of 32 (default 512)")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {PARTS}")
     parser.add_argument("--train-steps", type=int, default=3, help="timed training steps per process")
     parser.add_argument("--train-rounds", type=int, default=2, help="fresh processes per side")
@@ -469,7 +473,29 @@ def main() -> int:
     if args.train_worker:
         print(json.dumps(train_worker(args.train_worker, args.train_steps, args.size)))
         return 0
-    parts = set(args.parts.split(","))
+    parts = set(args.parts.split(",")) - {""}
+    unknown = sorted(parts - set(PARTS))
+    if unknown or not parts:
+        parser.error(f"--parts: choose from {','.join(PARTS)}, got {args.parts!r}")
+    for flag, value in (("--reps", args.reps), ("--train-steps", args.train_steps),
+                        ("--train-rounds", args.train_rounds)):  # fmt: skip
+        if value < 1:
+            parser.error(f"{flag} must be at least 1, got {value}")
+    if args.size < 32 or args.size % 32:
+        parser.error(f"--size must be a positive multiple of 32, got {args.size}")
+    if not CONFIG.is_file():
+        parser.error(f"--config {args.config}: no such file")
+    if args.output and not Path(args.output).resolve().parent.is_dir():  # (said now, not after the whole run)
+        parser.error(f"--output {args.output}: its folder does not exist")
+    try:
+        import transformers  # noqa: F401
+    except ModuleNotFoundError:
+        parser.error("needs transformers (and onnxruntime for --parts onnx): pip install -e '.[dev,onnx]'")
+    if "onnx" in parts:
+        try:
+            import onnxruntime  # noqa: F401
+        except ModuleNotFoundError:
+            parser.error("--parts onnx needs onnxruntime: pip install -e '.[onnx]'")
     load_before = os.getloadavg()[0]
     results: dict = {}
     if parts & {"forward", "post", "predict"}:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -333,14 +332,15 @@ def _rows(model: str, r: dict) -> list[str]:
 def report(results: dict, args: argparse.Namespace, load: tuple[float, float], train: str) -> str:
     import transformers
 
+    from maskformer.engine.timing import machine, machine_line
+
     lines = [
         f"## Suite run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         "",
         f"- Command: `.venv/bin/python benchmarks/suite.py {' '.join(sys.argv[1:])}`",
-        f"- Machine: {platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads; load "
-        f"average {load[0]:.2f} before, {load[1]:.2f} after; torch {torch.__version__}, transformers "
-        f"{transformers.__version__}; {SIZE}x{SIZE}, random weights, median of {args.reps} interleaved rounds "
-        f"with a {args.pause:g} s pause before each call "
+        f"- Machine: {machine_line(machine(), load=False)}; load average {load[0]:.2f} before, {load[1]:.2f} after; "
+        f"transformers {transformers.__version__}; {SIZE}x{SIZE}, random weights, median of {args.reps} interleaved "
+        f"rounds with a {args.pause:g} s pause before each call "
         "(batch 4: half as many; seconds per image)",
         "",
         *([] if _bf16() else ["- bf16 rows left out: this CPU has no bfloat16 instructions (AVX-512 BF16 or AMX)", ""]),
@@ -387,6 +387,15 @@ def main() -> int:
         parser.error(f"--size must be a positive multiple of 32, got {args.size}")
     if args.pause < 0:
         parser.error(f"--pause must be >= 0 seconds, got {args.pause}")
+    if args.reps < 1:
+        parser.error(f"--reps must be at least 1, got {args.reps}")
+    if args.output and not Path(args.output).resolve().parent.is_dir():  # (said now, not after the whole run)
+        parser.error(f"--output {args.output}: its folder does not exist")
+    for package, extra in (("transformers", "dev"), ("onnxruntime", "onnx")):
+        try:
+            __import__(package)
+        except ModuleNotFoundError:
+            parser.error(f"needs {package}: pip install -e '.[{extra}]'")
     SIZE = args.size
     load_before = os.getloadavg()[0]
     results = {}

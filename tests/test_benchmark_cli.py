@@ -7,9 +7,12 @@ label agreement of the optimized path.
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 
 import pytest
+import torch
 
 import maskformer
 from maskformer.cli import main
@@ -28,8 +31,8 @@ def test_benchmark_json_reports_the_timings_it_measured(capsys, monkeypatch):
                "predict_reference": 1.0, "predict_optimized": 0.6}  # fmt: skip
     called = []
 
-    def medians(fns: dict, reps: int) -> dict[str, float]:
-        assert reps == 2
+    def medians(fns: dict, reps: int, progress: str = "") -> dict[str, float]:
+        assert reps == 2 and progress == "benchmark"
         for name, fn in fns.items():  # every variant really runs once
             fn()
             called.append(name)
@@ -55,6 +58,21 @@ def test_benchmark_json_reports_the_timings_it_measured(capsys, monkeypatch):
     assert r["forward_lower_bound_seconds"] == pytest.approx(opt_gflop / 50.0)
     assert r["forward_optimized_fraction_of_ceiling"] == pytest.approx(opt_gflop / 0.2 / 50.0)
     assert r["predict_label_agreement"] > 0.999  # fp32 folded model: rounding-level differences only
+    # where the figures came from (a report said only "x86_64, 2 CPUs", and nothing about the model or task)
+    assert r["source"] == str(DEMO_YAML) and r["task"] == "semantic" and r["ceiling_disturbed"] is False
+    assert r["machine"]["cpus"] == os.cpu_count() and r["machine"]["torch"] == torch.__version__
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", r["machine"]["date"]), r["machine"]
+    if Path("/proc/cpuinfo").is_file():
+        flags = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")).split()
+        assert ("AVX2" in r["machine"]["isa"]) == ("avx2" in flags), r["machine"]
+        assert ("AMX" in r["machine"]["isa"]) == ("amx_tile" in flags), r["machine"]
+    # a forward faster than the ceiling measured beside it: said, not printed as "128 % of the ceiling" alone
+    monkeypatch.setattr(benchmark, "conv_ceiling", lambda *, bf16=False, reps=5: 0.01e9)
+    assert main(["benchmark", str(DEMO_YAML), "--size", "64", "96", "--reps", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "note: the forward ran above the measured ceiling" in captured.out, captured.out
+    assert f"{DEMO_YAML}: semantic labels" in captured.out and "measured " in captured.out
+    assert "6 variants, one warm-up call and 2 timed rounds" in captured.err, captured.err
 
 
 def test_interleaved_medians_warm_up_once_then_take_turns(monkeypatch):

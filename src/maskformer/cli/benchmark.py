@@ -28,6 +28,10 @@ hits them alike; medians are printed.
   ceiling     a 3x3 convolution (256 -> 256 channels at 128x128) measured in the same run: what this CPU can do,
               in FLOP/s, and the lowest time the forward could take at that rate
 
+Every model is timed with semantic labels, also one whose default task is panoptic (panoptic predict against
+transformers: benchmarks/suite.py). The report names the CPU, its vector instructions, the date, the load and the
+commit, so a figure can be traced to the machine it came from.
+
 Example: maskformer benchmark configs/ade20k-150/maskformer_R50_bs16_160k.yaml --reps 5 --bf16
 """
 
@@ -94,15 +98,22 @@ def conv_ceiling(*, bf16: bool = False, reps: int = 5) -> float:
 
 
 def run_benchmark(
-    model, *, height: int, width: int, reps: int = 10, fast: bool = False, bf16: bool = False, compile: bool = False
+    model,
+    *,
+    height: int,
+    width: int,
+    reps: int = 10,
+    fast: bool = False,
+    bf16: bool = False,
+    compile: bool = False,
+    progress: bool = False,
 ) -> dict:
-    """The measurements described in the module docstring, as a JSON-able dict (seconds, FLOP/s, ratios)."""
-    import os
-
+    """The measurements described in the module docstring, as a JSON-able dict (seconds, FLOP/s, ratios, and the
+    machine they were measured on). ``progress``: a bar on stderr over the timed calls."""
     import torch
 
     from maskformer.engine.analysis import count_flops, count_forward_flops
-    from maskformer.engine.timing import interleaved_medians
+    from maskformer.engine.timing import interleaved_medians, machine
     from maskformer.inference.accelerate.fast_model import folded_mask_forward, prepare_for_inference
     from maskformer.inference.accelerate.labels import semantic_labels_from_outputs
     from maskformer.inference.postprocess import semantic_from_outputs
@@ -135,7 +146,8 @@ def run_benchmark(
         "predict_optimized": lambda: pred_opt(image),
     }
     with torch.inference_mode():
-        med = interleaved_medians(variants, reps)  # (the warm-up call compiles with --compile)
+        # (the warm-up call compiles with --compile)
+        med = interleaved_medians(variants, reps, progress="benchmark" if progress else "")
         labels_ref = pred_ref(image)
         labels_opt = pred_opt(image)
     macs, _ = count_flops(model, height=height, width=width, lean=True)
@@ -144,11 +156,14 @@ def run_benchmark(
     folded = getattr(opt, "fold_mask_features", False)
     optimized_flops = 2 * count_forward_flops(model, folded_mask_forward, x) if folded else reference_flops
     ceiling32 = conv_ceiling()
+    info = machine()
     result = {
+        "machine": info,
+        "task": "semantic",  # (panoptic predict is timed by benchmarks/suite.py, against transformers)
         "size": [height, width],
         "reps": reps,
         "threads": torch.get_num_threads(),
-        "load_average": list(os.getloadavg()),
+        "load_average": info["load_average"],
         "options": {"fast": fast, "bf16": bf16, "compile": compile},
         "median_seconds": med,
         "optimized_over_reference": {
@@ -170,14 +185,19 @@ def run_benchmark(
     result["ceiling_dtype"] = "bf16" if bf16 else "fp32"
     result["forward_optimized_fraction_of_ceiling"] = result["forward_optimized_gflops"] * 1e9 / ceiling
     result["forward_lower_bound_seconds"] = optimized_flops / ceiling  # every FLOP at the conv ceiling
+    # (faster than its ceiling: other load slowed the short ceiling measurement more than the timed rounds)
+    result["ceiling_disturbed"] = result["forward_optimized_fraction_of_ceiling"] > 1
     return result
 
 
 def _table(r: dict) -> str:
+    from maskformer.engine.timing import machine_line
+
     med, ratio = r["median_seconds"], r["optimized_over_reference"]
     lines = [
-        f"size {r['size'][0]}x{r['size'][1]}, {r['reps']} reps, {r['threads']} threads, "
-        f"load average {r['load_average'][0]:.2f}, options {r['options']}",
+        f"{r['source']}: {r['task']} labels, size {r['size'][0]}x{r['size'][1]}, {r['reps']} reps, options "
+        f"{r['options']}",
+        f"measured {machine_line(r['machine'])}",
         f"{'':10s} {'reference s':>12s} {'optimized s':>12s} {'ratio':>7s}",
     ]
     for part in ("forward", "post", "predict"):
@@ -193,11 +213,15 @@ def _table(r: dict) -> str:
         + f"; optimized = {100 * r['forward_optimized_fraction_of_ceiling']:.0f} % of the {r['ceiling_dtype']} ceiling"
         f" (lower bound for this forward: {r['forward_lower_bound_seconds']:.3f} s)"
     )
+    if r["ceiling_disturbed"]:
+        lines.append("note: the forward ran above the measured ceiling: other load slowed that short measurement; "
+                     "run again on a quiet machine for a true ceiling")  # fmt: skip
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import sys
 
     import torch
 
@@ -213,8 +237,11 @@ def run(args: argparse.Namespace) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     model, _ = _load(args.source)
-    result = run_benchmark(
-        model, height=h, width=w, reps=args.reps, fast=args.fast, bf16=args.bf16, compile=args.compile
+    print(f"maskformer benchmark: {args.source} at {h}x{w}: 6 variants, one warm-up call and {args.reps} timed "
+          "rounds each, then the FLOP count and the convolution ceiling", file=sys.stderr, flush=True)  # fmt: skip
+    result = {"source": args.source}
+    result |= run_benchmark(
+        model, height=h, width=w, reps=args.reps, fast=args.fast, bf16=args.bf16, compile=args.compile, progress=True
     )
     print(json.dumps(result, indent=1) if args.json else _table(result))
     return 0
