@@ -27,3 +27,26 @@ def test_swin_export_is_dynamic_and_runs_at_sizes_that_need_window_padding(tmp_p
         images = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(5 + seed))
         assert max(verify_onnx(report.path, model, images).values()) < 1e-3, (h, w)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["swin.onnx"]  # no temporary file left
+
+
+def test_an_interrupt_while_tracing_is_not_taken_for_a_tracing_failure(tmp_path, monkeypatch):
+    """Ctrl-C while the any-size graph was traced (torch wraps the KeyboardInterrupt in its own error) was said as
+    "the graph of any size failed", and the export went on to a fixed-size graph, once written before "interrupted"."""
+    import maskformer.inference.export as export
+
+    calls: list[bool] = []
+
+    def traced(lean, example, tmp, opset, dynamic):
+        calls.append(dynamic)
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("tracing failed") from None  # (torch's wrapping keeps the interrupt as the context)
+
+    model = maskformer.build_model(maskformer.load_config(DEMO_YAML)).eval()
+    monkeypatch.setattr(export, "_export", traced)
+    said: list[str] = []
+    with pytest.raises(KeyboardInterrupt):  # (the write's guard gives the interrupt back: fileio._as_write_errors)
+        export_onnx(model, tmp_path / "m.onnx", height=64, width=64, progress=said.append)
+    assert calls == [True] and not any("failed" in line for line in said), said
+    assert not (tmp_path / "m.onnx").exists() and list(tmp_path.iterdir()) == []

@@ -264,3 +264,53 @@ def test_a_signal_during_a_checkpoint_write_waits_for_the_file(tmp_path, signame
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0 and done.stdout.strip() == "interrupted after the save: 7", done.stdout + done.stderr
     assert [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+_COMMAND_WITH_SLOW_EXIT = """
+import atexit, os, signal, sys, time
+import maskformer.cli as cli
+
+def slow_exit():  # (as torch's exit handlers: the command has ended, its outputs are written)
+    print("exiting", file=sys.stderr, flush=True)
+    time.sleep(20)
+
+if sys.argv[1] == "late":
+    atexit.register(slow_exit)
+else:  # the signal while the command line is still being read
+    build = cli.build_parser
+    def signalled():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)  # (the handler runs at the next Python step)
+        return build()
+    cli.build_parser = signalled
+sys.argv = ["maskformer", "models"]
+sys.exit(cli.main())
+"""
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_a_signal_while_a_finished_command_exits_is_no_traceback(signame):
+    """Ctrl-C in the last moments of a command whose outputs were written (torch's exit handlers running): "Exception
+    ignored in atexit callback ... KeyboardInterrupt" and exit 0, or a silent death by SIGTERM. The command's own
+    exit code now, at once, and nothing printed."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", _COMMAND_WITH_SLOW_EXIT, "late"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stderr.readline().strip() == "exiting"
+        proc.send_signal(getattr(signal, signame))
+        start = time.monotonic()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and err == "" and out.startswith("name "), (proc.returncode, err)
+    assert time.monotonic() - start < 15  # (not after the 20 s exit handler)
+
+
+def test_sigterm_while_the_command_line_is_read_is_an_interrupt() -> None:
+    """SIGTERM's handler was set only once the command ran: one in the first moments killed it without a word."""
+    done = subprocess.run([sys.executable, "-c", _COMMAND_WITH_SLOW_EXIT, "early"], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 143 and done.stderr == "maskformer models: interrupted\n", (done.returncode, done.stderr)

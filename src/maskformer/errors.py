@@ -8,7 +8,7 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 
 class UserError(Exception):
@@ -70,12 +70,13 @@ def worker_lost(error: BaseException) -> str | None:
 
 
 @contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
+def terminate_as_interrupt(then: Callable[[int, object], None] | None = None) -> Iterator[None]:
     """SIGTERM (``kill``, ``timeout``, a job scheduler) raises KeyboardInterrupt meanwhile, so the cleanup that runs
     for Ctrl-C runs for it too (no partial download, no half-made run folder). Both signals also set the flag that
     ``raise_if_terminated`` reads, and an interrupt Python had to swallow prints no "Exception ignored ...
     Traceback" (the flag raises it again at the next check). Main thread only (where handlers can be set); the
-    previous handlers come back afterwards."""
+    previous handlers come back afterwards, or ``then`` takes both signals (a command that has ended and only exits:
+    Python's default would raise in its exit handlers, "Exception ignored in atexit callback ... KeyboardInterrupt")."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -104,9 +105,9 @@ def terminate_as_interrupt() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        if previous_int is signal.default_int_handler:
-            signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGTERM, then or previous)
+        if previous_int is signal.default_int_handler:  # (an ignored Ctrl-C stays ignored)
+            signal.signal(signal.SIGINT, then or previous_int)
         sys.unraisablehook = previous_hook
         if quieted and quieted[0] is not None:
             signal.signal(signal.SIGCHLD, quieted[0])

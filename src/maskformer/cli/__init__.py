@@ -117,6 +117,27 @@ def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``maskformer`` command (``argv``: its words, from Python; None: the console command, which exits after)."""
+    # SIGTERM as Ctrl-C from the start, also in a torchrun worker (torchrun passes a SIGTERM on to its workers), but
+    # not in one that `train --nproc` started: that launcher stops them and says what was kept itself
+    if _ranks()[1] > 1 and os.environ.get("MASKFORMER_NPROC"):
+        return _main(argv)
+    ended: list[int] = []
+
+    def exit_now(signum: int, frame: object) -> None:  # (a signal after the command ended: its outputs are whole)
+        os._exit(ended[0] if ended else 128 + signum)
+
+    with terminate_as_interrupt(then=exit_now if argv is None else None):
+        code = _main(argv)
+        if argv is None:  # (os._exit writes no buffered output)
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(OSError, ValueError):
+                    stream.flush()
+        ended.append(code)
+        return code
+
+
+def _main(argv: list[str] | None) -> int:
     try:  # (``import maskformer`` loads no torch: a Ctrl-C this early is said in one line too)
         parser = build_parser()
         words = list(sys.argv[1:] if argv is None else argv)
@@ -143,15 +164,11 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         from ..engine.runtime import keep_freed_memory
 
         keep_freed_memory()  # reuse freed activation memory instead of page-faulting it in again (engine/runtime.py)
-        # SIGTERM as Ctrl-C, also in a torchrun worker (torchrun passes a SIGTERM on to its workers), but not in one
-        # that `train --nproc` started: that launcher stops them and says what was kept itself
-        launched = _ranks()[1] > 1 and bool(os.environ.get("MASKFORMER_NPROC"))
-        with contextlib.nullcontext() if launched else terminate_as_interrupt():
-            code = int(args.func(args) or 0)
-            # a Ctrl-C / SIGTERM whose KeyboardInterrupt a library swallowed (e.g. while torch was being imported):
-            # the command ran on to the end and exited 0 (tests/test_layout.py, about once in a full test run)
-            raise_if_terminated()
-            return code
+        code = int(args.func(args) or 0)
+        # a Ctrl-C / SIGTERM whose KeyboardInterrupt a library swallowed (e.g. while torch was being imported):
+        # the command ran on to the end and exited 0 (tests/test_layout.py, about once in a full test run)
+        raise_if_terminated()
+        return code
     except UserError as e:
         if not _said_by_rank_0(e):
             print(f"maskformer {args.command}: error: {one_line(e)}", file=sys.stderr)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from maskformer.errors import UserError
+from maskformer.errors import UserError, is_interrupt, raise_if_terminated
 from maskformer.fileio import atomic_path
 from maskformer.inference.accelerate.fast_model import fold_frozen_batchnorm
 
@@ -184,9 +184,10 @@ def export_onnx(
                 diffs = _differences(tmp, model, example)
                 other = torch.randn(1, 3, height + 32, width + 64, generator=torch.Generator().manual_seed(seed + 1))
                 verify_onnx(tmp, model, other)
-        except Exception:  # noqa: BLE001 - any tracing or dynamic-graph failure means: shapes must be static
-            if not dynamic:
+        except Exception as e:  # noqa: BLE001 - any tracing or dynamic-graph failure means: shapes must be static
+            if not dynamic or is_interrupt(e):  # (a Ctrl-C torch wrapped in its own error while tracing)
                 raise
+            raise_if_terminated()  # (a Ctrl-C or SIGTERM whose KeyboardInterrupt the tracer swallowed)
             dynamic, diffs = False, {}
             say(f"the graph of any size failed: tracing one for {height}x{width} inputs")
             written = _export(lean, example, tmp, opset, dynamic)
