@@ -87,6 +87,36 @@ def test_an_evaluation_the_stop_cut_runs_again_on_resume(tmp_path, monkeypatch, 
     assert [r["iteration"] for r in lines if "eval" in r] == [2, 4, 6]
 
 
+def test_a_run_from_before_aspect_ratio_grouping_resumes(tmp_path, capsys):
+    """A run an older version stopped (its config.yaml without data.aspect_ratio_grouping, its data stream saved
+    ungrouped) was refused as "a damaged checkpoint_last.pt; start a new run", its path said twice: it resumes
+    ungrouped, as it trained; the Python API, given grouping on, says how to resume it."""
+    import yaml
+
+    from maskformer.cli import main
+    from maskformer.engine.checkpoint import atomic_torch_save
+    from maskformer.errors import CheckpointError
+
+    out = tmp_path / "old"
+    plain = maskformer.load_config(CONFIGS / "demo.yaml", [*TINY, "train.max_iters=4",
+                                                             "data.aspect_ratio_grouping=false"])  # fmt: skip
+    train(plain, output_dir=tmp_path / "whole", progress=False)  # (the old version's own whole run)
+    train(plain, output_dir=out, progress=False, stop_at=2)
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    del saved["data"]["aspect_ratio_grouping"]  # (the key did not exist then)
+    (out / "config.yaml").write_text(yaml.safe_dump(saved))
+    state = torch.load(out / "checkpoint_last.pt", weights_only=False)
+    assert "grouped" not in state["data"]
+    del state["config"]["data"]["aspect_ratio_grouping"]
+    atomic_torch_save(state, out / "checkpoint_last.pt")
+    grouped = maskformer.load_config(CONFIGS / "demo.yaml", [*TINY, "train.max_iters=4"])
+    with pytest.raises(CheckpointError, match="without aspect-ratio grouping: resume with --set data.aspect_ratio_"):
+        train(grouped, output_dir=out, progress=False, resume=True)
+    argv = ["train", str(CONFIGS / "demo.yaml"), "--output-dir", str(out), "--resume", "--quiet"]
+    assert main([*argv, *[a for kv in TINY for a in ("--set", kv)]]) == 0, capsys.readouterr().err
+    assert _losses(out / "metrics.jsonl") == _losses(tmp_path / "whole" / "metrics.jsonl")
+
+
 def test_resume_with_max_iters_below_the_checkpoint_says_nothing_is_left(tmp_path, capsys):
     """Resuming a run stopped at iteration 2 with train.max_iters=1 only said the LR schedule now ended at 1, then
     wrote the iteration-2 model as final (exit 0): it now says no step is left and which model is final."""

@@ -159,15 +159,19 @@ def _config_of_checkpoint(out: Path) -> Path:
 
 
 def _older_run_defaults(saved: Path) -> list[str]:
-    """Overrides that keep a run saved by an older version on the arithmetic it trained with: train.winograd is off
-    for a config.yaml without that key (a resumed run continues bit for bit)."""
+    """Overrides that keep a run saved by an older version on what it trained with, for keys its config.yaml does not
+    have: train.winograd off (the arithmetic), data.aspect_ratio_grouping off (the data stream its checkpoint holds)."""
     import yaml
 
     try:
-        train = (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("train") or {}
+        run = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+        sections = {name: run.get(name) or {} for name in ("train", "data")}
     except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):
         return []  # (load_config names what is wrong with the file)
-    return [] if not isinstance(train, dict) or "winograd" in train else ["train.winograd=false"]
+    added = {("train", "winograd"): "train.winograd=false", ("data", "aspect_ratio_grouping"):
+             "data.aspect_ratio_grouping=false"}  # fmt: skip
+    return [kv for (section, key), kv in added.items()
+            if isinstance(sections[section], dict) and key not in sections[section]]  # fmt: skip
 
 
 def _say_how_to_resume(out: Path, config: str, iteration: int, *, nproc: int = 0, finished: bool = False) -> None:

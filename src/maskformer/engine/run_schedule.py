@@ -74,9 +74,16 @@ def resume_from(
     with _damaged(last, "per-process"):
         processes = state.get("processes") or [state]  # (a run of N processes keeps each one's data position, RNG)
         own = processes[dist.rank()] if len(processes) == dist.world_size() else state
+    if getattr(loader, "grouped", None) is not None and isinstance(own.get("data"), dict) and (
+        "grouped" not in own["data"]
+    ):  # fmt: skip
+        raise CheckpointError(f"{last}: the run trained without aspect-ratio grouping: resume with --set "
+                              "data.aspect_ratio_grouping=false")  # fmt: skip
     try:
         with _damaged(last, "data stream"):
             loader.load_state_dict(own["data"])
+    except CheckpointError:
+        raise
     except ValueError as e:
         raise CheckpointError(f"{last}: {e}; resume with the same data, train.seed and number of processes") from None
     with _damaged(last, "random number generator"):
