@@ -109,7 +109,7 @@ def terminate_as_interrupt(then: Callable[[int, object], None] | None = None) ->
         if previous_int is signal.default_int_handler:  # (an ignored Ctrl-C stays ignored)
             signal.signal(signal.SIGINT, then or previous_int)
         sys.unraisablehook = previous_hook
-        if quieted and quieted[0] is not None:
+        if quieted and quieted[0] is not None and then is None:  # (an exiting command keeps the workers' end quiet)
             signal.signal(signal.SIGCHLD, quieted[0])
         _terminated.clear()
 
