@@ -62,6 +62,12 @@ def test_benchmark_json_reports_the_timings_it_measured(capsys, monkeypatch):
     assert r["source"] == str(DEMO_YAML) and r["task"] == "semantic" and r["ceiling_disturbed"] is False
     assert r["machine"]["cpus"] == os.cpu_count() and r["machine"]["torch"] == torch.__version__
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", r["machine"]["date"]), r["machine"]
+    root = Path(maskformer.__file__).resolve().parents[2]
+    if (root / ".git").exists():  # (a checkout: the figures name its commit)
+        import subprocess
+
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
+        assert r["machine"]["commit"] == head.stdout.strip(), r["machine"]
     if Path("/proc/cpuinfo").is_file():
         flags = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")).split()
         assert ("AVX2" in r["machine"]["isa"]) == ("avx2" in flags), r["machine"]

@@ -57,12 +57,15 @@ def machine() -> dict:
     flags = set(first.get("flags", "").split())
     isa = [label for flag, label in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "AVX-512 BF16"),
                                      ("amx_tile", "AMX")) if flag in flags]  # fmt: skip
-    try:
+    commit = None
+    try:  # (only this project's own checkout: an installed copy may sit inside some other repository)
         here = Path(__file__).resolve().parent
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
-                                timeout=10).stdout.strip() or None  # fmt: skip
+        found = subprocess.run(["git", "rev-parse", "--show-toplevel", "--short", "HEAD"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.split()  # fmt: skip
+        if len(found) == 2 and (Path(found[0]) / "src" / "maskformer").resolve() == here.parent:
+            commit = found[1]
     except (OSError, subprocess.SubprocessError):
-        commit = None
+        pass
     return {
         "cpu": name,
         "isa": isa,
