@@ -485,6 +485,8 @@ def main() -> int:
         parser.error(f"--size must be a positive multiple of 32, got {args.size}")
     if not CONFIG.is_file():
         parser.error(f"--config {args.config}: no such file")
+    if args.output and Path(args.output).is_dir():
+        parser.error(f"--output {args.output}: is a folder; give a file name (the report is appended to it)")
     if args.output and not Path(args.output).resolve().parent.is_dir():  # (said now, not after the whole run)
         parser.error(f"--output {args.output}: its folder does not exist")
     try:

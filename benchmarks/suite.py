@@ -389,6 +389,8 @@ def main() -> int:
         parser.error(f"--pause must be >= 0 seconds, got {args.pause}")
     if args.reps < 1:
         parser.error(f"--reps must be at least 1, got {args.reps}")
+    if args.output and Path(args.output).is_dir():
+        parser.error(f"--output {args.output}: is a folder; give a file name (the report is appended to it)")
     if args.output and not Path(args.output).resolve().parent.is_dir():  # (said now, not after the whole run)
         parser.error(f"--output {args.output}: its folder does not exist")
     for package, extra in (("transformers", "dev"), ("onnxruntime", "onnx")):

@@ -26,7 +26,7 @@ def test_suite_reports_every_part_for_a_small_image(tmp_path):
 def test_suite_rejects_a_bad_size_an_unknown_model_and_a_negative_pause(tmp_path):
     # (--reps 0 failed after building the models; an --output in no folder after the whole run)
     bad = (["--size", "100"], ["--models", "r18"], ["--pause", "-1"], ["--reps", "0"],
-           ["--output", str(tmp_path / "no" / "report.md")])  # fmt: skip
+           ["--output", str(tmp_path / "no" / "report.md")], ["--output", str(tmp_path)])  # fmt: skip
     for args in bad:
         out = subprocess.run([sys.executable, str(ROOT / "benchmarks/suite.py"), *args], capture_output=True, text=True)
         assert out.returncode == 2 and "error:" in out.stderr and "Traceback" not in out.stderr, (args, out.stderr)
@@ -43,6 +43,7 @@ def test_compare_transformers_says_bad_options_before_it_starts(tmp_path):
         ("--reps", "0"): "--reps must be at least 1",
         ("--size", "50"): "--size must be a positive multiple of 32",
         ("--output", str(tmp_path / "no" / "r.md")): "its folder does not exist",
+        ("--output", str(tmp_path)): "is a folder; give a file name",
     }
     for args, said in bad.items():
         out = subprocess.run([sys.executable, str(ROOT / "benchmarks/compare_transformers.py"), *args],

@@ -314,3 +314,31 @@ def test_sigterm_while_the_command_line_is_read_is_an_interrupt() -> None:
     done = subprocess.run([sys.executable, "-c", _COMMAND_WITH_SLOW_EXIT, "early"], capture_output=True, text=True,
                           timeout=120)  # fmt: skip
     assert done.returncode == 143 and done.stderr == "maskformer models: interrupted\n", (done.returncode, done.stderr)
+
+
+_SIGNALLED_IN_TORCHS_IMPORT = """
+import atexit, os, signal, sys
+import maskformer.cli as cli
+
+class SignalOnTorch:  # the signal as torch begins to import (inside it, pybind11 could abort the process)
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return None
+
+atexit.register(lambda: print("torch imported:", hasattr(sys.modules.get("torch"), "Tensor"), file=sys.stderr))
+sys.meta_path.insert(0, SignalOnTorch())
+sys.argv = ["maskformer", "info", "nothing.pt"]
+sys.exit(cli.main())
+"""
+
+
+def test_a_signal_in_torchs_import_waits_for_it() -> None:
+    """A Ctrl-C or SIGTERM inside torch's import could abort the process ("terminate called after throwing an instance
+    of 'pybind11::error_already_set' what(): KeyboardInterrupt", SIGABRT) or end it as killed by SIGINT after the
+    "interrupted" line: torch is imported with the signals held, then the command is interrupted."""
+    done = subprocess.run([sys.executable, "-c", _SIGNALLED_IN_TORCHS_IMPORT], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 143, (done.returncode, done.stderr)
+    assert done.stderr == "maskformer info: interrupted\ntorch imported: True\n", done.stderr

@@ -21,6 +21,7 @@ from .. import __version__
 from ..errors import (
     UserError,
     interrupt_exit_code,
+    interrupts_held,
     is_interrupt,
     one_line,
     out_of_memory,
@@ -161,6 +162,12 @@ def _main(argv: list[str] | None) -> int:
 
 def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     try:
+        if args.command != "models":  # (the one command without torch)
+            # a Ctrl-C or SIGTERM inside torch's import can abort the process ("terminate called after throwing an
+            # instance of 'pybind11::error_already_set' what(): KeyboardInterrupt", a core dump): it waits for the
+            # import, a second or two, and then interrupts as anywhere else
+            with interrupts_held():
+                import torch  # noqa: F401
         from ..engine.runtime import keep_freed_memory
 
         keep_freed_memory()  # reuse freed activation memory instead of page-faulting it in again (engine/runtime.py)

@@ -195,7 +195,8 @@ def _table(r: dict) -> str:
 
     med, ratio = r["median_seconds"], r["optimized_over_reference"]
     lines = [
-        f"{r['source']}: {r['task']} labels, size {r['size'][0]}x{r['size'][1]}, {r['reps']} reps, options "
+        f"{r['source']}: {r['task']} labels, size {r['size'][0]}x{r['size'][1]}, {r['reps']} "
+        f"rep{'s' if r['reps'] != 1 else ''}, options "
         f"{r['options']}",
         f"measured {machine_line(r['machine'])}",
         f"{'':10s} {'reference s':>12s} {'optimized s':>12s} {'ratio':>7s}",
@@ -237,8 +238,9 @@ def run(args: argparse.Namespace) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     model, _ = _load(args.source)
-    print(f"maskformer benchmark: {args.source} at {h}x{w}: 6 variants, one warm-up call and {args.reps} timed "
-          "rounds each, then the FLOP count and the convolution ceiling", file=sys.stderr, flush=True)  # fmt: skip
+    rounds = f"{args.reps} timed round{'s' if args.reps != 1 else ''}"
+    print(f"maskformer benchmark: {args.source} at {h}x{w}: 6 variants, one warm-up call and {rounds} each, then "
+          "the FLOP count and the convolution ceiling", file=sys.stderr, flush=True)  # fmt: skip
     result = {"source": args.source}
     result |= run_benchmark(
         model, height=h, width=w, reps=args.reps, fast=args.fast, bf16=args.bf16, compile=args.compile, progress=True
