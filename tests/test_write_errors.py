@@ -274,8 +274,19 @@ def slow_exit():  # (as torch's exit handlers: the command has ended, its output
     print("exiting", file=sys.stderr, flush=True)
     time.sleep(20)
 
-if sys.argv[1] == "late":
-    atexit.register(slow_exit)
+class SlowTeardown:  # (as torch's modules freed after the exit handlers)
+    def __del__(self):
+        print("tearing down", file=sys.stderr, flush=True)
+        time.sleep(3)
+
+if sys.argv[1] == "late":  # (registered while the command runs, as torch's are when it is imported)
+    run = cli._main
+    def registering(argv):
+        atexit.register(slow_exit)
+        return run(argv)
+    cli._main = registering
+elif sys.argv[1] == "teardown":
+    kept = SlowTeardown()
 else:  # the signal while the command line is still being read
     build = cli.build_parser
     def signalled():
@@ -342,3 +353,20 @@ def test_a_signal_in_torchs_import_waits_for_it() -> None:
                           timeout=120)  # fmt: skip
     assert done.returncode == 143, (done.returncode, done.stderr)
     assert done.stderr == "maskformer info: interrupted\ntorch imported: True\n", done.stderr
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_a_signal_in_the_last_teardown_of_a_finished_command_is_ignored(signame) -> None:
+    """After the exit handlers Python puts back the default handlers for its final teardown: a signal there killed the
+    finished command (exit -2 / -15, nothing said). It ends with its own code."""
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-c", _COMMAND_WITH_SLOW_EXIT, "teardown"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stderr.readline().strip() == "tearing down"
+        proc.send_signal(getattr(signal, signame))
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and err == "" and out.startswith("name "), (proc.returncode, err)
