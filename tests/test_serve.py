@@ -686,10 +686,11 @@ def test_ctrl_c_answers_the_waiting_pictures_at_once_and_a_second_one_the_runnin
                 first = pool.submit(_post, url, {"image": ("first.png", _png(_scenes()[0]))})
                 assert started.wait(timeout=30)
                 waiting = [pool.submit(_post, url, {"image": (f"w{i}.png", _png(_scenes()[i]))}) for i in (1, 2)]
-                for _ in range(100):  # bounded: 10 s, until both wait for the model
+                for _ in range(600):  # bounded: 60 s (a loaded machine), until both wait for the model
                     if app.state.serving.busy == 3:
                         break
                     time.sleep(0.1)
+                assert app.state.serving.busy == 3, "the two uploads never reached the model's queue"
                 server.handle_exit(signal.SIGINT, None)
                 answers = [w.result(timeout=10) for w in waiting]  # (at once: the running picture is still held)
                 assert all(status == 503 and "the server is stopping" in data["error"] for status, data in answers)
@@ -735,10 +736,11 @@ def test_ctrl_c_answers_an_upload_still_arriving_at_its_next_chunk(tmp_path: Pat
         with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
             s.sendall(f"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
                       f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:100_000])  # fmt: skip
-            for _ in range(100):  # bounded: 10 s, until the server has the first chunk in hand
+            for _ in range(600):  # bounded: 60 s (a loaded machine), until the server has the first chunk in hand
                 if app.state.serving.busy:
                     break
                 time.sleep(0.1)
+            assert app.state.serving.busy, "the upload never reached the server"
             server.handle_exit(signal.SIGINT, None)
             s.sendall(body[100_000:200_000])  # (the next chunk: answered now, the rest never sent)
             answer = ""
