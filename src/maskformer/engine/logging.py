@@ -15,23 +15,27 @@ from maskformer.fileio import atomic_write_text, json_text
 def _open_log(path: Path, start: int):
     """``metrics.jsonl`` for appending after iteration ``start`` (unbuffered bytes, see ``_append``): a new run starts
     an empty file; a resumed one drops the lines logged after its checkpoint (iterations > start), which the resumed
-    run logs again, and a last line without its newline (cut by a crash)."""
+    run logs again, and a last line without its newline (cut by a crash). Also returns the iterations of the
+    evaluations the kept lines hold."""
     if start <= 0 or not path.exists():
-        return open(path, "wb", buffering=0)
+        return open(path, "wb", buffering=0), set()
     text = path.read_text()
     lines = text.splitlines()
     if text and not text.endswith("\n"):
         lines = lines[:-1]
-    kept = []
+    kept, evaluated = [], set()
     for line in lines:
         try:
-            if int(json.loads(line).get("iteration", 0)) > start:
+            record = json.loads(line)
+            if int(record.get("iteration", 0)) > start:
                 continue
+            if "eval" in record:
+                evaluated.add(int(record["iteration"]))
         except (ValueError, TypeError, AttributeError):
             pass  # not a metrics line: kept as it is
         kept.append(line + "\n")
     atomic_write_text(path, "".join(kept))
-    return open(path, "ab", buffering=0)
+    return open(path, "ab", buffering=0), evaluated
 
 
 def _append(file, record: dict) -> None:
@@ -68,7 +72,7 @@ class MetricLogger:
         self.console = enabled and console
         self.period = period
         self.total = total
-        self.file = _open_log(Path(output_dir) / "metrics.jsonl", start) if enabled else None
+        self.file, self._evaluated = _open_log(Path(output_dir) / "metrics.jsonl", start) if enabled else (None, set())
         self.bar = None
         if self.console and sys.stderr.isatty():
             from tqdm import tqdm
@@ -146,16 +150,7 @@ class MetricLogger:
     def evaluated(self, iteration: int) -> bool:
         """Whether metrics.jsonl holds an evaluation at ``iteration`` (a run stopped during that evaluation has
         none). True where this process logs nothing."""
-        if not self.file:
-            return True
-        for line in Path(self.file.name).read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and record.get("iteration") == iteration and "eval" in record:
-                return True
-        return False
+        return not self.file or iteration in self._evaluated
 
     def close(self) -> None:
         """Close the bar, the metrics file and TensorBoard's writer (again: nothing)."""

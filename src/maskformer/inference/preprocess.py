@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from maskformer.errors import DataError
-from maskformer.fileio import SPECIAL_FILE, special_file, unreadable_reason
+from maskformer.fileio import SPECIAL_FILE, special_file, unreadable_reason, upright
 
 __all__ = ["ImageInput", "load_image", "pil_to_rgb", "normalize_and_pad", "resize_shortest_edge_size", "resize_image"]
 
@@ -32,12 +32,7 @@ def pil_to_rgb(pil: Image.Image, name: str = "image") -> np.ndarray:
     ``read_image``; a phone photo's label map then lies over the photo), 16-bit grey scaled to 8 bits (``>> 8``; a
     32-bit integer image whose values fit in 0..255 is read as 8-bit grey), grey, palette, alpha and CMYK
     converted; float images are one ``DataError`` naming ``name``."""
-    try:
-        with warnings.catch_warnings():  # (Pillow's two-line "Corrupt EXIF data" warnings, at every read)
-            warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
-            pil = ImageOps.exif_transpose(pil)
-    except Exception:  # broken EXIF blocks are common; orientation is then left as stored
-        pass
+    pil = upright(pil)  # (broken EXIF blocks are common: orientation is then left as stored)
     if pil.mode in _SIXTEEN_BIT:
         arr = np.asarray(pil)
         if arr.dtype != np.uint16 and (arr.min() < 0 or arr.max() > 65535):
