@@ -91,8 +91,9 @@ def _bt(d: list[Tensor]) -> list[Tensor]:
 
 
 def _b(d: list[Tensor]) -> list[Tensor]:
-    """The transpose of ``_bt``: the gradients of the four tile positions from those of the four transformed ones."""
-    return [d[0], d[1] - d[2] + d[3], d[1] + d[2] - d[0], torch.neg(d[3])]
+    """The transpose of ``_bt``: the gradients of the four tile positions from those of the four transformed ones,
+    except that the last is returned as d3, not -d3 (``_overlap_add`` subtracts it: one full-size pass less)."""
+    return [d[0], torch.sub(d[1], d[2]).add_(d[3]), torch.add(d[1], d[2]).sub_(d[0]), d[3]]
 
 
 def input_transform(x: Tensor) -> tuple[list[Tensor], int, int]:
@@ -151,18 +152,19 @@ def apply_filters(x: Tensor, u: list[Tensor] | tuple[Tensor, ...], bias: Tensor 
 
 
 def _overlap_add(parts: list[Tensor], axis: int, tiles: int) -> Tensor:
-    """Sum four per-tile gradients [.., tiles, ..] of tile positions 0..3 (stride 2) along ``axis`` into the
-    [.., 2 tiles, ..] gradient of the picture: the padded picture's rows 1 .. 2 tiles (its border rows 0 and
-    2 tiles + 1 are the convolution's zero padding, whose gradient is not wanted). Position k of tile j lands on row
-    2j + k - 1: positions 1 and 3 fill the even rows (2j and 2j + 2), 2 and 0 the odd ones (2j + 1 and 2j - 1), so each
-    half is one copy and one add, and the result is contiguous (no strided crop for the next layer to copy)."""
+    """Sum four per-tile gradients [.., tiles, ..] of tile positions 0..3 (stride 2; the last one comes negated, see
+    ``_b``) along ``axis`` into the [.., 2 tiles, ..] gradient of the picture: the padded picture's rows 1 .. 2 tiles
+    (its border rows 0 and 2 tiles + 1 are the convolution's zero padding, whose gradient is not wanted). Position k
+    of tile j lands on row 2j + k - 1: positions 1 and 3 fill the even rows (2j and 2j + 2), 2 and 0 the odd ones
+    (2j + 1 and 2j - 1), so each half is one copy and one add (a subtraction for position 3), and the result is
+    contiguous (no strided crop for the next layer to copy)."""
     shape = list(parts[0].shape)
     shape[axis] = 2 * tiles
     out = parts[0].new_empty(shape)
     halves = out.unflatten(axis, (tiles, 2))
     even, odd = halves.select(axis + 1, 0), halves.select(axis + 1, 1)
     even.copy_(parts[1])
-    even.narrow(axis, 1, tiles - 1).add_(parts[3].narrow(axis, 0, tiles - 1))
+    even.narrow(axis, 1, tiles - 1).sub_(parts[3].narrow(axis, 0, tiles - 1))
     odd.copy_(parts[2])
     odd.narrow(axis, 0, tiles - 1).add_(parts[0].narrow(axis, 1, tiles - 1))
     return out
@@ -190,24 +192,29 @@ class _Conv3x3(torch.autograd.Function):
         if (2 * th, 2 * tw) != (h, w):
             gy = F.pad(gy, (0, 0, 0, 2 * tw - w, 0, 2 * th - h))
         cout = gy.shape[-1]
-        # dM = A dY A^T: A along the rows (a) for each output column q, then along the columns (b)
+        # dM = A dY A^T: A along the rows (a) for each output column q, then along the columns (b). A's last column
+        # is (0, -1): dm[k] holds sign[k] * dM[k] (no full-size negation), and the sign goes on the small factors
+        # instead (exact: negation commutes with rounding)
         rows = []
         for q in range(2):
             d0, d1 = gy[:, 0::2, q::2], gy[:, 1::2, q::2]
-            rows.append([d0, torch.add(d0, d1), torch.sub(d0, d1), torch.neg(d1)])
+            rows.append([d0, torch.add(d0, d1), torch.sub(d0, d1), d1])
         dm = []
         for a in range(4):
             c0, c1 = rows[0][a], rows[1][a]
-            dm += [t.reshape(-1, cout) for t in (c0, torch.add(c0, c1), torch.sub(c0, c1), torch.neg(c1))]
+            dm += [t.reshape(-1, cout) for t in (c0, torch.add(c0, c1), torch.sub(c0, c1), c1)]
+        flips = [-1.0 if (k // 4 == 3) != (k % 4 == 3) else 1.0 for k in range(16)]
+        sign = torch.tensor(flips, dtype=u.dtype, device=u.device)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[1]:
-            du = torch.stack([torch.mm(dm[k].T, v[k]) for k in range(16)])  # [16, Cout, Cin]
+            du = torch.stack([torch.mm(dm[k].T, v[k]) for k in range(16)]).mul_(sign.view(16, 1, 1))  # [16, Co, Ci]
             g = _g(du)
             grad_w = (g.T @ du.permute(1, 2, 0).reshape(-1, 4, 4) @ g).view(cout, cin, 3, 3)
         if has_bias and ctx.needs_input_grad[2]:
             grad_b = grad.sum((0, 2, 3))
         if ctx.needs_input_grad[0]:
-            dv = [t.view(n, th, tw, cin) for t in products(dm, u.transpose(1, 2).contiguous().unbind(0))]
+            signed = u.transpose(1, 2).mul(sign.view(16, 1, 1)).contiguous()  # [16, Cin, Cout]
+            dv = [t.view(n, th, tw, cin) for t in products(dm, signed.unbind(0))]
             by_cols = [_overlap_add(_b(dv[4 * a : 4 * a + 4]), 2, tw) for a in range(4)]  # 4 x [N, th, 2tw, Cin]
             picture = _overlap_add(_b(by_cols), 1, th)  # [N, 2th, 2tw, Cin]
             if (2 * th, 2 * tw) != (h, w):
