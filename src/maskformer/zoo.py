@@ -37,7 +37,7 @@ from pathlib import Path
 
 from .errors import CheckpointError, terminate_as_interrupt
 from .fetch import download, hub_folder
-from .fileio import atomic_path, atomic_write_text
+from .fileio import SPECIAL_FILE, atomic_path, atomic_write_text, broken_link, special_file
 
 __all__ = [
     "ZooEntry",
@@ -177,6 +177,8 @@ def resolve_model(name_or_path: str | Path) -> Path:
                 raise CheckpointError(f"{path}: a training run's folder: give its checkpoint, e.g. {run[0]}")
             raise CheckpointError(f"{path}: a folder without config.json (not a transformers save_pretrained folder)")
         return _local_converted(path, _folder_stamp(path), lambda tmp: _convert_hf(path, tmp))
+    if why := broken_link(path) or (SPECIAL_FILE if special_file(path) else None):  # (not "no such file")
+        raise CheckpointError(f"{path}: {why}")
     entry = entries.get(text.strip().removesuffix(".yaml"))  # (" ade20k-150/..." pasted with a space is the name)
     if entry is not None and not entry.hub:
         return _converted(entry.name, lambda out: _download_and_convert(entry, out))
@@ -315,8 +317,8 @@ def _dangling_link(folder: Path) -> str:
     """'X links to T, which does not exist' for the first link on the way to ``folder`` whose target is missing (mkdir
     then says only "File exists"), else ''."""
     for p in [folder, *folder.parents]:
-        if p.is_symlink() and not p.exists():
-            return f"{p} links to {os.readlink(p)}, which does not exist"
+        if link := broken_link(p):
+            return f"{p}: {link}"
     return ""
 
 

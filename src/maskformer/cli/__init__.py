@@ -30,6 +30,7 @@ from ..errors import (
     terminate_as_interrupt,
     worker_lost,
 )
+from ..fileio import broken_link
 
 # command name -> module under maskformer.cli
 COMMANDS: dict[str, str] = {
@@ -195,24 +196,28 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         # FileExistsError / NotADirectoryError: an output folder asked for where a file is (--output-dir README.md)
         name = getattr(e, "filename", None) or ""
         why = "exists and is not a folder" if isinstance(e, FileExistsError) else (e.strerror or str(e))
-        if name and os.path.islink(name) and not os.path.exists(name):
-            why = f"a symbolic link to {os.readlink(name)}, which does not exist"
+        if name and (link := broken_link(name)):
+            why = link
         print(f"maskformer {args.command}: error: {name}: {why}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `maskformer models | head`
         sys.stderr.close()
         return 0
-    except OSError as e:  # a full disk, a quota, an I/O error: the system's side (exit 1); read-only: the user's (2)
-        name = getattr(e, "filename", None)
-        why = e.strerror or str(e) or type(e).__name__
+    except OSError as e:  # a full disk, a quota, an I/O error: the system's side (exit 1); read-only, a symbolic link
+        name = getattr(e, "filename", None)  # loop or a name too long: the user's (2)
+        why = "a symbolic link loop" if e.errno == errno.ELOOP else (e.strerror or str(e) or type(e).__name__)
         print(f"maskformer {args.command}: error: {f'{name}: ' if name else ''}{why}", file=sys.stderr)
-        return 2 if e.errno == errno.EROFS else 1
+        return 2 if e.errno in (errno.EROFS, errno.ELOOP, errno.ENAMETOOLONG) else 1
     except MemoryError as e:  # the machine's side, as a full disk (exit 1)
         print(f"maskformer {args.command}: error: {out_of_memory(e)}", file=sys.stderr)
         return 1
     except RuntimeError as e:
         if is_interrupt(e):  # (DataLoader workers stopped by the same Ctrl-C / SIGTERM)
             return _interrupted(args.command, exiting=argv is None)
+        if str(e).startswith("Symlink loop from "):  # pathlib's resolve() (Python < 3.13)
+            where = str(e).removeprefix("Symlink loop from ").strip("'")
+            print(f"maskformer {args.command}: error: {where}: a symbolic link loop", file=sys.stderr)
+            return 2
         if why := out_of_memory(e) or worker_lost(e):
             print(f"maskformer {args.command}: error: {why}", file=sys.stderr)
             return 1

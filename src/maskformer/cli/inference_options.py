@@ -64,12 +64,13 @@ def check_output_dir(name: str) -> None:
     from pathlib import Path
 
     from maskformer.errors import DataError
+    from maskformer.fileio import broken_link
 
     if not name.strip():
         raise DataError("--output-dir is empty: name a folder (. for the current one)")
     out = Path(name)
-    if out.is_symlink() and not out.exists():
-        raise DataError(f"{out}: a symbolic link to {os.readlink(out)}, which does not exist")
+    if link := broken_link(out):
+        raise DataError(f"{out}: {link}")
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a folder")
     existing = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())

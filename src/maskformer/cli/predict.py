@@ -98,7 +98,7 @@ def _collect(inputs: list[str], *, recursive: bool = False, output_dir: str = ""
     from pathlib import Path
 
     from maskformer.errors import DataError
-    from maskformer.fileio import files_in, special_file
+    from maskformer.fileio import broken_link, files_in, special_file
 
     wanted = IMAGE_SUFFIXES | VIDEO_SUFFIXES | {GIF}
     skip = Path(output_dir).resolve() if output_dir.strip() else None
@@ -127,7 +127,7 @@ def _collect(inputs: list[str], *, recursive: bool = False, output_dir: str = ""
                       "add --recursive to read them", file=sys.stderr)  # fmt: skip
         elif path.is_file():
             files.setdefault(path, path.stem)
-        elif special_file(path):  # (named, as a folder's is when it is read)
+        elif special_file(path) or broken_link(path):  # (named and skipped when read, as in a folder)
             files.setdefault(path, path.stem)
         else:
             raise DataError(f"{path}: no such file or folder")
@@ -136,7 +136,10 @@ def _collect(inputs: list[str], *, recursive: bool = False, output_dir: str = ""
     unique: dict[Path, tuple[Path, str]] = {}
     names: dict[Path, list[str]] = {}
     for path, name in files.items():
-        real = path.resolve()
+        try:
+            real = path.resolve()
+        except (RuntimeError, OSError):  # a symbolic link loop (named and skipped when read)
+            real = path.absolute()
         if real not in unique or (unique[real][0].is_symlink() and not path.is_symlink()):
             unique[real] = (path, name)
         names.setdefault(real, []).append(name)

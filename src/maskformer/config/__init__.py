@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
-from ..fileio import atomic_write_text
+from ..fileio import SPECIAL_FILE, atomic_write_text, broken_link, special_file
 from .ranges import check_ranges
 from .sections import (
     BackboneConfig,
@@ -185,6 +185,8 @@ def _yaml_problem(e: yaml.YAMLError) -> str:
 
 def _yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict]]:
     """(file, its keys without ``_base_``) for ``path`` and its ``_base_`` ancestors, the child first."""
+    if why := broken_link(path) or (SPECIAL_FILE if special_file(path) else None):
+        raise ConfigError(f"{path}: {why}")
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"{path}: _base_ cycle")

@@ -3,6 +3,7 @@ Pillow could not read it; and the files of a folder. Imports nothing of the pack
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 from pathlib import Path
@@ -12,6 +13,7 @@ __all__ = [
     "JPEG_LABEL",
     "upright",
     "SPECIAL_FILE",
+    "broken_link",
     "cut_archive",
     "damaged_archive",
     "files_in",
@@ -94,6 +96,20 @@ def special_file(path: str | os.PathLike) -> bool:
     """Whether ``path`` exists but is neither a regular file nor a folder: reading a named pipe blocks until a
     writer comes."""
     return os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path)
+
+
+def broken_link(path: str | os.PathLike) -> str | None:
+    """Why ``path``, a symbolic link (or a path through one) that leads nowhere, cannot be used: "a symbolic link loop"
+    or "a symbolic link to T, which does not exist"; None when it leads somewhere or is no link."""
+    try:
+        os.stat(path)
+        return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        if os.path.islink(path):
+            return f"a symbolic link to {os.readlink(path)}, which does not exist"
+        return None
 
 
 def not_a_file(path: str | os.PathLike) -> str:

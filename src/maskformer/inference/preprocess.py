@@ -16,7 +16,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from maskformer.errors import DataError
-from maskformer.fileio import SPECIAL_FILE, special_file, unreadable_reason, upright
+from maskformer.fileio import SPECIAL_FILE, broken_link, special_file, unreadable_reason, upright
 
 __all__ = ["ImageInput", "load_image", "pil_to_rgb", "normalize_and_pad", "resize_shortest_edge_size", "resize_image"]
 
@@ -66,8 +66,8 @@ def load_image(image: ImageInput) -> np.ndarray:
         except Image.DecompressionBombError as exc:
             raise DataError(f"{image}: too large to decode ({str(exc).split(',')[0]}); downscale it") from None
         except (OSError, UnidentifiedImageError, ValueError) as exc:
-            if isinstance(exc, FileNotFoundError) and os.path.islink(image):
-                raise DataError(f"{image}: a symbolic link to {os.readlink(image)}, which does not exist") from None
+            if isinstance(exc, OSError) and (link := broken_link(image)):
+                raise DataError(f"{image}: {link}") from None
             if isinstance(exc, OSError) and exc.filename and exc.strerror:  # (the file is named once)
                 raise DataError(f"{image}: cannot read image ({type(exc).__name__}: {exc.strerror})") from None
             size = os.path.getsize(image) if os.path.isfile(image) else None
