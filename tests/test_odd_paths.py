@@ -13,7 +13,6 @@ import maskformer
 from conftest import DEMO_YAML
 from maskformer.cli import main
 from maskformer.engine.checkpoint import save_checkpoint
-from maskformer.fileio import broken_link
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +36,8 @@ def _image(path: Path) -> Path:
 
 
 def test_broken_link_tells_a_loop_from_a_missing_target(tmp_path: Path) -> None:
+    from maskformer.fileio import broken_link
+
     loop = _loop(tmp_path)
     (tmp_path / "gone").symlink_to("nowhere")
     _image(tmp_path / "real.png")
@@ -131,3 +132,103 @@ def test_a_name_too_long_for_the_file_system_is_the_users_side(tmp_path: Path, m
     assert main(["predict", str(model), str(image), "--output-dir", str(tmp_path / "o"), "--task", "semantic"]) == 2
     err = capsys.readouterr().err
     assert "File name too long" in err and "Traceback" not in err
+
+
+def test_a_demo_run_that_cannot_be_moved_aside_is_left_whole(tmp_path: Path, monkeypatch) -> None:
+    """A file of the earlier demo run that could not be moved aside (a folder not writable) left that run split: its
+    checkpoints in a hidden `.out.previous-*` folder beside it, its pictures in place."""
+    import shutil
+
+    from maskformer.cli import demo
+
+    out = tmp_path / "dm"
+    (out / "pictures").mkdir(parents=True)
+    shutil.copy(DEMO_YAML, out / "config.yaml")
+    for name in ("model_final.pt", "checkpoint_last.pt", "metrics.json"):
+        (out / name).write_text(name)
+    (out / "pictures" / "val_000.png").write_text("picture")
+    before = {p.relative_to(out).as_posix(): p.read_text() for p in out.rglob("*") if p.is_file()}
+    real_rename = Path.rename
+
+    def rename(self: Path, target):  # noqa: ANN001, ANN202
+        if self.parent.name == "pictures":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(PermissionError), demo._replacing_previous_demo(out):
+        pytest.fail("the new demo must not start")
+    monkeypatch.undo()
+    assert {p.relative_to(out).as_posix(): p.read_text() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dm"]  # (no hidden folder left beside it)
+
+
+def test_an_empty_output_folder_is_filled_in_place(tmp_path: Path) -> None:
+    """`convert to-hf` into an empty folder that is a mount point failed ("Device or resource busy"): the folder was
+    replaced by a renamed temporary one. An empty folder is now filled (the same folder, its files moved in)."""
+    from maskformer.fileio import atomic_folder
+
+    target = tmp_path / "vol"
+    target.mkdir()
+    inode = target.stat().st_ino
+    with atomic_folder(target) as tmp:
+        assert tmp.parent == target  # (on the folder's own file system)
+        (tmp / "config.json").write_text("{}")
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "w.bin").write_bytes(b"1")
+    assert target.stat().st_ino == inode
+    assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*")) == ["config.json", "sub", "sub/w.bin"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vol"]
+    other = tmp_path / "other"
+    other.mkdir()
+    with pytest.raises(RuntimeError), atomic_folder(other) as tmp:  # a failure leaves it empty, as it was
+        (tmp / "config.json").write_text("{}")
+        raise RuntimeError("stop")
+    assert list(other.iterdir()) == []
+
+
+def test_convert_to_hf_into_an_empty_mounted_folder(tmp_path: Path, model: Path, capsys) -> None:
+    import subprocess
+
+    pytest.importorskip("transformers")
+    volume = tmp_path / "vol"
+    volume.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(volume)], capture_output=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip() or done.returncode})")
+    try:
+        cfg = maskformer.load_config(DEMO_YAML, ["model.transformer_in_feature=res5"])
+        net = maskformer.build_model(cfg)
+        meta = net.class_meta.to_dict() if net.class_meta else None
+        save_checkpoint(tmp_path / "res5.pt", cfg=cfg, model=net, meta=meta)
+        assert main(["convert", "to-hf", str(tmp_path / "res5.pt"), str(volume)]) == 0, capsys.readouterr().err
+        assert (volume / "config.json").is_file() and any(volume.glob("*.safetensors"))
+        assert "Writing model shards" not in capsys.readouterr().err  # (transformers' bar after our summary line)
+    finally:
+        subprocess.run(["umount", "-l", str(volume)], check=False)
+
+
+def test_panoptic_pictures_without_their_table_entry_are_not_left(tmp_path: Path, capsys, monkeypatch) -> None:
+    """When predictions.json could not be written, the new image's panoptic PNG and overlay stayed without an
+    entry in it."""
+    from maskformer import fileio
+
+    image = _image(tmp_path / "a.png")
+    out = tmp_path / "o"
+
+    def refuse(path, text):  # noqa: ANN001, ANN202
+        raise PermissionError(1, "Operation not permitted", str(path))
+
+    monkeypatch.setattr(fileio, "atomic_write_text", refuse)
+    assert main(["predict", str(model_path := _panoptic(tmp_path)), str(image), "--output-dir", str(out)]) == 2
+    assert "predictions.json: Operation not permitted" in capsys.readouterr().err
+    assert not out.exists() or list(out.iterdir()) == []
+    assert model_path.is_file()
+
+
+def _panoptic(tmp_path: Path) -> Path:
+    sets = ["inference.panoptic_on=true", "inference.object_mask_threshold=0.0", "inference.overlap_threshold=0.0"]
+    cfg = maskformer.load_config(DEMO_YAML, overrides=sets)
+    net = maskformer.build_model(cfg)
+    save_checkpoint(tmp_path / "pan.pt", cfg=cfg, model=net, meta=net.class_meta.to_dict() if net.class_meta else None)
+    return tmp_path / "pan.pt"

@@ -86,3 +86,41 @@ def test_semantic_training_and_eval_on_coco_panoptic(tmp_path: Path, capsys, set
         assert 0.0 <= metrics[key] <= 100.0, (key, metrics[key])  # (NaN before: no semantic ground truth)
     present = {name for name, iou in metrics["IoU_by_class"].items() if iou is not None}
     assert {"person", "car", "grass-merged", "road"} <= present  # the classes of the derived ground truth
+
+
+def _coco_checkpoint(tmp_path: Path) -> tuple[Path, Path]:
+    import maskformer
+    from maskformer.engine.checkpoint import save_checkpoint
+
+    root = _coco_tree(tmp_path / "coco")
+    sets = ["data.dataset=coco_panoptic", "model.num_classes=133", "test.min_size=48", "test.max_size=64",
+            "inference.semantic_on=false", "inference.panoptic_on=true", "data.num_workers=0",
+            f"data.root={root}"]  # fmt: skip
+    cfg = maskformer.load_config(DEMO_YAML, overrides=sets)
+    model = maskformer.build_model(cfg)
+    save_checkpoint(tmp_path / "m.pt", cfg=cfg, model=model, meta=model.class_meta.to_dict())
+    return tmp_path / "m.pt", root
+
+
+def test_panoptic_eval_writes_the_per_class_scores_its_help_lists(tmp_path: Path, capsys) -> None:
+    """`eval --help` lists per_class for panoptic models; metrics.json had only All/Things/Stuff and PQ/SQ/RQ."""
+    model, _ = _coco_checkpoint(tmp_path)
+    assert main(["eval", str(model), "--json", "--output-dir", str(tmp_path / "ev")]) == 0, capsys.readouterr().err
+    metrics = json.loads(capsys.readouterr().out)
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text()) == metrics
+    per_class = metrics["per_class"]
+    assert len(per_class) == 133 and set(per_class["1"]) == {"name", "pq", "sq", "rq", "tp", "fp", "fn"}  # COCO ids
+    assert per_class["1"]["name"] == "person"
+    assert "199" in per_class and "0" not in per_class  # (dataset ids, not 0..132)
+    counted = [c for c in per_class.values() if c["tp"] + c["fp"] + c["fn"] > 0]
+    assert len(counted) == metrics["All"]["n"]
+    assert abs(sum(c["pq"] for c in counted) / max(len(counted), 1) - metrics["All"]["pq"]) < 1e-12
+
+
+def test_eval_with_both_tasks_off_is_refused(tmp_path: Path, capsys) -> None:
+    """--set inference.panoptic_on=false on a panoptic-only model left nothing to score: exit 0, {"images": 3}."""
+    model, _ = _coco_checkpoint(tmp_path)
+    assert main(["eval", str(model), "--set", "inference.panoptic_on=false", "--output-dir", str(tmp_path / "ev")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "inference.semantic_on and inference.panoptic_on are both false" in err[0]
+    assert not (tmp_path / "ev").exists()

@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if argv is None:  # (registered before torch's exit handlers, so it runs after them)
         atexit.register(_ignore_signals_in_teardown)
+        with contextlib.suppress(AttributeError, ValueError):  # a path the terminal's encoding cannot show (an ASCII
+            sys.stdout.reconfigure(errors="backslashreplace")  # console): escaped as on stderr, not a traceback
 
     with terminate_as_interrupt(then=exit_now if argv is None else None):
         code = _main(argv)

@@ -142,8 +142,16 @@ def _replacing_previous_demo(out: Path) -> Iterator[None]:
     print(f"[maskformer] replacing the earlier demo run in {out}", file=sys.stderr)
     aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.previous-", dir=out.resolve().parent))
     moved = [(path, aside / str(path.relative_to(out)).replace("/", "__")) for path in old]
-    for path, kept in moved:
-        path.rename(kept)
+    done: list[tuple[Path, Path]] = []
+    try:  # (a file that cannot be moved aside, e.g. in a folder not writable: the run is left as it was)
+        for path, kept in moved:
+            path.rename(kept)
+            done.append((path, kept))
+    except BaseException:
+        for path, kept in reversed(done):
+            kept.rename(path)
+        shutil.rmtree(aside, ignore_errors=True)
+        raise
     try:
         yield
     except BaseException:

@@ -15,8 +15,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         " of the dataset in its config. Prints a table and writes OUTPUT_DIR/metrics.json (also with --json, which"
         " prints the same JSON instead of the table). Semantic: mIoU, fwIoU, mACC, pACC in percent; IoU and ACC per"
         " class (null for a class without ground-truth pixels), IoU_by_class by name, classes, images, miou_formula;"
-        " PQ_St (the paper's PQ^St). Panoptic: All/Things/Stuff with pq, sq, rq, n as fractions, per_class, plus PQ,"
-        " SQ, RQ in percent.",
+        " PQ_St (the paper's PQ^St). Panoptic: All/Things/Stuff with pq, sq, rq, n as fractions, per_class (name,"
+        " pq, sq, rq, tp, fp, fn by the dataset's category id), plus PQ, SQ, RQ in percent.",
     )
     p.add_argument(
         "checkpoint",
@@ -102,6 +102,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"data.root: {cfg.data.root} does not exist (pass --data-root DIR)")
     options = predictor_options(args)
     panoptic = cfg.model.meta_arch == "maskformer" and cfg.inference.panoptic_on
+    if cfg.model.meta_arch == "maskformer" and not (cfg.inference.semantic_on or panoptic):  # (exit 0 with no metric)
+        raise ConfigError("inference.semantic_on and inference.panoptic_on are both false: nothing to evaluate (set "
+                          "one true, e.g. --set inference.semantic_on=true for mIoU)")  # fmt: skip
     if args.tta and panoptic:  # the original has no panoptic TTA: refuse it, as predict does, or say where it applies
         if not cfg.inference.semantic_on:
             raise ConfigError("tta: test-time augmentation is for semantic labels only, as in the original (this "

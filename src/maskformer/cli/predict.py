@@ -303,9 +303,15 @@ def _run(args: argparse.Namespace) -> int:
         # (read, merge and write under a lock: another predict into this folder may do the same at the same time)
         if annotations:  # (videos alone write none)
             categories = [{"id": ids[i], "name": n, "isthing": int(i in thing)} for i, n in enumerate(names)]
-            with interrupts_held(), folder_lock(out):
-                table, note = panoptic_table(out, annotations, categories)  # (with an earlier run's entries there)
-                atomic_write_text(out / "predictions.json", json.dumps(table))
+            try:
+                with interrupts_held(), folder_lock(out):
+                    table, note = panoptic_table(out, annotations, categories)  # (with an earlier run's entries)
+                    atomic_write_text(out / "predictions.json", json.dumps(table))
+            except BaseException:  # (no table: this run's panoptic PNGs would have no entry, their overlays go too)
+                for a in annotations:
+                    for ending in ("_panoptic.png", "_overlay.png"):
+                        (out / f"{a['image_id']}{ending}").unlink(missing_ok=True)
+                raise
             if note:
                 print(f"maskformer predict: note: {note}", file=sys.stderr)
         elif stale or (out / "predictions.json").is_file():  # (entries of PNGs gone, also from a killed run)

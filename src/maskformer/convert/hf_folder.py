@@ -119,12 +119,20 @@ def write_hf_folder(
     missing, unexpected = model.load_state_dict(hf_state, strict=False)
     # (BatchNorm does not report a missing num_batches_tracked: it keeps its own)
     assert not unexpected and set(missing) <= set(dropped_hf_keys(list(target))), (missing, unexpected)
-    with atomic_folder(folder) as tmp:
-        model.save_pretrained(tmp)
-        if preprocessor is not None:
-            from transformers import MaskFormerImageProcessor
+    from transformers.utils import logging as hf_logging
 
-            MaskFormerImageProcessor(**preprocessor).save_pretrained(tmp)
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # ("Writing model shards: 100%" after our one-line summary)
+    try:
+        with atomic_folder(folder) as tmp:
+            model.save_pretrained(tmp)
+            if preprocessor is not None:
+                from transformers import MaskFormerImageProcessor
+
+                MaskFormerImageProcessor(**preprocessor).save_pretrained(tmp)
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
     return len(hf_state)
 
 

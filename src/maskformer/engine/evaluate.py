@@ -123,6 +123,11 @@ def evaluate_model(
         if dist.all_reduce_mean({"n": float(scored_panoptic)})["n"] > 0:
             pan = pan_eval.compute()
             metrics.update({key: pan[key] for key in ("All", "Things", "Stuff", "PQ", "SQ", "RQ") if key in pan})
+            ids = meta.contiguous_to_dataset_id  # per class under the dataset's ids (as eval-predictions does)
+            metrics["per_class"] = {
+                ids.get(int(c), int(c)): {"name": meta.classes[int(c)], **scores}
+                for c, scores in pan.get("per_class", {}).items()
+            }
         else:
             metrics["panoptic_note"] = "no panoptic ground truth in this split: PQ not measured"
     metrics["images"] = int(dist.all_reduce_mean({"n": float(seen)})["n"] * dist.world_size())

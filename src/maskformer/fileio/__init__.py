@@ -226,13 +226,18 @@ def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
     put it in place of ``folder`` (an earlier ``folder`` is moved aside first and removed after, so no file of it is
     left among the new ones). On any exception nothing of the new folder is left and ``folder`` is as it was."""
     folder = Path(folder)
+    # an empty folder is filled, not replaced: it may be a mount point, which cannot be renamed (the temporary folder
+    # is then made inside it, on its file system, and its files are moved up)
+    empty = folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir())
     with _new_parents(folder.parent):
+        place = folder if empty else folder.parent
         try:
-            tmp = Path(tempfile.mkdtemp(prefix=_temporary_prefix(folder.name, ".old"), dir=folder.parent))
+            tmp = Path(tempfile.mkdtemp(prefix=_temporary_prefix(folder.name, ".old"), dir=place))
         except OSError as e:  # e.g. a read-only folder: name it, not the temporary name tried in it
-            e.filename = str(folder if e.errno == errno.ENOENT else folder.parent)  # (/proc/x: "/proc: no such file")
+            e.filename = str(folder if e.errno == errno.ENOENT else place)  # (/proc/x: "/proc: no such file")
             raise
         old = None
+        moved: list[Path] = []
         try:
             with _naming(folder, tmp), _as_write_errors(folder):
                 yield tmp
@@ -241,11 +246,19 @@ def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
                 for f in tmp.rglob("*"):
                     if f.is_file():  # (writers that go through mkstemp leave 0600 files)
                         os.chmod(f, 0o666 & ~mask)
-                if folder.exists():
-                    old = folder.parent / f"{tmp.name}.old"
-                    os.replace(folder, old)
-                os.replace(tmp, folder)
+                if empty:
+                    for f in sorted(tmp.iterdir()):
+                        os.replace(f, folder / f.name)
+                        moved.append(folder / f.name)
+                    moved = []  # (all in place)
+                else:
+                    if folder.exists():
+                        old = folder.parent / f"{tmp.name}.old"
+                        os.replace(folder, old)
+                    os.replace(tmp, folder)
         finally:
+            for f in moved:  # (an error while moving the files up: the folder is left empty, as it was)
+                shutil.rmtree(f, ignore_errors=True) if f.is_dir() else f.unlink(missing_ok=True)
             shutil.rmtree(tmp, ignore_errors=True)
             if old is not None:
                 shutil.rmtree(old, ignore_errors=True)
