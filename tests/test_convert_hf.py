@@ -22,11 +22,12 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 from transformers import MaskFormerConfig, MaskFormerForInstanceSegmentation  # noqa: E402
 
 import maskformer  # noqa: E402
+from conftest import CONFIGS  # noqa: E402
 from maskformer.cli import main  # noqa: E402
 from maskformer.convert.hf_config import config_from_hf, hf_config_from_ours  # noqa: E402
 from maskformer.convert.huggingface import hf_state_to_ours  # noqa: E402
 from maskformer.engine.checkpoint import load_checkpoint, load_model, load_model_and_config, save_checkpoint  # noqa: E402
-from maskformer.engine.conversion import convert_hf, convert_to_hf  # noqa: E402
+from maskformer.engine.conversion import backbone_summary, convert_hf, convert_to_hf  # noqa: E402
 from maskformer.errors import CheckpointError  # noqa: E402
 
 STAGES = ["stage1", "stage2", "stage3", "stage4"]
@@ -375,6 +376,10 @@ def test_cli_hf_prints_summary_and_help(hf_folder, tmp_path, capsys):
     assert main(["convert", "hf", str(folder), str(tmp_path / "x.pt")]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and "converted" in out[0] and str(tmp_path / "x.pt") in out[0]
+    b = load_model_and_config(tmp_path / "x.pt")[1].model.backbone
+    assert f"({backbone_summary(b)}, 5 classes)" in out[0]
+    r50 = maskformer.load_config(CONFIGS / "ade20k-150" / "maskformer_R50_bs16_160k.yaml").model.backbone
+    assert backbone_summary(r50) == "ResNet-50"  # (it said "ResNet blocks=50")
     for argv in (["convert", "--help"], ["convert", "hf", "--help"], ["convert", "to-hf", "--help"]):
         with pytest.raises(SystemExit) as e:
             main(argv)

@@ -266,7 +266,7 @@ def convert_hf(
         _note("dataset not recognised from the class names: data.dataset=folder (eval reads DATA_ROOT/classes.json);"
               " pass --config for test sizes and inference settings")  # fmt: skip
     b = tr.cfg.model.backbone
-    arch = f"Swin C={b.embed_dim} depths={b.depths}" if b.type == "swin" else f"ResNet blocks={b.blocks or b.depth}"
+    arch = backbone_summary(b)
     return f"converted {len(hf_state)} tensors: {source} -> {output} ({arch}, {len(tr.classes)} classes)"
 
 
@@ -322,3 +322,11 @@ def convert_to_detectron2(checkpoint: str | Path, output: str | Path) -> str:
         f"{cfg.model.num_classes} classes; the original loads it with its config for this model, and `maskformer "
         f"convert detectron2 {output} OUT.pt --config CONFIG` with this model's YAML (a run's config.yaml))"
     )
+
+
+def backbone_summary(b) -> str:  # noqa: ANN001 - a config's model.backbone section
+    """ "Swin C=96 depths=[2, 2, 6, 2]", "ResNet-50" or "ResNet blocks=[1, 1, 1, 1]" (it said "blocks=50" for a
+    standard depth)."""
+    if b.type == "swin":
+        return f"Swin C={b.embed_dim} depths={b.depths}"
+    return f"ResNet blocks={b.blocks}" if b.blocks else f"ResNet-{b.depth}"
