@@ -325,8 +325,8 @@ def convert_to_detectron2(checkpoint: str | Path, output: str | Path) -> str:
 
 
 def backbone_summary(b) -> str:  # noqa: ANN001 - a config's model.backbone section
-    """ "Swin C=96 depths=[2, 2, 6, 2]", "ResNet-50" or "ResNet blocks=[1, 1, 1, 1]" (it said "blocks=50" for a
-    standard depth)."""
+    """The backbone in a few words for the summary line: Swin C=96 depths=[2, 2, 6, 2], ResNet-50, or ResNet
+    blocks=[1, 1, 1, 1] for block counts of its own (it said "blocks=50" for a standard depth)."""
     if b.type == "swin":
         return f"Swin C={b.embed_dim} depths={b.depths}"
     return f"ResNet blocks={b.blocks}" if b.blocks else f"ResNet-{b.depth}"
