@@ -232,3 +232,26 @@ def _panoptic(tmp_path: Path) -> Path:
     net = maskformer.build_model(cfg)
     save_checkpoint(tmp_path / "pan.pt", cfg=cfg, model=net, meta=net.class_meta.to_dict() if net.class_meta else None)
     return tmp_path / "pan.pt"
+
+
+@pytest.mark.parametrize("task", ["semantic", "panoptic"])
+def test_a_folder_image_whose_output_name_is_too_long_is_skipped(tmp_path: Path, capsys, task: str) -> None:
+    """Its outputs' names (NAME_overlay.png) passed the 255 bytes a file name may have: the run stopped at it with
+    exit 1 and the later images were not predicted. It is skipped and named; the others are written."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    long = _image(folder / ("L" * 244 + ".png"))  # (NAME_labels.png fits in 255 bytes, NAME_overlay.png does not)
+    fits = _image(folder / ("F" * 243 + ".png"))  # (NAME_overlay.png fits; NAME_panoptic.png, one byte more, not)
+    _image(folder / "z.png")
+    model = _panoptic(tmp_path)
+    out = tmp_path / "o"
+    assert main(["predict", str(model), str(folder), "--output-dir", str(out), "--task", task]) == 2
+    err = capsys.readouterr().err
+    assert f"skipped {long}: its output name is too long for the file system" in err
+    written = sorted(p.name for p in out.iterdir())
+    if task == "semantic":  # (its check for a panoptic PNG of an earlier run, NAME_panoptic.png, raised "too long")
+        assert f"1 of 3 file(s) have names too long for their outputs: {long}" in err
+        assert written == [f"{fits.stem}_labels.png", f"{fits.stem}_overlay.png", "z_labels.png", "z_overlay.png"]
+    else:
+        assert f"2 of 3 file(s) have names too long for their outputs: {fits}, {long}" in err
+        assert written == ["predictions.json", "z_overlay.png", "z_panoptic.png"]  # (not F..F_overlay.png alone)

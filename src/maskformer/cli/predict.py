@@ -189,6 +189,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import contextlib
+    import errno
     import json
     import sys
     from pathlib import Path
@@ -229,7 +231,7 @@ def _run(args: argparse.Namespace) -> int:
     thing = predictor.thing_ids
     ids = dataset_ids(predictor)  # predictions.json speaks the dataset's own category ids, as its ground truth does
     label_values = label_file_values(predictor)  # a folder dataset's own ids in _labels.png, as its label files
-    annotations, failed, too_large = [], [], []  # (too large: out of memory)
+    annotations, failed, too_large, too_long = [], [], [], []  # (too large: out of memory; too long: output names)
     import importlib.util
 
     if videos and importlib.util.find_spec("av") is None:  # (said once, before any output; not "unreadable" files)
@@ -258,7 +260,10 @@ def _run(args: argparse.Namespace) -> int:
     def _write(stem, shown) -> None:
         save_png(shown.overlay, out / f"{stem}_overlay.png")
         other = out / f"{stem}_{'panoptic' if task == 'semantic' else 'labels'}.png"  # (the other task's, if any)
-        if other.is_file():  # the folder keeps one task's outputs per image, which its overlay shows
+        stale_file = False
+        with contextlib.suppress(OSError):  # (a name too long to exist: NAME_panoptic.png is 2 bytes longer)
+            stale_file = other.is_file()
+        if stale_file:  # the folder keeps one task's outputs per image, which its overlay shows
             other.unlink()
             stale.add(other.relative_to(out).as_posix())  # (as predictions.json names it: sub/x_panoptic.png)
         if task == "semantic":
@@ -287,7 +292,20 @@ def _run(args: argparse.Namespace) -> int:
                 try:
                     results = predictor([image for _, image in batch], task=task)
                     for (p, image), result in zip(batch, results):
-                        write(p, image, result)
+                        try:
+                            write(p, image, result)
+                        except OSError as e:  # (an input whose output names the file system cannot hold: the
+                            if e.errno != errno.ENAMETOOLONG or args.strict or len(files) == 1:  # others go on)
+                                raise
+                            for ending in _OUTPUT_ENDINGS[1:]:  # (a shorter ending's file may have been written)
+                                with contextlib.suppress(OSError):
+                                    (out / f"{files[p]}{ending}").unlink(missing_ok=True)
+                            tqdm.write(
+                                f"maskformer predict: skipped {p}: its output name is too long for the file"
+                                f" system ({Path(e.filename or '').name[:40]}...): rename it",
+                                file=sys.stderr,
+                            )
+                            too_long.append(str(p))
                 except (RuntimeError, MemoryError) as e:  # (a picture too large for this machine: the others go on)
                     if (why := out_of_memory(e)) is None:
                         raise
@@ -317,7 +335,7 @@ def _run(args: argparse.Namespace) -> int:
         elif stale or (out / "predictions.json").is_file():  # (entries of PNGs gone, also from a killed run)
             with interrupts_held(), folder_lock(out):
                 drop_panoptic_entries(out, stale)
-    done = len(files) - len(failed) - len(too_large)
+    done = len(files) - len(failed) - len(too_large) - len(too_long)
     print(f"wrote results for {done} file(s) to {out}")
     if failed:
         print(f"maskformer predict: error: {len(failed)} of {len(files)} file(s) unreadable: {', '.join(failed)}",
@@ -325,6 +343,9 @@ def _run(args: argparse.Namespace) -> int:
     if too_large:  # (after the line above: one summary line per reason)
         print(f"maskformer predict: error: {len(too_large)} of {len(files)} file(s) ran out of memory: "
               f"{', '.join(too_large)}", file=sys.stderr)  # fmt: skip
-    if failed or too_large:
+    if too_long:
+        print(f"maskformer predict: error: {len(too_long)} of {len(files)} file(s) have names too long for their "
+              f"outputs: {', '.join(too_long)}", file=sys.stderr)  # fmt: skip
+    if failed or too_large or too_long:
         return 2
     return 0
