@@ -255,3 +255,33 @@ def test_a_folder_image_whose_output_name_is_too_long_is_skipped(tmp_path: Path,
     else:
         assert f"2 of 3 file(s) have names too long for their outputs: {fits}, {long}" in err
         assert written == ["predictions.json", "z_overlay.png", "z_panoptic.png"]  # (not F..F_overlay.png alone)
+
+
+def test_a_demo_into_a_folder_where_a_demo_trains_stops_before_moving_anything(tmp_path: Path) -> None:
+    """A second demo moved the running demo's files aside before `train` found the folder held: when the running one
+    wrote a checkpoint meanwhile, its config.yaml and metrics.jsonl were not put back but deleted."""
+    import fcntl
+    import shutil
+
+    from maskformer.cli import demo
+    from maskformer.errors import ConfigError
+
+    out = tmp_path / "dm"
+    out.mkdir()
+    shutil.copy(DEMO_YAML, out / "config.yaml")
+    (out / "metrics.jsonl").write_text("{}\n")
+    (out / "checkpoint_last.pt").write_text("x")
+    aside = out.parent / f".{out.name}.previous-abcdefgh"  # (a running demo's own earlier run, kept aside)
+    aside.mkdir()
+    (aside / "model_final.pt").write_text("earlier")
+    fd = os.open(out, os.O_RDONLY)  # the running training holds its folder (as engine/run_folder.py does)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ConfigError, match="another maskformer train is writing into this folder now"):
+            with demo._replacing_previous_demo(out):
+                pytest.fail("the second demo must not start")
+    finally:
+        os.close(fd)
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint_last.pt", "config.yaml", "metrics.jsonl"]
+    assert (aside / "model_final.pt").read_text() == "earlier"  # (not taken for a killed demo's leftovers)
+    assert "MASKFORMER_HELD_RUN_FOLDER" not in os.environ

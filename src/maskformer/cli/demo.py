@@ -121,7 +121,32 @@ def _put_back(aside: Path, out: Path) -> None:
 def _replacing_previous_demo(out: Path) -> Iterator[None]:
     """A demo starts anew: the files of an earlier demo run in ``out`` (its run, metrics and pictures) are moved
     aside (beside ``out``) while the new one trains, removed when it has finished, and put back when it stops before
-    its first checkpoint (an interrupted second demo destroyed the finished first one)."""
+    its first checkpoint (an interrupted second demo destroyed the finished first one). An existing ``out`` is held
+    (as ``train`` holds its folder) before anything in it is looked at or moved: a second demo into a folder where a
+    demo trains stops with one line instead of moving the running one's files away."""
+    import os
+
+    from maskformer.engine.run_folder import HELD_BY_LAUNCHER, hold_run_folder
+
+    if not out.is_dir():  # (a new folder: `train` makes and holds it)
+        with _moving_previous_demo_aside(out):
+            yield
+        return
+    with hold_run_folder(out, create=False):
+        before = os.environ.get(HELD_BY_LAUNCHER)
+        os.environ[HELD_BY_LAUNCHER] = str(out.resolve())  # (held here: `train` must not try again)
+        try:
+            with _moving_previous_demo_aside(out):
+                yield
+        finally:
+            if before is None:
+                os.environ.pop(HELD_BY_LAUNCHER, None)
+            else:
+                os.environ[HELD_BY_LAUNCHER] = before
+
+
+@contextlib.contextmanager
+def _moving_previous_demo_aside(out: Path) -> Iterator[None]:
     import shutil
     import tempfile
 
