@@ -751,3 +751,18 @@ def test_ctrl_c_answers_an_upload_still_arriving_at_its_next_chunk(tmp_path: Pat
                     break
         assert answer.startswith("HTTP/1.1 503") and "this upload was not read to its end" in answer, answer
         assert "stopping: 1 request(s) in hand; they are answered 503" in capsys.readouterr().err
+
+
+def test_serve_without_python_multipart_says_what_to_install(tmp_path: Path, capsys, monkeypatch) -> None:
+    """Without python-multipart the server started and said it was healthy, then answered every upload with a 400
+    (Starlette imports it at the first form): it is named at the start, as a missing uvicorn is."""
+    import importlib.util
+
+    from maskformer.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if "multipart" in name else real(name, *a))
+    assert main(["serve", str(tmp_path / "never-read.pt"), "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["maskformer serve: error: serve needs the web stack: pip install 'maskformer[serve]' "
+                   "(python-multipart is missing)"]  # fmt: skip

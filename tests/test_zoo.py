@@ -502,6 +502,9 @@ def test_names_that_are_nearly_right_or_not_names(tmp_path: Path, monkeypatch: p
         maskformer.from_pretrained("ade20k/maskformer_R50_bs16_160k")
     with pytest.raises(CheckpointError, match=r"did you mean facebook/maskformer-swin-tiny-ade\?"):
         maskformer.from_pretrained("facebook/maskformer-swin-tiny-adee")
+    with pytest.raises(CheckpointError) as listed:  # (a listed Hub id the Hub did not give: it suggested itself)
+        maskformer.from_pretrained("facebook/maskformer-swin-tiny-ade")
+    assert str(listed.value).startswith("facebook/maskformer-swin-tiny-ade") and "did you mean" not in str(listed.value)
     with pytest.raises(CheckpointError, match=r"^ade20k-150/maskformer_R50_bs16_160k: http://127.0.0.1:9/"):
         maskformer.from_pretrained(" ade20k-150/maskformer_R50_bs16_160k")  # (the zoo's name: downloaded)
     with pytest.raises(CheckpointError, match="an empty model name"):

@@ -204,7 +204,7 @@ def resolve_model(name_or_path: str | Path) -> Path:
             import difflib
 
             close = difflib.get_close_matches(text.strip(), sorted(entries), n=1, cutoff=0.8)
-            if not close:
+            if not close or close[0] == text.strip():  # (a listed Hub id that could not be fetched: no "did you mean")
                 raise
             raise CheckpointError(f"{e} (did you mean {close[0]}? `maskformer models` lists the names)") from None
     raise CheckpointError(

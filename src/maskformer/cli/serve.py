@@ -58,6 +58,11 @@ def run(args: argparse.Namespace) -> int:
         from maskformer.serve.protocol import head_timeout_protocol
     except ImportError as e:
         raise UserError(f"serve needs the web stack: pip install 'maskformer[serve]' ({e.name} is missing)") from None
+    import importlib.util
+
+    if not any(importlib.util.find_spec(name) for name in ("python_multipart", "multipart")):  # (Starlette loads it
+        # at the first upload: every upload would be a 400 from a server that said it was up)
+        raise UserError("serve needs the web stack: pip install 'maskformer[serve]' (python-multipart is missing)")
     limits = [("--max-upload-mb", args.max_upload_mb), ("--max-megapixels", args.max_megapixels),
               ("--upload-timeout", args.upload_timeout)]  # fmt: skip
     for flag, value in limits:
