@@ -285,3 +285,14 @@ def test_a_demo_into_a_folder_where_a_demo_trains_stops_before_moving_anything(t
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint_last.pt", "config.yaml", "metrics.jsonl"]
     assert (aside / "model_final.pt").read_text() == "earlier"  # (not taken for a killed demo's leftovers)
     assert "MASKFORMER_HELD_RUN_FOLDER" not in os.environ
+
+
+def test_the_table_leaves_out_this_runs_pngs_that_another_run_deleted(tmp_path: Path) -> None:
+    """A semantic predict into the same folder at the same time deleted x_panoptic.png (the folder keeps one task per
+    image) before the panoptic run wrote its table at its end: the table listed PNGs that no longer existed."""
+    from maskformer.cli.outputs import panoptic_table
+
+    (tmp_path / "a_panoptic.png").write_bytes(b"png")
+    runs = [{"image_id": n, "file_name": f"{n}_panoptic.png", "segments_info": []} for n in ("a", "b")]
+    table, note = panoptic_table(tmp_path, runs, [{"id": 1, "name": "x", "isthing": 1}])
+    assert [a["file_name"] for a in table["annotations"]] == ["a_panoptic.png"] and note == ""

@@ -57,6 +57,8 @@ def panoptic_table(folder: Path, annotations: list[dict], categories: list[dict]
     import json
 
     path = folder / "predictions.json"
+    # (this run's PNGs that another predict into the folder, of the other task, has deleted since: no entry)
+    annotations = [a for a in annotations if (folder / a["file_name"]).is_file()]
     table = {"annotations": annotations, "categories": categories}
     try:
         earlier = json.loads(path.read_text(encoding="utf-8"))

@@ -254,7 +254,9 @@ def _run(args: argparse.Namespace) -> int:
     def write(path, image, result) -> None:
         stem = files[path]
         shown = render(image, result, task, names, colors, title=path.name, label_values=label_values, thing_ids=thing)
-        with interrupts_held():  # (a Ctrl-C meanwhile waits: an image's files are all written, or none)
+        # (a Ctrl-C meanwhile waits: an image's files are all written, or none; another predict into this folder
+        # with the other task waits too: it would delete this image's other file between the check and the write)
+        with interrupts_held(), folder_lock(out):
             _write(stem, shown)
 
     def _write(stem, shown) -> None:
