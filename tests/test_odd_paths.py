@@ -296,3 +296,75 @@ def test_the_table_leaves_out_this_runs_pngs_that_another_run_deleted(tmp_path: 
     runs = [{"image_id": n, "file_name": f"{n}_panoptic.png", "segments_info": []} for n in ("a", "b")]
     table, note = panoptic_table(tmp_path, runs, [{"id": 1, "name": "x", "isthing": 1}])
     assert [a["file_name"] for a in table["annotations"]] == ["a_panoptic.png"] and note == ""
+
+
+def test_an_earlier_images_outputs_stay_when_the_table_cannot_be_written(tmp_path: Path, capsys, monkeypatch) -> None:
+    """The removal of PNGs without a table entry also removed those of an image an earlier run had listed."""
+    from maskformer import fileio
+
+    image = _image(tmp_path / "first.png")
+    out = tmp_path / "o"
+    model = _panoptic(tmp_path)
+    assert main(["predict", str(model), str(image), "--output-dir", str(out)]) == 0
+    listed = (out / "predictions.json").read_text()
+
+    def refuse(path, text):  # noqa: ANN001, ANN202
+        raise PermissionError(1, "Operation not permitted", str(path))
+
+    monkeypatch.setattr(fileio, "atomic_write_text", refuse)
+    second = _image(tmp_path / "second.png")
+    assert main(["predict", str(model), str(image), str(second), "--output-dir", str(out)]) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["first_overlay.png", "first_panoptic.png", "predictions.json"]
+    assert (out / "predictions.json").read_text() == listed
+
+
+def test_a_checkpoint_written_into_a_named_pipe_can_be_interrupted_while_it_waits_for_a_reader(tmp_path: Path) -> None:
+    """`convert hf FOLDER fifo.pt --overwrite` waited for a reader with Ctrl-C and SIGTERM held: only kill -9 ended
+    it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    fifo = tmp_path / "fifo.pt"
+    os.mkfifo(fifo)
+    code = ("import torch; from maskformer.engine.checkpoint import atomic_torch_save; print('ready', flush=True); "
+            f"atomic_torch_save({{'a': torch.zeros(2)}}, {str(fifo)!r})")  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(1.0)  # (now waiting in open() for a reader)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        assert proc.returncode != 0 and "KeyboardInterrupt" in proc.stderr.read()
+    finally:
+        proc.kill()
+
+
+def test_a_link_to_a_folder_is_written_through(tmp_path: Path) -> None:
+    """`convert to-hf M lnk` (lnk -> a folder) replaced the link by a real folder and left the link behind as a hidden
+    .lnk.XXXXXXXX.old."""
+    from maskformer.fileio import atomic_folder
+
+    for name, holds in (("empty", []), ("full", ["old.txt"])):
+        target = tmp_path / name
+        target.mkdir()
+        for f in holds:
+            (target / f).write_text("old")
+        link = tmp_path / f"{name}-link"
+        link.symlink_to(name)
+        with atomic_folder(link) as tmp:
+            (tmp / "config.json").write_text("{}")
+        assert link.is_symlink() and os.readlink(link) == name
+        assert sorted(p.name for p in target.iterdir()) == ["config.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "empty-link", "full", "full-link"]
+
+
+@pytest.mark.parametrize("command", ["train", "demo"])
+def test_a_named_pipe_as_the_run_folder_is_one_line(tmp_path: Path, capsys, command: str) -> None:
+    """train / demo --output-dir FIFO waited forever (opening the folder to lock it opened the pipe)."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    argv = ["train", str(DEMO_YAML), "--set", "train.max_iters=1"] if command == "train" else ["demo"]
+    assert main([*argv, "--output-dir", str(fifo)]) == 2
+    assert capsys.readouterr().err.strip() == f"maskformer {command}: error: {fifo}: exists and is not a folder"

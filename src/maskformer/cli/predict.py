@@ -192,6 +192,7 @@ def _run(args: argparse.Namespace) -> int:
     import contextlib
     import errno
     import json
+    import os
     import sys
     from pathlib import Path
 
@@ -250,6 +251,7 @@ def _run(args: argparse.Namespace) -> int:
             failed.append(str(video))
 
     stale: set[str] = set()  # panoptic PNGs of an earlier run whose images this (semantic) run predicts again
+    fresh: set[str] = set()  # images whose panoptic PNG this run wrote where there was none
 
     def write(path, image, result) -> None:
         stem = files[path]
@@ -260,6 +262,8 @@ def _run(args: argparse.Namespace) -> int:
             _write(stem, shown)
 
     def _write(stem, shown) -> None:
+        if task != "semantic" and not os.path.lexists(out / f"{stem}_panoptic.png"):
+            fresh.add(stem)  # (its outputs are this run's alone: removed again if the table cannot be written)
         save_png(shown.overlay, out / f"{stem}_overlay.png")
         other = out / f"{stem}_{'panoptic' if task == 'semantic' else 'labels'}.png"  # (the other task's, if any)
         stale_file = False
@@ -327,8 +331,8 @@ def _run(args: argparse.Namespace) -> int:
                 with interrupts_held(), folder_lock(out):
                     table, note = panoptic_table(out, annotations, categories)  # (with an earlier run's entries)
                     atomic_write_text(out / "predictions.json", json.dumps(table))
-            except BaseException:  # (no table: this run's panoptic PNGs would have no entry, their overlays go too)
-                for a in annotations:
+            except BaseException:  # (no table: this run's new panoptic PNGs would have no entry, their overlays go
+                for a in [a for a in annotations if a["image_id"] in fresh]:  # too; an earlier image's stay listed)
                     for ending in ("_panoptic.png", "_overlay.png"):
                         (out / f"{a['image_id']}{ending}").unlink(missing_ok=True)
                 raise

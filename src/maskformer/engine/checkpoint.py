@@ -19,7 +19,7 @@ from ..build import build_model
 from ..config import Config, config_from_dict, config_to_dict
 from ..data.metadata import DatasetMeta, meta_from_checkpoint
 from ..errors import CheckpointError, ConfigError, interrupts_held
-from ..fileio import CUT_ARCHIVE, atomic_path, cut_archive, damaged_archive, looks_like_text
+from ..fileio import CUT_ARCHIVE, atomic_path, cut_archive, damaged_archive, looks_like_text, special_file
 from ..inference.device import check_device
 
 FORMAT = "maskformer-checkpoint"
@@ -30,6 +30,10 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``. A Ctrl-C or SIGTERM
     meanwhile waits until the file is in place (``interrupts_held``: a torch.save cut mid-write aborts the process).
     """
+    if special_file(path):  # a named pipe, written through: opening it waits for a reader, which Ctrl-C must end
+        with open(path, "wb") as f, interrupts_held():
+            torch.save(obj, f)
+        return
     with interrupts_held(), atomic_path(path, fsync=True) as tmp:
         with open(tmp, "wb") as f:  # (our handle: closed when the save fails too)
             torch.save(obj, f)

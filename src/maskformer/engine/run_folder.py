@@ -65,7 +65,7 @@ def hold_run_folder(out: Path, *, create: bool) -> Iterator[bool]:
     try:
         import fcntl
 
-        fd = os.open(out, os.O_RDONLY)
+        fd = os.open(out, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))  # (a named pipe: not waited on)
     except (ImportError, OSError):  # (not a folder: the run's own checks say so)
         try:
             yield made

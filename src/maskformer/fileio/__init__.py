@@ -226,6 +226,8 @@ def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
     put it in place of ``folder`` (an earlier ``folder`` is moved aside first and removed after, so no file of it is
     left among the new ones). On any exception nothing of the new folder is left and ``folder`` is as it was."""
     folder = Path(folder)
+    if folder.is_symlink() and folder.is_dir():  # a link to a folder: the folder is written, the link stays (it was
+        folder = folder.resolve()  # replaced by a real folder, and left behind as a hidden .NAME.XXXXXXXX.old link)
     # an empty folder is filled, not replaced: it may be a mount point, which cannot be renamed (the temporary folder
     # is then made inside it, on its file system, and its files are moved up)
     empty = folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir())
@@ -272,7 +274,7 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
     try:
         import fcntl
 
-        fd = os.open(folder, os.O_RDONLY)
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))  # (a named pipe: not waited on)
     except (ImportError, OSError):
         yield
         return
