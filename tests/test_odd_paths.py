@@ -368,3 +368,16 @@ def test_a_named_pipe_as_the_run_folder_is_one_line(tmp_path: Path, capsys, comm
     argv = ["train", str(DEMO_YAML), "--set", "train.max_iters=1"] if command == "train" else ["demo"]
     assert main([*argv, "--output-dir", str(fifo)]) == 2
     assert capsys.readouterr().err.strip() == f"maskformer {command}: error: {fifo}: exists and is not a folder"
+
+
+def test_eval_predictions_output_into_a_link_loop_is_refused_first(tmp_path: Path, capsys) -> None:
+    """`eval-predictions ... --output lp1` (a link loop) scored everything, then replaced the link by its file."""
+    loop = _loop(tmp_path)
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    for folder in (gt, pred):
+        folder.mkdir()
+        Image.fromarray(np.zeros((4, 5), dtype=np.uint8)).save(folder / "a.png")
+    argv = ["eval-predictions", "semantic", "--gt-dir", str(gt), "--pred-dir", str(pred), "--num-classes", "3"]
+    assert main([*argv, "--output", str(loop)]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"{loop}: a symbolic link loop")
+    assert loop.is_symlink()

@@ -87,8 +87,10 @@ def run(args: argparse.Namespace) -> int:
         format_panoptic_table,
         format_semantic_table,
     )
-    from ..fileio import atomic_write_text, json_text
+    from ..fileio import atomic_write_text, broken_link, json_text
 
+    if args.output is not None and (link := broken_link(args.output)) == "a symbolic link loop":  # (else the loop's
+        raise UserError(f"{args.output}: {link}")  # link was replaced by the file, after all the scoring)
     if args.workers < 0:
         raise UserError(f"--workers must be >= 0, got {args.workers}")
     if args.task == "panoptic":
