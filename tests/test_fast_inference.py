@@ -562,14 +562,15 @@ def test_corner_labels_list_exactly_the_mixed_cells():
 
 @NEEDS_BF16
 def test_predictor_uses_corner_labels_by_default_only_for_bf16_models(demo_model):
-    fp32, bf16 = prepare_for_inference(demo_model), prepare_for_inference(demo_model, bf16=True)
+    # (through the public door, Predictor(model, bf16=True): a copy already prepared in bf16 holds bfloat16 weights,
+    # which the Predictor refuses as it refuses any model cast to another dtype)
     kw = {"min_size": 64, "max_size": 256, "task_default": "semantic"}
-    assert not maskformer.Predictor(fp32, **kw).corner_labels
-    assert maskformer.Predictor(bf16, **kw).corner_labels
-    assert not maskformer.Predictor(bf16, corner_labels=False, **kw).corner_labels
+    assert not maskformer.Predictor(demo_model, **kw).corner_labels
+    assert maskformer.Predictor(demo_model, bf16=True, **kw).corner_labels
+    assert not maskformer.Predictor(demo_model, bf16=True, corner_labels=False, **kw).corner_labels
     image = np.random.default_rng(1).integers(0, 256, (64, 96, 3), dtype=np.uint8)
-    corner = maskformer.Predictor(bf16, **kw)(image)
-    exact = maskformer.Predictor(bf16, corner_labels=False, **kw)(image)
+    corner = maskformer.Predictor(demo_model, bf16=True, **kw)(image)
+    exact = maskformer.Predictor(demo_model, bf16=True, corner_labels=False, **kw)(image)
     assert corner.shape == exact.shape == (64, 96)
     assert (corner == exact).float().mean() > 0.95
 
