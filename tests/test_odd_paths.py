@@ -2,6 +2,7 @@
 is expected end in one line naming the path and exit 2 (a traceback or "no such file" before), and a folder's looped
 entry is skipped and named like any unreadable image."""
 
+import errno
 import os
 from pathlib import Path
 
@@ -381,3 +382,14 @@ def test_eval_predictions_output_into_a_link_loop_is_refused_first(tmp_path: Pat
     assert main([*argv, "--output", str(loop)]) == 2
     assert capsys.readouterr().err.strip().endswith(f"{loop}: a symbolic link loop")
     assert loop.is_symlink()
+
+
+def test_an_atomic_write_into_a_link_loop_leaves_the_link(tmp_path: Path) -> None:
+    """Every writer (atomic_path) replaced a looped link by its file: realpath of a loop is the link itself."""
+    from maskformer.fileio import atomic_write_text
+
+    loop = _loop(tmp_path)
+    with pytest.raises(OSError) as e:
+        atomic_write_text(loop, "x")
+    assert e.value.errno == errno.ELOOP and e.value.filename == str(loop)
+    assert loop.is_symlink() and sorted(p.name for p in tmp_path.iterdir()) == ["lp1", "lp2"]

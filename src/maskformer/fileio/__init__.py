@@ -98,6 +98,8 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = ".tmp", fsync: bool = 
             yield path
         return
     if path.is_symlink():
+        if broken_link(path) == "a symbolic link loop":  # (realpath gives the link itself: it was replaced)
+            raise OSError(errno.ELOOP, "a symbolic link loop", str(path))
         path = Path(os.path.realpath(path))
     with _new_parents(path.parent):
         try:
